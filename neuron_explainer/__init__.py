@@ -1,0 +1,73 @@
+"""neuron_explainer: explain what a unit of a language model does, and score it honestly.
+
+The public API is re-exported here. Importing this package never imports torch or
+transformers; subjects that run models load them when they are used.
+"""
+
+from neuron_explainer._version import __version__ as __version__
+from neuron_explainer.building import build_neuron_record as build_neuron_record
+from neuron_explainer.errors import CapabilityError as CapabilityError
+from neuron_explainer.errors import ExplanationError as ExplanationError
+from neuron_explainer.errors import FormatError as FormatError
+from neuron_explainer.errors import InsufficientRecordsError as InsufficientRecordsError
+from neuron_explainer.errors import InvalidInputError as InvalidInputError
+from neuron_explainer.errors import InvalidRecordError as InvalidRecordError
+from neuron_explainer.errors import NeuronExplainerError as NeuronExplainerError
+from neuron_explainer.errors import SimulationError as SimulationError
+from neuron_explainer.errors import UnknownComponentError as UnknownComponentError
+from neuron_explainer.errors import UsageError as UsageError
+from neuron_explainer.interfaces import Explainer as Explainer
+from neuron_explainer.interfaces import Simulator as Simulator
+from neuron_explainer.interfaces import Subject as Subject
+from neuron_explainer.pipeline import aexplain_neuron as aexplain_neuron
+from neuron_explainer.pipeline import explain_neuron as explain_neuron
+from neuron_explainer.records import ActivationRecord as ActivationRecord
+from neuron_explainer.records import NeuronRecord as NeuronRecord
+from neuron_explainer.records import Provenance as Provenance
+from neuron_explainer.records import UnitId as UnitId
+from neuron_explainer.results import Calibration as Calibration
+from neuron_explainer.results import ComponentInfo as ComponentInfo
+from neuron_explainer.results import Explanation as Explanation
+from neuron_explainer.results import ExplanationResult as ExplanationResult
+from neuron_explainer.results import PromptScale as PromptScale
+from neuron_explainer.results import Score as Score
+from neuron_explainer.results import ScoredSequence as ScoredSequence
+from neuron_explainer.results import ScoredSimulation as ScoredSimulation
+from neuron_explainer.results import SequenceSimulation as SequenceSimulation
+from neuron_explainer.splits import Splits as Splits
+from neuron_explainer.splits import split_records as split_records
+
+__all__ = [
+    "ActivationRecord",
+    "Calibration",
+    "CapabilityError",
+    "ComponentInfo",
+    "Explainer",
+    "Explanation",
+    "ExplanationError",
+    "ExplanationResult",
+    "FormatError",
+    "InsufficientRecordsError",
+    "InvalidInputError",
+    "InvalidRecordError",
+    "NeuronExplainerError",
+    "NeuronRecord",
+    "PromptScale",
+    "Provenance",
+    "Score",
+    "ScoredSequence",
+    "ScoredSimulation",
+    "SequenceSimulation",
+    "SimulationError",
+    "Simulator",
+    "Splits",
+    "Subject",
+    "UnitId",
+    "UnknownComponentError",
+    "UsageError",
+    "__version__",
+    "aexplain_neuron",
+    "build_neuron_record",
+    "explain_neuron",
+    "split_records",
+]

@@ -1,0 +1,187 @@
+"""``explain_neuron``: split → explain (train) → simulate (held out) → calibrate → score.
+
+Wiring only; every stage lives in its own module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import ValidationError
+
+from neuron_explainer._components import resolve_explainer, resolve_simulator
+from neuron_explainer.errors import (
+    ExplanationError,
+    InvalidInputError,
+    InvalidRecordError,
+    SimulationError,
+)
+from neuron_explainer.interfaces import Explainer, Simulator, run_sync
+from neuron_explainer.records import ActivationRecord, NeuronRecord
+from neuron_explainer.results import Explanation, ExplanationResult, SequenceSimulation
+from neuron_explainer.scoring import CalibrationMethod, fit_calibration, score_simulations
+from neuron_explainer.splits import split_records
+
+__all__ = ["aexplain_neuron", "explain_neuron", "simulate_records"]
+
+
+def _coerce_record(record: NeuronRecord | Mapping[str, Any]) -> NeuronRecord:
+    if isinstance(record, NeuronRecord):
+        return record
+    if isinstance(record, Mapping):
+        try:
+            return NeuronRecord.model_validate(record)
+        except ValidationError as exc:
+            raise InvalidRecordError(f"the neuron record does not validate:\n{exc}") from None
+    raise InvalidInputError(
+        f"explain_neuron needs a NeuronRecord (or its dict form), got {type(record).__name__}; "
+        "build one with a Subject, build_neuron_record() or read_openai_neuron_record()"
+    )
+
+
+async def simulate_records(
+    simulator: Simulator, explanation: Explanation, records: Sequence[ActivationRecord]
+) -> list[SequenceSimulation]:
+    """Simulate ``records`` and check each simulation covers its record token for token.
+
+    Raises:
+        SimulationError: the simulator returned the wrong number of simulations, or one that
+            does not align with its record's tokens.
+    """
+    if not records:
+        return []
+    simulations = await simulator.asimulate_many(explanation, [r.tokens for r in records])
+    name = simulator.info.name
+    if len(simulations) != len(records):
+        raise SimulationError(
+            f"simulator {name!r} returned {len(simulations)} simulations for {len(records)} "
+            "excerpts"
+        )
+    for i, (record, simulation) in enumerate(zip(records, simulations, strict=True)):
+        if not isinstance(simulation, SequenceSimulation):
+            raise SimulationError(
+                f"simulator {name!r} returned {type(simulation).__name__}, not a "
+                "SequenceSimulation"
+            )
+        if simulation.tokens != record.tokens:
+            raise SimulationError(
+                f"simulator {name!r}: simulation {i} has {len(simulation.tokens)} tokens that do "
+                f"not match the excerpt's {len(record.tokens)} tokens"
+            )
+    return simulations
+
+
+async def aexplain_neuron(
+    record: NeuronRecord | Mapping[str, Any],
+    *,
+    explainer: Explainer | str = "token-table",
+    simulator: Simulator | str = "token-table",
+    calibration: CalibrationMethod = "linear",
+    score_split: Literal["valid", "test"] = "valid",
+    n_top_per_split: int | None = None,
+    n_random_per_split: int | None = None,
+) -> ExplanationResult:
+    """Async twin of :func:`explain_neuron`; use it inside a running event loop."""
+    if score_split not in ("valid", "test"):
+        raise InvalidInputError(
+            f"score_split must be 'valid' or 'test', got {score_split!r} (the calibration split "
+            "fits the calibration and the train split is what the explainer saw)"
+        )
+    if calibration not in ("none", "linear", "percentile"):
+        raise InvalidInputError(
+            f"unknown calibration {calibration!r}; choose 'none', 'linear' or 'percentile'"
+        )
+    neuron = _coerce_record(record)
+    the_explainer = resolve_explainer(explainer)
+    the_simulator = resolve_simulator(simulator)
+    splits = split_records(
+        neuron, n_top_per_split=n_top_per_split, n_random_per_split=n_random_per_split
+    )
+
+    explanation = await the_explainer.aexplain(splits.train)
+    if not isinstance(explanation, Explanation):
+        raise ExplanationError(
+            f"explainer {the_explainer.info.name!r} returned {type(explanation).__name__}, "
+            "not an Explanation"
+        )
+
+    scored_set = splits.held_out(score_split)
+    to_fit = splits.calibration.records if calibration != "none" else ()
+    simulations = await simulate_records(
+        the_simulator, explanation, (*to_fit, *scored_set.records)
+    )
+    fit_sims, scored_sims = simulations[: len(to_fit)], simulations[len(to_fit) :]
+
+    fitted = fit_calibration(
+        calibration,
+        np.concatenate([s.expected_activations for s in fit_sims]) if fit_sims else [],
+        np.concatenate([r.activations for r in to_fit]) if to_fit else [],
+    )
+    n_top = len(scored_set.top)
+    scored = score_simulations(
+        score_split,
+        list(zip(scored_set.top, scored_sims[:n_top], strict=True)),
+        list(zip(scored_set.random, scored_sims[n_top:], strict=True)),
+        fitted,
+    )
+    return ExplanationResult(
+        unit=neuron.unit,
+        explanation=explanation,
+        scored=scored,
+        explainer=the_explainer.info,
+        simulator=the_simulator.info,
+        provenance=neuron.provenance,
+        split_plan=splits.plan,
+    )
+
+
+def explain_neuron(
+    record: NeuronRecord | Mapping[str, Any],
+    *,
+    explainer: Explainer | str = "token-table",
+    simulator: Simulator | str = "token-table",
+    calibration: CalibrationMethod = "linear",
+    score_split: Literal["valid", "test"] = "valid",
+    n_top_per_split: int | None = None,
+    n_random_per_split: int | None = None,
+) -> ExplanationResult:
+    """Explain one unit and score the explanation on held-out records.
+
+    The record is split (see :mod:`neuron_explainer.splits`); the explainer sees only the train
+    split; the simulator predicts the calibration split (to fit ``calibration``) and the
+    ``score_split``; the scores compare those predictions with the true activations.
+
+    Args:
+        record: the unit's :class:`NeuronRecord`, or its dict form.
+        explainer: an :class:`Explainer` or a registered name (default ``"token-table"``).
+        simulator: a :class:`Simulator` or a registered name (default ``"token-table"``).
+        calibration: ``"none"``, ``"linear"`` or ``"percentile"``; fitted on calibration only.
+        score_split: ``"valid"`` (default) or ``"test"``.
+        n_top_per_split, n_random_per_split: records per split; default as many as divide
+            evenly.
+
+    Returns:
+        An :class:`ExplanationResult` with the explanation, scores and everything that produced
+        them.
+
+    Raises:
+        UnknownComponentError: no explainer/simulator has that name.
+        InsufficientRecordsError: too few records to fill the splits.
+        InvalidRecordError: the record (given as a dict) does not validate.
+        InvalidInputError: other bad arguments.
+        ExplanationError / SimulationError: a component failed.
+        UsageError: called inside a running event loop (use :func:`aexplain_neuron`).
+    """
+    return run_sync(
+        aexplain_neuron(
+            record,
+            explainer=explainer,
+            simulator=simulator,
+            calibration=calibration,
+            score_split=score_split,
+            n_top_per_split=n_top_per_split,
+            n_random_per_split=n_random_per_split,
+        )
+    )

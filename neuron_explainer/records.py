@@ -1,0 +1,193 @@
+"""Activation data: what a subject recorded for one unit of a model.
+
+* :class:`ActivationRecord`: one text excerpt, its tokens and the unit's activation on each.
+* :class:`UnitId`: which unit (model, layer, index, kind).
+* :class:`Provenance`: how the records were produced (model, hook, dataset, window, ...).
+* :class:`NeuronRecord`: everything collected for one unit: top-activating excerpts, a random
+  sample, per-quantile samples and moments.
+
+All are pydantic v2 models: they validate on construction and round-trip exactly through JSON
+(``model_dump_json`` / ``model_validate_json``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, JsonValue, model_validator
+
+from neuron_explainer._version import __version__
+from neuron_explainer.errors import InsufficientRecordsError
+
+__all__ = [
+    "ActivationRecord",
+    "NeuronRecord",
+    "Provenance",
+    "UnitId",
+]
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class ActivationRecord(BaseModel):
+    """One text excerpt with the unit's activation on every token.
+
+    Raises:
+        pydantic.ValidationError: if ``activations`` (or ``token_ids``) do not have one entry per
+            token, if the excerpt is empty, or if an activation is NaN or infinite.
+    """
+
+    model_config = _STRICT
+
+    tokens: tuple[str, ...] = Field(min_length=1, description="Tokens as strings, in order.")
+    activations: tuple[FiniteFloat, ...] = Field(
+        description="Raw activation of the unit on each token (same length as tokens)."
+    )
+    token_ids: tuple[int, ...] | None = Field(
+        default=None, description="Token ids, when the subject's tokenizer is known."
+    )
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> Self:
+        if len(self.activations) != len(self.tokens):
+            raise ValueError(
+                f"activations has {len(self.activations)} values but tokens has "
+                f"{len(self.tokens)}; give exactly one activation per token"
+            )
+        if self.token_ids is not None and len(self.token_ids) != len(self.tokens):
+            raise ValueError(
+                f"token_ids has {len(self.token_ids)} values but tokens has {len(self.tokens)}; "
+                "give one id per token or leave token_ids out"
+            )
+        return self
+
+    @property
+    def max_activation(self) -> float:
+        """The largest activation in the excerpt."""
+        return max(self.activations)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+class UnitId(BaseModel):
+    """Identifies one unit of a model.
+
+    ``kind`` names what the unit is: ``"mlp_neuron"`` (the default), and later e.g.
+    ``"attention_head"`` or ``"sae_latent"``; any lowercase identifier is accepted so plugins can
+    add kinds.
+    """
+
+    model_config = _STRICT
+
+    model: str = Field(min_length=1, description="Model name or path, e.g. 'gpt2'.")
+    layer: int = Field(ge=0, description="Layer index, 0 = first layer.")
+    index: int = Field(ge=0, description="Index of the unit within its layer.")
+    kind: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "mlp_neuron"
+
+    def __str__(self) -> str:
+        return f"{self.model} layer {self.layer} {self.kind} {self.index}"
+
+
+class Provenance(BaseModel):
+    """How a :class:`NeuronRecord` was produced, so that any result built on it can be traced."""
+
+    model_config = _STRICT
+
+    model: str = Field(description="Model name, path or hub id.")
+    hook_point: str | None = Field(
+        default=None, description="Where the activation was read, e.g. 'transformer.h.5.mlp.act'."
+    )
+    dataset: str | None = Field(default=None, description="Corpus name or path.")
+    window_length: int | None = Field(default=None, ge=1, description="Tokens per excerpt.")
+    bos_policy: str | None = Field(
+        default=None, description="How a beginning-of-sequence token was handled."
+    )
+    dtype: str | None = None
+    device: str | None = None
+    library: str = "neuron_explainer"
+    library_version: str | None = __version__
+    extra: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class NeuronRecord(BaseModel):
+    """Everything a subject collected for one unit.
+
+    Attributes:
+        unit: which unit.
+        top_records: excerpts with the highest max activation, most activating first.
+        random_sample: excerpts drawn uniformly at random from the corpus.
+        quantile_boundaries: activation values cutting the distribution into bins (ascending);
+            ``quantile_samples[i]`` lies between boundaries ``i - 1`` and ``i`` (the first bin is
+            unbounded below, the last unbounded above), so there is one more sample than
+            boundaries. Both empty when quantiles were not tracked.
+        quantile_levels: the probability level of each boundary (e.g. 0.5, 0.9, 0.99, 0.999),
+            when known.
+        mean, variance, skewness, kurtosis: moments of the activation over the whole corpus;
+            ``None`` when unknown or undefined.
+        provenance: how the records were produced.
+
+    Raises:
+        pydantic.ValidationError: if the quantile fields are inconsistent.
+    """
+
+    model_config = _STRICT
+
+    unit: UnitId
+    top_records: tuple[ActivationRecord, ...] = ()
+    random_sample: tuple[ActivationRecord, ...] = ()
+    quantile_boundaries: tuple[FiniteFloat, ...] = ()
+    quantile_levels: tuple[FiniteFloat, ...] | None = None
+    quantile_samples: tuple[tuple[ActivationRecord, ...], ...] = ()
+    mean: FiniteFloat | None = None
+    variance: FiniteFloat | None = None
+    skewness: FiniteFloat | None = None
+    kurtosis: FiniteFloat | None = None
+    provenance: Provenance
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nan_moments_are_unknown(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("mean", "variance", "skewness", "kurtosis"):
+                value = data.get(key)
+                if isinstance(value, float) and math.isnan(value):
+                    data = {**data, key: None}
+        return data
+
+    @model_validator(mode="after")
+    def _check_quantiles(self) -> Self:
+        bounds = self.quantile_boundaries
+        if self.quantile_samples and len(self.quantile_samples) != len(bounds) + 1:
+            raise ValueError(
+                f"{len(self.quantile_samples)} quantile samples need {len(self.quantile_samples) - 1}"
+                f" quantile boundaries, got {len(bounds)}"
+            )
+        if bounds and not self.quantile_samples:
+            raise ValueError("quantile_boundaries given without quantile_samples")
+        if any(b > a for a, b in zip(bounds[1:], bounds[:-1], strict=True)):
+            raise ValueError(f"quantile_boundaries must be ascending, got {list(bounds)}")
+        if self.quantile_levels is not None:
+            levels = self.quantile_levels
+            if len(levels) != len(bounds):
+                raise ValueError(
+                    f"quantile_levels has {len(levels)} values but there are {len(bounds)} "
+                    "quantile_boundaries"
+                )
+            if any(not 0.0 <= q <= 1.0 for q in levels) or list(levels) != sorted(levels):
+                raise ValueError(f"quantile_levels must ascend within [0, 1], got {list(levels)}")
+        if self.variance is not None and self.variance < 0:
+            raise ValueError(f"variance must be >= 0, got {self.variance}")
+        return self
+
+    @property
+    def max_activation(self) -> float:
+        """The largest activation over the top records.
+
+        Raises:
+            InsufficientRecordsError: if there are no top records.
+        """
+        if not self.top_records:
+            raise InsufficientRecordsError(f"{self.unit} has no top-activating records")
+        return max(r.max_activation for r in self.top_records)

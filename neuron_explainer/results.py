@@ -1,0 +1,246 @@
+"""What explaining and scoring a unit produces.
+
+* :class:`Explanation`: the explainer's text, the activation scale it was shown, its raw output.
+* :class:`SequenceSimulation`: a simulator's predicted activation for every token of one excerpt.
+* :class:`Score`: a number, or ``None`` with the reason it is undefined (never a silent NaN).
+* :class:`ScoredSequence` / :class:`ScoredSimulation`: simulations next to the truth, scored.
+* :class:`ExplanationResult`: one explained and scored unit with everything that produced it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, JsonValue, model_validator
+
+from neuron_explainer._version import __version__
+from neuron_explainer.records import ActivationRecord, Provenance, UnitId
+from neuron_explainer.splits import SplitPlan
+
+__all__ = [
+    "ActivationScale",
+    "Calibration",
+    "ComponentInfo",
+    "Explanation",
+    "ExplanationResult",
+    "PromptScale",
+    "Score",
+    "ScoredSequence",
+    "ScoredSimulation",
+    "SequenceSimulation",
+]
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+ActivationScale = Literal["neuron_activations", "simulated_0_10"]
+"""Units of simulated values: real activations, or the 0-10 scale shown to an LLM."""
+
+
+class PromptScale(BaseModel):
+    """How real activations map to the integer scale an LLM is shown.
+
+    ``max_activation`` (the largest activation in the records shown) maps to ``top`` (10);
+    negative activations clip to 0 for prompts but stay raw for scoring.
+    """
+
+    model_config = _FROZEN
+
+    max_activation: FiniteFloat = Field(gt=0)
+    top: int = Field(default=10, ge=1)
+
+    @classmethod
+    def for_records(cls, records: Sequence[ActivationRecord], top: int = 10) -> Self | None:
+        """The scale whose ``top`` is the largest activation in ``records``.
+
+        Returns ``None`` when no activation is positive (nothing to scale).
+        """
+        peak = max((r.max_activation for r in records), default=0.0)
+        return cls(max_activation=peak, top=top) if peak > 0 else None
+
+    def discretize(self, activations: Sequence[float]) -> list[int]:
+        """Map real activations to integers in ``0..top`` (rounded, clipped)."""
+        return [
+            min(self.top, max(0, math.floor(a / self.max_activation * self.top + 0.5)))
+            for a in activations
+        ]
+
+
+class ComponentInfo(BaseModel):
+    """Names and settings of a component, recorded in every result it helps produce."""
+
+    model_config = _FROZEN
+
+    name: str
+    version: str | None = None
+    prompt_version: str | None = None
+    settings: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class Explanation(BaseModel):
+    """An explanation of what a unit responds to.
+
+    Attributes:
+        text: the plain-English explanation.
+        scale: the activation scale the explainer was shown, when it was shown one.
+        raw_output: the explainer's raw output (e.g. the LLM completion) before cleaning.
+        data: structured data a matching simulator may read (e.g. the token table).
+        explainer: which explainer produced it.
+    """
+
+    model_config = _FROZEN
+
+    text: str = Field(min_length=1)
+    scale: PromptScale | None = None
+    raw_output: str | None = None
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+    explainer: ComponentInfo
+
+
+class SequenceSimulation(BaseModel):
+    """A simulator's prediction for every token of one excerpt.
+
+    ``distribution_values[i]`` / ``distribution_probabilities[i]`` optionally give the discrete
+    distribution behind ``expected_activations[i]``.
+
+    Raises:
+        pydantic.ValidationError: lengths that do not match the tokens, non-finite values,
+            negative probabilities.
+    """
+
+    model_config = _FROZEN
+
+    tokens: tuple[str, ...]
+    expected_activations: tuple[FiniteFloat, ...]
+    scale: ActivationScale = "simulated_0_10"
+    distribution_values: tuple[tuple[FiniteFloat, ...], ...] | None = None
+    distribution_probabilities: tuple[tuple[FiniteFloat, ...], ...] | None = None
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> Self:
+        n = len(self.tokens)
+        if len(self.expected_activations) != n:
+            raise ValueError(
+                f"expected_activations has {len(self.expected_activations)} values for {n} tokens"
+            )
+        values, probs = self.distribution_values, self.distribution_probabilities
+        if (values is None) != (probs is None):
+            raise ValueError("give both distribution_values and distribution_probabilities")
+        if values is not None and probs is not None:
+            if len(values) != n or len(probs) != n:
+                raise ValueError(f"distributions must have one entry per token ({n})")
+            for i, (v, p) in enumerate(zip(values, probs, strict=True)):
+                if len(v) != len(p):
+                    raise ValueError(f"token {i}: {len(v)} values but {len(p)} probabilities")
+                if any(x < 0 for x in p) or sum(p) > 1 + 1e-6:
+                    raise ValueError(f"token {i}: probabilities must be >= 0 and sum to <= 1")
+        return self
+
+
+class Score(BaseModel):
+    """A score value, or ``None`` with the reason it is undefined.
+
+    Undefined scores (a constant simulation, constant truth, too few tokens) are explicit so they
+    are never averaged in as NaN or zero by accident.
+    """
+
+    model_config = _FROZEN
+
+    value: FiniteFloat | None
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _value_or_reason(self) -> Self:
+        if (self.value is None) == (self.reason is None):
+            raise ValueError("a Score has either a value or a reason it is undefined, not both")
+        return self
+
+    @classmethod
+    def undefined(cls, reason: str) -> Self:
+        """An undefined score with its reason."""
+        return cls(value=None, reason=reason)
+
+    @property
+    def defined(self) -> bool:
+        """Whether the score has a value."""
+        return self.value is not None
+
+
+class Calibration(BaseModel):
+    """A map from simulated values to the unit's activation scale, fitted on calibration records.
+
+    ``method``: ``"none"`` (identity), ``"linear"`` (least squares ``slope * x + intercept``) or
+    ``"percentile"`` (piecewise-linear map matching the percentiles of the simulated values to
+    those of the true activations, through the points ``xs`` → ``ys``).
+    """
+
+    model_config = _FROZEN
+
+    method: Literal["none", "linear", "percentile"]
+    slope: FiniteFloat | None = None
+    intercept: FiniteFloat | None = None
+    xs: tuple[FiniteFloat, ...] = ()
+    ys: tuple[FiniteFloat, ...] = ()
+    n_tokens: int = Field(default=0, ge=0, description="Calibration tokens it was fitted on.")
+    note: str | None = Field(default=None, description="Why a degenerate fit was used, if so.")
+
+
+class ScoredSequence(BaseModel):
+    """One held-out excerpt: truth, simulation, calibrated prediction and its own score."""
+
+    model_config = _FROZEN
+
+    record: ActivationRecord
+    source: Literal["top", "random"]
+    simulation: SequenceSimulation
+    calibrated: tuple[FiniteFloat, ...]
+    correlation: Score
+
+
+class ScoredSimulation(BaseModel):
+    """Scores of one explanation on one held-out split.
+
+    Attributes:
+        correlation: headline score; Pearson correlation pooled over every token of the top
+            and random records ("top-and-random", as in the paper).
+        random_correlation / top_correlation: the same over random-only / top-only records.
+        mean_sequence_correlation: mean of the defined per-sequence correlations.
+        rsquared: ``1 - SSE/SST`` of the calibrated predictions, pooled.
+        absolute_dev_explained: ``1 - sum|y - y_hat| / sum|y - median(y)|`` of the calibrated
+            predictions, pooled.
+    """
+
+    model_config = _FROZEN
+
+    split: Literal["calibration", "valid", "test"]
+    sequences: tuple[ScoredSequence, ...]
+    calibration: Calibration
+    correlation: Score
+    random_correlation: Score
+    top_correlation: Score
+    mean_sequence_correlation: Score
+    rsquared: Score
+    absolute_dev_explained: Score
+
+
+class ExplanationResult(BaseModel):
+    """One unit explained and scored, with everything that produced the result."""
+
+    model_config = _FROZEN
+
+    unit: UnitId
+    explanation: Explanation
+    scored: ScoredSimulation
+    explainer: ComponentInfo
+    simulator: ComponentInfo
+    provenance: Provenance
+    split_plan: SplitPlan
+    library_version: str = __version__
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def score(self) -> float | None:
+        """The headline score (top-and-random correlation), ``None`` when undefined."""
+        return self.scored.correlation.value
