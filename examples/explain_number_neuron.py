@@ -22,11 +22,40 @@ from neuron_explainer import (
     explain_neuron,
 )
 
-WORDS = (
-    "the market city river report season company team people village station letter "
-    "garden museum engine council harbour library bridge school"
-).split()
-VERBS = "sold counted built shipped opened found repaired measured printed reported".split()
+WORDS = [
+    "the",
+    "market",
+    "city",
+    "river",
+    "report",
+    "season",
+    "company",
+    "team",
+    "people",
+    "village",
+    "station",
+    "letter",
+    "garden",
+    "museum",
+    "engine",
+    "council",
+    "harbour",
+    "library",
+    "bridge",
+    "school",
+]
+VERBS = [
+    "sold",
+    "counted",
+    "built",
+    "shipped",
+    "opened",
+    "found",
+    "repaired",
+    "measured",
+    "printed",
+    "reported",
+]
 TEMPLATES = (
     "In {n} the {w} {v} {n} {w}s near the {w}.",
     "The {w} {v} about {n} {w}s, and the {w} {v} {n} more.",
@@ -57,8 +86,11 @@ def document(rng: random.Random) -> str:
         sentences.append(
             re.sub(
                 r"\{(\w)\}",
-                lambda m: {"n": number, "w": lambda r: r.choice(WORDS),
-                           "v": lambda r: r.choice(VERBS)}[m.group(1)](rng),
+                lambda m: {
+                    "n": number,
+                    "w": lambda r: r.choice(WORDS),
+                    "v": lambda r: r.choice(VERBS),
+                }[m.group(1)](rng),
                 template,
             )
         )
@@ -87,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     record = build_neuron_record(
         unit,
         excerpts(n_documents=800, seed=args.seed),
-        provenance=Provenance(model=unit.model, dataset="generated templates",
-                              window_length=WINDOW, bos_policy="none"),
+        provenance=Provenance(
+            model=unit.model, dataset="generated templates", window_length=WINDOW, bos_policy="none"
+        ),
         top_k=40,
         n_random=30,
         seed=args.seed,

@@ -8,13 +8,12 @@ place that accepts a component name goes through :func:`resolve_explainer` /
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from neuron_explainer.errors import InvalidInputError, UnknownComponentError
 from neuron_explainer.interfaces import Explainer, Simulator
 
-__all__ = ["available_explainers", "available_simulators", "resolve_explainer",
-           "resolve_simulator"]
+__all__ = ["available_explainers", "available_simulators", "resolve_explainer", "resolve_simulator"]
 
 
 def _token_table_explainer() -> Explainer:
@@ -46,12 +45,13 @@ def available_simulators() -> list[str]:
 T = TypeVar("T", Explainer, Simulator)
 
 
-def _resolve(kind: str, spec: T | str, cls: type[T], table: dict[str, Callable[[], T]]) -> T:
+def _resolve(kind: str, spec: object, cls: type[object], table: dict[str, Callable[[], T]]) -> T:
     if isinstance(spec, cls):
-        return spec
+        return cast(T, spec)
     if not isinstance(spec, str):
         raise InvalidInputError(
-            f"{kind} must be a {cls.__name__} or a name, got {type(spec).__name__}"
+            f"{kind} must be an object of type {cls.__name__} or a registered name, "
+            f"got {type(spec).__name__}"
         )
     factory = table.get(spec)
     if factory is None:

@@ -46,7 +46,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     )
 
 
-class _Component(ABC):
+class _Component:
     """Shared by explainers and simulators: a name and the settings results record."""
 
     name: str = ""
@@ -77,7 +77,7 @@ class Subject(ABC):
         return run_sync(self.aneuron_record(unit))
 
 
-class Explainer(_Component):
+class Explainer(_Component, ABC):
     """Turns top-activating records into an :class:`Explanation`.
 
     Implement :meth:`aexplain`. It sees only the train split.
@@ -96,7 +96,7 @@ class Explainer(_Component):
         return run_sync(self.aexplain(records))
 
 
-class Simulator(_Component):
+class Simulator(_Component, ABC):
     """Predicts activations on tokens from an explanation alone.
 
     Implement :meth:`asimulate` for one excerpt. :meth:`asimulate_many` runs it over many
@@ -104,7 +104,9 @@ class Simulator(_Component):
     """
 
     @abstractmethod
-    async def asimulate(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
+    async def asimulate(
+        self, explanation: Explanation, tokens: Sequence[str]
+    ) -> SequenceSimulation:
         """Predict the activation of every token in ``tokens``.
 
         The result must have exactly one expected activation per token.

@@ -62,8 +62,7 @@ async def simulate_records(
     for i, (record, simulation) in enumerate(zip(records, simulations, strict=True)):
         if not isinstance(simulation, SequenceSimulation):
             raise SimulationError(
-                f"simulator {name!r} returned {type(simulation).__name__}, not a "
-                "SequenceSimulation"
+                f"simulator {name!r} returned {type(simulation).__name__}, not a SequenceSimulation"
             )
         if simulation.tokens != record.tokens:
             raise SimulationError(
@@ -109,9 +108,7 @@ async def aexplain_neuron(
 
     scored_set = splits.held_out(score_split)
     to_fit = splits.calibration.records if calibration != "none" else ()
-    simulations = await simulate_records(
-        the_simulator, explanation, (*to_fit, *scored_set.records)
-    )
+    simulations = await simulate_records(the_simulator, explanation, (*to_fit, *scored_set.records))
     fit_sims, scored_sims = simulations[: len(to_fit)], simulations[len(to_fit) :]
 
     fitted = fit_calibration(

@@ -159,10 +159,11 @@ class NeuronRecord(BaseModel):
     @model_validator(mode="after")
     def _check_quantiles(self) -> Self:
         bounds = self.quantile_boundaries
+        n_samples = len(self.quantile_samples)
         if self.quantile_samples and len(self.quantile_samples) != len(bounds) + 1:
             raise ValueError(
-                f"{len(self.quantile_samples)} quantile samples need {len(self.quantile_samples) - 1}"
-                f" quantile boundaries, got {len(bounds)}"
+                f"{n_samples} quantile samples need {n_samples - 1} quantile boundaries, "
+                f"got {len(bounds)}"
             )
         if bounds and not self.quantile_samples:
             raise ValueError("quantile_boundaries given without quantile_samples")

@@ -141,7 +141,10 @@ def fit_calibration(
     if method == "linear":
         if _is_constant(p):
             return Calibration(
-                method="linear", slope=0.0, intercept=float(y.mean()), n_tokens=y.size,
+                method="linear",
+                slope=0.0,
+                intercept=float(y.mean()),
+                n_tokens=y.size,
                 note="simulation was constant on the calibration records; predicting their mean",
             )
         slope, intercept = np.polyfit(p, y, 1)
@@ -160,8 +163,11 @@ def fit_calibration(
         if xs.size == 1:
             note = "simulation was constant on the calibration records; predicting their median"
         return Calibration(
-            method="percentile", xs=tuple(map(float, xs)), ys=tuple(map(float, ys)),
-            n_tokens=y.size, note=note,
+            method="percentile",
+            xs=tuple(map(float, xs)),
+            ys=tuple(map(float, ys)),
+            n_tokens=y.size,
+            note=note,
         )
     raise InvalidInputError(
         f"unknown calibration method {method!r}; choose 'none', 'linear' or 'percentile'"
@@ -213,7 +219,7 @@ def score_simulations(
             sequences.append(
                 ScoredSequence(
                     record=record,
-                    source=source,  # type: ignore[arg-type]
+                    source=source,
                     simulation=simulation,
                     calibrated=tuple(map(float, calibrated)),
                     correlation=correlation(record.activations, simulation.expected_activations),

@@ -101,7 +101,7 @@ def _per_split(
         raise InsufficientRecordsError(
             f"{available} {what} cannot fill the {n_splits} splits {', '.join(names)}; "
             f"collect at least {n_splits}"
-            + ("" if required else f" (or none at all, or pass n_random_per_split=0)")
+            + ("" if required else " (or none at all, or pass n_random_per_split=0)")
         )
     return per_split
 
@@ -126,8 +126,9 @@ def plan_splits(
     if n_top < 0 or n_random < 0:
         raise InvalidInputError(f"record counts must be >= 0, got {n_top=} and {n_random=}")
     top_k = _per_split(n_top, TOP_SPLITS, n_top_per_split, "top records", required=True)
-    rand_k = _per_split(n_random, RANDOM_SPLITS, n_random_per_split, "random records",
-                        required=False)
+    rand_k = _per_split(
+        n_random, RANDOM_SPLITS, n_random_per_split, "random records", required=False
+    )
     top = {
         name: tuple(range(offset, top_k * len(TOP_SPLITS), len(TOP_SPLITS)))
         for offset, name in enumerate(TOP_SPLITS)

@@ -120,8 +120,11 @@ def build_token_table(
     background = float(np.median(everything)) if everything else 0.0
     shapes = _entries(by_shape)
     draft = TokenTable(
-        background=background, prior_weight=prior_weight, tokens=_entries(by_token),
-        contexts={}, shapes=shapes,
+        background=background,
+        prior_weight=prior_weight,
+        tokens=_entries(by_token),
+        contexts={},
+        shapes=shapes,
     )
 
     def token_gain(item: tuple[str, Entry]) -> float:

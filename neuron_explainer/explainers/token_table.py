@@ -51,7 +51,8 @@ def describe_table(table: TokenTable, *, max_listed: int = 8, threshold: float =
     if len(listed) > len(shown):
         parts[0] += f" (and {len(listed) - len(shown)} similar tokens)"
     strong_shapes = [
-        shape for shape, entry in table.shapes.items()
+        shape
+        for shape, entry in table.shapes.items()
         if entry.count >= 3 and table._shrink(entry, background) - background >= cutoff
     ]
     if strong_shapes:
@@ -60,14 +61,12 @@ def describe_table(table: TokenTable, *, max_listed: int = 8, threshold: float =
         (previous, token)
         for previous, following in table.contexts.items()
         for token, entry in following.items()
-        if table._shrink(entry, table.token_estimate(token)) - table.token_estimate(token)
-        >= cutoff
+        if table._shrink(entry, table.token_estimate(token)) - table.token_estimate(token) >= cutoff
     ]
     if contexts:
         shown_ctx = contexts[:3]
         parts.append(
-            "especially "
-            + ", ".join(f"{_quote(t)} right after {_quote(p)}" for p, t in shown_ctx)
+            "especially " + ", ".join(f"{_quote(t)} right after {_quote(p)}" for p, t in shown_ctx)
         )
     return "; ".join(parts)
 
@@ -122,7 +121,9 @@ class TokenTableExplainer(Explainer):
         if not records:
             raise ExplanationError("the token-table explainer needs at least one train record")
         table = build_token_table(
-            records, prior_weight=self.prior_weight, max_tokens=self.max_tokens,
+            records,
+            prior_weight=self.prior_weight,
+            max_tokens=self.max_tokens,
             max_contexts=self.max_contexts,
         )
         text = describe_table(table, max_listed=self.max_listed)
@@ -131,4 +132,3 @@ class TokenTableExplainer(Explainer):
             data={"token_table": table.model_dump(mode="json")},
             explainer=self.info,
         )
-

@@ -47,7 +47,9 @@ class TokenTableSimulator(Simulator):
         except ValidationError as exc:
             raise InvalidInputError(f"Explanation.data['token_table'] is invalid: {exc}") from exc
 
-    async def asimulate(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
+    async def asimulate(
+        self, explanation: Explanation, tokens: Sequence[str]
+    ) -> SequenceSimulation:
         """Predict every token of ``tokens`` from the explanation's table."""
         return self._simulate(self.table(explanation), tokens)
 
