@@ -3,12 +3,15 @@
 :func:`build_neuron_record` is for data that fits in memory (synthetic rules, small corpora,
 tests). It selects, exactly as the streaming collector does for large corpora:
 
+* duplicates dropped first: an excerpt whose tokens repeat an earlier one's counts once, so
+  one text can never land in both the train split and a scored split;
 * the ``top_k`` excerpts with the highest max activation (ties keep corpus order);
 * ``n_random`` excerpts drawn uniformly, without replacement, from the *other* excerpts, so no
   excerpt is both a top record and a random record;
 * ``n_per_quantile`` excerpts from each bin of the per-excerpt max activation cut at
   ``quantile_levels``;
-* the mean, variance, skewness and excess kurtosis of every token's activation.
+* the mean, variance, skewness and excess kurtosis of every token's activation (duplicates
+  included: the moments describe the corpus as given).
 """
 
 from __future__ import annotations
@@ -56,13 +59,19 @@ def build_neuron_record(
 ) -> NeuronRecord:
     """Select top, random and quantile samples from in-memory ``excerpts``.
 
-    When there are fewer excerpts than asked for, every available one is taken. The random
+    Excerpts with identical tokens are kept once (the first). When there are fewer excerpts
+    than asked for, every available one is taken. The random
     choices depend only on ``seed`` and the excerpts' order.
 
     Raises:
         InvalidInputError: no excerpts, negative counts, or quantile levels outside (0, 1).
     """
-    pool = list(excerpts)
+    unique: dict[tuple[str, ...], ActivationRecord] = {}
+    every_activation: list[float] = []
+    for excerpt in excerpts:
+        unique.setdefault(excerpt.tokens, excerpt)
+        every_activation.extend(excerpt.activations)
+    pool = list(unique.values())
     if not pool:
         raise InvalidInputError(f"{unit}: no excerpts to build a record from")
     if top_k < 1 or n_random < 0 or n_per_quantile < 0:
@@ -92,7 +101,7 @@ def build_neuron_record(
             chosen.append(tuple(pool[i] for i in np.sort(picked)))
         samples = tuple(chosen)
 
-    stats = moments(np.concatenate([np.asarray(r.activations) for r in pool]))
+    stats = moments(every_activation)
     return NeuronRecord(
         unit=unit,
         top_records=tuple(pool[i] for i in top_idx),

@@ -5,11 +5,14 @@ Top-activating records are dealt round-robin into ``train, calibration, valid, t
 weaker top excerpts. Random records are dealt the same way into ``calibration, valid, test``.
 The explainer only ever sees ``train``; calibration is fitted on ``calibration``; the reported
 score uses ``valid`` (or ``test``). Splits are disjoint by construction, and
-:func:`plan_splits` refuses record counts that cannot fill them.
+:func:`plan_splits` refuses record counts that cannot fill them. When a record holds the same
+excerpt twice (duplicated text in the corpus) and it lands in train and in a scored split,
+:func:`split_records` warns with :class:`HeldOutOverlapWarning`.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +23,7 @@ from neuron_explainer.records import ActivationRecord, NeuronRecord
 __all__ = [
     "RANDOM_SPLITS",
     "TOP_SPLITS",
+    "HeldOutOverlapWarning",
     "HeldOutSet",
     "SplitName",
     "SplitPlan",
@@ -34,6 +38,14 @@ TOP_SPLITS: tuple[SplitName, ...] = ("train", "calibration", "valid", "test")
 RANDOM_SPLITS: tuple[HeldOutName, ...] = ("calibration", "valid", "test")
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class HeldOutOverlapWarning(UserWarning):
+    """Some held-out excerpts repeat, token for token, an excerpt of the train split.
+
+    Corpora with duplicated text can put the same excerpt in two splits; the explainer has then
+    seen part of what it is scored on. Deduplicate excerpts when collecting records.
+    """
 
 
 class SplitPlan(BaseModel):
@@ -78,6 +90,11 @@ class Splits(BaseModel):
             raise InvalidInputError(f"no held-out split {name!r}; choose one of {RANDOM_SPLITS}")
         held: HeldOutSet = getattr(self, name)
         return held
+
+    def overlap_with_train(self, name: HeldOutName) -> int:
+        """How many records of held-out split ``name`` repeat a train excerpt's tokens exactly."""
+        seen = {r.tokens for r in self.train}
+        return sum(r.tokens in seen for r in self.held_out(name).records)
 
 
 def _per_split(
@@ -167,10 +184,21 @@ def split_records(
             random=tuple(record.random_sample[i] for i in plan.random[name]),
         )
 
-    return Splits(
+    splits = Splits(
         plan=plan,
         train=tuple(record.top_records[i] for i in plan.top["train"]),
         calibration=held("calibration"),
         valid=held("valid"),
         test=held("test"),
     )
+    for name in ("valid", "test"):
+        repeats = splits.overlap_with_train(name)
+        if repeats:
+            warnings.warn(
+                f"{record.unit}: {repeats} {name} excerpt(s) repeat a train excerpt token for "
+                "token, so the explainer has seen part of what it is scored on; deduplicate "
+                "the excerpts when collecting records",
+                HeldOutOverlapWarning,
+                stacklevel=2,
+            )
+    return splits
