@@ -79,6 +79,8 @@ def correlation(truth: ArrayLike, predicted: ArrayLike) -> Score:
     if _is_constant(y):
         return Score.undefined(f"true activations are constant ({y[0]:g} on every token)")
     dy, dp = y - y.mean(), p - p.mean()
+    # Scale both to a max of 1 first so tiny or huge values neither underflow nor overflow.
+    dy, dp = dy / np.max(np.abs(dy)), dp / np.max(np.abs(dp))
     denominator = float(np.sqrt(np.dot(dy, dy)) * np.sqrt(np.dot(dp, dp)))
     if not np.isfinite(denominator) or denominator == 0.0:
         return Score.undefined("values are numerically constant; correlation is undefined")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 
 import pytest
+from hypothesis import settings
 
 from neuron_explainer import ActivationRecord, NeuronRecord, Provenance, UnitId
+
+# Property tests explore new examples locally; in CI (CI=true) they replay a fixed sequence so a
+# red run can be reproduced.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 VOCAB = [
     "",
