@@ -63,7 +63,8 @@ class TokenTable(BaseModel):
     )
     shapes: dict[str, Entry]
 
-    def _shrink(self, entry: Entry | None, prior: float) -> float:
+    def shrink(self, entry: Entry | None, prior: float) -> float:
+        """``entry``'s mean pulled toward ``prior`` by ``prior_weight`` pseudo-counts."""
         if entry is None:
             return prior
         k = self.prior_weight
@@ -71,8 +72,8 @@ class TokenTable(BaseModel):
 
     def token_estimate(self, token: str) -> float:
         """Prediction for ``token`` without context."""
-        shape = self._shrink(self.shapes.get(token_shape(token)), self.background)
-        return self._shrink(self.tokens.get(token), shape)
+        shape = self.shrink(self.shapes.get(token_shape(token)), self.background)
+        return self.shrink(self.tokens.get(token), shape)
 
     def predict(self, tokens: Sequence[str]) -> list[float]:
         """Predicted activation for every token of an excerpt."""
@@ -81,7 +82,7 @@ class TokenTable(BaseModel):
         for token in tokens:
             estimate = self.token_estimate(token)
             if previous is not None:
-                estimate = self._shrink(self.contexts.get(previous, {}).get(token), estimate)
+                estimate = self.shrink(self.contexts.get(previous, {}).get(token), estimate)
             out.append(estimate)
             previous = token
         return out
@@ -129,7 +130,7 @@ def build_token_table(
 
     def token_gain(item: tuple[str, Entry]) -> float:
         token, _ = item
-        shape = draft._shrink(shapes.get(token_shape(token)), background)
+        shape = draft.shrink(shapes.get(token_shape(token)), background)
         return abs(draft.token_estimate(token) - shape)
 
     kept_tokens = dict(sorted(draft.tokens.items(), key=token_gain, reverse=True)[:max_tokens])
@@ -139,7 +140,7 @@ def build_token_table(
     for (previous, token), values in by_context.items():
         entry = Entry(mean=float(np.mean(values)), count=len(values))
         base = table.token_estimate(token)
-        gain = abs(table._shrink(entry, base) - base)
+        gain = abs(table.shrink(entry, base) - base)
         if gain > 0:
             gains.append((gain, previous, token, entry))
     gains.sort(key=lambda g: g[0], reverse=True)

@@ -47,28 +47,37 @@ def describe_table(table: TokenTable, *, max_listed: int = 8, threshold: float =
     cutoff = threshold * peak
     listed = sorted((t for t, r in rises.items() if r >= cutoff), key=lambda t: -rises[t])
     shown = listed[:max_listed]
-    parts = [f"fires most on the tokens {', '.join(_quote(t) for t in shown)}"]
+    tokens = ", ".join(_quote(t) for t in shown)
     if len(listed) > len(shown):
-        parts[0] += f" (and {len(listed) - len(shown)} similar tokens)"
-    strong_shapes = [
+        tokens += f" (and {len(listed) - len(shown)} similar tokens)"
+    strong_shapes = sorted(
         shape
         for shape, entry in table.shapes.items()
-        if entry.count >= 3 and table._shrink(entry, background) - background >= cutoff
-    ]
+        if entry.count >= 3 and table.shrink(entry, background) - background >= cutoff
+    )
     if strong_shapes:
-        parts.append(", ".join(_SHAPE_PHRASES[s] for s in sorted(strong_shapes)))
-    contexts = [
-        (previous, token)
-        for previous, following in table.contexts.items()
-        for token, entry in following.items()
-        if table._shrink(entry, table.token_estimate(token)) - table.token_estimate(token) >= cutoff
-    ]
+        phrases = " and ".join(_SHAPE_PHRASES[s] for s in strong_shapes)
+        text = f"fires on {phrases}, most on the tokens {tokens}"
+    else:
+        text = f"fires most on the tokens {tokens}"
+    context_rises = sorted(
+        (
+            (
+                table.shrink(entry, table.token_estimate(token)) - table.token_estimate(token),
+                p,
+                token,
+            )
+            for p, following in table.contexts.items()
+            for token, entry in following.items()
+        ),
+        reverse=True,
+    )
+    contexts = [(p, t) for rise, p, t in context_rises if rise >= cutoff][:3]
     if contexts:
-        shown_ctx = contexts[:3]
-        parts.append(
-            "especially " + ", ".join(f"{_quote(t)} right after {_quote(p)}" for p, t in shown_ctx)
+        text += "; especially " + ", ".join(
+            f"{_quote(t)} right after {_quote(p)}" for p, t in contexts
         )
-    return "; ".join(parts)
+    return text
 
 
 class TokenTableExplainer(Explainer):
