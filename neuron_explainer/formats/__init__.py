@@ -1,0 +1,75 @@
+"""Read and write other tools' file formats.
+
+OpenAI's public neuron-explainer data (``openaipublic/neuron-explainer``):
+
+* neuron records (one JSON object per neuron): :func:`read_openai_neuron_record`,
+  :func:`write_openai_neuron_record` and the dict converters :func:`neuron_record_from_openai` /
+  :func:`neuron_record_to_openai`;
+* scored explanations (JSONL, one ``NeuronSimulationResults`` per line):
+  :func:`read_openai_explanations`, :func:`write_openai_explanations`, the
+  ``OpenAI*`` models that hold them, and :func:`explanation_results_to_openai` to export this
+  library's own results.
+
+Every reader raises :class:`~neuron_explainer.errors.FormatError` naming the file, the line
+(JSONL) and the JSON path of what is wrong.
+"""
+
+from neuron_explainer.formats.openai import OPENAI_DATASET as OPENAI_DATASET
+from neuron_explainer.formats.openai import neuron_record_from_openai as neuron_record_from_openai
+from neuron_explainer.formats.openai import neuron_record_to_openai as neuron_record_to_openai
+from neuron_explainer.formats.openai import read_openai_neuron_record as read_openai_neuron_record
+from neuron_explainer.formats.openai import (
+    write_openai_neuron_record as write_openai_neuron_record,
+)
+from neuron_explainer.formats.openai_explanations import (
+    OpenAIActivationScale as OpenAIActivationScale,
+)
+from neuron_explainer.formats.openai_explanations import (
+    OpenAINeuronSimulationResults as OpenAINeuronSimulationResults,
+)
+from neuron_explainer.formats.openai_explanations import (
+    OpenAIScoredExplanation as OpenAIScoredExplanation,
+)
+from neuron_explainer.formats.openai_explanations import (
+    OpenAIScoredSequence as OpenAIScoredSequence,
+)
+from neuron_explainer.formats.openai_explanations import (
+    OpenAIScoredSimulation as OpenAIScoredSimulation,
+)
+from neuron_explainer.formats.openai_explanations import (
+    OpenAISequenceSimulation as OpenAISequenceSimulation,
+)
+from neuron_explainer.formats.openai_explanations import (
+    explanation_results_to_openai as explanation_results_to_openai,
+)
+from neuron_explainer.formats.openai_explanations import (
+    read_openai_explanations as read_openai_explanations,
+)
+from neuron_explainer.formats.openai_explanations import (
+    simulation_results_from_openai as simulation_results_from_openai,
+)
+from neuron_explainer.formats.openai_explanations import (
+    simulation_results_to_openai as simulation_results_to_openai,
+)
+from neuron_explainer.formats.openai_explanations import (
+    write_openai_explanations as write_openai_explanations,
+)
+
+__all__ = [
+    "OPENAI_DATASET",
+    "OpenAIActivationScale",
+    "OpenAINeuronSimulationResults",
+    "OpenAIScoredExplanation",
+    "OpenAIScoredSequence",
+    "OpenAIScoredSimulation",
+    "OpenAISequenceSimulation",
+    "explanation_results_to_openai",
+    "neuron_record_from_openai",
+    "neuron_record_to_openai",
+    "read_openai_explanations",
+    "read_openai_neuron_record",
+    "simulation_results_from_openai",
+    "simulation_results_to_openai",
+    "write_openai_explanations",
+    "write_openai_neuron_record",
+]

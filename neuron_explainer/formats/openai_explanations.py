@@ -1,0 +1,478 @@
+"""OpenAI's public explanation JSONL: one ``NeuronSimulationResults`` object per line.
+
+::
+
+    NeuronSimulationResults = {neuron_id: NeuronId, scored_explanations: [ScoredExplanation | null]}
+    ScoredExplanation = {explanation: str, scored_simulation: ScoredSimulation}
+    ScoredSimulation = {scored_sequence_simulations: [ScoredSequenceSimulation],
+                        ev_correlation_score, rsquared_score, absolute_dev_explained_score}
+    ScoredSequenceSimulation = {simulation: SequenceSimulation, true_activations: [float],
+                                ev_correlation_score, rsquared_score, absolute_dev_explained_score}
+    SequenceSimulation = {tokens, expected_activations, activation_scale,
+                          distribution_values, distribution_probabilities,
+                          uncalibrated_simulation: SequenceSimulation | null}
+
+Every object also carries ``dataclass_name``. The pydantic models here hold that data faithfully
+(:class:`OpenAINeuronSimulationResults` and the models it contains). Scores are ``float | None``:
+``null`` and ``NaN`` read as ``None`` and are written as ``null``. Numbers are floats: an integer
+in the file (e.g. a distribution value ``3``) reads as ``3.0`` and is written as ``3.0``.
+
+:func:`explanation_results_to_openai` exports this library's own
+:class:`~neuron_explainer.results.ExplanationResult` objects in the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, FiniteFloat, model_validator
+
+from neuron_explainer.errors import InvalidInputError
+from neuron_explainer.formats._json import (
+    PathLike,
+    Where,
+    build,
+    dump_json,
+    index,
+    iter_jsonl,
+    key,
+    parse_float_list,
+    parse_list,
+    parse_object,
+    parse_optional_score,
+    parse_str,
+    parse_str_list,
+    required,
+    write_text,
+)
+from neuron_explainer.formats.openai import unit_from_openai, unit_to_openai
+from neuron_explainer.records import UnitId
+from neuron_explainer.results import ActivationScale, ExplanationResult
+
+__all__ = [
+    "OpenAIActivationScale",
+    "OpenAINeuronSimulationResults",
+    "OpenAIScoredExplanation",
+    "OpenAIScoredSequence",
+    "OpenAIScoredSimulation",
+    "OpenAISequenceSimulation",
+    "explanation_results_to_openai",
+    "read_openai_explanations",
+    "simulation_results_from_openai",
+    "simulation_results_to_openai",
+    "write_openai_explanations",
+]
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+OpenAIActivationScale = Literal["neuron_activations", "simulated_normalized_activations"]
+"""OpenAI's name for the units of simulated values (real activations, or the 0-10 scale)."""
+
+_TO_OPENAI_SCALE: dict[ActivationScale, OpenAIActivationScale] = {
+    "neuron_activations": "neuron_activations",
+    "simulated_0_10": "simulated_normalized_activations",
+}
+_SCORES = ("ev_correlation_score", "rsquared_score", "absolute_dev_explained_score")
+
+
+class OpenAISequenceSimulation(BaseModel):
+    """OpenAI's ``SequenceSimulation``: predicted activations for one excerpt.
+
+    ``distribution_values`` / ``distribution_probabilities`` are either empty (no distribution)
+    or hold one list per token. ``uncalibrated_simulation`` is the simulation before
+    calibration, when the simulator calibrated.
+    """
+
+    model_config = _FROZEN
+
+    tokens: tuple[str, ...]
+    expected_activations: tuple[FiniteFloat, ...]
+    activation_scale: OpenAIActivationScale
+    distribution_values: tuple[tuple[FiniteFloat, ...], ...] = ()
+    distribution_probabilities: tuple[tuple[FiniteFloat, ...], ...] = ()
+    uncalibrated_simulation: OpenAISequenceSimulation | None = None
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> Self:
+        n = len(self.tokens)
+        if len(self.expected_activations) != n:
+            raise ValueError(
+                f"expected_activations has {len(self.expected_activations)} values for {n} tokens"
+            )
+        values, probs = self.distribution_values, self.distribution_probabilities
+        if len(values) != len(probs):
+            raise ValueError(
+                f"distribution_values has {len(values)} entries but distribution_probabilities "
+                f"has {len(probs)}"
+            )
+        if values and len(values) != n:
+            raise ValueError(f"distributions have {len(values)} entries for {n} tokens")
+        for i, (v, p) in enumerate(zip(values, probs, strict=True)):
+            if len(v) != len(p):
+                raise ValueError(f"token {i}: {len(v)} distribution values, {len(p)} probabilities")
+        return self
+
+
+class OpenAIScoredSequence(BaseModel):
+    """OpenAI's ``ScoredSequenceSimulation``: one excerpt's simulation, truth and scores."""
+
+    model_config = _FROZEN
+
+    simulation: OpenAISequenceSimulation
+    true_activations: tuple[FiniteFloat, ...]
+    ev_correlation_score: FiniteFloat | None = None
+    rsquared_score: FiniteFloat | None = None
+    absolute_dev_explained_score: FiniteFloat | None = None
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> Self:
+        if len(self.true_activations) != len(self.simulation.tokens):
+            raise ValueError(
+                f"true_activations has {len(self.true_activations)} values but the simulation "
+                f"has {len(self.simulation.tokens)} tokens"
+            )
+        return self
+
+
+class OpenAIScoredSimulation(BaseModel):
+    """OpenAI's ``ScoredSimulation``: the scored sequences and the pooled scores."""
+
+    model_config = _FROZEN
+
+    scored_sequence_simulations: tuple[OpenAIScoredSequence, ...]
+    ev_correlation_score: FiniteFloat | None = None
+    rsquared_score: FiniteFloat | None = None
+    absolute_dev_explained_score: FiniteFloat | None = None
+
+
+class OpenAIScoredExplanation(BaseModel):
+    """OpenAI's ``ScoredExplanation``: an explanation and how well it simulated the unit."""
+
+    model_config = _FROZEN
+
+    explanation: str
+    scored_simulation: OpenAIScoredSimulation
+
+    @property
+    def score(self) -> float | None:
+        """The preferred score (pooled ``ev_correlation_score``), ``None`` when undefined."""
+        return self.scored_simulation.ev_correlation_score
+
+
+class OpenAINeuronSimulationResults(BaseModel):
+    """OpenAI's ``NeuronSimulationResults``: every scored explanation of one unit.
+
+    An entry of ``scored_explanations`` may be ``None`` (``null`` in the published files).
+    """
+
+    model_config = _FROZEN
+
+    unit: UnitId
+    scored_explanations: tuple[OpenAIScoredExplanation | None, ...]
+
+
+def _scores(obj: Mapping[str, Any], path: str, where: Where) -> dict[str, float | None]:
+    return {s: parse_optional_score(obj.get(s), key(path, s), where) for s in _SCORES}
+
+
+def _sequence_simulation(value: Any, path: str, where: Where) -> OpenAISequenceSimulation:
+    fields = (
+        "tokens",
+        "expected_activations",
+        "activation_scale",
+        "distribution_values",
+        "distribution_probabilities",
+        "uncalibrated_simulation",
+    )
+    obj = parse_object(value, path, where, "SequenceSimulation", fields)
+
+    def nested(name: str) -> tuple[tuple[float, ...], ...]:
+        p = key(path, name)
+        items = parse_list(obj.get(name, []), p, where)
+        return tuple(tuple(parse_float_list(v, index(p, i), where)) for i, v in enumerate(items))
+
+    scale = parse_str(
+        required(obj, "activation_scale", path, where), key(path, "activation_scale"), where
+    )
+    if scale not in ("neuron_activations", "simulated_normalized_activations"):
+        raise where.error(
+            key(path, "activation_scale"),
+            f"unknown scale {scale!r}; expected 'neuron_activations' or "
+            "'simulated_normalized_activations'",
+        )
+    uncalibrated = obj.get("uncalibrated_simulation")
+    parsed = {
+        "tokens": tuple(
+            parse_str_list(required(obj, "tokens", path, where), key(path, "tokens"), where)
+        ),
+        "expected_activations": tuple(
+            parse_float_list(
+                required(obj, "expected_activations", path, where),
+                key(path, "expected_activations"),
+                where,
+            )
+        ),
+        "activation_scale": scale,
+        "distribution_values": nested("distribution_values"),
+        "distribution_probabilities": nested("distribution_probabilities"),
+        "uncalibrated_simulation": (
+            None
+            if uncalibrated is None
+            else _sequence_simulation(uncalibrated, key(path, "uncalibrated_simulation"), where)
+        ),
+    }
+    return build(OpenAISequenceSimulation, parsed, path, where)
+
+
+def _scored_sequence(value: Any, path: str, where: Where) -> OpenAIScoredSequence:
+    fields = ("simulation", "true_activations", *_SCORES)
+    obj = parse_object(value, path, where, "ScoredSequenceSimulation", fields)
+    parsed = {
+        "simulation": _sequence_simulation(
+            required(obj, "simulation", path, where), key(path, "simulation"), where
+        ),
+        "true_activations": tuple(
+            parse_float_list(
+                required(obj, "true_activations", path, where), key(path, "true_activations"), where
+            )
+        ),
+        **_scores(obj, path, where),
+    }
+    return build(OpenAIScoredSequence, parsed, path, where)
+
+
+def _scored_explanation(value: Any, path: str, where: Where) -> OpenAIScoredExplanation:
+    obj = parse_object(
+        value, path, where, "ScoredExplanation", ("explanation", "scored_simulation")
+    )
+    explanation = parse_str(
+        required(obj, "explanation", path, where), key(path, "explanation"), where
+    )
+    sim_path = key(path, "scored_simulation")
+    sim = parse_object(
+        required(obj, "scored_simulation", path, where),
+        sim_path,
+        where,
+        "ScoredSimulation",
+        ("scored_sequence_simulations", *_SCORES),
+    )
+    seq_path = key(sim_path, "scored_sequence_simulations")
+    sequences = parse_list(
+        required(sim, "scored_sequence_simulations", sim_path, where), seq_path, where
+    )
+    scored_simulation = build(
+        OpenAIScoredSimulation,
+        {
+            "scored_sequence_simulations": tuple(
+                _scored_sequence(v, index(seq_path, i), where) for i, v in enumerate(sequences)
+            ),
+            **_scores(sim, sim_path, where),
+        },
+        sim_path,
+        where,
+    )
+    return OpenAIScoredExplanation(explanation=explanation, scored_simulation=scored_simulation)
+
+
+def _results(value: Any, where: Where, model: str, kind: str) -> OpenAINeuronSimulationResults:
+    obj = parse_object(
+        value, "", where, "NeuronSimulationResults", ("neuron_id", "scored_explanations")
+    )
+    unit = unit_from_openai(
+        required(obj, "neuron_id", "", where), "neuron_id", where, model=model, kind=kind
+    )
+    entries = parse_list(
+        required(obj, "scored_explanations", "", where), "scored_explanations", where
+    )
+    explanations = tuple(
+        None if v is None else _scored_explanation(v, index("scored_explanations", i), where)
+        for i, v in enumerate(entries)
+    )
+    return OpenAINeuronSimulationResults(unit=unit, scored_explanations=explanations)
+
+
+def simulation_results_from_openai(
+    data: Mapping[str, Any],
+    *,
+    model: str = "gpt2-xl",
+    kind: str = "mlp_neuron",
+    source: str | None = None,
+) -> OpenAINeuronSimulationResults:
+    """Convert one parsed ``NeuronSimulationResults`` object into
+    :class:`OpenAINeuronSimulationResults`.
+
+    ``model`` and ``kind`` name the unit (the format records only layer and neuron index);
+    ``source`` names the data in error messages. Missing ``dataclass_name`` fields, missing
+    scores, distributions and ``uncalibrated_simulation``, and any key order are accepted.
+
+    Raises:
+        FormatError: a wrong ``dataclass_name``, a missing required field, an unknown field or
+            activation scale, a wrongly typed or non-finite value, or lengths that do not match
+            the tokens; the message names the JSON path.
+        InvalidInputError: bad ``model`` or ``kind``.
+    """
+    return _results(data, Where(source), model, kind)
+
+
+def read_openai_explanations(
+    path: PathLike, *, model: str = "gpt2-xl", kind: str = "mlp_neuron"
+) -> list[OpenAINeuronSimulationResults]:
+    """Read an explanation JSONL file: one result per non-blank line, in file order.
+
+    See :func:`simulation_results_from_openai` for ``model``, ``kind`` and what is accepted.
+
+    Raises:
+        FormatError: the file is not UTF-8, or a line is not JSON or not a valid
+            ``NeuronSimulationResults``; the message names the file, the line and the JSON path.
+        InvalidInputError: bad ``model`` or ``kind``.
+        OSError: the file cannot be read.
+    """
+    return [_results(value, where, model, kind) for value, where in iter_jsonl(path)]
+
+
+def _simulation_to_openai(sim: OpenAISequenceSimulation) -> dict[str, Any]:
+    return {
+        "dataclass_name": "SequenceSimulation",
+        "tokens": list(sim.tokens),
+        "expected_activations": [float(x) for x in sim.expected_activations],
+        "activation_scale": sim.activation_scale,
+        "distribution_values": [[float(x) for x in v] for v in sim.distribution_values],
+        "distribution_probabilities": [
+            [float(x) for x in p] for p in sim.distribution_probabilities
+        ],
+        "uncalibrated_simulation": (
+            None
+            if sim.uncalibrated_simulation is None
+            else _simulation_to_openai(sim.uncalibrated_simulation)
+        ),
+    }
+
+
+def _scored_explanation_to_openai(entry: OpenAIScoredExplanation) -> dict[str, Any]:
+    sim = entry.scored_simulation
+    return {
+        "dataclass_name": "ScoredExplanation",
+        "explanation": entry.explanation,
+        "scored_simulation": {
+            "dataclass_name": "ScoredSimulation",
+            "scored_sequence_simulations": [
+                {
+                    "dataclass_name": "ScoredSequenceSimulation",
+                    "simulation": _simulation_to_openai(seq.simulation),
+                    "true_activations": [float(x) for x in seq.true_activations],
+                    "ev_correlation_score": seq.ev_correlation_score,
+                    "rsquared_score": seq.rsquared_score,
+                    "absolute_dev_explained_score": seq.absolute_dev_explained_score,
+                }
+                for seq in sim.scored_sequence_simulations
+            ],
+            "ev_correlation_score": sim.ev_correlation_score,
+            "rsquared_score": sim.rsquared_score,
+            "absolute_dev_explained_score": sim.absolute_dev_explained_score,
+        },
+    }
+
+
+def simulation_results_to_openai(results: OpenAINeuronSimulationResults) -> dict[str, Any]:
+    """Convert ``results`` into OpenAI's ``NeuronSimulationResults`` object (plain JSON data).
+
+    ``unit.model`` and ``unit.kind`` are not representable and are dropped; ``None`` scores are
+    written as ``None`` (``null``).
+    """
+    return {
+        "dataclass_name": "NeuronSimulationResults",
+        "neuron_id": unit_to_openai(results.unit),
+        "scored_explanations": [
+            None if e is None else _scored_explanation_to_openai(e)
+            for e in results.scored_explanations
+        ],
+    }
+
+
+def write_openai_explanations(
+    results: Iterable[OpenAINeuronSimulationResults | Mapping[str, Any]], path: PathLike
+) -> None:
+    """Write ``results`` as explanation JSONL (UTF-8), one line each.
+
+    An item may be a mapping such as :func:`explanation_results_to_openai` returns; it is
+    validated first, so the file always reads back with :func:`read_openai_explanations`.
+
+    Raises:
+        FormatError: a mapping is not a valid ``NeuronSimulationResults`` (naming its position).
+        OSError: the file cannot be written.
+    """
+    lines = []
+    for i, item in enumerate(results):
+        if not isinstance(item, OpenAINeuronSimulationResults):
+            item = simulation_results_from_openai(item, source=f"results[{i}]")
+        lines.append(dump_json(simulation_results_to_openai(item)) + "\n")
+    write_text(path, "".join(lines))
+
+
+def _scored_explanation_from_ours(result: ExplanationResult) -> OpenAIScoredExplanation:
+    scored = result.scored
+    sequences = tuple(
+        OpenAIScoredSequence(
+            simulation=OpenAISequenceSimulation(
+                tokens=seq.simulation.tokens,
+                expected_activations=seq.simulation.expected_activations,
+                activation_scale=_TO_OPENAI_SCALE[seq.simulation.scale],
+                distribution_values=seq.simulation.distribution_values or (),
+                distribution_probabilities=seq.simulation.distribution_probabilities or (),
+            ),
+            true_activations=seq.record.activations,
+            ev_correlation_score=seq.correlation.value,
+        )
+        for seq in scored.sequences
+    )
+    return OpenAIScoredExplanation(
+        explanation=result.explanation.text,
+        scored_simulation=OpenAIScoredSimulation(
+            scored_sequence_simulations=sequences,
+            ev_correlation_score=scored.correlation.value,
+            rsquared_score=scored.rsquared.value,
+            absolute_dev_explained_score=scored.absolute_dev_explained.value,
+        ),
+    )
+
+
+def explanation_results_to_openai(results: Sequence[ExplanationResult]) -> dict[str, Any]:
+    """Export this library's results for one unit as one OpenAI ``NeuronSimulationResults``.
+
+    Each result becomes a ``ScoredExplanation``: the explanation text, and per scored sequence
+    the simulator's raw (uncalibrated) prediction (scale ``"simulated_0_10"`` becomes
+    ``"simulated_normalized_activations"``; distributions are empty lists when there are none),
+    the record's true activations and the sequence's correlation as ``ev_correlation_score``;
+    per-sequence R² and absolute deviation explained are ``None``. The pooled scores are the
+    result's ``correlation`` (top-and-random), ``rsquared`` and ``absolute_dev_explained``; an
+    undefined score is ``None``.
+
+    Beware: the R² and absolute-deviation numbers are this library's definitions, not OpenAI's.
+    Here R² is ``1 - SSE/SST`` with the variance-based ``SST = sum((y - mean(y))^2)`` and absolute
+    deviation explained is ``1 - sum|y - y_hat| / sum|y - median(y)|``, both on calibrated
+    predictions (see :mod:`neuron_explainer.scoring`); OpenAI's code divides by the uncentred
+    ``mean(y^2)`` and ``mean(|y|)`` instead. Only ``ev_correlation_score`` compares directly.
+
+    Raises:
+        InvalidInputError: ``results`` is empty, holds something other than
+            :class:`ExplanationResult`, or mixes units.
+    """
+    if not results:
+        raise InvalidInputError("no results to export; give at least one ExplanationResult")
+    for i, result in enumerate(results):
+        if not isinstance(result, ExplanationResult):
+            raise InvalidInputError(
+                f"results[{i}] is a {type(result).__name__}, not an ExplanationResult"
+            )
+    unit = results[0].unit
+    for i, result in enumerate(results):
+        if result.unit != unit:
+            raise InvalidInputError(
+                f"results[{i}] is for {result.unit} but results[0] is for {unit}; one "
+                "NeuronSimulationResults holds the explanations of a single unit"
+            )
+    exported = OpenAINeuronSimulationResults(
+        unit=unit, scored_explanations=tuple(_scored_explanation_from_ours(r) for r in results)
+    )
+    return simulation_results_to_openai(exported)
