@@ -37,7 +37,8 @@ def _coerce_record(record: NeuronRecord | Mapping[str, Any]) -> NeuronRecord:
             raise InvalidRecordError(f"the neuron record does not validate:\n{exc}") from None
     raise InvalidInputError(
         f"explain_neuron needs a NeuronRecord (or its dict form), got {type(record).__name__}; "
-        "build one with a Subject, build_neuron_record() or read_openai_neuron_record()"
+        "build one with a Subject, build_neuron_record() or "
+        "neuron_explainer.formats.read_openai_neuron_record()"
     )
 
 

@@ -186,6 +186,24 @@ class Calibration(BaseModel):
     n_tokens: int = Field(default=0, ge=0, description="Calibration tokens it was fitted on.")
     note: str | None = Field(default=None, description="Why a degenerate fit was used, if so.")
 
+    @model_validator(mode="after")
+    def _parameters_match_method(self) -> Self:
+        linear = self.slope is not None and self.intercept is not None
+        if self.method == "linear" and not linear:
+            raise ValueError("a linear calibration needs both slope and intercept")
+        if self.method == "percentile":
+            if not self.xs or len(self.xs) != len(self.ys):
+                raise ValueError("a percentile calibration needs xs and ys of the same length >= 1")
+            if any(b <= a for a, b in zip(self.xs, self.xs[1:], strict=False)):
+                raise ValueError("percentile calibration xs must be strictly increasing")
+            if any(b < a for a, b in zip(self.ys, self.ys[1:], strict=False)):
+                raise ValueError("percentile calibration ys must not decrease")
+        if self.method != "linear" and (self.slope is not None or self.intercept is not None):
+            raise ValueError(f"a {self.method} calibration has no slope or intercept")
+        if self.method != "percentile" and (self.xs or self.ys):
+            raise ValueError(f"a {self.method} calibration has no xs or ys")
+        return self
+
 
 class ScoredSequence(BaseModel):
     """One held-out excerpt: truth, simulation, calibrated prediction and its own score."""

@@ -182,8 +182,8 @@ def apply_calibration(calibration: Calibration, simulated: ArrayLike) -> Floats:
     if calibration.method == "none":
         return x.copy()
     if calibration.method == "linear":
-        assert calibration.slope is not None and calibration.intercept is not None
-        return calibration.slope * x + calibration.intercept
+        # Calibration's validator guarantees both parameters for a linear fit.
+        return float(calibration.slope or 0.0) * x + float(calibration.intercept or 0.0)
     if len(calibration.xs) == 1:
         return np.full_like(x, calibration.ys[0])
     return np.interp(x, calibration.xs, calibration.ys)

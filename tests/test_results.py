@@ -59,3 +59,17 @@ def test_score_has_a_value_or_a_reason() -> None:
         Score(value=None)
     with pytest.raises(ValidationError):
         Score(value=float("nan"))
+
+
+def test_calibration_parameters_must_match_the_method() -> None:
+    from neuron_explainer import Calibration
+
+    assert Calibration(method="linear", slope=2.0, intercept=0.0).slope == 2.0
+    with pytest.raises(ValidationError, match="needs both slope and intercept"):
+        Calibration(method="linear")
+    with pytest.raises(ValidationError, match="xs and ys of the same length"):
+        Calibration(method="percentile", xs=(1.0, 2.0), ys=(1.0,))
+    with pytest.raises(ValidationError, match="strictly increasing"):
+        Calibration(method="percentile", xs=(2.0, 1.0), ys=(1.0, 2.0))
+    with pytest.raises(ValidationError, match="no slope or intercept"):
+        Calibration(method="none", slope=1.0)
