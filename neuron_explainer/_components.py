@@ -1,8 +1,8 @@
 """Resolve explainer and simulator names to objects.
 
 Built-in components are listed here until the plugin registry takes over name resolution; every
-place that accepts a component name goes through :func:`resolve_explainer` /
-:func:`resolve_simulator`.
+place that accepts a component name goes through `resolve_explainer` /
+`resolve_simulator`.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _resolve(kind: str, spec: object, cls: type[object], table: dict[str, Callab
 
 
 def resolve_explainer(spec: Explainer | str) -> Explainer:
-    """Return ``spec`` if it is an :class:`Explainer`, else build the one registered under it.
+    """Return ``spec`` if it is an `Explainer`, else build the one registered under it.
 
     Raises:
         UnknownComponentError: no explainer has that name.
@@ -70,7 +70,7 @@ def resolve_explainer(spec: Explainer | str) -> Explainer:
 
 
 def resolve_simulator(spec: Simulator | str) -> Simulator:
-    """Return ``spec`` if it is a :class:`Simulator`, else build the one registered under it.
+    """Return ``spec`` if it is a `Simulator`, else build the one registered under it.
 
     Raises:
         UnknownComponentError: no simulator has that name.

@@ -1,6 +1,6 @@
-"""Build a :class:`NeuronRecord` from excerpts held in memory.
+"""Build a `NeuronRecord` from excerpts held in memory.
 
-:func:`build_neuron_record` is for data that fits in memory (synthetic rules, small corpora,
+`build_neuron_record` is for data that fits in memory (synthetic rules, small corpora,
 tests). It selects, exactly as the streaming collector does for large corpora:
 
 * duplicates dropped first: an excerpt whose tokens repeat an earlier one's counts once, so

@@ -1,7 +1,7 @@
 """Errors raised by neuron_explainer.
 
 Every error the library raises on purpose derives from one root, so
-``except NeuronExplainerError`` catches them all::
+``except NeuronExplainerError`` catches them all:
 
     NeuronExplainerError
     ├── InvalidInputError            (also a ValueError) bad data or arguments from the caller
@@ -19,7 +19,7 @@ Every error the library raises on purpose derives from one root, so
 Constructing a data model directly (``ActivationRecord(...)``) validates with pydantic and so
 raises ``pydantic.ValidationError`` (a ``ValueError``) whose message names the field to fix.
 Library functions that take records as plain data (dicts, files) convert that into
-:class:`InvalidRecordError` or :class:`FormatError`.
+`InvalidRecordError` or `FormatError`.
 """
 
 from __future__ import annotations

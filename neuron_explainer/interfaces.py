@@ -1,11 +1,11 @@
-"""The three pluggable stages: :class:`Subject`, :class:`Explainer`, :class:`Simulator`.
+"""The three pluggable stages: `Subject`, `Explainer`, `Simulator`.
 
 Each is an abstract class with one async method to implement. The sync twins
 (``neuron_record``, ``explain``, ``simulate``) run the async method for scripts; inside an
 event loop, await the async method instead. Implementations describe themselves with
-:attr:`info`, which every result records.
+`info`, which every result records.
 
-A minimal simulator::
+A minimal simulator:
 
     class Constant(Simulator):
         async def asimulate(self, explanation, tokens):
@@ -61,26 +61,26 @@ class _Component:
 class Subject(ABC):
     """A model whose units can be recorded over a corpus.
 
-    Implement :meth:`aneuron_record`: collect (or load) the activation records of one unit.
+    Implement `aneuron_record`: collect (or load) the activation records of one unit.
     """
 
     @abstractmethod
     async def aneuron_record(self, unit: UnitId) -> NeuronRecord:
-        """Return the :class:`NeuronRecord` of ``unit``.
+        """Return the `NeuronRecord` of ``unit``.
 
         Raises:
             InvalidInputError: the unit does not exist in this subject.
         """
 
     def neuron_record(self, unit: UnitId) -> NeuronRecord:
-        """Sync twin of :meth:`aneuron_record`."""
+        """Sync twin of `aneuron_record`."""
         return run_sync(self.aneuron_record(unit))
 
 
 class Explainer(_Component, ABC):
-    """Turns top-activating records into an :class:`Explanation`.
+    """Turns top-activating records into an `Explanation`.
 
-    Implement :meth:`aexplain`. It sees only the train split.
+    Implement `aexplain`. It sees only the train split.
     """
 
     @abstractmethod
@@ -92,14 +92,14 @@ class Explainer(_Component, ABC):
         """
 
     def explain(self, records: Sequence[ActivationRecord]) -> Explanation:
-        """Sync twin of :meth:`aexplain`."""
+        """Sync twin of `aexplain`."""
         return run_sync(self.aexplain(records))
 
 
 class Simulator(_Component, ABC):
     """Predicts activations on tokens from an explanation alone.
 
-    Implement :meth:`asimulate` for one excerpt. :meth:`asimulate_many` runs it over many
+    Implement `asimulate` for one excerpt. `asimulate_many` runs it over many
     excerpts concurrently; override it when a backend can batch.
     """
 
@@ -122,5 +122,5 @@ class Simulator(_Component, ABC):
         return list(await asyncio.gather(*(self.asimulate(explanation, s) for s in sequences)))
 
     def simulate(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
-        """Sync twin of :meth:`asimulate`."""
+        """Sync twin of `asimulate`."""
         return run_sync(self.asimulate(explanation, tokens))

@@ -83,7 +83,7 @@ async def aexplain_neuron(
     n_top_per_split: int | None = None,
     n_random_per_split: int | None = None,
 ) -> ExplanationResult:
-    """Async twin of :func:`explain_neuron`; use it inside a running event loop."""
+    """Async twin of `explain_neuron`; use it inside a running event loop."""
     if score_split not in ("valid", "test"):
         raise InvalidInputError(
             f"score_split must be 'valid' or 'test', got {score_split!r} (the calibration split "
@@ -147,22 +147,21 @@ def explain_neuron(
 ) -> ExplanationResult:
     """Explain one unit and score the explanation on held-out records.
 
-    The record is split (see :mod:`neuron_explainer.splits`); the explainer sees only the train
+    The record is split (see `neuron_explainer.splits`); the explainer sees only the train
     split; the simulator predicts the calibration split (to fit ``calibration``) and the
     ``score_split``; the scores compare those predictions with the true activations.
 
     Args:
-        record: the unit's :class:`NeuronRecord`, or its dict form.
-        explainer: an :class:`Explainer` or a registered name (default ``"token-table"``).
-        simulator: a :class:`Simulator` or a registered name (default ``"token-table"``).
+        record: the unit's `NeuronRecord`, or its dict form.
+        explainer: an `Explainer` or a registered name (default ``"token-table"``).
+        simulator: a `Simulator` or a registered name (default ``"token-table"``).
         calibration: ``"none"``, ``"linear"`` or ``"percentile"``; fitted on calibration only.
         score_split: ``"valid"`` (default) or ``"test"``.
-        n_top_per_split, n_random_per_split: records per split; default as many as divide
-            evenly.
+        n_top_per_split: top records per split; default as many as divide evenly.
+        n_random_per_split: random records per split; default as many as divide evenly.
 
     Returns:
-        An :class:`ExplanationResult` with the explanation, scores and everything that produced
-        them.
+        The explanation, its scores and everything that produced them.
 
     Raises:
         UnknownComponentError: no explainer/simulator has that name.
@@ -170,7 +169,7 @@ def explain_neuron(
         InvalidRecordError: the record (given as a dict) does not validate.
         InvalidInputError: other bad arguments.
         ExplanationError / SimulationError: a component failed.
-        UsageError: called inside a running event loop (use :func:`aexplain_neuron`).
+        UsageError: called inside a running event loop (use `aexplain_neuron`).
     """
     return run_sync(
         aexplain_neuron(

@@ -1,9 +1,9 @@
 """Activation data: what a subject recorded for one unit of a model.
 
-* :class:`ActivationRecord`: one text excerpt, its tokens and the unit's activation on each.
-* :class:`UnitId`: which unit (model, layer, index, kind).
-* :class:`Provenance`: how the records were produced (model, hook, dataset, window, ...).
-* :class:`NeuronRecord`: everything collected for one unit: top-activating excerpts, a random
+* `ActivationRecord`: one text excerpt, its tokens and the unit's activation on each.
+* `UnitId`: which unit (model, layer, index, kind).
+* `Provenance`: how the records were produced (model, hook, dataset, window, ...).
+* `NeuronRecord`: everything collected for one unit: top-activating excerpts, a random
   sample, per-quantile samples and moments.
 
 All are pydantic v2 models: they validate on construction and round-trip exactly through JSON
@@ -91,7 +91,7 @@ class UnitId(BaseModel):
 
 
 class Provenance(BaseModel):
-    """How a :class:`NeuronRecord` was produced, so that any result built on it can be traced."""
+    """How a `NeuronRecord` was produced, so that any result built on it can be traced."""
 
     model_config = _STRICT
 
@@ -124,8 +124,10 @@ class NeuronRecord(BaseModel):
             boundaries. Both empty when quantiles were not tracked.
         quantile_levels: the probability level of each boundary (e.g. 0.5, 0.9, 0.99, 0.999),
             when known.
-        mean, variance, skewness, kurtosis: moments of the activation over the whole corpus;
-            ``None`` when unknown or undefined.
+        mean: mean activation over every token of the corpus (``None`` when unknown).
+        variance: population variance of the activation (``None`` when unknown).
+        skewness: skewness of the activation (``None`` when unknown or undefined).
+        kurtosis: excess kurtosis of the activation (``None`` when unknown or undefined).
         provenance: how the records were produced.
 
     Raises:

@@ -1,10 +1,10 @@
 """What explaining and scoring a unit produces.
 
-* :class:`Explanation`: the explainer's text, the activation scale it was shown, its raw output.
-* :class:`SequenceSimulation`: a simulator's predicted activation for every token of one excerpt.
-* :class:`Score`: a number, or ``None`` with the reason it is undefined (never a silent NaN).
-* :class:`ScoredSequence` / :class:`ScoredSimulation`: simulations next to the truth, scored.
-* :class:`ExplanationResult`: one explained and scored unit with everything that produced it.
+* `Explanation`: the explainer's text, the activation scale it was shown, its raw output.
+* `SequenceSimulation`: a simulator's predicted activation for every token of one excerpt.
+* `Score`: a number, or ``None`` with the reason it is undefined (never a silent NaN).
+* `ScoredSequence` / `ScoredSimulation`: simulations next to the truth, scored.
+* `ExplanationResult`: one explained and scored unit with everything that produced it.
 """
 
 from __future__ import annotations
@@ -223,7 +223,8 @@ class ScoredSimulation(BaseModel):
     Attributes:
         correlation: headline score; Pearson correlation pooled over every token of the top
             and random records ("top-and-random", as in the paper).
-        random_correlation / top_correlation: the same over random-only / top-only records.
+        random_correlation: the same, over the random records only.
+        top_correlation: the same, over the top records only.
         mean_sequence_correlation: mean of the defined per-sequence correlations.
         rsquared: ``1 - SSE/SST`` of the calibrated predictions, pooled.
         absolute_dev_explained: ``1 - sum|y - y_hat| / sum|y - median(y)|`` of the calibrated

@@ -1,18 +1,18 @@
 """Scores and calibration: how well simulated activations match the true ones.
 
 Metric functions take two equal-length sequences (true, predicted) and return a
-:class:`~neuron_explainer.results.Score`; a score that is undefined (constant input, too few
+`Score`; a score that is undefined (constant input, too few
 tokens) comes back as ``Score(value=None, reason=...)``, never as NaN.
 
-* :func:`correlation`: Pearson correlation. Invariant to affine calibration, so it is computed
+* `correlation`: Pearson correlation. Invariant to affine calibration, so it is computed
   on the raw simulated values. The headline score pools every token of the scored records.
-* :func:`rsquared`: ``1 - SSE/SST`` with ``SST`` the variance-based total sum of squares;
+* `rsquared`: ``1 - SSE/SST`` with ``SST`` the variance-based total sum of squares;
   computed on calibrated predictions.
-* :func:`absolute_dev_explained`: ``1 - sum|y - y_hat| / sum|y - median(y)|``, the absolute-error
+* `absolute_dev_explained`: ``1 - sum|y - y_hat| / sum|y - median(y)|``, the absolute-error
   analogue of R² (the median is the best constant under absolute error); calibrated predictions.
 
-Calibration (:func:`fit_calibration`) is fitted on the calibration split only and applied to the
-scored split with :func:`apply_calibration`.
+Calibration (`fit_calibration`) is fitted on the calibration split only and applied to the
+scored split with `apply_calibration`.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def fit_calibration(
 
 
 def apply_calibration(calibration: Calibration, simulated: ArrayLike) -> Floats:
-    """Map simulated values through a fitted :class:`Calibration`."""
+    """Map simulated values through a fitted `Calibration`."""
     x = np.asarray(simulated, dtype=np.float64)
     if calibration.method == "none":
         return x.copy()

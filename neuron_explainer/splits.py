@@ -5,9 +5,9 @@ Top-activating records are dealt round-robin into ``train, calibration, valid, t
 weaker top excerpts. Random records are dealt the same way into ``calibration, valid, test``.
 The explainer only ever sees ``train``; calibration is fitted on ``calibration``; the reported
 score uses ``valid`` (or ``test``). Splits are disjoint by construction, and
-:func:`plan_splits` refuses record counts that cannot fill them. When a record holds the same
+`plan_splits` refuses record counts that cannot fill them. When a record holds the same
 excerpt twice (duplicated text in the corpus) and it lands in train and in a scored split,
-:func:`split_records` warns with :class:`HeldOutOverlapWarning`.
+`split_records` warns with `HeldOutOverlapWarning`.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class HeldOutSet(BaseModel):
 
 
 class Splits(BaseModel):
-    """A :class:`NeuronRecord` cut into disjoint splits (see the module docstring)."""
+    """A `NeuronRecord` cut into disjoint splits (see the module docstring)."""
 
     model_config = _FROZEN
 
@@ -163,7 +163,7 @@ def split_records(
     n_top_per_split: int | None = None,
     n_random_per_split: int | None = None,
 ) -> Splits:
-    """Cut ``record`` into train / calibration / valid / test (see :func:`plan_splits`).
+    """Cut ``record`` into train / calibration / valid / test (see `plan_splits`).
 
     Raises:
         InsufficientRecordsError: when the record has too few records for the splits.

@@ -99,7 +99,7 @@ def build_token_table(
     max_tokens: int = 256,
     max_contexts: int = 128,
 ) -> TokenTable:
-    """Build a :class:`TokenTable` from (train) records.
+    """Build a `TokenTable` from (train) records.
 
     Only the ``max_tokens`` tokens and ``max_contexts`` contexts whose estimates differ most from
     what the next back-off level would predict are kept, so tables stay small; the rest fall back

@@ -89,7 +89,8 @@ class TokenTableExplainer(Explainer):
 
     Args:
         prior_weight: pseudo-counts shrinking rare tokens toward their shape's mean.
-        max_tokens, max_contexts: how many table entries to keep.
+        max_tokens: how many token entries the table keeps.
+        max_contexts: how many context entries the table keeps.
         max_listed: how many tokens the text names at most.
     """
 

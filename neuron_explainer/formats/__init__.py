@@ -2,15 +2,15 @@
 
 OpenAI's public neuron-explainer data (``openaipublic/neuron-explainer``):
 
-* neuron records (one JSON object per neuron): :func:`read_openai_neuron_record`,
-  :func:`write_openai_neuron_record` and the dict converters :func:`neuron_record_from_openai` /
-  :func:`neuron_record_to_openai`;
+* neuron records (one JSON object per neuron): `read_openai_neuron_record`,
+  `write_openai_neuron_record` and the dict converters `neuron_record_from_openai` /
+  `neuron_record_to_openai`;
 * scored explanations (JSONL, one ``NeuronSimulationResults`` per line):
-  :func:`read_openai_explanations`, :func:`write_openai_explanations`, the
-  ``OpenAI*`` models that hold them, and :func:`explanation_results_to_openai` to export this
+  `read_openai_explanations`, `write_openai_explanations`, the
+  ``OpenAI*`` models that hold them, and `explanation_results_to_openai` to export this
   library's own results.
 
-Every reader raises :class:`~neuron_explainer.errors.FormatError` naming the file, the line
+Every reader raises `FormatError` naming the file, the line
 (JSONL) and the JSON path of what is wrong.
 """
 

@@ -1,6 +1,6 @@
 """Path-aware reading of plain JSON data, shared by the format readers.
 
-Every check raises :class:`~neuron_explainer.errors.FormatError` whose message names the document
+Every check raises `FormatError` whose message names the document
 (a file, and a line for JSONL), the JSON path of the offending value (e.g.
 ``most_positive_activation_records[3].activations``) and what is wrong with it.
 """
@@ -52,7 +52,7 @@ class Where:
         self.line = line
 
     def error(self, path: str, problem: str) -> FormatError:
-        """A :class:`FormatError` for the value at JSON ``path`` ("" is the top level)."""
+        """A `FormatError` for the value at JSON ``path`` ("" is the top level)."""
         document = self.source or "OpenAI document"
         if self.line is not None:
             document += f" line {self.line}"
@@ -173,7 +173,7 @@ def parse_index(value: Any, path: str, where: Where) -> int:
 
 
 def build(cls: type[M], fields: Mapping[str, Any], path: str, where: Where) -> M:
-    """Construct ``cls``, turning a pydantic ``ValidationError`` into a :class:`FormatError`."""
+    """Construct ``cls``, turning a pydantic ``ValidationError`` into a `FormatError`."""
     try:
         return cls(**fields)
     except ValidationError as exc:
@@ -211,7 +211,7 @@ def load_json_file(path: PathLike) -> tuple[Any, str]:
 
 
 def iter_jsonl(path: PathLike) -> Iterator[tuple[Any, Where]]:
-    """Parse a JSONL file: yield each non-blank line's value with its :class:`Where`.
+    """Parse a JSONL file: yield each non-blank line's value with its `Where`.
 
     Lines are split on ``\\n`` only (a JSON string may hold U+2028 and the like).
 

@@ -12,14 +12,14 @@ One JSON object per neuron, each object tagged with ``dataclass_name``::
 
 with ``ActivationRecord = {"dataclass_name": "ActivationRecord", "tokens": [str, ...],
 "activations": [float, ...]}``. ``random_sample_by_quantile[i]`` lies between boundaries
-``i - 1`` and ``i``, the same convention as :class:`~neuron_explainer.records.NeuronRecord`.
+``i - 1`` and ``i``, the same convention as `NeuronRecord`.
 
 Numbers: activations and boundaries are floats. An integer in the file (``0``) reads as the float
 ``0.0`` and is written back as ``0.0``; files written by OpenAI's code hold floats only, so they
 round-trip exactly. A statistic that is ``null`` or ``NaN`` (Python's ``json`` writes a bare
 ``NaN``) reads as ``None`` and is always written as ``null``; nothing is ever written as NaN.
 
-The explanation JSONL format lives in :mod:`neuron_explainer.formats.openai_explanations`.
+The explanation JSONL format lives in `neuron_explainer.formats.openai_explanations`.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ _MOMENTS = ("mean", "variance", "skewness", "kurtosis")
 
 
 def make_unit(model: str, layer: int, neuron: int, kind: str) -> UnitId:
-    """A :class:`UnitId`, with bad ``model`` / ``kind`` arguments reported as such.
+    """A `UnitId`, with bad ``model`` / ``kind`` arguments reported as such.
 
     Raises:
         InvalidInputError: ``model`` is empty or ``kind`` is not a lowercase identifier.
@@ -91,7 +91,7 @@ def make_unit(model: str, layer: int, neuron: int, kind: str) -> UnitId:
 
 
 def unit_from_openai(value: Any, path: str, where: Where, *, model: str, kind: str) -> UnitId:
-    """Read a ``NeuronId`` object at JSON ``path`` into a :class:`UnitId` of ``model``.
+    """Read a ``NeuronId`` object at JSON ``path`` into a `UnitId` of ``model``.
 
     Raises:
         FormatError: the object is not a valid ``NeuronId``.
@@ -157,7 +157,7 @@ def neuron_record_from_openai(
     kind: str = "mlp_neuron",
     source: str | None = None,
 ) -> NeuronRecord:
-    """Convert a parsed OpenAI ``NeuronRecord`` object into a :class:`NeuronRecord`.
+    """Convert a parsed OpenAI ``NeuronRecord`` object into a `NeuronRecord`.
 
     Args:
         data: the JSON object, as ``json.loads`` returns it (``NaN`` statistics allowed).
@@ -169,7 +169,7 @@ def neuron_record_from_openai(
 
     Missing ``dataclass_name`` fields, missing optional fields (random sample, quantiles,
     statistics) and any key order are accepted. The provenance says the record came from
-    OpenAI's public data (:data:`OPENAI_DATASET`); the hook point is unknown.
+    OpenAI's public data (`OPENAI_DATASET`); the hook point is unknown.
 
     Raises:
         FormatError: a wrong ``dataclass_name``, a missing required field (``neuron_id``,
@@ -241,7 +241,7 @@ def read_openai_neuron_record(
 ) -> NeuronRecord:
     """Read one neuron's record from a JSON file in OpenAI's public format.
 
-    See :func:`neuron_record_from_openai` for ``model``, ``kind`` and what is accepted.
+    See `neuron_record_from_openai` for ``model``, ``kind`` and what is accepted.
 
     Raises:
         FormatError: the file is not UTF-8 JSON or not a valid record; the message names the
@@ -288,7 +288,7 @@ def neuron_record_to_openai(record: NeuronRecord) -> dict[str, Any]:
 
 def write_openai_neuron_record(record: NeuronRecord, path: PathLike) -> None:
     """Write ``record`` as one JSON object in OpenAI's format (UTF-8; see
-    :func:`neuron_record_to_openai` for the fields that are dropped).
+    `neuron_record_to_openai` for the fields that are dropped).
 
     Raises:
         OSError: the file cannot be written.

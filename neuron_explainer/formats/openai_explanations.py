@@ -13,12 +13,12 @@
                           uncalibrated_simulation: SequenceSimulation | null}
 
 Every object also carries ``dataclass_name``. The pydantic models here hold that data faithfully
-(:class:`OpenAINeuronSimulationResults` and the models it contains). Scores are ``float | None``:
+(`OpenAINeuronSimulationResults` and the models it contains). Scores are ``float | None``:
 ``null`` and ``NaN`` read as ``None`` and are written as ``null``. Numbers are floats: an integer
 in the file (e.g. a distribution value ``3``) reads as ``3.0`` and is written as ``3.0``.
 
-:func:`explanation_results_to_openai` exports this library's own
-:class:`~neuron_explainer.results.ExplanationResult` objects in the same shape.
+`explanation_results_to_openai` exports this library's own
+`ExplanationResult` objects in the same shape.
 """
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ def simulation_results_from_openai(
     source: str | None = None,
 ) -> OpenAINeuronSimulationResults:
     """Convert one parsed ``NeuronSimulationResults`` object into
-    :class:`OpenAINeuronSimulationResults`.
+    `OpenAINeuronSimulationResults`.
 
     ``model`` and ``kind`` name the unit (the format records only layer and neuron index);
     ``source`` names the data in error messages. Missing ``dataclass_name`` fields, missing
@@ -320,7 +320,7 @@ def read_openai_explanations(
 ) -> list[OpenAINeuronSimulationResults]:
     """Read an explanation JSONL file: one result per non-blank line, in file order.
 
-    See :func:`simulation_results_from_openai` for ``model``, ``kind`` and what is accepted.
+    See `simulation_results_from_openai` for ``model``, ``kind`` and what is accepted.
 
     Raises:
         FormatError: the file is not UTF-8, or a line is not JSON or not a valid
@@ -395,8 +395,8 @@ def write_openai_explanations(
 ) -> None:
     """Write ``results`` as explanation JSONL (UTF-8), one line each.
 
-    An item may be a mapping such as :func:`explanation_results_to_openai` returns; it is
-    validated first, so the file always reads back with :func:`read_openai_explanations`.
+    An item may be a mapping such as `explanation_results_to_openai` returns; it is
+    validated first, so the file always reads back with `read_openai_explanations`.
 
     Raises:
         FormatError: a mapping is not a valid ``NeuronSimulationResults`` (naming its position).
@@ -451,12 +451,12 @@ def explanation_results_to_openai(results: Sequence[ExplanationResult]) -> dict[
     Beware: the R² and absolute-deviation numbers are this library's definitions, not OpenAI's.
     Here R² is ``1 - SSE/SST`` with the variance-based ``SST = sum((y - mean(y))^2)`` and absolute
     deviation explained is ``1 - sum|y - y_hat| / sum|y - median(y)|``, both on calibrated
-    predictions (see :mod:`neuron_explainer.scoring`); OpenAI's code divides by the uncentred
+    predictions (see `neuron_explainer.scoring`); OpenAI's code divides by the uncentred
     ``mean(y^2)`` and ``mean(|y|)`` instead. Only ``ev_correlation_score`` compares directly.
 
     Raises:
         InvalidInputError: ``results`` is empty, holds something other than
-            :class:`ExplanationResult`, or mixes units.
+            `ExplanationResult`, or mixes units.
     """
     if not results:
         raise InvalidInputError("no results to export; give at least one ExplanationResult")

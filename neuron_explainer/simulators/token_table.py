@@ -29,7 +29,7 @@ class TokenTableSimulator(Simulator):
         return ComponentInfo(name=self.name, version="1")
 
     def table(self, explanation: Explanation) -> TokenTable:
-        """The :class:`TokenTable` carried by ``explanation``.
+        """The `TokenTable` carried by ``explanation``.
 
         Raises:
             InvalidInputError: the explanation carries no (valid) token table.
@@ -56,7 +56,7 @@ class TokenTableSimulator(Simulator):
     async def asimulate_many(
         self, explanation: Explanation, sequences: Sequence[Sequence[str]]
     ) -> list[SequenceSimulation]:
-        """Like :meth:`asimulate` for many excerpts, parsing the table once."""
+        """Like `asimulate` for many excerpts, parsing the table once."""
         table = self.table(explanation)
         return [self._simulate(table, tokens) for tokens in sequences]
 
