@@ -102,8 +102,11 @@ def test_custom_components_example_runs_and_scores() -> None:
     assert float(match.group(1)) > 0.5
 
 
-def test_home_page_quickstart_runs() -> None:
-    page = (DOCS / "index.md").read_text(encoding="utf-8")
+@pytest.mark.parametrize(
+    "page_path", [DOCS / "index.md", ROOT / "README.md"], ids=["docs", "readme"]
+)
+def test_quickstart_runs(page_path: Path) -> None:
+    page = page_path.read_text(encoding="utf-8")
     quickstart = page.split("## Quickstart", 1)[1]
     code = re.search(r"```python\n(.*?)```", quickstart, re.DOTALL)
     assert code, "the quickstart has no python code block"
