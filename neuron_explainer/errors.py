@@ -8,13 +8,19 @@ Every error the library raises on purpose derives from one root, so
     │   ├── InvalidRecordError       a record or result does not validate (lengths, NaN, ...)
     │   ├── InsufficientRecordsError too few records to fill the train/held-out splits
     │   └── FormatError              a file is not in the format it claims to be
-    ├── UnknownComponentError        (also a LookupError) no explainer/simulator by that name
+    ├── UnknownComponentError        (also a LookupError) no component registered by that name
+    ├── PluginError                  a plugin failed to load or register (strict mode), or
+    │   │                            returned something unusable
+    │   └── DuplicateComponentError  two plugins registered the same name
     ├── UsageError                   the API was called in a way that cannot work
     │                                (e.g. a sync call inside a running event loop)
     ├── ExplanationError             an explainer could not produce an explanation
     ├── SimulationError              a simulator could not produce a usable simulation
     │                                (never replaced by zeros)
     └── CapabilityError              a component needs something its backend does not offer
+
+Warnings: `PluginWarning` reports a plugin that failed to load outside strict mode;
+`neuron_explainer.splits.HeldOutOverlapWarning` reports held-out excerpts that repeat train ones.
 
 Constructing a data model directly (``ActivationRecord(...)``) validates with pydantic and so
 raises ``pydantic.ValidationError`` (a ``ValueError``) whose message names the field to fix.
@@ -26,12 +32,15 @@ from __future__ import annotations
 
 __all__ = [
     "CapabilityError",
+    "DuplicateComponentError",
     "ExplanationError",
     "FormatError",
     "InsufficientRecordsError",
     "InvalidInputError",
     "InvalidRecordError",
     "NeuronExplainerError",
+    "PluginError",
+    "PluginWarning",
     "SimulationError",
     "UnknownComponentError",
     "UsageError",
@@ -67,12 +76,30 @@ class UnknownComponentError(NeuronExplainerError, LookupError):
         available: the names that are known for that kind.
     """
 
-    def __init__(self, kind: str, name: str, available: list[str]) -> None:
+    def __init__(
+        self, kind: str, name: str, available: list[str], plugins: list[str] | None = None
+    ) -> None:
         self.kind = kind
         self.name = name
         self.available = sorted(available)
+        self.plugins = sorted(plugins or [])
         listing = ", ".join(repr(n) for n in self.available) or "none"
-        super().__init__(f"unknown {kind} {name!r}; available {kind}s: {listing}")
+        message = f"unknown {kind} {name!r}; available {kind}s: {listing}"
+        if plugins is not None:
+            message += f" (plugins loaded: {', '.join(self.plugins) or 'none'})"
+        super().__init__(message)
+
+
+class PluginError(NeuronExplainerError):
+    """A plugin failed to load or register (in strict mode), or a factory returned junk."""
+
+
+class DuplicateComponentError(PluginError):
+    """Two plugins registered the same component name; the message names both."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load or register and was skipped; everything else keeps working."""
 
 
 class UsageError(NeuronExplainerError):

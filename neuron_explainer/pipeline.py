@@ -11,7 +11,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import ValidationError
 
-from neuron_explainer._components import resolve_explainer, resolve_simulator
 from neuron_explainer.errors import (
     ExplanationError,
     InvalidInputError,
@@ -19,6 +18,7 @@ from neuron_explainer.errors import (
     SimulationError,
 )
 from neuron_explainer.interfaces import Explainer, Simulator, run_sync
+from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import ActivationRecord, NeuronRecord
 from neuron_explainer.results import Explanation, ExplanationResult, SequenceSimulation
 from neuron_explainer.scoring import CalibrationMethod, fit_calibration, score_simulations
@@ -82,6 +82,7 @@ async def aexplain_neuron(
     score_split: Literal["valid", "test"] = "valid",
     n_top_per_split: int | None = None,
     n_random_per_split: int | None = None,
+    registry: Registry | None = None,
 ) -> ExplanationResult:
     """Async twin of `explain_neuron`; use it inside a running event loop."""
     if score_split not in ("valid", "test"):
@@ -94,8 +95,9 @@ async def aexplain_neuron(
             f"unknown calibration {calibration!r}; choose 'none', 'linear' or 'percentile'"
         )
     neuron = _coerce_record(record)
-    the_explainer = resolve_explainer(explainer)
-    the_simulator = resolve_simulator(simulator)
+    components = registry or default_registry()
+    the_explainer = components.explainer(explainer)
+    the_simulator = components.simulator(simulator)
     splits = split_records(
         neuron, n_top_per_split=n_top_per_split, n_random_per_split=n_random_per_split
     )
@@ -144,6 +146,7 @@ def explain_neuron(
     score_split: Literal["valid", "test"] = "valid",
     n_top_per_split: int | None = None,
     n_random_per_split: int | None = None,
+    registry: Registry | None = None,
 ) -> ExplanationResult:
     """Explain one unit and score the explanation on held-out records.
 
@@ -159,12 +162,16 @@ def explain_neuron(
         score_split: ``"valid"`` (default) or ``"test"``.
         n_top_per_split: top records per split; default as many as divide evenly.
         n_random_per_split: random records per split; default as many as divide evenly.
+        registry: where names are looked up (default: `default_registry()`, which loads the
+            installed plugins).
 
     Returns:
         The explanation, its scores and everything that produced them.
 
     Raises:
         UnknownComponentError: no explainer/simulator has that name.
+        DuplicateComponentError: two plugins registered that name.
+        CapabilityError: the named LLM lacks what the simulator needs.
         InsufficientRecordsError: too few records to fill the splits.
         InvalidRecordError: the record (given as a dict) does not validate.
         InvalidInputError: other bad arguments.
@@ -180,5 +187,6 @@ def explain_neuron(
             score_split=score_split,
             n_top_per_split=n_top_per_split,
             n_random_per_split=n_random_per_split,
+            registry=registry,
         )
     )

@@ -1,0 +1,173 @@
+"""The contract between LLM-backed components and LLM providers.
+
+A provider plugin registers a factory that builds an `LLM` for a model name; explainers and
+simulators talk to it only through `LLM.achat`, with a `ChatRequest` in and a `ChatResponse`
+out (the OpenAI chat-completions shape, which most servers speak). An LLM declares what it can
+do in `capabilities`; a component that needs more calls `LLM.require`, which raises
+`CapabilityError` naming what is missing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, JsonValue
+
+from neuron_explainer.errors import CapabilityError
+from neuron_explainer.interfaces import run_sync
+from neuron_explainer.results import ComponentInfo
+
+__all__ = [
+    "CAPABILITIES",
+    "LLM",
+    "Capability",
+    "ChatRequest",
+    "ChatResponse",
+    "Choice",
+    "Message",
+    "TokenLogprob",
+    "TopLogprob",
+    "Usage",
+]
+
+Capability = Literal["chat", "chat_logprobs", "prompt_logprobs", "json_schema"]
+CAPABILITIES: tuple[Capability, ...] = ("chat", "chat_logprobs", "prompt_logprobs", "json_schema")
+"""What an LLM can offer: chat completions; logprobs (with top alternatives) on generated
+tokens; logprobs on prompt tokens; structured output constrained by a JSON schema."""
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class Message(BaseModel):
+    """One chat message."""
+
+    model_config = _FROZEN
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    """A chat-completion request, provider-neutral.
+
+    ``logprobs``/``top_logprobs`` ask for log probabilities of the generated tokens;
+    ``response_format`` is a JSON schema the output must follow (needs ``json_schema``).
+    """
+
+    model_config = _FROZEN
+
+    messages: tuple[Message, ...] = Field(min_length=1)
+    n: int = Field(default=1, ge=1)
+    temperature: FiniteFloat = Field(default=0.0, ge=0.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: dict[str, JsonValue] | None = None
+    stop: tuple[str, ...] | None = None
+
+
+class TopLogprob(BaseModel):
+    """An alternative token at one position, with its log probability."""
+
+    model_config = _FROZEN
+
+    token: str
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    """A generated token, its log probability and the most likely alternatives."""
+
+    model_config = _FROZEN
+
+    token: str
+    logprob: float
+    top_logprobs: tuple[TopLogprob, ...] = ()
+
+
+class Choice(BaseModel):
+    """One completion of a request (there are ``n``)."""
+
+    model_config = _FROZEN
+
+    text: str
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    finish_reason: str | None = None
+
+
+class Usage(BaseModel):
+    """Tokens a call consumed."""
+
+    model_config = _FROZEN
+
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    cached_tokens: int = Field(default=0, ge=0)
+
+
+class ChatResponse(BaseModel):
+    """The provider's answer: ``n`` choices and the token usage."""
+
+    model_config = _FROZEN
+
+    choices: tuple[Choice, ...] = Field(min_length=1)
+    usage: Usage = Usage()
+    model: str | None = None
+
+
+class LLM(ABC):
+    """A chat model behind some provider. Implement `achat`.
+
+    Attributes:
+        provider: the provider's registry name (``"openai"``, ``"acme"``, ...).
+        model: the model name within the provider.
+        capabilities: what the model offers (see `CAPABILITIES`).
+    """
+
+    provider: str = ""
+    capabilities: frozenset[Capability] = frozenset({"chat"})
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    @abstractmethod
+    async def achat(self, request: ChatRequest) -> ChatResponse:
+        """Send ``request`` and return the response.
+
+        Raises:
+            NeuronExplainerError: a subclass saying what went wrong (the provider's choice).
+        """
+
+    def chat(self, request: ChatRequest) -> ChatResponse:
+        """Sync twin of `achat`."""
+        return run_sync(self.achat(request))
+
+    async def acomplete(self, messages: Sequence[Message], **options: Any) -> ChatResponse:
+        """Shortcut for ``achat(ChatRequest(messages=messages, **options))``."""
+        return await self.achat(ChatRequest(messages=tuple(messages), **options))
+
+    def require(self, capability: Capability, *, by: str) -> None:
+        """Raise `CapabilityError` unless this LLM offers ``capability``.
+
+        Args:
+            capability: what is needed.
+            by: who needs it, for the message (e.g. ``"the JSON simulator"``).
+        """
+        if capability not in self.capabilities:
+            offered = ", ".join(sorted(self.capabilities)) or "nothing"
+            raise CapabilityError(
+                f"{by} needs {capability!r}, which {self.name} does not offer (it offers: "
+                f"{offered}); choose another simulator or a model that supports it"
+            )
+
+    @property
+    def name(self) -> str:
+        """``provider:model``."""
+        return f"{self.provider or type(self).__name__}:{self.model}"
+
+    @property
+    def info(self) -> ComponentInfo:
+        """Recorded in results that this LLM helped produce."""
+        return ComponentInfo(name=self.name, settings={"capabilities": sorted(self.capabilities)})

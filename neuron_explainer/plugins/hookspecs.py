@@ -1,0 +1,90 @@
+"""Hook specifications: what a ``neuron_explainer`` plugin can implement.
+
+A plugin is a module (or object) named by an entry point in the ``neuron_explainer`` group.
+It implements any of the hooks below with `hookimpl`; each hook receives a ``register``
+callback and calls it once per component:
+
+    from neuron_explainer.plugins import hookimpl
+
+    @hookimpl
+    def register_llm_providers(register):
+        register(AcmeLLM, name="acme", description="Acme's chat models")
+
+``register(factory, *, name, aliases=(), description="")`` records ``factory`` under ``name``
+(and each alias). Factories are called only when the name is looked up, so import heavy
+dependencies inside them. Built-in components register through these same hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import pluggy
+
+__all__ = ["HOOKS", "Register", "hookimpl", "hookspec"]
+
+PROJECT = "neuron_explainer"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+"""Decorator marking a plugin's hook implementations."""
+
+
+class Register(Protocol):
+    """The callback every hook receives."""
+
+    def __call__(
+        self,
+        factory: Callable[..., Any],
+        *,
+        name: str,
+        aliases: Sequence[str] = (),
+        description: str = "",
+    ) -> None: ...
+
+
+@hookspec
+def register_llm_providers(register: Register) -> None:
+    """Register LLM providers.
+
+    ``factory(model: str, **options) -> LLM`` builds an `neuron_explainer.llm.LLM` for a model
+    of the provider; ``name`` is the provider prefix users write before the colon in
+    ``provider:model`` (e.g. ``"acme"`` for ``"acme:large-1"``). Provider names may not
+    contain ``":"``.
+    """
+
+
+@hookspec
+def register_subjects(register: Register) -> None:
+    """Register subjects (models whose units can be recorded).
+
+    ``factory(**options) -> Subject``.
+    """
+
+
+@hookspec
+def register_explainers(register: Register) -> None:
+    """Register explainers.
+
+    ``factory(**options) -> Explainer``. An explainer that needs an LLM takes it as the keyword
+    argument ``llm``; the registry passes one when the explainer is named through
+    ``provider:model``.
+    """
+
+
+@hookspec
+def register_simulators(register: Register) -> None:
+    """Register simulators.
+
+    ``factory(**options) -> Simulator``. A simulator that needs an LLM takes it as the keyword
+    argument ``llm``, like explainers.
+    """
+
+
+HOOKS: dict[str, str] = {
+    "llm_provider": "register_llm_providers",
+    "subject": "register_subjects",
+    "explainer": "register_explainers",
+    "simulator": "register_simulators",
+}
+"""Component kind → the hook that registers it."""

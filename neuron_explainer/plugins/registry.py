@@ -1,0 +1,370 @@
+"""A typed registry of components over a pluggy plugin manager.
+
+`Registry` loads plugins lazily on the first lookup and caches what they registered. Plugins come
+from three places, in order: the built-in plugin, plugin objects passed to the constructor, and
+entry points in the ``neuron_explainer`` group. Environment variables control the entry points:
+
+* ``NEURON_EXPLAINER_DISABLE_PLUGINS=1``: load no entry-point plugins at all;
+* ``NEURON_EXPLAINER_PLUGINS=a,b``: load only the entry points named ``a`` and ``b``;
+* ``NEURON_EXPLAINER_STRICT_PLUGINS=1``: a plugin that fails to import or to register raises
+  `PluginError` instead of a `PluginWarning` (for plugin authors).
+
+Names: plain names for components (``"token-table"``), ``provider:model`` for LLMs
+(``"acme:large-1"``). Naming an explainer or simulator as ``provider:model`` builds the default
+LLM-backed one (`DEFAULT_LLM_EXPLAINER`, `DEFAULT_LLM_SIMULATOR`) around that LLM.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Literal, TypeVar
+
+import pluggy
+
+from neuron_explainer.errors import (
+    DuplicateComponentError,
+    InvalidInputError,
+    PluginError,
+    PluginWarning,
+    UnknownComponentError,
+)
+from neuron_explainer.interfaces import Explainer, Simulator, Subject
+from neuron_explainer.llm.base import LLM
+from neuron_explainer.plugins import builtin, hookspecs
+
+__all__ = [
+    "DEFAULT_LLM_EXPLAINER",
+    "DEFAULT_LLM_SIMULATOR",
+    "ENTRY_POINT_GROUP",
+    "ComponentEntry",
+    "PluginStatus",
+    "Registry",
+    "default_registry",
+]
+
+ENTRY_POINT_GROUP = "neuron_explainer"
+ENV_DISABLE = "NEURON_EXPLAINER_DISABLE_PLUGINS"
+ENV_ALLOW = "NEURON_EXPLAINER_PLUGINS"
+ENV_STRICT = "NEURON_EXPLAINER_STRICT_PLUGINS"
+DEFAULT_LLM_EXPLAINER = "llm"
+DEFAULT_LLM_SIMULATOR = "llm-json"
+
+Kind = Literal["llm_provider", "subject", "explainer", "simulator"]
+_LABEL: dict[str, str] = {
+    "llm_provider": "LLM provider",
+    "subject": "subject",
+    "explainer": "explainer",
+    "simulator": "simulator",
+}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ComponentEntry:
+    """One registered component: what it is, under which names, and which plugin added it."""
+
+    kind: Kind
+    name: str
+    plugin: str
+    factory: Callable[..., Any] = field(repr=False, compare=False)
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PluginStatus:
+    """Whether a plugin loaded: ``status`` is "loaded", "failed", "disabled" or "not allowed"."""
+
+    name: str
+    status: Literal["loaded", "failed", "disabled", "not allowed"]
+    source: str
+    error: str | None = None
+
+
+def _check_hook_names(plugin: object) -> None:
+    """Refuse hook implementations whose names match no hookspec (a typo registers nothing)."""
+    marker = f"{hookspecs.PROJECT}_impl"
+    for attr in dir(plugin):
+        if attr not in hookspecs.HOOKS.values() and hasattr(getattr(plugin, attr, None), marker):
+            raise PluginError(
+                f"{attr!r} is marked as a hook but no such hook exists; the hooks are "
+                f"{', '.join(sorted(hookspecs.HOOKS.values()))}"
+            )
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+class Registry:
+    """Explainers, simulators, subjects and LLM providers registered by plugins.
+
+    Args:
+        plugins: extra plugin objects (modules or instances with `hookimpl` functions) to
+            register after the built-in one, e.g. in tests.
+        entry_points: whether to discover plugins from installed packages' entry points.
+        environ: where to read the ``NEURON_EXPLAINER_*`` variables (default ``os.environ``).
+    """
+
+    def __init__(
+        self,
+        *,
+        plugins: Iterable[object] = (),
+        entry_points: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._extra = list(plugins)
+        self._use_entry_points = entry_points
+        self._environ = os.environ if environ is None else environ
+        self._loaded = False
+        self._entries: dict[str, dict[str, list[ComponentEntry]]] = {k: {} for k in _LABEL}
+        self._plugins: list[PluginStatus] = []
+        self._sources: dict[str, str] = {}
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @property
+    def strict(self) -> bool:
+        """Whether plugin failures raise (``NEURON_EXPLAINER_STRICT_PLUGINS``)."""
+        return _truthy(self._environ.get(ENV_STRICT))
+
+    def _fail(self, name: str, source: str, what: str, exc: BaseException) -> None:
+        message = f"plugin {name!r} ({source}) failed to {what}: {type(exc).__name__}: {exc}"
+        if self.strict:
+            raise PluginError(message) from exc
+        warnings.warn(f"{message}; it is skipped", PluginWarning, stacklevel=4)
+        self._plugins.append(PluginStatus(name, "failed", source, f"{type(exc).__name__}: {exc}"))
+
+    def _discover(self, pm: pluggy.PluginManager) -> None:
+        if _truthy(self._environ.get(ENV_DISABLE)):
+            status: Literal["disabled", "not allowed"] = "disabled"
+            allowed: set[str] | None = set()
+        else:
+            status = "not allowed"
+            raw = self._environ.get(ENV_ALLOW)
+            allowed = None if raw is None else {p.strip() for p in raw.split(",") if p.strip()}
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            source = f"entry point {ep.value}"
+            if allowed is not None and ep.name not in allowed:
+                self._plugins.append(PluginStatus(ep.name, status, source))
+                continue
+            try:
+                plugin = ep.load()
+                if isinstance(plugin, type):
+                    plugin = plugin()
+                pm.register(plugin, name=ep.name)
+                self._sources[ep.name] = source
+            except Exception as exc:
+                self._fail(ep.name, source, "import", exc)
+
+    def load(self) -> None:
+        """Load every plugin and collect what it registers (done once; later calls return)."""
+        if self._loaded:
+            return
+        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+        pm.register(builtin, name="builtin")
+        self._sources = {"builtin": "built in"}
+        for plugin in self._extra:
+            name = getattr(plugin, "__name__", None) or repr(plugin)
+            pm.register(plugin, name=name)
+            self._sources[name] = "passed to Registry"
+        if self._use_entry_points:
+            self._discover(pm)
+        failed: set[str] = set()
+        for name, plugin in pm.list_name_plugin():
+            source = self._sources.get(name, "plugin")
+            try:
+                _check_hook_names(plugin)
+                found = self._collect(pm, plugin, name)
+            except Exception as exc:
+                self._fail(name, source, "register", exc)
+                failed.add(name)
+                continue
+            for entry in found:
+                for key in (entry.name, *entry.aliases):
+                    self._entries[entry.kind].setdefault(key, []).append(entry)
+        for name, _ in pm.list_name_plugin():
+            if name not in failed:
+                self._plugins.append(
+                    PluginStatus(name, "loaded", self._sources.get(name, "plugin"))
+                )
+        self._loaded = True
+
+    def _collect(
+        self, pm: pluggy.PluginManager, plugin: object, plugin_name: str
+    ) -> list[ComponentEntry]:
+        found: list[ComponentEntry] = []
+        for kind, hook_name in hookspecs.HOOKS.items():
+            for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+
+                def register(
+                    factory: Callable[..., Any],
+                    *,
+                    name: str,
+                    aliases: Sequence[str] = (),
+                    description: str = "",
+                    _kind: str = kind,
+                ) -> None:
+                    for key in (name, *aliases):
+                        if not isinstance(key, str) or not _NAME.match(key):
+                            raise PluginError(
+                                f"{key!r} is not a valid {_LABEL[_kind]} name (letters, digits, "
+                                "'.', '_', '+', '-'; no ':' or spaces)"
+                            )
+                    if not callable(factory):
+                        raise PluginError(f"the factory registered as {name!r} is not callable")
+                    found.append(
+                        ComponentEntry(
+                            kind=_kind,  # type: ignore[arg-type]
+                            name=name,
+                            plugin=plugin_name,
+                            factory=factory,
+                            aliases=tuple(aliases),
+                            description=description,
+                        )
+                    )
+
+                impl.function(register=register)
+        return found
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def plugins(self) -> list[PluginStatus]:
+        """Every plugin seen, with whether it loaded (and why not)."""
+        self.load()
+        return list(self._plugins)
+
+    def components(self, kind: Kind | None = None) -> list[ComponentEntry]:
+        """Registered components (each once, under its main name), sorted by kind and name."""
+        self.load()
+        seen: dict[tuple[str, str, str], ComponentEntry] = {}
+        for k, table in self._entries.items():
+            if kind is not None and k != kind:
+                continue
+            for entries in table.values():
+                for entry in entries:
+                    seen.setdefault((entry.kind, entry.name, entry.plugin), entry)
+        return sorted(seen.values(), key=lambda e: (e.kind, e.name, e.plugin))
+
+    def entry(self, kind: Kind, name: str) -> ComponentEntry:
+        """The entry registered under ``name`` (or an alias).
+
+        Raises:
+            UnknownComponentError: nothing of that kind has that name.
+            DuplicateComponentError: two plugins registered that name.
+        """
+        self.load()
+        entries = self._entries[kind].get(name)
+        if not entries:
+            loaded = [p.name for p in self._plugins if p.status == "loaded"]
+            raise UnknownComponentError(_LABEL[kind], name, list(self._entries[kind]), loaded)
+        if len({(e.plugin, e.name) for e in entries}) > 1:
+            owners = " and ".join(f"plugin {e.plugin!r} (as {e.name!r})" for e in entries)
+            raise DuplicateComponentError(
+                f"{_LABEL[kind]} name {name!r} is registered by {owners}; uninstall one, or "
+                f"choose plugins with {ENV_ALLOW}=..."
+            )
+        return entries[0]
+
+    def _build(self, kind: Kind, name: str, expected: type[T], **options: Any) -> T:
+        entry = self.entry(kind, name)
+        try:
+            built = entry.factory(**options)
+        except TypeError as exc:
+            raise InvalidInputError(
+                f"{_LABEL[kind]} {name!r} (from plugin {entry.plugin!r}) does not accept these "
+                f"options: {exc}"
+            ) from exc
+        if not isinstance(built, expected):
+            raise PluginError(
+                f"{_LABEL[kind]} {name!r} from plugin {entry.plugin!r} built a "
+                f"{type(built).__name__}, not a {expected.__name__}"
+            )
+        return built
+
+    def llm(self, spec: str, **options: Any) -> LLM:
+        """Build the LLM named ``provider:model``.
+
+        Raises:
+            InvalidInputError: ``spec`` is not of the form ``provider:model``.
+            UnknownComponentError: no provider has that name.
+        """
+        provider, sep, model = spec.partition(":")
+        if not sep or not provider or not model:
+            raise InvalidInputError(
+                f"an LLM is named 'provider:model' (e.g. 'openai:gpt-4o-mini'), got {spec!r}"
+            )
+        entry = self.entry("llm_provider", provider)
+        try:
+            built = entry.factory(model, **options)
+        except TypeError as exc:
+            raise InvalidInputError(
+                f"LLM provider {provider!r} rejected the options: {exc}"
+            ) from exc
+        if not isinstance(built, LLM):
+            raise PluginError(
+                f"LLM provider {provider!r} from plugin {entry.plugin!r} built a "
+                f"{type(built).__name__}, not an LLM"
+            )
+        return built
+
+    def explainer(self, spec: Explainer | str, **options: Any) -> Explainer:
+        """Return ``spec`` if it is an `Explainer`; else build the one it names.
+
+        ``"provider:model"`` builds `DEFAULT_LLM_EXPLAINER` around that LLM.
+
+        Raises:
+            UnknownComponentError / DuplicateComponentError: see `entry`.
+            InvalidInputError: ``spec`` is neither, or the options do not fit.
+        """
+        return self._component("explainer", spec, Explainer, DEFAULT_LLM_EXPLAINER, options)
+
+    def simulator(self, spec: Simulator | str, **options: Any) -> Simulator:
+        """Return ``spec`` if it is a `Simulator`; else build the one it names.
+
+        ``"provider:model"`` builds `DEFAULT_LLM_SIMULATOR` around that LLM.
+
+        Raises:
+            UnknownComponentError / DuplicateComponentError: see `entry`.
+            InvalidInputError: ``spec`` is neither, or the options do not fit.
+        """
+        return self._component("simulator", spec, Simulator, DEFAULT_LLM_SIMULATOR, options)
+
+    def subject(self, spec: Subject | str, **options: Any) -> Subject:
+        """Return ``spec`` if it is a `Subject`; else build the one registered under it."""
+        return self._component("subject", spec, Subject, None, options)
+
+    def _component(
+        self,
+        kind: Kind,
+        spec: object,
+        expected: type[T],
+        llm_default: str | None,
+        options: dict[str, Any],
+    ) -> T:
+        if isinstance(spec, expected):
+            return spec
+        if not isinstance(spec, str):
+            raise InvalidInputError(
+                f"{_LABEL[kind]} must be an object of type {expected.__name__} or a registered "
+                f"name, got {type(spec).__name__}"
+            )
+        if ":" in spec and llm_default is not None:
+            return self._build(kind, llm_default, expected, llm=self.llm(spec), **options)
+        return self._build(kind, spec, expected, **options)
+
+
+@cache
+def default_registry() -> Registry:
+    """The process-wide registry used when no registry is passed (created on first use)."""
+    return Registry()
