@@ -7,12 +7,15 @@ transformers; subjects that run models load them when they are used.
 from neuron_explainer._version import __version__ as __version__
 from neuron_explainer.building import build_neuron_record as build_neuron_record
 from neuron_explainer.errors import CapabilityError as CapabilityError
+from neuron_explainer.errors import DuplicateComponentError as DuplicateComponentError
 from neuron_explainer.errors import ExplanationError as ExplanationError
 from neuron_explainer.errors import FormatError as FormatError
 from neuron_explainer.errors import InsufficientRecordsError as InsufficientRecordsError
 from neuron_explainer.errors import InvalidInputError as InvalidInputError
 from neuron_explainer.errors import InvalidRecordError as InvalidRecordError
 from neuron_explainer.errors import NeuronExplainerError as NeuronExplainerError
+from neuron_explainer.errors import PluginError as PluginError
+from neuron_explainer.errors import PluginWarning as PluginWarning
 from neuron_explainer.errors import SimulationError as SimulationError
 from neuron_explainer.errors import UnknownComponentError as UnknownComponentError
 from neuron_explainer.errors import UsageError as UsageError
@@ -42,6 +45,7 @@ __all__ = [
     "Calibration",
     "CapabilityError",
     "ComponentInfo",
+    "DuplicateComponentError",
     "Explainer",
     "Explanation",
     "ExplanationError",
@@ -52,6 +56,8 @@ __all__ = [
     "InvalidRecordError",
     "NeuronExplainerError",
     "NeuronRecord",
+    "PluginError",
+    "PluginWarning",
     "PromptScale",
     "Provenance",
     "Score",

@@ -12,6 +12,7 @@ from neuron_explainer.plugins.registry import ComponentEntry as ComponentEntry
 from neuron_explainer.plugins.registry import PluginStatus as PluginStatus
 from neuron_explainer.plugins.registry import Registry as Registry
 from neuron_explainer.plugins.registry import default_registry as default_registry
+from neuron_explainer.plugins.registry import list_components as list_components
 
 __all__ = [
     "DEFAULT_LLM_EXPLAINER",
@@ -23,4 +24,5 @@ __all__ = [
     "Registry",
     "default_registry",
     "hookimpl",
+    "list_components",
 ]

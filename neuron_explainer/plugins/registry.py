@@ -46,6 +46,7 @@ __all__ = [
     "PluginStatus",
     "Registry",
     "default_registry",
+    "list_components",
 ]
 
 ENTRY_POINT_GROUP = "neuron_explainer"
@@ -368,3 +369,8 @@ class Registry:
 def default_registry() -> Registry:
     """The process-wide registry used when no registry is passed (created on first use)."""
     return Registry()
+
+
+def list_components(kind: Kind | None = None) -> list[ComponentEntry]:
+    """Every component the installed plugins register, with the plugin each came from."""
+    return default_registry().components(kind)

@@ -1,0 +1,60 @@
+"""An example neuron_explainer plugin adding the ``acme`` LLM provider.
+
+Installed, it is found through the entry point ``acme = "neuron_explainer_acme"`` in the
+``neuron_explainer`` group; the registry then calls `register_llm_providers` below.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+from neuron_explainer.llm import LLM, ChatRequest, ChatResponse, Choice, Usage
+from neuron_explainer.plugins import Register, hookimpl
+
+__all__ = ["AcmeLLM", "register_llm_providers"]
+
+_LINE = re.compile(r"^(.*)\t(\d+)$")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+class AcmeLLM(LLM):
+    """Acme's rule-based chat model (stands in for an HTTP API)."""
+
+    provider = "acme"
+    capabilities = frozenset({"chat", "json_schema"})
+
+    async def achat(self, request: ChatRequest) -> ChatResponse:
+        prompt = request.messages[-1].content
+        # The explainer's prompt shows an activation table; the simulator's asks for JSON.
+        text = self._explain(prompt) if "Activations:" in prompt else self._simulate(prompt)
+        return ChatResponse(
+            choices=(Choice(text=text, finish_reason="stop"),),
+            usage=Usage(prompt_tokens=len(prompt.split()), completion_tokens=len(text.split())),
+            model=self.model,
+        )
+
+    @staticmethod
+    def _explain(prompt: str) -> str:
+        strong: Counter[str] = Counter()
+        for line in prompt.splitlines():
+            match = _LINE.match(line)
+            if match and int(match.group(2)) >= 5:
+                strong[match.group(1).strip()] += 1
+        if not strong:
+            return "nothing in particular."
+        token, _ = strong.most_common(1)[0]
+        return f" the token {json.dumps(token)} wherever it appears."
+
+    @staticmethod
+    def _simulate(prompt: str) -> str:
+        explanation, _, rest = prompt.partition("\n\n")
+        wanted = {json.loads(f'"{q}"') for q in _QUOTED.findall(explanation)}
+        tokens = json.loads(rest.split("\n")[1])
+        return json.dumps({"activations": [10 if t.strip() in wanted else 0 for t in tokens]})
+
+
+@hookimpl
+def register_llm_providers(register: Register) -> None:
+    register(AcmeLLM, name="acme", description="Acme's rule-based chat models (example plugin)")

@@ -1,0 +1,267 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_record
+
+from neuron_explainer import (
+    DuplicateComponentError,
+    InvalidInputError,
+    PluginError,
+    PluginWarning,
+    UnknownComponentError,
+    explain_neuron,
+)
+from neuron_explainer.explainers.llm import LLMExplainer
+from neuron_explainer.explainers.token_table import TokenTableExplainer
+from neuron_explainer.llm import LLM, ChatRequest, ChatResponse, Choice
+from neuron_explainer.plugins import Register, Registry, hookimpl
+from neuron_explainer.simulators.json_output import JSONSimulator
+
+QUIET: dict[str, str] = {}
+
+
+class EchoLLM(LLM):
+    provider = "echo"
+
+    async def achat(self, request: ChatRequest) -> ChatResponse:
+        return ChatResponse(choices=(Choice(text=request.messages[-1].content),))
+
+
+class ProviderPlugin:
+    __name__ = "echo-plugin"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl
+    def register_llm_providers(self, register: Register) -> None:
+        self.calls += 1
+        register(EchoLLM, name="echo", description="echoes")
+
+
+def plugin(name: str, **hooks: Callable[[Register], None]) -> object:
+    """A plugin object called ``name`` implementing the given hooks."""
+    namespace: dict[str, Any] = {"__name__": name}
+    for hook, body in hooks.items():
+
+        def impl(
+            self: object, register: Register, _body: Callable[[Register], None] = body
+        ) -> None:
+            _body(register)
+
+        impl.__name__ = hook
+        namespace[hook] = hookimpl(impl)
+    return type(name, (), namespace)()
+
+
+def fresh(*plugins: object, **env: str) -> Registry:
+    return Registry(plugins=plugins, entry_points=False, environ=env)
+
+
+def test_builtins_register_through_the_hooks() -> None:
+    names = {(c.kind, c.name, c.plugin) for c in fresh().components()}
+    assert {
+        ("explainer", "token-table", "builtin"),
+        ("explainer", "llm", "builtin"),
+        ("simulator", "token-table", "builtin"),
+        ("simulator", "llm-json", "builtin"),
+    } <= names
+    assert fresh().components("simulator")[0].kind == "simulator"
+    json_entry = fresh().entry("simulator", "json")  # an alias
+    assert json_entry.name == "llm-json" and json_entry.aliases == ("json",)
+    assert isinstance(fresh().explainer("token-table"), TokenTableExplainer)
+
+
+def test_loading_is_lazy_and_cached() -> None:
+    provider = ProviderPlugin()
+    registry = fresh(provider)
+    assert provider.calls == 0
+    registry.llm("echo:a")
+    registry.llm("echo:b")
+    registry.components()
+    assert provider.calls == 1
+
+
+def test_provider_model_names() -> None:
+    registry = fresh(ProviderPlugin())
+    llm = registry.llm("echo:tiny-2")
+    assert isinstance(llm, EchoLLM) and llm.model == "tiny-2" and llm.name == "echo:tiny-2"
+    explainer = registry.explainer("echo:tiny-2")
+    simulator = registry.simulator("echo:tiny-2", retries=0)
+    assert isinstance(explainer, LLMExplainer) and explainer.llm.name == "echo:tiny-2"
+    assert isinstance(simulator, JSONSimulator) and simulator.retries == 0
+    with pytest.raises(InvalidInputError, match="named 'provider:model'"):
+        registry.llm("echo")
+    with pytest.raises(UnknownComponentError, match=r"unknown LLM provider 'nope'.*'echo'"):
+        registry.llm("nope:x")
+
+
+def test_unknown_names_list_what_is_available_and_loaded() -> None:
+    with pytest.raises(UnknownComponentError) as info:
+        fresh(ProviderPlugin()).explainer("gpt-9")
+    message = str(info.value)
+    assert "unknown explainer 'gpt-9'" in message
+    assert "'llm', 'token-table'" in message
+    assert "plugins loaded: builtin, echo-plugin" in message
+    assert info.value.available == ["llm", "token-table"]
+
+
+def test_components_needing_an_llm_say_how_to_name_one() -> None:
+    with pytest.raises(InvalidInputError, match="explainer='openai:gpt-4o-mini'"):
+        fresh().explainer("llm")
+    with pytest.raises(InvalidInputError, match="does not accept these options"):
+        fresh().explainer("token-table", colour="red")
+
+
+def test_two_plugins_with_one_name_is_an_error_naming_both() -> None:
+    def same(register: Register) -> None:
+        register(TokenTableExplainer, name="shared")
+
+    registry = fresh(
+        plugin("alpha", register_explainers=same), plugin("beta", register_explainers=same)
+    )
+    with pytest.raises(DuplicateComponentError, match=r"plugin 'alpha'.*plugin 'beta'"):
+        registry.explainer("shared")
+    assert isinstance(registry.explainer("token-table"), TokenTableExplainer)  # rest works
+
+
+def test_alias_clashing_with_a_builtin_name_is_a_duplicate() -> None:
+    def clash(register: Register) -> None:
+        register(TokenTableExplainer, name="mine", aliases=("token-table",))
+
+    with pytest.raises(DuplicateComponentError, match=r"'builtin'.*'clash'"):
+        fresh(plugin("clash", register_explainers=clash)).explainer("token-table")
+
+
+def broken(register: Register) -> None:
+    register(TokenTableExplainer, name="half-done")
+    raise RuntimeError("boom")
+
+
+def test_plugin_raising_while_registering_is_a_warning_and_the_rest_works() -> None:
+    registry = fresh(plugin("flaky", register_explainers=broken), ProviderPlugin())
+    with pytest.warns(
+        PluginWarning, match=r"plugin 'flaky' .*failed to register: RuntimeError: boom"
+    ):
+        assert isinstance(registry.llm("echo:x"), EchoLLM)
+    status = {p.name: p for p in registry.plugins()}
+    assert status["flaky"].status == "failed" and "boom" in (status["flaky"].error or "")
+    assert status["echo-plugin"].status == "loaded"
+    with pytest.raises(UnknownComponentError):  # nothing of a failed plugin is half-registered
+        registry.explainer("half-done")
+
+
+def test_strict_mode_raises() -> None:
+    registry = fresh(
+        plugin("flaky", register_explainers=broken), NEURON_EXPLAINER_STRICT_PLUGINS="1"
+    )
+    with pytest.raises(PluginError, match=r"plugin 'flaky'.*boom"):
+        registry.components()
+
+
+@pytest.mark.parametrize(
+    ("hooks", "message"),
+    [
+        ({"register_explainer": lambda r: None}, "'register_explainer' is marked as a hook"),
+        (
+            {"register_llm_providers": lambda r: r(EchoLLM, name="bad:name")},
+            "'bad:name' is not a valid LLM provider name",
+        ),
+        ({"register_simulators": lambda r: r("not callable", name="x")}, "is not callable"),
+    ],
+)
+def test_plugin_mistakes_are_reported(hooks: dict[str, Any], message: str) -> None:
+    registry = fresh(plugin("oops", **hooks), NEURON_EXPLAINER_STRICT_PLUGINS="yes")
+    with pytest.raises(PluginError, match=message):
+        registry.load()
+
+
+def test_factory_returning_the_wrong_type_is_a_plugin_error() -> None:
+    registry = fresh(plugin("wrong", register_simulators=lambda r: r(lambda: 42, name="odd")))
+    with pytest.raises(PluginError, match="simulator 'odd' from plugin 'wrong' built a int"):
+        registry.simulator("odd")
+
+
+def test_explain_neuron_resolves_names_through_the_registry() -> None:
+    def custom(register: Register) -> None:
+        register(lambda: TokenTableExplainer(max_listed=1), name="short-table")
+
+    registry = fresh(plugin("mine", register_explainers=custom))
+    result = explain_neuron(make_record(16, 9), explainer="short-table", registry=registry)
+    assert result.explainer.settings["max_listed"] == 1
+    with pytest.raises(UnknownComponentError, match="short-table"):
+        explain_neuron(make_record(16, 9), explainer="short-table")  # not in the default one
+
+
+# -- entry points, with real distribution metadata on sys.path ---------------------------------
+
+
+def install_fake_dist(root: Path, name: str, module_source: str) -> None:
+    """Write a module and a ``.dist-info`` declaring it as a neuron_explainer entry point."""
+    (root / f"{name}.py").write_text(textwrap.dedent(module_source))
+    dist = root / f"{name}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[neuron_explainer]\n{name} = {name}\n")
+
+
+GOOD = """
+from neuron_explainer.plugins import hookimpl
+from neuron_explainer.explainers.token_table import TokenTableExplainer
+
+@hookimpl
+def register_explainers(register):
+    register(TokenTableExplainer, name="from-entry-point")
+"""
+
+
+def test_entry_point_plugins_load_fail_and_are_controlled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fake_dist(tmp_path, "ne_good_plugin", GOOD)
+    install_fake_dist(tmp_path, "ne_bad_plugin", "raise ImportError('missing dependency xyz')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    registry = Registry(environ={})
+    with pytest.warns(PluginWarning, match="'ne_bad_plugin'.*failed to import.*missing dependency"):
+        assert isinstance(registry.explainer("from-entry-point"), TokenTableExplainer)
+    assert {(p.name, p.status) for p in registry.plugins()} >= {
+        ("ne_good_plugin", "loaded"),
+        ("ne_bad_plugin", "failed"),
+    }
+
+    only_good = Registry(environ={"NEURON_EXPLAINER_PLUGINS": "ne_good_plugin"})
+    assert only_good.entry("explainer", "from-entry-point").plugin == "ne_good_plugin"
+    assert ("ne_bad_plugin", "not allowed") in {(p.name, p.status) for p in only_good.plugins()}
+
+    off = Registry(environ={"NEURON_EXPLAINER_DISABLE_PLUGINS": "1"})
+    with pytest.raises(UnknownComponentError):
+        off.explainer("from-entry-point")
+    with pytest.raises(PluginError, match="missing dependency xyz"):
+        Registry(environ={"NEURON_EXPLAINER_STRICT_PLUGINS": "1"}).load()
+
+
+def test_import_does_not_load_plugins(tmp_path: Path) -> None:
+    marker = tmp_path / "imported"
+    install_fake_dist(tmp_path, "ne_marker_plugin", f"open({str(marker)!r}, 'w').close()\n")
+    code = (
+        "import neuron_explainer, neuron_explainer.plugins, os, sys\n"
+        f"print(os.path.exists({str(marker)!r}))\n"
+        "neuron_explainer.plugins.default_registry().load()\n"
+        f"print(os.path.exists({str(marker)!r}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.stdout.split() == ["False", "True"]
