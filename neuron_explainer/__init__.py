@@ -13,6 +13,7 @@ from neuron_explainer.errors import FormatError as FormatError
 from neuron_explainer.errors import InsufficientRecordsError as InsufficientRecordsError
 from neuron_explainer.errors import InvalidInputError as InvalidInputError
 from neuron_explainer.errors import InvalidRecordError as InvalidRecordError
+from neuron_explainer.errors import LLMError as LLMError
 from neuron_explainer.errors import NeuronExplainerError as NeuronExplainerError
 from neuron_explainer.errors import PluginError as PluginError
 from neuron_explainer.errors import PluginWarning as PluginWarning
@@ -54,6 +55,7 @@ __all__ = [
     "InsufficientRecordsError",
     "InvalidInputError",
     "InvalidRecordError",
+    "LLMError",
     "NeuronExplainerError",
     "NeuronRecord",
     "PluginError",

@@ -17,7 +17,8 @@ Every error the library raises on purpose derives from one root, so
     ├── ExplanationError             an explainer could not produce an explanation
     ├── SimulationError              a simulator could not produce a usable simulation
     │                                (never replaced by zeros)
-    └── CapabilityError              a component needs something its backend does not offer
+    ├── CapabilityError              a component needs something its backend does not offer
+    └── LLMError                     a call to an LLM provider failed (network, server, quota)
 
 Warnings: `PluginWarning` reports a plugin that failed to load outside strict mode;
 `neuron_explainer.splits.HeldOutOverlapWarning` reports held-out excerpts that repeat train ones.
@@ -38,6 +39,7 @@ __all__ = [
     "InsufficientRecordsError",
     "InvalidInputError",
     "InvalidRecordError",
+    "LLMError",
     "NeuronExplainerError",
     "PluginError",
     "PluginWarning",
@@ -119,3 +121,10 @@ class SimulationError(NeuronExplainerError):
 
 class CapabilityError(NeuronExplainerError):
     """A component needs a capability (logprobs, JSON output, ...) that its backend lacks."""
+
+
+class LLMError(NeuronExplainerError):
+    """A call to an LLM provider failed: network, server, authentication, rate limit or quota.
+
+    Providers raise it (or a subclass) from `LLM.achat` instead of their client's own errors.
+    """

@@ -171,7 +171,8 @@ def explain_neuron(
     Raises:
         UnknownComponentError: no explainer/simulator has that name.
         DuplicateComponentError: two plugins registered that name.
-        CapabilityError: the named LLM lacks what the simulator needs.
+        CapabilityError: a component needs something its LLM does not offer.
+        LLMError: a call to an LLM provider failed.
         InsufficientRecordsError: too few records to fill the splits.
         InvalidRecordError: the record (given as a dict) does not validate.
         InvalidInputError: other bad arguments.

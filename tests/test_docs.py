@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 
 import neuron_explainer
+from neuron_explainer.plugins import hookspecs
+from neuron_explainer.plugins import registry as registry_module
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 CUSTOM_EXAMPLE = ROOT / "examples" / "custom_components.py"
+PLUGINS_PAGE = DOCS / "plugins.md"
 
 # `--8<-- "path"`, `--8<-- "path:section"` or `--8<-- "path:1:20"`; a leading `;` escapes it.
 SNIPPET = re.compile(r"""^\s*(?P<escape>;*)-+8<-+\s+(?P<quote>["'])(?P<target>.+?)(?P=quote)\s*$""")
@@ -185,3 +188,35 @@ def test_custom_components_page_shows_all_three_components() -> None:
         if path == "examples/custom_components.py"
     }
     assert {"subject", "explainer", "simulator"} <= included
+
+
+def hookspec_reference() -> str:
+    """The "Hookspec reference" section of the plugins page."""
+    page = PLUGINS_PAGE.read_text(encoding="utf-8")
+    assert "\n## Hookspec reference\n" in page, "docs/plugins.md has no '## Hookspec reference'"
+    return page.split("\n## Hookspec reference\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_hookspec_is_in_hooks() -> None:
+    marker = f"{hookspecs.PROJECT}_spec"
+    specs = {name for name, obj in vars(hookspecs).items() if hasattr(obj, marker)}
+    assert specs == set(hookspecs.HOOKS.values()), "hookspecs.HOOKS must list every hookspec"
+
+
+@pytest.mark.parametrize("hook", sorted(hookspecs.HOOKS.values()))
+def test_hookspec_is_documented(hook: str) -> None:
+    spec = getattr(hookspecs, hook)
+    assert (spec.__doc__ or "").strip(), f"hookspec {hook} has no docstring"
+    rendered = DIRECTIVE.findall(hookspec_reference())
+    assert f"neuron_explainer.plugins.hookspecs.{hook}" in rendered, (
+        f"docs/plugins.md: add '::: neuron_explainer.plugins.hookspecs.{hook}' to the "
+        "Hookspec reference"
+    )
+
+
+def test_plugin_environment_variables_are_documented() -> None:
+    names = [value for key, value in vars(registry_module).items() if key.startswith("ENV_")]
+    assert names, "no ENV_* constant found in neuron_explainer.plugins.registry"
+    page = PLUGINS_PAGE.read_text(encoding="utf-8")
+    missing = [name for name in names if name not in page]
+    assert not missing, f"docs/plugins.md does not mention {missing}"

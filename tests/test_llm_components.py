@@ -142,3 +142,12 @@ def test_chat_request_validates() -> None:
 
 def test_extract_json_object_tolerates_prose() -> None:
     assert extract_json_object('Sure! {"a": {"b": 1}} Hope this helps.') == {"a": {"b": 1}}
+
+
+def test_json_simulator_retry_shows_the_model_what_was_wrong() -> None:
+    llm = Canned(['{"activations": [1]}', '{"activations": [1, 2]}'])
+    JSONSimulator(llm, retries=1).simulate(EXPLANATION, ["a", "b"])
+    first, second = llm.requests
+    assert len(second.messages) == len(first.messages) + 2
+    assert second.messages[-2] == Message(role="assistant", content='{"activations": [1]}')
+    assert "1 activations for 2 tokens" in second.messages[-1].content

@@ -265,3 +265,14 @@ def test_import_does_not_load_plugins(tmp_path: Path) -> None:
         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_a_bug_inside_a_factory_is_not_reported_as_bad_options() -> None:
+    def buggy(**options: Any) -> TokenTableExplainer:
+        return len(3)  # type: ignore[arg-type,return-value]
+
+    registry = fresh(plugin("bugs", register_explainers=lambda r: r(buggy, name="buggy")))
+    with pytest.raises(TypeError, match="has no len"):
+        registry.explainer("buggy")
+    with pytest.raises(InvalidInputError, match="does not accept these options"):
+        fresh(ProviderPlugin()).llm("echo:m", temperature=3)

@@ -137,7 +137,8 @@ class LLM(ABC):
         """Send ``request`` and return the response.
 
         Raises:
-            NeuronExplainerError: a subclass saying what went wrong (the provider's choice).
+            LLMError: the call failed (network, server, authentication, rate limit); providers
+                translate their client's errors into it or a subclass.
         """
 
     def chat(self, request: ChatRequest) -> ChatResponse:

@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+from collections.abc import Callable
 from typing import Any
 
-from neuron_explainer.interfaces import Explainer, Simulator
+from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.plugins.hookspecs import Register, hookimpl
 
 
-def _token_table_explainer(**options: Any) -> Explainer:
-    from neuron_explainer.explainers.token_table import TokenTableExplainer
+def _lazy(path: str) -> Callable[..., Any]:
+    """A factory that imports ``module.Class`` only when called and checks the options first."""
+    module, _, attr = path.rpartition(".")
 
-    return TokenTableExplainer(**options)
+    def factory(**options: Any) -> Any:
+        cls = getattr(importlib.import_module(module), attr)
+        try:
+            inspect.signature(cls).bind(**options)
+        except TypeError as exc:
+            raise InvalidInputError(f"{attr} does not accept these options: {exc}") from None
+        return cls(**options)
 
-
-def _token_table_simulator(**options: Any) -> Simulator:
-    from neuron_explainer.simulators.token_table import TokenTableSimulator
-
-    return TokenTableSimulator(**options)
-
-
-def _llm_explainer(**options: Any) -> Explainer:
-    from neuron_explainer.explainers.llm import LLMExplainer
-
-    return LLMExplainer(**options)
+    factory.__doc__ = f"Build a `{path}` (imported on first use)."
+    return factory
 
 
-def _json_simulator(**options: Any) -> Simulator:
-    from neuron_explainer.simulators.json_output import JSONSimulator
-
-    return JSONSimulator(**options)
+_token_table_explainer = _lazy("neuron_explainer.explainers.token_table.TokenTableExplainer")
+_token_table_simulator = _lazy("neuron_explainer.simulators.token_table.TokenTableSimulator")
+_llm_explainer = _lazy("neuron_explainer.explainers.llm.LLMExplainer")
+_json_simulator = _lazy("neuron_explainer.simulators.json_output.JSONSimulator")
 
 
 @hookimpl

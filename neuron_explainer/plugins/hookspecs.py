@@ -40,17 +40,29 @@ class Register(Protocol):
         name: str,
         aliases: Sequence[str] = (),
         description: str = "",
-    ) -> None: ...
+    ) -> None:
+        """Record ``factory`` under ``name`` and each of ``aliases``.
+
+        Args:
+            factory: builds the component when its name is looked up (see each hook for the
+                arguments it receives).
+            name: the name users write; letters, digits, ``.``, ``_``, ``+`` and ``-`` (no
+                ``:``, which separates ``provider:model``).
+            aliases: more names for the same component.
+            description: one line shown by `list_components`.
+
+        Raises:
+            PluginError: an invalid name, or a factory that is not callable.
+        """
 
 
 @hookspec
 def register_llm_providers(register: Register) -> None:
     """Register LLM providers.
 
-    ``factory(model: str, **options) -> LLM`` builds an `neuron_explainer.llm.LLM` for a model
+    ``factory(model: str, **options) -> LLM`` builds a `neuron_explainer.llm.LLM` for a model
     of the provider; ``name`` is the provider prefix users write before the colon in
-    ``provider:model`` (e.g. ``"acme"`` for ``"acme:large-1"``). Provider names may not
-    contain ``":"``.
+    ``provider:model`` (e.g. ``"acme"`` for ``"acme:large-1"``).
     """
 
 
@@ -67,8 +79,9 @@ def register_explainers(register: Register) -> None:
     """Register explainers.
 
     ``factory(**options) -> Explainer``. An explainer that needs an LLM takes it as the keyword
-    argument ``llm``; the registry passes one when the explainer is named through
-    ``provider:model``.
+    argument ``llm``. When a user names an explainer as ``provider:model``, the registry builds
+    the default LLM explainer (``"llm"``) with ``llm=`` that model; any other explainer gets
+    ``llm=`` only from a caller who passes it.
     """
 
 
@@ -77,7 +90,7 @@ def register_simulators(register: Register) -> None:
     """Register simulators.
 
     ``factory(**options) -> Simulator``. A simulator that needs an LLM takes it as the keyword
-    argument ``llm``, like explainers.
+    argument ``llm``; ``provider:model`` builds the default LLM simulator (``"llm-json"``).
     """
 
 

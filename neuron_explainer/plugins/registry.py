@@ -17,6 +17,7 @@ LLM-backed one (`DEFAULT_LLM_EXPLAINER`, `DEFAULT_LLM_SIMULATOR`) around that LL
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import os
 import re
 import warnings
@@ -98,6 +99,25 @@ def _check_hook_names(plugin: object) -> None:
                 f"{attr!r} is marked as a hook but no such hook exists; the hooks are "
                 f"{', '.join(sorted(hookspecs.HOOKS.values()))}"
             )
+
+
+def _check_options(entry: ComponentEntry, args: tuple[Any, ...], options: dict[str, Any]) -> None:
+    """Raise `InvalidInputError` if ``entry``'s factory cannot take these arguments.
+
+    Checked against the signature before the call, so a TypeError raised inside a factory (a
+    bug in it) is not mistaken for bad options.
+    """
+    try:
+        signature = inspect.signature(entry.factory)
+    except (TypeError, ValueError):  # some builtins have no signature; let the call decide
+        return
+    try:
+        signature.bind(*args, **options)
+    except TypeError as exc:
+        raise InvalidInputError(
+            f"{_LABEL[entry.kind]} {entry.name!r} (from plugin {entry.plugin!r}) does not accept "
+            f"these options: {exc}"
+        ) from None
 
 
 def _truthy(value: str | None) -> bool:
@@ -279,13 +299,8 @@ class Registry:
 
     def _build(self, kind: Kind, name: str, expected: type[T], **options: Any) -> T:
         entry = self.entry(kind, name)
-        try:
-            built = entry.factory(**options)
-        except TypeError as exc:
-            raise InvalidInputError(
-                f"{_LABEL[kind]} {name!r} (from plugin {entry.plugin!r}) does not accept these "
-                f"options: {exc}"
-            ) from exc
+        _check_options(entry, (), options)
+        built = entry.factory(**options)
         if not isinstance(built, expected):
             raise PluginError(
                 f"{_LABEL[kind]} {name!r} from plugin {entry.plugin!r} built a "
@@ -306,12 +321,8 @@ class Registry:
                 f"an LLM is named 'provider:model' (e.g. 'openai:gpt-4o-mini'), got {spec!r}"
             )
         entry = self.entry("llm_provider", provider)
-        try:
-            built = entry.factory(model, **options)
-        except TypeError as exc:
-            raise InvalidInputError(
-                f"LLM provider {provider!r} rejected the options: {exc}"
-            ) from exc
+        _check_options(entry, (model,), options)
+        built = entry.factory(model, **options)
         if not isinstance(built, LLM):
             raise PluginError(
                 f"LLM provider {provider!r} from plugin {entry.plugin!r} built a "

@@ -72,9 +72,10 @@ def parse_activations(text: str, n: int) -> list[float]:
 class JSONSimulator(Simulator):
     """Asks an LLM for one 0-10 activation per token as JSON, validated and aligned.
 
-    Uses the backend's JSON-schema output when it offers ``json_schema``. An answer that does
-    not parse or has the wrong length is asked again up to ``retries`` times, then raises
-    `SimulationError`; it is never scored as zeros.
+    Uses the backend's JSON-schema output when it offers ``json_schema``. When an answer does
+    not parse or has the wrong length, the model is shown its answer and the problem and asked
+    again, up to ``retries`` times; then `SimulationError` is raised. A failure is never scored
+    as zeros.
 
     Args:
         llm: the model to ask.
@@ -122,10 +123,11 @@ class JSONSimulator(Simulator):
             SimulationError: every attempt gave an unusable answer.
         """
         structured = "json_schema" in self.llm.capabilities
+        messages = self.messages(explanation, tokens)
         problems: list[str] = []
         for _ in range(self.retries + 1):
             response = await self.llm.acomplete(
-                self.messages(explanation, tokens),
+                messages,
                 temperature=0.0,
                 response_format=_schema(len(tokens)) if structured else None,
             )
@@ -134,6 +136,17 @@ class JSONSimulator(Simulator):
                 values = parse_activations(text, len(tokens))
             except ValueError as exc:
                 problems.append(f"{exc} (output began {text[:80]!r})")
+                # Show the model its answer and what was wrong, so a retry is not the same
+                # request again (a deterministic backend would only repeat itself).
+                retry = (
+                    f"That answer could not be used: {exc}. Reply with only the JSON object "
+                    f'{{"activations": [...]}} holding exactly {len(tokens)} integers from 0 to 10.'
+                )
+                messages = [
+                    *messages,
+                    Message(role="assistant", content=text),
+                    Message(role="user", content=retry),
+                ]
                 continue
             return SequenceSimulation(tokens=tuple(tokens), expected_activations=tuple(values))
         raise SimulationError(

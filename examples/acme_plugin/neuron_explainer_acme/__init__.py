@@ -6,6 +6,7 @@ Installed, it is found through the entry point ``acme = "neuron_explainer_acme"`
 
 from __future__ import annotations
 
+# --8<-- [start:header]
 import json
 import re
 from collections import Counter
@@ -17,8 +18,10 @@ __all__ = ["AcmeLLM", "register_llm_providers"]
 
 _LINE = re.compile(r"^(.*)\t(\d+)$")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+# --8<-- [end:header]
 
 
+# --8<-- [start:llm]
 class AcmeLLM(LLM):
     """Acme's rule-based chat model (stands in for an HTTP API)."""
 
@@ -35,6 +38,8 @@ class AcmeLLM(LLM):
             model=self.model,
         )
 
+    # --8<-- [end:llm]
+    # --8<-- [start:rules]
     @staticmethod
     def _explain(prompt: str) -> str:
         strong: Counter[str] = Counter()
@@ -54,7 +59,11 @@ class AcmeLLM(LLM):
         tokens = json.loads(rest.split("\n")[1])
         return json.dumps({"activations": [10 if t.strip() in wanted else 0 for t in tokens]})
 
+    # --8<-- [end:rules]
 
+
+# --8<-- [start:hook]
 @hookimpl
 def register_llm_providers(register: Register) -> None:
     register(AcmeLLM, name="acme", description="Acme's rule-based chat models (example plugin)")
+    # --8<-- [end:hook]

@@ -1,0 +1,36 @@
+"""Tools for testing code that uses neuron_explainer, with no network and no model.
+
+* `MockSimulator`, `MockExplainer`: deterministic components that record their calls.
+* `ScriptedLLM`, `make_response`, `FakeProvider`: a fake LLM provider answering from a script.
+* `number_neuron_record`: a small synthetic record of a unit that fires on numbers.
+* A pytest plugin (installed with the package) with the fixtures ``ne_fake_llm``,
+  ``ne_registry``, ``ne_mock_explainer``, ``ne_mock_simulator`` and ``ne_number_record``.
+
+See docs/testing.md.
+"""
+
+from neuron_explainer.testing.llm import DEFAULT_CAPABILITIES as DEFAULT_CAPABILITIES
+from neuron_explainer.testing.llm import Answer as Answer
+from neuron_explainer.testing.llm import FakeProvider as FakeProvider
+from neuron_explainer.testing.llm import ScriptedLLM as ScriptedLLM
+from neuron_explainer.testing.llm import ScriptExhaustedError as ScriptExhaustedError
+from neuron_explainer.testing.llm import ScriptItem as ScriptItem
+from neuron_explainer.testing.llm import make_response as make_response
+from neuron_explainer.testing.mocks import MockExplainer as MockExplainer
+from neuron_explainer.testing.mocks import MockSimulator as MockSimulator
+from neuron_explainer.testing.records import NUMBER_UNIT as NUMBER_UNIT
+from neuron_explainer.testing.records import number_neuron_record as number_neuron_record
+
+__all__ = [
+    "DEFAULT_CAPABILITIES",
+    "NUMBER_UNIT",
+    "Answer",
+    "FakeProvider",
+    "MockExplainer",
+    "MockSimulator",
+    "ScriptExhaustedError",
+    "ScriptItem",
+    "ScriptedLLM",
+    "make_response",
+    "number_neuron_record",
+]

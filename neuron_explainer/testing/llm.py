@@ -1,0 +1,349 @@
+"""A scripted stand-in for an LLM provider: canned answers, every request recorded.
+
+* `ScriptedLLM`: an `LLM` that answers requests from a script, in order.
+* `make_response`: build a `ChatResponse`, with canned token logprobs and usage if wanted.
+* `FakeProvider`: a plugin registering the LLM provider ``fake``, so that ``"fake:any-model"``
+  resolves to views of one `ScriptedLLM` (one script, one request log).
+* `ScriptExhaustedError`: a request arrived after the script ran out and there is no default.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TypeAlias
+
+from neuron_explainer.errors import CapabilityError, InvalidInputError, NeuronExplainerError
+from neuron_explainer.llm.base import (
+    CAPABILITIES,
+    LLM,
+    Capability,
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+from neuron_explainer.plugins.hookspecs import Register, hookimpl
+
+__all__ = [
+    "DEFAULT_CAPABILITIES",
+    "Answer",
+    "FakeProvider",
+    "ScriptExhaustedError",
+    "ScriptItem",
+    "ScriptedLLM",
+    "make_response",
+]
+
+DEFAULT_CAPABILITIES: frozenset[Capability] = frozenset({"chat", "chat_logprobs", "json_schema"})
+"""What a `ScriptedLLM` offers unless told otherwise."""
+
+Answer: TypeAlias = (
+    str | ChatResponse | Callable[[ChatRequest], str | ChatResponse | Awaitable[str | ChatResponse]]
+)
+"""A completion text, a whole response, or a function of the request returning either."""
+
+ScriptItem: TypeAlias = Answer | BaseException | type[BaseException]
+"""One scripted answer; an exception (instance or class) is raised when its turn comes."""
+
+
+class ScriptExhaustedError(NeuronExplainerError):
+    """A `ScriptedLLM` got more requests than its script has answers, and it has no default."""
+
+
+def make_response(
+    text: str | None = None,
+    *,
+    logprobs: Sequence[Mapping[str, float]] | None = None,
+    tokens: Sequence[str] | None = None,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    cached_tokens: int = 0,
+    finish_reason: str | None = "stop",
+    model: str | None = None,
+) -> ChatResponse:
+    """A `ChatResponse` with one choice, optional token logprobs and the given usage.
+
+    Args:
+        text: the completion text; by default the generated tokens joined (or ``""``).
+        logprobs: one mapping per generated token, from each alternative token to its log
+            probability, e.g. ``[{"7": -0.1, "8": -2.4}]``. Each becomes a `TokenLogprob`
+            whose ``top_logprobs`` list the alternatives, most likely first.
+        tokens: the generated token at each position; by default the most likely alternative.
+        prompt_tokens / completion_tokens / cached_tokens: the usage to report.
+        finish_reason: the choice's finish reason.
+        model: the model name the response reports.
+
+    Raises:
+        InvalidInputError: ``tokens`` without ``logprobs`` or of another length, an empty
+            mapping, a generated token missing from its mapping, or a logprob that is not a
+            finite number <= 0.
+    """
+    positions: tuple[TokenLogprob, ...] | None = None
+    if tokens is not None and logprobs is None:
+        raise InvalidInputError("tokens= needs logprobs=: give one mapping per token")
+    if logprobs is not None:
+        if tokens is not None and len(tokens) != len(logprobs):
+            raise InvalidInputError(
+                f"{len(tokens)} tokens but {len(logprobs)} logprob mappings; give one per token"
+            )
+        built = []
+        for i, alternatives in enumerate(logprobs):
+            if not alternatives:
+                raise InvalidInputError(f"logprobs[{i}] is empty; give at least one token")
+            for token, value in alternatives.items():
+                if not math.isfinite(value) or value > 0:
+                    raise InvalidInputError(
+                        f"logprobs[{i}][{token!r}] is {value}; a log probability is finite and <= 0"
+                    )
+            ranked = sorted(alternatives.items(), key=lambda item: -item[1])
+            chosen = ranked[0][0] if tokens is None else tokens[i]
+            if chosen not in alternatives:
+                raise InvalidInputError(
+                    f"generated token {chosen!r} at position {i} has no logprob in logprobs[{i}]"
+                )
+            built.append(
+                TokenLogprob(
+                    token=chosen,
+                    logprob=alternatives[chosen],
+                    top_logprobs=tuple(TopLogprob(token=t, logprob=lp) for t, lp in ranked),
+                )
+            )
+        positions = tuple(built)
+    if text is None:
+        text = "".join(p.token for p in positions or ())
+    return ChatResponse(
+        choices=(Choice(text=text, logprobs=positions, finish_reason=finish_reason),),
+        usage=Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
+        ),
+        model=model,
+    )
+
+
+def _check_capabilities(capabilities: Iterable[str]) -> frozenset[Capability]:
+    chosen = frozenset(capabilities)
+    unknown = sorted(chosen - set(CAPABILITIES))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown capabilities {unknown}; choose from {', '.join(CAPABILITIES)}"
+        )
+    return chosen  # type: ignore[return-value]
+
+
+class _Script:
+    """The state views of one `ScriptedLLM` share: answers left, default, request log."""
+
+    def __init__(
+        self,
+        items: Iterable[ScriptItem],
+        default: ScriptItem | None,
+        capabilities: frozenset[Capability],
+    ) -> None:
+        self.items: deque[ScriptItem] = deque(items)
+        self.default = default
+        self.capabilities = capabilities
+        self.requests: list[ChatRequest] = []
+        self.answered = 0
+        self.lock = threading.Lock()
+
+
+class ScriptedLLM(LLM):
+    """An `LLM` that answers each request with the next item of its script.
+
+    Script items are used once each, in order:
+
+    * a ``str``: a response with that text (repeated for ``n`` choices, no logprobs, zero usage);
+    * a `ChatResponse`: returned as it is (build one with `make_response`);
+    * a callable ``(ChatRequest) -> str | ChatResponse`` (or an ``async`` one): called with
+      the request, its result used as above;
+    * an exception instance (or class): raised, to test error handling.
+
+    When the script is used up, ``default`` (any of the above, reused) answers every further
+    request; with no default, a request raises `ScriptExhaustedError`.
+
+    The LLM enforces its ``capabilities`` as a strict backend would: a request asking for
+    ``logprobs`` without ``"chat_logprobs"``, or a ``response_format`` without
+    ``"json_schema"``, or any request without ``"chat"``, raises `CapabilityError` (and
+    consumes no script item), so a component that forgets `LLM.require` is caught.
+
+    Every request received (refused ones included) is appended to `requests`, in the order
+    the calls were made; the bookkeeping is done under a lock before any ``await``, so
+    ``asyncio.gather`` and threads are safe.
+
+    Args:
+        model: the model name (the LLM's name is ``fake:<model>``).
+        script: the answers, in order.
+        default: the answer once the script is used up (``None``: raise instead).
+        capabilities: what the LLM offers (default `DEFAULT_CAPABILITIES`).
+
+    Raises:
+        InvalidInputError: an unknown capability.
+    """
+
+    provider = "fake"
+
+    def __init__(
+        self,
+        model: str = "scripted",
+        script: Iterable[ScriptItem] = (),
+        *,
+        default: ScriptItem | None = None,
+        capabilities: Iterable[Capability] = DEFAULT_CAPABILITIES,
+    ) -> None:
+        super().__init__(model)
+        self._script = _Script(script, default, _check_capabilities(capabilities))
+
+    response = staticmethod(make_response)
+    """Same as `make_response`: ``ScriptedLLM.response("7", logprobs=[{"7": -0.1}])``."""
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What this LLM offers; assignable (``llm.capabilities = {"chat"}``), shared by views."""
+        return self._script.capabilities
+
+    @capabilities.setter
+    def capabilities(self, value: Iterable[Capability]) -> None:
+        self._script.capabilities = _check_capabilities(value)
+
+    @property
+    def default(self) -> ScriptItem | None:
+        """The answer once the script is used up; assignable, shared by views."""
+        return self._script.default
+
+    @default.setter
+    def default(self, value: ScriptItem | None) -> None:
+        self._script.default = value
+
+    @property
+    def requests(self) -> list[ChatRequest]:
+        """Every request received so far, in order (shared by all views)."""
+        return self._script.requests
+
+    @property
+    def remaining(self) -> int:
+        """How many script items are still unused."""
+        return len(self._script.items)
+
+    def add(self, *items: ScriptItem) -> None:
+        """Append ``items`` to the end of the script."""
+        with self._script.lock:
+            self._script.items.extend(items)
+
+    def with_model(self, model: str) -> ScriptedLLM:
+        """A view named ``model`` that shares this LLM's script, default, capabilities and
+        request log (what `FakeProvider` returns for ``"fake:<model>"``)."""
+        view = ScriptedLLM.__new__(ScriptedLLM)
+        LLM.__init__(view, model)
+        view.provider = self.provider
+        view._script = self._script
+        return view
+
+    def _take(self, request: ChatRequest) -> ScriptItem:
+        state = self._script
+        with state.lock:
+            state.requests.append(request)
+            number = len(state.requests)
+            self._refuse_unless_capable(request)
+            if state.items:
+                state.answered += 1
+                return state.items.popleft()
+            if state.default is not None:
+                return state.default
+            last = request.messages[-1].content
+        raise ScriptExhaustedError(
+            f"{self.name} got request {number} but its script has no answers left "
+            f"({state.answered} scripted answers used) and no default; add answers with "
+            f".add(...) or set .default. The request's last message began: {last[:120]!r}"
+        )
+
+    def _refuse_unless_capable(self, request: ChatRequest) -> None:
+        needed: list[tuple[Capability, str]] = [("chat", "a chat completion")]
+        if request.logprobs:
+            needed.append(("chat_logprobs", "logprobs"))
+        if request.response_format is not None:
+            needed.append(("json_schema", "a response_format"))
+        for capability, what in needed:
+            if capability not in self.capabilities:
+                raise CapabilityError(
+                    f"the request asked {self.name} for {what}, which needs {capability!r}; "
+                    f"it offers: {', '.join(sorted(self.capabilities)) or 'nothing'}. Call "
+                    "LLM.require before relying on it."
+                )
+
+    async def achat(self, request: ChatRequest) -> ChatResponse:
+        """Answer ``request`` with the next script item (or the default).
+
+        Raises:
+            CapabilityError: the request needs a capability this LLM does not offer.
+            ScriptExhaustedError: the script is used up and there is no default.
+            InvalidInputError: a script item (or what a callable returned) is not an answer.
+            Exception: a scripted exception instance, or whatever a callable raised.
+        """
+        item = self._take(request)
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, type):
+            if issubclass(item, BaseException):
+                raise item()
+            raise InvalidInputError(
+                f"{self.name}: script item {item.__name__} is a class; give an answer, an "
+                "exception or an exception class"
+            )
+        answer = item(request) if callable(item) else item
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if isinstance(answer, ChatResponse):
+            return answer
+        if isinstance(answer, str):
+            choice = Choice(text=answer, finish_reason="stop")
+            return ChatResponse(choices=(choice,) * request.n, model=self.model)
+        raise InvalidInputError(
+            f"a {self.name} script answer must be a str, a ChatResponse, a callable returning "
+            f"one, or an exception; got {type(answer).__name__}"
+        )
+
+
+class FakeProvider:
+    """A plugin that registers an LLM provider (``fake`` by default) backed by a `ScriptedLLM`.
+
+    ``"fake:<model>"`` resolves to ``llm.with_model(<model>)``: a view with that name sharing
+    ``llm``'s script and request log, so a test scripts ``llm`` and asserts on
+    ``llm.requests`` whatever model names the code under test uses. Each view built is kept
+    in `llms` (by model name) and the latest in `last`.
+
+        llm = ScriptedLLM(default="numbers")
+        registry = Registry(entry_points=False, plugins=[FakeProvider(llm)])
+        explain_neuron(record, explainer="fake:m", simulator="fake:m", registry=registry)
+        assert len(llm.requests) > 1
+
+    Args:
+        llm: the scripted LLM to serve (default: a new one with an empty script).
+        name: the provider name to register.
+    """
+
+    def __init__(self, llm: ScriptedLLM | None = None, *, name: str = "fake") -> None:
+        self.llm = llm if llm is not None else ScriptedLLM()
+        self.name = name
+        self.__name__ = f"neuron_explainer.testing.FakeProvider[{name}]"
+        self.llms: dict[str, ScriptedLLM] = {}
+        self.last: ScriptedLLM | None = None
+
+    def build(self, model: str) -> ScriptedLLM:
+        """The view of `llm` named ``model`` (what the registry calls for ``"<name>:model"``)."""
+        view = self.llm.with_model(model)
+        view.provider = self.name
+        self.llms[model] = self.last = view
+        return view
+
+    @hookimpl
+    def register_llm_providers(self, register: Register) -> None:
+        """Register `build` under `name`."""
+        register(self.build, name=self.name, description="scripted fake LLM for tests")
