@@ -4,8 +4,10 @@ The public API is re-exported here. Importing this package never imports torch o
 transformers; subjects that run models load them when they are used.
 """
 
+from typing import TYPE_CHECKING
+
+from neuron_explainer._lazy import attach
 from neuron_explainer._version import __version__ as __version__
-from neuron_explainer.building import build_neuron_record as build_neuron_record
 from neuron_explainer.errors import CapabilityError as CapabilityError
 from neuron_explainer.errors import DuplicateComponentError as DuplicateComponentError
 from neuron_explainer.errors import ExplanationError as ExplanationError
@@ -20,26 +22,31 @@ from neuron_explainer.errors import PluginWarning as PluginWarning
 from neuron_explainer.errors import SimulationError as SimulationError
 from neuron_explainer.errors import UnknownComponentError as UnknownComponentError
 from neuron_explainer.errors import UsageError as UsageError
-from neuron_explainer.interfaces import Explainer as Explainer
-from neuron_explainer.interfaces import Simulator as Simulator
-from neuron_explainer.interfaces import Subject as Subject
-from neuron_explainer.pipeline import aexplain_neuron as aexplain_neuron
-from neuron_explainer.pipeline import explain_neuron as explain_neuron
-from neuron_explainer.records import ActivationRecord as ActivationRecord
-from neuron_explainer.records import NeuronRecord as NeuronRecord
-from neuron_explainer.records import Provenance as Provenance
-from neuron_explainer.records import UnitId as UnitId
-from neuron_explainer.results import Calibration as Calibration
-from neuron_explainer.results import ComponentInfo as ComponentInfo
-from neuron_explainer.results import Explanation as Explanation
-from neuron_explainer.results import ExplanationResult as ExplanationResult
-from neuron_explainer.results import PromptScale as PromptScale
-from neuron_explainer.results import Score as Score
-from neuron_explainer.results import ScoredSequence as ScoredSequence
-from neuron_explainer.results import ScoredSimulation as ScoredSimulation
-from neuron_explainer.results import SequenceSimulation as SequenceSimulation
-from neuron_explainer.splits import Splits as Splits
-from neuron_explainer.splits import split_records as split_records
+
+_EXPORTS = {
+    "build_neuron_record": "neuron_explainer.building",
+    "Explainer": "neuron_explainer.interfaces",
+    "Simulator": "neuron_explainer.interfaces",
+    "Subject": "neuron_explainer.interfaces",
+    "aexplain_neuron": "neuron_explainer.pipeline",
+    "explain_neuron": "neuron_explainer.pipeline",
+    "ActivationRecord": "neuron_explainer.records",
+    "NeuronRecord": "neuron_explainer.records",
+    "Provenance": "neuron_explainer.records",
+    "UnitId": "neuron_explainer.records",
+    "Calibration": "neuron_explainer.results",
+    "ComponentInfo": "neuron_explainer.results",
+    "Explanation": "neuron_explainer.results",
+    "ExplanationResult": "neuron_explainer.results",
+    "PromptScale": "neuron_explainer.results",
+    "Score": "neuron_explainer.results",
+    "ScoredSequence": "neuron_explainer.results",
+    "ScoredSimulation": "neuron_explainer.results",
+    "SequenceSimulation": "neuron_explainer.results",
+    "Splits": "neuron_explainer.splits",
+    "split_records": "neuron_explainer.splits",
+}
+__getattr__, __dir__ = attach(__name__, _EXPORTS)
 
 __all__ = [
     "ActivationRecord",
@@ -79,3 +86,26 @@ __all__ = [
     "explain_neuron",
     "split_records",
 ]
+
+if TYPE_CHECKING:
+    from neuron_explainer.building import build_neuron_record as build_neuron_record
+    from neuron_explainer.interfaces import Explainer as Explainer
+    from neuron_explainer.interfaces import Simulator as Simulator
+    from neuron_explainer.interfaces import Subject as Subject
+    from neuron_explainer.pipeline import aexplain_neuron as aexplain_neuron
+    from neuron_explainer.pipeline import explain_neuron as explain_neuron
+    from neuron_explainer.records import ActivationRecord as ActivationRecord
+    from neuron_explainer.records import NeuronRecord as NeuronRecord
+    from neuron_explainer.records import Provenance as Provenance
+    from neuron_explainer.records import UnitId as UnitId
+    from neuron_explainer.results import Calibration as Calibration
+    from neuron_explainer.results import ComponentInfo as ComponentInfo
+    from neuron_explainer.results import Explanation as Explanation
+    from neuron_explainer.results import ExplanationResult as ExplanationResult
+    from neuron_explainer.results import PromptScale as PromptScale
+    from neuron_explainer.results import Score as Score
+    from neuron_explainer.results import ScoredSequence as ScoredSequence
+    from neuron_explainer.results import ScoredSimulation as ScoredSimulation
+    from neuron_explainer.results import SequenceSimulation as SequenceSimulation
+    from neuron_explainer.splits import Splits as Splits
+    from neuron_explainer.splits import split_records as split_records

@@ -276,3 +276,14 @@ def test_a_bug_inside_a_factory_is_not_reported_as_bad_options() -> None:
         registry.explainer("buggy")
     with pytest.raises(InvalidInputError, match="does not accept these options"):
         fresh(ProviderPlugin()).llm("echo:m", temperature=3)
+
+
+def test_one_llm_per_name_is_shared_and_plugin_name_clashes_are_plugin_errors() -> None:
+    registry = fresh(ProviderPlugin())
+    assert registry.llm("echo:m") is registry.llm("echo:m")
+    assert registry.llm("echo:m") is not registry.llm("echo:other")
+    explainer, simulator = registry.explainer("echo:m"), registry.simulator("echo:m")
+    assert isinstance(explainer, LLMExplainer) and isinstance(simulator, JSONSimulator)
+    assert explainer.llm is simulator.llm
+    with pytest.raises(PluginError, match="cannot register plugin 'echo-plugin'"):
+        fresh(ProviderPlugin(), ProviderPlugin()).load()

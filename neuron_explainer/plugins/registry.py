@@ -148,6 +148,7 @@ class Registry:
         self._entries: dict[str, dict[str, list[ComponentEntry]]] = {k: {} for k in _LABEL}
         self._plugins: list[PluginStatus] = []
         self._sources: dict[str, str] = {}
+        self._llms: dict[str, LLM] = {}
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -195,7 +196,10 @@ class Registry:
         self._sources = {"builtin": "built in"}
         for plugin in self._extra:
             name = getattr(plugin, "__name__", None) or repr(plugin)
-            pm.register(plugin, name=name)
+            try:
+                pm.register(plugin, name=name)
+            except ValueError as exc:  # pluggy: the same name or object twice
+                raise PluginError(f"cannot register plugin {name!r}: {exc}") from None
             self._sources[name] = "passed to Registry"
         if self._use_entry_points:
             self._discover(pm)
@@ -311,10 +315,15 @@ class Registry:
     def llm(self, spec: str, **options: Any) -> LLM:
         """Build the LLM named ``provider:model``.
 
+        Without options, the LLM is built once and shared by every later lookup of the same
+        name, so an explainer and a simulator on one model share one client (and its limits).
+
         Raises:
             InvalidInputError: ``spec`` is not of the form ``provider:model``.
             UnknownComponentError: no provider has that name.
         """
+        if not options and spec in self._llms:
+            return self._llms[spec]
         provider, sep, model = spec.partition(":")
         if not sep or not provider or not model:
             raise InvalidInputError(
@@ -328,6 +337,8 @@ class Registry:
                 f"LLM provider {provider!r} from plugin {entry.plugin!r} built a "
                 f"{type(built).__name__}, not an LLM"
             )
+        if not options:
+            self._llms[spec] = built
         return built
 
     def explainer(self, spec: Explainer | str, **options: Any) -> Explainer:
