@@ -36,8 +36,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
-    install(session, "typecheck")
+    """mypy --strict on the package (pytest too: the package ships a pytest plugin)."""
+    install(session, "typecheck,test")
     session.run("mypy")
 
 
