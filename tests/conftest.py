@@ -11,6 +11,10 @@ from hypothesis import settings
 
 from neuron_explainer import ActivationRecord, NeuronRecord, Provenance, UnitId
 
+# Never reach for the Hugging Face hub from tests (there is no network here or in CI).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 # Property tests explore new examples locally; in CI (CI=true) they replay a fixed sequence so a
 # red run can be reproduced.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
