@@ -42,6 +42,42 @@ def _coerce_record(record: NeuronRecord | Mapping[str, Any]) -> NeuronRecord:
     )
 
 
+async def _record_for(
+    source: Any,
+    layer: int | None,
+    neuron: int | None,
+    corpus: Any,
+    subject_options: Mapping[str, Any] | None,
+) -> NeuronRecord:
+    """The NeuronRecord to explain: given directly, or recorded from a model over a corpus."""
+    direct = isinstance(source, NeuronRecord | Mapping)
+    if direct:
+        if layer is not None or neuron is not None or corpus is not None or subject_options:
+            raise InvalidInputError(
+                "layer, neuron, corpus and subject_options are for recording a model; a "
+                "NeuronRecord is explained as it is"
+            )
+        return _coerce_record(source)
+    if layer is None or neuron is None:
+        raise InvalidInputError(
+            f"to explain a neuron of model {source!r}, give layer= and neuron= (and corpus=)"
+        )
+    from neuron_explainer.subjects.hf import HFSubject
+
+    if isinstance(source, HFSubject):
+        if corpus is not None or subject_options:
+            raise InvalidInputError("an HFSubject has its corpus and options already")
+        subject = source
+    else:
+        if corpus is None:
+            raise InvalidInputError(
+                f"to explain a neuron of model {source!r}, give corpus= (text files, a folder, "
+                "JSONL, a list of strings or a datasets.Dataset)"
+            )
+        subject = HFSubject(source, corpus, **dict(subject_options or {}))
+    return await subject.aneuron_record(subject.unit(layer, neuron))
+
+
 async def simulate_records(
     simulator: Simulator, explanation: Explanation, records: Sequence[ActivationRecord]
 ) -> list[SequenceSimulation]:
@@ -74,8 +110,12 @@ async def simulate_records(
 
 
 async def aexplain_neuron(
-    record: NeuronRecord | Mapping[str, Any],
+    record: NeuronRecord | Mapping[str, Any] | Any,
     *,
+    layer: int | None = None,
+    neuron: int | None = None,
+    corpus: Any = None,
+    subject_options: Mapping[str, Any] | None = None,
     explainer: Explainer | str = "token-table",
     simulator: Simulator | str = "token-table",
     calibration: CalibrationMethod = "linear",
@@ -94,12 +134,12 @@ async def aexplain_neuron(
         raise InvalidInputError(
             f"unknown calibration {calibration!r}; choose 'none', 'linear' or 'percentile'"
         )
-    neuron = _coerce_record(record)
+    neuron_record = await _record_for(record, layer, neuron, corpus, subject_options)
     components = registry or default_registry()
     the_explainer = components.explainer(explainer)
     the_simulator = components.simulator(simulator)
     splits = split_records(
-        neuron, n_top_per_split=n_top_per_split, n_random_per_split=n_random_per_split
+        neuron_record, n_top_per_split=n_top_per_split, n_random_per_split=n_random_per_split
     )
 
     explanation = await the_explainer.aexplain(splits.train)
@@ -127,19 +167,23 @@ async def aexplain_neuron(
         fitted,
     )
     return ExplanationResult(
-        unit=neuron.unit,
+        unit=neuron_record.unit,
         explanation=explanation,
         scored=scored,
         explainer=the_explainer.info,
         simulator=the_simulator.info,
-        provenance=neuron.provenance,
+        provenance=neuron_record.provenance,
         split_plan=splits.plan,
     )
 
 
 def explain_neuron(
-    record: NeuronRecord | Mapping[str, Any],
+    record: NeuronRecord | Mapping[str, Any] | Any,
     *,
+    layer: int | None = None,
+    neuron: int | None = None,
+    corpus: Any = None,
+    subject_options: Mapping[str, Any] | None = None,
     explainer: Explainer | str = "token-table",
     simulator: Simulator | str = "token-table",
     calibration: CalibrationMethod = "linear",
@@ -155,7 +199,16 @@ def explain_neuron(
     ``score_split``; the scores compare those predictions with the true activations.
 
     Args:
-        record: the unit's `NeuronRecord`, or its dict form.
+        record: the unit's `NeuronRecord` (or its dict form); or a model to record — a name
+            (``"gpt2"``), a local directory or ``.gguf`` file, a model object, or an
+            `neuron_explainer.subjects.hf.HFSubject` — together with ``layer``, ``neuron`` and
+            ``corpus``.
+        layer: with a model: the layer of the MLP neuron.
+        neuron: with a model: the neuron's index in the layer.
+        corpus: with a model: the text to record it over (see
+            `neuron_explainer.subjects.corpus.corpus_from`).
+        subject_options: with a model: options for `HFSubject` (dtype, device, window_length,
+            bos, batch_size, top_k, n_random, tokenizer, ...).
         explainer: an `Explainer` or a registered name (default ``"token-table"``).
         simulator: a `Simulator` or a registered name (default ``"token-table"``).
         calibration: ``"none"``, ``"linear"`` or ``"percentile"``; fitted on calibration only.
@@ -182,6 +235,10 @@ def explain_neuron(
     return run_sync(
         aexplain_neuron(
             record,
+            layer=layer,
+            neuron=neuron,
+            corpus=corpus,
+            subject_options=subject_options,
             explainer=explainer,
             simulator=simulator,
             calibration=calibration,

@@ -149,8 +149,12 @@ def test_bad_records_given_as_data_are_typed(number_record: NeuronRecord) -> Non
     with pytest.raises(InvalidRecordError, match=r"top_records\.5") as info:
         explain_neuron(data)
     assert isinstance(info.value, NeuronExplainerError) and isinstance(info.value, ValueError)
-    with pytest.raises(InvalidInputError, match="needs a NeuronRecord"):
-        explain_neuron("gpt2")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"model 'gpt2', give layer= and neuron="):
+        explain_neuron("gpt2")
+    with pytest.raises(InvalidInputError, match="give corpus="):
+        explain_neuron("gpt2", layer=0, neuron=1)
+    with pytest.raises(InvalidInputError, match="a NeuronRecord is explained as it is"):
+        explain_neuron(number_record, layer=0)
     assert explain_neuron(number_record.model_dump(mode="json")).unit == UNIT
 
 

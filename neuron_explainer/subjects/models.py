@@ -85,7 +85,8 @@ def load_model(
         except (OSError, ValueError) as exc:
             where = "local path" if path.exists() else "Hugging Face hub repository"
             raise InvalidInputError(
-                f"could not load model {name!r} from {where} {source!r}: {exc}. Without hub "
+                f"could not load model {name!r} from {where} {source!r}: "
+                f"{' '.join(str(exc).split())} Without hub "
                 "access, pass a local directory (save_pretrained) or a .gguf file"
             ) from exc
     else:

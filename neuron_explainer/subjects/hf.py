@@ -1,0 +1,183 @@
+"""`HFSubject`: record units of a Hugging Face causal LM over a corpus.
+
+This subject keeps the activations of the requested neurons of one layer in memory while it
+passes over the corpus, then selects top, random and quantile excerpts with
+`neuron_explainer.build_neuron_record`. Memory grows with the corpus (one float per token per
+requested neuron), so it suits explaining a few neurons over a corpus of up to a few million
+tokens; collecting every neuron of a model over a large corpus is the streaming collector's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from neuron_explainer.building import DEFAULT_QUANTILE_LEVELS, build_neuron_record
+from neuron_explainer.errors import InvalidInputError
+from neuron_explainer.interfaces import Subject
+from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
+from neuron_explainer.subjects.capture import ActivationCapture
+from neuron_explainer.subjects.corpus import BOSPolicy, Corpus, Window, corpus_from, iter_windows
+from neuron_explainer.subjects.models import LoadedModel, load_model
+from neuron_explainer.subjects.tokens import token_strings
+
+__all__ = ["HFSubject"]
+
+
+class HFSubject(Subject):
+    """MLP neurons of a Hugging Face causal LM, recorded over ``corpus``.
+
+    Args:
+        model: a name (``"gpt2"`` … ``"gpt2-xl"``, a hub id), a local directory, a ``.gguf``
+            file, a `LoadedModel`, or a model object (then pass ``tokenizer``). Loaded on first
+            use.
+        corpus: anything `neuron_explainer.subjects.corpus.corpus_from` accepts.
+        tokenizer: the tokenizer, when ``model`` is an object.
+        dtype, device: where the model runs (recorded in provenance).
+        window_length: excerpt length in tokens; windows never cross a document boundary.
+        bos: the BOS policy (``"none"``, ``"document"`` or ``"window"``).
+        batch_size: windows per forward pass (right-padded).
+        top_k, n_random, quantile_levels, n_per_quantile, seed: passed to
+            `build_neuron_record`.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | LoadedModel | Any,
+        corpus: Any,
+        *,
+        tokenizer: Any = None,
+        dtype: str = "float32",
+        device: str | None = None,
+        window_length: int = 64,
+        bos: BOSPolicy = "none",
+        batch_size: int = 16,
+        top_k: int = 40,
+        n_random: int = 30,
+        quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
+        n_per_quantile: int = 5,
+        seed: int = 0,
+    ) -> None:
+        if window_length < 1 or batch_size < 1:
+            raise InvalidInputError("window_length and batch_size must be >= 1")
+        self._model_spec, self._tokenizer = model, tokenizer
+        self._dtype, self._device = dtype, device
+        self._loaded: LoadedModel | None = model if isinstance(model, LoadedModel) else None
+        self.corpus: Corpus = corpus_from(corpus)
+        self.window_length, self.bos, self.batch_size = window_length, bos, batch_size
+        self._selection: dict[str, Any] = {
+            "top_k": top_k,
+            "n_random": n_random,
+            "quantile_levels": tuple(quantile_levels),
+            "n_per_quantile": n_per_quantile,
+            "seed": seed,
+        }
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model and tokenizer (loaded on first access)."""
+        if self._loaded is None:
+            self._loaded = load_model(
+                self._model_spec, tokenizer=self._tokenizer, dtype=self._dtype, device=self._device
+            )
+        return self._loaded
+
+    @property
+    def model_name(self) -> str:
+        """The name units of this subject carry in `UnitId.model`."""
+        return self.loaded.name
+
+    def unit(self, layer: int, index: int) -> UnitId:
+        """The `UnitId` of MLP neuron ``index`` in ``layer``."""
+        return UnitId(model=self.model_name, layer=layer, index=index)
+
+    async def aneuron_record(self, unit: UnitId) -> NeuronRecord:
+        """Record ``unit`` (an MLP neuron) over the corpus; the model runs in a worker thread.
+
+        Raises:
+            InvalidInputError: not an MLP neuron, layer or index out of range, or a corpus that
+                yields no window.
+        """
+        records = await asyncio.to_thread(self.neuron_records, unit.layer, [unit.index])
+        return records[unit.index]
+
+    def neuron_records(self, layer: int, indices: Iterable[int]) -> dict[int, NeuronRecord]:
+        """Record several neurons of one layer in one pass over the corpus.
+
+        Raises:
+            InvalidInputError: an index or the layer out of range, or no windows.
+        """
+        wanted = sorted(set(indices))
+        loaded = self.loaded
+        capture = ActivationCapture(loaded.model, [layer])
+        columns: dict[int, list[ActivationRecord]] = {i: [] for i in wanted}
+        windows = iter_windows(
+            self.corpus, loaded.tokenizer, length=self.window_length, bos=self.bos
+        )
+        batch: list[Window] = []
+        n_neurons: int | None = None
+        for window in windows:
+            batch.append(window)
+            if len(batch) == self.batch_size:
+                n_neurons = self._run(capture, layer, batch, wanted, columns)
+                batch = []
+        if batch:
+            n_neurons = self._run(capture, layer, batch, wanted, columns)
+        if n_neurons is None:
+            raise InvalidInputError(f"corpus {self.corpus.name!r} yields no windows to record")
+        provenance = Provenance(
+            model=loaded.name,
+            hook_point=capture.site.hook_point(layer),
+            dataset=self.corpus.name,
+            window_length=self.window_length,
+            bos_policy=self.bos,
+            dtype=loaded.dtype,
+            device=loaded.device,
+        )
+        return {
+            i: build_neuron_record(
+                self.unit(layer, i), columns[i], provenance=provenance, **self._selection
+            )
+            for i in wanted
+        }
+
+    def _run(
+        self,
+        capture: ActivationCapture,
+        layer: int,
+        batch: list[Window],
+        wanted: list[int],
+        columns: dict[int, list[ActivationRecord]],
+    ) -> int:
+        import torch
+
+        width = max(len(w.input_ids) for w in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, window in enumerate(batch):
+            ids[row, : len(window.input_ids)] = torch.tensor(window.input_ids)
+            mask[row, : len(window.input_ids)] = 1
+        acts = capture(ids, mask)[layer]
+        n_neurons = int(acts.shape[-1])
+        bad = [i for i in wanted if not 0 <= i < n_neurons]
+        if bad:
+            raise InvalidInputError(
+                f"neuron index(es) {bad} out of range: layer {layer} has neurons 0..{n_neurons - 1}"
+            )
+        chosen = acts[:, :, wanted].float().cpu()
+        tokenizer = self.loaded.tokenizer
+        for row, window in enumerate(batch):
+            excerpt = window.excerpt_ids
+            tokens = token_strings(tokenizer, excerpt)
+            span = chosen[row, window.n_prefix : window.n_prefix + len(excerpt)]
+            for column, index in enumerate(wanted):
+                columns[index].append(
+                    ActivationRecord(
+                        tokens=tokens,
+                        activations=span[:, column].tolist(),
+                        token_ids=excerpt,
+                    )
+                )
+        return n_neurons

@@ -1,0 +1,119 @@
+"""HFSubject: real tokenizer, random tiny GPT-2, records checked against brute force."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from gpt2_tokenizer import gpt2_tokenizer_fixture  # noqa: E402, F401
+
+from neuron_explainer import InvalidInputError, explain_neuron  # noqa: E402
+from neuron_explainer.subjects.capture import ActivationCapture  # noqa: E402
+from neuron_explainer.subjects.corpus import corpus_from, iter_windows  # noqa: E402
+from neuron_explainer.subjects.hf import HFSubject  # noqa: E402
+from neuron_explainer.subjects.tokens import token_strings  # noqa: E402
+
+WORDS = "the river city 1999 café report 42 green people shipped years of bridge".split()
+
+
+def texts(n: int = 40, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def subject(model: Any, tokenizer: Any, **options: Any) -> HFSubject:
+    options = {"window_length": 8, "batch_size": 5, "top_k": 12, "n_random": 9, **options}
+    return HFSubject(model, texts(), tokenizer=tokenizer, device="cpu", **options)
+
+
+def brute_force(model: Any, tokenizer: Any, layer: int, neuron: int, **window_args: Any) -> dict:
+    """Each window run alone through the model: {excerpt ids: activations}."""
+    capture = ActivationCapture(model, [layer])
+    out = {}
+    for window in iter_windows(corpus_from(texts()), tokenizer, **window_args):
+        acts = capture(torch.tensor([window.input_ids]))[layer][0, :, neuron]
+        out[window.excerpt_ids] = acts[window.n_prefix :].tolist()
+    return out
+
+
+def test_records_match_running_each_window_alone(model: Any, gpt2_tokenizer: Any) -> None:
+    records = subject(model, gpt2_tokenizer).neuron_records(1, [3, 7])
+    for neuron in (3, 7):
+        truth = brute_force(model, gpt2_tokenizer, 1, neuron, length=8)
+        record = records[neuron]
+        for excerpt in (*record.top_records, *record.random_sample):
+            assert excerpt.token_ids in truth
+            assert excerpt.activations == pytest.approx(truth[excerpt.token_ids], abs=1e-5)
+            assert list(excerpt.tokens) == token_strings(gpt2_tokenizer, excerpt.token_ids)
+        ranked = sorted(truth.items(), key=lambda kv: -max(kv[1]))[:12]
+        assert [r.token_ids for r in record.top_records] == [ids for ids, _ in ranked]
+        assert not {r.token_ids for r in record.top_records} & {
+            r.token_ids for r in record.random_sample
+        }
+        assert len(record.random_sample) == 9
+
+
+def test_provenance_and_units(model: Any, gpt2_tokenizer: Any) -> None:
+    subj = subject(model, gpt2_tokenizer, dtype="float64")
+    record = subj.neuron_record(subj.unit(0, 5))
+    assert record.unit.layer == 0 and record.unit.index == 5 and record.unit.kind == "mlp_neuron"
+    prov = record.provenance
+    assert prov.hook_point == "transformer.h.0.mlp.act:output"
+    assert (prov.window_length, prov.bos_policy, prov.dtype, prov.device) == (
+        8,
+        "none",
+        "float64",
+        "cpu",
+    )
+    assert prov.dataset == subj.corpus.name
+    assert record.mean is not None and record.variance is not None and record.variance > 0
+
+
+def test_window_bos_is_context_only(model: Any, gpt2_tokenizer: Any) -> None:
+    record = subject(model, gpt2_tokenizer, bos="window").neuron_records(1, [3])[3]
+    truth = brute_force(model, gpt2_tokenizer, 1, 3, length=8, bos="window")
+    for excerpt in record.top_records:
+        assert 50256 not in excerpt.token_ids
+        assert excerpt.activations == pytest.approx(truth[excerpt.token_ids], abs=1e-5)
+
+
+def test_out_of_range_and_empty_inputs_are_clear(model: Any, gpt2_tokenizer: Any) -> None:
+    with pytest.raises(InvalidInputError, match=r"neuron index\(es\) \[128\] out of range"):
+        subject(model, gpt2_tokenizer).neuron_records(0, [128])
+    with pytest.raises(InvalidInputError, match=r"layer\(s\) \[2\] out of range"):
+        subject(model, gpt2_tokenizer).neuron_records(2, [0])
+    empty = HFSubject(model, ["", "  "], tokenizer=gpt2_tokenizer, device="cpu")
+    with pytest.raises(InvalidInputError, match="yields no windows"):
+        empty.neuron_records(0, [0])
+
+
+def test_explain_neuron_records_a_model_over_a_corpus(model: Any, gpt2_tokenizer: Any) -> None:
+    result = explain_neuron(
+        model,
+        layer=1,
+        neuron=3,
+        corpus=texts(),
+        subject_options={
+            "tokenizer": gpt2_tokenizer,
+            "window_length": 8,
+            "top_k": 12,
+            "n_random": 9,
+            "device": "cpu",
+        },
+    )
+    assert result.unit.layer == 1 and result.unit.index == 3
+    assert result.provenance.hook_point == "transformer.h.1.mlp.act:output"
+    assert result.split_plan.n_top_per_split == 3 and result.split_plan.n_random_per_split == 3
+    assert result.explanation.text
