@@ -237,7 +237,7 @@ def iter_windows(
         InvalidInputError: a numeric argument is below 1 (``from_document`` below 0), ``bos``
             is unknown, or the policy needs a BOS token the tokenizer does not have (raised
             by the call itself, before any window).
-        plus whatever `Corpus.documents` raises while reading.
+        FormatError: a document source cannot be read (as `Corpus.documents` raises it).
     """
     if bos not in get_args(BOSPolicy):
         raise InvalidInputError(f"bos must be one of {get_args(BOSPolicy)}, got {bos!r}")

@@ -35,12 +35,16 @@ class HFSubject(Subject):
             use.
         corpus: anything `neuron_explainer.subjects.corpus.corpus_from` accepts.
         tokenizer: the tokenizer, when ``model`` is an object.
-        dtype, device: where the model runs (recorded in provenance).
+        dtype: the model's dtype, e.g. ``"float32"`` (recorded in provenance).
+        device: where the model runs (default CUDA if present; recorded in provenance).
         window_length: excerpt length in tokens; windows never cross a document boundary.
         bos: the BOS policy (``"none"``, ``"document"`` or ``"window"``).
         batch_size: windows per forward pass (right-padded).
-        top_k, n_random, quantile_levels, n_per_quantile, seed: passed to
-            `build_neuron_record`.
+        top_k: top-activating excerpts per neuron (see `build_neuron_record`).
+        n_random: random excerpts per neuron.
+        quantile_levels: where the per-excerpt max distribution is cut into bins.
+        n_per_quantile: excerpts sampled from each bin.
+        seed: seed of the random choices.
     """
 
     def __init__(
