@@ -66,3 +66,28 @@ def test_gemma_example_explains_a_neuron(tmp_path: Path) -> None:
     result = ExplanationResult.model_validate_json(out.read_text())
     assert result.score is not None and result.explanation.text
     assert result.provenance.hook_point == "model.layers.6.mlp.down_proj:input"
+
+
+def test_gemma_streaming_collection_is_sane(gemma: Any, corpus: list[str], tmp_path: Path) -> None:
+    from neuron_explainer.subjects import Collection, collect
+
+    collect(
+        gemma,
+        corpus[:30],
+        out_dir=tmp_path,
+        layers=[6],
+        window_length=32,
+        batch_size=8,
+        top_k=12,
+        n_random=9,
+        quantile_warmup=16,
+    )
+    collection = Collection(tmp_path)
+    assert collection.finished and collection.n_neurons(6) == 2048
+    record = collection.neuron_record(6, 1173)
+    assert record.provenance.hook_point == "model.layers.6.mlp.down_proj:input"
+    assert record.variance is not None and record.variance > 0
+    assert len(record.top_records) == 12 and len(record.random_sample) == 9
+    for excerpt in record.top_records:
+        assert excerpt.token_ids is not None
+        assert "".join(excerpt.tokens) == gemma.tokenizer.decode(list(excerpt.token_ids))

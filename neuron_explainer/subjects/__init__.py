@@ -4,6 +4,9 @@
   Qwen2, Gemma 3; see `neuron_explainer.subjects.architectures`).
 * `load_model`: load a model by name (``gpt2`` … ``gpt2-xl``), directory, ``.gguf`` file or
   object.
+* `collect`: one streaming, resumable pass recording every neuron of chosen layers to disk;
+  `Collection` reads one neuron's record back without a scan; `CollectionSubject` serves them.
+* `neuron_explainer.subjects.hf.HFSubject`: records a few neurons in memory.
 
 Nothing here imports torch or transformers until a model is loaded or captured.
 """
@@ -11,7 +14,19 @@ Nothing here imports torch or transformers until a model is loaded or captured.
 from neuron_explainer.subjects.architectures import SITES as SITES
 from neuron_explainer.subjects.architectures import MLPSite as MLPSite
 from neuron_explainer.subjects.capture import ActivationCapture as ActivationCapture
+from neuron_explainer.subjects.collect import collect as collect
+from neuron_explainer.subjects.collection import Collection as Collection
+from neuron_explainer.subjects.collection import CollectionSubject as CollectionSubject
 from neuron_explainer.subjects.models import LoadedModel as LoadedModel
 from neuron_explainer.subjects.models import load_model as load_model
 
-__all__ = ["SITES", "ActivationCapture", "LoadedModel", "MLPSite", "load_model"]
+__all__ = [
+    "SITES",
+    "ActivationCapture",
+    "Collection",
+    "CollectionSubject",
+    "LoadedModel",
+    "MLPSite",
+    "collect",
+    "load_model",
+]

@@ -1,0 +1,254 @@
+"""Read neuron records back from a collection written by `collect`.
+
+`Collection` opens a collection folder (layout in `neuron_explainer.subjects.collect`) and
+builds one neuron's `NeuronRecord` by reading only that neuron's rows of each array
+(``safe_open(...).get_slice(name)[index]``) and only the token ids of the windows the record
+shows (a memory map of the window table), so reading a neuron never scans the collection.
+`CollectionSubject` serves those records as a `Subject`.
+
+Importing this module loads neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neuron_explainer.errors import FormatError, InvalidInputError
+from neuron_explainer.interfaces import Subject
+from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
+
+__all__ = ["Collection", "CollectionSubject"]
+
+FORMAT_VERSION = 1
+META = "meta.json"
+PROGRESS = "progress.json"
+VOCABULARY = "tokens.json"
+WINDOW_IDS = "window_ids.u32"
+WINDOW_LENGTHS = "window_lengths.u32"
+
+
+def state_path(out_dir: Path, layer: int, generation: int) -> Path:
+    """The safetensors file holding ``layer``'s state at checkpoint ``generation``."""
+    return out_dir / f"layer_{layer}" / f"state-{generation:08d}.safetensors"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise InvalidInputError(f"{path.parent} is not a collection: no {path.name}") from error
+    except json.JSONDecodeError as error:
+        raise FormatError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise FormatError(f"{path} must hold a JSON object")
+    return data
+
+
+def moments_from_sums(count: int, shift: float, sums: np.ndarray) -> dict[str, float | None]:
+    """Mean, population variance, skewness and excess kurtosis from shifted power sums.
+
+    ``sums[p - 1]`` is the sum of ``(x - shift) ** p`` over ``count`` values (same semantics
+    as `neuron_explainer.building.moments`).
+    """
+    if count == 0:
+        return {"mean": None, "variance": None, "skewness": None, "kurtosis": None}
+    s1, s2, s3, s4 = (float(v) / count for v in sums)
+    mean = shift + s1
+    m2 = max(s2 - s1 * s1, 0.0)
+    if m2 == 0.0:
+        return {"mean": mean, "variance": 0.0, "skewness": None, "kurtosis": None}
+    m3 = s3 - 3 * s1 * s2 + 2 * s1**3
+    m4 = s4 - 4 * s1 * s3 + 6 * s1 * s1 * s2 - 3 * s1**4
+    return {
+        "mean": mean,
+        "variance": m2,
+        "skewness": m3 / m2**1.5,
+        "kurtosis": m4 / m2**2 - 3.0,
+    }
+
+
+class Collection:
+    """A collection folder, opened for reading.
+
+    Args:
+        path: the ``out_dir`` given to `collect`.
+
+    Raises:
+        InvalidInputError: the folder holds no collection (no ``progress.json``).
+        FormatError: its files are not in the expected format.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        progress = read_json(self.path / PROGRESS)
+        self.meta = read_json(self.path / META)
+        if self.meta.get("format") != FORMAT_VERSION:
+            raise FormatError(f"{self.path}: unknown collection format {self.meta.get('format')}")
+        self.windows_done: int = int(progress["windows_done"])
+        self.tokens_done: int = int(progress["tokens_done"])
+        self.finished: bool = bool(progress["finished"])
+        self.generation: int = int(progress["generation"])
+        self.layers: list[int] = [int(layer) for layer in self.meta["layers"]]
+        self.config: dict[str, Any] = self.meta["config"]
+        self._ids = np.memmap(self.path / WINDOW_IDS, dtype=np.uint32, mode="r")
+        self._lengths = np.memmap(self.path / WINDOW_LENGTHS, dtype=np.uint32, mode="r")
+        self._width = int(self.config["window_length"])
+
+    def __repr__(self) -> str:
+        return f"Collection({str(self.path)!r}, layers={self.layers}, windows={self.windows_done})"
+
+    @cached_property
+    def vocabulary(self) -> list[str]:
+        """The string of every token id (``token_strings`` of the collecting tokenizer)."""
+        strings = read_json(self.path / VOCABULARY)["strings"]
+        return [str(s) for s in strings]
+
+    def n_neurons(self, layer: int) -> int:
+        """How many neurons ``layer`` has."""
+        self._check_layer(layer)
+        return int(self.meta["n_neurons"][str(layer)])
+
+    def unit(self, layer: int, index: int) -> UnitId:
+        """The `UnitId` of neuron ``index`` of ``layer``."""
+        return UnitId(model=self.meta["model"], layer=layer, index=index)
+
+    def provenance(self, layer: int) -> Provenance:
+        """How the records of ``layer`` were produced."""
+        self._check_layer(layer)
+        fields = dict(self.meta["provenance"])
+        extra = {**fields.pop("extra", {}), "collection": self._collection_facts()}
+        return Provenance(**fields, hook_point=self.meta["hook_points"][str(layer)], extra=extra)
+
+    def window_tokens(self, window: int) -> tuple[int, ...]:
+        """The excerpt token ids of window ``window`` (its index in the window stream)."""
+        if not 0 <= window < self.windows_done:
+            raise InvalidInputError(f"window {window} out of range 0..{self.windows_done - 1}")
+        row = self._ids[window * self._width : (window + 1) * self._width]
+        return tuple(int(i) for i in row[: int(self._lengths[window])])
+
+    def neuron_windows(self, layer: int, index: int) -> dict[str, Any]:
+        """Which windows neuron ``index``'s record shows: ``{"top": [...], "random": [...],
+        "quantiles": [[...], ...]}`` (window indices, in record order)."""
+        with self._open(layer) as f:
+            return self._windows(f, index)
+
+    def neuron_record(self, layer: int, index: int) -> NeuronRecord:
+        """Neuron ``index`` of ``layer``, read from its own rows only.
+
+        Raises:
+            InvalidInputError: the layer was not collected or the index is out of range.
+        """
+        with self._open(layer) as f:
+            n = self.n_neurons(layer)
+            if not 0 <= index < n:
+                raise InvalidInputError(
+                    f"neuron {index} out of range: layer {layer} has 0..{n - 1}"
+                )
+            chosen = self._windows(f, index)
+            top = f.get_slice("top_activations")[index]
+            top_windows = [int(w) for w in f.get_slice("top_windows")[index]]
+            top_slots = [int(s) for s in f.get_slice("top_slots")[index]]
+            rand = f.get_slice("random_activations")[index]
+            slots = {int(w): s for s, w in enumerate(f.get_tensor("random_windows"))}
+            quantile_acts = f.get_slice("quantile_activations")[index]
+            quantile_windows = f.get_slice("quantile_windows")[index]
+            bounds = f.get_slice("quantile_boundaries")[index]
+            shift = float(f.get_slice("moment_shift")[index : index + 1][0])
+            sums = f.get_slice("moment_sums")[index]
+            count = int(f.get_tensor("token_count")[0])
+        top_records = tuple(
+            self._record(w, top[top_slots[top_windows.index(w)]]) for w in chosen["top"]
+        )
+        random_records = tuple(self._record(w, rand[slots[w]]) for w in chosen["random"])
+        samples: list[tuple[ActivationRecord, ...]] = []
+        for b, members in enumerate(chosen["quantiles"]):
+            row = [int(w) for w in quantile_windows[b]]
+            samples.append(tuple(self._record(w, quantile_acts[b, row.index(w)]) for w in members))
+        levels = tuple(float(q) for q in self.config["quantile_levels"])
+        has_bounds = bool(levels) and all(math.isfinite(float(x)) for x in bounds)
+        return NeuronRecord(
+            unit=self.unit(layer, index),
+            top_records=top_records,
+            random_sample=random_records,
+            quantile_boundaries=tuple(float(x) for x in bounds) if has_bounds else (),
+            quantile_levels=levels if has_bounds else None,
+            quantile_samples=tuple(samples) if has_bounds else (),
+            provenance=self.provenance(layer),
+            **moments_from_sums(count, shift, sums),
+        )
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _check_layer(self, layer: int) -> None:
+        if layer not in self.layers:
+            raise InvalidInputError(f"layer {layer} was not collected; layers: {self.layers}")
+
+    def _open(self, layer: int) -> Any:
+        from safetensors import safe_open
+
+        self._check_layer(layer)
+        return safe_open(str(state_path(self.path, layer, self.generation)), framework="np")
+
+    def _windows(self, f: Any, index: int) -> dict[str, Any]:
+        top = [int(w) for w in f.get_slice("top_windows")[index] if w >= 0]
+        taken = set(top)
+        n_random = int(self.config["n_random"])
+        random: list[int] = []
+        for w in f.get_tensor("random_windows"):
+            if len(random) == n_random:
+                break
+            if w >= 0 and int(w) not in taken:
+                random.append(int(w))
+        quantiles = [
+            sorted(int(w) for w in row if w >= 0) for row in f.get_slice("quantile_windows")[index]
+        ]
+        return {"top": top, "random": random, "quantiles": quantiles}
+
+    def _record(self, window: int, activations: np.ndarray) -> ActivationRecord:
+        ids = self.window_tokens(window)
+        vocabulary = self.vocabulary
+        tokens = [vocabulary[i] if i < len(vocabulary) else "" for i in ids]
+        return ActivationRecord(
+            tokens=tokens,
+            activations=[float(a) for a in activations[: len(ids)]],
+            token_ids=ids,
+        )
+
+    def _collection_facts(self) -> dict[str, Any]:
+        return {
+            "windows": self.windows_done,
+            "tokens": self.tokens_done,
+            "finished": self.finished,
+            "quantile_method": self.meta["quantile_method"],
+            "seed": self.config["seed"],
+        }
+
+
+class CollectionSubject(Subject):
+    """A `Subject` whose records come from a finished (or partial) collection.
+
+    Args:
+        collection: a `Collection` or its folder.
+    """
+
+    def __init__(self, collection: Collection | str | os.PathLike[str]) -> None:
+        self.collection = (
+            collection if isinstance(collection, Collection) else Collection(collection)
+        )
+
+    async def aneuron_record(self, unit: UnitId) -> NeuronRecord:
+        """The record of ``unit`` (its ``model`` is not checked; layer and index are).
+
+        Raises:
+            InvalidInputError: not an MLP neuron, or a layer / index the collection lacks.
+        """
+        if unit.kind != "mlp_neuron":
+            raise InvalidInputError(f"a collection holds MLP neurons, not {unit.kind!r} units")
+        return self.collection.neuron_record(unit.layer, unit.index)
