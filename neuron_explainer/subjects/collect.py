@@ -161,9 +161,10 @@ class _LayerState:
     def update(
         self, acts: np.ndarray, maxes: np.ndarray, tokens: Any, first: int, seed: int, layer: int
     ) -> None:
-        """Fold in a batch of windows ``first .. first + B - 1``: ``acts`` f32 [N, B, Lw]
-        (zero beyond each window's length), ``maxes`` f32 [B, N], ``tokens`` the torch tensor
-        [T, N] of every excerpt token's activations."""
+        """Fold in a batch of windows ``first .. first + B - 1``: ``acts`` f32 [B, Lw, N]
+        (zero beyond each window's length; batch-first as captured, so no transposed copy of the
+        whole batch is made), ``maxes`` f32 [B, N], ``tokens`` the torch tensor [T, N] of every
+        excerpt token's activations."""
         self._moments(tokens)
         self._top_k(acts, maxes, first)
         r = self.a["random_windows"].shape[0]
@@ -172,8 +173,8 @@ class _LayerState:
             slot = reservoir_slot(w, r, seed)
             if slot is not None:
                 self.a["random_windows"][slot] = w
-                self.a["random_activations"][:, slot, :] = acts[:, b]
-            self._quantiles(acts[:, b], maxes[b], w, seed, layer)
+                self.a["random_activations"][:, slot, :] = acts[b].T
+            self._quantiles(acts[b], maxes[b], w, seed, layer)
 
     def _moments(self, tokens: Any) -> None:
         import torch
@@ -193,7 +194,7 @@ class _LayerState:
         a["token_count"][0] += tokens.shape[0]
 
     def _top_k(self, acts: np.ndarray, maxes: np.ndarray, first: int) -> None:
-        """``acts`` [N, B, Lw], ``maxes`` [B, N]."""
+        """``acts`` [B, Lw, N], ``maxes`` [B, N]."""
         a = self.a
         k = a["top_values"].shape[1]
         beats = (maxes > a["top_values"][:, -1][None, :]).any(axis=0)
@@ -223,11 +224,13 @@ class _LayerState:
         a["top_slots"][sub] = slots
         rows, ranks = np.nonzero(is_new)
         neurons = sub[rows]
-        a["top_activations"][neurons, slots[rows, ranks]] = acts[neurons, kept[rows, ranks] - k]
+        # acts[b_i, :, n_i] for each new entry i: shape [entries, Lw].
+        a["top_activations"][neurons, slots[rows, ranks]] = acts[kept[rows, ranks] - k, :, neurons]
 
     def _quantiles(
         self, acts: np.ndarray, maxes: np.ndarray, w: int, seed: int, layer: int
     ) -> None:
+        """Window ``w``: ``acts`` [Lw, N], ``maxes`` [N]."""
         a = self.a
         q = a["quantile_boundaries"].shape[1]
         warmup = a["warmup_maxes"].shape[0]
@@ -248,7 +251,7 @@ class _LayerState:
         slots = np.where(seen < m, seen, np.floor(u * (seen + 1)).astype(np.int64))
         take = np.flatnonzero(slots < m)
         a["quantile_windows"][take, bins[take], slots[take]] = w
-        a["quantile_activations"][take, bins[take], slots[take], :] = acts[take]
+        a["quantile_activations"][take, bins[take], slots[take], :] = acts[:, take].T
         a["quantile_counts"][neurons, bins] += 1
 
     def fix_boundaries(self, n_windows: int) -> None:
@@ -508,11 +511,11 @@ class _Run:
             here = valid.to(values.device)
             values = values.masked_fill(~here[:, :, None], 0.0)
             maxes = values.masked_fill(~here[:, :, None], -torch.inf).amax(dim=1)
-            by_neuron = values.permute(2, 0, 1).contiguous().cpu().numpy()
+            batch_first = values.cpu().numpy()  # [B, Lw, N], no transposed copy
             if layer not in self.states:
-                self.states[layer] = self._new_state(by_neuron.shape[0])
+                self.states[layer] = self._new_state(batch_first.shape[2])
             self.states[layer].update(
-                by_neuron, maxes.cpu().numpy(), values[here], first, self.config["seed"], layer
+                batch_first, maxes.cpu().numpy(), values[here], first, self.config["seed"], layer
             )
         self._ids.write(rows.tobytes())
         self._lengths.write(lengths.tobytes())
