@@ -21,8 +21,8 @@ def install(session: nox.Session, extras: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (the README's test command)."""
-    install(session, "test")
+    """Run the test suite (the README's test command), with the optional datasets source."""
+    install(session, "test,datasets")
     session.run("python", "-m", "pytest", *session.posargs)
 
 
