@@ -30,16 +30,10 @@ __all__ = ["aexplain_neuron", "explain_neuron", "simulate_records"]
 def _coerce_record(record: NeuronRecord | Mapping[str, Any]) -> NeuronRecord:
     if isinstance(record, NeuronRecord):
         return record
-    if isinstance(record, Mapping):
-        try:
-            return NeuronRecord.model_validate(record)
-        except ValidationError as exc:
-            raise InvalidRecordError(f"the neuron record does not validate:\n{exc}") from None
-    raise InvalidInputError(
-        f"explain_neuron needs a NeuronRecord (or its dict form), got {type(record).__name__}; "
-        "build one with a Subject, build_neuron_record() or "
-        "neuron_explainer.formats.read_openai_neuron_record()"
-    )
+    try:
+        return NeuronRecord.model_validate(record)
+    except ValidationError as exc:
+        raise InvalidRecordError(f"the neuron record does not validate:\n{exc}") from None
 
 
 async def _record_for(
