@@ -7,6 +7,9 @@ from neuron_explainer.llm.base import ChatRequest as ChatRequest
 from neuron_explainer.llm.base import ChatResponse as ChatResponse
 from neuron_explainer.llm.base import Choice as Choice
 from neuron_explainer.llm.base import Message as Message
+from neuron_explainer.llm.base import PromptLogprobsRequest as PromptLogprobsRequest
+from neuron_explainer.llm.base import PromptLogprobsResponse as PromptLogprobsResponse
+from neuron_explainer.llm.base import PromptToken as PromptToken
 from neuron_explainer.llm.base import TokenLogprob as TokenLogprob
 from neuron_explainer.llm.base import TopLogprob as TopLogprob
 from neuron_explainer.llm.base import Usage as Usage
@@ -19,6 +22,9 @@ __all__ = [
     "ChatResponse",
     "Choice",
     "Message",
+    "PromptLogprobsRequest",
+    "PromptLogprobsResponse",
+    "PromptToken",
     "TokenLogprob",
     "TopLogprob",
     "Usage",

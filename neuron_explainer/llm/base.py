@@ -27,6 +27,9 @@ __all__ = [
     "ChatResponse",
     "Choice",
     "Message",
+    "PromptLogprobsRequest",
+    "PromptLogprobsResponse",
+    "PromptToken",
     "TokenLogprob",
     "TopLogprob",
     "Usage",
@@ -117,6 +120,43 @@ class ChatResponse(BaseModel):
     model: str | None = None
 
 
+class PromptLogprobsRequest(BaseModel):
+    """Score a raw prompt without generating: the log probability of every prompt token and its
+    most likely alternatives (the old completions API's ``echo`` + ``logprobs``, vLLM's
+    ``prompt_logprobs``). Needs the ``prompt_logprobs`` capability."""
+
+    model_config = _FROZEN
+
+    prompt: str = Field(min_length=1)
+    top_logprobs: int = Field(default=15, ge=1, le=20)
+
+
+class PromptToken(BaseModel):
+    """One token of a scored prompt.
+
+    ``offset`` is the character offset of the token's text in the prompt; ``logprob`` and
+    ``top_logprobs`` are the model's prediction *for this position* given every earlier token
+    (``None``/empty for the first token, which has no context).
+    """
+
+    model_config = _FROZEN
+
+    token: str
+    offset: int = Field(ge=0)
+    logprob: float | None = None
+    top_logprobs: tuple[TopLogprob, ...] = ()
+
+
+class PromptLogprobsResponse(BaseModel):
+    """The prompt's tokens in order (their texts concatenate to the prompt) and the usage."""
+
+    model_config = _FROZEN
+
+    tokens: tuple[PromptToken, ...] = Field(min_length=1)
+    usage: Usage = Usage()
+    model: str | None = None
+
+
 class LLM(ABC):
     """A chat model behind some provider. Implement `achat`.
 
@@ -144,6 +184,17 @@ class LLM(ABC):
     def chat(self, request: ChatRequest) -> ChatResponse:
         """Sync twin of `achat`."""
         return run_sync(self.achat(request))
+
+    async def aprompt_logprobs(self, request: PromptLogprobsRequest) -> PromptLogprobsResponse:
+        """Score ``request.prompt`` token by token without generating (see
+        `PromptLogprobsRequest`). Override it and add ``"prompt_logprobs"`` to `capabilities`.
+
+        Raises:
+            CapabilityError: this LLM does not offer ``prompt_logprobs`` (the default).
+            LLMError: the call failed.
+        """
+        self.require("prompt_logprobs", by="a prompt-logprob request")
+        raise NotImplementedError  # pragma: no cover - a provider that claims it overrides this
 
     async def acomplete(self, messages: Sequence[Message], **options: Any) -> ChatResponse:
         """Shortcut for ``achat(ChatRequest(messages=messages, **options))``."""
