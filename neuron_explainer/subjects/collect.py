@@ -23,14 +23,16 @@ corpus size.
   (Algorithm R, stateless hash of ``(seed, layer, w, neuron)``). Limits: boundaries describe the
   warm-up windows only (biased when the corpus drifts); warm-up windows are never sampled; a
   corpus shorter than the warm-up gets boundaries from all its windows and empty samples.
-* **Moments**: token count and float64 sums of ``(x - c) ** p``, ``p = 1..4``, per neuron,
-  ``c`` being the neuron's mean over the first batch (a shift against cancellation). Read
-  back as `neuron_explainer.building.moments` defines them.
+* **Moments**: token count and sums of ``(x - c) ** p``, ``p = 1..4``, per neuron, ``c``
+  being the neuron's mean over the first batch (a shift against cancellation); each batch's
+  partial sums are float32 (relative error ~1e-7, measured against float64 in the tests) and
+  are accumulated in float64. Read back as `neuron_explainer.building.moments` defines them.
 * **Window table**: every window's excerpt ids, appended to a file (disk grows with the corpus,
   4 bytes per token slot; memory does not).
 
-Windows are not de-duplicated: two windows with identical tokens are two excerpts (unlike
-`build_neuron_record`, which keeps identical excerpts once).
+The collector keeps every window, duplicates included; `Collection.neuron_record` drops an
+excerpt whose tokens repeat one it already holds (as `build_neuron_record` does), so a record
+can hold fewer than ``top_k`` or ``n_random`` excerpts when the corpus repeats text.
 
 Layout of ``out_dir``::
 
@@ -61,7 +63,6 @@ and only then older generations are deleted. A restart with the same config resu
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
@@ -76,6 +77,7 @@ import numpy as np
 from neuron_explainer.building import DEFAULT_QUANTILE_LEVELS
 from neuron_explainer.errors import FormatError, InvalidInputError
 from neuron_explainer.subjects.capture import ActivationCapture
+from neuron_explainer.subjects.collect_state import LayerState
 from neuron_explainer.subjects.collection import (
     FORMAT_VERSION,
     META,
@@ -100,170 +102,6 @@ from neuron_explainer.subjects.tokens import token_strings
 __all__ = ["collect"]
 
 QUANTILE_METHOD = "warm-up boundaries, then per-bin reservoirs"
-_U64 = np.uint64
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finalizer, elementwise on uint64 (wrapping arithmetic)."""
-    x = x + _U64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
-    out: np.ndarray = x ^ (x >> _U64(31))
-    return out
-
-
-def stateless_uniform(key: Sequence[int], lanes: np.ndarray) -> np.ndarray:
-    """Uniform floats in [0, 1), one per lane, a pure function of ``key`` and the lane."""
-    with np.errstate(over="ignore"):
-        h = np.zeros(1, dtype=_U64)
-        for part in key:
-            h = _mix(h ^ np.array([part], dtype=_U64))
-        h = _mix(h ^ lanes.astype(_U64))
-    return (h >> _U64(11)).astype(np.float64) * 2.0**-53
-
-
-@functools.lru_cache(maxsize=4096)
-def reservoir_slot(w: int, size: int, seed: int) -> int | None:
-    """The reservoir slot window ``w`` takes (Algorithm R), or ``None``: a pure function."""
-    if w < size:
-        return w
-    slot = int(stateless_uniform((seed, 0, w), np.zeros(1, np.int64))[0] * (w + 1))
-    return slot if slot < size else None
-
-
-class _LayerState:
-    """The fixed-size state of one layer (arrays named as in the module docstring)."""
-
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
-        self.a = arrays
-
-    @classmethod
-    def new(cls, n: int, k: int, r: int, q: int, m: int, warmup: int, length: int) -> _LayerState:
-        return cls(
-            {
-                "top_values": np.full((n, k), -np.inf, np.float32),
-                "top_windows": np.full((n, k), -1, np.int64),
-                "top_slots": np.broadcast_to(np.arange(k), (n, k)).copy(),
-                "top_activations": np.zeros((n, k, length), np.float32),
-                "random_windows": np.full(r, -1, np.int64),
-                "random_activations": np.zeros((n, r, length), np.float32),
-                "quantile_boundaries": np.full((n, q), np.nan, np.float64),
-                "quantile_counts": np.zeros((n, q + 1), np.int64),
-                "quantile_windows": np.full((n, q + 1, m), -1, np.int64),
-                "quantile_activations": np.zeros((n, q + 1, m, length), np.float32),
-                "warmup_maxes": np.zeros((warmup, n), np.float32),
-                "moment_shift": np.zeros(n, np.float64),
-                "moment_sums": np.zeros((n, 4), np.float64),
-                "token_count": np.zeros(1, np.int64),
-            }
-        )
-
-    def update(
-        self, acts: np.ndarray, maxes: np.ndarray, tokens: Any, first: int, seed: int, layer: int
-    ) -> None:
-        """Fold in a batch of windows ``first .. first + B - 1``: ``acts`` f32 [B, Lw, N]
-        (zero beyond each window's length; batch-first as captured, so no transposed copy of the
-        whole batch is made), ``maxes`` f32 [B, N], ``tokens`` the torch tensor [T, N] of every
-        excerpt token's activations."""
-        self._moments(tokens)
-        self._top_k(acts, maxes, first)
-        r = self.a["random_windows"].shape[0]
-        for b in range(maxes.shape[0]):
-            w = first + b
-            slot = reservoir_slot(w, r, seed)
-            if slot is not None:
-                self.a["random_windows"][slot] = w
-                self.a["random_activations"][:, slot, :] = acts[b].T
-            self._quantiles(acts[b], maxes[b], w, seed, layer)
-
-    def _moments(self, tokens: Any) -> None:
-        import torch
-
-        a = self.a
-        y = tokens.double()
-        if a["token_count"][0] == 0:
-            a["moment_shift"][:] = y.mean(dim=0).cpu().numpy()
-        y.sub_(torch.from_numpy(a["moment_shift"]).to(y.device))
-        # In place: fewer float64 temporaries (the moments are this module's largest cost).
-        s1 = y.sum(0)
-        y2 = y * y
-        s2 = y2.sum(0)
-        s3 = y.mul_(y2).sum(0)
-        s4 = y2.square_().sum(0)
-        a["moment_sums"] += torch.stack([s1, s2, s3, s4], dim=1).cpu().numpy()
-        a["token_count"][0] += tokens.shape[0]
-
-    def _top_k(self, acts: np.ndarray, maxes: np.ndarray, first: int) -> None:
-        """``acts`` [B, Lw, N], ``maxes`` [B, N]."""
-        a = self.a
-        k = a["top_values"].shape[1]
-        beats = (maxes > a["top_values"][:, -1][None, :]).any(axis=0)
-        sub = np.flatnonzero(beats)
-        if sub.size == 0:
-            return
-        n_batch = maxes.shape[0]
-        values = np.concatenate([a["top_values"][sub], maxes[:, sub].T], axis=1)
-        batch_windows = np.broadcast_to(np.arange(first, first + n_batch), (sub.size, n_batch))
-        windows = np.concatenate([a["top_windows"][sub], batch_windows], axis=1)
-        # Stable sort of the negated values: existing entries (earlier windows) win ties.
-        kept = np.argsort(-values, axis=1, kind="stable")[:, :k]
-        a["top_values"][sub] = np.take_along_axis(values, kept, axis=1)
-        a["top_windows"][sub] = np.take_along_axis(windows, kept, axis=1)
-        # Activations stay in their slots; a new entry takes the slot of an evicted one.
-        kept_mask = np.zeros(values.shape, bool)
-        np.put_along_axis(kept_mask, kept, True, axis=1)
-        old_slots = a["top_slots"][sub]
-        free = old_slots[~kept_mask[:, :k]]  # row-major: per neuron, in rank order
-        slots = np.take_along_axis(
-            np.concatenate([old_slots, np.zeros((sub.size, n_batch), np.int64)], axis=1),
-            kept,
-            axis=1,
-        )
-        is_new = kept >= k
-        slots[is_new] = free  # equal counts per row, both row-major
-        a["top_slots"][sub] = slots
-        rows, ranks = np.nonzero(is_new)
-        neurons = sub[rows]
-        # acts[b_i, :, n_i] for each new entry i: shape [entries, Lw].
-        a["top_activations"][neurons, slots[rows, ranks]] = acts[kept[rows, ranks] - k, :, neurons]
-
-    def _quantiles(
-        self, acts: np.ndarray, maxes: np.ndarray, w: int, seed: int, layer: int
-    ) -> None:
-        """Window ``w``: ``acts`` [Lw, N], ``maxes`` [N]."""
-        a = self.a
-        q = a["quantile_boundaries"].shape[1]
-        warmup = a["warmup_maxes"].shape[0]
-        if q == 0:
-            return
-        if w < warmup:
-            a["warmup_maxes"][w] = maxes
-            if w == warmup - 1:
-                self.fix_boundaries(warmup)
-            return
-        m = a["quantile_windows"].shape[2]
-        if m == 0:
-            return
-        neurons = np.arange(maxes.shape[0])
-        bins = (maxes[:, None].astype(np.float64) >= a["quantile_boundaries"]).sum(axis=1)
-        seen = a["quantile_counts"][neurons, bins]
-        u = stateless_uniform((seed, 1 + layer, w), neurons)
-        slots = np.where(seen < m, seen, np.floor(u * (seen + 1)).astype(np.int64))
-        take = np.flatnonzero(slots < m)
-        a["quantile_windows"][take, bins[take], slots[take]] = w
-        a["quantile_activations"][take, bins[take], slots[take], :] = acts[:, take].T
-        a["quantile_counts"][neurons, bins] += 1
-
-    def fix_boundaries(self, n_windows: int) -> None:
-        """Fix the quantile boundaries from the first ``n_windows`` buffered maxes."""
-        a = self.a
-        if n_windows == 0 or not np.isnan(a["quantile_boundaries"]).any():
-            return
-        levels = self.levels
-        maxes = a["warmup_maxes"][:n_windows].astype(np.float64)
-        a["quantile_boundaries"][:] = np.quantile(maxes, levels, axis=0).T
-
-    levels: tuple[float, ...] = ()
 
 
 def _config_hash(config: dict[str, Any]) -> str:
@@ -298,6 +136,29 @@ def _batches(
             return
         done += len(batch)
         yield batch
+
+
+def _verified_skip(windows: Iterator[Window], run: _Run) -> Iterator[Window]:
+    """Skip the windows a resumed run already holds, checking that each one has the token ids
+    recorded for it (so a corpus that changed under the same name is caught, not mixed in);
+    then yield the rest."""
+    done = run.windows_done
+    if done:
+        width = run.width
+        ids = np.memmap(run.out / WINDOW_IDS, dtype=np.uint32, mode="r", shape=(done, width))
+        lengths = np.fromfile(run.out / WINDOW_LENGTHS, dtype=np.uint32, count=done)
+        for w in range(done):
+            window = next(windows, None)
+            expected = ids[w, : int(lengths[w])].tolist()
+            if window is None or list(window.excerpt_ids) != expected:
+                got = "the corpus ended" if window is None else "its tokens differ"
+                raise InvalidInputError(
+                    f"cannot resume the collection in {run.out}: window {w} was collected "
+                    f"from this corpus before, but now {got}; the corpus changed since the "
+                    "collection started. Restore it, or pass overwrite=True to start over"
+                )
+        del ids
+    yield from windows
 
 
 def collect(
@@ -415,13 +276,17 @@ def collect(
         source, loaded.tokenizer, length=window_length, bos=bos, min_length=min_length
     )
     end = max_windows
-    stream = itertools.islice(windows, run.windows_done, end)
-    for batch in _batches(stream, run.windows_done, batch_size, checkpoint_every):
-        run.process(batch)
-        if run.windows_done % checkpoint_every == 0:
-            run.checkpoint(finished=False)
-        if progress is not None:
-            progress(run.windows_done)
+    stream = itertools.islice(_verified_skip(windows, run), end)
+    try:
+        for batch in _batches(stream, run.windows_done, batch_size, checkpoint_every):
+            run.process(batch)
+            if run.windows_done % checkpoint_every == 0:
+                run.checkpoint(finished=False)
+            if progress is not None:
+                progress(run.windows_done)
+    except BaseException:
+        run.close()
+        raise
     if run.windows_done == 0:
         run.close()
         raise InvalidInputError(f"corpus {source.name!r} yields no windows to collect")
@@ -445,7 +310,7 @@ class _Run:
     ) -> None:
         self.out, self.config, self.config_hash = out, config, config_hash
         self.loaded, self.capture, self.fields = loaded, capture, fields
-        self.states: dict[int, _LayerState] = {}
+        self.states: dict[int, LayerState] = {}
         self.windows_done = 0
         self.tokens_done = 0
         self.generation = 0
@@ -472,10 +337,8 @@ class _Run:
             os.truncate(path, size)
         self._drop_other_generations()
 
-    def _state(self, arrays: dict[str, np.ndarray]) -> _LayerState:
-        state = _LayerState(arrays)
-        state.levels = tuple(self.config["quantile_levels"])
-        return state
+    def _state(self, arrays: dict[str, np.ndarray]) -> LayerState:
+        return LayerState(arrays, self.config["quantile_levels"])
 
     def start(self) -> None:
         if not (self.out / VOCABULARY).exists():
@@ -500,45 +363,61 @@ class _Run:
             rows[b, : len(excerpt)] = excerpt
             lengths[b] = len(excerpt)
         captured = self.capture(ids, mask)
-        first = self.windows_done
-        valid = (
-            torch.arange(self.width)[None, :] < torch.from_numpy(lengths.astype(np.int64))[:, None]
-        )
-        for layer, acts in captured.items():
-            values = acts[:, self.n_prefix : self.n_prefix + self.width].float()
-            if values.shape[1] < self.width:
-                values = torch.nn.functional.pad(values, (0, 0, 0, self.width - values.shape[1]))
-            here = valid.to(values.device)
-            values = values.masked_fill(~here[:, :, None], 0.0)
-            maxes = values.masked_fill(~here[:, :, None], -torch.inf).amax(dim=1)
-            batch_first = values.cpu().numpy()  # [B, Lw, N], no transposed copy
-            if layer not in self.states:
-                self.states[layer] = self._new_state(batch_first.shape[2])
-            self.states[layer].update(
-                batch_first, maxes.cpu().numpy(), values[here], first, self.config["seed"], layer
-            )
+        short = [b for b in range(len(batch)) if lengths[b] < self.width]
+        padding = None
+        if short:
+            positions = torch.arange(self.width)[None, :]
+            padding = (positions >= torch.from_numpy(lengths.astype(np.int64))[:, None]).reshape(-1)
+        n_tokens = int(lengths.sum())
+        with torch.inference_mode():  # the captured tensors are inference tensors
+            self._fold(captured, lengths, short, padding, n_tokens)
         self._ids.write(rows.tobytes())
         self._lengths.write(lengths.tobytes())
         self.windows_done += len(batch)
-        self.tokens_done += int(lengths.sum())
+        self.tokens_done += n_tokens
+
+    def _fold(
+        self,
+        captured: dict[int, Any],
+        lengths: np.ndarray,
+        short: list[int],
+        padding: Any,
+        n_tokens: int,
+    ) -> None:
+        import torch
+
+        first = self.windows_done
+        for layer, acts in captured.items():
+            # [B, Lw, N] float32 on the model's device; the captured tensor is ours to modify.
+            values = acts[:, self.n_prefix : self.n_prefix + self.width].float()
+            if values.shape[1] < self.width:
+                values = torch.nn.functional.pad(values, (0, 0, 0, self.width - values.shape[1]))
+            for b in short:
+                values[b, int(lengths[b]) :] = -torch.inf
+            maxes = values.amax(dim=1).cpu().numpy()
+            for b in short:
+                values[b, int(lengths[b]) :] = 0.0
+            if layer not in self.states:
+                self.states[layer] = self._new_state(values.shape[2])
+            self.states[layer].update(
+                values, maxes, padding, n_tokens, first, self.config["seed"], layer
+            )
 
     def close(self) -> None:
         self._ids.close()
         self._lengths.close()
 
-    def _new_state(self, n: int) -> _LayerState:
+    def _new_state(self, n: int) -> LayerState:
         c = self.config
-        state = _LayerState.new(
+        return LayerState.new(
             n,
-            c["top_k"],
-            2 * c["n_random"],
-            len(c["quantile_levels"]),
-            c["n_per_quantile"],
-            c["quantile_warmup"],
-            self.width,
+            k=c["top_k"],
+            r=2 * c["n_random"],
+            levels=c["quantile_levels"],
+            m=c["n_per_quantile"],
+            warmup=c["quantile_warmup"],
+            length=self.width,
         )
-        state.levels = tuple(c["quantile_levels"])
-        return state
 
     def checkpoint(self, *, finished: bool) -> None:
         from safetensors.numpy import save_file
