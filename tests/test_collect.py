@@ -419,7 +419,7 @@ def test_resume_refuses_a_corpus_that_changed(loaded: Any, tmp_path: Path) -> No
     assert json.loads((tmp_path / "progress.json").read_text())["windows_done"] == 20
     changed = texts()
     changed[0] = "a different first document " + changed[0]
-    with pytest.raises(InvalidInputError, match="window 0 .* tokens differ.*overwrite=True"):
+    with pytest.raises(InvalidInputError, match=r"window 0 .* tokens differ.*overwrite=True"):
         collect(loaded, changed, out_dir=tmp_path, **COMMON)
     with pytest.raises(InvalidInputError, match="corpus ended"):
         collect(loaded, texts()[:2], out_dir=tmp_path, **COMMON)

@@ -258,7 +258,7 @@ class LayerState:
         bounds = a["quantile_boundaries"]
         bins = (later[:, :, None].astype(np.float64) >= bounds[None]).sum(axis=2)  # [b, N]
         onehot = bins[:, :, None] == np.arange(q + 1)  # [b, N, Q+1]
-        before = np.cumsum(onehot, axis=0, dtype=np.int64) - onehot  # same bin, earlier window
+        before = np.cumsum(onehot, axis=0, dtype=np.int32) - onehot  # same bin, earlier window
         seen = (
             a["quantile_counts"][neurons[None, :], bins]
             + np.take_along_axis(before, bins[:, :, None], axis=2)[:, :, 0]
