@@ -19,6 +19,16 @@ Every error the library raises on purpose derives from one root, so
     │                                (never replaced by zeros)
     ├── CapabilityError              a component needs something its backend does not offer
     └── LLMError                     a call to an LLM provider failed (network, server, quota)
+        ├── AuthenticationError      no API key, or the server refused it (HTTP 401/403)
+        ├── BadRequestError          the server rejected the request (HTTP 400/404/422, ...)
+        ├── RateLimitError           rate limited (HTTP 429) on every attempt, or out of quota
+        ├── ServerError              the server failed (HTTP 5xx, 408, 409) on every attempt
+        ├── LLMTimeoutError          the server did not answer in time, on every attempt
+        ├── LLMConnectionError       no connection, or it dropped, on every attempt
+        ├── InvalidResponseError     an answer that does not follow the protocol (not JSON,
+        │                            cut short, missing fields, prompt logprobs misaligned)
+        └── BudgetExceededError      a call would exceed a usage meter's budget (refused before
+                                     it is sent; defined in `neuron_explainer.llm.usage`)
 
 Warnings: `PluginWarning` reports a plugin that failed to load outside strict mode;
 `neuron_explainer.splits.HeldOutOverlapWarning` reports held-out excerpts that repeat train ones.
@@ -32,6 +42,8 @@ Library functions that take records as plain data (dicts, files) convert that in
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
+    "BadRequestError",
     "CapabilityError",
     "DuplicateComponentError",
     "ExplanationError",
@@ -39,10 +51,15 @@ __all__ = [
     "InsufficientRecordsError",
     "InvalidInputError",
     "InvalidRecordError",
+    "InvalidResponseError",
+    "LLMConnectionError",
     "LLMError",
+    "LLMTimeoutError",
     "NeuronExplainerError",
     "PluginError",
     "PluginWarning",
+    "RateLimitError",
+    "ServerError",
     "SimulationError",
     "UnknownComponentError",
     "UsageError",
@@ -127,4 +144,49 @@ class LLMError(NeuronExplainerError):
     """A call to an LLM provider failed: network, server, authentication, rate limit or quota.
 
     Providers raise it (or a subclass) from `LLM.achat` instead of their client's own errors.
+
+    Attributes:
+        status_code: the HTTP status of the last failed attempt, if the server answered.
+        attempts: how many times the request was sent (``None`` if not known).
     """
+
+    def __init__(
+        self, *args: object, status_code: int | None = None, attempts: int | None = None
+    ) -> None:
+        super().__init__(*args)
+        self.status_code = status_code
+        self.attempts = attempts
+
+
+class AuthenticationError(LLMError):
+    """No API key was found, or the server refused the one sent (HTTP 401/403). Not retried."""
+
+
+class BadRequestError(LLMError):
+    """The server rejected the request itself (HTTP 400, 404, 422 or another 4xx that retrying
+    cannot fix): an unknown model, a bad parameter, a prompt too long. Not retried; the message
+    quotes the server's."""
+
+
+class RateLimitError(LLMError):
+    """The server answered HTTP 429 to every attempt, or said the account is out of quota (not
+    retried)."""
+
+
+class ServerError(LLMError):
+    """The server failed (HTTP 5xx, 408 or 409) on every attempt."""
+
+
+class LLMTimeoutError(LLMError):
+    """The server did not answer within the timeout, on every attempt."""
+
+
+class LLMConnectionError(LLMError):
+    """The server could not be reached, or it closed the connection without a complete
+    answer, on every attempt."""
+
+
+class InvalidResponseError(LLMError):
+    """The server answered HTTP 200 with something that does not follow the protocol: a body
+    that is not JSON (retried), or JSON without the expected fields, or prompt logprobs whose
+    tokens and offsets do not line up with the prompt (not retried)."""
