@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from neuron_explainer._lazy import attach
 from neuron_explainer._version import __version__ as __version__
+from neuron_explainer.errors import AuthenticationError as AuthenticationError
+from neuron_explainer.errors import BadRequestError as BadRequestError
 from neuron_explainer.errors import CapabilityError as CapabilityError
 from neuron_explainer.errors import DuplicateComponentError as DuplicateComponentError
 from neuron_explainer.errors import ExplanationError as ExplanationError
@@ -15,10 +17,15 @@ from neuron_explainer.errors import FormatError as FormatError
 from neuron_explainer.errors import InsufficientRecordsError as InsufficientRecordsError
 from neuron_explainer.errors import InvalidInputError as InvalidInputError
 from neuron_explainer.errors import InvalidRecordError as InvalidRecordError
+from neuron_explainer.errors import InvalidResponseError as InvalidResponseError
+from neuron_explainer.errors import LLMConnectionError as LLMConnectionError
 from neuron_explainer.errors import LLMError as LLMError
+from neuron_explainer.errors import LLMTimeoutError as LLMTimeoutError
 from neuron_explainer.errors import NeuronExplainerError as NeuronExplainerError
 from neuron_explainer.errors import PluginError as PluginError
 from neuron_explainer.errors import PluginWarning as PluginWarning
+from neuron_explainer.errors import RateLimitError as RateLimitError
+from neuron_explainer.errors import ServerError as ServerError
 from neuron_explainer.errors import SimulationError as SimulationError
 from neuron_explainer.errors import UnknownComponentError as UnknownComponentError
 from neuron_explainer.errors import UsageError as UsageError
@@ -28,6 +35,7 @@ _EXPORTS = {
     "Explainer": "neuron_explainer.interfaces",
     "Simulator": "neuron_explainer.interfaces",
     "Subject": "neuron_explainer.interfaces",
+    "BudgetExceededError": "neuron_explainer.llm.usage",
     "aexplain_neuron": "neuron_explainer.pipeline",
     "explain_neuron": "neuron_explainer.pipeline",
     "ActivationRecord": "neuron_explainer.records",
@@ -43,6 +51,7 @@ _EXPORTS = {
     "ScoredSequence": "neuron_explainer.results",
     "ScoredSimulation": "neuron_explainer.results",
     "SequenceSimulation": "neuron_explainer.results",
+    "UsageSummary": "neuron_explainer.results",
     "Splits": "neuron_explainer.splits",
     "split_records": "neuron_explainer.splits",
 }
@@ -50,6 +59,9 @@ __getattr__, __dir__ = attach(__name__, _EXPORTS)
 
 __all__ = [
     "ActivationRecord",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
     "Calibration",
     "CapabilityError",
     "ComponentInfo",
@@ -62,17 +74,22 @@ __all__ = [
     "InsufficientRecordsError",
     "InvalidInputError",
     "InvalidRecordError",
+    "InvalidResponseError",
+    "LLMConnectionError",
     "LLMError",
+    "LLMTimeoutError",
     "NeuronExplainerError",
     "NeuronRecord",
     "PluginError",
     "PluginWarning",
     "PromptScale",
     "Provenance",
+    "RateLimitError",
     "Score",
     "ScoredSequence",
     "ScoredSimulation",
     "SequenceSimulation",
+    "ServerError",
     "SimulationError",
     "Simulator",
     "Splits",
@@ -80,6 +97,7 @@ __all__ = [
     "UnitId",
     "UnknownComponentError",
     "UsageError",
+    "UsageSummary",
     "__version__",
     "aexplain_neuron",
     "build_neuron_record",
@@ -92,6 +110,7 @@ if TYPE_CHECKING:
     from neuron_explainer.interfaces import Explainer as Explainer
     from neuron_explainer.interfaces import Simulator as Simulator
     from neuron_explainer.interfaces import Subject as Subject
+    from neuron_explainer.llm.usage import BudgetExceededError as BudgetExceededError
     from neuron_explainer.pipeline import aexplain_neuron as aexplain_neuron
     from neuron_explainer.pipeline import explain_neuron as explain_neuron
     from neuron_explainer.records import ActivationRecord as ActivationRecord
@@ -107,5 +126,6 @@ if TYPE_CHECKING:
     from neuron_explainer.results import ScoredSequence as ScoredSequence
     from neuron_explainer.results import ScoredSimulation as ScoredSimulation
     from neuron_explainer.results import SequenceSimulation as SequenceSimulation
+    from neuron_explainer.results import UsageSummary as UsageSummary
     from neuron_explainer.splits import Splits as Splits
     from neuron_explainer.splits import split_records as split_records

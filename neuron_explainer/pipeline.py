@@ -18,6 +18,7 @@ from neuron_explainer.errors import (
     SimulationError,
 )
 from neuron_explainer.interfaces import Explainer, Simulator, run_sync
+from neuron_explainer.llm.usage import track_usage
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import ActivationRecord, NeuronRecord
 from neuron_explainer.results import Explanation, ExplanationResult, SequenceSimulation
@@ -117,8 +118,49 @@ async def aexplain_neuron(
     n_top_per_split: int | None = None,
     n_random_per_split: int | None = None,
     registry: Registry | None = None,
+    best_of: int = 1,
+    budget_usd: float | None = None,
 ) -> ExplanationResult:
     """Async twin of `explain_neuron`; use it inside a running event loop."""
+    if best_of < 1:
+        raise InvalidInputError(f"best_of must be at least 1, got {best_of}")
+    if budget_usd is not None and not budget_usd >= 0:
+        raise InvalidInputError(f"budget_usd must be >= 0, got {budget_usd}")
+    with track_usage(budget_usd) as meter:
+        result = await _explain(
+            record,
+            layer=layer,
+            neuron=neuron,
+            corpus=corpus,
+            subject_options=subject_options,
+            explainer=explainer,
+            simulator=simulator,
+            calibration=calibration,
+            score_split=score_split,
+            n_top_per_split=n_top_per_split,
+            n_random_per_split=n_random_per_split,
+            registry=registry,
+            best_of=best_of,
+        )
+    return result.model_copy(update={"usage": meter.summary})
+
+
+async def _explain(
+    record: NeuronRecord | Mapping[str, Any] | Any,
+    *,
+    layer: int | None,
+    neuron: int | None,
+    corpus: Any,
+    subject_options: Mapping[str, Any] | None,
+    explainer: Explainer | str,
+    simulator: Simulator | str,
+    calibration: CalibrationMethod,
+    score_split: Literal["valid", "test"],
+    n_top_per_split: int | None,
+    n_random_per_split: int | None,
+    registry: Registry | None,
+    best_of: int,
+) -> ExplanationResult:
     if score_split not in ("valid", "test"):
         raise InvalidInputError(
             f"score_split must be 'valid' or 'test', got {score_split!r} (the calibration split "
@@ -136,7 +178,14 @@ async def aexplain_neuron(
         neuron_record, n_top_per_split=n_top_per_split, n_random_per_split=n_random_per_split
     )
 
-    explanation = await the_explainer.aexplain(splits.train)
+    if best_of > 1:
+        from neuron_explainer.best_of import abest_of_k
+
+        explanation, _ = await abest_of_k(
+            the_explainer, the_simulator, splits.train, splits.calibration.records, best_of
+        )
+    else:
+        explanation = await the_explainer.aexplain(splits.train)
     if not isinstance(explanation, Explanation):
         raise ExplanationError(
             f"explainer {the_explainer.info.name!r} returned {type(explanation).__name__}, "
@@ -185,6 +234,8 @@ def explain_neuron(
     n_top_per_split: int | None = None,
     n_random_per_split: int | None = None,
     registry: Registry | None = None,
+    best_of: int = 1,
+    budget_usd: float | None = None,
 ) -> ExplanationResult:
     """Explain one unit and score the explanation on held-out records.
 
@@ -211,15 +262,22 @@ def explain_neuron(
         n_random_per_split: random records per split; default as many as divide evenly.
         registry: where names are looked up (default: `default_registry()`, which loads the
             installed plugins).
+        best_of: generate this many candidate explanations and keep the one whose simulation
+            correlates best with the calibration split (never the scored split); the
+            candidates and their calibration scores are kept in ``explanation.data``.
+        budget_usd: stop before any LLM call that could push this neuron's estimated cost past
+            this many USD (`neuron_explainer.llm.usage`); ``None``: no cap.
 
     Returns:
-        The explanation, its scores and everything that produced them.
+        The explanation, its scores and everything that produced them, with the token usage
+        and estimated cost of its LLM calls in ``usage``.
 
     Raises:
         UnknownComponentError: no explainer/simulator has that name.
         DuplicateComponentError: two plugins registered that name.
         CapabilityError: a component needs something its LLM does not offer.
-        LLMError: a call to an LLM provider failed.
+        LLMError: a call to an LLM provider failed (`BudgetExceededError` when the budget
+            would be exceeded).
         InsufficientRecordsError: too few records to fill the splits.
         InvalidRecordError: the record (given as a dict) does not validate.
         InvalidInputError: other bad arguments.
@@ -240,5 +298,7 @@ def explain_neuron(
             n_top_per_split=n_top_per_split,
             n_random_per_split=n_random_per_split,
             registry=registry,
+            best_of=best_of,
+            budget_usd=budget_usd,
         )
     )

@@ -31,6 +31,7 @@ __all__ = [
     "ScoredSequence",
     "ScoredSimulation",
     "SequenceSimulation",
+    "UsageSummary",
 ]
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -244,6 +245,33 @@ class ScoredSimulation(BaseModel):
     absolute_dev_explained: Score
 
 
+class UsageSummary(BaseModel):
+    """What LLM calls consumed: tokens, calls, cache hits and estimated cost.
+
+    ``calls`` counts requests sent to a server; ``cache_hits`` counts answers served from a
+    response cache, whose tokens are not counted again (they cost nothing this time).
+    """
+
+    model_config = _FROZEN
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: UsageSummary) -> UsageSummary:
+        return UsageSummary(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            calls=self.calls + other.calls,
+            cache_hits=self.cache_hits + other.cache_hits,
+            cost_usd=self.cost_usd + other.cost_usd,
+        )
+
+
 class ExplanationResult(BaseModel):
     """One unit explained and scored, with everything that produced the result."""
 
@@ -256,6 +284,7 @@ class ExplanationResult(BaseModel):
     simulator: ComponentInfo
     provenance: Provenance
     split_plan: SplitPlan
+    usage: UsageSummary = UsageSummary()
     library_version: str = __version__
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from collections.abc import Callable
 
 import pytest
 from pydantic import ValidationError
@@ -13,6 +15,7 @@ from neuron_explainer import (
     Explanation,
     ExplanationError,
     PromptScale,
+    SequenceSimulation,
     SimulationError,
 )
 from neuron_explainer.explainers.llm import LLMExplainer, clean_explanation
@@ -71,7 +74,7 @@ def test_explanations_are_cleaned_and_raw_output_kept() -> None:
     assert explanation.text == "mentions of cats"
     assert explanation.raw_output == " mentions of cats.\n"
     assert explanation.scale == PromptScale(max_activation=3.0)
-    assert explanation.explainer.prompt_version == "llm-explainer/1"
+    assert explanation.explainer.prompt_version == "llm-explainer/2"
     user = llm.requests[0].messages[-1].content
     assert " cat\t10\n dog\t0" in user
     assert user.endswith("the main thing this neuron does is find")
@@ -151,3 +154,55 @@ def test_json_simulator_retry_shows_the_model_what_was_wrong() -> None:
     assert len(second.messages) == len(first.messages) + 2
     assert second.messages[-2] == Message(role="assistant", content='{"activations": [1]}')
     assert "1 activations for 2 tokens" in second.messages[-1].content
+
+
+EXCERPT_LIST = re.compile(r"(?:Excerpt \d+ \(\d+ tokens\)|Tokens \(\d+\)), as a JSON list:\n(.*)\n")
+
+
+def json_answers(spoil: int | None = None) -> Callable[[ChatRequest], str]:
+    """Answers JSON-simulator requests (one or several excerpts): digits get 10; the excerpt at
+    index ``spoil`` of a multi-excerpt request gets a list one too short."""
+
+    def answer(request: ChatRequest) -> str:
+        lists = [json.loads(m) for m in EXCERPT_LIST.findall(request.messages[1].content)]
+        values = [[10 if t.strip().isdigit() else 0 for t in tokens] for tokens in lists]
+        if len(values) == 1:
+            return json.dumps({"activations": values[0]})
+        if spoil is not None:
+            values[spoil] = values[spoil][:-1]
+        return json.dumps({f"excerpt_{i}": v for i, v in enumerate(values, start=1)})
+
+    return answer
+
+
+JSON_EXCERPTS = [[" a", " 1"], [" 2"], [], [" b", " c", " 3"], [" d"]]
+
+
+def test_json_simulator_batches_excerpts_with_identical_results() -> None:
+    from neuron_explainer.testing import ScriptedLLM
+
+    def run(llm: ScriptedLLM, per_request: int) -> list[SequenceSimulation]:
+        simulator = JSONSimulator(llm, excerpts_per_request=per_request)
+        return asyncio.run(simulator.asimulate_many(EXPLANATION, JSON_EXCERPTS))
+
+    alone, batched = ScriptedLLM(default=json_answers()), ScriptedLLM(default=json_answers())
+    reference = run(alone, 1)
+    assert [s.expected_activations for s in reference] == [
+        (0.0, 10.0),
+        (10.0,),
+        (),
+        (0.0, 0.0, 10.0),
+        (0.0,),
+    ]
+    assert run(batched, 3) == reference
+    assert (len(alone.requests), len(batched.requests)) == (4, 2), "none for the empty one"
+    schema = batched.requests[0].response_format
+    assert schema is not None
+    properties = schema["json_schema"]["schema"]["properties"]  # type: ignore[index,call-overload]
+    assert list(properties) == ["excerpt_1", "excerpt_2", "excerpt_3"]
+    assert properties["excerpt_3"]["minItems"] == 3
+
+    spoiled = ScriptedLLM(default=json_answers(spoil=1))
+    assert run(spoiled, 3) == reference
+    assert len(spoiled.requests) == 3, "the second excerpt of the first batch, alone"
+    assert "Tokens (1), as a JSON list:" in spoiled.requests[-1].messages[1].content

@@ -492,7 +492,10 @@ def answer_by_prompt(malformed_simulations: int = 0) -> Callable[[ChatRequest], 
 
 
 def test_explain_neuron_runs_on_the_scripted_llm(record: NeuronRecord) -> None:
-    llm = ScriptedLLM(default=answer_by_prompt(malformed_simulations=1))
+    # No chat_logprobs: "fake:m" as a simulator is the JSON simulator.
+    llm = ScriptedLLM(
+        default=answer_by_prompt(malformed_simulations=1), capabilities={"chat", "json_schema"}
+    )
     result = explain_neuron(
         record, explainer="fake:m", simulator="fake:m", registry=registry_for(llm)
     )
@@ -529,7 +532,9 @@ def test_json_simulator_gives_up_after_retries_plus_one_bad_answers(retries: int
 
 
 def test_explain_neuron_fails_rather_than_scoring_zeros(record: NeuronRecord) -> None:
-    llm = ScriptedLLM(default=answer_by_prompt(malformed_simulations=10**6))
+    llm = ScriptedLLM(
+        default=answer_by_prompt(malformed_simulations=10**6), capabilities={"chat", "json_schema"}
+    )
     with pytest.raises(SimulationError, match="no usable JSON simulation"):
         explain_neuron(record, explainer="fake:m", simulator="fake:m", registry=registry_for(llm))
 

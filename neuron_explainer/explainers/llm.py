@@ -1,21 +1,56 @@
-"""An explainer that asks an LLM what the top-activating excerpts have in common."""
+"""An explainer that asks an LLM what the top-activating excerpts have in common.
+
+The prompt follows the paper: a system message with the task and the ``token<TAB>activation``
+format, a few made-up neurons (`neuron_explainer.explainers.few_shot`) as earlier user/assistant
+turns, then the real neuron's train records on the 0-10 prompt scale. When fewer than
+`ZERO_FILTER_THRESHOLD` of the shown tokens are non-zero, the records are repeated with the
+zeros filtered out, so a sparse neuron's few active tokens stand out.
+
+Before sending, the prompt's length is estimated (``chars / 3.5``, or ``count_tokens``) and
+checked against the model's context window (`context_window_for`) minus ``max_tokens``. If it
+does not fit, parts are dropped in this order, re-checking after each step:
+
+1. the zero-filtered repeat;
+2. train records from the end (the lowest ranked: train records come in rank order), one at a
+   time, down to one record.
+
+If even one record does not fit, `ExplanationError` is raised; nothing is truncated. What was
+dropped is recorded in ``Explanation.data["prompt"]``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from pydantic import JsonValue
 
 from neuron_explainer.errors import ExplanationError, InvalidInputError
+from neuron_explainer.explainers.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
 from neuron_explainer.interfaces import Explainer
 from neuron_explainer.llm.base import LLM, Message
-from neuron_explainer.llm.prompts import render_records
+from neuron_explainer.llm.prompts import render_blocks
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import ComponentInfo, Explanation, PromptScale
 
-__all__ = ["LLMExplainer"]
+__all__ = [
+    "CONTEXT_WINDOWS",
+    "DEFAULT_CONTEXT_WINDOW",
+    "ZERO_FILTER_THRESHOLD",
+    "LLMExplainer",
+    "clean_explanation",
+    "context_window_for",
+    "estimate_tokens",
+]
 
-PROMPT_VERSION = "llm-explainer/1"
+PROMPT_VERSION = "llm-explainer/2"
 ANSWER_PREFIX = "the main thing this neuron does is find"
+EXPLANATION_LINE = f"Explanation of neuron behavior: {ANSWER_PREFIX}"
+ZERO_FILTER_HEADER = "Same activations, but with all zeros filtered out:"
+ZERO_FILTER_THRESHOLD = 0.2
+"""Repeat the records with zeros filtered out when fewer than this share of tokens is non-zero."""
 SYSTEM = (
     "We're studying neurons in a neural network. Each neuron looks for one particular thing in "
     "a short document. Look at the parts of the document the neuron activates for and "
@@ -26,72 +61,290 @@ SYSTEM = (
     "backslashes inside tokens are written as \\t, \\n and \\\\."
 )
 
+CONTEXT_WINDOWS: dict[str, int] = {
+    "gpt-4.1": 1_047_576,
+    "gpt-4o": 128_000,
+    "gpt-4-turbo": 128_000,
+    "gpt-4": 8_192,
+    "gpt-3.5-turbo": 16_385,
+    "o1": 200_000,
+    "o3": 200_000,
+    "o4-mini": 200_000,
+}
+"""Context windows (tokens) by model-name prefix; the longest matching prefix wins."""
+DEFAULT_CONTEXT_WINDOW = 8_192
+"""The context window assumed for a model `CONTEXT_WINDOWS` does not know (conservative)."""
+CHARS_PER_TOKEN = 3.5
+_MESSAGE_OVERHEAD = 4  # tokens a chat format spends around each message
+
+Levels = Sequence[Sequence[tuple[str, int]]]
+
+
+def context_window_for(model: str) -> int:
+    """The context window of ``model`` from `CONTEXT_WINDOWS` (longest prefix), else
+    `DEFAULT_CONTEXT_WINDOW`."""
+    matches = [prefix for prefix in CONTEXT_WINDOWS if model.startswith(prefix)]
+    return CONTEXT_WINDOWS[max(matches, key=len)] if matches else DEFAULT_CONTEXT_WINDOW
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token count for ``text``: ``ceil(len(text) / 3.5)``."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
 
 def clean_explanation(raw: str) -> str:
-    """Strip the answer prefix, surrounding quotes and whitespace, and a trailing period."""
-    text = " ".join(raw.split())
-    text = re.sub(rf"^(?:{re.escape(ANSWER_PREFIX)})\s*", "", text, flags=re.IGNORECASE)
-    text = text.strip(" \"'`")
-    return text[:-1].rstrip() if text.endswith(".") else text
+    """The explanation in an LLM's answer: its first non-empty line, without a repeated answer
+    prefix ("the main thing this neuron does is find"), surrounding quotes or backticks,
+    surrounding whitespace, or a trailing period."""
+    line = next((ln for ln in raw.splitlines() if ln.strip()), "")
+    text = " ".join(line.split())
+    previous = None
+    while text != previous:
+        previous = text
+        text = re.sub(rf"^(?:{re.escape(ANSWER_PREFIX)})\b\s*", "", text, flags=re.IGNORECASE)
+        text = text.strip(" \"'`")
+        if text.endswith("."):
+            text = text[:-1].rstrip()
+    return text
+
+
+def _levels(records: Sequence[ActivationRecord], scale: PromptScale) -> list[list[tuple[str, int]]]:
+    return [list(zip(r.tokens, scale.discretize(r.activations), strict=True)) for r in records]
+
+
+def _is_sparse(blocks: Levels) -> bool:
+    levels = [level for block in blocks for _, level in block]
+    nonzero = sum(1 for level in levels if level > 0)
+    return bool(levels) and 0 < nonzero < ZERO_FILTER_THRESHOLD * len(levels)
+
+
+def _neuron_turn(number: int, blocks: Levels, zero_filtered_repeat: bool) -> str:
+    text = f"Neuron {number}\nActivations:\n{render_blocks(blocks)}\n\n"
+    if zero_filtered_repeat:
+        nonzero = [[(t, v) for t, v in block if v > 0] for block in blocks]
+        text += f"{ZERO_FILTER_HEADER}\n{render_blocks([b for b in nonzero if b])}\n\n"
+    return text + EXPLANATION_LINE
+
+
+def _example_turns(examples: Sequence[FewShotExample]) -> list[Message]:
+    turns = []
+    for i, example in enumerate(examples, start=1):
+        turns.append(
+            Message(
+                role="user",
+                content=_neuron_turn(i, example.records, _is_sparse(example.records)),
+            )
+        )
+        turns.append(Message(role="assistant", content=f"{example.explanation}."))
+    return turns
 
 
 class LLMExplainer(Explainer):
-    """Shows an LLM the train records on the 0-10 scale and keeps its one-sentence answer.
+    """Shows an LLM a few made-up neurons and then the train records on the 0-10 scale, and
+    keeps its one-sentence answer (see the module docstring for the prompt and the context
+    rule).
 
     Args:
         llm: the model to ask (any registered provider).
-        max_tokens: length limit of the answer.
-        temperature: sampling temperature (0 = greedy).
+        max_tokens: length limit of the answer (also reserved out of the context window).
+        temperature: sampling temperature of a single explanation (0 = greedy).
+        n_candidates: samples drawn by `aexplain`, which returns the first usable one.
+        candidate_temperature: sampling temperature when more than one sample is drawn.
+        supports_n: ask for several samples in one request (``ChatRequest.n``); if the backend
+            returns fewer choices, the rest are asked for one by one. ``False``: one request
+            per sample.
+        few_shot: show the made-up example neurons first.
+        context_window: the model's context in tokens; default from `context_window_for`.
+        count_tokens: counts the tokens of a text; default `estimate_tokens` (chars / 3.5).
 
     Raises:
-        InvalidInputError: no ``llm`` given (name the explainer as ``provider:model``).
+        InvalidInputError: no ``llm`` given (name the explainer as ``provider:model``), or an
+            option out of range.
     """
 
     name = "llm"
 
-    def __init__(self, llm: LLM | None = None, *, max_tokens: int = 80, temperature: float = 0.0):
+    def __init__(
+        self,
+        llm: LLM | None = None,
+        *,
+        max_tokens: int = 80,
+        temperature: float = 0.0,
+        n_candidates: int = 1,
+        candidate_temperature: float = 1.0,
+        supports_n: bool = True,
+        few_shot: bool = True,
+        context_window: int | None = None,
+        count_tokens: Callable[[str], int] | None = None,
+    ) -> None:
         if llm is None:
             raise InvalidInputError(
                 "the 'llm' explainer needs an LLM: name it as 'provider:model' "
                 "(e.g. explainer='openai:gpt-4o-mini') or pass llm=..."
             )
+        if n_candidates < 1 or max_tokens < 1:
+            raise InvalidInputError("n_candidates and max_tokens must be at least 1")
+        if context_window is not None and context_window <= max_tokens:
+            raise InvalidInputError(
+                f"context_window ({context_window}) must exceed max_tokens ({max_tokens})"
+            )
         self.llm, self.max_tokens, self.temperature = llm, max_tokens, temperature
+        self.n_candidates, self.candidate_temperature = n_candidates, candidate_temperature
+        self.supports_n, self.few_shot = supports_n, few_shot
+        self.context_window = context_window or context_window_for(llm.model)
+        self.count_tokens = count_tokens
 
     @property
     def info(self) -> ComponentInfo:
         return ComponentInfo(
             name=self.name,
-            version="1",
+            version="2",
             prompt_version=PROMPT_VERSION,
             settings={
                 "llm": self.llm.name,
                 "max_tokens": self.max_tokens,
                 "temperature": self.temperature,
+                "n_candidates": self.n_candidates,
+                "candidate_temperature": self.candidate_temperature,
+                "few_shot": self.few_shot,
+                "context_window": self.context_window,
+                "token_count": "custom" if self.count_tokens else f"chars/{CHARS_PER_TOKEN}",
             },
         )
 
-    def messages(self, records: Sequence[ActivationRecord], scale: PromptScale) -> list[Message]:
-        """The chat messages sent for ``records``."""
-        user = (
-            f"Neuron\nActivations:\n{render_records(records, scale)}\n\n"
-            f"Explanation of neuron behavior: {ANSWER_PREFIX}"
-        )
-        return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+    def messages(
+        self,
+        records: Sequence[ActivationRecord],
+        scale: PromptScale,
+        *,
+        zero_filtered_repeat: bool | None = None,
+    ) -> list[Message]:
+        """The chat messages sent for ``records``.
 
-    async def aexplain(self, records: Sequence[ActivationRecord]) -> Explanation:
-        """Ask the LLM; the cleaned answer is the explanation, the raw one is kept.
+        Args:
+            records: the train records to show, in order.
+            scale: their 0-10 prompt scale.
+            zero_filtered_repeat: repeat the records with zeros filtered out; by default when
+                fewer than `ZERO_FILTER_THRESHOLD` of their tokens are non-zero.
+        """
+        blocks = _levels(records, scale)
+        repeat = _is_sparse(blocks) if zero_filtered_repeat is None else zero_filtered_repeat
+        examples = FEW_SHOT_EXAMPLES if self.few_shot else ()
+        return [
+            Message(role="system", content=SYSTEM),
+            *_example_turns(examples),
+            Message(role="user", content=_neuron_turn(len(examples) + 1, blocks, repeat)),
+        ]
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> int:
+        """The estimated prompt tokens of ``messages`` (with a few per message of overhead)."""
+        count = self.count_tokens or estimate_tokens
+        return sum(count(m.content) + _MESSAGE_OVERHEAD for m in messages) + 3
+
+    def fit_prompt(
+        self, records: Sequence[ActivationRecord]
+    ) -> tuple[list[Message], PromptScale, dict[str, JsonValue]]:
+        """Build the prompt for ``records``, dropping parts until it fits the context window
+        (see the module docstring); returns the messages, the scale of the records shown and a
+        note of what was shown and dropped.
 
         Raises:
-            ExplanationError: no positive activation to show, or an empty answer.
+            ExplanationError: no record has a positive activation, or even one record does not
+                fit.
         """
-        scale = PromptScale.for_records(records)
+        shown = list(records)
+        scale = PromptScale.for_records(shown)
         if scale is None:
             raise ExplanationError("no train record has a positive activation to show the LLM")
-        response = await self.llm.acomplete(
-            self.messages(records, scale), max_tokens=self.max_tokens, temperature=self.temperature
-        )
-        raw = response.choices[0].text
-        text = clean_explanation(raw)
-        if not text:
-            raise ExplanationError(f"{self.llm.name} returned no explanation (raw output {raw!r})")
-        return Explanation(text=text, scale=scale, raw_output=raw, explainer=self.info)
+        repeat = _is_sparse(_levels(shown, scale))
+        wanted_repeat, dropped_records = repeat, list[JsonValue]()
+        budget = self.context_window - self.max_tokens
+        while True:
+            messages = self.messages(shown, scale, zero_filtered_repeat=repeat)
+            estimate = self.prompt_tokens(messages)
+            if estimate <= budget:
+                break
+            if repeat:
+                repeat = False
+            elif len(shown) > 1:
+                shown.pop()
+                dropped_records.append(len(shown))
+                new_scale = PromptScale.for_records(shown)
+                if new_scale is None:  # pragma: no cover - records come in rank order
+                    raise ExplanationError("the records that fit have no positive activation")
+                scale = new_scale
+            else:
+                raise ExplanationError(
+                    f"even one train record does not fit {self.llm.name}'s context: the prompt "
+                    f"is about {estimate} tokens and {self.context_window} - {self.max_tokens} "
+                    "(the answer) are available; use a model with a longer context or shorter "
+                    "records"
+                )
+        note: dict[str, JsonValue] = {
+            "records_shown": len(shown),
+            "records_dropped": dropped_records[::-1],
+            "zero_filtered_repeat": repeat,
+            "zero_filtered_repeat_dropped": wanted_repeat and not repeat,
+            "estimated_tokens": estimate,
+            "context_window": self.context_window,
+        }
+        return messages, scale, note
+
+    async def _sample(self, messages: list[Message], k: int) -> list[str]:
+        temperature = self.temperature if k == 1 else self.candidate_temperature
+
+        async def ask(n: int) -> list[str]:
+            response = await self.llm.acomplete(
+                messages, n=n, max_tokens=self.max_tokens, temperature=temperature
+            )
+            return [choice.text for choice in response.choices][:n]
+
+        raws = await ask(k) if self.supports_n or k == 1 else []
+        missing = k - len(raws)
+        if missing > 0:
+            for more in await asyncio.gather(*(ask(1) for _ in range(missing))):
+                raws.extend(more)
+        return raws
+
+    async def aexplain_candidates(
+        self, records: Sequence[ActivationRecord], k: int
+    ) -> list[Explanation]:
+        """Sample ``k`` explanations of ``records`` (one request with ``n=k``, or ``k`` requests
+        when ``supports_n`` is off or the backend ignores ``n``); returns the usable ones (a
+        non-empty cleaned answer), in the order sampled.
+
+        Raises:
+            ExplanationError: ``k < 1``, nothing to show, the prompt does not fit, or no sample
+                is usable.
+        """
+        if k < 1:
+            raise ExplanationError(f"asked for {k} candidate explanations; ask for at least 1")
+        messages, scale, note = self.fit_prompt(records)
+        raws = await self._sample(messages, k)
+        candidates = [
+            Explanation(
+                text=text,
+                scale=scale,
+                raw_output=raw,
+                data={"prompt": note},
+                explainer=self.info,
+            )
+            for raw in raws
+            if (text := clean_explanation(raw))
+        ]
+        if not candidates:
+            shown = raws[0] if len(raws) == 1 else raws
+            raise ExplanationError(
+                f"{self.llm.name} returned no explanation (raw output {shown!r})"
+            )
+        return candidates
+
+    async def aexplain(self, records: Sequence[ActivationRecord]) -> Explanation:
+        """Ask the LLM (``n_candidates`` samples); the first usable cleaned answer is the
+        explanation, its raw answer is kept in ``raw_output``.
+
+        Raises:
+            ExplanationError: no positive activation to show, the prompt does not fit the
+                context, or no usable answer.
+        """
+        return (await self.aexplain_candidates(records, self.n_candidates))[0]

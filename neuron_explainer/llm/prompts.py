@@ -9,9 +9,17 @@ from collections.abc import Sequence
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import PromptScale
 
-__all__ = ["escape_token", "extract_json_object", "render_records"]
+__all__ = [
+    "escape_token",
+    "extract_json_object",
+    "render_blocks",
+    "render_records",
+    "unescape_token",
+]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_ESCAPE = re.compile(r"\\(\\|t|n|r|x[0-9a-f]{2})")
+_SIMPLE = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 
 
 def escape_token(token: str) -> str:
@@ -23,16 +31,28 @@ def escape_token(token: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", escaped)
 
 
+def unescape_token(text: str) -> str:
+    """Invert `escape_token`: ``unescape_token(escape_token(t)) == t`` for every string."""
+    return _ESCAPE.sub(
+        lambda m: _SIMPLE.get(m.group(1)) or chr(int(m.group(1)[1:], 16)),
+        text,
+    )
+
+
+def render_blocks(blocks: Sequence[Sequence[tuple[str, int | str]]]) -> str:
+    """Each block as ``<start>``, one ``escaped-token<TAB>value`` line per pair, ``<end>``;
+    blocks separated by a blank line."""
+    return "\n\n".join(
+        "<start>\n" + "".join(f"{escape_token(t)}\t{v}\n" for t, v in block) + "<end>"
+        for block in blocks
+    )
+
+
 def render_records(records: Sequence[ActivationRecord], scale: PromptScale) -> str:
     """Each record as ``<start>``, one ``token<TAB>level`` line per token, ``<end>``."""
-    blocks = []
-    for record in records:
-        levels = scale.discretize(record.activations)
-        lines = [
-            f"{escape_token(t)}\t{level}" for t, level in zip(record.tokens, levels, strict=True)
-        ]
-        blocks.append("<start>\n" + "\n".join(lines) + "\n<end>")
-    return "\n\n".join(blocks)
+    return render_blocks(
+        [list(zip(r.tokens, scale.discretize(r.activations), strict=True)) for r in records]
+    )
 
 
 def extract_json_object(text: str) -> object:

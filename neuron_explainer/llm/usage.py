@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neuron_explainer.errors import LLMError
 from neuron_explainer.llm.base import Usage
+from neuron_explainer.results import UsageSummary
 
 __all__ = [
     "PRICES",
@@ -96,33 +97,6 @@ def estimate_cost(model: str, usage: Usage, price: Price | None = None) -> float
     """USD for ``usage`` on ``model`` (0.0 for a model with no known price)."""
     price = price if price is not None else price_for(model)
     return price.cost(usage) if price is not None else 0.0
-
-
-class UsageSummary(BaseModel):
-    """What LLM calls consumed: tokens, calls, cache hits and estimated cost.
-
-    ``calls`` counts requests sent to a server; ``cache_hits`` counts answers served from a
-    response cache, whose tokens are not counted again (they cost nothing this time).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    calls: int = 0
-    cache_hits: int = 0
-    cost_usd: float = 0.0
-
-    def __add__(self, other: UsageSummary) -> UsageSummary:
-        return UsageSummary(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            cached_tokens=self.cached_tokens + other.cached_tokens,
-            calls=self.calls + other.calls,
-            cache_hits=self.cache_hits + other.cache_hits,
-            cost_usd=self.cost_usd + other.cost_usd,
-        )
 
 
 class UsageMeter:

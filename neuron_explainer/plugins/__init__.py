@@ -8,6 +8,7 @@ from neuron_explainer.plugins.hookspecs import hookimpl as hookimpl
 from neuron_explainer.plugins.registry import DEFAULT_LLM_EXPLAINER as DEFAULT_LLM_EXPLAINER
 from neuron_explainer.plugins.registry import DEFAULT_LLM_SIMULATOR as DEFAULT_LLM_SIMULATOR
 from neuron_explainer.plugins.registry import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
+from neuron_explainer.plugins.registry import FALLBACK_LLM_SIMULATOR as FALLBACK_LLM_SIMULATOR
 from neuron_explainer.plugins.registry import ComponentEntry as ComponentEntry
 from neuron_explainer.plugins.registry import PluginStatus as PluginStatus
 from neuron_explainer.plugins.registry import Registry as Registry
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_LLM_EXPLAINER",
     "DEFAULT_LLM_SIMULATOR",
     "ENTRY_POINT_GROUP",
+    "FALLBACK_LLM_SIMULATOR",
     "ComponentEntry",
     "PluginStatus",
     "Register",

@@ -27,10 +27,36 @@ def _lazy(path: str) -> Callable[..., Any]:
     return factory
 
 
+def _lazy_llm(path: str) -> Callable[..., Any]:
+    """An LLM provider factory, ``factory(model, **options)``, importing ``module.Class`` only
+    when called and checking the options first."""
+    build = _lazy(path)
+
+    def factory(model: str, **options: Any) -> Any:
+        return build(model=model, **options)
+
+    factory.__doc__ = f"Build a `{path}` for a model (imported on first use)."
+    return factory
+
+
+_openai_llm = _lazy_llm("neuron_explainer.llm.openai.OpenAILLM")
 _token_table_explainer = _lazy("neuron_explainer.explainers.token_table.TokenTableExplainer")
 _token_table_simulator = _lazy("neuron_explainer.simulators.token_table.TokenTableSimulator")
 _llm_explainer = _lazy("neuron_explainer.explainers.llm.LLMExplainer")
 _json_simulator = _lazy("neuron_explainer.simulators.json_output.JSONSimulator")
+_chat_logprob_simulator = _lazy("neuron_explainer.simulators.chat_logprob.ChatLogprobSimulator")
+_prompt_logprob_simulator = _lazy(
+    "neuron_explainer.simulators.prompt_logprob.PromptLogprobSimulator"
+)
+
+
+@hookimpl
+def register_llm_providers(register: Register) -> None:
+    register(
+        _openai_llm,
+        name="openai",
+        description="OpenAI and OpenAI-compatible servers (OPENAI_API_KEY, OPENAI_BASE_URL)",
+    )
 
 
 @hookimpl
@@ -59,4 +85,16 @@ def register_simulators(register: Register) -> None:
         name="llm-json",
         aliases=("json",),
         description="asks an LLM (named as provider:model) for a JSON list of activations",
+    )
+    register(
+        _chat_logprob_simulator,
+        name="llm-chat-logprob",
+        aliases=("chat-logprob",),
+        description="expected activation from the chat logprobs of 0-10 digits (needs logprobs)",
+    )
+    register(
+        _prompt_logprob_simulator,
+        name="llm-prompt-logprob",
+        aliases=("all-at-once",),
+        description="the paper's all-at-once simulator from prompt logprobs (one call per excerpt)",
     )

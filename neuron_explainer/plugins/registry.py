@@ -11,7 +11,8 @@ entry points in the ``neuron_explainer`` group. Environment variables control th
 
 Names: plain names for components (``"token-table"``), ``provider:model`` for LLMs
 (``"acme:large-1"``). Naming an explainer or simulator as ``provider:model`` builds the default
-LLM-backed one (`DEFAULT_LLM_EXPLAINER`, `DEFAULT_LLM_SIMULATOR`) around that LLM.
+LLM-backed one around that LLM: `DEFAULT_LLM_EXPLAINER`; `DEFAULT_LLM_SIMULATOR` (chat-logprob)
+when the LLM offers ``chat_logprobs``, else `FALLBACK_LLM_SIMULATOR` (JSON output).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_LLM_EXPLAINER",
     "DEFAULT_LLM_SIMULATOR",
     "ENTRY_POINT_GROUP",
+    "FALLBACK_LLM_SIMULATOR",
     "ComponentEntry",
     "PluginStatus",
     "Registry",
@@ -55,7 +57,8 @@ ENV_DISABLE = "NEURON_EXPLAINER_DISABLE_PLUGINS"
 ENV_ALLOW = "NEURON_EXPLAINER_PLUGINS"
 ENV_STRICT = "NEURON_EXPLAINER_STRICT_PLUGINS"
 DEFAULT_LLM_EXPLAINER = "llm"
-DEFAULT_LLM_SIMULATOR = "llm-json"
+DEFAULT_LLM_SIMULATOR = "llm-chat-logprob"
+FALLBACK_LLM_SIMULATOR = "llm-json"
 
 Kind = Literal["llm_provider", "subject", "explainer", "simulator"]
 _LABEL: dict[str, str] = {
@@ -355,7 +358,8 @@ class Registry:
     def simulator(self, spec: Simulator | str, **options: Any) -> Simulator:
         """Return ``spec`` if it is a `Simulator`; else build the one it names.
 
-        ``"provider:model"`` builds `DEFAULT_LLM_SIMULATOR` around that LLM.
+        ``"provider:model"`` builds `DEFAULT_LLM_SIMULATOR` around that LLM when it offers
+        ``chat_logprobs``, else `FALLBACK_LLM_SIMULATOR`.
 
         Raises:
             UnknownComponentError / DuplicateComponentError: see `entry`.
@@ -383,7 +387,10 @@ class Registry:
                 f"name, got {type(spec).__name__}"
             )
         if ":" in spec and llm_default is not None:
-            return self._build(kind, llm_default, expected, llm=self.llm(spec), **options)
+            llm = self.llm(spec)
+            if kind == "simulator" and "chat_logprobs" not in llm.capabilities:
+                llm_default = FALLBACK_LLM_SIMULATOR
+            return self._build(kind, llm_default, expected, llm=llm, **options)
         return self._build(kind, spec, expected, **options)
 
 

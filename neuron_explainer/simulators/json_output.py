@@ -1,4 +1,10 @@
-"""A simulator that asks an LLM for a JSON list of activations, for backends without logprobs."""
+"""A simulator that asks an LLM for a JSON list of activations, for backends without logprobs.
+
+Alignment is the rule every simulator shares: exactly one number per token (the JSON carries no
+tokens to compare). With ``excerpts_per_request > 1`` several excerpts go in one request and the
+answer holds one list per excerpt (``{"excerpt_1": [...], "excerpt_2": [...]}``); an excerpt
+whose list is unusable is simulated again alone, with its own retries.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +17,28 @@ from neuron_explainer.interfaces import Simulator
 from neuron_explainer.llm.base import LLM, Message
 from neuron_explainer.llm.prompts import extract_json_object
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
+from neuron_explainer.simulators._common import TASK, check_count, simulate_in_batches
 
 __all__ = ["JSONSimulator"]
 
 PROMPT_VERSION = "json-simulator/1"
-SYSTEM = (
-    "We're studying neurons in a neural network. Each neuron looks for one particular thing in "
-    "a short document. Given an explanation of what a neuron looks for, predict how strongly "
-    "it activates on each token of a document, as an integer from 0 (not at all) to 10 "
-    "(the strongest match). Most tokens are usually 0."
-)
+SYSTEM = TASK
 
 
-def _schema(n: int) -> dict[str, object]:
+def _array(n: int) -> dict[str, object]:
+    return {
+        "type": "array",
+        "items": {"type": "integer", "minimum": 0, "maximum": 10},
+        "minItems": n,
+        "maxItems": n,
+    }
+
+
+def _schema(*lengths: int) -> dict[str, object]:
+    """One ``activations`` list, or one ``excerpt_i`` list per excerpt."""
+    keys = (
+        ["activations"] if len(lengths) == 1 else [f"excerpt_{i + 1}" for i in range(len(lengths))]
+    )
     return {
         "type": "json_schema",
         "json_schema": {
@@ -31,34 +46,28 @@ def _schema(n: int) -> dict[str, object]:
             "strict": True,
             "schema": {
                 "type": "object",
-                "properties": {
-                    "activations": {
-                        "type": "array",
-                        "items": {"type": "integer", "minimum": 0, "maximum": 10},
-                        "minItems": n,
-                        "maxItems": n,
-                    }
-                },
-                "required": ["activations"],
+                "properties": {k: _array(n) for k, n in zip(keys, lengths, strict=True)},
+                "required": keys,
                 "additionalProperties": False,
             },
         },
     }
 
 
-def parse_activations(text: str, n: int) -> list[float]:
-    """The ``activations`` list of the JSON object in ``text``, checked to hold ``n`` numbers in
-    0..10.
+def parse_activations(text: str, n: int, key: str = "activations") -> list[float]:
+    """The ``key`` list of the JSON object in ``text``, checked to hold ``n`` numbers in 0..10.
 
     Raises:
         ValueError: saying what is wrong with the output.
     """
     data = extract_json_object(text)
-    values = data.get("activations") if isinstance(data, dict) else None
+    return _check_values(data.get(key) if isinstance(data, dict) else None, n, key)
+
+
+def _check_values(values: object, n: int, key: str) -> list[float]:
     if not isinstance(values, list):
-        raise ValueError('the JSON object has no "activations" list')
-    if len(values) != n:
-        raise ValueError(f"{len(values)} activations for {n} tokens")
+        raise ValueError(f'the JSON object has no "{key}" list')
+    check_count(len(values), n)
     out = []
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
@@ -87,13 +96,21 @@ class JSONSimulator(Simulator):
 
     name = "llm-json"
 
-    def __init__(self, llm: LLM | None = None, *, retries: int = 2) -> None:
+    def __init__(
+        self, llm: LLM | None = None, *, retries: int = 2, excerpts_per_request: int = 1
+    ) -> None:
         if llm is None:
             raise InvalidInputError(
                 "the 'llm-json' simulator needs an LLM: name it as 'provider:model' "
                 "(e.g. simulator='openai:gpt-4o-mini') or pass llm=..."
             )
-        self.llm, self.retries = llm, retries
+        if retries < 0 or excerpts_per_request < 1:
+            raise InvalidInputError(
+                f"need retries >= 0 and excerpts_per_request >= 1, got {retries} and "
+                f"{excerpts_per_request}"
+            )
+        llm.require("chat", by="the 'llm-json' simulator")
+        self.llm, self.retries, self.excerpts_per_request = llm, retries, excerpts_per_request
 
     @property
     def info(self) -> ComponentInfo:
@@ -101,7 +118,11 @@ class JSONSimulator(Simulator):
             name=self.name,
             version="1",
             prompt_version=PROMPT_VERSION,
-            settings={"llm": self.llm.name, "retries": self.retries},
+            settings={
+                "llm": self.llm.name,
+                "retries": self.retries,
+                "excerpts_per_request": self.excerpts_per_request,
+            },
         )
 
     def messages(self, explanation: Explanation, tokens: Sequence[str]) -> list[Message]:
@@ -114,6 +135,63 @@ class JSONSimulator(Simulator):
         )
         return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
 
+    def batch_messages(
+        self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
+    ) -> list[Message]:
+        """The chat messages that ask for several excerpts in one request."""
+        parts = [
+            f"Excerpt {i} ({len(tokens)} tokens), as a JSON list:\n{json.dumps(list(tokens))}"
+            for i, tokens in enumerate(excerpts, start=1)
+        ]
+        keys = ", ".join(f'"excerpt_{i}": [...]' for i in range(1, len(excerpts) + 1))
+        user = (
+            f"Explanation: the neuron finds {explanation.text}\n\n"
+            + "\n\n".join(parts)
+            + f"\n\nAnswer with a JSON object {{{keys}}} holding, for each excerpt, exactly one "
+            "integer per token, in order."
+        )
+        return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+
+    async def asimulate_many(
+        self, explanation: Explanation, sequences: Sequence[Sequence[str]]
+    ) -> list[SequenceSimulation]:
+        """Simulate several excerpts, ``excerpts_per_request`` per request (concurrently);
+        results are in the order of ``sequences``."""
+        structured = "json_schema" in self.llm.capabilities
+
+        async def batch(excerpts: list[Sequence[str]]) -> list[SequenceSimulation | str]:
+            lengths = [len(e) for e in excerpts]
+            response = await self.llm.acomplete(
+                self.batch_messages(explanation, excerpts),
+                temperature=0.0,
+                response_format=_schema(*lengths) if structured else None,
+            )
+            text = response.choices[0].text
+            try:
+                data = extract_json_object(text)
+            except ValueError as exc:
+                return [str(exc)] * len(excerpts)
+            outcomes: list[SequenceSimulation | str] = []
+            for i, tokens in enumerate(excerpts, start=1):
+                try:
+                    values = _check_values(
+                        data.get(f"excerpt_{i}") if isinstance(data, dict) else None,
+                        len(tokens),
+                        f"excerpt_{i}",
+                    )
+                except ValueError as exc:
+                    outcomes.append(str(exc))
+                    continue
+                outcomes.append(
+                    SequenceSimulation(tokens=tuple(tokens), expected_activations=tuple(values))
+                )
+            return outcomes
+
+        async def single(tokens: Sequence[str]) -> SequenceSimulation:
+            return await self.asimulate(explanation, tokens)
+
+        return await simulate_in_batches(sequences, self.excerpts_per_request, batch, single)
+
     async def asimulate(
         self, explanation: Explanation, tokens: Sequence[str]
     ) -> SequenceSimulation:
@@ -122,6 +200,8 @@ class JSONSimulator(Simulator):
         Raises:
             SimulationError: every attempt gave an unusable answer.
         """
+        if not tokens:
+            return SequenceSimulation(tokens=(), expected_activations=())
         structured = "json_schema" in self.llm.capabilities
         messages = self.messages(explanation, tokens)
         problems: list[str] = []

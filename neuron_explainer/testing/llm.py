@@ -2,6 +2,8 @@
 
 * `ScriptedLLM`: an `LLM` that answers requests from a script, in order.
 * `make_response`: build a `ChatResponse`, with canned token logprobs and usage if wanted.
+* `make_prompt_response`: build a `PromptLogprobsResponse` for a prompt, split into tokens with
+  their offsets, with canned top logprobs where wanted (for ``aprompt_logprobs`` scripts).
 * `FakeProvider`: a plugin registering the LLM provider ``fake``, so that ``"fake:any-model"``
   resolves to views of one `ScriptedLLM` (one script, one request log).
 * `ScriptExhaustedError`: a request arrived after the script ran out and there is no default.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -24,20 +27,28 @@ from neuron_explainer.llm.base import (
     ChatRequest,
     ChatResponse,
     Choice,
+    PromptLogprobsRequest,
+    PromptLogprobsResponse,
+    PromptToken,
     TokenLogprob,
     TopLogprob,
     Usage,
 )
+from neuron_explainer.llm.usage import record_usage
 from neuron_explainer.plugins.hookspecs import Register, hookimpl
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
     "Answer",
     "FakeProvider",
+    "PromptAnswer",
+    "PromptScriptItem",
     "ScriptExhaustedError",
     "ScriptItem",
     "ScriptedLLM",
+    "make_prompt_response",
     "make_response",
+    "split_text",
 ]
 
 DEFAULT_CAPABILITIES: frozenset[Capability] = frozenset({"chat", "chat_logprobs", "json_schema"})
@@ -50,6 +61,87 @@ Answer: TypeAlias = (
 
 ScriptItem: TypeAlias = Answer | BaseException | type[BaseException]
 """One scripted answer; an exception (instance or class) is raised when its turn comes."""
+
+PromptAnswer: TypeAlias = (
+    PromptLogprobsResponse
+    | Callable[[PromptLogprobsRequest], PromptLogprobsResponse | Awaitable[PromptLogprobsResponse]]
+)
+"""A scored prompt, or a function of the request returning one (see `make_prompt_response`)."""
+
+PromptScriptItem: TypeAlias = PromptAnswer | BaseException | type[BaseException]
+"""One scripted answer to ``aprompt_logprobs``; an exception is raised when its turn comes."""
+
+_PIECES = re.compile(r" ?[^\W\d_]+| ?\d| ?[^\w\s]+| ?_+|\s", re.DOTALL)
+
+
+def split_text(text: str) -> list[str]:
+    """Split ``text`` roughly as a BPE tokenizer would: words with their leading space, single
+    digits, runs of punctuation, and every other whitespace character alone (so a tab and the
+    word after it are separate tokens). The pieces concatenate to ``text``."""
+    pieces = _PIECES.findall(text)
+    if "".join(pieces) != text:  # pragma: no cover - the pattern covers every character
+        raise InvalidInputError("split_text lost characters")
+    return pieces
+
+
+def make_prompt_response(
+    prompt: str,
+    *,
+    top_logprobs: Mapping[int, Mapping[str, float]]
+    | Callable[[int, str], Mapping[str, float] | None]
+    | None = None,
+    split: Callable[[str], Sequence[str]] = split_text,
+    prompt_tokens: int | None = None,
+    model: str | None = None,
+) -> PromptLogprobsResponse:
+    """A `PromptLogprobsResponse` scoring ``prompt``: its tokens (``split(prompt)``) with their
+    character offsets, and the top logprobs given for some positions.
+
+    Args:
+        prompt: the prompt that was scored.
+        top_logprobs: the alternatives at a token, keyed by the token's character offset, or a
+            function ``(offset, token) -> mapping or None``. Each mapping goes from alternative
+            to log probability; a token's own ``logprob`` is its entry in the mapping (else
+            ``None``). Positions without a mapping get no alternatives.
+        split: splits the prompt into tokens (default `split_text`); the pieces must
+            concatenate to the prompt.
+        prompt_tokens: the usage to report (default: the number of tokens).
+        model: the model name the response reports.
+
+    Raises:
+        InvalidInputError: the pieces do not concatenate to the prompt, or a logprob is not a
+            finite number <= 0.
+    """
+    pieces = list(split(prompt))
+    if "".join(pieces) != prompt:
+        raise InvalidInputError("split(prompt) must return pieces that concatenate to the prompt")
+    tokens, offset = [], 0
+    for piece in pieces:
+        if callable(top_logprobs):
+            alternatives = top_logprobs(offset, piece)
+        else:
+            alternatives = (top_logprobs or {}).get(offset)
+        ranked = sorted((alternatives or {}).items(), key=lambda item: -item[1])
+        for token, value in ranked:
+            if not math.isfinite(value) or value > 0:
+                raise InvalidInputError(
+                    f"logprob of {token!r} at offset {offset} is {value}; a log probability is "
+                    "finite and <= 0"
+                )
+        tokens.append(
+            PromptToken(
+                token=piece,
+                offset=offset,
+                logprob=(alternatives or {}).get(piece),
+                top_logprobs=tuple(TopLogprob(token=t, logprob=lp) for t, lp in ranked),
+            )
+        )
+        offset += len(piece)
+    return PromptLogprobsResponse(
+        tokens=tuple(tokens),
+        usage=Usage(prompt_tokens=len(tokens) if prompt_tokens is None else prompt_tokens),
+        model=model,
+    )
 
 
 class ScriptExhaustedError(NeuronExplainerError):
@@ -152,6 +244,9 @@ class _Script:
         self.capabilities = capabilities
         self.requests: list[ChatRequest] = []
         self.answered = 0
+        self.prompt_items: deque[PromptScriptItem] = deque()
+        self.prompt_default: PromptScriptItem | None = None
+        self.prompt_requests: list[PromptLogprobsRequest] = []
         self.lock = threading.Lock()
 
 
@@ -169,6 +264,11 @@ class ScriptedLLM(LLM):
     When the script is used up, ``default`` (any of the above, reused) answers every further
     request; with no default, a request raises `ScriptExhaustedError`.
 
+    Prompt-logprob requests (`aprompt_logprobs`) are answered from a script of their own,
+    ``prompt_script`` then ``prompt_default``: each item a `PromptLogprobsResponse` (build one
+    with `make_prompt_response`), a callable of the `PromptLogprobsRequest` returning one (sync
+    or async), or an exception. They are logged in `prompt_requests`.
+
     The LLM enforces its ``capabilities`` as a strict backend would: a request asking for
     ``logprobs`` without ``"chat_logprobs"``, or a ``response_format`` without
     ``"json_schema"``, or any request without ``"chat"``, raises `CapabilityError` (and
@@ -182,7 +282,10 @@ class ScriptedLLM(LLM):
         model: the model name (the LLM's name is ``fake:<model>``).
         script: the answers, in order.
         default: the answer once the script is used up (``None``: raise instead).
-        capabilities: what the LLM offers (default `DEFAULT_CAPABILITIES`).
+        capabilities: what the LLM offers (default `DEFAULT_CAPABILITIES`, plus
+            ``"prompt_logprobs"`` when a prompt script or default is given).
+        prompt_script: the answers to prompt-logprob requests, in order.
+        prompt_default: the answer to prompt-logprob requests once ``prompt_script`` is used up.
 
     Raises:
         InvalidInputError: an unknown capability.
@@ -196,13 +299,24 @@ class ScriptedLLM(LLM):
         script: Iterable[ScriptItem] = (),
         *,
         default: ScriptItem | None = None,
-        capabilities: Iterable[Capability] = DEFAULT_CAPABILITIES,
+        capabilities: Iterable[Capability] | None = None,
+        prompt_script: Iterable[PromptScriptItem] = (),
+        prompt_default: PromptScriptItem | None = None,
     ) -> None:
         super().__init__(model)
+        prompt_items = list(prompt_script)
+        if capabilities is None:
+            scored = bool(prompt_items) or prompt_default is not None
+            capabilities = DEFAULT_CAPABILITIES | ({"prompt_logprobs"} if scored else set())
         self._script = _Script(script, default, _check_capabilities(capabilities))
+        self._script.prompt_items.extend(prompt_items)
+        self._script.prompt_default = prompt_default
 
     response = staticmethod(make_response)
     """Same as `make_response`: ``ScriptedLLM.response("7", logprobs=[{"7": -0.1}])``."""
+
+    prompt_response = staticmethod(make_prompt_response)
+    """Same as `make_prompt_response`."""
 
     @property
     def capabilities(self) -> frozenset[Capability]:
@@ -226,6 +340,25 @@ class ScriptedLLM(LLM):
     def requests(self) -> list[ChatRequest]:
         """Every request received so far, in order (shared by all views)."""
         return self._script.requests
+
+    @property
+    def prompt_default(self) -> PromptScriptItem | None:
+        """The answer to prompt-logprob requests once their script is used up; assignable."""
+        return self._script.prompt_default
+
+    @prompt_default.setter
+    def prompt_default(self, value: PromptScriptItem | None) -> None:
+        self._script.prompt_default = value
+
+    @property
+    def prompt_requests(self) -> list[PromptLogprobsRequest]:
+        """Every prompt-logprob request received so far, in order (shared by all views)."""
+        return self._script.prompt_requests
+
+    def add_prompt(self, *items: PromptScriptItem) -> None:
+        """Append ``items`` to the end of the prompt-logprob script."""
+        with self._script.lock:
+            self._script.prompt_items.extend(items)
 
     @property
     def remaining(self) -> int:
@@ -301,14 +434,60 @@ class ScriptedLLM(LLM):
         if inspect.isawaitable(answer):
             answer = await answer
         if isinstance(answer, ChatResponse):
+            record_usage(answer.usage)
             return answer
         if isinstance(answer, str):
             choice = Choice(text=answer, finish_reason="stop")
+            record_usage(Usage())
             return ChatResponse(choices=(choice,) * request.n, model=self.model)
         raise InvalidInputError(
             f"a {self.name} script answer must be a str, a ChatResponse, a callable returning "
             f"one, or an exception; got {type(answer).__name__}"
         )
+
+    async def aprompt_logprobs(self, request: PromptLogprobsRequest) -> PromptLogprobsResponse:
+        """Answer ``request`` with the next prompt-script item (or the prompt default).
+
+        Raises:
+            CapabilityError: this LLM does not offer ``prompt_logprobs``.
+            ScriptExhaustedError: the prompt script is used up and there is no prompt default.
+            InvalidInputError: a script item (or what a callable returned) is not a
+                `PromptLogprobsResponse`.
+            Exception: a scripted exception, or whatever a callable raised.
+        """
+        state = self._script
+        with state.lock:
+            state.prompt_requests.append(request)
+            number = len(state.prompt_requests)
+            if "prompt_logprobs" not in self.capabilities:
+                raise CapabilityError(
+                    f"a prompt-logprob request was sent to {self.name}, which does not offer "
+                    f"'prompt_logprobs' (it offers: {', '.join(sorted(self.capabilities))}). "
+                    "Call LLM.require before relying on it."
+                )
+            item = state.prompt_items.popleft() if state.prompt_items else state.prompt_default
+        if item is None:
+            raise ScriptExhaustedError(
+                f"{self.name} got prompt-logprob request {number} but its prompt script has no "
+                "answers left and no prompt_default; add answers with .add_prompt(...) or set "
+                f".prompt_default. The prompt began: {request.prompt[:120]!r}"
+            )
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, type):
+            if issubclass(item, BaseException):
+                raise item()
+            raise InvalidInputError(f"{self.name}: prompt script item {item.__name__} is a class")
+        answer = item(request) if callable(item) else item
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if not isinstance(answer, PromptLogprobsResponse):
+            raise InvalidInputError(
+                f"a {self.name} prompt script answer must be a PromptLogprobsResponse, a callable "
+                f"returning one, or an exception; got {type(answer).__name__}"
+            )
+        record_usage(answer.usage)
+        return answer
 
 
 class FakeProvider:

@@ -1,0 +1,181 @@
+"""The paper's "all at once" simulator: one prompt-logprob request per excerpt, no generation.
+
+The prompt (`build_all_at_once_prompt`) is raw text, not chat: a preamble, the made-up example
+neurons of `neuron_explainer.explainers.few_shot` with their real activations as
+``token<TAB>N`` lines, then the explanation and the excerpt with every activation written as
+the placeholder ``unknown`` (``token<TAB>unknown`` lines). The backend scores the prompt
+(`LLM.aprompt_logprobs`); the top logprobs at the first token of each placeholder are the
+model's prediction for what follows ``token<TAB>``, i.e. the activation. The alternatives that
+stand for a number 0..10 are renormalised and their mean is the expected activation (``"1"``
+counts as 1; 10 counts only when the tokenizer has ``"10"`` as one token).
+
+Alignment: the character offset of every placeholder is known, and a prompt token must start
+exactly there. A tokenizer that merges the tab into the placeholder (or otherwise shifts the
+boundary) gives an alignment failure: `SimulationError` naming the position. A placeholder
+whose top logprobs hold no number is a failure too (`SimulationError`), never a zero: raise
+``top_logprobs`` or use a model that has learnt the format. Scoring a prompt is deterministic,
+so nothing is retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from neuron_explainer.errors import InvalidInputError, SimulationError
+from neuron_explainer.explainers.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
+from neuron_explainer.interfaces import Simulator
+from neuron_explainer.llm.base import LLM, PromptLogprobsRequest, PromptLogprobsResponse
+from neuron_explainer.llm.prompts import escape_token
+from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
+from neuron_explainer.simulators._common import (
+    digit_probabilities,
+    simulation_from_distributions,
+)
+
+__all__ = ["PLACEHOLDER", "PromptLogprobSimulator", "build_all_at_once_prompt", "read_placeholders"]
+
+PROMPT_VERSION = "prompt-logprob-simulator/1"
+PLACEHOLDER = "unknown"
+"""What the prompt writes in place of each activation to predict."""
+PREAMBLE = (
+    "We're studying neurons in a neural network. Each neuron looks for some particular thing "
+    "in a short document. Look at an explanation of what the neuron does, and try to predict "
+    "its activations on each token.\n\nThe activation format is token<tab>activation, "
+    'activations go from 0 to 10, "unknown" indicates an unknown activation. Most activations '
+    "will be 0. Tabs, newlines and backslashes inside tokens are written as \\t, \\n and \\\\."
+)
+
+
+def _neuron_header(number: int, explanation: str) -> str:
+    return (
+        f"Neuron {number}\nExplanation of neuron {number} behavior: the main thing this neuron "
+        f"does is find {explanation}\nActivations:\n"
+    )
+
+
+def build_all_at_once_prompt(
+    explanation: Explanation | str,
+    tokens: Sequence[str],
+    examples: Sequence[FewShotExample] = FEW_SHOT_EXAMPLES,
+) -> tuple[str, list[int]]:
+    """The all-at-once prompt for ``tokens`` and the character offset of every placeholder.
+
+    ``prompt[offset:offset + len(PLACEHOLDER)] == PLACEHOLDER`` at each offset, one per token
+    in order. Pure text, so a local backend can score it with its own tokenizer.
+
+    Args:
+        explanation: the explanation (or its text).
+        tokens: the excerpt to predict.
+        examples: the example neurons shown first, with their activations.
+    """
+    text = explanation.text if isinstance(explanation, Explanation) else explanation
+    parts = [PREAMBLE, "\n\n"]
+    for number, example in enumerate(examples, start=1):
+        parts.append(_neuron_header(number, example.explanation))
+        for record in example.records:
+            parts.append("<start>\n")
+            parts.extend(f"{escape_token(t)}\t{level}\n" for t, level in record)
+            parts.append("<end>\n")
+        parts.append("\n")
+    parts.append(_neuron_header(len(examples) + 1, text))
+    parts.append("<start>\n")
+    offsets: list[int] = []
+    length = sum(len(p) for p in parts)
+    for token in tokens:
+        line = f"{escape_token(token)}\t"
+        offsets.append(length + len(line))
+        parts.append(f"{line}{PLACEHOLDER}\n")
+        length += len(parts[-1])
+    parts.append("<end>")
+    return "".join(parts), offsets
+
+
+def read_placeholders(
+    response: PromptLogprobsResponse, tokens: Sequence[str], offsets: Sequence[int]
+) -> SequenceSimulation:
+    """The simulation of ``tokens`` from a scored all-at-once prompt: the digit distribution of
+    the top logprobs of the prompt token starting at each placeholder offset.
+
+    Raises:
+        SimulationError: no prompt token starts at a placeholder (alignment failure), or the
+            top logprobs at a placeholder hold no number.
+    """
+    by_offset = {t.offset: t for t in response.tokens}
+    distributions = []
+    for i, (token, offset) in enumerate(zip(tokens, offsets, strict=True), start=1):
+        scored = by_offset.get(offset)
+        if scored is None or not PLACEHOLDER.startswith(scored.token[: len(PLACEHOLDER)]):
+            around = [(t.token, t.offset) for t in response.tokens if abs(t.offset - offset) <= 8]
+            raise SimulationError(
+                f"alignment failure at token {i} ({token!r}): no prompt token starts at the "
+                f"placeholder's character offset {offset} (tokens nearby: {around}); the "
+                "backend's tokenizer merges the placeholder with the text before it"
+            )
+        found = digit_probabilities((t.token, t.logprob) for t in scored.top_logprobs)
+        if not found:
+            raise SimulationError(
+                f"no activation number among the top logprobs at token {i} ({token!r}), "
+                f"offset {offset}: {[t.token for t in scored.top_logprobs]}"
+            )
+        distributions.append(found)
+    return simulation_from_distributions(tokens, distributions)
+
+
+class PromptLogprobSimulator(Simulator):
+    """The paper's all-at-once simulator: one prompt-logprob request per excerpt (see the
+    module docstring for the prompt and the alignment rule).
+
+    Args:
+        llm: the model to ask; it must offer ``prompt_logprobs``.
+        top_logprobs: alternatives asked for at each prompt token (1-20).
+
+    Raises:
+        InvalidInputError: no ``llm`` given, or ``top_logprobs`` out of range.
+        CapabilityError: the LLM does not offer ``prompt_logprobs``.
+    """
+
+    name = "llm-prompt-logprob"
+
+    def __init__(self, llm: LLM | None = None, *, top_logprobs: int = 15) -> None:
+        if llm is None:
+            raise InvalidInputError(
+                "the 'llm-prompt-logprob' simulator needs an LLM: pass llm=... (a model that "
+                "scores prompts, e.g. a completions server with echo + logprobs)"
+            )
+        if not 1 <= top_logprobs <= 20:
+            raise InvalidInputError(f"top_logprobs must be within 1-20, got {top_logprobs}")
+        llm.require(
+            "prompt_logprobs",
+            by="the 'llm-prompt-logprob' (all-at-once) simulator (it reads the logprobs of "
+            "the prompt's placeholder tokens)",
+        )
+        self.llm, self.top_logprobs = llm, top_logprobs
+
+    @property
+    def info(self) -> ComponentInfo:
+        return ComponentInfo(
+            name=self.name,
+            version="1",
+            prompt_version=PROMPT_VERSION,
+            settings={"llm": self.llm.name, "top_logprobs": self.top_logprobs},
+        )
+
+    async def asimulate(
+        self, explanation: Explanation, tokens: Sequence[str]
+    ) -> SequenceSimulation:
+        """Predict every token's activation (expected value over 0-10) with its distribution.
+
+        Raises:
+            SimulationError: an alignment failure or a placeholder with no number among its
+                top logprobs.
+        """
+        if not tokens:
+            return SequenceSimulation(tokens=(), expected_activations=())
+        prompt, offsets = build_all_at_once_prompt(explanation, tokens)
+        response = await self.llm.aprompt_logprobs(
+            PromptLogprobsRequest(prompt=prompt, top_logprobs=self.top_logprobs)
+        )
+        try:
+            return read_placeholders(response, tokens, offsets)
+        except SimulationError as exc:
+            raise SimulationError(f"{self.llm.name}: {exc}") from None
