@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--tiny", action="store_true", help="a 2-layer toy model instead")
+    parser.add_argument(
+        "--memory-only", action="store_true", help="skip the bare forward (peak memory, size)"
+    )
     args = parser.parse_args()
 
     config = (
@@ -90,6 +93,8 @@ def main() -> None:
 
         def after_batch(done: int) -> None:
             nonlocal bare, done_before
+            if args.memory_only:
+                return
             start = time.perf_counter()
             bare_forward(windows[done_before:done])
             bare += time.perf_counter() - start
@@ -116,9 +121,10 @@ def main() -> None:
 
         print(f"model: {config.n_layer} layers x {collection.n_neurons(0)} neurons")
         print(f"windows {len(windows)}, tokens {n_tokens}")
-        print(f"bare forward   {n_tokens / bare:9.0f} tokens/s")
         print(f"collect        {n_tokens / collecting:9.0f} tokens/s")
-        print(f"collect / bare {bare / collecting:.3f}x (target >= 0.85)")
+        if not args.memory_only:
+            print(f"bare forward   {n_tokens / bare:9.0f} tokens/s")
+            print(f"collect / bare {bare / collecting:.3f}x (target >= 0.85)")
         print(
             f"output {size_mb:.0f} MB; read one neuron {read_ms:.1f} ms; peak RSS {peak_mb:.0f} MB"
         )
