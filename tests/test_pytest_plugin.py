@@ -125,7 +125,9 @@ def test_the_other_code_blocks_of_the_page_run() -> None:
     page = PAGE.read_text(encoding="utf-8")
     example = worked_example()
     blocks = [m["code"] for m in PYTHON_BLOCK.finditer(page) if m["code"] != example]
-    assert len(blocks) == 4, "expected the logprobs, registry, test-server and unittest snippets"
+    assert len(blocks) == 5, (
+        "expected the logprobs, registry, test-server, oracle and unittest snippets"
+    )
     unittest_cases = 0
     for code in blocks:
         namespace: dict[str, object] = {"__name__": "docs_testing_snippet"}
