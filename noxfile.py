@@ -1,4 +1,5 @@
-"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s docs`.
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s docs`; opt-in
+integration sessions (not in the default list): `nox -s slow`, `nox -s llamacpp`.
 
 Every session installs the CPU build of torch first (`torch==2.13.0`), so that resolving the
 package's `torch` requirement never pulls a CUDA build.
@@ -30,7 +31,19 @@ def tests(session: nox.Session) -> None:
 def slow(session: nox.Session) -> None:
     """Integration tests on the real pretrained Gemma-3-270M (offline, a few minutes)."""
     install(session, "test,gemma")
-    session.run("python", "-m", "pytest", "-m", "slow", *session.posargs)
+    session.run("python", "-m", "pytest", "-m", "slow and not llamacpp", *session.posargs)
+
+
+@nox.session
+def llamacpp(session: nox.Session) -> None:
+    """End to end against a real llama.cpp server (xllamacpp, a 0.5B model) on 127.0.0.1.
+
+    Offline; 2 CPU threads: about 30 s on idle cores, a few minutes on busy ones (the 491 MB
+    model is assembled once, under ~/.cache/neuron_explainer/llamacpp)."""
+    install(session, "test,llamacpp")
+    session.run(
+        "python", "-m", "pytest", "-m", "llamacpp", "tests/test_llamacpp_slow.py", *session.posargs
+    )
 
 
 @nox.session
