@@ -1,0 +1,102 @@
+"""Run-level numbers for the report overview: counts, mean/median score, usage, histogram."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from neuron_explainer.results import ExplanationResult, UsageSummary
+
+__all__ = ["HISTOGRAM_BINS", "RunSummary", "bin_edges", "component_label", "histogram_bin"]
+
+HISTOGRAM_BINS = 20
+"""Bins of the score histogram: ``[-1, 1]`` cut into equal widths (0.1 each)."""
+
+_LOW, _HIGH = -1.0, 1.0
+
+
+def histogram_bin(score: float, bins: int = HISTOGRAM_BINS) -> int:
+    """The histogram bin of a correlation: bins are ``[lo, hi)`` except the last, ``[lo, 1]``.
+
+    Values outside ``[-1, 1]`` (rounding noise) fall into the first or last bin.
+    """
+    width = (_HIGH - _LOW) / bins
+    # A small tolerance puts 0.3 in [0.3, 0.4) despite 1.3 / 0.1 == 12.999...
+    position = math.floor((score - _LOW) / width + 1e-9)
+    return min(bins - 1, max(0, position))
+
+
+def bin_edges(bins: int = HISTOGRAM_BINS) -> list[tuple[float, float]]:
+    """``(lo, hi)`` of every histogram bin."""
+    width = (_HIGH - _LOW) / bins
+    return [(_LOW + i * width, _LOW + (i + 1) * width) for i in range(bins)]
+
+
+@dataclass
+class RunSummary:
+    """Accumulates what the overview needs, one result at a time (a few numbers per unit)."""
+
+    bins: int = HISTOGRAM_BINS
+    explained: int = 0
+    failed: int = 0
+    scores: list[float] = field(default_factory=list)
+    random_scores: list[float] = field(default_factory=list)
+    undefined: int = 0
+    usage: UsageSummary = field(default_factory=UsageSummary)
+    models: Counter[str] = field(default_factory=Counter)
+    explainers: Counter[str] = field(default_factory=Counter)
+    simulators: Counter[str] = field(default_factory=Counter)
+    counts: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * self.bins
+
+    def add(self, result: ExplanationResult) -> None:
+        """Count one explained unit."""
+        self.explained += 1
+        score = result.scored.correlation.value
+        if score is None:
+            self.undefined += 1
+        else:
+            self.scores.append(score)
+            self.counts[histogram_bin(score, self.bins)] += 1
+        random_score = result.scored.random_correlation.value
+        if random_score is not None:
+            self.random_scores.append(random_score)
+        self.usage = self.usage + result.usage
+        self.models[result.unit.model] += 1
+        self.explainers[component_label(result.explainer.name, result.explainer.settings)] += 1
+        self.simulators[component_label(result.simulator.name, result.simulator.settings)] += 1
+
+    @property
+    def mean(self) -> float | None:
+        """Mean of the defined headline scores."""
+        return statistics.fmean(self.scores) if self.scores else None
+
+    @property
+    def median(self) -> float | None:
+        """Median of the defined headline scores."""
+        return statistics.median(self.scores) if self.scores else None
+
+    @property
+    def random_mean(self) -> float | None:
+        """Mean of the defined random-only scores."""
+        return statistics.fmean(self.random_scores) if self.random_scores else None
+
+    @property
+    def has_usage(self) -> bool:
+        """Whether any LLM call was recorded (offline components record none)."""
+        u = self.usage
+        return bool(u.calls or u.cache_hits or u.prompt_tokens or u.completion_tokens or u.cost_usd)
+
+
+def component_label(name: str, settings: Mapping[str, object]) -> str:
+    """``name``, with the LLM it ran on (``settings["llm"]`` or ``["model"]``) when known."""
+    for key in ("llm", "model"):
+        model = settings.get(key)
+        if isinstance(model, str) and model and model not in name:
+            return f"{name} ({model})"
+    return name
