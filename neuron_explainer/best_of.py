@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import JsonValue
 
 from neuron_explainer.errors import ExplanationError, InvalidInputError, SimulationError
-from neuron_explainer.interfaces import Explainer, Simulator
+from neuron_explainer.interfaces import Explainer, Simulator, gather_or_cancel
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import Explanation, Score
 from neuron_explainer.scoring import correlation
@@ -65,7 +65,7 @@ async def _candidates(
 ) -> list[Explanation]:
     if isinstance(explainer, CandidateExplainer):
         return list(await explainer.aexplain_candidates(records, k))
-    return list(await asyncio.gather(*(explainer.aexplain(records) for _ in range(k))))
+    return await gather_or_cancel(*(explainer.aexplain(records) for _ in range(k)))
 
 
 async def abest_of_k(

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from neuron_explainer.errors import UsageError
 from neuron_explainer.records import ActivationRecord, NeuronRecord, UnitId
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
 
-__all__ = ["Explainer", "Simulator", "Subject", "run_sync"]
+__all__ = ["Explainer", "Simulator", "Subject", "gather_or_cancel", "run_sync"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,23 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         "a synchronous neuron_explainer call was made inside a running event loop; "
         "await its async twin instead (e.g. `await aexplain_neuron(...)`)"
     )
+
+
+async def gather_or_cancel(*awaitables: Awaitable[T]) -> list[T]:
+    """Like ``asyncio.gather``, but the first failure cancels the others, and waits for them
+    to end, before it propagates: no request of a failed unit goes on in the background.
+
+    Raises:
+        BaseException: the first exception raised by one of ``awaitables``.
+    """
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 class _Component:
@@ -118,8 +135,9 @@ class Simulator(_Component, ABC):
     async def asimulate_many(
         self, explanation: Explanation, sequences: Sequence[Sequence[str]]
     ) -> list[SequenceSimulation]:
-        """Simulate several excerpts; results are in the order of ``sequences``."""
-        return list(await asyncio.gather(*(self.asimulate(explanation, s) for s in sequences)))
+        """Simulate several excerpts concurrently; results are in the order of ``sequences``.
+        The first failure cancels the other simulations and propagates."""
+        return await gather_or_cancel(*(self.asimulate(explanation, s) for s in sequences))
 
     def simulate(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
         """Sync twin of `asimulate`."""

@@ -21,11 +21,16 @@ from neuron_explainer.interfaces import Explainer, Simulator, run_sync
 from neuron_explainer.llm.usage import track_usage
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import ActivationRecord, NeuronRecord
-from neuron_explainer.results import Explanation, ExplanationResult, SequenceSimulation
+from neuron_explainer.results import (
+    Explanation,
+    ExplanationResult,
+    ScoredSimulation,
+    SequenceSimulation,
+)
 from neuron_explainer.scoring import CalibrationMethod, fit_calibration, score_simulations
-from neuron_explainer.splits import split_records
+from neuron_explainer.splits import Splits, split_records
 
-__all__ = ["aexplain_neuron", "explain_neuron", "simulate_records"]
+__all__ = ["aexplain_neuron", "ascore_explanation", "explain_neuron", "simulate_records"]
 
 
 def _coerce_record(record: NeuronRecord | Mapping[str, Any]) -> NeuronRecord:
@@ -102,6 +107,42 @@ async def simulate_records(
                 f"not match the excerpt's {len(record.tokens)} tokens"
             )
     return simulations
+
+
+async def ascore_explanation(
+    simulator: Simulator,
+    explanation: Explanation,
+    splits: Splits,
+    *,
+    calibration: CalibrationMethod = "linear",
+    score_split: Literal["valid", "test"] = "valid",
+) -> ScoredSimulation:
+    """Simulate the calibration split (unless ``calibration="none"``) and ``score_split`` of
+    ``splits`` from ``explanation``, fit the calibration on the first and score the second.
+
+    This is the second half of `explain_neuron`; re-scoring an explanation with another
+    simulator calls it with the same splits.
+
+    Raises:
+        SimulationError: the simulator failed or returned misaligned simulations.
+    """
+    scored_set = splits.held_out(score_split)
+    to_fit = splits.calibration.records if calibration != "none" else ()
+    simulations = await simulate_records(simulator, explanation, (*to_fit, *scored_set.records))
+    fit_sims, scored_sims = simulations[: len(to_fit)], simulations[len(to_fit) :]
+
+    fitted = fit_calibration(
+        calibration,
+        np.concatenate([s.expected_activations for s in fit_sims]) if fit_sims else [],
+        np.concatenate([r.activations for r in to_fit]) if to_fit else [],
+    )
+    n_top = len(scored_set.top)
+    return score_simulations(
+        score_split,
+        list(zip(scored_set.top, scored_sims[:n_top], strict=True)),
+        list(zip(scored_set.random, scored_sims[n_top:], strict=True)),
+        fitted,
+    )
 
 
 async def aexplain_neuron(
@@ -192,22 +233,8 @@ async def _explain(
             "not an Explanation"
         )
 
-    scored_set = splits.held_out(score_split)
-    to_fit = splits.calibration.records if calibration != "none" else ()
-    simulations = await simulate_records(the_simulator, explanation, (*to_fit, *scored_set.records))
-    fit_sims, scored_sims = simulations[: len(to_fit)], simulations[len(to_fit) :]
-
-    fitted = fit_calibration(
-        calibration,
-        np.concatenate([s.expected_activations for s in fit_sims]) if fit_sims else [],
-        np.concatenate([r.activations for r in to_fit]) if to_fit else [],
-    )
-    n_top = len(scored_set.top)
-    scored = score_simulations(
-        score_split,
-        list(zip(scored_set.top, scored_sims[:n_top], strict=True)),
-        list(zip(scored_set.random, scored_sims[n_top:], strict=True)),
-        fitted,
+    scored = await ascore_explanation(
+        the_simulator, explanation, splits, calibration=calibration, score_split=score_split
     )
     return ExplanationResult(
         unit=neuron_record.unit,

@@ -20,7 +20,6 @@ dropped is recorded in ``Explanation.data["prompt"]``.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from pydantic import JsonValue
 
 from neuron_explainer.errors import ExplanationError, InvalidInputError
 from neuron_explainer.explainers.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
-from neuron_explainer.interfaces import Explainer
+from neuron_explainer.interfaces import Explainer, gather_or_cancel
 from neuron_explainer.llm.base import LLM, Message
 from neuron_explainer.llm.prompts import render_blocks
 from neuron_explainer.records import ActivationRecord
@@ -302,7 +301,7 @@ class LLMExplainer(Explainer):
         raws = await ask(k) if self.supports_n or k == 1 else []
         missing = k - len(raws)
         if missing > 0:
-            for more in await asyncio.gather(*(ask(1) for _ in range(missing))):
+            for more in await gather_or_cancel(*(ask(1) for _ in range(missing))):
                 raws.extend(more)
         return raws
 

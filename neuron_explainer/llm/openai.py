@@ -68,7 +68,13 @@ from neuron_explainer.llm.base import (
 )
 from neuron_explainer.llm.cache import ResponseCache, cache_key, public_url
 from neuron_explainer.llm.limits import RateLimiter
-from neuron_explainer.llm.usage import Price, check_budget, estimate_cost, price_for, record_usage
+from neuron_explainer.llm.usage import (
+    Price,
+    estimate_cost,
+    price_for,
+    record_usage,
+    reserve_budget,
+)
 from neuron_explainer.results import ComponentInfo
 
 __all__ = [
@@ -896,15 +902,16 @@ class OpenAILLM(LLM):
                     return parsed
         price = self.price if self.price is not None else price_for(self.model)
         worst = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-        check_budget(
-            estimate_cost(self.model, worst, price), what=f"a request to {self.name} ({endpoint})"
-        )
-        key = self._key()
-        data, attempts = await self._send(
-            endpoint, body, base_url=base_url, key=key, tokens=prompt_tokens + completion_tokens
-        )
-        usage = _parse_usage(data)  # recorded even if the rest turns out unusable
-        record_usage(usage, cost_usd=estimate_cost(self.model, usage, price))
+        worst_cost = estimate_cost(self.model, worst, price)
+        # The worst case is held against every budget while the request is in flight, and
+        # the real cost is recorded before it is released.
+        async with reserve_budget(worst_cost, what=f"a request to {self.name} ({endpoint})"):
+            key = self._key()
+            data, attempts = await self._send(
+                endpoint, body, base_url=base_url, key=key, tokens=prompt_tokens + completion_tokens
+            )
+            usage = _parse_usage(data)  # recorded even if the rest turns out unusable
+            record_usage(usage, cost_usd=estimate_cost(self.model, usage, price))
         try:
             parsed = parse(data)
         except ValidationError as exc:

@@ -9,14 +9,18 @@ Cost is an estimate from a small price table in USD per million tokens (`PRICES`
 own `Price` to a provider, or `set_price`, where the table is wrong or missing. A meter with a
 ``budget_usd`` refuses, through `check_budget`, any call whose worst-case cost would push the
 spent total past the cap: `BudgetExceededError` is raised *before* the request is sent.
+Providers hold that worst case with `reserve_budget` while the request is in flight, so
+concurrent requests cannot pass a cap together: a meter's room is its budget minus what was
+spent minus what requests in flight may still cost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +38,7 @@ __all__ = [
     "estimate_cost",
     "price_for",
     "record_usage",
+    "reserve_budget",
     "set_price",
     "track_usage",
 ]
@@ -76,6 +81,7 @@ PRICES: dict[str, Price] = {
 estimate, not a bill. Models not listed (local servers) cost nothing unless you `set_price`."""
 
 _lock = threading.Lock()
+_WAIT = 0.005  # seconds between looks at a budget that calls in flight are holding
 
 
 def set_price(model: str, price: Price) -> None:
@@ -111,6 +117,8 @@ class UsageMeter:
             raise ValueError(f"budget_usd must be >= 0, got {budget_usd}")
         self.budget_usd = budget_usd
         self._summary = UsageSummary()
+        self._reserved = 0.0
+        self._in_flight = 0
         self._lock = threading.Lock()
 
     @property
@@ -124,10 +132,32 @@ class UsageMeter:
             self._summary = self._summary + summary
 
     def remaining_usd(self) -> float | None:
-        """Budget left, or ``None`` without a cap."""
+        """Budget left (minus what calls in flight may still cost), or ``None`` without a
+        cap."""
         if self.budget_usd is None:
             return None
-        return self.budget_usd - self._summary.cost_usd
+        return self.budget_usd - self._summary.cost_usd - self._reserved
+
+    def _refuse(self, worst_case_usd: float, what: str) -> None:
+        """Raise `BudgetExceededError` if ``worst_case_usd`` does not fit what is left."""
+        left = self.remaining_usd()
+        if left is not None and worst_case_usd > left:
+            raise BudgetExceededError(
+                f"budget of ${self.budget_usd:.4f} would be exceeded: "
+                f"${self._summary.cost_usd:.4f} spent, ${self._reserved:.4f} held by calls in "
+                f"flight, {what} could cost up to ${worst_case_usd:.4f}; raise the budget to "
+                "continue"
+            )
+
+    def _hold(self, worst_case_usd: float) -> None:
+        self._reserved += worst_case_usd
+        self._in_flight += 1
+
+    def _release(self, worst_case_usd: float) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            # A float sum drifts; with nothing in flight nothing is held.
+            self._reserved = self._reserved - worst_case_usd if self._in_flight else 0.0
 
 
 _meters: contextvars.ContextVar[tuple[UsageMeter, ...]] = contextvars.ContextVar(
@@ -174,16 +204,56 @@ def record_usage(usage: Usage, *, cost_usd: float = 0.0, cached: bool = False) -
 
 def check_budget(worst_case_usd: float, *, what: str = "the next LLM call") -> None:
     """Raise `BudgetExceededError` if a call costing up to ``worst_case_usd`` would push any
-    open meter past its budget. Providers call this before sending a request.
+    open meter past its budget (what calls in flight hold counts as spent). Providers call
+    this, or better `reserve_budget`, before sending a request.
 
     Raises:
         BudgetExceededError: naming the budget, what was spent and the call's worst case.
     """
     for meter in _meters.get():
-        left = meter.remaining_usd()
-        if left is not None and worst_case_usd > left:
-            raise BudgetExceededError(
-                f"budget of ${meter.budget_usd:.4f} would be exceeded: "
-                f"${meter.summary.cost_usd:.4f} spent, {what} could cost up to "
-                f"${worst_case_usd:.4f}; raise the budget to continue"
-            )
+        with meter._lock:
+            meter._refuse(worst_case_usd, what)
+
+
+@asynccontextmanager
+async def reserve_budget(
+    worst_case_usd: float, *, what: str = "the next LLM call"
+) -> AsyncIterator[None]:
+    """Hold ``worst_case_usd`` against every open meter's budget until the block ends; send the
+    request and `record_usage` its real cost inside the block.
+
+    A call that does not fit what is left waits while other calls are in flight (their
+    reservations come back as they finish, usually costing less than their worst case); it is
+    refused only when it could not fit even with nothing in flight. So concurrent calls never
+    pass a cap together, and a cap near the end does not refuse calls it can still afford.
+
+    Raises:
+        BudgetExceededError: as for `check_budget`, when nothing in flight could make room
+            (nothing is held then).
+    """
+    meters = _meters.get()
+    while True:
+        held: list[UsageMeter] = []
+        waiting = False
+        for meter in meters:
+            with meter._lock:
+                left = meter.remaining_usd()
+                if left is not None and worst_case_usd > left:
+                    if not meter._in_flight:
+                        for other in held:
+                            other._release(worst_case_usd)
+                        meter._refuse(worst_case_usd, what)
+                    waiting = True
+                    break
+                meter._hold(worst_case_usd)
+            held.append(meter)
+        if not waiting:
+            break
+        for other in held:
+            other._release(worst_case_usd)
+        await asyncio.sleep(_WAIT)
+    try:
+        yield
+    finally:
+        for meter in held:
+            meter._release(worst_case_usd)

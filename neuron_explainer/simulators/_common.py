@@ -3,11 +3,11 @@ distribution over activation digits from top logprobs, and batching excerpts int
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
+from neuron_explainer.interfaces import gather_or_cancel
 from neuron_explainer.results import SequenceSimulation
 
 TASK = (
@@ -100,16 +100,16 @@ async def simulate_in_batches(
         ) -> SequenceSimulation:
             return outcome if isinstance(outcome, SequenceSimulation) else await single(excerpt)
 
-        return list(await asyncio.gather(*map(settle, outcomes, excerpts)))
+        return await gather_or_cancel(*map(settle, outcomes, excerpts))
 
     results: dict[int, SequenceSimulation] = {}
     for group, simulated in zip(
-        groups, await asyncio.gather(*(run(g) for g in groups)), strict=True
+        groups, await gather_or_cancel(*(run(g) for g in groups)), strict=True
     ):
         results.update(zip(group, simulated, strict=True))
     empty = [i for i, s in enumerate(sequences) if not s]
     for i, simulation in zip(
-        empty, await asyncio.gather(*(single(sequences[i]) for i in empty)), strict=True
+        empty, await gather_or_cancel(*(single(sequences[i]) for i in empty)), strict=True
     ):
         results[i] = simulation
     return [results[i] for i in range(len(sequences))]

@@ -1,0 +1,247 @@
+"""The unit runner behind `neuron_explainer.batch`: work through a run's pending units,
+``concurrency`` at a time, under one usage meter, committing each outcome as it comes."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from neuron_explainer.errors import (
+    AuthenticationError,
+    ExplanationError,
+    InsufficientRecordsError,
+    InvalidRecordError,
+    LLMError,
+    SimulationError,
+)
+from neuron_explainer.llm.usage import BudgetExceededError, track_usage
+from neuron_explainer.records import UnitId
+from neuron_explainer.results import ExplanationResult, UsageSummary
+from neuron_explainer.runstore import RunStore
+
+__all__ = ["RunEvent", "RunSummary", "run_units"]
+
+# Failures of one unit: recorded with their reason, and the run goes on. Anything else (a
+# TypeError, a CapabilityError, an InvalidInputError about the settings, a rejected API key)
+# stops the run and propagates.
+UNIT_FAILURES = (
+    SimulationError,
+    ExplanationError,
+    InsufficientRecordsError,
+    InvalidRecordError,
+    LLMError,
+)
+FATAL = (AuthenticationError,)
+
+
+class RunSummary(BaseModel):
+    """What one call of `aexplain_neurons` or `arescore` did.
+
+    ``total = done + failed + skipped``. ``skipped`` counts the units not attempted in this
+    call: ``already_done`` before it, ``not_retried`` (failed before, ``retry_failed`` off) and
+    ``pending`` (left undone because the run stopped, e.g. at the budget).
+
+    Attributes:
+        db: the run database.
+        total: units chosen for this call.
+        done: units finished in this call.
+        failed: units that failed in this call (reasons in `RunStore.failures`).
+        skipped: see above.
+        usage: tokens and cost spent by this call.
+        elapsed_s: wall time of the call.
+        stopped_reason: ``"budget"`` when the budget stopped the run, else ``None``.
+        spent_usd: everything the database's runs have spent so far (this call included).
+        collection: the collection the records came from, if any.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    db: str
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    already_done: int = 0
+    not_retried: int = 0
+    pending: int = 0
+    usage: UsageSummary = UsageSummary()
+    elapsed_s: float = 0.0
+    stopped_reason: str | None = None
+    spent_usd: float = 0.0
+    collection: str | None = None
+
+
+class RunEvent(BaseModel):
+    """Progress of a run, passed to ``progress`` once per unit that finishes, fails or is
+    stopped.
+
+    Attributes:
+        kind: ``"done"``, ``"failed"`` or ``"stopped"`` (stopped by the budget; the unit
+            stays pending).
+        unit: the unit.
+        score: a done unit's headline score.
+        reason: why a unit failed.
+        usage: what this unit spent.
+        completed: units finished (done, failed or stopped) in this call so far.
+        total: units this call attempts (``skipped`` ones not counted).
+        run_usage: what this call has spent so far.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["done", "failed", "stopped"]
+    unit: UnitId
+    score: float | None = None
+    reason: str | None = None
+    usage: UsageSummary = UsageSummary()
+    completed: int = 0
+    total: int = 0
+    run_usage: UsageSummary = UsageSummary()
+
+
+class _Counters:
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = self.failed = self.stopped = 0
+        self.stopped_reason: str | None = None
+
+    @property
+    def completed(self) -> int:
+        return self.done + self.failed + self.stopped
+
+
+async def run_units(
+    store: RunStore,
+    kind: str,
+    chosen: Sequence[UnitId],
+    work: Callable[[UnitId], Awaitable[ExplanationResult]],
+    *,
+    concurrency: int,
+    budget_usd: float | None,
+    retry_failed: bool,
+    progress: Callable[[RunEvent], None] | None,
+    started: float,
+    collection: str | None,
+) -> RunSummary:
+    """Do ``work`` for every chosen unit that is not done, ``concurrency`` at a time."""
+    store.add_units(chosen)
+    status = {s.unit: s.status for s in store.units()}
+    todo = collections.deque(
+        u for u in chosen if status[u] == "pending" or (retry_failed and status[u] == "failed")
+    )
+    already_done = sum(status[u] == "done" for u in chosen)
+    not_retried = 0 if retry_failed else sum(status[u] == "failed" for u in chosen)
+    spent_before = store.spent().cost_usd
+    left = None if budget_usd is None else max(0.0, budget_usd - spent_before)
+    run_id = store.start_run(
+        kind,
+        budget_usd=budget_usd,
+        options={"concurrency": concurrency, "retry_failed": retry_failed, "pid": os.getpid()},
+    )
+    count = _Counters(len(todo))
+
+    with track_usage(left) as meter:
+
+        def emit(event_kind: Any, unit: UnitId, **fields: Any) -> None:
+            if progress is not None:
+                progress(
+                    RunEvent(
+                        kind=event_kind,
+                        unit=unit,
+                        completed=count.completed,
+                        total=count.total,
+                        run_usage=meter.summary,
+                        **fields,
+                    )
+                )
+
+        async def worker() -> None:
+            while todo and count.stopped_reason is None:
+                unit = todo.popleft()
+                store.begin_unit(unit, run_id)
+                with track_usage() as spent:
+                    try:
+                        result = await work(unit)
+                    except BudgetExceededError:
+                        count.stopped += 1
+                        count.stopped_reason = "budget"
+                        store.mark_stopped(unit, spent.summary, run_id)
+                        emit("stopped", unit, usage=spent.summary)
+                        continue
+                    except FATAL:
+                        raise
+                    except UNIT_FAILURES as exc:
+                        count.failed += 1
+                        reason = str(exc) or repr(exc)
+                        store.mark_failed(unit, type(exc).__name__, reason, spent.summary, run_id)
+                        emit("failed", unit, usage=spent.summary, reason=reason)
+                        continue
+                result = result.model_copy(update={"usage": spent.summary})
+                count.done += 1
+                store.mark_done(unit, result, spent.summary, run_id)
+                emit("done", unit, usage=spent.summary, score=result.score)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)))]
+        try:
+            await _all_or_first_error(tasks)
+        except BaseException:
+            store.finish_run(
+                run_id,
+                done=count.done,
+                failed=count.failed,
+                skipped=len(chosen) - count.done - count.failed,
+                cost_usd=meter.summary.cost_usd,
+                stopped_reason="error",
+            )
+            raise
+    skipped = len(chosen) - count.done - count.failed
+    store.finish_run(
+        run_id,
+        done=count.done,
+        failed=count.failed,
+        skipped=skipped,
+        cost_usd=meter.summary.cost_usd,
+        stopped_reason=count.stopped_reason,
+    )
+    return RunSummary(
+        db=str(store.path),
+        total=len(chosen),
+        done=count.done,
+        failed=count.failed,
+        skipped=skipped,
+        already_done=already_done,
+        not_retried=not_retried,
+        pending=count.total - count.done - count.failed,
+        usage=meter.summary,
+        elapsed_s=time.perf_counter() - started,
+        stopped_reason=count.stopped_reason,
+        spent_usd=store.spent().cost_usd,
+        collection=collection,
+    )
+
+
+async def _all_or_first_error(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for ``tasks``; on the first error (or cancellation) cancel the rest and raise."""
+    if not tasks:
+        return
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+    if failed:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        error = failed[0].exception()
+        assert error is not None
+        raise error

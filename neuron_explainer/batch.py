@@ -1,0 +1,522 @@
+"""Explain many units in one resumable run, with the run's state in SQLite.
+
+`aexplain_neurons` (sync twin `explain_neurons`) runs collection → explanation → simulation →
+scoring for every chosen unit, ``concurrency`` units at a time on one event loop (the LLM
+backend applies its own request and token limits), and commits each unit's result to a
+`neuron_explainer.runstore.RunStore` the moment it finishes. Run the same call again after a
+crash, a kill or a budget stop and it does only the units that are not done. `arescore`
+re-scores a finished run's explanations with another simulator, on the same held-out records.
+
+Records come from, in order of precedence:
+
+* ``records=``: a mapping ``{UnitId: NeuronRecord}`` or a function ``unit -> NeuronRecord``
+  (called in a worker thread); each record's ``unit`` must be the unit asked for;
+* ``source=``: a `Collection` or its folder (records are read in worker threads);
+* ``model=`` and ``corpus=``: `collect` first (resumably) into ``collection_dir``, default
+  ``<db folder>/<db stem>.collection``, then read that collection.
+
+See docs/batch.md for the database, the resume and budget rules, dry runs and exports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from neuron_explainer._batch_run import RunEvent as RunEvent
+from neuron_explainer._batch_run import RunSummary as RunSummary
+from neuron_explainer._batch_run import run_units
+from neuron_explainer._batch_sources import RecordSource as RecordSource
+from neuron_explainer._batch_sources import Source, open_source, select_units
+from neuron_explainer._batch_sources import parse_indices as parse_indices
+from neuron_explainer._version import __version__
+from neuron_explainer.errors import InvalidInputError
+from neuron_explainer.interfaces import Explainer, Simulator, run_sync
+from neuron_explainer.pipeline import aexplain_neuron, ascore_explanation
+from neuron_explainer.plugins.registry import Registry, default_registry
+from neuron_explainer.records import UnitId
+from neuron_explainer.results import ExplanationResult
+from neuron_explainer.runstore import RunStore as RunStore
+from neuron_explainer.runstore import config_mismatch
+from neuron_explainer.splits import split_records
+from neuron_explainer.subjects.collection import Collection
+
+__all__ = [
+    "EXPLAIN_OPTIONS",
+    "RecordSource",
+    "RunEstimate",
+    "RunEvent",
+    "RunStore",
+    "RunSummary",
+    "aexplain_neurons",
+    "arescore",
+    "explain_neurons",
+    "parse_indices",
+    "rescore",
+]
+
+EXPLAIN_OPTIONS: dict[str, Any] = {
+    "calibration": "linear",
+    "score_split": "valid",
+    "n_top_per_split": None,
+    "n_random_per_split": None,
+    "best_of": 1,
+}
+"""The options ``explain_options`` may set (passed to `aexplain_neuron`), with their defaults."""
+
+
+class RunEstimate(BaseModel):
+    """What a run would cost, from a dry run (nothing is sent).
+
+    Attributes:
+        units: units the run would explain (not done yet).
+        requests, prompt_tokens, completion_tokens, cost_usd: totals, extrapolated from the
+            sampled units' prompts to all ``units``.
+        per_neuron: the per-unit means (``requests``, ``prompt_tokens``,
+            ``completion_tokens``, ``cost_usd``), the same per role (``explainer``,
+            ``simulator``) and the units sampled (``sampled``).
+        notes: how it was estimated, and what could not be.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    units: int
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    per_neuron: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+
+def _explain_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    given = dict(options or {})
+    unknown = sorted(set(given) - set(EXPLAIN_OPTIONS))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown explain_options {unknown}; choose from {sorted(EXPLAIN_OPTIONS)} (the "
+            "run's budget is budget_usd=, the components explainer= and simulator=)"
+        )
+    merged = {**EXPLAIN_OPTIONS, **given}
+    if merged["calibration"] not in ("none", "linear", "percentile"):
+        raise InvalidInputError(f"unknown calibration {merged['calibration']!r}")
+    if merged["score_split"] not in ("valid", "test"):
+        raise InvalidInputError(
+            f"score_split must be 'valid' or 'test', got {merged['score_split']!r}"
+        )
+    if not isinstance(merged["best_of"], int) or merged["best_of"] < 1:
+        raise InvalidInputError(f"best_of must be an integer >= 1, got {merged['best_of']!r}")
+    return merged
+
+
+def _check_run_options(concurrency: int, budget_usd: float | None) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise InvalidInputError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    if budget_usd is not None and not budget_usd >= 0:
+        raise InvalidInputError(f"budget_usd must be >= 0, got {budget_usd}")
+
+
+def _held(db: Path) -> tuple[str | None, dict[str, Any] | None, dict[UnitId, str], float]:
+    """The kind, config, unit statuses and spending of an existing database (nothing
+    written)."""
+    if not db.exists():
+        return None, None, {}, 0.0
+    with RunStore(db) as store:
+        meta = store.meta()
+        statuses: dict[UnitId, str] = {s.unit: s.status for s in store.units()}
+        return meta.get("kind"), meta.get("config"), statuses, store.spent().cost_usd
+
+
+def _refuse_mismatch(db: Path, kind: str, config: Mapping[str, Any], partial: bool) -> None:
+    """Raise before any work if ``db`` holds another config (``partial``: compare all but the
+    source, which is known only after collecting)."""
+    held_kind, held, _, _ = _held(db)
+    if held is None:
+        return
+    wanted = {**config, "source": held.get("source")} if partial else config
+    problem = config_mismatch(held_kind, held, kind, wanted)
+    if problem is not None:
+        raise InvalidInputError(
+            f"{db} holds results of another configuration ({problem}); results are never "
+            "mixed: use another database, or the same settings to resume"
+        )
+
+
+async def aexplain_neurons(
+    source: Collection | str | os.PathLike[str] | None = None,
+    *,
+    model: str | os.PathLike[str] | Any = None,
+    corpus: Any = None,
+    records: RecordSource | None = None,
+    source_name: str | None = None,
+    collection_dir: str | os.PathLike[str] | None = None,
+    layers: str | Sequence[int] | None = None,
+    neurons: str | Sequence[int] | None = None,
+    units: Iterable[UnitId] | None = None,
+    db: str | os.PathLike[str],
+    explainer: Explainer | str = "token-table",
+    simulator: Simulator | str = "token-table",
+    concurrency: int = 8,
+    budget_usd: float | None = None,
+    dry_run: bool = False,
+    retry_failed: bool = False,
+    collect_options: Mapping[str, Any] | None = None,
+    explain_options: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+    progress: Callable[[RunEvent], None] | None = None,
+    sample_units: int = 3,
+) -> RunSummary | RunEstimate:
+    """Async twin of `explain_neurons`; use it inside a running event loop."""
+    started = time.perf_counter()
+    _check_run_options(concurrency, budget_usd)
+    options = _explain_options(explain_options)
+    db_path = Path(db)
+    components = registry or default_registry()
+    the_explainer = components.explainer(explainer)
+    the_simulator = components.simulator(simulator)
+    config: dict[str, Any] = {
+        "explainer": the_explainer.info.model_dump(mode="json"),
+        "simulator": the_simulator.info.model_dump(mode="json"),
+        "options": options,
+    }
+    _refuse_mismatch(db_path, "explain", config, partial=True)
+    src = await open_source(
+        source,
+        model=model,
+        corpus=corpus,
+        records=records,
+        source_name=source_name,
+        collection_dir=collection_dir or db_path.with_name(db_path.stem + ".collection"),
+        layers=layers,
+        collect_options=collect_options,
+    )
+    config["source"] = src.identity
+    chosen = select_units(src, layers=layers, neurons=neurons, units=units)
+    if dry_run:
+        from neuron_explainer.estimate import estimate_run
+
+        _refuse_mismatch(db_path, "explain", config, partial=False)
+        _, _, statuses, spent = _held(db_path)
+        estimate = await estimate_run(
+            src,
+            chosen,
+            statuses,
+            the_explainer,
+            the_simulator,
+            options=options,
+            retry_failed=retry_failed,
+            sample_units=sample_units,
+        )
+        if budget_usd is not None:
+            left = max(0.0, budget_usd - spent)
+            fits = "fits in" if estimate["cost_usd"] <= left else "exceeds"
+            estimate["notes"].append(
+                f"the estimate {fits} the budget left: ${left:.4f} of ${budget_usd:.4f} "
+                f"(${spent:.4f} spent by earlier calls)"
+            )
+        return RunEstimate(**estimate)
+
+    async def work(unit: UnitId) -> ExplanationResult:
+        record = await src.record(unit)
+        return await aexplain_neuron(
+            record,
+            explainer=the_explainer,
+            simulator=the_simulator,
+            registry=components,
+            **options,
+        )
+
+    with RunStore(db_path, create=True) as store:
+        store.lock()
+        store.check_config("explain", config, {"source_path": src.path})
+        return await run_units(
+            store,
+            "explain",
+            chosen,
+            work,
+            concurrency=concurrency,
+            budget_usd=budget_usd,
+            retry_failed=retry_failed,
+            progress=progress,
+            started=started,
+            collection=src.path if src.identity.get("kind") == "collection" else None,
+        )
+
+
+def explain_neurons(
+    source: Collection | str | os.PathLike[str] | None = None,
+    *,
+    model: str | os.PathLike[str] | Any = None,
+    corpus: Any = None,
+    records: RecordSource | None = None,
+    source_name: str | None = None,
+    collection_dir: str | os.PathLike[str] | None = None,
+    layers: str | Sequence[int] | None = None,
+    neurons: str | Sequence[int] | None = None,
+    units: Iterable[UnitId] | None = None,
+    db: str | os.PathLike[str],
+    explainer: Explainer | str = "token-table",
+    simulator: Simulator | str = "token-table",
+    concurrency: int = 8,
+    budget_usd: float | None = None,
+    dry_run: bool = False,
+    retry_failed: bool = False,
+    collect_options: Mapping[str, Any] | None = None,
+    explain_options: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+    progress: Callable[[RunEvent], None] | None = None,
+    sample_units: int = 3,
+) -> RunSummary | RunEstimate:
+    """Explain and score many units, resumably, with the run's state in the SQLite file ``db``.
+
+    Every chosen unit that is not done yet goes through `explain_neuron`, ``concurrency`` at
+    a time; each result is committed the moment it finishes. Call it again with the same
+    arguments after an interruption and only the remaining units run. A unit that fails
+    (`SimulationError`, `ExplanationError`, `InsufficientRecordsError`, an `LLMError` after
+    the backend's retries) is recorded as failed with its reason and the run goes on.
+
+    Args:
+        source: a `Collection` or its folder.
+        model: instead of ``source``: a model to `collect` first (anything `load_model`
+            takes), with ``corpus``; the collection goes to ``collection_dir``.
+        corpus: the text to collect over (anything `corpus_from` takes).
+        records: instead of ``source``: ``{UnitId: NeuronRecord}`` or a function of the
+            unit (give ``units=``, or ``layers=``/``neurons=`` to pick mapping keys).
+        source_name: with ``records``, a name for them, checked when the run resumes
+            (default ``"records"``).
+        collection_dir: where ``model`` is collected (default
+            ``<db folder>/<db stem>.collection``).
+        layers: layers to explain (``"0-3"``, ``[0, 5]``); default every collected layer.
+            Required with ``model`` (they are the layers collected).
+        neurons: neurons of each layer (``"0-99"``, ``[3, 7]``); default all.
+        units: instead of ``layers`` x ``neurons``: the units to explain.
+        db: the run database (created if missing).
+        explainer: an `Explainer` or a registered name (``"openai:gpt-4o-mini"``).
+        simulator: a `Simulator` or a registered name.
+        concurrency: units in flight at once.
+        budget_usd: cap on the estimated cost of *all* calls recorded in ``db`` (earlier
+            calls included); the run stops cleanly before a call that could pass it.
+        dry_run: estimate requests, tokens and cost without sending anything (returns a
+            `RunEstimate`; a ``model`` is still collected).
+        retry_failed: run failed units again.
+        collect_options: options for `collect` (``window_length``, ``top_k``, ``device``,
+            ...).
+        explain_options: options for `explain_neuron`: `EXPLAIN_OPTIONS`.
+        registry: where names are looked up.
+        progress: called with a `RunEvent` at the start and after every unit.
+        sample_units: units whose prompts a dry run builds.
+
+    Returns:
+        A `RunSummary` (a `RunEstimate` with ``dry_run``).
+
+    Raises:
+        InvalidInputError: bad arguments, units the source does not have, or ``db`` holds a
+            run with another source, explainer, simulator or options.
+        UsageError: another process is running on ``db``, or called inside an event loop.
+        AuthenticationError, CapabilityError, and any error that is not a unit's own failure:
+            the run stops (finished units stay committed) and the error propagates.
+    """
+    return run_sync(
+        aexplain_neurons(
+            source,
+            model=model,
+            corpus=corpus,
+            records=records,
+            source_name=source_name,
+            collection_dir=collection_dir,
+            layers=layers,
+            neurons=neurons,
+            units=units,
+            db=db,
+            explainer=explainer,
+            simulator=simulator,
+            concurrency=concurrency,
+            budget_usd=budget_usd,
+            dry_run=dry_run,
+            retry_failed=retry_failed,
+            collect_options=collect_options,
+            explain_options=explain_options,
+            registry=registry,
+            progress=progress,
+            sample_units=sample_units,
+        )
+    )
+
+
+def _default_out(db: Path, simulator: Simulator) -> Path:
+    info = simulator.info
+    label = str(info.settings.get("llm") or "") or info.name
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "simulator"
+    return db.with_name(f"{db.stem}.rescore-{slug}{db.suffix or '.sqlite'}")
+
+
+async def arescore(
+    db: str | os.PathLike[str],
+    simulator: Simulator | str,
+    *,
+    out_db: str | os.PathLike[str] | None = None,
+    records: RecordSource | None = None,
+    source: Collection | str | os.PathLike[str] | None = None,
+    concurrency: int = 8,
+    budget_usd: float | None = None,
+    retry_failed: bool = False,
+    registry: Registry | None = None,
+    progress: Callable[[RunEvent], None] | None = None,
+) -> RunSummary:
+    """Async twin of `rescore`; use it inside a running event loop."""
+    started = time.perf_counter()
+    _check_run_options(concurrency, budget_usd)
+    source_db = Path(db)
+    components = registry or default_registry()
+    the_simulator = components.simulator(simulator)
+    target = Path(out_db) if out_db is not None else _default_out(source_db, the_simulator)
+    if target.resolve() == source_db.resolve():
+        raise InvalidInputError("out_db must differ from db: a rescore writes a new database")
+    with RunStore(source_db) as explained, RunStore(target, create=True) as store:
+        meta = explained.meta()
+        held = meta.get("config")
+        if held is None:
+            raise InvalidInputError(f"{source_db} holds no run to re-score")
+        src = await open_source(
+            source if source is not None or records is not None else meta.get("source_path"),
+            records=records,
+            expect=held["source"],
+        )
+        options = held["options"]
+        config = {
+            "source": held["source"],
+            "explainer": held["explainer"],
+            "simulator": the_simulator.info.model_dump(mode="json"),
+            "options": options,
+            "explained_with": held["simulator"],
+        }
+        store.lock()
+        store.check_config(
+            "rescore",
+            config,
+            {"source_path": src.path, "rescored_from": str(source_db.resolve())},
+        )
+
+        async def work(unit: UnitId) -> ExplanationResult:
+            return await _rescore_unit(explained, src, the_simulator, unit, options)
+
+        return await run_units(
+            store,
+            "rescore",
+            [s.unit for s in explained.units("done")],
+            work,
+            concurrency=concurrency,
+            budget_usd=budget_usd,
+            retry_failed=retry_failed,
+            progress=progress,
+            started=started,
+            collection=src.path if src.identity.get("kind") == "collection" else None,
+        )
+
+
+async def _rescore_unit(
+    explained: RunStore,
+    src: Source,
+    simulator: Simulator,
+    unit: UnitId,
+    options: Mapping[str, Any],
+) -> ExplanationResult:
+    original = explained.result(unit)
+    if original is None:  # pragma: no cover - the unit was listed as done
+        raise InvalidInputError(f"{unit} has no result in {explained.path}")
+    record = await src.record(unit)
+    plan = original.split_plan
+    splits = split_records(
+        record, n_top_per_split=plan.n_top_per_split, n_random_per_split=plan.n_random_per_split
+    )
+    split = original.scored.split
+    held_out = splits.held_out(split).records
+    before = [s.record for s in original.scored.sequences]
+    if splits.plan != plan or list(held_out) != before:
+        raise InvalidInputError(
+            f"the records of {unit} are not the ones it was explained with (its {split} split "
+            "differs); the source changed since the run"
+        )
+    scored = await ascore_explanation(
+        simulator,
+        original.explanation,
+        splits,
+        calibration=options["calibration"],
+        score_split="test" if split == "test" else "valid",
+    )
+    return original.model_copy(
+        update={
+            "scored": scored,
+            "simulator": simulator.info,
+            "library_version": __version__,
+            "created_at": datetime.now(UTC),
+        }
+    )
+
+
+def rescore(
+    db: str | os.PathLike[str],
+    simulator: Simulator | str,
+    *,
+    out_db: str | os.PathLike[str] | None = None,
+    records: RecordSource | None = None,
+    source: Collection | str | os.PathLike[str] | None = None,
+    concurrency: int = 8,
+    budget_usd: float | None = None,
+    retry_failed: bool = False,
+    registry: Registry | None = None,
+    progress: Callable[[RunEvent], None] | None = None,
+) -> RunSummary:
+    """Re-score a run's explanations with another simulator; the explainer never runs again.
+
+    Every done unit of ``db`` is simulated again from its stored explanation, on the very
+    records that scored it: the unit's record is read again from the run's source and cut by
+    the stored split plan (a record whose held-out excerpts changed raises), the calibration
+    (same method) is fitted on the calibration split and the same held-out split is scored.
+    Results go to a new run database, ``out_db``, resumable like any run.
+
+    Args:
+        db: the run database to re-score (read only).
+        simulator: the new `Simulator` or a registered name.
+        out_db: where the new results go (default: beside ``db``,
+            ``<db stem>.rescore-<simulator>.sqlite``).
+        records: the records, when the run was made from ``records=`` (a collection is
+            found from the run's meta).
+        source: the run's collection, when it moved since the run (it must be the same
+            collection: same model, config and windows).
+        concurrency: units in flight at once.
+        budget_usd: cap on the estimated cost of everything ``out_db`` records (see
+            `explain_neurons`).
+        retry_failed: re-score units whose re-scoring failed before.
+        registry: where names are looked up.
+        progress: called with a `RunEvent` after every unit.
+
+    Returns:
+        A `RunSummary` of the re-scoring run (``done``: units re-scored in this call).
+
+    Raises:
+        InvalidInputError: ``db`` holds no run, its source changed, or ``out_db`` holds
+            another run.
+        UsageError: called inside an event loop, or another process writes ``out_db``.
+    """
+    return run_sync(
+        arescore(
+            db,
+            simulator,
+            out_db=out_db,
+            records=records,
+            source=source,
+            concurrency=concurrency,
+            budget_usd=budget_usd,
+            retry_failed=retry_failed,
+            registry=registry,
+            progress=progress,
+        )
+    )
