@@ -31,6 +31,8 @@ from neuron_explainer.errors import UnknownComponentError as UnknownComponentErr
 from neuron_explainer.errors import UsageError as UsageError
 
 _EXPORTS = {
+    "aexplain_neurons": "neuron_explainer.batch",
+    "explain_neurons": "neuron_explainer.batch",
     "build_neuron_record": "neuron_explainer.building",
     "Explainer": "neuron_explainer.interfaces",
     "Simulator": "neuron_explainer.interfaces",
@@ -53,6 +55,7 @@ _EXPORTS = {
     "SequenceSimulation": "neuron_explainer.results",
     "UsageSummary": "neuron_explainer.results",
     "Splits": "neuron_explainer.splits",
+    "RunStore": "neuron_explainer.runstore",
     "split_records": "neuron_explainer.splits",
 }
 __getattr__, __dir__ = attach(__name__, _EXPORTS)
@@ -85,6 +88,7 @@ __all__ = [
     "PromptScale",
     "Provenance",
     "RateLimitError",
+    "RunStore",
     "Score",
     "ScoredSequence",
     "ScoredSimulation",
@@ -100,12 +104,16 @@ __all__ = [
     "UsageSummary",
     "__version__",
     "aexplain_neuron",
+    "aexplain_neurons",
     "build_neuron_record",
     "explain_neuron",
+    "explain_neurons",
     "split_records",
 ]
 
 if TYPE_CHECKING:
+    from neuron_explainer.batch import aexplain_neurons as aexplain_neurons
+    from neuron_explainer.batch import explain_neurons as explain_neurons
     from neuron_explainer.building import build_neuron_record as build_neuron_record
     from neuron_explainer.interfaces import Explainer as Explainer
     from neuron_explainer.interfaces import Simulator as Simulator
@@ -127,5 +135,6 @@ if TYPE_CHECKING:
     from neuron_explainer.results import ScoredSimulation as ScoredSimulation
     from neuron_explainer.results import SequenceSimulation as SequenceSimulation
     from neuron_explainer.results import UsageSummary as UsageSummary
+    from neuron_explainer.runstore import RunStore as RunStore
     from neuron_explainer.splits import Splits as Splits
     from neuron_explainer.splits import split_records as split_records

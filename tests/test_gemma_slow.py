@@ -23,10 +23,9 @@ def gemma() -> Any:
 
 @pytest.fixture(scope="module")
 def corpus() -> list[str]:
-    sys.path.insert(0, str(EXAMPLES))
-    from explain_gemma_neuron import stdlib_docstrings
+    from neuron_explainer.subjects.docstrings import python_docstrings
 
-    return list(stdlib_docstrings(max_chars=24_000))
+    return list(python_docstrings(max_chars=24_000))
 
 
 def test_gemma_records_are_sane(gemma: Any, corpus: list[str]) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from neuron_explainer.errors import InvalidInputError
 
-__all__ = ["SITES", "MLPSite", "site_for"]
+__all__ = ["SITES", "MLPSite", "mlp_shape", "site_for"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,16 @@ SITES: dict[str, MLPSite] = {
 """``config.model_type`` → where its MLP neurons are read."""
 
 
+def _unsupported(model_type: object, owner: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"no MLP capture site is known for model_type {model_type!r} "
+        f"({owner}); supported: {', '.join(sorted(SITES))}. To add it, put "
+        "an MLPSite(layers=<path to the block list>, module=<path to the MLP's activation or "
+        "output projection>, read='output'|'input') into "
+        "neuron_explainer.subjects.architectures.SITES under that model_type"
+    )
+
+
 def site_for(model: Any) -> MLPSite:
     """The `MLPSite` of ``model`` (a transformers ``PreTrainedModel``).
 
@@ -63,11 +73,24 @@ def site_for(model: Any) -> MLPSite:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     site = SITES.get(str(model_type))
     if site is None:
-        raise InvalidInputError(
-            f"no MLP capture site is known for model_type {model_type!r} "
-            f"({type(model).__name__}); supported: {', '.join(sorted(SITES))}. To add it, put "
-            "an MLPSite(layers=<path to the block list>, module=<path to the MLP's activation or "
-            "output projection>, read='output'|'input') into "
-            "neuron_explainer.subjects.architectures.SITES under that model_type"
-        )
+        raise _unsupported(model_type, type(model).__name__)
     return site
+
+
+def mlp_shape(config: Any) -> tuple[int, int]:
+    """``(layers, MLP neurons per layer)`` from a transformers config, without loading weights.
+
+    GPT-2 reads ``n_layer`` and ``n_inner`` (``4 * n_embd`` when unset); Gemma 3's multimodal
+    config reads its ``text_config``; the others read ``num_hidden_layers`` and
+    ``intermediate_size``.
+
+    Raises:
+        InvalidInputError: the architecture is not in `SITES`.
+    """
+    model_type = getattr(config, "model_type", None)
+    if str(model_type) not in SITES:
+        raise _unsupported(model_type, type(config).__name__)
+    if model_type == "gpt2":
+        return int(config.n_layer), int(config.n_inner or 4 * config.n_embd)
+    text = config.text_config if model_type == "gemma3" else config
+    return int(text.num_hidden_layers), int(text.intermediate_size)

