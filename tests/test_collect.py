@@ -275,18 +275,24 @@ def test_overwrite_replaces_a_collection_with_another_config(loaded: Any, tmp_pa
     assert len(list((tmp_path / "layer_1").iterdir())) == 1
 
 
-def test_killed_collection_resumes_to_the_same_result(
-    model_dir: Path, collected: Collection, tmp_path: Path
-) -> None:
+def _worker(model_dir: Path, out: Path, pause: float, log: Path) -> subprocess.Popen[bytes]:
+    # MKL picks its kernels per process; COMPATIBLE makes the forward bitwise reproducible
+    # across processes, so the resumed and the uninterrupted states can be compared exactly.
+    env = {**os.environ, "MKL_CBWR": "COMPATIBLE"}
     worker = Path(__file__).with_name("_collect_worker.py")
-    out = tmp_path / "resumed"
-    log = tmp_path / "worker.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, str(worker), str(model_dir), str(out), str(N_TEXTS), "0.1"],
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, str(worker), str(model_dir), str(out), str(N_TEXTS), str(pause)],
             stdout=sink,
             stderr=subprocess.STDOUT,
+            env=env,
         )
+
+
+def test_killed_collection_resumes_to_the_same_result(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resumed"
+    log = tmp_path / "worker.log"
+    process = _worker(model_dir, out, 0.1, log)
     progress_file = out / "progress.json"
     deadline = time.monotonic() + 120
     try:
@@ -303,12 +309,17 @@ def test_killed_collection_resumes_to_the_same_result(
         process.wait(timeout=30)
     killed = json.loads(progress_file.read_text())
     assert not killed["finished"]
-    assert 0 < killed["windows_done"] < collected.windows_done
     partial = Collection(out)  # a checkpoint can be read before the run finishes
     assert not partial.finished
     assert partial.neuron_record(0, 5).top_records
 
-    resumed = collect(str(model_dir), texts(), out_dir=out, **COMMON)
+    reference = tmp_path / "reference"
+    # Resume the killed run and, alongside, run another one uninterrupted.
+    workers = [_worker(model_dir, folder, 0.0, log) for folder in (out, reference)]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0], log.read_text()
+    resumed, collected = Collection(out), Collection(reference)
+    assert 0 < killed["windows_done"] < collected.windows_done
+    assert resumed.finished and collected.finished
     assert resumed.windows_done == collected.windows_done
     assert resumed.tokens_done == collected.tokens_done
     for name in ("window_ids.u32", "window_lengths.u32", "tokens.json"):
@@ -361,10 +372,10 @@ def test_layer_state_is_batch_independent_and_matches_sequential_algorithm_r() -
         return np.take_along_axis(state.a["top_activations"], slots[:, :, None], axis=1)
 
     for batch in (4, 7, 90):
-        for name, array in states[1].a.items():
+        for name, array in states[1].arrays().items():
             # Slot layout depends on eviction order; the moment shift on the first batch.
             if name not in ("top_slots", "top_activations", "moment_shift", "moment_sums"):
-                np.testing.assert_array_equal(array, states[batch].a[name], err_msg=name)
+                np.testing.assert_array_equal(array, states[batch].arrays()[name], err_msg=name)
         np.testing.assert_array_equal(by_rank(states[1]), by_rank(states[batch]))
         for n in range(neurons):
             got = moments_from_sums(

@@ -432,7 +432,7 @@ class _Run:
             path = state_path(self.out, layer, generation)
             path.parent.mkdir(exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
-            save_file({k: np.ascontiguousarray(v) for k, v in state.a.items()}, str(tmp))
+            save_file({k: np.ascontiguousarray(v) for k, v in state.arrays().items()}, str(tmp))
             os.replace(tmp, path)
         _write_json(self.out / META, self._meta())
         _write_json(
