@@ -117,6 +117,45 @@ def test_batched_equals_unbatched_with_right_padding(model_type: str) -> None:
         torch.testing.assert_close(together[i, : len(row)], alone, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("model_type", ARCHES)
+def test_on_layer_streams_each_layer_and_padding_writes_do_not_leak(model_type: str) -> None:
+    model = tiny(model_type)
+    gen = torch.Generator().manual_seed(3)
+    batch = torch.randint(1, VOCAB, (2, 9), generator=gen)
+    mask = torch.ones_like(batch)
+    mask[1, 5:] = 0  # row 1 is 5 tokens long, right-padded
+    capture = ActivationCapture(model, [0, 1, 2])
+    kept = capture(batch, mask)
+    seen: list[int] = []
+
+    def zero_padding(layer: int, acts: Any) -> None:
+        seen.append(layer)
+        # The zeros written at padded positions of earlier layers changed no real position.
+        torch.testing.assert_close(acts[0], kept[layer][0], rtol=0, atol=0)
+        torch.testing.assert_close(acts[1, :5], kept[layer][1, :5], rtol=0, atol=0)
+        if layer < 2:
+            assert not torch.equal(acts[1, 5:], torch.zeros_like(acts[1, 5:]))
+        acts[1, 5:] = 0.0  # what the collector does; the model reads this tensor on
+
+    assert capture(batch, mask, on_layer=zero_padding) == {}
+    assert seen == [0, 1, 2]
+
+
+def test_an_error_in_on_layer_ends_the_forward_and_removes_the_hooks() -> None:
+    model = tiny("gpt2")
+    capture = ActivationCapture(model, [0, 2])
+    seen: list[int] = []
+
+    def fail(layer: int, acts: Any) -> None:
+        seen.append(layer)
+        raise KeyError("fold failed")
+
+    with pytest.raises(KeyError, match="fold failed"):
+        capture(torch.randint(0, VOCAB, (1, 4)), on_layer=fail)
+    assert seen == [0]
+    assert hook_count(model) == 0
+
+
 def hook_count(model: Any) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 

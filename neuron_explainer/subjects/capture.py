@@ -9,7 +9,7 @@ fails.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +63,7 @@ class ActivationCapture:
         self._modules = {layer: _resolve(blocks[layer], self.site.module) for layer in wanted}
 
     @contextmanager
-    def _hooks(self, store: dict[int, torch.Tensor]) -> Iterator[None]:
+    def _hooks(self, sink: Callable[[int, torch.Tensor], None]) -> Iterator[None]:
         last = self.layers[-1]
         handles = []
 
@@ -71,13 +71,13 @@ class ActivationCapture:
             if self.site.read == "output":
 
                 def hook(module: Any, args: Any, output: Any) -> None:
-                    store[layer] = output
+                    sink(layer, output)
                     if layer == last:
                         raise _StopForward
             else:
 
                 def hook(module: Any, args: Any) -> None:  # type: ignore[misc]
-                    store[layer] = args[0]
+                    sink(layer, args[0])
                     if layer == last:
                         raise _StopForward
 
@@ -97,24 +97,42 @@ class ActivationCapture:
                 handle.remove()
 
     def __call__(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        on_layer: Callable[[int, torch.Tensor], None] | None = None,
     ) -> dict[int, torch.Tensor]:
         """Run the model on ``input_ids`` ``[batch, positions]`` (right-padded, with
         ``attention_mask``) and return ``{layer: activations [batch, positions, neurons]}``.
 
-        Values at padded positions are meaningless; callers drop them.
+        Values at padded positions are meaningless; callers drop them. With ``on_layer``, each
+        layer's activations are handed to ``on_layer(layer, activations)`` as soon as the
+        forward pass makes them (layers in ascending order), the tensor is not kept, and the
+        dict comes back empty: the caller may modify the tensor in place, but must not keep
+        it (the model still reads it). An exception from ``on_layer`` ends the forward pass
+        and propagates; the hooks are removed either way.
         """
         import torch
 
         store: dict[int, torch.Tensor] = {}
+        seen: list[int] = []
+
+        def sink(layer: int, activations: torch.Tensor) -> None:
+            seen.append(layer)
+            if on_layer is None:
+                store[layer] = activations
+            else:
+                on_layer(layer, activations)
+
         device = self.model.device
         input_ids = input_ids.to(device)
         attention_mask = None if attention_mask is None else attention_mask.to(device)
-        with torch.inference_mode(), self._hooks(store), suppress(_StopForward):
+        with torch.inference_mode(), self._hooks(sink), suppress(_StopForward):
             self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        missing = [layer for layer in self.layers if layer not in store]
+        missing = [layer for layer in self.layers if layer not in seen]
         if missing:
             raise InvalidInputError(
                 f"the forward pass never reached layer(s) {missing} at {self.site.hook_point(0)}"
             )
-        return {layer: store[layer] for layer in self.layers}
+        return store

@@ -362,15 +362,20 @@ class _Run:
             excerpt = window.excerpt_ids
             rows[b, : len(excerpt)] = excerpt
             lengths[b] = len(excerpt)
-        captured = self.capture(ids, mask)
         short = [b for b in range(len(batch)) if lengths[b] < self.width]
         padding = None
         if short:
             positions = torch.arange(self.width)[None, :]
             padding = (positions >= torch.from_numpy(lengths.astype(np.int64))[:, None]).reshape(-1)
         n_tokens = int(lengths.sum())
-        with torch.inference_mode():  # the captured tensors are inference tensors
-            self._fold(captured, lengths, short, padding, n_tokens)
+        first = self.windows_done
+
+        def fold(layer: int, acts: Any) -> None:
+            self._fold(layer, acts, first, lengths, short, padding, n_tokens)
+
+        # Each layer is folded as the forward pass makes it, while it is in cache, and is then
+        # freed by the model as in a bare forward (no batch of every layer is held).
+        self.capture(ids, mask, on_layer=fold)
         self._ids.write(rows.tobytes())
         self._lengths.write(lengths.tobytes())
         self.windows_done += len(batch)
@@ -378,7 +383,9 @@ class _Run:
 
     def _fold(
         self,
-        captured: dict[int, Any],
+        layer: int,
+        acts: Any,
+        first: int,
         lengths: np.ndarray,
         short: list[int],
         padding: Any,
@@ -386,22 +393,23 @@ class _Run:
     ) -> None:
         import torch
 
-        first = self.windows_done
-        for layer, acts in captured.items():
-            # [B, Lw, N] float32 on the model's device; the captured tensor is ours to modify.
-            values = acts[:, self.n_prefix : self.n_prefix + self.width].float()
-            if values.shape[1] < self.width:
-                values = torch.nn.functional.pad(values, (0, 0, 0, self.width - values.shape[1]))
-            for b in short:
-                values[b, int(lengths[b]) :] = -torch.inf
-            maxes = values.amax(dim=1).cpu().numpy()
-            for b in short:
-                values[b, int(lengths[b]) :] = 0.0
-            if layer not in self.states:
-                self.states[layer] = self._new_state(values.shape[2])
-            self.states[layer].update(
-                values, maxes, padding, n_tokens, first, self.config["seed"], layer
-            )
+        # [B, Lw, N] float32 on the model's device. When it is the model's own tensor (float32
+        # models) the model still reads it: only finite values may be written into it, and
+        # only at padded positions, which no real position attends to.
+        values = acts[:, self.n_prefix : self.n_prefix + self.width].float()
+        if values.shape[1] < self.width:
+            values = torch.nn.functional.pad(values, (0, 0, 0, self.width - values.shape[1]))
+        for b in short:
+            values[b, int(lengths[b]) :] = 0.0
+        maxes_t = values.amax(dim=1)
+        for b in short:  # the max over the window's own tokens
+            maxes_t[b] = values[b, : int(lengths[b])].amax(dim=0)
+        maxes = maxes_t.cpu().numpy()
+        if layer not in self.states:
+            self.states[layer] = self._new_state(values.shape[2])
+        self.states[layer].update(
+            values, maxes, padding, n_tokens, first, self.config["seed"], layer
+        )
 
     def close(self) -> None:
         self._ids.close()
