@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import os
 import time
@@ -28,17 +29,34 @@ from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator
 from neuron_explainer.testing import OpenAITestServer, OracleResponder, number_neuron_record
 
 
+CLIENT: dict[str, float] = {"cpu_s": 0.0, "gc_s": 0.0}
+"""The client's CPU time during the run, and the part of it Python's garbage collector took."""
+
+
+def _time_gc() -> None:
+    started: list[float] = []
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            CLIENT["gc_s"] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(callback)
+
+
 async def run(neurons: int, concurrency: int, base_url: str) -> float:
     llm = OpenAILLM(
         "bench-model", base_url=base_url, api_key="sk-bench", max_concurrency=concurrency
     )
     explainer, simulator = LLMExplainer(llm), ChatLogprobSimulator(llm)
     records = [number_neuron_record(seed=i) for i in range(neurons)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     results = await asyncio.gather(
         *(aexplain_neuron(r, explainer=explainer, simulator=simulator) for r in records)
     )
     elapsed = time.perf_counter() - start
+    CLIENT["cpu_s"] = time.process_time() - cpu
     await llm.aclose()
     assert all(r.score is not None and r.score > 0.9 for r in results)
     return elapsed
@@ -63,6 +81,7 @@ def main() -> None:
     process = multiprocessing.Process(target=serve, args=(args.latency, there))
     process.start()
     try:
+        _time_gc()
         elapsed = asyncio.run(run(args.neurons, args.concurrency, here.recv()))
         here.send("done")
         requests = here.recv()
@@ -76,6 +95,12 @@ def main() -> None:
     print(f"measured  {measured:8.1f} neurons/min ({elapsed:.1f} s)")
     print(f"maximum   {maximum:8.1f} neurons/min")
     print(f"ratio     {measured / maximum:.3f} (target >= 0.9)")
+    print(
+        f"client CPU {CLIENT['cpu_s'] / requests * 1e3:.2f} ms per request "
+        f"(garbage collector {CLIENT['gc_s'] / requests * 1e3:.2f} ms); one event loop "
+        f"can start at most {1e3 / (CLIENT['cpu_s'] / requests * 1e3):.0f} requests/s, the "
+        f"concurrency allows {args.concurrency / args.latency:.0f}"
+    )
 
 
 if __name__ == "__main__":

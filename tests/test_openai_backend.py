@@ -828,3 +828,53 @@ def test_a_server_that_ignores_echo_is_named(server: OpenAITestServer, make: Any
     }
     with pytest.raises(InvalidResponseError, match="ignores `echo`"):
         score(make(), "The cat")
+
+
+def _checked_logprobs(items: list[Any]) -> Any:
+    from neuron_explainer.llm import openai as backend
+
+    return tuple(
+        backend.TokenLogprob(
+            token=backend._field(item, "token", str, "item"),
+            logprob=backend._number(item.get("logprob"), "item.logprob"),
+            top_logprobs=backend._top(item.get("top_logprobs"), None, "item"),
+        )
+        for item in items
+    )
+
+
+def test_logprob_parsing_fast_path_equals_the_checked_path_and_defers_to_it() -> None:
+    from neuron_explainer.llm import openai as backend
+
+    items = [
+        {
+            "token": "7",
+            "logprob": -1,  # an int is a number
+            "bytes": [55],  # extra keys are ignored, as OpenAI sends them
+            "top_logprobs": [
+                {"token": "6", "logprob": -2.5, "bytes": [54]},
+                {"token": "7", "logprob": -1},
+                {"token": "8", "logprob": float("-inf")},
+            ],
+        },
+        {"token": "\n", "logprob": -0.01, "top_logprobs": None},
+        {"token": "x", "logprob": -0.5},
+    ]
+    fast = backend._well_formed_logprobs(items)
+    assert fast == _checked_logprobs(items)
+    assert fast is not None and [t.token for t in fast[0].top_logprobs] == ["7", "6", "8"]
+    assert all(type(t.logprob) is float for t in fast)
+    for broken in (
+        [{"token": 7, "logprob": -1.0}],
+        [{"token": "7", "logprob": True}],
+        [{"token": "7", "logprob": "-1.0"}],
+        [{"token": "7"}],
+        [{"token": "7", "logprob": -1.0, "top_logprobs": [{"token": "6"}]}],
+        [{"token": "7", "logprob": -1.0, "top_logprobs": {"6": -2.0}}],
+        ["7"],
+    ):
+        assert backend._well_formed_logprobs(broken) is None, broken
+    # Through the whole parser, a broken item still gets the checked path's message.
+    data = {"choices": [{"message": {"content": "7"}, "logprobs": {"content": [{"token": 7}]}}]}
+    with pytest.raises(InvalidResponseError, match=r"logprobs\.content\[0\]\.token is int"):
+        backend._parse_chat(data, 1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import math
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from neuron_explainer._version import __version__
 from neuron_explainer.errors import (
@@ -261,6 +262,39 @@ def _top(alternatives: Any, k: int | None, where: str) -> tuple[TopLogprob, ...]
     return tuple(TopLogprob(token=t, logprob=lp) for t, lp in pairs[:k])
 
 
+@functools.cache
+def _token_logprobs_adapter() -> TypeAdapter[tuple[TokenLogprob, ...]]:
+    return TypeAdapter(tuple[TokenLogprob, ...])
+
+
+def _sorted_alternatives(alternatives: Any) -> tuple[dict[str, Any], ...]:
+    if alternatives is None:
+        return ()
+    pairs = [{"token": a["token"], "logprob": a["logprob"]} for a in alternatives]
+    pairs.sort(key=lambda pair: -pair["logprob"])
+    return tuple(pairs)
+
+
+def _well_formed_logprobs(items: list[Any]) -> tuple[TokenLogprob, ...] | None:
+    """The chat logprobs ``content`` items, parsed as `_parse_chat`'s checked path parses
+    them (alternatives most likely first; strings for tokens, numbers but no booleans for
+    logprobs), or ``None`` when one is not of that form: then the checked path runs and names
+    the problem. One strict validation of the whole list instead of one per token keeps a
+    logprob answer (hundreds of tokens and alternatives) cheap on the client's CPU."""
+    try:
+        plain = tuple(
+            {
+                "token": item["token"],
+                "logprob": item["logprob"],
+                "top_logprobs": _sorted_alternatives(item.get("top_logprobs")),
+            }
+            for item in items
+        )
+        return _token_logprobs_adapter().validate_python(plain, strict=True)
+    except (TypeError, KeyError, AttributeError, ValidationError):
+        return None
+
+
 def _parse_chat(data: dict[str, Any], n: int) -> ChatResponse:
     raw = _field(data, "choices", list, "the response")
     if not raw:
@@ -292,16 +326,20 @@ def _parse_chat(data: dict[str, Any], n: int) -> ChatResponse:
         raw_logprobs = choice.get("logprobs")
         if isinstance(raw_logprobs, dict) and raw_logprobs.get("content") is not None:
             items = _field(raw_logprobs, "content", list, f"{where}.logprobs")
-            logprobs = tuple(
-                TokenLogprob(
-                    token=_field(item, "token", str, f"{where}.logprobs.content[{j}]"),
-                    logprob=_number(item.get("logprob"), f"{where}.logprobs.content[{j}].logprob"),
-                    top_logprobs=_top(
-                        item.get("top_logprobs"), None, f"{where}.logprobs.content[{j}]"
-                    ),
+            logprobs = _well_formed_logprobs(items)
+            if logprobs is None:  # the checked path names what is wrong
+                logprobs = tuple(
+                    TokenLogprob(
+                        token=_field(item, "token", str, f"{where}.logprobs.content[{j}]"),
+                        logprob=_number(
+                            item.get("logprob"), f"{where}.logprobs.content[{j}].logprob"
+                        ),
+                        top_logprobs=_top(
+                            item.get("top_logprobs"), None, f"{where}.logprobs.content[{j}]"
+                        ),
+                    )
+                    for j, item in enumerate(items)
                 )
-                for j, item in enumerate(items)
-            )
         elif raw_logprobs is not None and not isinstance(raw_logprobs, dict):
             _bad(f"{where}.logprobs is {type(raw_logprobs).__name__}, not an object")
         reason = choice.get("finish_reason")
