@@ -28,7 +28,6 @@ from neuron_explainer.llm.openai import OpenAILLM
 from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator
 from neuron_explainer.testing import OpenAITestServer, OracleResponder, number_neuron_record
 
-
 CLIENT: dict[str, float] = {"cpu_s": 0.0, "gc_s": 0.0}
 """The client's CPU time during the run, and the part of it Python's garbage collector took."""
 
