@@ -38,6 +38,7 @@ from neuron_explainer.llm import ChatRequest, Message, PromptLogprobsRequest  # 
 from neuron_explainer.llm.hf import HFLLM  # noqa: E402
 from neuron_explainer.llm.usage import track_usage  # noqa: E402
 from neuron_explainer.plugins import Registry  # noqa: E402
+from neuron_explainer.scoring import correlation  # noqa: E402
 from neuron_explainer.simulators._common import digit_value, expectation  # noqa: E402
 from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator  # noqa: E402
 from neuron_explainer.simulators.json_output import JSONSimulator  # noqa: E402
@@ -543,3 +544,84 @@ def test_chat_simulators_run_end_to_end(llama_dir: Path, simulator: type[Any]) -
     # or, by chance, something usable: a real score, never zeros
     assert result.score is None or math.isfinite(result.score)
     assert any(v != 0 for s in result.scored.sequences for v in s.simulation.expected_activations)
+
+
+# -- the chat simulators through hf, on a model wired to write the right answer ----------------
+
+
+def forced_gpt2(tokenizer: Any, prompt_length: int, answer: list[int]) -> Any:
+    """A one-block GPT-2 whose blocks add nothing and whose next token depends on the position
+    alone: from position ``prompt_length - 1 + i`` it predicts ``answer[i]`` with probability
+    ~1 (a one-hot position embedding read by the LM head), so greedy generation after a
+    prompt of that length writes ``answer`` whatever the prompt says."""
+    width = len(answer) + 8
+    config = transformers.GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=prompt_length + len(answer) + 16,
+        n_embd=width,
+        n_layer=1,
+        n_head=1,
+        tie_word_embeddings=False,
+        bos_token_id=50256,
+        eos_token_id=50256,
+        pad_token_id=50256,
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.fill_(
+                1.0 if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")) else 0.0
+            )
+        for i, token in enumerate(answer):
+            model.transformer.wpe.weight[prompt_length - 1 + i, i] = 10.0
+            model.lm_head.weight[token, i] += 10.0
+    return model
+
+
+def oracle_answer(request: ChatRequest) -> str:
+    from neuron_explainer.testing import OracleResponder
+    from neuron_explainer.testing.server import ReceivedRequest
+
+    body = {"messages": [{"role": m.role, "content": m.content} for m in request.messages]}
+    reply = OracleResponder(confidence=1.0)(
+        ReceivedRequest("POST", "/v1/chat/completions", "", {}, body)
+    )
+    assert reply is not None
+    return reply if isinstance(reply, str) else reply.content
+
+
+@pytest.mark.parametrize("simulator_class", [ChatLogprobSimulator, JSONSimulator])
+def test_chat_simulators_read_the_answer_hf_generates(
+    tmp_path: Path, simulator_class: type[Any]
+) -> None:
+    tokens = [" The", " year", " 1999", " had", " 12", " months"]
+    truth = [10.0 if t.strip().isdigit() else 0.0 for t in tokens]
+    # The request the simulator sends (captured from a scripted model that answers badly).
+    scripted = ScriptedLLM(capabilities=("chat", "chat_logprobs"), default="?")
+    with pytest.raises(SimulationError):
+        asyncio.run(simulator_class(scripted, retries=0).asimulate(EXPLANATION, tokens))
+    request = scripted.requests[0]
+    write_gpt2_tokenizer(tmp_path)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer = tokenizer(oracle_answer(request), add_special_tokens=False)["input_ids"]
+    model = forced_gpt2(tokenizer, len(prompt_ids), [*answer, tokenizer.eos_token_id])
+    llm = HFLLM(model, tokenizer=tokenizer, device="cpu")
+    assert {"chat", "chat_logprobs"} <= llm.capabilities
+
+    simulation = asyncio.run(simulator_class(llm, retries=0).asimulate(EXPLANATION, tokens))
+    assert simulation.expected_activations == pytest.approx(truth, abs=1e-3)
+    if simulator_class is ChatLogprobSimulator:  # read from hf's logprobs at the value tokens
+        values, probabilities = (
+            simulation.distribution_values,
+            simulation.distribution_probabilities,
+        )
+        assert values is not None and probabilities is not None
+        for level, at, probs in zip(truth, values, probabilities, strict=True):
+            assert at[max(range(len(probs)), key=probs.__getitem__)] == level
+            assert max(probs) > 0.999
+    score = correlation(truth, list(simulation.expected_activations))
+    assert score.value == pytest.approx(1.0)
