@@ -44,11 +44,12 @@ def _time_gc() -> None:
     gc.callbacks.append(callback)
 
 
-async def run(neurons: int, concurrency: int, base_url: str) -> float:
+async def run(neurons: int, concurrency: int, base_url: str, per_request: int = 1) -> float:
     llm = OpenAILLM(
         "bench-model", base_url=base_url, api_key="sk-bench", max_concurrency=concurrency
     )
-    explainer, simulator = LLMExplainer(llm), ChatLogprobSimulator(llm)
+    explainer = LLMExplainer(llm)
+    simulator = ChatLogprobSimulator(llm, excerpts_per_request=per_request)
     records = [number_neuron_record(seed=i) for i in range(neurons)]
     start, cpu = time.perf_counter(), time.process_time()
     results = await asyncio.gather(
@@ -74,6 +75,9 @@ def main() -> None:
     parser.add_argument("--neurons", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument(
+        "--excerpts-per-request", type=int, default=1, help="excerpts the simulator sends at once"
+    )
     args = parser.parse_args()
     os.environ.pop("NEURON_EXPLAINER_CACHE", None)
     here, there = multiprocessing.Pipe()
@@ -81,7 +85,9 @@ def main() -> None:
     process.start()
     try:
         _time_gc()
-        elapsed = asyncio.run(run(args.neurons, args.concurrency, here.recv()))
+        elapsed = asyncio.run(
+            run(args.neurons, args.concurrency, here.recv(), args.excerpts_per_request)
+        )
         here.send("done")
         requests = here.recv()
     finally:
