@@ -878,3 +878,25 @@ def test_logprob_parsing_fast_path_equals_the_checked_path_and_defers_to_it() ->
     data = {"choices": [{"message": {"content": "7"}, "logprobs": {"content": [{"token": 7}]}}]}
     with pytest.raises(InvalidResponseError, match=r"logprobs\.content\[0\]\.token is int"):
         backend._parse_chat(data, 1)
+
+
+def test_parsing_pauses_the_garbage_collector_and_always_restores_it() -> None:
+    import gc
+
+    from neuron_explainer.llm import openai as backend
+
+    seen: list[bool] = []
+    assert gc.isenabled()
+    with backend._gc_paused():
+        seen.append(gc.isenabled())
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(KeyError), backend._gc_paused():
+        raise KeyError("parse failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a caller that turned it off keeps it off
+        with backend._gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

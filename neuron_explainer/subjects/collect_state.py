@@ -288,7 +288,7 @@ class LayerState:
         counts = a["quantile_counts"].reshape(-1)  # a view: updated in place
         cells = neurons * (q + 1)
         seen = np.empty_like(bins)
-        for i in range(bins.shape[0]):  # window order; the neurons of one row are distinct
+        for i in range(len(later)):  # window order; the neurons of one row are distinct
             cell = cells + bins[i]
             seen[i] = counts[cell]
             counts[cell] += 1
