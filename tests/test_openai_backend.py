@@ -830,20 +830,19 @@ def test_a_server_that_ignores_echo_is_named(server: OpenAITestServer, make: Any
         score(make(), "The cat")
 
 
-def _checked_logprobs(items: list[Any]) -> Any:
+def _checked_logprobs(items: list[Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``items`` through `_parse_chat` with the fast path turned off."""
     from neuron_explainer.llm import openai as backend
 
-    return tuple(
-        backend.TokenLogprob(
-            token=backend._field(item, "token", str, "item"),
-            logprob=backend._number(item.get("logprob"), "item.logprob"),
-            top_logprobs=backend._top(item.get("top_logprobs"), None, "item"),
-        )
-        for item in items
-    )
+    with monkeypatch.context() as patched:
+        patched.setattr(backend, "_well_formed_logprobs", lambda items: None)
+        data = {"choices": [{"message": {"content": ""}, "logprobs": {"content": items}}]}
+        return backend._parse_chat(data, 1).choices[0].logprobs
 
 
-def test_logprob_parsing_fast_path_equals_the_checked_path_and_defers_to_it() -> None:
+def test_logprob_parsing_fast_path_equals_the_checked_path_and_defers_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from neuron_explainer.llm import openai as backend
 
     items = [
@@ -861,7 +860,7 @@ def test_logprob_parsing_fast_path_equals_the_checked_path_and_defers_to_it() ->
         {"token": "x", "logprob": -0.5},
     ]
     fast = backend._well_formed_logprobs(items)
-    assert fast == _checked_logprobs(items)
+    assert fast == _checked_logprobs(items, monkeypatch)
     assert fast is not None and [t.token for t in fast[0].top_logprobs] == ["7", "6", "8"]
     assert all(type(t.logprob) is float for t in fast)
     for broken in (
