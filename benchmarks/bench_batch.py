@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from neuron_explainer import NeuronRecord, UnitId
-from neuron_explainer.batch import RunStore, RunSummary, explain_neurons
 from neuron_explainer.explainers.llm import LLMExplainer
 from neuron_explainer.llm.openai import OpenAILLM
+from neuron_explainer.runs import RunStore, RunSummary, explain_neurons
 from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator
 from neuron_explainer.testing import OpenAITestServer, OracleResponder, number_neuron_record
 

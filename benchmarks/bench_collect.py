@@ -32,9 +32,9 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from gpt2_tokenizer import write_gpt2_tokenizer
 
+from neuron_explainer.models.loading import load_model
 from neuron_explainer.subjects.collect import collect
 from neuron_explainer.subjects.corpus import Window, corpus_from, iter_windows
-from neuron_explainer.subjects.models import load_model
 
 WORDS = (
     "the river city 1999 café report 42 green people shipped years of bridge under night "

@@ -60,7 +60,7 @@ from puzzles import PUZZLES, Puzzle  # noqa: E402
 from neuron_explainer import ComponentInfo, Explanation, SimulationError  # noqa: E402
 from neuron_explainer.interfaces import Simulator  # noqa: E402
 from neuron_explainer.llm.base import LLM, ChatRequest, ChatResponse  # noqa: E402
-from neuron_explainer.scoring import correlation  # noqa: E402
+from neuron_explainer.scorers.correlation import correlation  # noqa: E402
 from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator  # noqa: E402
 from neuron_explainer.simulators.json_output import JSONSimulator  # noqa: E402
 from neuron_explainer.simulators.prompt_logprob import PromptLogprobSimulator  # noqa: E402

@@ -6,6 +6,7 @@ transformers; subjects that run models load them when they are used.
 
 from typing import TYPE_CHECKING
 
+from neuron_explainer._compat import install as _install_moved_modules
 from neuron_explainer._lazy import attach
 from neuron_explainer._version import __version__ as __version__
 from neuron_explainer.errors import AuthenticationError as AuthenticationError
@@ -31,15 +32,15 @@ from neuron_explainer.errors import UnknownComponentError as UnknownComponentErr
 from neuron_explainer.errors import UsageError as UsageError
 
 _EXPORTS = {
-    "aexplain_neurons": "neuron_explainer.batch",
-    "explain_neurons": "neuron_explainer.batch",
-    "build_neuron_record": "neuron_explainer.building",
+    "aexplain_neurons": "neuron_explainer.runs.batch",
+    "explain_neurons": "neuron_explainer.runs.batch",
+    "build_neuron_record": "neuron_explainer.records.building",
     "Explainer": "neuron_explainer.interfaces",
     "Simulator": "neuron_explainer.interfaces",
     "Subject": "neuron_explainer.interfaces",
     "BudgetExceededError": "neuron_explainer.llm.usage",
-    "aexplain_neuron": "neuron_explainer.pipeline",
-    "explain_neuron": "neuron_explainer.pipeline",
+    "aexplain_neuron": "neuron_explainer.runs.explain",
+    "explain_neuron": "neuron_explainer.runs.explain",
     "ActivationRecord": "neuron_explainer.records",
     "NeuronRecord": "neuron_explainer.records",
     "Provenance": "neuron_explainer.records",
@@ -54,11 +55,12 @@ _EXPORTS = {
     "ScoredSimulation": "neuron_explainer.results",
     "SequenceSimulation": "neuron_explainer.results",
     "UsageSummary": "neuron_explainer.results",
-    "Splits": "neuron_explainer.splits",
-    "RunStore": "neuron_explainer.runstore",
-    "split_records": "neuron_explainer.splits",
+    "Splits": "neuron_explainer.records.splits",
+    "RunStore": "neuron_explainer.runs.store",
+    "split_records": "neuron_explainer.records.splits",
 }
 __getattr__, __dir__ = attach(__name__, _EXPORTS)
+_install_moved_modules()  # the module paths of 0.1, deprecated (see _compat)
 
 __all__ = [
     "ActivationRecord",
@@ -112,19 +114,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from neuron_explainer.batch import aexplain_neurons as aexplain_neurons
-    from neuron_explainer.batch import explain_neurons as explain_neurons
-    from neuron_explainer.building import build_neuron_record as build_neuron_record
     from neuron_explainer.interfaces import Explainer as Explainer
     from neuron_explainer.interfaces import Simulator as Simulator
     from neuron_explainer.interfaces import Subject as Subject
     from neuron_explainer.llm.usage import BudgetExceededError as BudgetExceededError
-    from neuron_explainer.pipeline import aexplain_neuron as aexplain_neuron
-    from neuron_explainer.pipeline import explain_neuron as explain_neuron
     from neuron_explainer.records import ActivationRecord as ActivationRecord
     from neuron_explainer.records import NeuronRecord as NeuronRecord
     from neuron_explainer.records import Provenance as Provenance
     from neuron_explainer.records import UnitId as UnitId
+    from neuron_explainer.records.building import build_neuron_record as build_neuron_record
+    from neuron_explainer.records.splits import Splits as Splits
+    from neuron_explainer.records.splits import split_records as split_records
     from neuron_explainer.results import Calibration as Calibration
     from neuron_explainer.results import ComponentInfo as ComponentInfo
     from neuron_explainer.results import Explanation as Explanation
@@ -135,6 +135,8 @@ if TYPE_CHECKING:
     from neuron_explainer.results import ScoredSimulation as ScoredSimulation
     from neuron_explainer.results import SequenceSimulation as SequenceSimulation
     from neuron_explainer.results import UsageSummary as UsageSummary
-    from neuron_explainer.runstore import RunStore as RunStore
-    from neuron_explainer.splits import Splits as Splits
-    from neuron_explainer.splits import split_records as split_records
+    from neuron_explainer.runs.batch import aexplain_neurons as aexplain_neurons
+    from neuron_explainer.runs.batch import explain_neurons as explain_neurons
+    from neuron_explainer.runs.explain import aexplain_neuron as aexplain_neuron
+    from neuron_explainer.runs.explain import explain_neuron as explain_neuron
+    from neuron_explainer.runs.store import RunStore as RunStore

@@ -31,7 +31,8 @@ Every error the library raises on purpose derives from one root, so
                                      it is sent; defined in `neuron_explainer.llm.usage`)
 
 Warnings: `PluginWarning` reports a plugin that failed to load outside strict mode;
-`neuron_explainer.splits.HeldOutOverlapWarning` reports held-out excerpts that repeat train ones.
+`neuron_explainer.records.splits.HeldOutOverlapWarning` reports held-out excerpts that repeat
+train ones.
 
 Constructing a data model directly (``ActivationRecord(...)``) validates with pydantic and so
 raises ``pydantic.ValidationError`` (a ``ValueError``) whose message names the field to fix.

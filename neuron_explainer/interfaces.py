@@ -15,52 +15,15 @@ A minimal simulator:
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
-from neuron_explainer.errors import UsageError
+from neuron_explainer._aio import gather_or_cancel as gather_or_cancel
+from neuron_explainer._aio import run_sync as run_sync
 from neuron_explainer.records import ActivationRecord, NeuronRecord, UnitId
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
 
 __all__ = ["Explainer", "Simulator", "Subject", "gather_or_cancel", "run_sync"]
-
-T = TypeVar("T")
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion from synchronous code.
-
-    Raises:
-        UsageError: when called from inside a running event loop (await the async twin instead).
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    coro.close()
-    raise UsageError(
-        "a synchronous neuron_explainer call was made inside a running event loop; "
-        "await its async twin instead (e.g. `await aexplain_neuron(...)`)"
-    )
-
-
-async def gather_or_cancel(*awaitables: Awaitable[T]) -> list[T]:
-    """Like ``asyncio.gather``, but the first failure cancels the others, and waits for them
-    to end, before it propagates: no request of a failed unit goes on in the background.
-
-    Raises:
-        BaseException: the first exception raised by one of ``awaitables``.
-    """
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 class _Component:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, JsonValue, model
 
 from neuron_explainer._version import __version__
 from neuron_explainer.records import ActivationRecord, Provenance, UnitId
-from neuron_explainer.splits import SplitPlan
+from neuron_explainer.records.splits import SplitPlan
 
 __all__ = [
     "ActivationScale",

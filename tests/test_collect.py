@@ -21,7 +21,8 @@ transformers = pytest.importorskip("transformers")
 from gpt2_tokenizer import gpt2_tokenizer_fixture, write_gpt2_tokenizer  # noqa: E402, F401
 
 from neuron_explainer import InvalidInputError, UnitId  # noqa: E402
-from neuron_explainer.building import moments  # noqa: E402
+from neuron_explainer.models.loading import load_model  # noqa: E402
+from neuron_explainer.records.building import moments  # noqa: E402
 from neuron_explainer.subjects.capture import ActivationCapture  # noqa: E402
 from neuron_explainer.subjects.collect import collect  # noqa: E402
 from neuron_explainer.subjects.collection import (  # noqa: E402
@@ -30,7 +31,6 @@ from neuron_explainer.subjects.collection import (  # noqa: E402
     moments_from_sums,
 )
 from neuron_explainer.subjects.corpus import corpus_from, iter_windows  # noqa: E402
-from neuron_explainer.subjects.models import load_model  # noqa: E402
 from neuron_explainer.subjects.tokens import token_strings  # noqa: E402
 
 WORDS = (

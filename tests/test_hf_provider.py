@@ -38,7 +38,7 @@ from neuron_explainer.llm import ChatRequest, Message, PromptLogprobsRequest  # 
 from neuron_explainer.llm.hf import HFLLM  # noqa: E402
 from neuron_explainer.llm.usage import track_usage  # noqa: E402
 from neuron_explainer.plugins import Registry  # noqa: E402
-from neuron_explainer.scoring import correlation  # noqa: E402
+from neuron_explainer.scorers.correlation import correlation  # noqa: E402
 from neuron_explainer.simulators._common import digit_value, expectation  # noqa: E402
 from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator  # noqa: E402
 from neuron_explainer.simulators.json_output import JSONSimulator  # noqa: E402

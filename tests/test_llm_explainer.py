@@ -19,8 +19,6 @@ from neuron_explainer import (
     SimulationError,
     split_records,
 )
-from neuron_explainer.best_of import CandidateExplainer, abest_of_k
-from neuron_explainer.explainers.few_shot import FEW_SHOT_EXAMPLES
 from neuron_explainer.explainers.llm import (
     DEFAULT_CONTEXT_WINDOW,
     LLMExplainer,
@@ -30,7 +28,9 @@ from neuron_explainer.explainers.llm import (
 )
 from neuron_explainer.interfaces import Simulator
 from neuron_explainer.llm import ChatRequest, ChatResponse, Choice
+from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES
 from neuron_explainer.llm.prompts import unescape_token
+from neuron_explainer.runs.best_of import CandidateExplainer, abest_of_k
 from neuron_explainer.testing import MockExplainer, ScriptedLLM, number_neuron_record
 
 HEADER = "Same activations, but with all zeros filtered out:"

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from neuron_explainer import InvalidInputError  # noqa: E402
-from neuron_explainer.subjects.models import GPT2_HUB_IDS, hub_id, load_model  # noqa: E402
+from neuron_explainer.models.loading import GPT2_HUB_IDS, hub_id, load_model  # noqa: E402
 
 
 def test_gpt2_names_map_to_the_hub_repositories() -> None:

@@ -19,8 +19,8 @@ from neuron_explainer import (
     explain_neuron,
     split_records,
 )
-from neuron_explainer.explainers.few_shot import FEW_SHOT_EXAMPLES
 from neuron_explainer.llm import PromptLogprobsRequest, PromptLogprobsResponse
+from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES
 from neuron_explainer.llm.prompts import escape_token
 from neuron_explainer.plugins import Registry
 from neuron_explainer.simulators.prompt_logprob import (

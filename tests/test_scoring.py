@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 
 from neuron_explainer import ActivationRecord, InvalidInputError, InvalidRecordError
 from neuron_explainer import SequenceSimulation as Sim
-from neuron_explainer.scoring import (
+from neuron_explainer.scorers.correlation import (
     absolute_dev_explained,
     apply_calibration,
     correlation,

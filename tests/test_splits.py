@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neuron_explainer import InsufficientRecordsError, InvalidInputError, split_records
-from neuron_explainer.splits import RANDOM_SPLITS, TOP_SPLITS, plan_splits
+from neuron_explainer.records.splits import RANDOM_SPLITS, TOP_SPLITS, plan_splits
 
 
 def test_interleaving_follows_the_documented_rule() -> None:

@@ -16,8 +16,8 @@ from neuron_explainer import (
     explain_neuron,
 )
 from neuron_explainer.explainers import TokenTableExplainer
+from neuron_explainer.records.lookup import build_token_table, token_shape
 from neuron_explainer.simulators import TokenTableSimulator
-from neuron_explainer.token_table import build_token_table, token_shape
 
 
 @pytest.mark.parametrize(

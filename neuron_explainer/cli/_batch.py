@@ -132,7 +132,7 @@ def run(
     estimated cost. Exits with 1 when a unit failed or the budget stopped the run.
     """
     with errors(debug):
-        from neuron_explainer.batch import explain_neurons, parse_indices
+        from neuron_explainer.runs import explain_neurons, parse_indices
 
         check_components(explainer=explainer, simulator=simulator)
         options = given_options(
@@ -205,7 +205,7 @@ def run(
 
 
 def _export(db: Path, jsonl: Path | None, openai: Path | None) -> None:
-    from neuron_explainer.batch import RunStore
+    from neuron_explainer.runs import RunStore
 
     if jsonl is None and openai is None:
         return
@@ -255,7 +255,7 @@ def score(
     The explanations are kept; only the simulations and scores are redone. Prints the summary.
     """
     with errors(debug):
-        from neuron_explainer.batch import rescore
+        from neuron_explainer.runs import rescore
 
         if not db.exists():
             raise bad_input(f"no such run database: {db}")
@@ -295,8 +295,8 @@ def report(
 ) -> None:
     """Write a static HTML report of a run database: explanations, scores and excerpts."""
     with errors(debug):
-        from neuron_explainer.batch import RunStore
         from neuron_explainer.report import write_report
+        from neuron_explainer.runs import RunStore
 
         if not db.exists():
             raise bad_input(f"no such run database: {db}")

@@ -111,9 +111,9 @@ def collect(
     (pass it as MODEL). Prints what was collected.
     """
     with errors(debug):
-        from neuron_explainer.batch import parse_indices
+        from neuron_explainer.models.loading import model_shape
+        from neuron_explainer.runs import parse_indices
         from neuron_explainer.subjects.collect import collect as collect_layers
-        from neuron_explainer.subjects.models import model_shape
 
         check_device(device)
         texts = open_corpus(corpus, split=split.value, text_field=text_field, count=False)
@@ -219,7 +219,7 @@ def explain(
     Prints the explanation and its score; --json prints the whole result.
     """
     with errors(debug):
-        from neuron_explainer.pipeline import explain_neuron
+        from neuron_explainer.runs.explain import explain_neuron
 
         check_components(explainer=explainer, simulator=simulator)
         subject_options = given_options(

@@ -27,10 +27,10 @@ from neuron_explainer.errors import (
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from neuron_explainer.models.loading import LoadedModel
     from neuron_explainer.results import ExplanationResult
     from neuron_explainer.subjects.collection import Collection
     from neuron_explainer.subjects.corpus import Corpus
-    from neuron_explainer.subjects.models import LoadedModel
 
 BAD_INPUT: tuple[type[NeuronExplainerError], ...] = (
     InvalidInputError,
@@ -181,7 +181,7 @@ def load_model_quietly(model: str, **options: Any) -> LoadedModel:
     """`load_model` without transformers' own progress bars (a spinner shows the step)."""
     import importlib
 
-    from neuron_explainer.subjects.models import load_model
+    from neuron_explainer.models.loading import load_model
 
     hf_logging: Any = importlib.import_module("transformers.utils.logging")
     # The GGUF converter uses a bare tqdm that no setting turns off: hand it a silent one.
@@ -264,7 +264,7 @@ def check_range(model: str, layers: list[int], neurons: list[int]) -> tuple[str,
     Raises:
         InvalidInputError: the model cannot be found, or an index is out of range.
     """
-    from neuron_explainer.subjects.models import model_shape
+    from neuron_explainer.models.loading import model_shape
 
     model_type, n_layers, n_neurons = model_shape(model)
     for layer in layers:

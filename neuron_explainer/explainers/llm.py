@@ -1,7 +1,7 @@
 """An explainer that asks an LLM what the top-activating excerpts have in common.
 
 The prompt follows the paper: a system message with the task and the ``token<TAB>activation``
-format, a few made-up neurons (`neuron_explainer.explainers.few_shot`) as earlier user/assistant
+format, a few made-up neurons (`neuron_explainer.llm.few_shot`) as earlier user/assistant
 turns, then the real neuron's train records on the 0-10 prompt scale. When fewer than
 `ZERO_FILTER_THRESHOLD` of the shown tokens are non-zero, the records are repeated with the
 zeros filtered out, so a sparse neuron's few active tokens stand out.
@@ -26,10 +26,11 @@ from collections.abc import Callable, Sequence
 
 from pydantic import JsonValue
 
+from neuron_explainer._aio import gather_or_cancel
 from neuron_explainer.errors import ExplanationError, InvalidInputError
-from neuron_explainer.explainers.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
-from neuron_explainer.interfaces import Explainer, gather_or_cancel
+from neuron_explainer.interfaces import Explainer
 from neuron_explainer.llm.base import LLM, Message
+from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
 from neuron_explainer.llm.prompts import render_blocks
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import ComponentInfo, Explanation, PromptScale

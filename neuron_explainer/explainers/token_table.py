@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from neuron_explainer.errors import ExplanationError
 from neuron_explainer.interfaces import Explainer
 from neuron_explainer.records import ActivationRecord
+from neuron_explainer.records.lookup import TokenTable, build_token_table
 from neuron_explainer.results import ComponentInfo, Explanation
-from neuron_explainer.token_table import TokenTable, build_token_table
 
 __all__ = ["TokenTableExplainer", "describe_table"]
 

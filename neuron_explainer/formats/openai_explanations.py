@@ -451,7 +451,7 @@ def explanation_results_to_openai(results: Sequence[ExplanationResult]) -> dict[
     Beware: the R² and absolute-deviation numbers are this library's definitions, not OpenAI's.
     Here R² is ``1 - SSE/SST`` with the variance-based ``SST = sum((y - mean(y))^2)`` and absolute
     deviation explained is ``1 - sum|y - y_hat| / sum|y - median(y)|``, both on calibrated
-    predictions (see `neuron_explainer.scoring`); OpenAI's code divides by the uncentred
+    predictions (see `neuron_explainer.scorers.correlation`); OpenAI's code divides by the uncentred
     ``mean(y^2)`` and ``mean(|y|)`` instead. Only ``ev_correlation_score`` compares directly.
 
     Raises:

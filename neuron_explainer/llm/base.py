@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, JsonValue
 
+from neuron_explainer._aio import run_sync
 from neuron_explainer.errors import CapabilityError
-from neuron_explainer.interfaces import run_sync
 from neuron_explainer.results import ComponentInfo
 
 __all__ = [

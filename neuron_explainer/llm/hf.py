@@ -1,7 +1,7 @@
 """A local LLM provider: a Hugging Face causal LM run in-process (provider ``"hf"``).
 
 `HFLLM` loads a transformers model and its tokenizer once (a hub name, a local directory, or a
-``.gguf`` file, as `neuron_explainer.subjects.models.load_model` does) on CPU or CUDA, and
+``.gguf`` file, as `neuron_explainer.models.loading.load_model` does) on CPU or CUDA, and
 serves the `LLM` contract with no server and no network:
 
 * `achat`: the tokenizer's chat template (``add_generation_prompt=True``), then generation:
@@ -32,8 +32,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from neuron_explainer._aio import run_sync
 from neuron_explainer.errors import InvalidInputError
-from neuron_explainer.interfaces import run_sync
 from neuron_explainer.llm.base import (
     LLM,
     Capability,
@@ -191,7 +191,7 @@ class HFLLM(LLM):
         if not 0 < top_p <= 1 or top_k < 0:
             raise InvalidInputError(f"need 0 < top_p <= 1 and top_k >= 0, got {top_p}, {top_k}")
         from neuron_explainer.llm._hf_engine import Engine
-        from neuron_explainer.subjects.models import load_model
+        from neuron_explainer.models.loading import load_model
 
         loaded = load_model(model, tokenizer=tokenizer, dtype=dtype, device=device)
         if chat_template is not None:
@@ -322,7 +322,7 @@ class HFLLM(LLM):
         and the value each writes; found once, by decoding the tokens that hold a digit."""
         with self._lock:
             if self._values is None:
-                from neuron_explainer.simulators._common import digit_value
+                from neuron_explainer.llm.prompts import digit_value
 
                 size = min(len(self.tokenizer), self.engine.vocab_size)
                 raw = self.tokenizer.convert_ids_to_tokens(list(range(size)))

@@ -42,6 +42,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
+from neuron_explainer._aio import run_sync
 from neuron_explainer._version import __version__
 from neuron_explainer.errors import (
     AuthenticationError,
@@ -54,7 +55,6 @@ from neuron_explainer.errors import (
     RateLimitError,
     ServerError,
 )
-from neuron_explainer.interfaces import run_sync
 from neuron_explainer.llm.base import (
     CAPABILITIES,
     LLM,

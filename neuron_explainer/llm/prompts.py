@@ -10,6 +10,7 @@ from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import PromptScale
 
 __all__ = [
+    "digit_value",
     "escape_token",
     "extract_json_object",
     "render_blocks",
@@ -19,6 +20,7 @@ __all__ = [
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _ESCAPE = re.compile(r"\\(\\|t|n|r|x[0-9a-f]{2})")
+_DIGITS = re.compile(r"10|[0-9]")
 _SIMPLE = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 
 
@@ -65,3 +67,10 @@ def extract_json_object(text: str) -> object:
     if start < 0 or end <= start:
         raise ValueError("the output contains no JSON object")
     return json.loads(text[start : end + 1])
+
+
+def digit_value(token: str) -> int | None:
+    """The activation a generated token stands for: ``"7"``, ``" 7"``, ``"\\t7"`` or ``"7\\n"``
+    give 7, ``"10"`` gives 10; anything else (``"unknown"``, ``"07"``, ``"11"``) ``None``."""
+    text = token.strip()
+    return int(text) if _DIGITS.fullmatch(text) else None

@@ -4,10 +4,10 @@ distribution over activation digits from top logprobs, and batching excerpts int
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from neuron_explainer.interfaces import gather_or_cancel
+from neuron_explainer._aio import gather_or_cancel
+from neuron_explainer.llm.prompts import digit_value as digit_value
 from neuron_explainer.results import SequenceSimulation
 
 TASK = (
@@ -21,8 +21,6 @@ ESCAPES = (
     "as written."
 )
 
-_DIGITS = re.compile(r"10|[0-9]")
-
 
 def check_count(n_values: int, n_tokens: int) -> None:
     """The alignment rule every simulator shares: exactly one value per token.
@@ -32,13 +30,6 @@ def check_count(n_values: int, n_tokens: int) -> None:
     """
     if n_values != n_tokens:
         raise ValueError(f"{n_values} activations for {n_tokens} tokens")
-
-
-def digit_value(token: str) -> int | None:
-    """The activation a generated token stands for: ``"7"``, ``" 7"``, ``"\\t7"`` or ``"7\\n"``
-    give 7, ``"10"`` gives 10; anything else (``"unknown"``, ``"07"``, ``"11"``) ``None``."""
-    text = token.strip()
-    return int(text) if _DIGITS.fullmatch(text) else None
 
 
 def digit_probabilities(alternatives: Iterable[tuple[str, float]]) -> dict[int, float]:

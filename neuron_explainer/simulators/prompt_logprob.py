@@ -1,7 +1,7 @@
 """The paper's "all at once" simulator: one prompt-logprob request per excerpt, no generation.
 
 The prompt (`build_all_at_once_prompt`) is raw text, not chat: a preamble, the made-up example
-neurons of `neuron_explainer.explainers.few_shot` with their real activations as
+neurons of `neuron_explainer.llm.few_shot` with their real activations as
 ``token<TAB>N`` lines, then the explanation and the excerpt with every activation written as
 the placeholder ``unknown`` (``token<TAB>unknown`` lines). The backend scores the prompt
 (`LLM.aprompt_logprobs`); the top logprobs at the first token of each placeholder are the
@@ -30,9 +30,9 @@ from typing import Literal, Protocol, runtime_checkable
 from pydantic import JsonValue
 
 from neuron_explainer.errors import CapabilityError, InvalidInputError, SimulationError
-from neuron_explainer.explainers.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
 from neuron_explainer.interfaces import Simulator
 from neuron_explainer.llm.base import LLM, PromptLogprobsRequest, PromptLogprobsResponse
+from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
 from neuron_explainer.llm.prompts import escape_token
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
 from neuron_explainer.simulators._common import (

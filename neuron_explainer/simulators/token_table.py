@@ -8,8 +8,8 @@ from pydantic import ValidationError
 
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.interfaces import Simulator
+from neuron_explainer.records.lookup import TokenTable
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
-from neuron_explainer.token_table import TokenTable
 
 __all__ = ["TokenTableSimulator"]
 

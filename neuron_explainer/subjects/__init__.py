@@ -1,7 +1,7 @@
 """Subjects: run a real model over real text and record its units.
 
 * `ActivationCapture`: hooked capture of MLP neuron activations (GPT-2, GPT-NeoX/Pythia, Llama,
-  Qwen2, Gemma 3; see `neuron_explainer.subjects.architectures`).
+  Qwen2, Gemma 3; see `neuron_explainer.models.architectures`).
 * `load_model`: load a model by name (``gpt2`` … ``gpt2-xl``), directory, ``.gguf`` file or
   object.
 * `collect`: one streaming, resumable pass recording every neuron of chosen layers to disk;
@@ -11,14 +11,14 @@
 Nothing here imports torch or transformers until a model is loaded or captured.
 """
 
-from neuron_explainer.subjects.architectures import SITES as SITES
-from neuron_explainer.subjects.architectures import MLPSite as MLPSite
+from neuron_explainer.models import SITES as SITES
+from neuron_explainer.models import LoadedModel as LoadedModel
+from neuron_explainer.models import MLPSite as MLPSite
+from neuron_explainer.models import load_model as load_model
 from neuron_explainer.subjects.capture import ActivationCapture as ActivationCapture
 from neuron_explainer.subjects.collect import collect as collect
 from neuron_explainer.subjects.collection import Collection as Collection
 from neuron_explainer.subjects.collection import CollectionSubject as CollectionSubject
-from neuron_explainer.subjects.models import LoadedModel as LoadedModel
-from neuron_explainer.subjects.models import load_model as load_model
 
 __all__ = [
     "SITES",

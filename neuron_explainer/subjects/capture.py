@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from neuron_explainer.errors import InvalidInputError
-from neuron_explainer.subjects.architectures import MLPSite, site_for
+from neuron_explainer.models.architectures import MLPSite, site_for
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +38,7 @@ class ActivationCapture:
 
     Args:
         model: a transformers causal LM whose ``config.model_type`` is in
-            `neuron_explainer.subjects.architectures.SITES` (or pass ``site``).
+            `neuron_explainer.models.architectures.SITES` (or pass ``site``).
         layers: the layers to read (0 = first block).
         site: override where neurons are read.
 

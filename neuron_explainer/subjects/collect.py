@@ -26,7 +26,7 @@ corpus size.
 * **Moments**: token count and sums of ``(x - c) ** p``, ``p = 1..4``, per neuron, ``c``
   being the neuron's mean over the first batch (a shift against cancellation); each batch's
   partial sums are float32 (relative error ~1e-7, measured against float64 in the tests) and
-  are accumulated in float64. Read back as `neuron_explainer.building.moments` defines them.
+  are accumulated in float64. Read back as `neuron_explainer.records.building.moments` defines them.
 * **Window table**: every window's excerpt ids, appended to a file (disk grows with the corpus,
   4 bytes per token slot; memory does not).
 
@@ -74,8 +74,9 @@ from typing import Any
 
 import numpy as np
 
-from neuron_explainer.building import DEFAULT_QUANTILE_LEVELS
 from neuron_explainer.errors import FormatError, InvalidInputError
+from neuron_explainer.models.loading import LoadedModel, load_model
+from neuron_explainer.records.building import DEFAULT_QUANTILE_LEVELS
 from neuron_explainer.subjects.capture import ActivationCapture
 from neuron_explainer.subjects.collect_state import LayerState
 from neuron_explainer.subjects.collection import (
@@ -96,7 +97,6 @@ from neuron_explainer.subjects.corpus import (
     corpus_provenance,
     iter_windows,
 )
-from neuron_explainer.subjects.models import LoadedModel, load_model
 from neuron_explainer.subjects.tokens import token_strings
 
 __all__ = ["collect"]

@@ -55,7 +55,7 @@ def moments_from_sums(count: int, shift: float, sums: np.ndarray) -> dict[str, f
     """Mean, population variance, skewness and excess kurtosis from shifted power sums.
 
     ``sums[p - 1]`` is the sum of ``(x - shift) ** p`` over ``count`` values (same semantics
-    as `neuron_explainer.building.moments`).
+    as `neuron_explainer.records.building.moments`).
     """
     if count == 0:
         return {"mean": None, "variance": None, "skewness": None, "kurtosis": None}

@@ -14,13 +14,13 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from neuron_explainer.building import DEFAULT_QUANTILE_LEVELS, build_neuron_record
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.interfaces import Subject
+from neuron_explainer.models.loading import LoadedModel, load_model
 from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
+from neuron_explainer.records.building import DEFAULT_QUANTILE_LEVELS, build_neuron_record
 from neuron_explainer.subjects.capture import ActivationCapture
 from neuron_explainer.subjects.corpus import BOSPolicy, Corpus, Window, corpus_from, iter_windows
-from neuron_explainer.subjects.models import LoadedModel, load_model
 from neuron_explainer.subjects.tokens import token_strings
 
 __all__ = ["HFSubject"]

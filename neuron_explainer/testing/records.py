@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from neuron_explainer.building import build_neuron_record
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
+from neuron_explainer.records.building import build_neuron_record
 
 __all__ = ["NUMBER_UNIT", "number_neuron_record"]
 

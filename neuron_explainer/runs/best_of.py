@@ -4,8 +4,8 @@ calibration split.
 Only the train records reach the explainer and only the calibration records reach the
 simulator here, so choosing among candidates never looks at the valid or test split that scores
 the result. Each candidate is scored by the Pearson correlation pooled over every calibration
-token (`neuron_explainer.scoring.correlation`, invariant to the calibration fitted later); the
-best defined score wins, ties go to the earlier sample.
+token (`neuron_explainer.scorers.correlation.correlation`, invariant to the calibration fitted
+later); the best defined score wins, ties go to the earlier sample.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from pydantic import JsonValue
 
+from neuron_explainer._aio import gather_or_cancel
 from neuron_explainer.errors import ExplanationError, InvalidInputError, SimulationError
-from neuron_explainer.interfaces import Explainer, Simulator, gather_or_cancel
+from neuron_explainer.interfaces import Explainer, Simulator
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import Explanation, Score
-from neuron_explainer.scoring import correlation
+from neuron_explainer.scorers.correlation import correlation
 
 __all__ = ["CandidateExplainer", "abest_of_k", "calibration_score"]
 

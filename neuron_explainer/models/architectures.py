@@ -60,7 +60,7 @@ def _unsupported(model_type: object, owner: str) -> InvalidInputError:
         f"({owner}); supported: {', '.join(sorted(SITES))}. To add it, put "
         "an MLPSite(layers=<path to the block list>, module=<path to the MLP's activation or "
         "output projection>, read='output'|'input') into "
-        "neuron_explainer.subjects.architectures.SITES under that model_type"
+        "neuron_explainer.models.architectures.SITES under that model_type"
     )
 
 

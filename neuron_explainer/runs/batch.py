@@ -3,7 +3,7 @@
 `aexplain_neurons` (sync twin `explain_neurons`) runs collection → explanation → simulation →
 scoring for every chosen unit, ``concurrency`` units at a time on one event loop (the LLM
 backend applies its own request and token limits), and commits each unit's result to a
-`neuron_explainer.runstore.RunStore` the moment it finishes. Run the same call again after a
+`neuron_explainer.runs.store.RunStore` the moment it finishes. Run the same call again after a
 crash, a kill or a budget stop and it does only the units that are not done. `arescore`
 re-scores a finished run's explanations with another simulator, on the same held-out records.
 
@@ -21,46 +21,26 @@ See docs/batch.md for the database, the resume and budget rules, dry runs and ex
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neuron_explainer._batch_run import RunEvent as RunEvent
-from neuron_explainer._batch_run import RunSummary as RunSummary
-from neuron_explainer._batch_run import run_units
-from neuron_explainer._batch_sources import RecordSource as RecordSource
-from neuron_explainer._batch_sources import Source, open_source, select_units
-from neuron_explainer._batch_sources import parse_indices as parse_indices
-from neuron_explainer._version import __version__
+from neuron_explainer._aio import run_sync
 from neuron_explainer.errors import InvalidInputError
-from neuron_explainer.interfaces import Explainer, Simulator, run_sync
-from neuron_explainer.pipeline import aexplain_neuron, ascore_explanation
+from neuron_explainer.interfaces import Explainer, Simulator
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import UnitId
 from neuron_explainer.results import ExplanationResult
-from neuron_explainer.runstore import RunStore as RunStore
-from neuron_explainer.runstore import config_mismatch
-from neuron_explainer.splits import split_records
+from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
+from neuron_explainer.runs._sources import RecordSource, open_source, select_units
+from neuron_explainer.runs.explain import aexplain_neuron
+from neuron_explainer.runs.store import RunStore, config_mismatch
 from neuron_explainer.subjects.collection import Collection
 
-__all__ = [
-    "EXPLAIN_OPTIONS",
-    "RecordSource",
-    "RunEstimate",
-    "RunEvent",
-    "RunStore",
-    "RunSummary",
-    "aexplain_neurons",
-    "arescore",
-    "explain_neurons",
-    "parse_indices",
-    "rescore",
-]
+__all__ = ["EXPLAIN_OPTIONS", "RunEstimate", "aexplain_neurons", "explain_neurons"]
 
 EXPLAIN_OPTIONS: dict[str, Any] = {
     "calibration": "linear",
@@ -200,7 +180,7 @@ async def aexplain_neurons(
     config["source"] = src.identity
     chosen = select_units(src, layers=layers, neurons=neurons, units=units)
     if dry_run:
-        from neuron_explainer.estimate import estimate_run
+        from neuron_explainer.runs.estimate import estimate_run
 
         _refuse_mismatch(db_path, "explain", config, partial=False)
         _, _, statuses, spent = _held(db_path)
@@ -346,177 +326,5 @@ def explain_neurons(
             registry=registry,
             progress=progress,
             sample_units=sample_units,
-        )
-    )
-
-
-def _default_out(db: Path, simulator: Simulator) -> Path:
-    info = simulator.info
-    label = str(info.settings.get("llm") or "") or info.name
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "simulator"
-    return db.with_name(f"{db.stem}.rescore-{slug}{db.suffix or '.sqlite'}")
-
-
-async def arescore(
-    db: str | os.PathLike[str],
-    simulator: Simulator | str,
-    *,
-    out_db: str | os.PathLike[str] | None = None,
-    records: RecordSource | None = None,
-    source: Collection | str | os.PathLike[str] | None = None,
-    concurrency: int = 8,
-    budget_usd: float | None = None,
-    retry_failed: bool = False,
-    registry: Registry | None = None,
-    progress: Callable[[RunEvent], None] | None = None,
-) -> RunSummary:
-    """Async twin of `rescore`; use it inside a running event loop."""
-    started = time.perf_counter()
-    _check_run_options(concurrency, budget_usd)
-    source_db = Path(db)
-    components = registry or default_registry()
-    the_simulator = components.simulator(simulator)
-    target = Path(out_db) if out_db is not None else _default_out(source_db, the_simulator)
-    if target.resolve() == source_db.resolve():
-        raise InvalidInputError("out_db must differ from db: a rescore writes a new database")
-    with RunStore(source_db) as explained, RunStore(target, create=True) as store:
-        meta = explained.meta()
-        held = meta.get("config")
-        if held is None:
-            raise InvalidInputError(f"{source_db} holds no run to re-score")
-        src = await open_source(
-            source if source is not None or records is not None else meta.get("source_path"),
-            records=records,
-            expect=held["source"],
-        )
-        options = held["options"]
-        config = {
-            "source": held["source"],
-            "explainer": held["explainer"],
-            "simulator": the_simulator.info.model_dump(mode="json"),
-            "options": options,
-            "explained_with": held["simulator"],
-        }
-        store.lock()
-        store.check_config(
-            "rescore",
-            config,
-            {"source_path": src.path, "rescored_from": str(source_db.resolve())},
-        )
-
-        async def work(unit: UnitId) -> ExplanationResult:
-            return await _rescore_unit(explained, src, the_simulator, unit, options)
-
-        return await run_units(
-            store,
-            "rescore",
-            [s.unit for s in explained.units("done")],
-            work,
-            concurrency=concurrency,
-            budget_usd=budget_usd,
-            retry_failed=retry_failed,
-            progress=progress,
-            started=started,
-            collection=src.path if src.identity.get("kind") == "collection" else None,
-        )
-
-
-async def _rescore_unit(
-    explained: RunStore,
-    src: Source,
-    simulator: Simulator,
-    unit: UnitId,
-    options: Mapping[str, Any],
-) -> ExplanationResult:
-    original = explained.result(unit)
-    if original is None:  # pragma: no cover - the unit was listed as done
-        raise InvalidInputError(f"{unit} has no result in {explained.path}")
-    record = await src.record(unit)
-    plan = original.split_plan
-    splits = split_records(
-        record, n_top_per_split=plan.n_top_per_split, n_random_per_split=plan.n_random_per_split
-    )
-    split = original.scored.split
-    held_out = splits.held_out(split).records
-    before = [s.record for s in original.scored.sequences]
-    if splits.plan != plan or list(held_out) != before:
-        raise InvalidInputError(
-            f"the records of {unit} are not the ones it was explained with (its {split} split "
-            "differs); the source changed since the run"
-        )
-    scored = await ascore_explanation(
-        simulator,
-        original.explanation,
-        splits,
-        calibration=options["calibration"],
-        score_split="test" if split == "test" else "valid",
-    )
-    return original.model_copy(
-        update={
-            "scored": scored,
-            "simulator": simulator.info,
-            "library_version": __version__,
-            "created_at": datetime.now(UTC),
-        }
-    )
-
-
-def rescore(
-    db: str | os.PathLike[str],
-    simulator: Simulator | str,
-    *,
-    out_db: str | os.PathLike[str] | None = None,
-    records: RecordSource | None = None,
-    source: Collection | str | os.PathLike[str] | None = None,
-    concurrency: int = 8,
-    budget_usd: float | None = None,
-    retry_failed: bool = False,
-    registry: Registry | None = None,
-    progress: Callable[[RunEvent], None] | None = None,
-) -> RunSummary:
-    """Re-score a run's explanations with another simulator; the explainer never runs again.
-
-    Every done unit of ``db`` is simulated again from its stored explanation, on the very
-    records that scored it: the unit's record is read again from the run's source and cut by
-    the stored split plan (a record whose held-out excerpts changed raises), the calibration
-    (same method) is fitted on the calibration split and the same held-out split is scored.
-    Results go to a new run database, ``out_db``, resumable like any run.
-
-    Args:
-        db: the run database to re-score (read only).
-        simulator: the new `Simulator` or a registered name.
-        out_db: where the new results go (default: beside ``db``,
-            ``<db stem>.rescore-<simulator>.sqlite``).
-        records: the records, when the run was made from ``records=`` (a collection is
-            found from the run's meta).
-        source: the run's collection, when it moved since the run (it must be the same
-            collection: same model, config and windows).
-        concurrency: units in flight at once.
-        budget_usd: cap on the estimated cost of everything ``out_db`` records (see
-            `explain_neurons`).
-        retry_failed: re-score units whose re-scoring failed before.
-        registry: where names are looked up.
-        progress: called with a `RunEvent` after every unit.
-
-    Returns:
-        A `RunSummary` of the re-scoring run (``done``: units re-scored in this call).
-
-    Raises:
-        InvalidInputError: ``db`` holds no run, its source changed, or ``out_db`` holds
-            another run.
-        UsageError: called inside an event loop, or another process writes ``out_db``.
-    """
-    return run_sync(
-        arescore(
-            db,
-            simulator,
-            out_db=out_db,
-            records=records,
-            source=source,
-            concurrency=concurrency,
-            budget_usd=budget_usd,
-            retry_failed=retry_failed,
-            registry=registry,
-            progress=progress,
         )
     )

@@ -236,7 +236,7 @@ def model_shape(model: str | os.PathLike[str]) -> tuple[str, int, int]:
         InvalidInputError: the model cannot be found or its config read (the message says why,
             as `load_model` does), or its architecture is not supported.
     """
-    from neuron_explainer.subjects.architectures import SITES, mlp_shape
+    from neuron_explainer.models.architectures import SITES, mlp_shape
 
     name = os.fspath(model)
     path, source, kwargs = _resolve(name)

@@ -2,7 +2,7 @@
 spent, what failed and why.
 
 `RunStore` opens the file (WAL journal, ``synchronous=NORMAL``). A batch run
-(`neuron_explainer.batch`) writes through it; anyone can read it, also while a run is going on
+(`neuron_explainer.runs`) writes through it; anyone can read it, also while a run is going on
 in another process. Schema (version 1)::
 
     meta   (key TEXT PRIMARY KEY, value TEXT)         JSON values: schema_version, kind

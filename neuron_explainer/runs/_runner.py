@@ -1,4 +1,4 @@
-"""The unit runner behind `neuron_explainer.batch`: work through a run's pending units,
+"""The unit runner behind `neuron_explainer.runs`: work through a run's pending units,
 ``concurrency`` at a time, under one usage meter, committing each outcome as it comes."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from neuron_explainer.errors import (
 from neuron_explainer.llm.usage import BudgetExceededError, track_usage
 from neuron_explainer.records import UnitId
 from neuron_explainer.results import ExplanationResult, UsageSummary
-from neuron_explainer.runstore import RunStore
+from neuron_explainer.runs.store import RunStore
 
 __all__ = ["RunEvent", "RunSummary", "run_units"]
 

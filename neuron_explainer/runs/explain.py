@@ -5,32 +5,30 @@ Wiring only; every stage lives in its own module.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import ValidationError
 
+from neuron_explainer._aio import run_sync
 from neuron_explainer.errors import (
     ExplanationError,
     InvalidInputError,
     InvalidRecordError,
-    SimulationError,
 )
-from neuron_explainer.interfaces import Explainer, Simulator, run_sync
+from neuron_explainer.interfaces import Explainer, Simulator
 from neuron_explainer.llm.usage import track_usage
 from neuron_explainer.plugins.registry import Registry, default_registry
-from neuron_explainer.records import ActivationRecord, NeuronRecord
+from neuron_explainer.records import NeuronRecord
+from neuron_explainer.records.splits import split_records
 from neuron_explainer.results import (
     Explanation,
     ExplanationResult,
-    ScoredSimulation,
-    SequenceSimulation,
 )
-from neuron_explainer.scoring import CalibrationMethod, fit_calibration, score_simulations
-from neuron_explainer.splits import Splits, split_records
+from neuron_explainer.scorers.correlation import CalibrationMethod
+from neuron_explainer.scorers.simulation import ascore_explanation
 
-__all__ = ["aexplain_neuron", "ascore_explanation", "explain_neuron", "simulate_records"]
+__all__ = ["aexplain_neuron", "explain_neuron"]
 
 
 def _coerce_record(record: NeuronRecord | Mapping[str, Any]) -> NeuronRecord:
@@ -76,73 +74,6 @@ async def _record_for(
             )
         subject = HFSubject(source, corpus, **dict(subject_options or {}))
     return await subject.aneuron_record(subject.unit(layer, neuron))
-
-
-async def simulate_records(
-    simulator: Simulator, explanation: Explanation, records: Sequence[ActivationRecord]
-) -> list[SequenceSimulation]:
-    """Simulate ``records`` and check each simulation covers its record token for token.
-
-    Raises:
-        SimulationError: the simulator returned the wrong number of simulations, or one that
-            does not align with its record's tokens.
-    """
-    if not records:
-        return []
-    simulations = await simulator.asimulate_many(explanation, [r.tokens for r in records])
-    name = simulator.info.name
-    if len(simulations) != len(records):
-        raise SimulationError(
-            f"simulator {name!r} returned {len(simulations)} simulations for {len(records)} "
-            "excerpts"
-        )
-    for i, (record, simulation) in enumerate(zip(records, simulations, strict=True)):
-        if not isinstance(simulation, SequenceSimulation):
-            raise SimulationError(
-                f"simulator {name!r} returned {type(simulation).__name__}, not a SequenceSimulation"
-            )
-        if simulation.tokens != record.tokens:
-            raise SimulationError(
-                f"simulator {name!r}: simulation {i} has {len(simulation.tokens)} tokens that do "
-                f"not match the excerpt's {len(record.tokens)} tokens"
-            )
-    return simulations
-
-
-async def ascore_explanation(
-    simulator: Simulator,
-    explanation: Explanation,
-    splits: Splits,
-    *,
-    calibration: CalibrationMethod = "linear",
-    score_split: Literal["valid", "test"] = "valid",
-) -> ScoredSimulation:
-    """Simulate the calibration split (unless ``calibration="none"``) and ``score_split`` of
-    ``splits`` from ``explanation``, fit the calibration on the first and score the second.
-
-    This is the second half of `explain_neuron`; re-scoring an explanation with another
-    simulator calls it with the same splits.
-
-    Raises:
-        SimulationError: the simulator failed or returned misaligned simulations.
-    """
-    scored_set = splits.held_out(score_split)
-    to_fit = splits.calibration.records if calibration != "none" else ()
-    simulations = await simulate_records(simulator, explanation, (*to_fit, *scored_set.records))
-    fit_sims, scored_sims = simulations[: len(to_fit)], simulations[len(to_fit) :]
-
-    fitted = fit_calibration(
-        calibration,
-        np.concatenate([s.expected_activations for s in fit_sims]) if fit_sims else [],
-        np.concatenate([r.activations for r in to_fit]) if to_fit else [],
-    )
-    n_top = len(scored_set.top)
-    return score_simulations(
-        score_split,
-        list(zip(scored_set.top, scored_sims[:n_top], strict=True)),
-        list(zip(scored_set.random, scored_sims[n_top:], strict=True)),
-        fitted,
-    )
 
 
 async def aexplain_neuron(
@@ -220,7 +151,7 @@ async def _explain(
     )
 
     if best_of > 1:
-        from neuron_explainer.best_of import abest_of_k
+        from neuron_explainer.runs.best_of import abest_of_k
 
         explanation, _ = await abest_of_k(
             the_explainer, the_simulator, splits.train, splits.calibration.records, best_of
@@ -266,7 +197,7 @@ def explain_neuron(
 ) -> ExplanationResult:
     """Explain one unit and score the explanation on held-out records.
 
-    The record is split (see `neuron_explainer.splits`); the explainer sees only the train
+    The record is split (see `neuron_explainer.records.splits`); the explainer sees only the train
     split; the simulator predicts the calibration split (to fit ``calibration``) and the
     ``score_split``; the scores compare those predictions with the true activations.
 

@@ -34,11 +34,11 @@ from neuron_explainer.llm.base import LLM, Message, Usage
 from neuron_explainer.llm.prompts import escape_token
 from neuron_explainer.llm.usage import estimate_cost, price_for
 from neuron_explainer.records import NeuronRecord, UnitId
+from neuron_explainer.records.splits import split_records
 from neuron_explainer.results import ComponentInfo, Explanation
-from neuron_explainer.splits import split_records
 
 if TYPE_CHECKING:
-    from neuron_explainer._batch_sources import Source
+    from neuron_explainer.runs._sources import Source
 
 __all__ = [
     "PLACEHOLDER_EXPLANATION",
@@ -274,7 +274,7 @@ async def estimate_run(
     retry_failed: bool = False,
     sample_units: int = 3,
 ) -> dict[str, Any]:
-    """The fields of a `neuron_explainer.batch.RunEstimate`: `estimate_neuron` on up to
+    """The fields of a `neuron_explainer.runs.RunEstimate`: `estimate_neuron` on up to
     ``sample_units`` units spread evenly over those still to do (per ``statuses``), averaged
     and multiplied by their number."""
     if sample_units < 1:

@@ -1,5 +1,5 @@
 """Where a batch run's records come from: a collection (collected first if need be) or
-records given directly. Used by `neuron_explainer.batch`."""
+records given directly. Used by `neuron_explainer.runs`."""
 
 from __future__ import annotations
 

@@ -1,0 +1,45 @@
+"""Runs: the wiring that takes units through the pipeline, one or many at a time.
+
+* `neuron_explainer.runs.explain`: `explain_neuron` for one unit: record (or take) the
+  record, split it, explain on train, score on held-out records.
+* `neuron_explainer.runs.best_of`: best-of-k explanations picked on the calibration split.
+* `neuron_explainer.runs.batch`: `explain_neurons`, many units, resumable, in a run database.
+* `neuron_explainer.runs.rescore`: re-score a finished run with another simulator.
+* `neuron_explainer.runs.store`: `RunStore`, the SQLite run database (versioned).
+* `neuron_explainer.runs.estimate`: what a unit or a run would cost, with nothing sent.
+* ``_runner`` (the unit runner: concurrency, budget, commits) and ``_sources`` (where a
+  batch's records come from) are private.
+
+Runs sit above the stages (subjects, explainers, simulators, scorers) and the plugin registry;
+only the report, the CLI and the testing tools import them.
+"""
+
+from neuron_explainer.runs._runner import RunEvent as RunEvent
+from neuron_explainer.runs._runner import RunSummary as RunSummary
+from neuron_explainer.runs._sources import RecordSource as RecordSource
+from neuron_explainer.runs._sources import parse_indices as parse_indices
+from neuron_explainer.runs.batch import EXPLAIN_OPTIONS as EXPLAIN_OPTIONS
+from neuron_explainer.runs.batch import RunEstimate as RunEstimate
+from neuron_explainer.runs.batch import aexplain_neurons as aexplain_neurons
+from neuron_explainer.runs.batch import explain_neurons as explain_neurons
+from neuron_explainer.runs.explain import aexplain_neuron as aexplain_neuron
+from neuron_explainer.runs.explain import explain_neuron as explain_neuron
+from neuron_explainer.runs.rescore import arescore as arescore
+from neuron_explainer.runs.rescore import rescore as rescore
+from neuron_explainer.runs.store import RunStore as RunStore
+
+__all__ = [
+    "EXPLAIN_OPTIONS",
+    "RecordSource",
+    "RunEstimate",
+    "RunEvent",
+    "RunStore",
+    "RunSummary",
+    "aexplain_neuron",
+    "aexplain_neurons",
+    "arescore",
+    "explain_neuron",
+    "explain_neurons",
+    "parse_indices",
+    "rescore",
+]
