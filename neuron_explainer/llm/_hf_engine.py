@@ -245,57 +245,67 @@ class Engine:
         keeps at least one token after it."""
         if not self.prefix_cache:
             return None
-        shortest = min(min(len(s) for s in seqs) - 1, limit)
         first = seqs[0]
-        shared = shortest
-        for other in seqs[1:]:
-            shared = min(shared, _common_length(first, other))
-        reuse, reuse_len = None, 0
-        for entry in self._prefixes.values():
-            common = min(_common_length(entry.ids, first), shortest)
-            if common > reuse_len:
-                reuse, reuse_len = entry, common
-        if reuse is not None and reuse_len >= _MIN_SHARED_PREFIX:
-            self._prefixes.move_to_end(reuse.ids)
-        else:
-            reuse, reuse_len = None, 0
+        shortest = min(min(len(s) for s in seqs) - 1, limit)
+        reuse, reuse_len = self._reusable(first, shortest)
         if len(seqs) == 1:
             shared = reuse_len  # one sequence: only reuse, never store
+        else:
+            shared = min(shortest, *(_common_length(first, other) for other in seqs[1:]))
         if shared < _MIN_SHARED_PREFIX:
             return None
         if reuse is not None and reuse_len == shared == len(reuse.ids):
             return reuse
+        entry = self._extend(first[:shared], reuse, reuse_len)
+        if len(seqs) > 1:
+            self._prefixes[entry.ids] = entry
+            while len(self._prefixes) > self._prefix_entries:
+                self._prefixes.popitem(last=False)
+        return entry
+
+    def _reusable(self, first: Sequence[int], shortest: int) -> tuple[_Prefix | None, int]:
+        """The cached prefix that shares the most tokens (at most ``shortest``) with ``first``,
+        and how many, marked as recently used; ``(None, 0)`` when none shares enough."""
+        best, best_len = None, 0
+        for entry in self._prefixes.values():
+            common = min(_common_length(entry.ids, first), shortest)
+            if common > best_len:
+                best, best_len = entry, common
+        if best is None or best_len < _MIN_SHARED_PREFIX:
+            return None, 0
+        self._prefixes.move_to_end(best.ids)
+        return best, best_len
+
+    def _extend(self, ids: Sequence[int], reuse: _Prefix | None, reuse_len: int) -> _Prefix:
+        """The prefix ``ids`` computed in one forward pass, on top of the first ``reuse_len``
+        tokens of ``reuse`` (whose KV cache and outputs are copied) when given."""
+        shared = len(ids)
         # Reuse the KV of the first r tokens and run tokens r..shared-1 on top (at least one,
         # so the whole log-softmax at the last shared position is at hand).
-        r = max(0, min(reuse_len, shared) - 1) if reuse is not None else 0
+        r = max(0, min(reuse_len, shared) - 1)
         cache = None
         if r > 0 and reuse is not None:
             cache = copy.deepcopy(reuse.cache)
             if r < len(reuse.ids):
                 cache.crop(r - len(reuse.ids))  # a negative count drops that many tokens
-        ids = torch.tensor([list(first[r:shared])], device=self.device)
+        tensor = torch.tensor([list(ids[r:])], device=self.device)
         mask = torch.ones((1, shared), dtype=torch.long, device=self.device)
-        hidden, cache = self._run(ids, mask, cache, start=r, keep_cache=True)
-        targets = torch.tensor([*first[r + 1 : shared], 0], device=self.device)
+        hidden, cache = self._run(tensor, mask, cache, start=r, keep_cache=True)
+        targets = torch.tensor([*ids[r + 1 :], 0], device=self.device)
         top_values, top_ids, own, last = self._head(hidden[0], targets, MAX_TOP_LOGPROBS)
         own = own[:-1]  # the last row's target is the first token after the prefix
         if reuse is not None and r > 0:
             top_values = torch.cat([reuse.top_logprobs[:r], top_values])
             top_ids = torch.cat([reuse.top_ids[:r], top_ids])
             own = torch.cat([reuse.next_logprob[:r], own])
-        entry = _Prefix(
-            ids=tuple(first[:shared]),
+        return _Prefix(
+            ids=tuple(ids),
             cache=cache,
             top_ids=top_ids,
             top_logprobs=top_values,
             next_logprob=own,
             last=last,
         )
-        if len(seqs) > 1:
-            self._prefixes[entry.ids] = entry
-            while len(self._prefixes) > self._prefix_entries:
-                self._prefixes.popitem(last=False)
-        return entry
 
     # -- scoring -----------------------------------------------------------------------------
 
