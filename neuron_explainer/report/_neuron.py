@@ -1,4 +1,5 @@
-"""One unit's section of the report: explanation, scores, provenance and shaded excerpts."""
+"""One unit's section of the report: explanation, scores, provenance and shaded excerpts, from
+the fragments of ``templates/unit.html``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from html import escape
 
 from neuron_explainer.records import UnitId
 from neuron_explainer.report._stats import component_label
+from neuron_explainer.report._templates import Html, render
 from neuron_explainer.report._tokens import ExcerptRow, excerpts_json, text_html
 from neuron_explainer.results import (
     ComponentInfo,
@@ -57,12 +59,11 @@ def unit_label(unit: UnitId) -> str:
     return f"layer {unit.layer} {kind} {unit.index}"
 
 
-def score_html(score: Score) -> str:
+def score_html(score: Score) -> Html:
     """A score as HTML: its value to 3 decimals, or ``undefined`` with the reason."""
     if score.value is not None:
-        return f'<span class="num">{score.value:.3f}</span>'
-    reason = escape(score.reason or "undefined")
-    return f'<span class="undef" title="{reason}">undefined</span>'
+        return render("score", value=f"{score.value:.3f}")
+    return render("undefined-score", reason=score.reason or "undefined")
 
 
 def neuron_scale(result: ExplanationResult) -> float:
@@ -95,20 +96,23 @@ def pick_excerpts(
     return top[:n_top], rnd[: max(0, limit - n_top)]
 
 
-def _component(info: ComponentInfo) -> str:
+def _component(info: ComponentInfo) -> Html:
     label = text_html(component_label(info.name, info.settings))
-    details = [f"version {escape(info.version)}"] if info.version else []
+    details = [f"version {info.version}"] if info.version else []
     if info.prompt_version:
-        details.append(f"prompt {escape(info.prompt_version)}")
+        details.append(f"prompt {info.prompt_version}")
     settings = []
     for key, value in info.settings.items():
         shown = json.dumps(value, ensure_ascii=False)
         if len(shown) > _SETTING_CHARS:
             shown = shown[: _SETTING_CHARS - 1] + "…"
         settings.append(f"{key}={shown}")
-    extra = f' <span class="dim">({escape(", ".join(details))})</span>' if details else ""
-    title = f' title="{escape("; ".join(settings))}"' if settings else ""
-    return f"<span{title}>{label}</span>{extra}"
+    extra = render("note", note=", ".join(details)) if details else Html("")
+    if settings:
+        return render(
+            "component-settings", settings="; ".join(settings), label=label, details=extra
+        )
+    return render("component", label=label, details=extra)
 
 
 def usage_text(usage: UsageSummary) -> str:
@@ -123,7 +127,11 @@ def usage_text(usage: UsageSummary) -> str:
     return text + f", ${usage.cost_usd:.4f}"
 
 
-def _score_rows(result: ExplanationResult) -> str:
+def _kv_rows(rows: Sequence[tuple[str, str]]) -> Html:
+    return Html("".join(render("kv-row", name=name, value=value) for name, value in rows))
+
+
+def _score_rows(result: ExplanationResult) -> Html:
     scored = result.scored
     rows = (
         ("Score (top-and-random correlation)", scored.correlation),
@@ -137,44 +145,47 @@ def _score_rows(result: ExplanationResult) -> str:
     for name, score in rows:
         value = score_html(score)
         if score.value is None:
-            value += f' <span class="reason">{text_html(score.reason or "")}</span>'
-        out.append(f"<tr><th>{name}</th><td>{value}</td></tr>")
-    return "".join(out)
+            value = Html(value + render("reason", reason=text_html(score.reason or "")))
+        out.append((name, value))
+    return _kv_rows(out)
 
 
-def _meta(result: ExplanationResult) -> str:
+def _meta(result: ExplanationResult) -> Html:
     scored, prov = result.scored, result.provenance
-    calibration = escape(scored.calibration.method)
+    calibration = Html(escape(scored.calibration.method))
     if scored.calibration.note:
-        calibration += f' <span class="dim">({text_html(scored.calibration.note)})</span>'
+        calibration = Html(calibration + render("note", note=text_html(scored.calibration.note)))
     subject = text_html(prov.model)
     if prov.hook_point:
-        subject += f' <span class="dim">at {escape(prov.hook_point)}</span>'
-    rows = [
+        subject = Html(subject + render("hook", hook=prov.hook_point))
+    rows: list[tuple[str, str]] = [
         ("Explainer", _component(result.explainer)),
         ("Simulator", _component(result.simulator)),
         ("Subject", subject),
     ]
     if prov.dataset:
         rows.append(("Dataset", text_html(prov.dataset)))
-    rows.append(("Scored on", f"{escape(scored.split)} split, {len(scored.sequences)} excerpts"))
+    rows.append(("Scored on", f"{scored.split} split, {len(scored.sequences)} excerpts"))
     rows.append(("Calibration", calibration))
     if result.usage != UsageSummary():
-        rows.append(("LLM usage", escape(usage_text(result.usage))))
+        rows.append(("LLM usage", usage_text(result.usage)))
     created = result.created_at.strftime("%Y-%m-%d %H:%M UTC")
-    rows.append(("Produced", f"{created}, neuron_explainer {escape(result.library_version)}"))
-    return "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    rows.append(("Produced", f"{created}, neuron_explainer {result.library_version}"))
+    return _kv_rows(rows)
 
 
-def _excerpt_head(seq: ScoredSequence, number: int) -> str:
+def _excerpt_head(seq: ScoredSequence, number: int) -> Html:
     corr = seq.correlation
     r = f"r {corr.value:.2f}" if corr.value is not None else "r undefined"
-    r_title = f' title="{escape(corr.reason)}"' if corr.reason else ""
-    return (
-        f'<div class="excerpt"><div class="excerpt-head"><span class="src {seq.source}">'
-        f"{seq.source} {number}</span> {len(seq.record.tokens)} tokens · max activation "
-        f"{seq.record.max_activation:.3g} · <span{r_title}>{r}</span></div>"
-        '<div class="toks"></div></div>\n'
+    return render(
+        "excerpt",
+        source=seq.source,
+        number=str(number),
+        tokens=str(len(seq.record.tokens)),
+        max_activation=f"{seq.record.max_activation:.3g}",
+        correlation=render("correlation-why", reason=corr.reason, value=r)
+        if corr.reason
+        else render("correlation", value=r),
     )
 
 
@@ -190,45 +201,49 @@ def _row(seq: ScoredSequence, truth_scale: float) -> ExcerptRow:
     )
 
 
+def _sim_note(result: ExplanationResult) -> Html:
+    """What full shade means on the simulated row: the simulators' scale(s)."""
+    sims = {s.simulation.scale for s in result.scored.sequences}
+    if sims == {"simulated_0_10"}:
+        return render("sim-0-10")
+    if sims == {"neuron_activations"}:
+        return render("sim-activations")
+    return render("sim-mixed")
+
+
+def _excerpts(result: ExplanationResult, max_excerpts: int | None) -> Html:
+    """The legend, the boxes of the excerpts shown, a note on the others, and their data."""
+    top, rnd = pick_excerpts(result.scored.sequences, max_excerpts)
+    truth_scale = neuron_scale(result)
+    total = len(result.scored.sequences)
+    shown = [*enumerate(top, start=1), *enumerate(rnd, start=1)]
+    parts = []
+    if shown:
+        parts.append(render("legend", scale=f"{truth_scale:.3g}", sim_note=_sim_note(result)))
+    parts.extend(_excerpt_head(seq, number) for number, seq in shown)
+    if len(shown) < total:
+        parts.append(render("not-shown", count=str(total - len(shown))))
+    if shown:
+        rows = [_row(seq, truth_scale) for _, seq in shown]
+        parts.append(render("tokens", tokens=Html(excerpts_json(truth_scale, rows))))
+    return Html("".join(parts))
+
+
 def write_unit_section(
     write: Write, result: ExplanationResult, uid: str, max_excerpts: int | None
 ) -> None:
-    """Write one unit's ``<details>`` section."""
-    text = text_html(result.explanation.text)
+    """Write one unit's ``<details>`` section (the ``unit`` fragment of
+    ``templates/unit.html``)."""
     write(
-        f'<details class="unit" id="{uid}"><summary>'
-        f'<span class="uname">{escape(unit_label(result.unit))}</span>'
-        f'<span class="model">{text_html(result.unit.model)}</span>'
-        f"{score_html(result.scored.correlation)}"
-        f'<span class="sx">{text}</span></summary>\n<div class="body">'
-        f'<p class="expl">{text}</p><div class="cols">'
-        f'<table class="kv">{_score_rows(result)}</table>'
-        f'<table class="kv">{_meta(result)}</table></div>\n'
-    )
-    top, rnd = pick_excerpts(result.scored.sequences, max_excerpts)
-    truth_scale = neuron_scale(result)
-    sims = {s.simulation.scale for s in result.scored.sequences}
-    sim_note = (
-        "on the simulator's 0–10 scale, full shade = 10"
-        if sims == {"simulated_0_10"}
-        else "in activation units, shaded like the true row"
-        if sims == {"neuron_activations"}
-        else "on the 0–10 scale (full shade = 10) or in activation units like the true row"
-    )
-    total = len(result.scored.sequences)
-    shown = [*enumerate(top, start=1), *enumerate(rnd, start=1)]
-    if shown:
-        write(
-            '<p class="legend">Held-out excerpts. Upper row: true activation, full shade = '
-            f"{truth_scale:.3g} (the unit's largest known activation). Lower row: simulated, "
-            f"{sim_note}. Hover a token for its values.</p>\n"
+        render(
+            "unit",
+            uid=uid,
+            label=unit_label(result.unit),
+            model=text_html(result.unit.model),
+            score=score_html(result.scored.correlation),
+            explanation=text_html(result.explanation.text),
+            scores=_score_rows(result),
+            provenance=_meta(result),
+            excerpts=_excerpts(result, max_excerpts),
         )
-    for number, seq in shown:
-        write(_excerpt_head(seq, number))
-    if len(shown) < total:
-        write(f'<p class="dim">{total - len(shown)} more held-out excerpts not shown.</p>')
-    if shown:
-        rows = [_row(seq, truth_scale) for _, seq in shown]
-        write(f'<script type="application/json" class="tokens">{excerpts_json(truth_scale, rows)}')
-        write("</script>")
-    write("</div></details>\n")
+    )

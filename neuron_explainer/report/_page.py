@@ -1,4 +1,5 @@
-"""``write_report``: stream results into one self-contained HTML page."""
+"""``write_report``: stream results into one self-contained HTML page, from the fragments of
+``templates/page.html``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterable
-from html import escape
 from pathlib import Path
 from typing import IO
 
@@ -18,6 +18,7 @@ from neuron_explainer.report._assets import CSP, SCRIPT, STYLE
 from neuron_explainer.report._neuron import UnitIds, unit_label, write_unit_section
 from neuron_explainer.report._stats import RunSummary
 from neuron_explainer.report._svg import histogram_svg
+from neuron_explainer.report._templates import Html, render, write_fragment
 from neuron_explainer.report._tokens import text_html
 from neuron_explainer.results import ExplanationResult, Score
 
@@ -47,28 +48,31 @@ def _open(path: Path | None = None) -> IO[str]:
     return open(path, "w", encoding="utf-8", errors="backslashreplace", newline="\n")
 
 
-def _num_cell(score: Score, css: str = "n") -> str:
+def _num_cell(score: Score, css: str = "n") -> Html:
     if score.value is None:
-        reason = escape(score.reason or "undefined")
-        return (
-            f'<td class="{css}" data-v="" title="{reason}"><span class="undef">undef.</span></td>'
-        )
-    return f'<td class="{css}" data-v="{score.value!r}">{score.value:.3f}</td>'
+        return render("undefined-cell", css=css, reason=score.reason or "undefined")
+    return render("score-cell", css=css, value=repr(score.value), shown=f"{score.value:.3f}")
 
 
-def _table_row(result: ExplanationResult, uid: str, index: int) -> str:
+def _table_row(result: ExplanationResult, uid: str, index: int) -> Html:
     unit, usage, scored = result.unit, result.usage, result.scored
     tokens = usage.prompt_tokens + usage.completion_tokens
-    return (
-        f'<tr data-i="{index}"><td class="c-model">{text_html(unit.model)}</td>'
-        f'<td class="n" data-v="{unit.layer}">{unit.layer}</td>'
-        f'<td class="n" data-v="{unit.index}"><a href="#{uid}" '
-        f'title="{escape(unit_label(unit))}">{unit.index}</a></td>'
-        f'<td class="ex">{text_html(result.explanation.text)}</td>'
-        f"{_num_cell(scored.correlation)}{_num_cell(scored.random_correlation)}"
-        f"{_num_cell(scored.rsquared)}"
-        f'<td class="n c-usage" data-v="{tokens}">{tokens:,}</td>'
-        f'<td class="n c-usage" data-v="{usage.cost_usd!r}">{usage.cost_usd:.4f}</td></tr>\n'
+    return render(
+        "row",
+        index=str(index),
+        model=text_html(unit.model),
+        layer=str(unit.layer),
+        neuron=str(unit.index),
+        uid=uid,
+        label=unit_label(unit),
+        explanation=text_html(result.explanation.text),
+        score=_num_cell(scored.correlation),
+        random_score=_num_cell(scored.random_correlation),
+        rsquared=_num_cell(scored.rsquared),
+        tokens=str(tokens),
+        tokens_shown=f"{tokens:,}",
+        cost=repr(usage.cost_usd),
+        cost_shown=f"{usage.cost_usd:.4f}",
     )
 
 
@@ -76,17 +80,16 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _counted(counter: Counter[str]) -> str:
-    return ", ".join(f"{text_html(name)} ({n})" for name, n in counter.most_common())
+def _counted(counter: Counter[str]) -> Html:
+    return Html(", ".join(f"{text_html(name)} ({n})" for name, n in counter.most_common()))
 
 
-def _overview(summary: RunSummary) -> str:
-    failed = (
-        f'<a href="#failures">{summary.failed:,}</a>' if summary.failed else f"{summary.failed:,}"
-    )
+def _stats(summary: RunSummary) -> Html:
+    """The overview's figures, each a ``stat`` fragment."""
+    failed = f"{summary.failed:,}"
     stats = [
         ("Explained", f"{summary.explained:,}"),
-        ("Failed", failed),
+        ("Failed", render("failed-link", count=failed) if summary.failed else failed),
         ("Mean score", _fmt(summary.mean)),
         ("Median score", _fmt(summary.median)),
         ("Undefined score", f"{summary.undefined:,}"),
@@ -99,65 +102,87 @@ def _overview(summary: RunSummary) -> str:
             ("LLM calls", f"{u.calls:,}" + (f" + {u.cache_hits:,} cached" if u.cache_hits else "")),
             ("Cost (est.)", f"${u.cost_usd:,.4f}"),
         ]
-    cells = "".join(f'<div><dt>{k}</dt><dd class="num">{v}</dd></div>' for k, v in stats)
-    components = ""
-    if summary.explained:
-        components = (
-            f'<p class="components">Models: {_counted(summary.models)}<br>'
-            f"Explainers: {_counted(summary.explainers)}<br>"
-            f"Simulators: {_counted(summary.simulators)}</p>"
-        )
-    return (
-        '<section id="overview"><h2>Overview</h2><div class="overview">'
-        f'<div class="card"><dl class="stats">{cells}</dl>{components}</div>'
-        f'<div class="card">{histogram_svg(summary.counts, summary.undefined, summary.mean)}'
-        "</div></div></section>\n"
+    return Html("".join(render("stat", name=k, value=v) for k, v in stats))
+
+
+def _components(summary: RunSummary) -> Html:
+    if not summary.explained:
+        return Html("")
+    return render(
+        "components",
+        models=_counted(summary.models),
+        explainers=_counted(summary.explainers),
+        simulators=_counted(summary.simulators),
     )
 
 
-def _table_head(summary: RunSummary) -> str:
+def _table_class(summary: RunSummary) -> str:
     classes = ["units"]
     if len(summary.models) <= 1:
         classes.append("one-model")
     if not summary.has_usage:
         classes.append("no-usage")
-    heads = "".join(
-        f'<th class="{css}" data-type="{kind}" aria-sort="none">'
-        f'<button type="button">{name}</button></th>'
-        for name, css, kind in _COLUMNS
-    )
-    return (
-        '<section id="table"><h2>Units</h2><div class="tools">'
-        '<input type="search" id="filter" placeholder="Filter by explanation, layer or neuron" '
-        'aria-label="Filter units"></div><div class="tablewrap">'
-        f'<table id="units" class="{" ".join(classes)}"><thead><tr>{heads}</tr></thead><tbody>\n'
-    )
+    return " ".join(classes)
 
 
-def _failures(failures: list[tuple[UnitId, str]]) -> str:
+def _failures(failures: list[tuple[UnitId, str]]) -> Html:
     if not failures:
-        return ""
+        return Html("")
     rows = "".join(
-        f"<tr><td>{text_html(unit.model)} · {unit_label(unit)}</td>"
-        f'<td class="why">{text_html(reason)}</td></tr>\n'
-        for unit, reason in failures
+        render(
+            "failure", model=text_html(unit.model), label=unit_label(unit), reason=text_html(why)
+        )
+        for unit, why in failures
     )
-    return (
-        f'<section id="failures"><h2>Failures ({len(failures):,})</h2><div class="tablewrap">'
-        '<table class="units failures"><thead><tr><th>Unit</th><th>Reason</th></tr></thead>'
-        f"<tbody>\n{rows}</tbody></table></div></section>\n"
-    )
+    return render("failures", count=f"{len(failures):,}", rows=Html(rows))
 
 
-def _head(title: str) -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f'<meta name="generator" content="neuron_explainer {escape(__version__)}">\n'
-        '<link rel="icon" href="data:,">\n'
-        f"<title>{escape(title)}</title>\n<style>{STYLE}</style></head>\n"
-        f'<body><main><h1 id="title">{text_html(title)}</h1>\n'
+def _write_page(
+    page: IO[str],
+    title: str,
+    summary: RunSummary,
+    rows: IO[str],
+    sections: IO[str],
+    failed: list[tuple[UnitId, str]],
+) -> None:
+    """Write the ``page`` fragment, copying the table rows and the units' sections from their
+    temporary files."""
+
+    def write_rows() -> None:
+        rows.seek(0)
+        shutil.copyfileobj(rows, page)
+        if not summary.explained:
+            page.write(render("no-units", columns=str(len(_COLUMNS))))
+
+    def write_sections() -> None:
+        sections.seek(0)
+        shutil.copyfileobj(sections, page)
+
+    def write_details() -> None:
+        if summary.explained:
+            write_fragment(page.write, "details", {"sections": write_sections})
+
+    write_fragment(
+        page.write,
+        "page",
+        {"rows": write_rows, "details": write_details},
+        csp=CSP,
+        version=__version__,
+        title=title,
+        style=STYLE,
+        heading=text_html(title),
+        explained=f"{summary.explained:,}",
+        noun="unit" if summary.explained == 1 else "units",
+        failed=f"{summary.failed:,}",
+        stats=_stats(summary),
+        components=_components(summary),
+        histogram=histogram_svg(summary.counts, summary.undefined, summary.mean),
+        table_class=_table_class(summary),
+        headers=Html(
+            "".join(render("header", css=css, kind=kind, name=name) for name, css, kind in _COLUMNS)
+        ),
+        failures=_failures(failed),
+        script=SCRIPT,
     )
 
 
@@ -213,37 +238,7 @@ def write_report(
         part = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
             with _open(part) as page:
-                page.write(_head(title))
-                noun = "unit" if summary.explained == 1 else "units"
-                page.write(
-                    f'<p class="sub">{summary.explained:,} {noun} explained, {summary.failed:,} '
-                    f"failed · neuron_explainer {escape(__version__)}</p>\n"
-                    '<noscript><p class="sub">Turn on JavaScript to sort the table and to see '
-                    "the shaded excerpts.</p></noscript>\n"
-                )
-                page.write(_overview(summary))
-                page.write(_table_head(summary))
-                rows.seek(0)
-                shutil.copyfileobj(rows, page)
-                if not summary.explained:
-                    page.write(
-                        f'<tr><td colspan="{len(_COLUMNS)}" class="none">No units.</td></tr>'
-                    )
-                page.write("</tbody></table></div></section>\n")
-                if summary.explained:
-                    page.write(
-                        '<section id="details"><h2>Details</h2><div class="tools">'
-                        '<button type="button" id="expand-all">Expand all</button>'
-                        '<button type="button" id="collapse-all">Collapse all</button></div>\n'
-                    )
-                    sections.seek(0)
-                    shutil.copyfileobj(sections, page)
-                    page.write("</section>\n")
-                page.write(_failures(failed))
-                page.write(
-                    "<footer>Made by neuron_explainer; self-contained, no network needed."
-                    f"</footer></main><script>{SCRIPT}</script></body></html>\n"
-                )
+                _write_page(page, title, summary, rows, sections, failed)
             os.replace(part, path)
         except BaseException:
             part.unlink(missing_ok=True)

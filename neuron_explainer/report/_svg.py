@@ -1,8 +1,10 @@
-"""The score histogram as inline SVG (no script, no external resource)."""
+"""The score histogram as inline SVG (no script, no external resource), from the fragments of
+``templates/histogram.html``."""
 
 from __future__ import annotations
 
 from neuron_explainer.report._stats import bin_edges
+from neuron_explainer.report._templates import Html, render
 
 __all__ = ["histogram_svg"]
 
@@ -15,7 +17,11 @@ def _n(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def histogram_svg(counts: list[int], undefined: int, mean: float | None) -> str:
+def _units(count: int) -> str:
+    return "unit" if count == 1 else "units"
+
+
+def histogram_svg(counts: list[int], undefined: int, mean: float | None) -> Html:
     """Bars of ``counts`` over ``[-1, 1]``, one more bar for the undefined scores.
 
     Every bar carries ``data-count`` (and ``data-lo``/``data-hi``, or ``data-undefined``) and a
@@ -34,51 +40,60 @@ def histogram_svg(counts: list[int], undefined: int, mean: float | None) -> str:
     def height_of(count: int) -> float:
         return count / peak * plot_height
 
-    parts = [
-        f'<svg class="hist" viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" '
-        'aria-labelledby="hist-title" xmlns="http://www.w3.org/2000/svg">'
-        '<title id="hist-title">Distribution of scores (top-and-random correlation)</title>',
-        f'<line class="axis" x1="{_LEFT}" y1="{base}" x2="{plot_right}" y2="{base}"/>',
-        f'<line class="axis" x1="{_LEFT}" y1="{_TOP}" x2="{_LEFT}" y2="{base}"/>',
-        f'<text class="tick" x="{_LEFT - 6}" y="{_TOP + 4}" text-anchor="end">{peak}</text>',
-        f'<text class="tick" x="{_LEFT - 6}" y="{base}" text-anchor="end">0</text>',
+    frame = {"top": str(_TOP), "base": str(base), "tick_y": str(base + 16)}
+    grid = [
+        render("grid", x=f"{x_of(tick):.1f}", label=_n(tick), **frame)
+        for tick in (-1.0, -0.5, 0.0, 0.5, 1.0)
     ]
-    for tick in (-1.0, -0.5, 0.0, 0.5, 1.0):
-        x = x_of(tick)
-        parts.append(
-            f'<line class="grid" x1="{x:.1f}" y1="{_TOP}" x2="{x:.1f}" y2="{base}"/>'
-            f'<text class="tick" x="{x:.1f}" y="{base + 16}" text-anchor="middle">'
-            f"{_n(tick)}</text>"
+    bars = [
+        render(
+            "bar",
+            x=f"{_LEFT + i * bar_width + 1:.1f}",
+            y=f"{base - height_of(count):.1f}",
+            width=f"{bar_width - 2:.1f}",
+            height=f"{height_of(count):.1f}",
+            lo=_n(lo),
+            hi=_n(hi),
+            close="]" if i == len(counts) - 1 else ")",
+            count=str(count),
+            noun=_units(count),
         )
-    for i, ((lo, hi), count) in enumerate(zip(bin_edges(len(counts)), counts, strict=True)):
-        h = height_of(count)
-        bracket = "]" if i == len(counts) - 1 else ")"
-        plural = "unit" if count == 1 else "units"
-        parts.append(
-            f'<rect class="bar" x="{_LEFT + i * bar_width + 1:.1f}" y="{base - h:.1f}" '
-            f'width="{bar_width - 2:.1f}" height="{h:.1f}" data-lo="{_n(lo)}" '
-            f'data-hi="{_n(hi)}" data-count="{count}"><title>score in [{_n(lo)}, {_n(hi)}'
-            f"{bracket}: {count} {plural}</title></rect>"
-        )
-    ux = plot_right + _UNDEF_GAP
-    h = height_of(undefined)
-    parts.append(
-        f'<rect class="bar undef" x="{ux}" y="{base - h:.1f}" width="{_UNDEF_WIDTH}" '
-        f'height="{h:.1f}" data-undefined="" data-count="{undefined}"><title>undefined score: '
-        f"{undefined} {'unit' if undefined == 1 else 'units'}</title></rect>"
-        f'<text class="tick" x="{ux + _UNDEF_WIDTH / 2}" y="{base + 16}" '
-        'text-anchor="middle">undef.</text>'
-    )
+        for i, ((lo, hi), count) in enumerate(zip(bin_edges(len(counts)), counts, strict=True))
+    ]
+    marked = Html("")
     if mean is not None:
         x = x_of(max(-1.0, min(1.0, mean)))
         left = x > plot_right - 90  # label on the line's left near the right edge
-        parts.append(
-            f'<line class="mean" x1="{x:.1f}" y1="{_TOP}" x2="{x:.1f}" y2="{base}"/>'
-            f'<text class="meanlabel" x="{x - 4 if left else x + 4:.1f}" y="{_TOP + 10}" '
-            f'text-anchor="{"end" if left else "start"}">mean {mean:.3f}</text>'
+        marked = render(
+            "mean",
+            x=f"{x:.1f}",
+            label_x=f"{x - 4 if left else x + 4:.1f}",
+            label_y=str(_TOP + 10),
+            anchor="end" if left else "start",
+            mean=f"{mean:.3f}",
+            **frame,
         )
-    parts.append(
-        f'<text class="axislabel" x="{_LEFT + plot_width / 2}" y="{_HEIGHT - 2}" '
-        'text-anchor="middle">score (top-and-random correlation)</text></svg>'
+    ux = plot_right + _UNDEF_GAP
+    return render(
+        "histogram",
+        width=str(_WIDTH),
+        height=str(_HEIGHT),
+        left=str(_LEFT),
+        right=str(plot_right),
+        label_x=str(_LEFT - 6),
+        peak_y=str(_TOP + 4),
+        peak=str(peak),
+        grid=Html("".join(grid)),
+        bars=Html("".join(bars)),
+        undef_x=str(ux),
+        undef_y=f"{base - height_of(undefined):.1f}",
+        undef_width=str(_UNDEF_WIDTH),
+        undef_height=f"{height_of(undefined):.1f}",
+        undefined=str(undefined),
+        undef_noun=_units(undefined),
+        undef_label_x=str(ux + _UNDEF_WIDTH / 2),
+        mean=marked,
+        axis_x=str(_LEFT + plot_width / 2),
+        axis_y=str(_HEIGHT - 2),
+        **frame,
     )
-    return "".join(parts)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import NamedTuple
 
+from neuron_explainer.report._templates import Html, render
+
 __all__ = ["LEVELS", "ExcerptRow", "excerpts_json", "text_html"]
 
 LEVELS = 10
@@ -35,17 +37,20 @@ def _visible(char: str) -> str:
             if code < 0x10000
             else (f"\\U{code:08x}")
         )
-    return f'<span class="c">{symbol}</span>'
+    return render("marker", symbol=symbol)
 
 
-def text_html(text: str) -> str:
+def text_html(text: str) -> Html:
     """Free text (an explanation, a reason) as HTML: escaped, with newlines and tabs kept but
     other control and format characters (bidi overrides such as U+202E) shown as ``\\uXXXX``,
     so they cannot reorder or hide what is displayed."""
     if text.isprintable():
-        return escape(text)
-    return "".join(
-        escape(char) if char in " \n\t" or char.isprintable() else _visible(char) for char in text
+        return Html(escape(text))
+    return Html(
+        "".join(
+            escape(char) if char in " \n\t" or char.isprintable() else _visible(char)
+            for char in text
+        )
     )
 
 
