@@ -9,6 +9,7 @@ starts the browser with them as fds 3 and 4, attaches to one page and collects e
         browser.open(path.as_uri())
         browser.evaluate("document.title")
         browser.click("#units th button")
+        browser.wait_for("document.querySelector('#units th').ariaSort !== 'none'")
         assert not browser.console_errors()
 """
 
@@ -156,15 +157,25 @@ class Chromium:
         return message
 
     def send(
-        self, method: str, params: dict[str, Any] | None = None, *, browser: bool = False
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        browser: bool = False,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Send one command (to the page, or to the browser) and return its result."""
+        """Send one command (to the page, or to the browser) and return its result.
+
+        Raises:
+            ChromiumError: the command failed, or no answer came in ``timeout`` seconds (the
+                browser's own timeout when ``None``).
+        """
         self._next_id += 1
         command: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if not browser:
             command["sessionId"] = self._session
         self._commands.write(json.dumps(command).encode() + b"\0")
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             message = self._receive(deadline)
             if message.get("id") != self._next_id:
@@ -176,8 +187,12 @@ class Chromium:
             result: dict[str, Any] = message.get("result", {})
             return result
 
-    def wait_for(self, method: str) -> dict[str, Any]:
-        """Wait for the next event ``method`` not seen yet, and return it."""
+    def wait_for_event(self, method: str) -> dict[str, Any]:
+        """Wait for the next event ``method`` not seen yet, and return it.
+
+        Raises:
+            ChromiumError: no such event came in the browser's timeout.
+        """
         seen = len(self.events)
         deadline = time.monotonic() + self.timeout
         while True:
@@ -200,7 +215,7 @@ class Chromium:
         if result.get("errorText"):
             raise ChromiumError(f"cannot open {url}: {result['errorText']}")
         if not any(e["method"] == "Page.loadEventFired" for e in self.events[seen:]):
-            self.wait_for("Page.loadEventFired")
+            self.wait_for_event("Page.loadEventFired")
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (JSON-serialisable values)."""
@@ -211,6 +226,41 @@ class Chromium:
         if "exceptionDetails" in result:
             raise ChromiumError(f"{expression!r} threw: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    def wait_for(self, condition: str, timeout: float = 10) -> None:
+        """Wait until the JavaScript expression ``condition`` is truthy in the page.
+
+        The page polls it (every 10 ms, on its own event loop, so the events and timers that
+        make it true run between two checks); an exception in ``condition`` counts as false.
+        Use it after an action whose effect comes from an event that fires later (a
+        ``hashchange``, a ``toggle``), instead of reading the page right away.
+
+        Raises:
+            ChromiumError: ``condition`` was still false after ``timeout`` seconds (the message
+                names it, and the last exception it threw, if any).
+        """
+        poll = (
+            "new Promise((resolve) => {"
+            f" const deadline = performance.now() + {timeout * 1000:.0f}; let error = null;"
+            " const check = () => {"
+            f"  try {{ if ({condition}) {{ resolve(null); return; }} }}"
+            "   catch (e) { error = String(e); }"
+            "  if (performance.now() >= deadline) { resolve(error || 'still false'); return; }"
+            "  setTimeout(check, 10);"
+            " };"
+            " check();"
+            "})"
+        )
+        result = self.send(
+            "Runtime.evaluate",
+            {"expression": poll, "returnByValue": True, "awaitPromise": True},
+            timeout=timeout + self.timeout,
+        )
+        if "exceptionDetails" in result:
+            raise ChromiumError(f"waiting for {condition!r} threw: {result['exceptionDetails']}")
+        failure = result["result"].get("value")
+        if failure is not None:
+            raise ChromiumError(f"{condition!r} still not true after {timeout} s ({failure})")
 
     def click(self, selector: str) -> None:
         """Click the middle of the first element matching ``selector`` with real mouse events."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chromium import Chromium, find_chromium
+from chromium import Chromium, ChromiumError, find_chromium
 
 from neuron_explainer import (
     ActivationRecord,
@@ -461,17 +461,19 @@ def test_browser_clicking_a_header_sorts_the_table(
     browser.open(report.as_uri())
     score = 5  # Model, Layer, Neuron, Explanation, Score
     defined = [r.score for r in results if r.score is not None]
+    header = f"document.querySelector('#units thead th:nth-child({score})')"
     browser.click(f"#units thead th:nth-child({score}) button")
+    browser.wait_for(f"{header}.getAttribute('aria-sort') === 'descending'")
     keys = column(browser, score)
     assert [float(k) for k in keys[: len(defined)]] == sorted(defined, reverse=True)
     assert keys[len(defined) :] == [""]  # undefined last
-    header = f"document.querySelector('#units thead th:nth-child({score})')"
-    assert browser.evaluate(f"{header}.getAttribute('aria-sort')") == "descending"
     browser.click(f"#units thead th:nth-child({score}) button")
+    browser.wait_for(f"{header}.getAttribute('aria-sort') === 'ascending'")
     keys = column(browser, score)
     assert [float(k) for k in keys[: len(defined)]] == sorted(defined)
     assert keys[len(defined) :] == [""]
     browser.click("#units thead th:nth-child(4) button")  # explanations, alphabetically
+    browser.wait_for("document.querySelector('#units thead th:nth-child(4)').ariaSort !== 'none'")
     texts = browser.evaluate(
         "Array.from(document.querySelectorAll('#units tbody td.ex')).map(td => td.textContent)"
     )
@@ -486,11 +488,15 @@ def test_browser_row_link_opens_the_unit_and_draws_its_tokens_as_text(
     browser.open(report.as_uri())
     scripts = browser.evaluate("document.scripts.length")
     browser.click("#units tbody tr:last-child td:nth-child(3) a")  # the nasty unit
+    # The link sets the hash; the unit opens on the later hashchange event and is drawn on
+    # the toggle event after that: wait for both rather than reading the page right away.
+    browser.wait_for("location.hash.length > 1")
     uid = browser.evaluate("location.hash.slice(1)")
-    assert browser.evaluate(f"document.getElementById({json.dumps(uid)}).open") is True
+    unit = f"document.getElementById({json.dumps(uid)})"
+    browser.wait_for(f"{unit}.open && {unit}.hasAttribute('data-drawn')")
+    assert browser.evaluate(f"{unit}.open") is True
     drawn = browser.evaluate(
-        f"Array.from(document.getElementById({json.dumps(uid)}).querySelectorAll('.toks'))"
-        ".map(box => box.textContent)"
+        f"Array.from({unit}.querySelectorAll('.toks')).map(box => box.textContent)"
     )
     assert len(drawn) == DEFAULT_MAX_EXCERPTS
     everything = "".join(drawn)
@@ -501,15 +507,30 @@ def test_browser_row_link_opens_the_unit_and_draws_its_tokens_as_text(
     assert browser.evaluate("document.scripts.length") == scripts
     assert browser.evaluate("document.images.length") == 0
     assert browser.evaluate("window.pwned === undefined") is True
-    first = browser.evaluate(
-        f"document.getElementById({json.dumps(uid)}).querySelector('.toks .k:not(.lab)').title"
-    )
+    first = browser.evaluate(f"{unit}.querySelector('.toks .k:not(.lab)').title")
     assert re.fullmatch(r"act \S+ · sim \S+ · cal \S+", first)
-    shaded = browser.evaluate(
-        f"document.getElementById({json.dumps(uid)}).querySelectorAll('.toks i.a10').length"
-    )
+    shaded = browser.evaluate(f"{unit}.querySelectorAll('.toks i.a10').length")
     assert shaded > 0
     assert browser.console_errors() == []
+
+
+@needs_chromium
+def test_browser_wait_for_polls_the_page_until_true_and_fails_clearly(
+    browser: Chromium, tmp_path: Path
+) -> None:
+    later = tmp_path / "later.html"
+    later.write_text(
+        "<!DOCTYPE html><title>later</title><script>window.addEventListener('hashchange',"
+        " () => { document.title = 'changed'; });</script>"
+    )
+    browser.open(later.as_uri())
+    browser.evaluate("location.hash = 'x'")  # hashchange fires later, as a task
+    browser.wait_for("document.title === 'changed'")
+    assert browser.evaluate("document.title") == "changed"
+    with pytest.raises(ChromiumError, match=r"'window\.never' still not true after 0\.2 s"):
+        browser.wait_for("window.never", timeout=0.2)
+    with pytest.raises(ChromiumError, match="nope is not defined"):
+        browser.wait_for("nope()", timeout=0.2)
 
 
 @needs_chromium
