@@ -31,7 +31,8 @@ from neuron_explainer import (
 from neuron_explainer.llm import ChatRequest, Message, PromptLogprobsRequest
 from neuron_explainer.llm.cache import ResponseCache, cache_key, public_url
 from neuron_explainer.llm.limits import RateLimiter, TokenBucket
-from neuron_explainer.llm.openai import DEFAULT_CAPABILITIES, OpenAILLM, _fix_offsets
+from neuron_explainer.llm.openai import DEFAULT_CAPABILITIES, OpenAILLM
+from neuron_explainer.llm.prompt_logprobs import _fix_offsets
 from neuron_explainer.llm.usage import Price, track_usage
 from neuron_explainer.plugins import Registry
 from neuron_explainer.testing import Fault, OpenAITestServer, Reply
@@ -729,7 +730,7 @@ def test_sync_calls_in_fresh_event_loops(server: OpenAITestServer, make: Any) ->
     assert llm.chat(ask()).choices[0].text == "ok"
     assert llm.chat(ask("again")).choices[0].text == "ok"
     assert asyncio.run(llm.achat(ask())).choices[0].text == "ok"
-    assert not llm._states  # every loop's client was closed when its loop ended
+    assert llm.client.open_loops == 0  # every loop's client was closed when its loop ended
     gc.collect()  # an unclosed socket would warn (and fail) here
 
 
@@ -737,8 +738,8 @@ def test_async_with_closes_the_client(server: OpenAITestServer, make: Any) -> No
     async def run() -> str:
         async with make() as llm:
             text = (await llm.achat(ask())).choices[0].text
-            assert llm._states
-        assert not llm._states
+            assert llm.client.open_loops == 1
+        assert llm.client.open_loops == 0
         return text
 
     assert asyncio.run(run()) == "ok"
@@ -830,20 +831,8 @@ def test_a_server_that_ignores_echo_is_named(server: OpenAITestServer, make: Any
         score(make(), "The cat")
 
 
-def _checked_logprobs(items: list[Any], monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``items`` through `_parse_chat` with the fast path turned off."""
-    from neuron_explainer.llm import openai as backend
-
-    with monkeypatch.context() as patched:
-        patched.setattr(backend, "_well_formed_logprobs", lambda items: None)
-        data = {"choices": [{"message": {"content": ""}, "logprobs": {"content": items}}]}
-        return backend._parse_chat(data, 1).choices[0].logprobs
-
-
-def test_logprob_parsing_fast_path_equals_the_checked_path_and_defers_to_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from neuron_explainer.llm import openai as backend
+def test_logprob_parsing_fast_path_equals_the_checked_path_and_defers_to_it() -> None:
+    from neuron_explainer.llm import protocol
 
     items = [
         {
@@ -859,8 +848,9 @@ def test_logprob_parsing_fast_path_equals_the_checked_path_and_defers_to_it(
         {"token": "\n", "logprob": -0.01, "top_logprobs": None},
         {"token": "x", "logprob": -0.5},
     ]
-    fast = backend._well_formed_logprobs(items)
-    assert fast == _checked_logprobs(items, monkeypatch)
+    where = "choices[0].logprobs.content"
+    fast = protocol._well_formed_logprobs(items)
+    assert fast == protocol._checked_logprobs(items, where)
     assert fast is not None and [t.token for t in fast[0].top_logprobs] == ["7", "6", "8"]
     assert all(type(t.logprob) is float for t in fast)
     for broken in (
@@ -872,29 +862,37 @@ def test_logprob_parsing_fast_path_equals_the_checked_path_and_defers_to_it(
         [{"token": "7", "logprob": -1.0, "top_logprobs": {"6": -2.0}}],
         ["7"],
     ):
-        assert backend._well_formed_logprobs(broken) is None, broken
-    # Through the whole parser, a broken item still gets the checked path's message.
-    data = {"choices": [{"message": {"content": "7"}, "logprobs": {"content": [{"token": 7}]}}]}
+        assert protocol._well_formed_logprobs(broken) is None, broken
+
+    def chat(content: list[Any]) -> Any:
+        data = {"choices": [{"message": {"content": ""}, "logprobs": {"content": content}}]}
+        return protocol.parse_chat(data, 1).choices[0].logprobs
+
+    # The whole parser takes the checked path when the fast one declines: alternatives given
+    # as a mapping are not the chat form, but the checked path reads them.
+    mapped = [{"token": "7", "logprob": -1.0, "top_logprobs": {"6": -2.0, "7": -1.0}}]
+    assert chat(mapped) == protocol._checked_logprobs(mapped, where)
+    assert [a.token for a in chat(mapped)[0].top_logprobs] == ["7", "6"]
+    # ... and a broken item still gets the checked path's message.
     with pytest.raises(InvalidResponseError, match=r"logprobs\.content\[0\]\.token is int"):
-        backend._parse_chat(data, 1)
+        chat([{"token": 7}])
+    assert chat(items) == fast
 
 
 def test_parsing_pauses_the_garbage_collector_and_always_restores_it() -> None:
-    import gc
-
-    from neuron_explainer.llm import openai as backend
+    from neuron_explainer.llm.transport import gc_paused
 
     seen: list[bool] = []
     assert gc.isenabled()
-    with backend._gc_paused():
+    with gc_paused():
         seen.append(gc.isenabled())
     assert seen == [False] and gc.isenabled()
-    with pytest.raises(KeyError), backend._gc_paused():
+    with pytest.raises(KeyError), gc_paused():
         raise KeyError("parse failed")
     assert gc.isenabled()
     gc.disable()
     try:  # a caller that turned it off keeps it off
-        with backend._gc_paused():
+        with gc_paused():
             pass
         assert not gc.isenabled()
     finally:

@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = ["ResponseCache", "cache_key", "public_url"]
@@ -104,6 +104,19 @@ class ResponseCache:
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"
+
+    @classmethod
+    def from_option(
+        cls, option: str | os.PathLike[str] | ResponseCache | Literal[False] | None, env: str
+    ) -> ResponseCache | None:
+        """The cache a provider's ``cache=`` option names: a `ResponseCache` as it is, a path
+        opened, ``False`` (or ``""``) none, and ``None`` the path in the environment variable
+        ``env``, read now (unset or empty: none)."""
+        if option is None:
+            option = os.environ.get(env) or False
+        if isinstance(option, ResponseCache):
+            return option
+        return None if option is False or option == "" else cls(option)
 
     def _connection(self) -> sqlite3.Connection:
         """The open connection (call with the lock held)."""
