@@ -269,10 +269,36 @@ def test_same_config_is_not_redone_and_other_config_is_refused(
 
 def test_overwrite_replaces_a_collection_with_another_config(loaded: Any, tmp_path: Path) -> None:
     collect(loaded, texts(20), out_dir=tmp_path, **COMMON)
+    (tmp_path / "notes.txt").write_text("mine")
     again = collect(loaded, texts(20), out_dir=tmp_path, overwrite=True, **{**COMMON, "top_k": 2})
     assert again.config["top_k"] == 2
     assert len(again.neuron_record(1, 3).top_records) == 2
     assert len(list((tmp_path / "layer_1").iterdir())) == 1
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # only the collection's files go
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"window_length": 0}, "window_length must be at least 1, got 0"),
+        ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+        ({"top_k": 0}, "top_k must be at least 1, got 0"),
+        ({"checkpoint_every": 0}, "checkpoint_every must be at least 1, got 0"),
+        ({"n_random": -1}, "n_random, n_per_quantile, seed must be >= 0"),
+        ({"n_per_quantile": -1}, "n_random, n_per_quantile, seed must be >= 0"),
+        ({"seed": -1}, "n_random, n_per_quantile, seed must be >= 0"),
+        ({"quantile_warmup": 0}, "quantile_warmup >= 1"),
+        ({"quantile_levels": (0.9, 0.5)}, r"quantile_levels must ascend strictly"),
+        ({"quantile_levels": (0.5, 1.0)}, r"within \(0, 1\): \(0\.5, 1\.0\)"),
+    ],
+)
+def test_bad_arguments_are_refused_before_the_model_loads(
+    tmp_path: Path, bad: dict[str, Any], message: str
+) -> None:
+    unloadable = object()  # load_model would refuse it: the arguments are checked first
+    with pytest.raises(InvalidInputError, match=message):
+        collect(unloadable, texts(3), out_dir=tmp_path / "out", **{**COMMON, **bad})
+    assert not (tmp_path / "out").exists()
 
 
 def _worker(model_dir: Path, out: Path, pause: float, log: Path) -> subprocess.Popen[bytes]:

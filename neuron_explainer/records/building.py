@@ -23,9 +23,33 @@ import numpy as np
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
 
-__all__ = ["build_neuron_record", "moments"]
+__all__ = [
+    "DEFAULT_N_PER_QUANTILE",
+    "DEFAULT_N_RANDOM",
+    "DEFAULT_QUANTILE_LEVELS",
+    "DEFAULT_TOP_K",
+    "build_neuron_record",
+    "checked_quantile_levels",
+    "moments",
+]
 
+# What a record holds unless told otherwise; the subjects and the collector use the same.
+DEFAULT_TOP_K = 40
+DEFAULT_N_RANDOM = 30
 DEFAULT_QUANTILE_LEVELS = (0.5, 0.9, 0.99, 0.999)
+DEFAULT_N_PER_QUANTILE = 5
+
+
+def checked_quantile_levels(quantile_levels: Sequence[float]) -> tuple[float, ...]:
+    """``quantile_levels`` as a tuple of floats, once checked.
+
+    Raises:
+        InvalidInputError: a level outside (0, 1), or levels that do not ascend strictly.
+    """
+    levels = tuple(float(q) for q in quantile_levels)
+    if any(not 0.0 < q < 1.0 for q in levels) or list(levels) != sorted(set(levels)):
+        raise InvalidInputError(f"quantile_levels must ascend strictly within (0, 1): {levels}")
+    return levels
 
 
 def moments(values: Sequence[float] | np.ndarray) -> dict[str, float | None]:
@@ -51,10 +75,10 @@ def build_neuron_record(
     excerpts: Iterable[ActivationRecord],
     *,
     provenance: Provenance | None = None,
-    top_k: int = 40,
-    n_random: int = 30,
+    top_k: int = DEFAULT_TOP_K,
+    n_random: int = DEFAULT_N_RANDOM,
     quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
-    n_per_quantile: int = 5,
+    n_per_quantile: int = DEFAULT_N_PER_QUANTILE,
     seed: int = 0,
 ) -> NeuronRecord:
     """Select top, random and quantile samples from in-memory ``excerpts``.
@@ -79,9 +103,7 @@ def build_neuron_record(
             f"need top_k >= 1, n_random >= 0, n_per_quantile >= 0; got {top_k}, {n_random}, "
             f"{n_per_quantile}"
         )
-    levels = tuple(float(q) for q in quantile_levels)
-    if any(not 0.0 < q < 1.0 for q in levels) or list(levels) != sorted(set(levels)):
-        raise InvalidInputError(f"quantile_levels must ascend strictly within (0, 1): {levels}")
+    levels = checked_quantile_levels(quantile_levels)
     rng = np.random.default_rng(seed)
     maxes = np.array([r.max_activation for r in pool])
     order = np.argsort(-maxes, kind="stable")

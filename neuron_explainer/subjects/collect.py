@@ -74,13 +74,18 @@ from typing import Any
 
 import numpy as np
 
-from neuron_explainer.errors import FormatError, InvalidInputError
+from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.models.loading import LoadedModel, load_model
-from neuron_explainer.records.building import DEFAULT_QUANTILE_LEVELS
+from neuron_explainer.records.building import (
+    DEFAULT_N_PER_QUANTILE,
+    DEFAULT_N_RANDOM,
+    DEFAULT_QUANTILE_LEVELS,
+    DEFAULT_TOP_K,
+    checked_quantile_levels,
+)
+from neuron_explainer.subjects._collect_run import CollectionRun
 from neuron_explainer.subjects.capture import ActivationCapture
-from neuron_explainer.subjects.collect_state import LayerState
 from neuron_explainer.subjects.collection import (
-    FORMAT_VERSION,
     META,
     PROGRESS,
     VOCABULARY,
@@ -88,31 +93,22 @@ from neuron_explainer.subjects.collection import (
     WINDOW_LENGTHS,
     Collection,
     read_json,
-    state_path,
 )
 from neuron_explainer.subjects.corpus import (
+    DEFAULT_WINDOW_LENGTH,
     BOSPolicy,
     Window,
     corpus_from,
     corpus_provenance,
     iter_windows,
 )
-from neuron_explainer.subjects.tokens import token_strings
 
 __all__ = ["collect"]
-
-QUANTILE_METHOD = "warm-up boundaries, then per-bin reservoirs"
 
 
 def _config_hash(config: dict[str, Any]) -> str:
     text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _clear(out_dir: Path) -> None:
@@ -138,7 +134,7 @@ def _batches(
         yield batch
 
 
-def _verified_skip(windows: Iterator[Window], run: _Run) -> Iterator[Window]:
+def _verified_skip(windows: Iterator[Window], run: CollectionRun) -> Iterator[Window]:
     """Skip the windows a resumed run already holds, checking that each one has the token ids
     recorded for it (so a corpus that changed under the same name is caught, not mixed in);
     then yield the rest."""
@@ -161,6 +157,71 @@ def _verified_skip(windows: Iterator[Window], run: _Run) -> Iterator[Window]:
     yield from windows
 
 
+def _check_counts(
+    *,
+    window_length: int,
+    batch_size: int,
+    top_k: int,
+    checkpoint_every: int,
+    n_random: int,
+    n_per_quantile: int,
+    quantile_warmup: int,
+    seed: int,
+) -> None:
+    """Check `collect`'s sizes and counts.
+
+    Raises:
+        InvalidInputError: ``window_length``, ``batch_size``, ``top_k``, ``checkpoint_every``
+            or ``quantile_warmup`` below 1, or ``n_random``, ``n_per_quantile`` or ``seed``
+            negative.
+    """
+    for label, value in (
+        ("window_length", window_length),
+        ("batch_size", batch_size),
+        ("top_k", top_k),
+        ("checkpoint_every", checkpoint_every),
+    ):
+        if value < 1:
+            raise InvalidInputError(f"{label} must be at least 1, got {value}")
+    if n_random < 0 or n_per_quantile < 0 or quantile_warmup < 1 or seed < 0:
+        raise InvalidInputError("n_random, n_per_quantile, seed must be >= 0, quantile_warmup >= 1")
+
+
+def _resume_or_clear(run: CollectionRun, *, overwrite: bool) -> bool:
+    """Get ``run.out`` ready for ``run``, from what an earlier `collect` left there.
+
+    With no ``progress.json``, or one written under another config and ``overwrite``, the
+    collection files are removed (nothing else in the folder is touched); an unfinished
+    collection with the same config is resumed (`CollectionRun.resume`).
+
+    Returns:
+        Whether a finished collection with the same config is already there (nothing to do).
+
+    Raises:
+        InvalidInputError: the folder holds a collection with another config and not
+            ``overwrite``.
+        FormatError: an unfinished collection's files are missing or short.
+    """
+    progress = run.out / PROGRESS
+    if not progress.exists():
+        _clear(run.out)
+        return False
+    previous = read_json(progress)
+    if previous.get("config_hash") != run.config_hash:
+        if not overwrite:
+            raise InvalidInputError(
+                f"{run.out} holds a collection made with another config "
+                f"(hash {previous.get('config_hash')}, now {run.config_hash}); pass "
+                "overwrite=True to replace it, or use another out_dir"
+            )
+        _clear(run.out)
+        return False
+    if previous.get("finished"):
+        return True
+    run.resume(previous)
+    return False
+
+
 def collect(
     model: str | os.PathLike[str] | LoadedModel | Any,
     corpus: Any,
@@ -170,14 +231,14 @@ def collect(
     tokenizer: Any = None,
     dtype: str = "float32",
     device: str | None = None,
-    window_length: int = 64,
+    window_length: int = DEFAULT_WINDOW_LENGTH,
     bos: BOSPolicy = "none",
     min_length: int = 1,
     batch_size: int = 16,
-    top_k: int = 40,
-    n_random: int = 30,
+    top_k: int = DEFAULT_TOP_K,
+    n_random: int = DEFAULT_N_RANDOM,
     quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
-    n_per_quantile: int = 5,
+    n_per_quantile: int = DEFAULT_N_PER_QUANTILE,
     quantile_warmup: int = 1024,
     seed: int = 0,
     checkpoint_every: int = 4096,
@@ -211,19 +272,17 @@ def collect(
         InvalidInputError: bad arguments, no windows, or ``out_dir`` holds a collection with
             another config (pass ``overwrite=True``).
     """
-    for label, value in (
-        ("window_length", window_length),
-        ("batch_size", batch_size),
-        ("top_k", top_k),
-        ("checkpoint_every", checkpoint_every),
-    ):
-        if value < 1:
-            raise InvalidInputError(f"{label} must be at least 1, got {value}")
-    if n_random < 0 or n_per_quantile < 0 or quantile_warmup < 1 or seed < 0:
-        raise InvalidInputError("n_random, n_per_quantile, seed must be >= 0, quantile_warmup >= 1")
-    levels = tuple(float(q) for q in quantile_levels)
-    if any(not 0.0 < q < 1.0 for q in levels) or list(levels) != sorted(set(levels)):
-        raise InvalidInputError(f"quantile_levels must ascend strictly within (0, 1): {levels}")
+    _check_counts(
+        window_length=window_length,
+        batch_size=batch_size,
+        top_k=top_k,
+        checkpoint_every=checkpoint_every,
+        n_random=n_random,
+        n_per_quantile=n_per_quantile,
+        quantile_warmup=quantile_warmup,
+        seed=seed,
+    )
+    levels = checked_quantile_levels(quantile_levels)
     loaded = (
         model
         if isinstance(model, LoadedModel)
@@ -254,23 +313,9 @@ def collect(
     config_hash = _config_hash(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run = _Run(out, config, config_hash, loaded, capture, fields)
-    if (out / PROGRESS).exists():
-        previous = read_json(out / PROGRESS)
-        if previous.get("config_hash") != config_hash:
-            if not overwrite:
-                raise InvalidInputError(
-                    f"{out} holds a collection made with another config "
-                    f"(hash {previous.get('config_hash')}, now {config_hash}); pass "
-                    "overwrite=True to replace it, or use another out_dir"
-                )
-            _clear(out)
-        elif previous.get("finished"):
-            return Collection(out)
-        else:
-            run.resume(previous)
-    else:
-        _clear(out)
+    run = CollectionRun(out, config, config_hash, loaded, capture, fields)
+    if _resume_or_clear(run, overwrite=overwrite):
+        return Collection(out)
     run.start()
     windows = iter_windows(
         source, loaded.tokenizer, length=window_length, bos=bos, min_length=min_length
@@ -294,197 +339,3 @@ def collect(
         state.fix_boundaries(min(run.windows_done, quantile_warmup))
     run.checkpoint(finished=True)
     return Collection(out)
-
-
-class _Run:
-    """The mutable side of one `collect` call: states, window files, checkpoints."""
-
-    def __init__(
-        self,
-        out: Path,
-        config: dict[str, Any],
-        config_hash: str,
-        loaded: LoadedModel,
-        capture: ActivationCapture,
-        fields: dict[str, Any],
-    ) -> None:
-        self.out, self.config, self.config_hash = out, config, config_hash
-        self.loaded, self.capture, self.fields = loaded, capture, fields
-        self.states: dict[int, LayerState] = {}
-        self.windows_done = 0
-        self.tokens_done = 0
-        self.generation = 0
-        self.width: int = config["window_length"]
-        self.n_prefix = 1 if config["bos"] == "window" else 0
-
-    def resume(self, progress: dict[str, Any]) -> None:
-        from safetensors.numpy import load_file
-
-        self.windows_done = int(progress["windows_done"])
-        self.tokens_done = int(progress["tokens_done"])
-        self.generation = int(progress["generation"])
-        for layer in self.config["layers"]:
-            path = state_path(self.out, layer, self.generation)
-            try:
-                self.states[layer] = self._state(load_file(str(path)))
-            except FileNotFoundError as error:
-                raise FormatError(f"{path} is missing; pass overwrite=True to restart") from error
-        for name, row in ((WINDOW_IDS, 4 * self.width), (WINDOW_LENGTHS, 4)):
-            path = self.out / name
-            size = self.windows_done * row
-            if path.stat().st_size < size:
-                raise FormatError(f"{path} is shorter than {self.windows_done} windows")
-            os.truncate(path, size)
-        self._drop_other_generations()
-
-    def _state(self, arrays: dict[str, np.ndarray]) -> LayerState:
-        return LayerState(arrays, self.config["quantile_levels"])
-
-    def start(self) -> None:
-        if not (self.out / VOCABULARY).exists():
-            tokenizer = self.loaded.tokenizer
-            strings = token_strings(tokenizer, range(len(tokenizer)))
-            _write_json(self.out / VOCABULARY, {"strings": strings})
-        self._ids = (self.out / WINDOW_IDS).open("ab")
-        self._lengths = (self.out / WINDOW_LENGTHS).open("ab")
-
-    def process(self, batch: list[Window]) -> None:
-        import torch
-
-        longest = max(len(w.input_ids) for w in batch)
-        ids = torch.zeros((len(batch), longest), dtype=torch.long)
-        mask = torch.zeros((len(batch), longest), dtype=torch.long)
-        rows = np.zeros((len(batch), self.width), np.uint32)
-        lengths = np.zeros(len(batch), np.uint32)
-        for b, window in enumerate(batch):
-            ids[b, : len(window.input_ids)] = torch.tensor(window.input_ids)
-            mask[b, : len(window.input_ids)] = 1
-            excerpt = window.excerpt_ids
-            rows[b, : len(excerpt)] = excerpt
-            lengths[b] = len(excerpt)
-        short = [b for b in range(len(batch)) if lengths[b] < self.width]
-        padding = None
-        if short:
-            positions = torch.arange(self.width)[None, :]
-            padding = (positions >= torch.from_numpy(lengths.astype(np.int64))[:, None]).reshape(-1)
-        n_tokens = int(lengths.sum())
-        first = self.windows_done
-
-        def fold(layer: int, acts: Any) -> None:
-            self._fold(layer, acts, first, lengths, short, padding, n_tokens)
-
-        # Each layer is folded as the forward pass makes it, while it is in cache, and is then
-        # freed by the model as in a bare forward (no batch of every layer is held).
-        self.capture(ids, mask, on_layer=fold)
-        self._ids.write(rows.tobytes())
-        self._lengths.write(lengths.tobytes())
-        self.windows_done += len(batch)
-        self.tokens_done += n_tokens
-
-    def _fold(
-        self,
-        layer: int,
-        acts: Any,
-        first: int,
-        lengths: np.ndarray,
-        short: list[int],
-        padding: Any,
-        n_tokens: int,
-    ) -> None:
-        import torch
-
-        # [B, Lw, N] float32 on the model's device. When it is the model's own tensor (float32
-        # models) the model still reads it: only finite values may be written into it, and
-        # only at padded positions, which no real position attends to.
-        values = acts[:, self.n_prefix : self.n_prefix + self.width].float()
-        if values.shape[1] < self.width:
-            values = torch.nn.functional.pad(values, (0, 0, 0, self.width - values.shape[1]))
-        for b in short:
-            values[b, int(lengths[b]) :] = 0.0
-        maxes_t = values.amax(dim=1)
-        for b in short:  # the max over the window's own tokens
-            maxes_t[b] = values[b, : int(lengths[b])].amax(dim=0)
-        maxes = maxes_t.cpu().numpy()
-        if layer not in self.states:
-            self.states[layer] = self._new_state(values.shape[2])
-        self.states[layer].update(
-            values, maxes, padding, n_tokens, first, self.config["seed"], layer
-        )
-
-    def close(self) -> None:
-        self._ids.close()
-        self._lengths.close()
-
-    def _new_state(self, n: int) -> LayerState:
-        c = self.config
-        return LayerState.new(
-            n,
-            k=c["top_k"],
-            r=2 * c["n_random"],
-            levels=c["quantile_levels"],
-            m=c["n_per_quantile"],
-            warmup=c["quantile_warmup"],
-            length=self.width,
-        )
-
-    def checkpoint(self, *, finished: bool) -> None:
-        from safetensors.numpy import save_file
-
-        for handle in (self._ids, self._lengths):
-            handle.flush()
-            os.fsync(handle.fileno())
-        if finished:
-            self.close()
-        generation = self.generation + 1
-        for layer, state in self.states.items():
-            path = state_path(self.out, layer, generation)
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            save_file({k: np.ascontiguousarray(v) for k, v in state.arrays().items()}, str(tmp))
-            os.replace(tmp, path)
-        _write_json(self.out / META, self._meta())
-        _write_json(
-            self.out / PROGRESS,
-            {
-                "config_hash": self.config_hash,
-                "windows_done": self.windows_done,
-                "tokens_done": self.tokens_done,
-                "generation": generation,
-                "finished": finished,
-            },
-        )
-        self.generation = generation
-        self._drop_other_generations()
-
-    def _drop_other_generations(self) -> None:
-        for layer in self.config["layers"]:
-            keep = state_path(self.out, layer, self.generation)
-            for path in keep.parent.glob("state-*"):
-                if path != keep:
-                    path.unlink()
-
-    def _meta(self) -> dict[str, Any]:
-        tokenizer = self.loaded.tokenizer
-        layers = self.config["layers"]
-        return {
-            "format": FORMAT_VERSION,
-            "config": self.config,
-            "config_hash": self.config_hash,
-            "model": self.loaded.name,
-            "layers": layers,
-            "n_neurons": {
-                str(layer): int(self.states[layer].a["top_values"].shape[0])
-                for layer in layers
-                if layer in self.states
-            },
-            "hook_points": {str(layer): self.capture.site.hook_point(layer) for layer in layers},
-            "provenance": {
-                **self.fields,
-                "model": self.loaded.name,
-                "dtype": self.loaded.dtype,
-                "device": self.loaded.device,
-            },
-            "tokenizer": {"class": type(tokenizer).__name__, "vocabulary_size": len(tokenizer)},
-            "quantile_method": QUANTILE_METHOD,
-            "reservoir_size": 2 * self.config["n_random"],
-        }

@@ -42,6 +42,7 @@ from typing import Any, Literal, get_args
 from neuron_explainer.errors import FormatError, InvalidInputError, UsageError
 
 __all__ = [
+    "DEFAULT_WINDOW_LENGTH",
     "BOSPolicy",
     "Corpus",
     "Document",
@@ -55,6 +56,9 @@ __all__ = [
 
 BOSPolicy = Literal["none", "document", "window"]
 SplitMode = Literal["file", "paragraph", "line"]
+
+DEFAULT_WINDOW_LENGTH = 64
+"""Excerpt tokens per window unless told otherwise (the subjects and the collector too)."""
 
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 _FOLDER_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
@@ -210,7 +214,7 @@ def iter_windows(
     corpus: Corpus,
     tokenizer: Any,
     *,
-    length: int = 64,
+    length: int = DEFAULT_WINDOW_LENGTH,
     bos: BOSPolicy = "none",
     min_length: int = 1,
     batch_documents: int = 64,

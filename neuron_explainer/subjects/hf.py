@@ -18,9 +18,22 @@ from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.interfaces import Subject
 from neuron_explainer.models.loading import LoadedModel, load_model
 from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
-from neuron_explainer.records.building import DEFAULT_QUANTILE_LEVELS, build_neuron_record
+from neuron_explainer.records.building import (
+    DEFAULT_N_PER_QUANTILE,
+    DEFAULT_N_RANDOM,
+    DEFAULT_QUANTILE_LEVELS,
+    DEFAULT_TOP_K,
+    build_neuron_record,
+)
 from neuron_explainer.subjects.capture import ActivationCapture
-from neuron_explainer.subjects.corpus import BOSPolicy, Corpus, Window, corpus_from, iter_windows
+from neuron_explainer.subjects.corpus import (
+    DEFAULT_WINDOW_LENGTH,
+    BOSPolicy,
+    Corpus,
+    Window,
+    corpus_from,
+    iter_windows,
+)
 from neuron_explainer.subjects.tokens import token_strings
 
 __all__ = ["HFSubject"]
@@ -55,13 +68,13 @@ class HFSubject(Subject):
         tokenizer: Any = None,
         dtype: str = "float32",
         device: str | None = None,
-        window_length: int = 64,
+        window_length: int = DEFAULT_WINDOW_LENGTH,
         bos: BOSPolicy = "none",
         batch_size: int = 16,
-        top_k: int = 40,
-        n_random: int = 30,
+        top_k: int = DEFAULT_TOP_K,
+        n_random: int = DEFAULT_N_RANDOM,
         quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
-        n_per_quantile: int = 5,
+        n_per_quantile: int = DEFAULT_N_PER_QUANTILE,
         seed: int = 0,
     ) -> None:
         if window_length < 1 or batch_size < 1:

@@ -1,0 +1,236 @@
+"""The mutable side of one `neuron_explainer.subjects.collect.collect` call: the layer states,
+the window files and the checkpoints (layout and protocol in the `collect` module docstring).
+
+`CollectionRun.process` is the per-batch path: one forward pass whose layers are folded into
+their `LayerState` as the model makes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neuron_explainer.errors import FormatError
+from neuron_explainer.models.loading import LoadedModel
+from neuron_explainer.subjects.capture import ActivationCapture
+from neuron_explainer.subjects.collect_state import LayerState
+from neuron_explainer.subjects.collection import (
+    FORMAT_VERSION,
+    META,
+    PROGRESS,
+    VOCABULARY,
+    WINDOW_IDS,
+    WINDOW_LENGTHS,
+    state_path,
+)
+from neuron_explainer.subjects.corpus import Window
+from neuron_explainer.subjects.tokens import token_strings
+
+__all__ = ["QUANTILE_METHOD", "CollectionRun"]
+
+QUANTILE_METHOD = "warm-up boundaries, then per-bin reservoirs"
+"""How the quantile samples are drawn, as recorded in ``meta.json``."""
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class CollectionRun:
+    """The mutable side of one `collect` call: states, window files, checkpoints."""
+
+    def __init__(
+        self,
+        out: Path,
+        config: dict[str, Any],
+        config_hash: str,
+        loaded: LoadedModel,
+        capture: ActivationCapture,
+        fields: dict[str, Any],
+    ) -> None:
+        self.out, self.config, self.config_hash = out, config, config_hash
+        self.loaded, self.capture, self.fields = loaded, capture, fields
+        self.states: dict[int, LayerState] = {}
+        self.windows_done = 0
+        self.tokens_done = 0
+        self.generation = 0
+        self.width: int = config["window_length"]
+        self.n_prefix = 1 if config["bos"] == "window" else 0
+
+    def resume(self, progress: dict[str, Any]) -> None:
+        from safetensors.numpy import load_file
+
+        self.windows_done = int(progress["windows_done"])
+        self.tokens_done = int(progress["tokens_done"])
+        self.generation = int(progress["generation"])
+        for layer in self.config["layers"]:
+            path = state_path(self.out, layer, self.generation)
+            try:
+                self.states[layer] = self._state(load_file(str(path)))
+            except FileNotFoundError as error:
+                raise FormatError(f"{path} is missing; pass overwrite=True to restart") from error
+        for name, row in ((WINDOW_IDS, 4 * self.width), (WINDOW_LENGTHS, 4)):
+            path = self.out / name
+            size = self.windows_done * row
+            if path.stat().st_size < size:
+                raise FormatError(f"{path} is shorter than {self.windows_done} windows")
+            os.truncate(path, size)
+        self._drop_other_generations()
+
+    def _state(self, arrays: dict[str, np.ndarray]) -> LayerState:
+        return LayerState(arrays, self.config["quantile_levels"])
+
+    def start(self) -> None:
+        if not (self.out / VOCABULARY).exists():
+            tokenizer = self.loaded.tokenizer
+            strings = token_strings(tokenizer, range(len(tokenizer)))
+            _write_json(self.out / VOCABULARY, {"strings": strings})
+        self._ids = (self.out / WINDOW_IDS).open("ab")
+        self._lengths = (self.out / WINDOW_LENGTHS).open("ab")
+
+    def process(self, batch: list[Window]) -> None:
+        import torch
+
+        longest = max(len(w.input_ids) for w in batch)
+        ids = torch.zeros((len(batch), longest), dtype=torch.long)
+        mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        rows = np.zeros((len(batch), self.width), np.uint32)
+        lengths = np.zeros(len(batch), np.uint32)
+        for b, window in enumerate(batch):
+            ids[b, : len(window.input_ids)] = torch.tensor(window.input_ids)
+            mask[b, : len(window.input_ids)] = 1
+            excerpt = window.excerpt_ids
+            rows[b, : len(excerpt)] = excerpt
+            lengths[b] = len(excerpt)
+        short = [b for b in range(len(batch)) if lengths[b] < self.width]
+        padding = None
+        if short:
+            positions = torch.arange(self.width)[None, :]
+            padding = (positions >= torch.from_numpy(lengths.astype(np.int64))[:, None]).reshape(-1)
+        n_tokens = int(lengths.sum())
+        first = self.windows_done
+
+        def fold(layer: int, acts: Any) -> None:
+            self._fold(layer, acts, first, lengths, short, padding, n_tokens)
+
+        # Each layer is folded as the forward pass makes it, while it is in cache, and is then
+        # freed by the model as in a bare forward (no batch of every layer is held).
+        self.capture(ids, mask, on_layer=fold)
+        self._ids.write(rows.tobytes())
+        self._lengths.write(lengths.tobytes())
+        self.windows_done += len(batch)
+        self.tokens_done += n_tokens
+
+    def _fold(
+        self,
+        layer: int,
+        acts: Any,
+        first: int,
+        lengths: np.ndarray,
+        short: list[int],
+        padding: Any,
+        n_tokens: int,
+    ) -> None:
+        import torch
+
+        # [B, Lw, N] float32 on the model's device. When it is the model's own tensor (float32
+        # models) the model still reads it: only finite values may be written into it, and
+        # only at padded positions, which no real position attends to.
+        values = acts[:, self.n_prefix : self.n_prefix + self.width].float()
+        if values.shape[1] < self.width:
+            values = torch.nn.functional.pad(values, (0, 0, 0, self.width - values.shape[1]))
+        for b in short:
+            values[b, int(lengths[b]) :] = 0.0
+        maxes_t = values.amax(dim=1)
+        for b in short:  # the max over the window's own tokens
+            maxes_t[b] = values[b, : int(lengths[b])].amax(dim=0)
+        maxes = maxes_t.cpu().numpy()
+        if layer not in self.states:
+            self.states[layer] = self._new_state(values.shape[2])
+        self.states[layer].update(
+            values, maxes, padding, n_tokens, first, self.config["seed"], layer
+        )
+
+    def close(self) -> None:
+        self._ids.close()
+        self._lengths.close()
+
+    def _new_state(self, n: int) -> LayerState:
+        c = self.config
+        return LayerState.new(
+            n,
+            k=c["top_k"],
+            r=2 * c["n_random"],
+            levels=c["quantile_levels"],
+            m=c["n_per_quantile"],
+            warmup=c["quantile_warmup"],
+            length=self.width,
+        )
+
+    def checkpoint(self, *, finished: bool) -> None:
+        from safetensors.numpy import save_file
+
+        for handle in (self._ids, self._lengths):
+            handle.flush()
+            os.fsync(handle.fileno())
+        if finished:
+            self.close()
+        generation = self.generation + 1
+        for layer, state in self.states.items():
+            path = state_path(self.out, layer, generation)
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            save_file({k: np.ascontiguousarray(v) for k, v in state.arrays().items()}, str(tmp))
+            os.replace(tmp, path)
+        _write_json(self.out / META, self._meta())
+        _write_json(
+            self.out / PROGRESS,
+            {
+                "config_hash": self.config_hash,
+                "windows_done": self.windows_done,
+                "tokens_done": self.tokens_done,
+                "generation": generation,
+                "finished": finished,
+            },
+        )
+        self.generation = generation
+        self._drop_other_generations()
+
+    def _drop_other_generations(self) -> None:
+        for layer in self.config["layers"]:
+            keep = state_path(self.out, layer, self.generation)
+            for path in keep.parent.glob("state-*"):
+                if path != keep:
+                    path.unlink()
+
+    def _meta(self) -> dict[str, Any]:
+        tokenizer = self.loaded.tokenizer
+        layers = self.config["layers"]
+        return {
+            "format": FORMAT_VERSION,
+            "config": self.config,
+            "config_hash": self.config_hash,
+            "model": self.loaded.name,
+            "layers": layers,
+            "n_neurons": {
+                str(layer): int(self.states[layer].a["top_values"].shape[0])
+                for layer in layers
+                if layer in self.states
+            },
+            "hook_points": {str(layer): self.capture.site.hook_point(layer) for layer in layers},
+            "provenance": {
+                **self.fields,
+                "model": self.loaded.name,
+                "dtype": self.loaded.dtype,
+                "device": self.loaded.device,
+            },
+            "tokenizer": {"class": type(tokenizer).__name__, "vocabulary_size": len(tokenizer)},
+            "quantile_method": QUANTILE_METHOD,
+            "reservoir_size": 2 * self.config["n_random"],
+        }
