@@ -23,15 +23,7 @@ import numpy as np
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
 
-__all__ = [
-    "DEFAULT_N_PER_QUANTILE",
-    "DEFAULT_N_RANDOM",
-    "DEFAULT_QUANTILE_LEVELS",
-    "DEFAULT_TOP_K",
-    "build_neuron_record",
-    "checked_quantile_levels",
-    "moments",
-]
+__all__ = ["build_neuron_record", "moments"]
 
 # What a record holds unless told otherwise; the subjects and the collector use the same.
 DEFAULT_TOP_K = 40

@@ -42,7 +42,6 @@ from typing import Any, Literal, get_args
 from neuron_explainer.errors import FormatError, InvalidInputError, UsageError
 
 __all__ = [
-    "DEFAULT_WINDOW_LENGTH",
     "BOSPolicy",
     "Corpus",
     "Document",
