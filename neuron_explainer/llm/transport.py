@@ -349,7 +349,7 @@ class RetryingClient:
                     f"the transport factory of {self.name} returned "
                     f"{type(transport).__name__}, not an httpx.AsyncBaseTransport"
                 )
-        return httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
+        return httpx.AsyncClient(transport=transport, timeout=timeout)
 
     async def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
