@@ -14,7 +14,10 @@ It runs in a background thread on an ephemeral port; use it as a context manager
         assert llm.chat(request).choices[0].text == "Hello!"
         assert server.request_count == 1
 
-The server is for tests: it binds to 127.0.0.1 only and is not hardened.
+The server is for tests: it binds to 127.0.0.1 only and is not hardened. What a script is made
+of (`Reply`, `Fault`, `ReceivedRequest`) is defined in ``testing/_replies.py`` and the answer
+bodies are built in ``testing/_answers.py``; import the names from here or from
+`neuron_explainer.testing`.
 """
 
 from __future__ import annotations
@@ -22,17 +25,23 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import re
 import socket
 import threading
-import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal, TypeAlias
+from typing import Any
 from urllib.parse import urlsplit
+
+from neuron_explainer.testing._answers import Answers
+from neuron_explainer.testing._replies import Fault as Fault
+from neuron_explainer.testing._replies import PromptLogprobFunction as PromptLogprobFunction
+from neuron_explainer.testing._replies import ReceivedRequest as ReceivedRequest
+from neuron_explainer.testing._replies import Reply as Reply
+from neuron_explainer.testing._replies import Responder as Responder
+from neuron_explainer.testing._replies import _Answer
+from neuron_explainer.testing._replies import default_prompt_logprob as default_prompt_logprob
+from neuron_explainer.testing._replies import simple_tokenize as simple_tokenize
 
 __all__ = [
     "Fault",
@@ -44,195 +53,6 @@ __all__ = [
     "default_prompt_logprob",
     "simple_tokenize",
 ]
-
-_TOKEN = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
-_ALTERNATIVES: tuple[str, ...] = (
-    *(" the", " a", ",", ".", " and", " of", " to", " in", " is", "\n", " it", " that"),
-    *(" for", " on", " with", " as", " was", " he", " be", " at", " by", " not"),
-)
-
-
-def simple_tokenize(text: str) -> list[str]:
-    """Split ``text`` into word-like tokens that concatenate back to it: a word or one
-    punctuation character with the whitespace before it, or a whitespace run at the end."""
-    return _TOKEN.findall(text)
-
-
-def _crc(text: str) -> int:
-    return zlib.crc32(text.encode("utf-8"))
-
-
-def default_prompt_logprob(tokens: Sequence[str], index: int) -> tuple[float, dict[str, float]]:
-    """The default scorer of token ``index`` of ``tokens``: a deterministic logprob in
-    [-3.05, -0.05] from the token's text and position, and 20 alternatives below it."""
-    own = -(0.05 + (_crc(f"{index}:{tokens[index]}") % 300) / 100)
-    alternatives = {
-        alt: round(own - 0.5 - 0.25 * j, 4)
-        for j, alt in enumerate(a for a in _ALTERNATIVES if a != tokens[index])
-    }
-    return own, {tokens[index]: own, **alternatives}
-
-
-PromptLogprobFunction: TypeAlias = Callable[[Sequence[str], int], tuple[float, Mapping[str, float]]]
-"""``f(tokens, i) -> (logprob of tokens[i], {alternative: logprob})``: how the server scores a
-token given the ones before it (``i >= 1``)."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A scripted chat answer.
-
-    Args:
-        content: the message text of every choice, or one text per choice.
-        tokens: the generated tokens (joining to ``content``) when logprobs are asked for;
-            default `simple_tokenize` of the content.
-        logprobs: the logprob of each token; default from ``top_logprobs`` or a fixed rule.
-        top_logprobs: the alternatives at each token, ``{token: logprob}``.
-        prompt_tokens: the prompt tokens to report; by default the request's messages are
-            counted with `simple_tokenize`.
-        completion_tokens: the completion tokens to report; by default counted likewise.
-        cached_tokens: the cached prompt tokens to report.
-        finish_reason: the finish reason of every choice.
-        model: the model name to report (default: the request's).
-    """
-
-    content: str | Sequence[str] = ""
-    tokens: Sequence[str] | None = None
-    logprobs: Sequence[float] | None = None
-    top_logprobs: Sequence[Mapping[str, float]] | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cached_tokens: int = 0
-    finish_reason: str = "stop"
-    model: str | None = None
-
-
-FaultKind = Literal["status", "timeout", "disconnect", "invalid_json", "truncated", "garbage"]
-
-
-@dataclass(frozen=True)
-class Fault:
-    """A failure to inject instead of an answer. Build one with the class methods."""
-
-    kind: FaultKind
-    status: int = 500
-    message: str = "The server had an error while processing your request."
-    error_type: str | None = "server_error"
-    code: str | None = None
-    retry_after: float | str | None = None
-    retry_after_ms: float | None = None
-    hold: float = 30.0
-    text: str = "I'm sorry, but I can't help with that."
-
-    @classmethod
-    def error(
-        cls,
-        status: int,
-        message: str = "error",
-        *,
-        error_type: str | None = "invalid_request_error",
-        code: str | None = None,
-        retry_after: float | str | None = None,
-        retry_after_ms: float | None = None,
-    ) -> Fault:
-        """HTTP ``status`` with an OpenAI-style body ``{"error": {"message", "type", "code"}}``
-        and, if given, ``Retry-After`` (seconds, or an HTTP date as text) / ``retry-after-ms``."""
-        return cls(
-            "status",
-            status=status,
-            message=message,
-            error_type=error_type,
-            code=code,
-            retry_after=retry_after,
-            retry_after_ms=retry_after_ms,
-        )
-
-    @classmethod
-    def rate_limit(
-        cls,
-        retry_after: float | str | None = None,
-        *,
-        retry_after_ms: float | None = None,
-        code: str | None = "rate_limit_exceeded",
-        message: str = "Rate limit reached for requests.",
-    ) -> Fault:
-        """HTTP 429, optionally with ``Retry-After`` / ``retry-after-ms``."""
-        return cls.error(
-            429,
-            message,
-            error_type="requests",
-            code=code,
-            retry_after=retry_after,
-            retry_after_ms=retry_after_ms,
-        )
-
-    @classmethod
-    def server_error(
-        cls, status: int = 500, message: str = "The server had an error.", **headers: Any
-    ) -> Fault:
-        """HTTP ``status`` (500 by default; 502, 503, 504, ...) with an OpenAI-style body."""
-        return cls.error(status, message, error_type="server_error", **headers)
-
-    @classmethod
-    def timeout(cls, hold: float = 30.0) -> Fault:
-        """Read the request, then hold the connection for ``hold`` seconds (or until the server
-        stops) and close it without answering: longer than the client's timeout."""
-        return cls("timeout", hold=hold)
-
-    @classmethod
-    def disconnect(cls) -> Fault:
-        """Close the connection without sending any response."""
-        return cls("disconnect")
-
-    @classmethod
-    def invalid_json(cls) -> Fault:
-        """HTTP 200 whose body is not JSON."""
-        return cls("invalid_json")
-
-    @classmethod
-    def truncated(cls) -> Fault:
-        """HTTP 200 whose ``Content-Length`` is larger than the body sent before the connection
-        is closed."""
-        return cls("truncated")
-
-    @classmethod
-    def garbage(cls, text: str = "I'm sorry, but I can't help with that.") -> Fault:
-        """A well-formed completion whose content ignores the requested format."""
-        return cls("garbage", text=text)
-
-
-@dataclass(frozen=True)
-class ReceivedRequest:
-    """A request the server received.
-
-    Attributes:
-        method: ``"POST"`` or ``"GET"``.
-        path: the URL path, e.g. ``"/v1/chat/completions"``.
-        query: the query string, without ``?``.
-        headers: the headers, names in lower case.
-        body: the JSON body, or ``None`` if it was not JSON.
-    """
-
-    method: str
-    path: str
-    query: str
-    headers: Mapping[str, str]
-    body: Any
-    received_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def endpoint(self) -> str:
-        """``"chat/completions"``, ``"completions"``, ``"models"`` or the path."""
-        for name in ("chat/completions", "completions", "models"):
-            if self.path.rstrip("/").endswith("/" + name):
-                return name
-        return self.path
-
-
-_Answer: TypeAlias = Reply | Fault | str | dict[str, Any]
-Responder: TypeAlias = Callable[[ReceivedRequest], _Answer | None]
-"""``responder(request)`` → a `Reply` or text (a chat answer, or the generated text of a
-completion), a `Fault`, a whole JSON body (``dict``), or ``None`` for the default answer."""
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -527,9 +347,11 @@ class OpenAITestServer:
             self._json(handler, 200, answer)
         elif endpoint == "chat/completions":
             reply = answer if answer is not None else self.default
-            self._json(handler, 200, self._chat(body, reply))
+            self._json(handler, 200, self._answers().chat(body, reply, self._next_id("chatcmpl")))
         else:
-            self._json(handler, 200, self._completion(body, answer))
+            self._json(
+                handler, 200, self._answers().completion(body, answer, self._next_id("cmpl"))
+            )
 
     @staticmethod
     def _validate(endpoint: str, body: dict[str, Any]) -> str | None:
@@ -553,161 +375,15 @@ class OpenAITestServer:
             self._ids += 1
             return f"{prefix}-{self._ids}"
 
-    # -- answers -----------------------------------------------------------------------------
-
-    def _chat(self, body: dict[str, Any], answer: Reply | str) -> dict[str, Any]:
-        reply = answer if isinstance(answer, Reply) else Reply(content=answer)
-        n = body.get("n", 1)
-        contents = [reply.content] * n if isinstance(reply.content, str) else list(reply.content)
-        contents = [contents[i % len(contents)] for i in range(n)] if contents else [""] * n
-        k = int(body.get("top_logprobs") or 0)
-        max_tokens, stops = body.get("max_tokens"), body.get("stop") or []
-        stops = [stops] if isinstance(stops, str) else stops
-        choices, completion_tokens = [], 0
-        for i, content in enumerate(contents):
-            tokens = list(reply.tokens) if reply.tokens is not None else self.tokenize(content)
-            text, finish = content, reply.finish_reason
-            if max_tokens is not None and len(tokens) > max_tokens:
-                tokens = tokens[:max_tokens]
-                text, finish = "".join(tokens), "length"
-            for stop in stops:
-                if stop and stop in text:
-                    text, finish = text[: text.index(stop)], "stop"
-                    tokens = self.tokenize(text)
-            completion_tokens += len(tokens)
-            choice: dict[str, Any] = {
-                "index": i,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-            if body.get("logprobs"):
-                choice["logprobs"] = {"content": self._token_logprobs(tokens, reply, k)}
-            choices.append(choice)
-        prompt_tokens = sum(
-            len(self.tokenize(m.get("content") or ""))
-            for m in body["messages"]
-            if isinstance(m, dict) and isinstance(m.get("content"), str)
+    def _answers(self) -> Answers:
+        """The answer builder, with the settings as they are now (tests change them)."""
+        return Answers(
+            tokenize=self.tokenize,
+            prompt_logprob=self.prompt_logprob,
+            offset_shift=self.offset_shift,
+            logprob_shift=self.logprob_shift,
+            model=self.model,
         )
-        return {
-            "id": self._next_id("chatcmpl"),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": reply.model or body.get("model") or self.model,
-            "choices": choices,
-            "usage": self._usage(
-                prompt_tokens if reply.prompt_tokens is None else reply.prompt_tokens,
-                completion_tokens if reply.completion_tokens is None else reply.completion_tokens,
-                reply.cached_tokens,
-            ),
-        }
-
-    def _token_logprobs(self, tokens: list[str], reply: Reply, k: int) -> list[dict[str, Any]]:
-        entries = []
-        for j, token in enumerate(tokens):
-            if reply.top_logprobs is not None and j < len(reply.top_logprobs):
-                top = dict(reply.top_logprobs[j])
-                own = top.get(token, min(top.values(), default=0.0) - 1.0)
-            else:
-                own, top = default_prompt_logprob(tokens, j)
-            if reply.logprobs is not None and j < len(reply.logprobs):
-                own = reply.logprobs[j]
-            ranked = sorted(top.items(), key=lambda item: -item[1])[:k]
-            entries.append(
-                {
-                    "token": token,
-                    "logprob": own,
-                    "bytes": list(token.encode("utf-8")),
-                    "top_logprobs": [
-                        {"token": t, "logprob": v, "bytes": list(t.encode("utf-8"))}
-                        for t, v in ranked
-                    ],
-                }
-            )
-        return entries
-
-    def _completion(self, body: dict[str, Any], answer: Reply | str | None) -> dict[str, Any]:
-        prompt = body["prompt"] if isinstance(body["prompt"], str) else str(body["prompt"][0])
-        max_tokens = body.get("max_tokens")
-        max_tokens = 16 if max_tokens is None else max_tokens
-        if isinstance(answer, Reply):
-            answer = answer.content if isinstance(answer.content, str) else answer.content[0]
-        generated = self.tokenize(" ok" * max_tokens if answer is None else answer)[:max_tokens]
-        prompt_tokens = self.tokenize(prompt)
-        echo = bool(body.get("echo"))
-        shown = (prompt_tokens if echo else []) + generated
-        context = prompt_tokens + generated
-        first = 0 if echo else len(prompt_tokens)
-        choice: dict[str, Any] = {
-            "index": 0,
-            "text": "".join(shown),
-            "logprobs": None,
-            "finish_reason": "length",
-        }
-        k = body.get("logprobs")
-        if isinstance(k, int) and k >= 0:
-            values: list[float | None] = []
-            tops: list[dict[str, float] | None] = []
-            offsets, position = [], 0 if echo else len(prompt)
-            for i, token in enumerate(shown, start=first):
-                offsets.append(position + self.offset_shift)
-                position += len(token)
-                if i == 0:
-                    values.append(None)
-                    tops.append(None)
-                    continue
-                own, alternatives = self.prompt_logprob(context, i)
-                values.append(own)
-                tops.append(dict(sorted(alternatives.items(), key=lambda item: -item[1])[:k]))
-            if self.logprob_shift:
-                values, tops = [*values[1:], None], [*tops[1:], None]
-            choice["logprobs"] = {
-                "tokens": shown,
-                "token_logprobs": values,
-                "top_logprobs": tops,
-                "text_offset": offsets,
-            }
-        if isinstance(body.get("prompt_logprobs"), int):
-            choice["prompt_logprobs"] = self._vllm_prompt_logprobs(
-                prompt_tokens, body["prompt_logprobs"]
-            )
-        return {
-            "id": self._next_id("cmpl"),
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": body.get("model") or self.model,
-            "choices": [choice],
-            "usage": self._usage(len(prompt_tokens), len(generated), 0),
-        }
-
-    def _vllm_prompt_logprobs(
-        self, tokens: list[str], k: int
-    ) -> list[dict[str, dict[str, Any]] | None]:
-        """vLLM's format: ``null``, then per token ``{token_id: {logprob, rank,
-        decoded_token}}`` holding the top ``k`` and the prompt's own token."""
-        entries: list[dict[str, dict[str, Any]] | None] = [None]
-        for i in range(1, len(tokens)):
-            own, alternatives = self.prompt_logprob(tokens, i)
-            ranked = sorted({**alternatives, tokens[i]: own}.items(), key=lambda item: -item[1])
-            entry = {}
-            for rank, (text, value) in enumerate(ranked, start=1):
-                if rank <= k or text == tokens[i]:
-                    entry[str(_crc(text) % 1_000_003)] = {
-                        "logprob": value,
-                        "rank": rank,
-                        "decoded_token": text,
-                    }
-            entries.append(entry)
-        return entries
-
-    @staticmethod
-    def _usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached},
-        }
 
     # -- the wire ----------------------------------------------------------------------------
 

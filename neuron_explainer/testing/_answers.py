@@ -1,0 +1,202 @@
+"""The JSON bodies the OpenAI test server answers with: chat completions, and text completions
+that echo and score the prompt (the completions API's ``logprobs``, or vLLM's
+``prompt_logprobs``), built from a `Reply` or text and the server's tokenizer and scorer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from neuron_explainer.testing._replies import (
+    PromptLogprobFunction,
+    Reply,
+    _crc,
+    default_prompt_logprob,
+)
+
+
+@dataclass(frozen=True)
+class Answers:
+    """Builds answers with the server's settings at the time of a request.
+
+    Attributes:
+        tokenize: splits a text into tokens.
+        prompt_logprob: scores token ``i`` of a prompt given the ones before it.
+        offset_shift: added to every echoed ``text_offset``.
+        logprob_shift: every echoed value moved one token earlier.
+        model: the model name reported when the request names none.
+    """
+
+    tokenize: Callable[[str], list[str]]
+    prompt_logprob: PromptLogprobFunction
+    offset_shift: int
+    logprob_shift: bool
+    model: str
+
+    def chat(self, body: dict[str, Any], answer: Reply | str, ident: str) -> dict[str, Any]:
+        """The chat completion answering ``body`` with ``answer``: ``n`` choices, cut at
+        ``max_tokens`` and ``stop``, with token logprobs if asked for."""
+        reply = answer if isinstance(answer, Reply) else Reply(content=answer)
+        n = body.get("n", 1)
+        contents = [reply.content] * n if isinstance(reply.content, str) else list(reply.content)
+        contents = [contents[i % len(contents)] for i in range(n)] if contents else [""] * n
+        k = int(body.get("top_logprobs") or 0)
+        max_tokens, stops = body.get("max_tokens"), body.get("stop") or []
+        stops = [stops] if isinstance(stops, str) else stops
+        choices, completion_tokens = [], 0
+        for i, content in enumerate(contents):
+            tokens = list(reply.tokens) if reply.tokens is not None else self.tokenize(content)
+            text, finish = content, reply.finish_reason
+            if max_tokens is not None and len(tokens) > max_tokens:
+                tokens = tokens[:max_tokens]
+                text, finish = "".join(tokens), "length"
+            for stop in stops:
+                if stop and stop in text:
+                    text, finish = text[: text.index(stop)], "stop"
+                    tokens = self.tokenize(text)
+            completion_tokens += len(tokens)
+            choice: dict[str, Any] = {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+            if body.get("logprobs"):
+                choice["logprobs"] = {"content": self._token_logprobs(tokens, reply, k)}
+            choices.append(choice)
+        prompt_tokens = sum(
+            len(self.tokenize(m.get("content") or ""))
+            for m in body["messages"]
+            if isinstance(m, dict) and isinstance(m.get("content"), str)
+        )
+        return {
+            "id": ident,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": reply.model or body.get("model") or self.model,
+            "choices": choices,
+            "usage": _usage(
+                prompt_tokens if reply.prompt_tokens is None else reply.prompt_tokens,
+                completion_tokens if reply.completion_tokens is None else reply.completion_tokens,
+                reply.cached_tokens,
+            ),
+        }
+
+    def _token_logprobs(self, tokens: list[str], reply: Reply, k: int) -> list[dict[str, Any]]:
+        """The chat ``logprobs.content`` of ``tokens``: the reply's values, else the defaults."""
+        entries = []
+        for j, token in enumerate(tokens):
+            if reply.top_logprobs is not None and j < len(reply.top_logprobs):
+                top = dict(reply.top_logprobs[j])
+                own = top.get(token, min(top.values(), default=0.0) - 1.0)
+            else:
+                own, top = default_prompt_logprob(tokens, j)
+            if reply.logprobs is not None and j < len(reply.logprobs):
+                own = reply.logprobs[j]
+            ranked = sorted(top.items(), key=lambda item: -item[1])[:k]
+            entries.append(
+                {
+                    "token": token,
+                    "logprob": own,
+                    "bytes": list(token.encode("utf-8")),
+                    "top_logprobs": [
+                        {"token": t, "logprob": v, "bytes": list(t.encode("utf-8"))}
+                        for t, v in ranked
+                    ],
+                }
+            )
+        return entries
+
+    def completion(
+        self, body: dict[str, Any], answer: Reply | str | None, ident: str
+    ) -> dict[str, Any]:
+        """The text completion answering ``body``: ``answer`` (or `` ok`` repeated) as the
+        generated text, the prompt echoed and scored if asked for (``echo`` + ``logprobs``, or
+        vLLM's ``prompt_logprobs``)."""
+        prompt = body["prompt"] if isinstance(body["prompt"], str) else str(body["prompt"][0])
+        max_tokens = body.get("max_tokens")
+        max_tokens = 16 if max_tokens is None else max_tokens
+        if isinstance(answer, Reply):
+            answer = answer.content if isinstance(answer.content, str) else answer.content[0]
+        generated = self.tokenize(" ok" * max_tokens if answer is None else answer)[:max_tokens]
+        prompt_tokens = self.tokenize(prompt)
+        echo = bool(body.get("echo"))
+        shown = (prompt_tokens if echo else []) + generated
+        context = prompt_tokens + generated
+        first = 0 if echo else len(prompt_tokens)
+        choice: dict[str, Any] = {
+            "index": 0,
+            "text": "".join(shown),
+            "logprobs": None,
+            "finish_reason": "length",
+        }
+        k = body.get("logprobs")
+        if isinstance(k, int) and k >= 0:
+            values: list[float | None] = []
+            tops: list[dict[str, float] | None] = []
+            offsets, position = [], 0 if echo else len(prompt)
+            for i, token in enumerate(shown, start=first):
+                offsets.append(position + self.offset_shift)
+                position += len(token)
+                if i == 0:
+                    values.append(None)
+                    tops.append(None)
+                    continue
+                own, alternatives = self.prompt_logprob(context, i)
+                values.append(own)
+                tops.append(dict(sorted(alternatives.items(), key=lambda item: -item[1])[:k]))
+            if self.logprob_shift:
+                values, tops = [*values[1:], None], [*tops[1:], None]
+            choice["logprobs"] = {
+                "tokens": shown,
+                "token_logprobs": values,
+                "top_logprobs": tops,
+                "text_offset": offsets,
+            }
+        if isinstance(body.get("prompt_logprobs"), int):
+            choice["prompt_logprobs"] = self._vllm_prompt_logprobs(
+                prompt_tokens, body["prompt_logprobs"]
+            )
+        return {
+            "id": ident,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.get("model") or self.model,
+            "choices": [choice],
+            "usage": _usage(len(prompt_tokens), len(generated), 0),
+        }
+
+    def _vllm_prompt_logprobs(
+        self, tokens: list[str], k: int
+    ) -> list[dict[str, dict[str, Any]] | None]:
+        """vLLM's format: ``null``, then per token ``{token_id: {logprob, rank,
+        decoded_token}}`` holding the top ``k`` and the prompt's own token."""
+        entries: list[dict[str, dict[str, Any]] | None] = [None]
+        for i in range(1, len(tokens)):
+            own, alternatives = self.prompt_logprob(tokens, i)
+            ranked = sorted({**alternatives, tokens[i]: own}.items(), key=lambda item: -item[1])
+            entry = {}
+            for rank, (text, value) in enumerate(ranked, start=1):
+                if rank <= k or text == tokens[i]:
+                    entry[str(_crc(text) % 1_000_003)] = {
+                        "logprob": value,
+                        "rank": rank,
+                        "decoded_token": text,
+                    }
+            entries.append(entry)
+        return entries
+
+
+def _usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
+    """An OpenAI ``usage`` object."""
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+# -- the wire ----------------------------------------------------------------------------
