@@ -326,6 +326,38 @@ def test_scripted_exceptions_are_raised_in_turn() -> None:
     assert len(llm.requests) == 3
 
 
+def test_chat_and_prompt_scripts_play_their_items_alike() -> None:
+    from neuron_explainer.llm import PromptLogprobsRequest
+    from neuron_explainer.testing import make_prompt_response
+
+    scored = make_prompt_response("a b")
+
+    async def later(req: PromptLogprobsRequest) -> object:
+        return make_prompt_response(req.prompt)
+
+    llm = ScriptedLLM(
+        "m",
+        [int, KeyError],
+        prompt_script=[dict, LookupError, later, lambda req: scored, "not scored"],
+    )
+    with pytest.raises(InvalidInputError, match="fake:m: script item int is a class"):
+        llm.chat(request())
+    with pytest.raises(KeyError):
+        llm.chat(request())
+
+    def score(prompt: str = "a b") -> object:
+        return asyncio.run(llm.aprompt_logprobs(PromptLogprobsRequest(prompt=prompt)))
+
+    with pytest.raises(InvalidInputError, match="fake:m: prompt script item dict is a class"):
+        score()
+    with pytest.raises(LookupError):
+        score()
+    assert score("c d") == make_prompt_response("c d")  # an async callable, awaited
+    assert score() is scored
+    with pytest.raises(InvalidInputError, match=r"must be a PromptLogprobsResponse.*got str"):
+        score()
+
+
 def test_running_out_raises_script_exhausted() -> None:
     llm = ScriptedLLM("m", ["only"])
     llm.chat(request())

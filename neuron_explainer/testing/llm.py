@@ -7,16 +7,17 @@
 * `FakeProvider`: a plugin registering the LLM provider ``fake``, so that ``"fake:any-model"``
   resolves to views of one `ScriptedLLM` (one script, one request log).
 * `ScriptExhaustedError`: a request arrived after the script ran out and there is no default.
+
+The response builders (`make_response`, `make_prompt_response`, `split_text`) are defined in
+``testing/_responses.py`` and import from here or from `neuron_explainer.testing`.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
-import re
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeAlias
 
 from neuron_explainer.errors import CapabilityError, InvalidInputError, NeuronExplainerError
@@ -29,13 +30,13 @@ from neuron_explainer.llm.base import (
     Choice,
     PromptLogprobsRequest,
     PromptLogprobsResponse,
-    PromptToken,
-    TokenLogprob,
-    TopLogprob,
     Usage,
 )
 from neuron_explainer.llm.usage import record_usage
 from neuron_explainer.plugins.hookspecs import Register, hookimpl
+from neuron_explainer.testing._responses import make_prompt_response as make_prompt_response
+from neuron_explainer.testing._responses import make_response as make_response
+from neuron_explainer.testing._responses import split_text as split_text
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
@@ -71,153 +72,9 @@ PromptAnswer: TypeAlias = (
 PromptScriptItem: TypeAlias = PromptAnswer | BaseException | type[BaseException]
 """One scripted answer to ``aprompt_logprobs``; an exception is raised when its turn comes."""
 
-_PIECES = re.compile(r" ?[^\W\d_]+| ?\d| ?[^\w\s]+| ?_+|\s", re.DOTALL)
-
-
-def split_text(text: str) -> list[str]:
-    """Split ``text`` roughly as a BPE tokenizer would: words with their leading space, single
-    digits, runs of punctuation, and every other whitespace character alone (so a tab and the
-    word after it are separate tokens). The pieces concatenate to ``text``."""
-    pieces = _PIECES.findall(text)
-    if "".join(pieces) != text:  # pragma: no cover - the pattern covers every character
-        raise InvalidInputError("split_text lost characters")
-    return pieces
-
-
-def make_prompt_response(
-    prompt: str,
-    *,
-    top_logprobs: Mapping[int, Mapping[str, float]]
-    | Callable[[int, str], Mapping[str, float] | None]
-    | None = None,
-    split: Callable[[str], Sequence[str]] = split_text,
-    prompt_tokens: int | None = None,
-    model: str | None = None,
-) -> PromptLogprobsResponse:
-    """A `PromptLogprobsResponse` scoring ``prompt``: its tokens (``split(prompt)``) with their
-    character offsets, and the top logprobs given for some positions.
-
-    Args:
-        prompt: the prompt that was scored.
-        top_logprobs: the alternatives at a token, keyed by the token's character offset, or a
-            function ``(offset, token) -> mapping or None``. Each mapping goes from alternative
-            to log probability; a token's own ``logprob`` is its entry in the mapping (else
-            ``None``). Positions without a mapping get no alternatives.
-        split: splits the prompt into tokens (default `split_text`); the pieces must
-            concatenate to the prompt.
-        prompt_tokens: the usage to report (default: the number of tokens).
-        model: the model name the response reports.
-
-    Raises:
-        InvalidInputError: the pieces do not concatenate to the prompt, or a logprob is not a
-            finite number <= 0.
-    """
-    pieces = list(split(prompt))
-    if "".join(pieces) != prompt:
-        raise InvalidInputError("split(prompt) must return pieces that concatenate to the prompt")
-    tokens, offset = [], 0
-    for piece in pieces:
-        if callable(top_logprobs):
-            alternatives = top_logprobs(offset, piece)
-        else:
-            alternatives = (top_logprobs or {}).get(offset)
-        ranked = sorted((alternatives or {}).items(), key=lambda item: -item[1])
-        for token, value in ranked:
-            if not math.isfinite(value) or value > 0:
-                raise InvalidInputError(
-                    f"logprob of {token!r} at offset {offset} is {value}; a log probability is "
-                    "finite and <= 0"
-                )
-        tokens.append(
-            PromptToken(
-                token=piece,
-                offset=offset,
-                logprob=(alternatives or {}).get(piece),
-                top_logprobs=tuple(TopLogprob(token=t, logprob=lp) for t, lp in ranked),
-            )
-        )
-        offset += len(piece)
-    return PromptLogprobsResponse(
-        tokens=tuple(tokens),
-        usage=Usage(prompt_tokens=len(tokens) if prompt_tokens is None else prompt_tokens),
-        model=model,
-    )
-
 
 class ScriptExhaustedError(NeuronExplainerError):
     """A `ScriptedLLM` got more requests than its script has answers, and it has no default."""
-
-
-def make_response(
-    text: str | None = None,
-    *,
-    logprobs: Sequence[Mapping[str, float]] | None = None,
-    tokens: Sequence[str] | None = None,
-    prompt_tokens: int = 0,
-    completion_tokens: int = 0,
-    cached_tokens: int = 0,
-    finish_reason: str | None = "stop",
-    model: str | None = None,
-) -> ChatResponse:
-    """A `ChatResponse` with one choice, optional token logprobs and the given usage.
-
-    Args:
-        text: the completion text; by default the generated tokens joined (or ``""``).
-        logprobs: one mapping per generated token, from each alternative token to its log
-            probability, e.g. ``[{"7": -0.1, "8": -2.4}]``. Each becomes a `TokenLogprob`
-            whose ``top_logprobs`` list the alternatives, most likely first.
-        tokens: the generated token at each position; by default the most likely alternative.
-        prompt_tokens / completion_tokens / cached_tokens: the usage to report.
-        finish_reason: the choice's finish reason.
-        model: the model name the response reports.
-
-    Raises:
-        InvalidInputError: ``tokens`` without ``logprobs`` or of another length, an empty
-            mapping, a generated token missing from its mapping, or a logprob that is not a
-            finite number <= 0.
-    """
-    positions: tuple[TokenLogprob, ...] | None = None
-    if tokens is not None and logprobs is None:
-        raise InvalidInputError("tokens= needs logprobs=: give one mapping per token")
-    if logprobs is not None:
-        if tokens is not None and len(tokens) != len(logprobs):
-            raise InvalidInputError(
-                f"{len(tokens)} tokens but {len(logprobs)} logprob mappings; give one per token"
-            )
-        built = []
-        for i, alternatives in enumerate(logprobs):
-            if not alternatives:
-                raise InvalidInputError(f"logprobs[{i}] is empty; give at least one token")
-            for token, value in alternatives.items():
-                if not math.isfinite(value) or value > 0:
-                    raise InvalidInputError(
-                        f"logprobs[{i}][{token!r}] is {value}; a log probability is finite and <= 0"
-                    )
-            ranked = sorted(alternatives.items(), key=lambda item: -item[1])
-            chosen = ranked[0][0] if tokens is None else tokens[i]
-            if chosen not in alternatives:
-                raise InvalidInputError(
-                    f"generated token {chosen!r} at position {i} has no logprob in logprobs[{i}]"
-                )
-            built.append(
-                TokenLogprob(
-                    token=chosen,
-                    logprob=alternatives[chosen],
-                    top_logprobs=tuple(TopLogprob(token=t, logprob=lp) for t, lp in ranked),
-                )
-            )
-        positions = tuple(built)
-    if text is None:
-        text = "".join(p.token for p in positions or ())
-    return ChatResponse(
-        choices=(Choice(text=text, logprobs=positions, finish_reason=finish_reason),),
-        usage=Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cached_tokens=cached_tokens,
-        ),
-        model=model,
-    )
 
 
 def _check_capabilities(capabilities: Iterable[str]) -> frozenset[Capability]:
@@ -228,6 +85,30 @@ def _check_capabilities(capabilities: Iterable[str]) -> frozenset[Capability]:
             f"unknown capabilities {unknown}; choose from {', '.join(CAPABILITIES)}"
         )
     return chosen  # type: ignore[return-value]
+
+
+async def _play(item: object, request: object, where: str) -> object:
+    """What a script ``item`` answers to ``request``: a scripted exception (an instance or a
+    class) is raised, a callable is called with the request (and awaited if it returns an
+    awaitable), anything else is the answer as it is.
+
+    Raises:
+        InvalidInputError: ``item`` is a class that is not an exception.
+        Exception: the scripted exception, or whatever the callable raised.
+    """
+    if isinstance(item, BaseException):
+        raise item
+    if isinstance(item, type):
+        if issubclass(item, BaseException):
+            raise item()
+        raise InvalidInputError(
+            f"{where} item {item.__name__} is a class; give an answer, an exception or an "
+            "exception class"
+        )
+    answer = item(request) if callable(item) else item
+    if inspect.isawaitable(answer):
+        answer = await answer
+    return answer
 
 
 class _Script:
@@ -420,19 +301,7 @@ class ScriptedLLM(LLM):
             InvalidInputError: a script item (or what a callable returned) is not an answer.
             Exception: a scripted exception instance, or whatever a callable raised.
         """
-        item = self._take(request)
-        if isinstance(item, BaseException):
-            raise item
-        if isinstance(item, type):
-            if issubclass(item, BaseException):
-                raise item()
-            raise InvalidInputError(
-                f"{self.name}: script item {item.__name__} is a class; give an answer, an "
-                "exception or an exception class"
-            )
-        answer = item(request) if callable(item) else item
-        if inspect.isawaitable(answer):
-            answer = await answer
+        answer = await _play(self._take(request), request, f"{self.name}: script")
         if isinstance(answer, ChatResponse):
             record_usage(answer.usage)
             return answer
@@ -472,15 +341,7 @@ class ScriptedLLM(LLM):
                 "answers left and no prompt_default; add answers with .add_prompt(...) or set "
                 f".prompt_default. The prompt began: {request.prompt[:120]!r}"
             )
-        if isinstance(item, BaseException):
-            raise item
-        if isinstance(item, type):
-            if issubclass(item, BaseException):
-                raise item()
-            raise InvalidInputError(f"{self.name}: prompt script item {item.__name__} is a class")
-        answer = item(request) if callable(item) else item
-        if inspect.isawaitable(answer):
-            answer = await answer
+        answer = await _play(item, request, f"{self.name}: prompt script")
         if not isinstance(answer, PromptLogprobsResponse):
             raise InvalidInputError(
                 f"a {self.name} prompt script answer must be a PromptLogprobsResponse, a callable "
