@@ -1,31 +1,23 @@
-"""LLM providers: the chat contract plugins implement (`LLM`, `ChatRequest`, `ChatResponse`)."""
+"""LLM providers: the chat contract plugins implement, and the two built-in providers.
 
-from neuron_explainer.llm.base import CAPABILITIES as CAPABILITIES
-from neuron_explainer.llm.base import LLM as LLM
-from neuron_explainer.llm.base import Capability as Capability
-from neuron_explainer.llm.base import ChatRequest as ChatRequest
-from neuron_explainer.llm.base import ChatResponse as ChatResponse
-from neuron_explainer.llm.base import Choice as Choice
-from neuron_explainer.llm.base import Message as Message
-from neuron_explainer.llm.base import PromptLogprobsRequest as PromptLogprobsRequest
-from neuron_explainer.llm.base import PromptLogprobsResponse as PromptLogprobsResponse
-from neuron_explainer.llm.base import PromptToken as PromptToken
-from neuron_explainer.llm.base import TokenLogprob as TokenLogprob
-from neuron_explainer.llm.base import TopLogprob as TopLogprob
-from neuron_explainer.llm.base import Usage as Usage
+This package exports the contract, `neuron_explainer.llm.base`: `LLM`, `ChatRequest`,
+`ChatResponse`, `PromptLogprobsRequest`, `PromptLogprobsResponse` and the types inside them.
+The modules:
 
-__all__ = [
-    "CAPABILITIES",
-    "LLM",
-    "Capability",
-    "ChatRequest",
-    "ChatResponse",
-    "Choice",
-    "Message",
-    "PromptLogprobsRequest",
-    "PromptLogprobsResponse",
-    "PromptToken",
-    "TokenLogprob",
-    "TopLogprob",
-    "Usage",
-]
+* `base`: the contract (these names);
+* `openai`: the ``openai`` provider, `OpenAILLM` (configuration, API key, base URL, response
+  cache, usage and cost), built on
+  * `protocol`: the OpenAI wire format, request bodies (pydantic) and the chat parsers;
+  * `prompt_logprobs`: the parsers of scored prompts (``echo``, vLLM), lined up with the prompt;
+  * `transport`: `RetryingClient`, one ``httpx.AsyncClient`` per event loop, limits, retries,
+    typed errors, and the ``transport=`` seam (``httpx.MockTransport`` in tests);
+* `cache`, `limits`, `usage`: the response cache, client-side rate limits, usage meters and
+  budgets, for any provider;
+* `hf`: the ``hf`` provider, a Hugging Face model in-process (`_hf_engine`, `_hf_generate`: its
+  torch side);
+* `prompts`, `few_shot`: prompt text helpers and the paper's few-shot examples, shared by the
+  LLM-backed explainer and simulators.
+"""
+
+from neuron_explainer.llm.base import *  # noqa: F403  (the names of base.__all__)
+from neuron_explainer.llm.base import __all__ as __all__

@@ -11,16 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-__all__ = [
-    "Fault",
-    "PromptLogprobFunction",
-    "ReceivedRequest",
-    "Reply",
-    "Responder",
-    "default_prompt_logprob",
-    "simple_tokenize",
-]
-
 _TOKEN = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
 _ALTERNATIVES: tuple[str, ...] = (
     *(" the", " a", ",", ".", " and", " of", " to", " in", " is", "\n", " it", " that"),

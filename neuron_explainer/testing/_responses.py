@@ -19,9 +19,6 @@ from neuron_explainer.llm.base import (
     Usage,
 )
 
-__all__ = ["make_prompt_response", "make_response", "split_text"]
-
-
 _PIECES = re.compile(r" ?[^\W\d_]+| ?\d| ?[^\w\s]+| ?_+|\s", re.DOTALL)
 
 
