@@ -10,7 +10,9 @@ import asyncio
 import email.utils
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -505,3 +507,17 @@ def test_azure_hosts_also_get_the_api_key_header(make: Any) -> None:
     (request,) = script.requests
     assert request.headers["api-key"] == SECRET
     assert request.url.params["api-version"] == "2024-06-01"
+
+
+def test_the_documented_mock_transport_example_runs() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "llm.md").read_text("utf-8")
+    match = re.search(
+        r"<!-- mock-transport-example:start -->\n```python\n(?P<code>.*?)```\n"
+        r"<!-- mock-transport-example:end -->",
+        page,
+        re.DOTALL,
+    )
+    assert match, "docs/llm.md has no mock-transport-example block"
+    namespace: dict[str, Any] = {}
+    exec(compile(match["code"], "docs/llm.md", "exec"), namespace)
+    assert namespace["waits"] == [2.0] and len(namespace["sent"]) == 3
