@@ -429,9 +429,10 @@ class RetryingClient:
             The JSON object answered and the number of attempts it took.
 
         Raises:
-            AuthenticationError, BadRequestError, RateLimitError, ServerError,
-            LLMTimeoutError, LLMConnectionError, InvalidResponseError: the last attempt's
-                failure (see the module's table), with ``status_code`` and ``attempts`` set.
+            LLMError: the last attempt's failure as the module's table maps it
+                (`AuthenticationError`, `BadRequestError`, `RateLimitError`, `ServerError`,
+                `LLMTimeoutError`, `LLMConnectionError` or `InvalidResponseError`), with
+                ``status_code`` and ``attempts`` set.
         """
         shown = public_url(url)
         attempts = self.retry.max_retries + 1
