@@ -3,29 +3,17 @@ spent, what failed and why.
 
 `RunStore` opens the file (WAL journal, ``synchronous=NORMAL``). A batch run
 (`neuron_explainer.runs`) writes through it; anyone can read it, also while a run is going on
-in another process. Schema (version 1)::
-
-    meta   (key TEXT PRIMARY KEY, value TEXT)         JSON values: schema_version, kind
-                                                     ("explain" or "rescore"), config (what the
-                                                     results depend on), source_path,
-                                                     created_at, library_version, ...
-    runs   (id, kind, started_at, finished_at, budget_usd, stopped_reason, done, failed,
-            skipped, cost_usd, options)               one row per call; finished_at stays NULL
-                                                     when the process died
-    units  (id, model, kind, layer, idx, status, result, score, error, reason, attempts,
-            run_id, updated_at)                       one row per unit, UNIQUE(layer, idx, model,
-                                                     kind); status 'pending' | 'done' | 'failed';
-                                                     result: the ExplanationResult JSON (done);
-                                                     error / reason: the exception class and
-                                                     message (failed)
-    usage  (id, run_id, model, kind, layer, idx, outcome, prompt_tokens, completion_tokens,
-            cached_tokens, calls, cache_hits, cost_usd, at)
-                                                     a ledger: what each attempt at a unit
-                                                     spent, whatever its outcome ('done',
-                                                     'failed', 'stopped')
+in another process. Its tables (``meta``, ``runs``, ``units``, ``usage``; see docs/batch.md
+and ``neuron_explainer.runs._schema``) hold the run's description and config, one row per call,
+one row per unit with its status and result, and a ledger of what each attempt spent.
 
 A unit's new status and its ledger row are written in one transaction, so a process killed at
 any point leaves every unit either finished (with its result) or pending.
+
+A database of an older schema (0.1.0 wrote schema 1) is read as it is and migrated on the first
+write, after a copy of it is kept beside it (``run.sqlite.v1.bak``); a database of a newer
+schema is refused with a `FormatError`. ``neuron-explainer migrate PATH`` (or
+`neuron_explainer.runs.migration.migrate`) migrates one without writing anything else.
 """
 
 from __future__ import annotations
@@ -34,8 +22,10 @@ import json
 import os
 import sqlite3
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -43,73 +33,31 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from neuron_explainer._version import __version__
-from neuron_explainer.errors import FormatError, InvalidInputError, UsageError
+from neuron_explainer.errors import FormatError, InvalidInputError
 from neuron_explainer.records import UnitId
 from neuron_explainer.results import ExplanationResult, UsageSummary
+from neuron_explainer.runs._schema import (
+    SCHEMA_VERSION,
+    check_version,
+    config_mismatch,
+    create_schema,
+    migrate_database,
+    now,
+    read_version,
+    set_meta,
+    take_run_lock,
+    transaction,
+)
 
 __all__ = ["SCHEMA_VERSION", "RunStore", "UnitState", "UnitStatus", "config_mismatch"]
-
-SCHEMA_VERSION = 1
-"""The version of the database layout written by this library."""
 
 UnitState = Literal["pending", "done", "failed"]
 """Where a unit stands in a run."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    budget_usd REAL,
-    stopped_reason TEXT,
-    done INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    skipped INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL NOT NULL DEFAULT 0,
-    options TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS units (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    layer INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
-    result TEXT,
-    score REAL,
-    error TEXT,
-    reason TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    run_id INTEGER REFERENCES runs(id),
-    updated_at TEXT NOT NULL,
-    UNIQUE (layer, idx, model, kind)
-);
-CREATE INDEX IF NOT EXISTS units_status ON units (status);
-CREATE TABLE IF NOT EXISTS usage (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER REFERENCES runs(id),
-    model TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    layer INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    outcome TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cached_tokens INTEGER NOT NULL,
-    calls INTEGER NOT NULL,
-    cache_hits INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    at TEXT NOT NULL
-);
-"""
 _KEY = "layer = ? AND idx = ? AND model = ? AND kind = ?"
+_USAGE = ("prompt_tokens", "completion_tokens", "cached_tokens", "calls", "cache_hits", "cost_usd")
+"""The ledger's columns: the fields of `UsageSummary` it sums."""
 _PAGE = 64
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def _key(unit: UnitId) -> tuple[int, int, str, str]:
@@ -144,16 +92,21 @@ class UnitStatus(BaseModel):
 
 
 class RunStore:
-    """A batch run's SQLite file (layout in the module docstring).
+    """A batch run's SQLite file (its tables: see the module docstring).
 
     Args:
         path: the database file.
         create: create the file (and its folder) when it does not exist; otherwise a missing
             file raises.
 
+    A database of an older schema is read as it is; the first write migrates it (keeping a
+    copy of the old file, see `migrate`) and warns once that it did.
+
     Raises:
         InvalidInputError: the file does not exist and ``create`` is false.
-        FormatError: the file is not a run database, or one of a newer schema.
+        FormatError: the file is not a run database, or one of a newer schema than
+            `SCHEMA_VERSION` (or of an older one that must be migrated first, with the
+            command to run).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
@@ -164,6 +117,7 @@ class RunStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._lock_file: Any = None
+        self._version = SCHEMA_VERSION
         self._db = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
@@ -171,46 +125,59 @@ class RunStore:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            if not self._has_meta():
-                self._create_schema()
-            version = self.meta().get("schema_version")
+            create_schema(self._db, self.path)
+            self._version = check_version(self.path, read_version(self._db))
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise FormatError(f"{self.path} is not a run database: {exc}") from None
         except BaseException:
             self._db.close()
             raise
-        if version != SCHEMA_VERSION:
-            self._db.close()
-            raise FormatError(
-                f"{self.path} has run-database schema {version!r}; this library reads "
-                f"{SCHEMA_VERSION} (upgrade neuron_explainer)"
-            )
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
 
-    def _has_meta(self) -> bool:
-        found = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-        ).fetchone()
-        return found is not None
+    @property
+    def schema_version(self) -> int:
+        """The schema of the file as last read: `SCHEMA_VERSION`, or an older one until the
+        database is migrated."""
+        return self._version
 
-    def _create_schema(self) -> None:
-        # One transaction, so a reader never sees half a schema.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            if not self._has_meta():
-                if self._db.execute("SELECT 1 FROM sqlite_master").fetchone() is not None:
-                    raise FormatError(f"{self.path} is an SQLite file but not a run database")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._set_meta({"schema_version": SCHEMA_VERSION, "created_at": _now()})
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Hold the lock and run the block in one write transaction (rolled back if it
+        raises), after migrating an older database."""
+        with self._lock:
+            if self._version < SCHEMA_VERSION:
+                self.migrate(warn=True)
+            with transaction(self._db):
+                yield
+
+    def migrate(self, *, warn: bool = False) -> Path | None:
+        """Migrate a database of an older schema to `SCHEMA_VERSION` now (the first write
+        does it anyway), after copying the file to ``<name>.v<old>.bak`` beside it.
+
+        Args:
+            warn: also say so in a `UserWarning`.
+
+        Returns:
+            The backup's path, or ``None`` when the database was current (nothing written).
+
+        Raises:
+            FormatError: the file changed to an unreadable schema since it was opened.
+            sqlite3.Error, OSError: the backup or a step failed (the file is left as it was).
+        """
+        with self._lock:
+            _, backup = migrate_database(self._db, self.path)
+            self._version = SCHEMA_VERSION
+        if backup is not None and warn:
+            warnings.warn(
+                f"{self.path} was a run database of an older schema, migrated to schema "
+                f"{SCHEMA_VERSION} for writing; the previous file is kept as {backup}",
+                UserWarning,
+                stacklevel=4,
+            )
+        return backup
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -235,22 +202,9 @@ class RunStore:
         Raises:
             UsageError: another process holds it.
         """
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no advisory lock
-            return
         with self._lock:
-            if self._lock_file is not None:
-                return
-            handle = open(self.path.with_name(self.path.name + ".lock"), "a+")  # noqa: SIM115
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                raise UsageError(
-                    f"another run is using {self.path}; wait for it to finish (or stop it)"
-                ) from None
-            self._lock_file = handle
+            if self._lock_file is None:
+                self._lock_file = take_run_lock(self.path)
 
     def unlock(self) -> None:
         """Release the run lock, if held."""
@@ -262,18 +216,16 @@ class RunStore:
     # -- meta --------------------------------------------------------------------------------
 
     def _set_meta(self, values: Mapping[str, Any]) -> None:
-        with self._lock:
-            self._db.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()],
-            )
+        with self._transaction():
+            set_meta(self._db, dict(values))
 
     def meta(self) -> dict[str, Any]:
         """The run's description: ``schema_version``, ``kind`` (``"explain"`` or
         ``"rescore"``), ``config`` (the source's identity, the explainer and simulator with
         their settings, the explain options: what the results depend on), ``source_path``,
-        ``created_at``, ``library_version``, and for a rescore ``rescored_from``."""
+        ``created_at``, ``library_version``, for a rescore ``rescored_from``, and for a
+        migrated database ``migrations`` (each step: ``from``, ``to``, ``what``, ``at``,
+        ``library_version``)."""
         with self._lock:
             rows = self._db.execute("SELECT key, value FROM meta").fetchall()
         return {row["key"]: json.loads(row["value"]) for row in rows}
@@ -311,29 +263,23 @@ class RunStore:
     def add_units(self, units: Iterable[UnitId]) -> int:
         """Add ``units`` as pending (units already present keep their state); returns how
         many were new."""
-        now = _now()
-        rows = [(u.model, u.kind, u.layer, u.index, now) for u in units]
-        with self._lock:
+        at = now()
+        rows = [(u.model, u.kind, u.layer, u.index, at) for u in units]
+        with self._transaction():
             before = self._db.total_changes
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO units (model, kind, layer, idx, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO units (model, kind, layer, idx, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
             return self._db.total_changes - before
 
     def start_run(self, kind: str, *, budget_usd: float | None, options: Mapping[str, Any]) -> int:
         """Open a row in ``runs``; returns its id."""
-        with self._lock:
+        with self._transaction():
             cursor = self._db.execute(
                 "INSERT INTO runs (kind, started_at, budget_usd, options) VALUES (?, ?, ?, ?)",
-                (kind, _now(), budget_usd, json.dumps(dict(options), sort_keys=True)),
+                (kind, now(), budget_usd, json.dumps(dict(options), sort_keys=True)),
             )
             return int(cursor.lastrowid or 0)
 
@@ -348,16 +294,16 @@ class RunStore:
         stopped_reason: str | None,
     ) -> None:
         """Close the ``runs`` row ``run_id`` with what the run did."""
-        with self._lock:
+        with self._transaction():
             self._db.execute(
                 "UPDATE runs SET finished_at = ?, done = ?, failed = ?, skipped = ?, "
                 "cost_usd = ?, stopped_reason = ? WHERE id = ?",
-                (_now(), done, failed, skipped, cost_usd, stopped_reason, run_id),
+                (now(), done, failed, skipped, cost_usd, stopped_reason, run_id),
             )
 
     def begin_unit(self, unit: UnitId, run_id: int) -> None:
         """Count an attempt at ``unit`` (its status stays as it is until it finishes)."""
-        with self._lock:
+        with self._transaction():
             self._db.execute(
                 f"UPDATE units SET attempts = attempts + 1, run_id = ? WHERE {_KEY}",
                 (run_id, *_key(unit)),
@@ -372,39 +318,19 @@ class RunStore:
         update: str | None,
         values: tuple[Any, ...],
     ) -> None:
-        now = _now()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if update is not None:
-                    self._db.execute(
-                        f"UPDATE units SET {update}, run_id = ?, updated_at = ? WHERE {_KEY}",
-                        (*values, run_id, now, *_key(unit)),
-                    )
+        at = now()
+        with self._transaction():
+            if update is not None:
                 self._db.execute(
-                    "INSERT INTO usage (run_id, model, kind, layer, idx, outcome, prompt_tokens, "
-                    "completion_tokens, cached_tokens, calls, cache_hits, cost_usd, at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run_id,
-                        unit.model,
-                        unit.kind,
-                        unit.layer,
-                        unit.index,
-                        outcome,
-                        usage.prompt_tokens,
-                        usage.completion_tokens,
-                        usage.cached_tokens,
-                        usage.calls,
-                        usage.cache_hits,
-                        usage.cost_usd,
-                        now,
-                    ),
+                    f"UPDATE units SET {update}, run_id = ?, updated_at = ? WHERE {_KEY}",
+                    (*values, run_id, at, *_key(unit)),
                 )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            spent = tuple(getattr(usage, name) for name in _USAGE)
+            self._db.execute(
+                f"INSERT INTO usage (run_id, model, kind, layer, idx, outcome, {', '.join(_USAGE)}"
+                f", at) VALUES ({', '.join('?' * (len(spent) + 7))})",
+                (run_id, unit.model, unit.kind, unit.layer, unit.index, outcome, *spent, at),
+            )
 
     def mark_done(
         self, unit: UnitId, result: ExplanationResult | str, usage: UsageSummary, run_id: int
@@ -507,20 +433,10 @@ class RunStore:
     def spent(self) -> UsageSummary:
         """Everything the runs of this database spent (done, failed and stopped attempts;
         attempts cut short by a killed process are not recorded)."""
+        sums = ", ".join(f"COALESCE(SUM({name}), 0)" for name in _USAGE)
         with self._lock:
-            row = self._db.execute(
-                "SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
-                "COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(calls), 0), "
-                "COALESCE(SUM(cache_hits), 0), COALESCE(SUM(cost_usd), 0.0) FROM usage"
-            ).fetchone()
-        return UsageSummary(
-            prompt_tokens=row[0],
-            completion_tokens=row[1],
-            cached_tokens=row[2],
-            calls=row[3],
-            cache_hits=row[4],
-            cost_usd=row[5],
-        )
+            row = self._db.execute(f"SELECT {sums} FROM usage").fetchone()
+        return UsageSummary(**dict(zip(_USAGE, row, strict=True)))
 
     def counts(self) -> dict[str, int]:
         """How many units are ``pending``, ``done`` and ``failed``."""
@@ -557,48 +473,14 @@ class RunStore:
         """Write every done unit's `ExplanationResult` as JSON, one per line, in (layer,
         index) order; returns how many. Read back with
         ``ExplanationResult.model_validate_json(line)``."""
-        return _write_lines(path, (r.model_dump_json() for r in self.results()))
+        from neuron_explainer.runs._export import write_jsonl
+
+        return write_jsonl(path, self.results())
 
     def export_openai(self, path: str | os.PathLike[str]) -> int:
         """Write the results in OpenAI's explanation JSONL (one ``NeuronSimulationResults`` per
         unit, see `neuron_explainer.formats.explanation_results_to_openai`); returns how many.
         Read back with `neuron_explainer.formats.read_openai_explanations`."""
-        from neuron_explainer.formats._json import dump_json
-        from neuron_explainer.formats.openai_explanations import explanation_results_to_openai
+        from neuron_explainer.runs._export import write_openai_jsonl
 
-        return _write_lines(
-            path, (dump_json(explanation_results_to_openai([r])) for r in self.results())
-        )
-
-
-def _write_lines(path: str | os.PathLike[str], lines: Iterable[str]) -> int:
-    """Write ``lines`` to ``path`` (UTF-8, via a temporary file replaced at the end)."""
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    count = 0
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for line in lines:
-            f.write(line + "\n")
-            count += 1
-    os.replace(tmp, target)
-    return count
-
-
-def config_mismatch(
-    held_kind: Any, held: Mapping[str, Any], kind: str, wanted: Mapping[str, Any]
-) -> str | None:
-    """What differs between a stored run config and a wanted one, or ``None`` when they
-    match (both as JSON data)."""
-    if held_kind != kind:
-        return f"it is a {held_kind!r} run, not {kind!r}"
-    wanted = json.loads(json.dumps(dict(wanted), sort_keys=True))
-    keys = sorted(k for k in set(held) | set(wanted) if held.get(k) != wanted.get(k))
-    if not keys:
-        return None
-    shown = "; ".join(f"{k}: was {_short(held.get(k))}, now {_short(wanted.get(k))}" for k in keys)
-    return f"they differ in {shown}"
-
-
-def _short(value: Any, limit: int = 160) -> str:
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        return write_openai_jsonl(path, self.results())

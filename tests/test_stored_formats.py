@@ -1,0 +1,344 @@
+"""Files written by the previous version (tests/data/v1, made by 0.1.0 with make_fixtures.py)
+still open, resume, report and migrate; files claiming a newer version are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from neuron_explainer import ExplanationResult, FormatError, InvalidInputError, UsageError
+from neuron_explainer.report import write_report
+from neuron_explainer.results import RESULT_FORMAT_VERSION
+from neuron_explainer.runs import RunStore, explain_neurons
+from neuron_explainer.runs import _schema as schema
+from neuron_explainer.runs.migration import migrate
+from neuron_explainer.runs.store import SCHEMA_VERSION
+from neuron_explainer.subjects.collection import FORMAT_VERSION, Collection, CollectionSubject
+
+V1 = Path(__file__).parent / "data" / "v1"
+
+
+@pytest.fixture
+def v1(tmp_path: Path) -> Path:
+    """A copy of the fixtures (opening the database in place would write beside it)."""
+    folder = tmp_path / "v1"
+    shutil.copytree(V1, folder, ignore=shutil.ignore_patterns("*.py", "*-wal", "*-shm"))
+    return folder
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def raw_schema_version(path: Path) -> object:
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    finally:
+        db.close()
+    return json.loads(row[0])
+
+
+def set_meta(path: Path, key: str, value: object) -> None:
+    db = sqlite3.connect(path)
+    try:
+        with db:
+            db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(value), key))
+    finally:
+        db.close()
+
+
+def test_the_fixtures_are_of_the_previous_version() -> None:
+    assert SCHEMA_VERSION == 2 and RESULT_FORMAT_VERSION == 2 and FORMAT_VERSION == 1
+    raw = json.loads((V1 / "result.json").read_text(encoding="utf-8"))
+    assert "format_version" not in raw and raw["library_version"] == "0.1.0"
+    assert json.loads((V1 / "collection" / "meta.json").read_text(encoding="utf-8"))["format"] == 1
+
+
+# --- run database ---------------------------------------------------------------------------
+
+
+def test_a_v1_run_database_is_read_as_it_is(v1: Path) -> None:
+    db = v1 / "run.sqlite"
+    with RunStore(db) as store:
+        assert store.schema_version == 1
+        assert store.counts() == {"pending": 5, "done": 3, "failed": 0}
+        results = list(store.results())
+        assert [r.unit.index for r in results] == [0, 1, 2]
+        assert all(r.format_version == RESULT_FORMAT_VERSION for r in results)
+        assert all(r.library_version == "0.1.0" for r in results)
+        assert store.result(results[1].unit) == results[1]
+        assert store.summary()["scored"] == 3
+        assert store.meta()["source_path"].endswith("tests/data/v1/collection")
+        assert store.export_jsonl(v1 / "out.jsonl") == 3
+    lines = (v1 / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["format_version"] for line in lines] == [2, 2, 2]
+    assert raw_schema_version(db) == 1  # reading wrote nothing
+    assert sorted(p.name for p in v1.glob("run.sqlite.v*")) == []
+
+
+def test_a_v1_run_resumes_from_a_moved_collection_and_is_migrated(v1: Path) -> None:
+    db = v1 / "run.sqlite"
+    with RunStore(db) as store:
+        before = {r.unit: r for r in store.results()}
+
+    with pytest.warns(UserWarning, match=r"migrated to schema 2 .* kept as .*run\.sqlite\.v1\.bak"):
+        summary = explain_neurons(
+            v1 / "collection",
+            layers=[0],
+            neurons="0-7",
+            db=db,
+            explainer="token-table",
+            simulator="token-table",
+        )
+
+    assert (summary.done, summary.failed, summary.skipped) == (5, 0, 3)
+    with RunStore(db) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.counts() == {"pending": 0, "done": 8, "failed": 0}
+        after = {r.unit: r for r in store.results()}
+        meta = store.meta()
+    assert {u: after[u] for u in before} == before  # the 3 done units were not redone
+    assert [after[u].format_version for u in after] == [2] * 8
+    assert meta["source_path"] == str(v1 / "collection")
+    assert [(m["from"], m["to"]) for m in meta["migrations"]] == [(1, 2)]
+
+    backup = v1 / "run.sqlite.v1.bak"
+    assert raw_schema_version(backup) == 1
+    with RunStore(backup) as old:
+        assert old.counts() == {"pending": 5, "done": 3, "failed": 0}
+
+
+def test_a_v1_run_database_is_reported_without_migrating(v1: Path) -> None:
+    db = v1 / "run.sqlite"
+    with RunStore(db) as store:
+        texts = [r.explanation.text for r in store.results()]
+        page = write_report(store.results(), v1 / "report.html", failures=store.failures())
+    html = page.read_text(encoding="utf-8")
+    assert len(texts) == 3
+    for text in texts:
+        assert text.split('"')[0] in html
+    assert raw_schema_version(db) == 1
+
+
+def test_the_report_command_reads_a_resumed_v1_run(v1: Path) -> None:
+    typer_testing = pytest.importorskip("typer.testing")
+    from neuron_explainer.cli import app
+
+    db = v1 / "run.sqlite"
+    with pytest.warns(UserWarning, match="migrated"):
+        explain_neurons(v1 / "collection", layers=[0], neurons="0-7", db=db)
+    out = v1 / "report.html"
+    result = typer_testing.CliRunner().invoke(app, ["report", "--db", str(db), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out)
+    assert out.read_text(encoding="utf-8").count("layer 0") >= 8
+
+
+def test_a_run_database_of_a_newer_schema_is_refused(v1: Path) -> None:
+    db = v1 / "run.sqlite"
+    set_meta(db, "schema_version", SCHEMA_VERSION + 1)
+    newer = rf"schema {SCHEMA_VERSION + 1}, written by a newer neuron_explainer; this version "
+    with pytest.raises(FormatError, match=newer + rf"reads schemas 1 to {SCHEMA_VERSION}"):
+        RunStore(db)
+    with pytest.raises(FormatError, match=newer):
+        migrate(db)
+    with pytest.raises(FormatError, match=newer):
+        explain_neurons(v1 / "collection", layers=[0], neurons="0-7", db=db)
+    assert raw_schema_version(db) == SCHEMA_VERSION + 1
+
+
+def test_a_schema_that_cannot_be_read_as_it_is_names_the_migrate_command(
+    v1: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = v1 / "run.sqlite"
+    step = dataclasses.replace(schema.MIGRATIONS[1], reads_as_is=False)
+    monkeypatch.setitem(schema.MIGRATIONS, 1, step)
+    with pytest.raises(FormatError, match=r"run `neuron-explainer migrate .*run\.sqlite`") as info:
+        RunStore(db)
+    assert not isinstance(info.value, UsageError)
+    assert migrate(db).to_version == SCHEMA_VERSION
+    with RunStore(db) as store:
+        assert store.counts()["done"] == 3
+
+
+def test_a_failed_migration_step_leaves_the_database_as_it_was(
+    v1: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM units")
+        raise sqlite3.OperationalError("disk on fire")
+
+    db = v1 / "run.sqlite"
+    monkeypatch.setitem(schema.MIGRATIONS, 1, schema.Migration("broken", broken))
+    with pytest.raises(sqlite3.OperationalError, match="disk on fire"):
+        migrate(db)
+    with RunStore(db) as store:
+        assert store.schema_version == 1
+        assert store.counts() == {"pending": 5, "done": 3, "failed": 0}
+        assert "migrations" not in store.meta()
+    assert list(v1.glob("run.sqlite.v*")) == []  # no copy of an unchanged file
+
+
+def test_migrating_refuses_a_database_a_run_is_writing(v1: Path) -> None:
+    db = v1 / "run.sqlite"
+    with RunStore(db) as store:
+        store.lock()
+        with pytest.raises(UsageError, match="another run is using"):
+            migrate(db)
+    assert raw_schema_version(db) == 1
+
+
+# --- collection -----------------------------------------------------------------------------
+
+
+def test_a_v1_collection_reads_a_neuron_record(v1: Path) -> None:
+    collection = Collection(v1 / "collection")
+    assert collection.format_version == 1
+    record = collection.neuron_record(0, 3)
+    assert (record.unit.layer, record.unit.index) == (0, 3)
+    assert record.unit.model == collection.meta["model"]
+    assert 0 < len(record.top_records) <= 12
+    assert record.top_records[0].max_activation >= record.top_records[-1].max_activation
+    assert record.provenance.hook_point == "transformer.h.0.mlp.act:output"
+    assert CollectionSubject(collection).neuron_record(record.unit) == record
+
+
+def test_a_collection_of_a_newer_format_is_refused(v1: Path) -> None:
+    meta_path = v1 / "collection" / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta_path.write_text(json.dumps({**meta, "format": FORMAT_VERSION + 1}), encoding="utf-8")
+    newer = (
+        rf"collection of format {FORMAT_VERSION + 1}, written by a newer neuron_explainer; "
+        rf"this version reads formats 1 to {FORMAT_VERSION}: upgrade neuron_explainer"
+    )
+    with pytest.raises(FormatError, match=newer):
+        Collection(v1 / "collection")
+    with pytest.raises(FormatError, match=newer):
+        migrate(v1 / "collection")
+    meta_path.write_text(json.dumps({**meta, "format": "one"}), encoding="utf-8")
+    with pytest.raises(FormatError, match="unknown collection format 'one'"):
+        Collection(v1 / "collection")
+
+
+# --- result JSON ----------------------------------------------------------------------------
+
+
+def test_a_v1_result_loads_and_is_upgraded() -> None:
+    text = (V1 / "result.json").read_text(encoding="utf-8")
+    raw = json.loads(text)
+    result = ExplanationResult.model_validate_json(text)
+    assert result.format_version == RESULT_FORMAT_VERSION
+    assert result.score == raw["scored"]["correlation"]["value"]
+    assert result.explanation.text == raw["explanation"]["text"]
+    dumped = json.loads(result.model_dump_json())
+    assert dumped.pop("format_version") == RESULT_FORMAT_VERSION
+    assert dumped == raw  # nothing else changed
+    assert ExplanationResult.model_validate_json(result.model_dump_json()) == result
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        (RESULT_FORMAT_VERSION + 1, "was written by a newer neuron_explainer"),
+        (0, "format_version must be a positive integer, got 0"),
+        ("2", "format_version must be a positive integer, got '2'"),
+    ],
+)
+def test_a_result_of_an_unknown_version_is_refused(v1: Path, version: object, message: str) -> None:
+    path = v1 / "result.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**data, "format_version": version}), encoding="utf-8")
+    with pytest.raises(ValidationError, match=message):
+        ExplanationResult.model_validate_json(path.read_text(encoding="utf-8"))
+    with pytest.raises(FormatError, match=rf"result\.json is not a readable result: .*{message}"):
+        migrate(path)
+
+
+# --- the migrate command --------------------------------------------------------------------
+
+
+def test_migrate_upgrades_each_format_and_a_second_run_changes_nothing(v1: Path) -> None:
+    db, collection, result = v1 / "run.sqlite", v1 / "collection", v1 / "result.json"
+    original = digest(result)
+
+    first = [migrate(db), migrate(collection), migrate(result)]
+
+    assert [(m.kind, m.from_version, m.to_version, m.changed) for m in first] == [
+        ("run database", 1, SCHEMA_VERSION, True),
+        ("collection", 1, FORMAT_VERSION, False),
+        ("result", 1, RESULT_FORMAT_VERSION, True),
+    ]
+    assert first[0].backup == v1 / "run.sqlite.v1.bak"
+    assert first[1].backup is None
+    assert first[2].backup == v1 / "result.json.v1.bak"
+    assert digest(v1 / "result.json.v1.bak") == original
+    assert raw_schema_version(db) == SCHEMA_VERSION
+    assert raw_schema_version(v1 / "run.sqlite.v1.bak") == 1
+    assert json.loads(result.read_text(encoding="utf-8"))["format_version"] == 2
+    assert ExplanationResult.model_validate_json(result.read_text(encoding="utf-8")) == (
+        ExplanationResult.model_validate_json((V1 / "result.json").read_text(encoding="utf-8"))
+    )
+    with RunStore(db) as store:
+        assert store.counts() == {"pending": 5, "done": 3, "failed": 0}
+
+    files = {p: digest(p) for p in v1.rglob("*") if p.is_file() and not p.name.endswith("lock")}
+    second = [migrate(db), migrate(collection), migrate(result)]
+    assert [(m.from_version, m.to_version, m.changed, m.backup) for m in second] == [
+        (SCHEMA_VERSION, SCHEMA_VERSION, False, None),
+        (FORMAT_VERSION, FORMAT_VERSION, False, None),
+        (RESULT_FORMAT_VERSION, RESULT_FORMAT_VERSION, False, None),
+    ]
+    after = {p: digest(p) for p in v1.rglob("*") if p.is_file() and not p.name.endswith("lock")}
+    assert after == files  # no file rewritten, no backup added
+
+
+def test_a_second_backup_does_not_overwrite_the_first(v1: Path) -> None:
+    (v1 / "result.json.v1.bak").write_text("kept", encoding="utf-8")
+    assert migrate(v1 / "result.json").backup == v1 / "result.json.v1.bak-2"
+    assert (v1 / "result.json.v1.bak").read_text(encoding="utf-8") == "kept"
+
+
+def test_migrate_refuses_what_it_does_not_know(v1: Path) -> None:
+    with pytest.raises(InvalidInputError, match="no such file or folder"):
+        migrate(v1 / "missing.sqlite")
+    (v1 / "notes.txt").write_text("hello", encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="neither a run database, a collection folder"):
+        migrate(v1 / "notes.txt")
+    with pytest.raises(InvalidInputError, match=r"is not a collection: no meta\.json"):
+        migrate(v1)
+
+
+def test_the_migrate_command_prints_versions_and_exits_2_on_a_newer_file(v1: Path) -> None:
+    typer_testing = pytest.importorskip("typer.testing")
+    from neuron_explainer.cli import app
+
+    runner = typer_testing.CliRunner()
+    paths = [str(v1 / "run.sqlite"), str(v1 / "collection"), str(v1 / "result.json")]
+    first = runner.invoke(app, ["migrate", *paths])
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines() == [
+        f"{paths[0]}: run database 1 -> 2 (previous file kept as {paths[0]}.v1.bak)",
+        f"{paths[1]}: collection 1, current (nothing to do)",
+        f"{paths[2]}: result 1 -> 2 (previous file kept as {paths[2]}.v1.bak)",
+    ]
+    second = runner.invoke(app, ["migrate", *paths])
+    assert second.exit_code == 0, second.output
+    assert [line.endswith("current (nothing to do)") for line in second.stdout.splitlines()] == [
+        True
+    ] * 3
+
+    set_meta(v1 / "run.sqlite", "schema_version", 99)
+    refused = runner.invoke(app, ["migrate", paths[0]])
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith("error: ") and "written by a newer neuron_explainer" in (
+        refused.stderr
+    )
+    assert len(refused.stderr.strip().splitlines()) == 1
