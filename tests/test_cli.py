@@ -24,7 +24,7 @@ from neuron_explainer.testing import OpenAITestServer, OracleResponder  # noqa: 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-cli-0123456789"
 WORDS = "the cat sat on a mat 7 42 1999 dog house river green blue red Paris London".split()
-COMMANDS = ["collect", "explain", "run", "score", "report", "plugins"]
+COMMANDS = ["collect", "explain", "run", "score", "report", "migrate", "plugins"]
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +96,7 @@ def test_help_lists_and_explains_every_option(name: str) -> None:
         if param.name == "help":
             continue
         assert (getattr(param, "help", None) or "").strip(), f"{name}: {param.name} has no help"
-        shown = param.opts if param.param_type_name == "option" else ["MODEL"]
+        shown = param.opts if param.param_type_name == "option" else [param.metavar or "MODEL"]
         for opt in shown:
             assert opt in result.stdout, f"{name} --help does not show {opt}"
 
@@ -449,7 +449,8 @@ def test_python_docstrings_corpus() -> None:
 
 
 def test_model_shape_reads_a_gguf_header(tmp_path: Path) -> None:
-    gguf = pytest.importorskip("gguf")
+    import gguf  # a dependency of the package
+
     from neuron_explainer.models.loading import model_shape
 
     path = tmp_path / "tiny.gguf"

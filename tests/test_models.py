@@ -49,3 +49,56 @@ def test_model_objects_need_a_tokenizer_and_dtypes_are_checked() -> None:
         load_model(model, tokenizer=object(), dtype="float7")
     loaded = load_model(model, tokenizer="tok", dtype="bfloat16", device="cpu")
     assert loaded.model.dtype == torch.bfloat16 and loaded.tokenizer == "tok"
+
+
+# --- GGUF headers -------------------------------------------------------------------------------
+
+
+def _write_gguf(path: Path, arch: str, **values: int) -> Path:
+    import gguf  # a dependency of the package
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_string("general.name", "tiny")
+    writer.add_token_list(["a", "b", "c"])
+    if "block_count" in values:
+        writer.add_block_count(values["block_count"])
+    if "feed_forward_length" in values:
+        writer.add_feed_forward_length(values["feed_forward_length"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    return path
+
+
+def test_gguf_metadata_reads_scalars_and_strings_but_not_arrays(tmp_path: Path) -> None:
+    from neuron_explainer.models.gguf import gguf_metadata, gguf_shape
+
+    path = _write_gguf(tmp_path / "m.gguf", "qwen2", block_count=24, feed_forward_length=4864)
+    meta = gguf_metadata(path)
+    assert meta["general.architecture"] == "qwen2"
+    assert meta["general.name"] == "tiny"
+    assert meta["qwen2.block_count"] == 24 and type(meta["qwen2.block_count"]) is int
+    assert "tokenizer.ggml.tokens" not in meta
+    assert not any(key.startswith("GGUF.") for key in meta)
+    assert gguf_shape(path) == ("qwen2", 24, 4864)
+
+
+def test_gguf_errors_name_the_file_and_say_why(tmp_path: Path) -> None:
+    from neuron_explainer.models.gguf import gguf_shape
+    from neuron_explainer.models.loading import model_shape
+
+    bert = _write_gguf(tmp_path / "bert.gguf", "bert", block_count=2, feed_forward_length=8)
+    with pytest.raises(InvalidInputError, match=r"'.*bert\.gguf': GGUF architecture 'bert' is not"):
+        model_shape(bert)
+    partial = _write_gguf(tmp_path / "partial.gguf", "llama", block_count=2)
+    with pytest.raises(InvalidInputError, match="'my-model': GGUF architecture 'llama' is not"):
+        gguf_shape(partial, name="my-model")
+    (tmp_path / "text.gguf").write_text("not a gguf file at all", encoding="utf-8")
+    with pytest.raises(InvalidInputError, match=r"cannot read the GGUF header of '.*text\.gguf'"):
+        model_shape(tmp_path / "text.gguf")
+    (tmp_path / "empty.gguf").write_bytes(b"")
+    with pytest.raises(InvalidInputError, match="cannot read the GGUF header"):
+        model_shape(tmp_path / "empty.gguf")
+    (tmp_path / "cut.gguf").write_bytes(bert.read_bytes()[:40])
+    with pytest.raises(InvalidInputError, match="cannot read the GGUF header"):
+        model_shape(tmp_path / "cut.gguf")

@@ -5,6 +5,8 @@ object) and know where each supported architecture keeps its MLP neurons.
   neurons from a config or GGUF header, without loading weights).
 * `neuron_explainer.models.architectures`: `MLPSite` and `SITES`, the hook sites per
   ``model_type``.
+* `neuron_explainer.models.gguf`: a ``.gguf`` file's metadata and shape from its header (with
+  the `gguf` package, imported only then).
 
 A service shared by subjects (which record a model) and the in-process ``hf:`` LLM provider
 (which generates with one). Nothing here imports torch or transformers until a model loads.

