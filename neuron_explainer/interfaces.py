@@ -5,6 +5,13 @@ Each is an abstract class with one async method to implement. The sync twins
 event loop, await the async method instead. Implementations describe themselves with
 `info`, which every result records.
 
+Explainers and simulators also answer what they would cost: ``estimate`` returns a
+`CallEstimate` of the LLM requests and tokens for one unit, sending nothing (dry runs sum them,
+see `neuron_explainer.runs.estimate`). The default answers for a component without an ``llm``
+attribute "no LLM calls"; an LLM-backed component that does not override it is counted as 0
+with a note naming it. `estimate_tokens` and `estimate_prompt_tokens` are the counting rules
+the built-in components use.
+
 A minimal simulator:
 
     class Constant(Simulator):
@@ -15,15 +22,112 @@ A minimal simulator:
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from neuron_explainer._aio import gather_or_cancel as gather_or_cancel
 from neuron_explainer._aio import run_sync as run_sync
 from neuron_explainer.records import ActivationRecord, NeuronRecord, UnitId
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
 
-__all__ = ["Explainer", "Simulator", "Subject", "gather_or_cancel", "run_sync"]
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "MESSAGE_OVERHEAD",
+    "REQUEST_OVERHEAD",
+    "CallEstimate",
+    "Explainer",
+    "Simulator",
+    "Subject",
+    "estimate_prompt_tokens",
+    "estimate_tokens",
+    "gather_or_cancel",
+    "run_sync",
+]
+
+CHARS_PER_TOKEN = 3.5
+"""Characters per token assumed by `estimate_tokens` (conservative for English)."""
+MESSAGE_OVERHEAD = 4
+"""Tokens a chat format spends around each message."""
+REQUEST_OVERHEAD = 3
+"""Tokens a chat format spends on each request."""
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token count for ``text``: ``ceil(len(text) / 3.5)``."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def estimate_prompt_tokens(contents: Iterable[str]) -> int:
+    """The estimated prompt tokens of one chat request whose messages hold ``contents``:
+    `estimate_tokens` of each plus `MESSAGE_OVERHEAD`, and `REQUEST_OVERHEAD` once."""
+    return sum(estimate_tokens(c) + MESSAGE_OVERHEAD for c in contents) + REQUEST_OVERHEAD
+
+
+class CallEstimate(BaseModel):
+    """The LLM requests one component would make for one unit.
+
+    Attributes:
+        role: ``"explainer"`` or ``"simulator"``.
+        component: the component's name.
+        llm: the LLM it calls (``provider:model``), ``None`` for a component without one.
+        requests, prompt_tokens, completion_tokens: the estimate.
+        cost_usd: its cost in USD; ``None``: not priced yet (the run's estimate prices the
+            tokens with the component's ``llm``: its ``price``, else its model's known price).
+        note: how it was estimated, or why it could not be.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["explainer", "simulator"]
+    component: str
+    llm: str | None = None
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    note: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        component: Explainer | Simulator,
+        *,
+        requests: int = 0,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost_usd: float | None = None,
+        note: str | None = None,
+    ) -> CallEstimate:
+        """An estimate for ``component``: its role, its name and (from its ``llm``
+        attribute, if any) its LLM's name filled in."""
+        llm = getattr(component, "llm", None)
+        return cls(
+            role=component.role,
+            component=component.info.name,
+            llm=None if llm is None else str(getattr(llm, "name", llm)),
+            requests=requests,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=cost_usd,
+            note=note,
+        )
+
+    @classmethod
+    def unknown(cls, component: Explainer | Simulator) -> CallEstimate:
+        """The default answer of ``estimate``: "no LLM calls" (cost 0) for a component without
+        an ``llm`` attribute; for one with an LLM, 0 with a note naming both."""
+        if getattr(component, "llm", None) is None:
+            return cls.of(component, cost_usd=0.0, note="no LLM calls")
+        part = cls.of(component, cost_usd=0.0)
+        note = (
+            f"{part.role} {part.component!r} calls {part.llm} with prompts this estimate does "
+            "not know; counted as 0 (override its estimate method to count them)"
+        )
+        return part.model_copy(update={"note": note})
 
 
 class _Component:
@@ -31,6 +135,8 @@ class _Component:
 
     name: str = ""
     """Registry name of the component (e.g. ``"token-table"``); the class name if empty."""
+    role: ClassVar[Literal["explainer", "simulator"]]
+    """What the component does in the pipeline."""
 
     @property
     def info(self) -> ComponentInfo:
@@ -41,8 +147,19 @@ class _Component:
 class Subject(ABC):
     """A model whose units can be recorded over a corpus.
 
-    Implement `aneuron_record`: collect (or load) the activation records of one unit.
+    Implement `aneuron_record`: collect (or load) the activation records of one unit. A
+    subject registered by a plugin (``register_subjects``) is built by name by
+    `neuron_explainer.explain_neuron`, which asks it for ``unit(layer, neuron)``'s record.
     """
+
+    @property
+    def model_name(self) -> str:
+        """The name units of this subject carry in `UnitId.model` (default: the class name)."""
+        return type(self).__name__
+
+    def unit(self, layer: int, index: int) -> UnitId:
+        """The `UnitId` of MLP neuron ``index`` in ``layer``, named by `model_name`."""
+        return UnitId(model=self.model_name, layer=layer, index=index)
 
     @abstractmethod
     async def aneuron_record(self, unit: UnitId) -> NeuronRecord:
@@ -60,8 +177,11 @@ class Subject(ABC):
 class Explainer(_Component, ABC):
     """Turns top-activating records into an `Explanation`.
 
-    Implement `aexplain`. It sees only the train split.
+    Implement `aexplain`. It sees only the train split. An LLM-backed explainer should also
+    override `estimate`, so dry runs can count its requests.
     """
+
+    role: ClassVar[Literal["explainer", "simulator"]] = "explainer"
 
     @abstractmethod
     async def aexplain(self, records: Sequence[ActivationRecord]) -> Explanation:
@@ -75,13 +195,30 @@ class Explainer(_Component, ABC):
         """Sync twin of `aexplain`."""
         return run_sync(self.aexplain(records))
 
+    def estimate(self, records: Sequence[ActivationRecord], *, best_of: int = 1) -> CallEstimate:
+        """The LLM requests and tokens explaining ``records`` (the train split) would take,
+        sending nothing: one explanation, or with ``best_of > 1`` that many candidates (see
+        `neuron_explainer.runs.best_of`).
+
+        The default (`CallEstimate.unknown`): "no LLM calls" without an ``llm`` attribute,
+        else 0 with a note naming the LLM. Override it to count your prompts; leave
+        ``cost_usd`` ``None`` to have them priced with your ``llm``.
+
+        Raises:
+            ExplanationError: the prompt cannot be built (e.g. no positive activation).
+        """
+        return CallEstimate.unknown(self)
+
 
 class Simulator(_Component, ABC):
     """Predicts activations on tokens from an explanation alone.
 
     Implement `asimulate` for one excerpt. `asimulate_many` runs it over many
-    excerpts concurrently; override it when a backend can batch.
+    excerpts concurrently; override it when a backend can batch. An LLM-backed simulator
+    should also override `estimate`, so dry runs can count its requests.
     """
+
+    role: ClassVar[Literal["explainer", "simulator"]] = "simulator"
 
     @abstractmethod
     async def asimulate(
@@ -105,3 +242,13 @@ class Simulator(_Component, ABC):
     def simulate(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
         """Sync twin of `asimulate`."""
         return run_sync(self.asimulate(explanation, tokens))
+
+    def estimate(self, explanation: Explanation, excerpts: Sequence[Sequence[str]]) -> CallEstimate:
+        """The LLM requests and tokens simulating ``excerpts`` with ``explanation`` would take
+        (as one `asimulate_many` call), sending nothing.
+
+        The default (`CallEstimate.unknown`): "no LLM calls" without an ``llm`` attribute,
+        else 0 with a note naming the LLM. Override it to count your prompts; leave
+        ``cost_usd`` ``None`` to have them priced with your ``llm``.
+        """
+        return CallEstimate.unknown(self)

@@ -20,7 +20,6 @@ dropped is recorded in ``Explanation.data["prompt"]``.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 
@@ -28,7 +27,14 @@ from pydantic import JsonValue
 
 from neuron_explainer._aio import gather_or_cancel
 from neuron_explainer.errors import ExplanationError, InvalidInputError
-from neuron_explainer.interfaces import Explainer
+from neuron_explainer.interfaces import (
+    CHARS_PER_TOKEN,
+    MESSAGE_OVERHEAD,
+    REQUEST_OVERHEAD,
+    CallEstimate,
+    Explainer,
+)
+from neuron_explainer.interfaces import estimate_tokens as estimate_tokens
 from neuron_explainer.llm.base import LLM, Message
 from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
 from neuron_explainer.llm.prompts import render_blocks
@@ -74,8 +80,6 @@ CONTEXT_WINDOWS: dict[str, int] = {
 """Context windows (tokens) by model-name prefix; the longest matching prefix wins."""
 DEFAULT_CONTEXT_WINDOW = 8_192
 """The context window assumed for a model `CONTEXT_WINDOWS` does not know (conservative)."""
-CHARS_PER_TOKEN = 3.5
-_MESSAGE_OVERHEAD = 4  # tokens a chat format spends around each message
 
 Levels = Sequence[Sequence[tuple[str, int]]]
 
@@ -85,11 +89,6 @@ def context_window_for(model: str) -> int:
     `DEFAULT_CONTEXT_WINDOW`."""
     matches = [prefix for prefix in CONTEXT_WINDOWS if model.startswith(prefix)]
     return CONTEXT_WINDOWS[max(matches, key=len)] if matches else DEFAULT_CONTEXT_WINDOW
-
-
-def estimate_tokens(text: str) -> int:
-    """A conservative token count for ``text``: ``ceil(len(text) / 3.5)``."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def clean_explanation(raw: str) -> str:
@@ -239,7 +238,7 @@ class LLMExplainer(Explainer):
     def prompt_tokens(self, messages: Sequence[Message]) -> int:
         """The estimated prompt tokens of ``messages`` (with a few per message of overhead)."""
         count = self.count_tokens or estimate_tokens
-        return sum(count(m.content) + _MESSAGE_OVERHEAD for m in messages) + 3
+        return sum(count(m.content) + MESSAGE_OVERHEAD for m in messages) + REQUEST_OVERHEAD
 
     def fit_prompt(
         self, records: Sequence[ActivationRecord]
@@ -348,3 +347,24 @@ class LLMExplainer(Explainer):
                 context, or no usable answer.
         """
         return (await self.aexplain_candidates(records, self.n_candidates))[0]
+
+    def estimate(self, records: Sequence[ActivationRecord], *, best_of: int = 1) -> CallEstimate:
+        """The requests and tokens of explaining ``records``, sending nothing: the prompt
+        `fit_prompt` builds, counted by `prompt_tokens` (plus `REQUEST_OVERHEAD`), once per
+        request (one with ``supports_n``, else one per sample); the completion as
+        ``max_tokens`` per sample (an upper bound). Samples: ``best_of`` when above 1, else
+        ``n_candidates``. Not priced (``cost_usd`` is ``None``).
+
+        Raises:
+            ExplanationError: no positive activation to show, or the prompt does not fit.
+        """
+        messages, _, _ = self.fit_prompt(records)
+        samples = best_of if best_of > 1 else self.n_candidates
+        requests = 1 if self.supports_n else samples
+        return CallEstimate.of(
+            self,
+            requests=requests,
+            prompt_tokens=(self.prompt_tokens(messages) + REQUEST_OVERHEAD) * requests,
+            completion_tokens=self.max_tokens * samples,
+            note=f"completion counted as max_tokens ({self.max_tokens}) per sample",
+        )

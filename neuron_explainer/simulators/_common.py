@@ -4,7 +4,7 @@ distribution over activation digits from top logprobs, and batching excerpts int
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
 from neuron_explainer._aio import gather_or_cancel
 from neuron_explainer.llm.prompts import digit_value as digit_value
@@ -20,6 +20,15 @@ ESCAPES = (
     "Tabs, newlines and backslashes inside tokens are written as \\t, \\n and \\\\; copy them "
     "as written."
 )
+
+
+def request_groups(excerpts: Sequence[Sequence[str]], size: int) -> Iterator[list[Sequence[str]]]:
+    """The excerpts one request of an estimate holds: ``size`` at a time in order, empty
+    excerpts left out (they need no request), groups left empty skipped."""
+    for start in range(0, len(excerpts), size):
+        group = [e for e in excerpts[start : start + size] if e]
+        if group:
+            yield group
 
 
 def check_count(n_values: int, n_tokens: int) -> None:

@@ -38,7 +38,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from neuron_explainer.errors import InvalidInputError, SimulationError
-from neuron_explainer.interfaces import Simulator
+from neuron_explainer.interfaces import (
+    CallEstimate,
+    Simulator,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
 from neuron_explainer.llm.base import LLM, Choice, Message, TokenLogprob
 from neuron_explainer.llm.prompts import escape_token
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
@@ -46,6 +51,7 @@ from neuron_explainer.simulators._common import (
     ESCAPES,
     TASK,
     digit_probabilities,
+    request_groups,
     simulate_in_batches,
     simulation_from_distributions,
 )
@@ -270,6 +276,22 @@ class ChatLogprobSimulator(Simulator):
                 "token: the token as shown, a tab, its activation."
             )
         return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+
+    def estimate(self, explanation: Explanation, excerpts: Sequence[Sequence[str]]) -> CallEstimate:
+        """The requests and tokens of simulating ``excerpts``, sending nothing: one request
+        per ``excerpts_per_request`` of them (empty ones need none), the prompt `messages`
+        counted by `estimate_prompt_tokens`, the completion as, per token, the echoed token, a
+        tab, the number and a newline (plus an ``Excerpt i`` header per excerpt when batched).
+        Retries are not counted. Not priced (``cost_usd`` is ``None``)."""
+        requests = prompt = completion = 0
+        for group in request_groups(excerpts, self.excerpts_per_request):
+            requests += 1
+            prompt += estimate_prompt_tokens(m.content for m in self.messages(explanation, group))
+            echoed = sum(estimate_tokens(escape_token(t)) + 3 for e in group for t in e)
+            completion += echoed + (2 * len(group) if len(group) > 1 else 0)
+        return CallEstimate.of(
+            self, requests=requests, prompt_tokens=prompt, completion_tokens=completion
+        )
 
     async def _ask(self, messages: list[Message], excerpts: Sequence[Sequence[str]]) -> Choice:
         limit = sum(2 * sum(len(escape_token(t)) + 4 for t in e) + 16 for e in excerpts)

@@ -13,11 +13,16 @@ import math
 from collections.abc import Sequence
 
 from neuron_explainer.errors import InvalidInputError, SimulationError
-from neuron_explainer.interfaces import Simulator
+from neuron_explainer.interfaces import CallEstimate, Simulator, estimate_prompt_tokens
 from neuron_explainer.llm.base import LLM, Message
 from neuron_explainer.llm.prompts import extract_json_object
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
-from neuron_explainer.simulators._common import TASK, check_count, simulate_in_batches
+from neuron_explainer.simulators._common import (
+    TASK,
+    check_count,
+    request_groups,
+    simulate_in_batches,
+)
 
 __all__ = ["JSONSimulator"]
 
@@ -151,6 +156,26 @@ class JSONSimulator(Simulator):
             "integer per token, in order."
         )
         return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+
+    def estimate(self, explanation: Explanation, excerpts: Sequence[Sequence[str]]) -> CallEstimate:
+        """The requests and tokens of simulating ``excerpts``, sending nothing: one request
+        per ``excerpts_per_request`` of them (empty ones need none), the prompt (`messages`,
+        or `batch_messages` for several) counted by `estimate_prompt_tokens`, the completion
+        as two tokens per number and six more per excerpt. Retries are not counted. Not
+        priced (``cost_usd`` is ``None``)."""
+        requests = prompt = completion = 0
+        for group in request_groups(excerpts, self.excerpts_per_request):
+            messages = (
+                self.messages(explanation, group[0])
+                if len(group) == 1
+                else self.batch_messages(explanation, group)
+            )
+            requests += 1
+            prompt += estimate_prompt_tokens(m.content for m in messages)
+            completion += sum(2 * len(e) + 6 for e in group)
+        return CallEstimate.of(
+            self, requests=requests, prompt_tokens=prompt, completion_tokens=completion
+        )
 
     async def asimulate_many(
         self, explanation: Explanation, sequences: Sequence[Sequence[str]]

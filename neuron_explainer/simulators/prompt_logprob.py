@@ -30,7 +30,12 @@ from typing import Literal, Protocol, runtime_checkable
 from pydantic import JsonValue
 
 from neuron_explainer.errors import CapabilityError, InvalidInputError, SimulationError
-from neuron_explainer.interfaces import Simulator
+from neuron_explainer.interfaces import (
+    REQUEST_OVERHEAD,
+    CallEstimate,
+    Simulator,
+    estimate_tokens,
+)
 from neuron_explainer.llm.base import LLM, PromptLogprobsRequest, PromptLogprobsResponse
 from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
 from neuron_explainer.llm.prompts import escape_token
@@ -214,6 +219,20 @@ class PromptLogprobSimulator(Simulator):
             settings["digits"] = "logits"
         return ComponentInfo(
             name=self.name, version="1", prompt_version=PROMPT_VERSION, settings=settings
+        )
+
+    def estimate(self, explanation: Explanation, excerpts: Sequence[Sequence[str]]) -> CallEstimate:
+        """The requests and tokens of simulating ``excerpts``, sending nothing: one request
+        per non-empty excerpt, its `build_all_at_once_prompt` counted by `estimate_tokens`
+        (plus `REQUEST_OVERHEAD`), and the LLM's ``prompt_logprobs_max_tokens`` (if it has
+        one, else 0) of completion each. Not priced (``cost_usd`` is ``None``)."""
+        per_request = getattr(self.llm, "prompt_logprobs_max_tokens", None) or 0
+        prompts = [build_all_at_once_prompt(explanation, t)[0] for t in excerpts if t]
+        return CallEstimate.of(
+            self,
+            requests=len(prompts),
+            prompt_tokens=sum(estimate_tokens(p) + REQUEST_OVERHEAD for p in prompts),
+            completion_tokens=per_request * len(prompts),
         )
 
     async def asimulate(
