@@ -41,6 +41,7 @@ _EXPORTS = {
     "BudgetExceededError": "neuron_explainer.llm.usage",
     "aexplain_neuron": "neuron_explainer.runs.explain",
     "explain_neuron": "neuron_explainer.runs.explain",
+    "ExplainOptions": "neuron_explainer.options",
     "ActivationRecord": "neuron_explainer.records",
     "NeuronRecord": "neuron_explainer.records",
     "Provenance": "neuron_explainer.records",
@@ -71,6 +72,7 @@ __all__ = [
     "CapabilityError",
     "ComponentInfo",
     "DuplicateComponentError",
+    "ExplainOptions",
     "Explainer",
     "Explanation",
     "ExplanationError",
@@ -118,6 +120,7 @@ if TYPE_CHECKING:
     from neuron_explainer.interfaces import Simulator as Simulator
     from neuron_explainer.interfaces import Subject as Subject
     from neuron_explainer.llm.usage import BudgetExceededError as BudgetExceededError
+    from neuron_explainer.options import ExplainOptions as ExplainOptions
     from neuron_explainer.records import ActivationRecord as ActivationRecord
     from neuron_explainer.records import NeuronRecord as NeuronRecord
     from neuron_explainer.records import Provenance as Provenance

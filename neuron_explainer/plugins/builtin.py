@@ -1,4 +1,8 @@
-"""The built-in components, registered through the same hooks as any third-party plugin."""
+"""The built-in components, registered through the same hooks as any third-party plugin.
+
+Each is named here by its import path and imported only when its name is first looked up, so
+loading the registry imports neither torch nor any LLM client.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +31,9 @@ def _lazy(path: str) -> Callable[..., Any]:
     return factory
 
 
-def _lazy_llm(path: str) -> Callable[..., Any]:
+def _llm_provider(path: str) -> Callable[..., Any]:
     """An LLM provider factory, ``factory(model, **options)``, importing ``module.Class`` only
-    when called and checking the options first."""
+    when called."""
     build = _lazy(path)
 
     def factory(model: str, **options: Any) -> Any:
@@ -39,68 +43,126 @@ def _lazy_llm(path: str) -> Callable[..., Any]:
     return factory
 
 
-_openai_llm = _lazy_llm("neuron_explainer.llm.openai.OpenAILLM")
-_hf_llm = _lazy_llm("neuron_explainer.llm.hf.HFLLM")
-_token_table_explainer = _lazy("neuron_explainer.explainers.token_table.TokenTableExplainer")
-_token_table_simulator = _lazy("neuron_explainer.simulators.token_table.TokenTableSimulator")
-_llm_explainer = _lazy("neuron_explainer.explainers.llm.LLMExplainer")
-_json_simulator = _lazy("neuron_explainer.simulators.json_output.JSONSimulator")
-_chat_logprob_simulator = _lazy("neuron_explainer.simulators.chat_logprob.ChatLogprobSimulator")
-_prompt_logprob_simulator = _lazy(
-    "neuron_explainer.simulators.prompt_logprob.PromptLogprobSimulator"
-)
+def _hf_subject(*, model: Any, corpus: Any = None, **options: Any) -> Any:
+    """Build an `HFSubject` recording ``model`` over ``corpus`` (imported on first use).
+
+    Raises:
+        InvalidInputError: no corpus, or options `HFSubject` does not take.
+    """
+    if corpus is None:
+        raise InvalidInputError(
+            f"to explain a neuron of model {model!r}, give corpus= (text files, a folder, "
+            "JSONL, a list of strings or a datasets.Dataset)"
+        )
+    return _lazy("neuron_explainer.subjects.hf.HFSubject")(model=model, corpus=corpus, **options)
+
+
+def _collection_subject(*, model: Any, corpus: Any = None) -> Any:
+    """Build a `CollectionSubject` reading the collection (or its folder) ``model``.
+
+    Raises:
+        InvalidInputError: a corpus was given (a collection holds its records already).
+    """
+    if corpus is not None:
+        raise InvalidInputError(
+            "a collection holds its records already: corpus= is for recording a model"
+        )
+    return _lazy("neuron_explainer.subjects.collection.CollectionSubject")(collection=model)
+
+
+# kind → (name, factory, aliases, description)
+_BUILTINS: dict[str, list[tuple[str, Callable[..., Any], tuple[str, ...], str]]] = {
+    "llm_provider": [
+        (
+            "openai",
+            _llm_provider("neuron_explainer.llm.openai.OpenAILLM"),
+            (),
+            "OpenAI and OpenAI-compatible servers (OPENAI_API_KEY, OPENAI_BASE_URL)",
+        ),
+        (
+            "hf",
+            _llm_provider("neuron_explainer.llm.hf.HFLLM"),
+            (),
+            "a Hugging Face causal LM run in-process (hub name, directory or .gguf file)",
+        ),
+    ],
+    "subject": [
+        (
+            "hf",
+            _hf_subject,
+            (),
+            "MLP neurons of a Hugging Face causal LM, recorded over a corpus in memory",
+        ),
+        (
+            "collection",
+            _collection_subject,
+            (),
+            "reads the records of a collection folder written by collect",
+        ),
+    ],
+    "explainer": [
+        (
+            "token-table",
+            _lazy("neuron_explainer.explainers.token_table.TokenTableExplainer"),
+            (),
+            "offline baseline: the tokens and contexts with the highest mean activation",
+        ),
+        (
+            "llm",
+            _lazy("neuron_explainer.explainers.llm.LLMExplainer"),
+            (),
+            "asks an LLM (named as provider:model) what the top excerpts have in common",
+        ),
+    ],
+    "simulator": [
+        (
+            "token-table",
+            _lazy("neuron_explainer.simulators.token_table.TokenTableSimulator"),
+            (),
+            "offline baseline: predicts from the token-table explainer's table",
+        ),
+        (
+            "llm-json",
+            _lazy("neuron_explainer.simulators.json_output.JSONSimulator"),
+            ("json",),
+            "asks an LLM (named as provider:model) for a JSON list of activations",
+        ),
+        (
+            "llm-chat-logprob",
+            _lazy("neuron_explainer.simulators.chat_logprob.ChatLogprobSimulator"),
+            ("chat-logprob",),
+            "expected activation from the chat logprobs of 0-10 digits (needs logprobs)",
+        ),
+        (
+            "llm-prompt-logprob",
+            _lazy("neuron_explainer.simulators.prompt_logprob.PromptLogprobSimulator"),
+            ("all-at-once",),
+            "the paper's all-at-once simulator from prompt logprobs (one call per excerpt)",
+        ),
+    ],
+}
+
+
+def _register(register: Register, kind: str) -> None:
+    for name, factory, aliases, description in _BUILTINS[kind]:
+        register(factory, name=name, aliases=aliases, description=description)
 
 
 @hookimpl
 def register_llm_providers(register: Register) -> None:
-    register(
-        _openai_llm,
-        name="openai",
-        description="OpenAI and OpenAI-compatible servers (OPENAI_API_KEY, OPENAI_BASE_URL)",
-    )
-    register(
-        _hf_llm,
-        name="hf",
-        description="a Hugging Face causal LM run in-process (hub name, directory or .gguf file)",
-    )
+    _register(register, "llm_provider")
+
+
+@hookimpl
+def register_subjects(register: Register) -> None:
+    _register(register, "subject")
 
 
 @hookimpl
 def register_explainers(register: Register) -> None:
-    register(
-        _token_table_explainer,
-        name="token-table",
-        description="offline baseline: the tokens and contexts with the highest mean activation",
-    )
-    register(
-        _llm_explainer,
-        name="llm",
-        description="asks an LLM (named as provider:model) what the top excerpts have in common",
-    )
+    _register(register, "explainer")
 
 
 @hookimpl
 def register_simulators(register: Register) -> None:
-    register(
-        _token_table_simulator,
-        name="token-table",
-        description="offline baseline: predicts from the token-table explainer's table",
-    )
-    register(
-        _json_simulator,
-        name="llm-json",
-        aliases=("json",),
-        description="asks an LLM (named as provider:model) for a JSON list of activations",
-    )
-    register(
-        _chat_logprob_simulator,
-        name="llm-chat-logprob",
-        aliases=("chat-logprob",),
-        description="expected activation from the chat logprobs of 0-10 digits (needs logprobs)",
-    )
-    register(
-        _prompt_logprob_simulator,
-        name="llm-prompt-logprob",
-        aliases=("all-at-once",),
-        description="the paper's all-at-once simulator from prompt logprobs (one call per excerpt)",
-    )
+    _register(register, "simulator")

@@ -70,7 +70,20 @@ def register_llm_providers(register: Register) -> None:
 def register_subjects(register: Register) -> None:
     """Register subjects (models whose units can be recorded).
 
-    ``factory(**options) -> Subject``.
+    ``factory(*, model, corpus, **options) -> Subject``. ``model`` is what to record, as the
+    user gave it (a name, a path, an object: whatever your subject understands); ``corpus`` is
+    the text to record it over, ``None`` when none was given (a subject that needs one raises
+    `InvalidInputError` saying so; one that does not need it raises when one is given);
+    ``options`` are the caller's ``subject_options``. Import heavy dependencies (torch, a
+    model) inside the factory or the subject, not at import time.
+
+    `neuron_explainer.explain_neuron` builds a subject this way:
+    ``explain_neuron(model, subject="name", layer=..., neuron=..., corpus=...,
+    subject_options={...})`` calls ``factory(model=model, corpus=corpus, **subject_options)``
+    and explains the record of ``subject.unit(layer, neuron)``. ``registry.subject("name",
+    **options)`` passes exactly the options it is given. The built-in subjects are ``"hf"``
+    (a Hugging Face causal LM recorded in memory; the default) and ``"collection"`` (``model``
+    is a collection folder written by ``collect``; no corpus).
     """
 
 

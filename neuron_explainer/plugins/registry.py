@@ -368,7 +368,14 @@ class Registry:
         return self._component("simulator", spec, Simulator, DEFAULT_LLM_SIMULATOR, options)
 
     def subject(self, spec: Subject | str, **options: Any) -> Subject:
-        """Return ``spec`` if it is a `Subject`; else build the one registered under it."""
+        """Return ``spec`` if it is a `Subject`; else build the one registered under it,
+        passing ``options`` to its factory (`explain_neuron` passes ``model=``, ``corpus=`` and
+        the ``subject_options``; see `neuron_explainer.plugins.hookspecs.register_subjects`).
+
+        Raises:
+            UnknownComponentError / DuplicateComponentError: see `entry`.
+            InvalidInputError: ``spec`` is neither, or the options do not fit.
+        """
         return self._component("subject", spec, Subject, None, options)
 
     def _component(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import os
 import time
@@ -12,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from neuron_explainer._aio import gather_or_cancel
 from neuron_explainer.errors import (
     AuthenticationError,
     ExplanationError,
@@ -21,8 +21,10 @@ from neuron_explainer.errors import (
     SimulationError,
 )
 from neuron_explainer.llm.usage import BudgetExceededError, track_usage
+from neuron_explainer.options import RunOptions
 from neuron_explainer.records import UnitId
 from neuron_explainer.results import ExplanationResult, UsageSummary
+from neuron_explainer.runs._sources import Source
 from neuron_explainer.runs.store import RunStore
 
 __all__ = ["RunEvent", "RunSummary", "run_units"]
@@ -122,14 +124,14 @@ async def run_units(
     chosen: Sequence[UnitId],
     work: Callable[[UnitId], Awaitable[ExplanationResult]],
     *,
-    concurrency: int,
-    budget_usd: float | None,
-    retry_failed: bool,
+    run: RunOptions,
     progress: Callable[[RunEvent], None] | None,
     started: float,
-    collection: str | None,
+    source: Source,
 ) -> RunSummary:
-    """Do ``work`` for every chosen unit that is not done, ``concurrency`` at a time."""
+    """Do ``work`` for every chosen unit that is not done, ``run.concurrency`` at a time,
+    under ``run.budget_usd`` (less what ``store`` has spent already)."""
+    concurrency, budget_usd, retry_failed = run.concurrency, run.budget_usd, run.retry_failed
     store.add_units(chosen)
     status = {s.unit: s.status for s in store.units()}
     todo = collections.deque(
@@ -187,28 +189,20 @@ async def run_units(
                 store.mark_done(unit, result, spent.summary, run_id)
                 emit("done", unit, usage=spent.summary, score=result.score)
 
-        tasks = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)))]
+        stopped_reason: str | None = "error"  # unless the workers end normally
         try:
-            await _all_or_first_error(tasks)
-        except BaseException:
+            await gather_or_cancel(*(worker() for _ in range(min(concurrency, len(todo)))))
+            stopped_reason = count.stopped_reason
+        finally:
+            skipped = len(chosen) - count.done - count.failed
             store.finish_run(
                 run_id,
                 done=count.done,
                 failed=count.failed,
-                skipped=len(chosen) - count.done - count.failed,
+                skipped=skipped,
                 cost_usd=meter.summary.cost_usd,
-                stopped_reason="error",
+                stopped_reason=stopped_reason,
             )
-            raise
-    skipped = len(chosen) - count.done - count.failed
-    store.finish_run(
-        run_id,
-        done=count.done,
-        failed=count.failed,
-        skipped=skipped,
-        cost_usd=meter.summary.cost_usd,
-        stopped_reason=count.stopped_reason,
-    )
     return RunSummary(
         db=str(store.path),
         total=len(chosen),
@@ -222,26 +216,5 @@ async def run_units(
         elapsed_s=time.perf_counter() - started,
         stopped_reason=count.stopped_reason,
         spent_usd=store.spent().cost_usd,
-        collection=collection,
+        collection=source.path,
     )
-
-
-async def _all_or_first_error(tasks: list[asyncio.Task[None]]) -> None:
-    """Wait for ``tasks``; on the first error (or cancellation) cancel the rest and raise."""
-    if not tasks:
-        return
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    failed = [t for t in done if not t.cancelled() and t.exception() is not None]
-    if failed:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        error = failed[0].exception()
-        assert error is not None
-        raise error

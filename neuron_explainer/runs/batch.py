@@ -31,25 +31,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from neuron_explainer._aio import run_sync
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.interfaces import Explainer, Simulator
+from neuron_explainer.options import ExplainOptions, RunOptions
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import UnitId
 from neuron_explainer.results import ExplanationResult
 from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
-from neuron_explainer.runs._sources import RecordSource, open_source, select_units
-from neuron_explainer.runs.explain import aexplain_neuron
+from neuron_explainer.runs._sources import RecordSource, Source, open_source, select_units
+from neuron_explainer.runs.explain import explain_record
 from neuron_explainer.runs.store import RunStore, config_mismatch
 from neuron_explainer.subjects.collection import Collection
 
 __all__ = ["EXPLAIN_OPTIONS", "RunEstimate", "aexplain_neurons", "explain_neurons"]
 
-EXPLAIN_OPTIONS: dict[str, Any] = {
-    "calibration": "linear",
-    "score_split": "valid",
-    "n_top_per_split": None,
-    "n_random_per_split": None,
-    "best_of": 1,
-}
-"""The options ``explain_options`` may set (passed to `aexplain_neuron`), with their defaults."""
+EXPLAIN_OPTIONS: dict[str, Any] = ExplainOptions().model_dump()
+"""The options ``explain_options`` may set, with their defaults: the fields of
+`neuron_explainer.ExplainOptions`."""
 
 
 class RunEstimate(BaseModel):
@@ -76,42 +72,28 @@ class RunEstimate(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
-def _explain_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    given = dict(options or {})
-    unknown = sorted(set(given) - set(EXPLAIN_OPTIONS))
-    if unknown:
-        raise InvalidInputError(
-            f"unknown explain_options {unknown}; choose from {sorted(EXPLAIN_OPTIONS)} (the "
-            "run's budget is budget_usd=, the components explainer= and simulator=)"
-        )
-    merged = {**EXPLAIN_OPTIONS, **given}
-    if merged["calibration"] not in ("none", "linear", "percentile"):
-        raise InvalidInputError(f"unknown calibration {merged['calibration']!r}")
-    if merged["score_split"] not in ("valid", "test"):
-        raise InvalidInputError(
-            f"score_split must be 'valid' or 'test', got {merged['score_split']!r}"
-        )
-    if not isinstance(merged["best_of"], int) or merged["best_of"] < 1:
-        raise InvalidInputError(f"best_of must be an integer >= 1, got {merged['best_of']!r}")
-    return merged
-
-
-def _check_run_options(concurrency: int, budget_usd: float | None) -> None:
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InvalidInputError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-    if budget_usd is not None and not budget_usd >= 0:
-        raise InvalidInputError(f"budget_usd must be >= 0, got {budget_usd}")
+def _held_options(options: Any) -> Any:
+    """Options as a run database holds them, read by this version: missing fields take their
+    defaults (a run written before a field existed); options this version cannot read are
+    returned as they are (and so differ from any wanted ones)."""
+    try:
+        return ExplainOptions.build(options or {}).model_dump(mode="json")
+    except InvalidInputError:
+        return options
 
 
 def _held(db: Path) -> tuple[str | None, dict[str, Any] | None, dict[UnitId, str], float]:
-    """The kind, config, unit statuses and spending of an existing database (nothing
-    written)."""
+    """The kind, config (options read by `_held_options`), unit statuses and spending of an
+    existing database (nothing written)."""
     if not db.exists():
         return None, None, {}, 0.0
     with RunStore(db) as store:
         meta = store.meta()
         statuses: dict[UnitId, str] = {s.unit: s.status for s in store.units()}
-        return meta.get("kind"), meta.get("config"), statuses, store.spent().cost_usd
+        config = meta.get("config")
+        if config is not None:
+            config = {**config, "options": _held_options(config.get("options"))}
+        return meta.get("kind"), config, statuses, store.spent().cost_usd
 
 
 def _refuse_mismatch(db: Path, kind: str, config: Mapping[str, Any], partial: bool) -> None:
@@ -127,6 +109,49 @@ def _refuse_mismatch(db: Path, kind: str, config: Mapping[str, Any], partial: bo
             f"{db} holds results of another configuration ({problem}); results are never "
             "mixed: use another database, or the same settings to resume"
         )
+
+
+def _as_held(store: RunStore, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with the options exactly as ``store`` holds them when they mean the same
+    (so a run written before an option existed resumes, its config unchanged)."""
+    held = store.meta().get("config")
+    if held is not None and _held_options(held.get("options")) == config["options"]:
+        return {**config, "options": held["options"]}
+    return dict(config)
+
+
+async def _dry_run(
+    db: Path,
+    config: dict[str, Any],
+    src: Source,
+    chosen: list[UnitId],
+    explainer: Explainer,
+    simulator: Simulator,
+    options: ExplainOptions,
+    run: RunOptions,
+) -> RunEstimate:
+    from neuron_explainer.runs.estimate import estimate_run
+
+    _refuse_mismatch(db, "explain", config, partial=False)
+    _, _, statuses, spent = _held(db)
+    estimate = await estimate_run(
+        src,
+        chosen,
+        statuses,
+        explainer,
+        simulator,
+        options=options,
+        retry_failed=run.retry_failed,
+        sample_units=run.sample_units,
+    )
+    if run.budget_usd is not None:
+        left = max(0.0, run.budget_usd - spent)
+        fits = "fits in" if estimate["cost_usd"] <= left else "exceeds"
+        estimate["notes"].append(
+            f"the estimate {fits} the budget left: ${left:.4f} of ${run.budget_usd:.4f} "
+            f"(${spent:.4f} spent by earlier calls)"
+        )
+    return RunEstimate(**estimate)
 
 
 async def aexplain_neurons(
@@ -148,15 +173,20 @@ async def aexplain_neurons(
     dry_run: bool = False,
     retry_failed: bool = False,
     collect_options: Mapping[str, Any] | None = None,
-    explain_options: Mapping[str, Any] | None = None,
+    explain_options: ExplainOptions | Mapping[str, Any] | None = None,
     registry: Registry | None = None,
     progress: Callable[[RunEvent], None] | None = None,
     sample_units: int = 3,
 ) -> RunSummary | RunEstimate:
     """Async twin of `explain_neurons`; use it inside a running event loop."""
     started = time.perf_counter()
-    _check_run_options(concurrency, budget_usd)
-    options = _explain_options(explain_options)
+    run = RunOptions.build(
+        concurrency=concurrency,
+        budget_usd=budget_usd,
+        retry_failed=retry_failed,
+        sample_units=sample_units,
+    )
+    options = ExplainOptions.build(explain_options)
     db_path = Path(db)
     components = registry or default_registry()
     the_explainer = components.explainer(explainer)
@@ -164,7 +194,7 @@ async def aexplain_neurons(
     config: dict[str, Any] = {
         "explainer": the_explainer.info.model_dump(mode="json"),
         "simulator": the_simulator.info.model_dump(mode="json"),
-        "options": options,
+        "options": options.model_dump(mode="json"),
     }
     _refuse_mismatch(db_path, "explain", config, partial=True)
     src = await open_source(
@@ -180,53 +210,18 @@ async def aexplain_neurons(
     config["source"] = src.identity
     chosen = select_units(src, layers=layers, neurons=neurons, units=units)
     if dry_run:
-        from neuron_explainer.runs.estimate import estimate_run
-
-        _refuse_mismatch(db_path, "explain", config, partial=False)
-        _, _, statuses, spent = _held(db_path)
-        estimate = await estimate_run(
-            src,
-            chosen,
-            statuses,
-            the_explainer,
-            the_simulator,
-            options=options,
-            retry_failed=retry_failed,
-            sample_units=sample_units,
+        return await _dry_run(
+            db_path, config, src, chosen, the_explainer, the_simulator, options, run
         )
-        if budget_usd is not None:
-            left = max(0.0, budget_usd - spent)
-            fits = "fits in" if estimate["cost_usd"] <= left else "exceeds"
-            estimate["notes"].append(
-                f"the estimate {fits} the budget left: ${left:.4f} of ${budget_usd:.4f} "
-                f"(${spent:.4f} spent by earlier calls)"
-            )
-        return RunEstimate(**estimate)
 
     async def work(unit: UnitId) -> ExplanationResult:
-        record = await src.record(unit)
-        return await aexplain_neuron(
-            record,
-            explainer=the_explainer,
-            simulator=the_simulator,
-            registry=components,
-            **options,
-        )
+        return await explain_record(await src.record(unit), the_explainer, the_simulator, options)
 
     with RunStore(db_path, create=True) as store:
         store.lock()
-        store.check_config("explain", config, {"source_path": src.path})
+        store.check_config("explain", _as_held(store, config), {"source_path": src.path})
         return await run_units(
-            store,
-            "explain",
-            chosen,
-            work,
-            concurrency=concurrency,
-            budget_usd=budget_usd,
-            retry_failed=retry_failed,
-            progress=progress,
-            started=started,
-            collection=src.path if src.identity.get("kind") == "collection" else None,
+            store, "explain", chosen, work, run=run, progress=progress, started=started, source=src
         )
 
 
@@ -288,7 +283,8 @@ def explain_neurons(
         retry_failed: run failed units again.
         collect_options: options for `collect` (``window_length``, ``top_k``, ``device``,
             ...).
-        explain_options: options for `explain_neuron`: `EXPLAIN_OPTIONS`.
+        explain_options: the options of every unit's explanation and score: an
+            `ExplainOptions`, or a mapping of its fields (`EXPLAIN_OPTIONS`).
         registry: where names are looked up.
         progress: called with a `RunEvent` at the start and after every unit.
         sample_units: units whose prompts a dry run builds.
@@ -297,8 +293,9 @@ def explain_neurons(
         A `RunSummary` (a `RunEstimate` with ``dry_run``).
 
     Raises:
-        InvalidInputError: bad arguments, units the source does not have, or ``db`` holds a
-            run with another source, explainer, simulator or options.
+        InvalidInputError: bad arguments (an unknown explain option, a value out of range),
+            units the source does not have, or ``db`` holds a run with another source,
+            explainer, simulator or options.
         UsageError: another process is running on ``db``, or called inside an event loop.
         AuthenticationError, CapabilityError, and any error that is not a unit's own failure:
             the run stops (finished units stay committed) and the error propagates.

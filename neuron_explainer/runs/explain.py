@@ -1,34 +1,29 @@
 """``explain_neuron``: split → explain (train) → simulate (held out) → calibrate → score.
 
-Wiring only; every stage lives in its own module.
+Wiring only; every stage lives in its own module. The options are gathered once into an
+`ExplainOptions`; a model to record is turned into a `Subject` by the registry (``subject=``,
+default ``"hf"``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
 from neuron_explainer._aio import run_sync
-from neuron_explainer.errors import (
-    ExplanationError,
-    InvalidInputError,
-    InvalidRecordError,
-)
-from neuron_explainer.interfaces import Explainer, Simulator
+from neuron_explainer.errors import ExplanationError, InvalidInputError, InvalidRecordError
+from neuron_explainer.interfaces import Explainer, Simulator, Subject
 from neuron_explainer.llm.usage import track_usage
+from neuron_explainer.options import CalibrationName, ExplainOptions, RunOptions, ScoreSplit
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import NeuronRecord
 from neuron_explainer.records.splits import split_records
-from neuron_explainer.results import (
-    Explanation,
-    ExplanationResult,
-)
-from neuron_explainer.scorers.correlation import CalibrationMethod
+from neuron_explainer.results import Explanation, ExplanationResult
 from neuron_explainer.scorers.simulation import ascore_explanation
 
-__all__ = ["aexplain_neuron", "explain_neuron"]
+__all__ = ["aexplain_neuron", "explain_neuron", "explain_record"]
 
 
 def _coerce_record(record: NeuronRecord | Mapping[str, Any]) -> NeuronRecord:
@@ -40,40 +35,107 @@ def _coerce_record(record: NeuronRecord | Mapping[str, Any]) -> NeuronRecord:
         raise InvalidRecordError(f"the neuron record does not validate:\n{exc}") from None
 
 
+def _gather(given: ExplainOptions | Mapping[str, Any] | None, **keywords: Any) -> ExplainOptions:
+    """The options from ``explain_options=`` or from the keywords (not both)."""
+    if given is None:
+        return ExplainOptions.build(keywords)
+    fields = ExplainOptions.model_fields
+    changed = sorted(k for k, v in keywords.items() if v != fields[k].default)
+    if changed:
+        raise InvalidInputError(
+            f"{', '.join(changed)} given both as keywords and in explain_options=; give each "
+            "option once"
+        )
+    return ExplainOptions.build(given)
+
+
 async def _record_for(
     source: Any,
+    *,
     layer: int | None,
     neuron: int | None,
     corpus: Any,
     subject_options: Mapping[str, Any] | None,
+    subject: str,
+    registry: Registry,
 ) -> NeuronRecord:
-    """The NeuronRecord to explain: given directly, or recorded from a model over a corpus."""
-    direct = isinstance(source, NeuronRecord | Mapping)
-    if direct:
-        if layer is not None or neuron is not None or corpus is not None or subject_options:
+    """The NeuronRecord to explain: given directly, or recorded by a subject (given, or built
+    by the registry from ``subject``'s name) over a corpus."""
+    if isinstance(source, NeuronRecord | Mapping):
+        recording = (layer, neuron, corpus, subject_options or None, None if subject == "hf" else 1)
+        if any(v is not None for v in recording):
             raise InvalidInputError(
-                "layer, neuron, corpus and subject_options are for recording a model; a "
-                "NeuronRecord is explained as it is"
+                "layer, neuron, corpus, subject and subject_options are for recording a model; "
+                "a NeuronRecord is explained as it is"
             )
         return _coerce_record(source)
     if layer is None or neuron is None:
         raise InvalidInputError(
             f"to explain a neuron of model {source!r}, give layer= and neuron= (and corpus=)"
         )
-    from neuron_explainer.subjects.hf import HFSubject
-
-    if isinstance(source, HFSubject):
-        if corpus is not None or subject_options:
-            raise InvalidInputError("an HFSubject has its corpus and options already")
-        subject = source
-    else:
-        if corpus is None:
+    if isinstance(source, Subject):
+        if corpus is not None or subject_options or subject != "hf":
             raise InvalidInputError(
-                f"to explain a neuron of model {source!r}, give corpus= (text files, a folder, "
-                "JSONL, a list of strings or a datasets.Dataset)"
+                f"a {type(source).__name__} has its corpus and options already: corpus=, "
+                "subject= and subject_options= are for recording a model"
             )
-        subject = HFSubject(source, corpus, **dict(subject_options or {}))
-    return await subject.aneuron_record(subject.unit(layer, neuron))
+        recorder = source
+    else:
+        options = dict(subject_options or {})
+        clash = sorted({"model", "corpus"} & set(options))
+        if clash:
+            raise InvalidInputError(
+                f"subject_options cannot set {clash}: give the model first and corpus="
+            )
+        recorder = registry.subject(subject, model=source, corpus=corpus, **options)
+    return await recorder.aneuron_record(recorder.unit(layer, neuron))
+
+
+async def explain_record(
+    record: NeuronRecord, explainer: Explainer, simulator: Simulator, options: ExplainOptions
+) -> ExplanationResult:
+    """Explain ``record`` and score the explanation with the components given (built
+    already) and the options (validated already); no usage meter of its own (``usage`` is
+    left empty). `aexplain_neuron` and the batch runs do the rest around it.
+
+    Raises:
+        InsufficientRecordsError: too few records to fill the splits.
+        ExplanationError / SimulationError: a component failed.
+    """
+    splits = split_records(
+        record,
+        n_top_per_split=options.n_top_per_split,
+        n_random_per_split=options.n_random_per_split,
+    )
+    if options.best_of > 1:
+        from neuron_explainer.runs.best_of import abest_of_k
+
+        explanation, _ = await abest_of_k(
+            explainer, simulator, splits.train, splits.calibration.records, options.best_of
+        )
+    else:
+        explanation = await explainer.aexplain(splits.train)
+    if not isinstance(explanation, Explanation):
+        raise ExplanationError(
+            f"explainer {explainer.info.name!r} returned {type(explanation).__name__}, "
+            "not an Explanation"
+        )
+    scored = await ascore_explanation(
+        simulator,
+        explanation,
+        splits,
+        calibration=options.calibration,
+        score_split=options.score_split,
+    )
+    return ExplanationResult(
+        unit=record.unit,
+        explanation=explanation,
+        scored=scored,
+        explainer=explainer.info,
+        simulator=simulator.info,
+        provenance=record.provenance,
+        split_plan=splits.plan,
+    )
 
 
 async def aexplain_neuron(
@@ -85,97 +147,41 @@ async def aexplain_neuron(
     subject_options: Mapping[str, Any] | None = None,
     explainer: Explainer | str = "token-table",
     simulator: Simulator | str = "token-table",
-    calibration: CalibrationMethod = "linear",
-    score_split: Literal["valid", "test"] = "valid",
+    calibration: CalibrationName = "linear",
+    score_split: ScoreSplit = "valid",
     n_top_per_split: int | None = None,
     n_random_per_split: int | None = None,
     registry: Registry | None = None,
     best_of: int = 1,
     budget_usd: float | None = None,
+    subject: str = "hf",
+    explain_options: ExplainOptions | Mapping[str, Any] | None = None,
 ) -> ExplanationResult:
     """Async twin of `explain_neuron`; use it inside a running event loop."""
-    if best_of < 1:
-        raise InvalidInputError(f"best_of must be at least 1, got {best_of}")
-    if budget_usd is not None and not budget_usd >= 0:
-        raise InvalidInputError(f"budget_usd must be >= 0, got {budget_usd}")
-    with track_usage(budget_usd) as meter:
-        result = await _explain(
+    options = _gather(
+        explain_options,
+        calibration=calibration,
+        score_split=score_split,
+        n_top_per_split=n_top_per_split,
+        n_random_per_split=n_random_per_split,
+        best_of=best_of,
+    )
+    budget = RunOptions.build(budget_usd=budget_usd).budget_usd
+    components = registry or default_registry()
+    the_explainer = components.explainer(explainer)
+    the_simulator = components.simulator(simulator)
+    with track_usage(budget) as meter:
+        neuron_record = await _record_for(
             record,
             layer=layer,
             neuron=neuron,
             corpus=corpus,
             subject_options=subject_options,
-            explainer=explainer,
-            simulator=simulator,
-            calibration=calibration,
-            score_split=score_split,
-            n_top_per_split=n_top_per_split,
-            n_random_per_split=n_random_per_split,
-            registry=registry,
-            best_of=best_of,
+            subject=subject,
+            registry=components,
         )
+        result = await explain_record(neuron_record, the_explainer, the_simulator, options)
     return result.model_copy(update={"usage": meter.summary})
-
-
-async def _explain(
-    record: NeuronRecord | Mapping[str, Any] | Any,
-    *,
-    layer: int | None,
-    neuron: int | None,
-    corpus: Any,
-    subject_options: Mapping[str, Any] | None,
-    explainer: Explainer | str,
-    simulator: Simulator | str,
-    calibration: CalibrationMethod,
-    score_split: Literal["valid", "test"],
-    n_top_per_split: int | None,
-    n_random_per_split: int | None,
-    registry: Registry | None,
-    best_of: int,
-) -> ExplanationResult:
-    if score_split not in ("valid", "test"):
-        raise InvalidInputError(
-            f"score_split must be 'valid' or 'test', got {score_split!r} (the calibration split "
-            "fits the calibration and the train split is what the explainer saw)"
-        )
-    if calibration not in ("none", "linear", "percentile"):
-        raise InvalidInputError(
-            f"unknown calibration {calibration!r}; choose 'none', 'linear' or 'percentile'"
-        )
-    neuron_record = await _record_for(record, layer, neuron, corpus, subject_options)
-    components = registry or default_registry()
-    the_explainer = components.explainer(explainer)
-    the_simulator = components.simulator(simulator)
-    splits = split_records(
-        neuron_record, n_top_per_split=n_top_per_split, n_random_per_split=n_random_per_split
-    )
-
-    if best_of > 1:
-        from neuron_explainer.runs.best_of import abest_of_k
-
-        explanation, _ = await abest_of_k(
-            the_explainer, the_simulator, splits.train, splits.calibration.records, best_of
-        )
-    else:
-        explanation = await the_explainer.aexplain(splits.train)
-    if not isinstance(explanation, Explanation):
-        raise ExplanationError(
-            f"explainer {the_explainer.info.name!r} returned {type(explanation).__name__}, "
-            "not an Explanation"
-        )
-
-    scored = await ascore_explanation(
-        the_simulator, explanation, splits, calibration=calibration, score_split=score_split
-    )
-    return ExplanationResult(
-        unit=neuron_record.unit,
-        explanation=explanation,
-        scored=scored,
-        explainer=the_explainer.info,
-        simulator=the_simulator.info,
-        provenance=neuron_record.provenance,
-        split_plan=splits.plan,
-    )
 
 
 def explain_neuron(
@@ -187,13 +193,15 @@ def explain_neuron(
     subject_options: Mapping[str, Any] | None = None,
     explainer: Explainer | str = "token-table",
     simulator: Simulator | str = "token-table",
-    calibration: CalibrationMethod = "linear",
-    score_split: Literal["valid", "test"] = "valid",
+    calibration: CalibrationName = "linear",
+    score_split: ScoreSplit = "valid",
     n_top_per_split: int | None = None,
     n_random_per_split: int | None = None,
     registry: Registry | None = None,
     best_of: int = 1,
     budget_usd: float | None = None,
+    subject: str = "hf",
+    explain_options: ExplainOptions | Mapping[str, Any] | None = None,
 ) -> ExplanationResult:
     """Explain one unit and score the explanation on held-out records.
 
@@ -202,16 +210,17 @@ def explain_neuron(
     ``score_split``; the scores compare those predictions with the true activations.
 
     Args:
-        record: the unit's `NeuronRecord` (or its dict form); or a model to record — a name
-            (``"gpt2"``), a local directory or ``.gguf`` file, a model object, or an
-            `neuron_explainer.subjects.hf.HFSubject` — together with ``layer``, ``neuron`` and
+        record: the unit's `NeuronRecord` (or its dict form); or a `Subject` (e.g. an
+            `neuron_explainer.subjects.hf.HFSubject`) with ``layer`` and ``neuron``; or a model
+            to record — a name (``"gpt2"``), a local directory or ``.gguf`` file, a model
+            object, or whatever the ``subject`` understands — with ``layer``, ``neuron`` and
             ``corpus``.
-        layer: with a model: the layer of the MLP neuron.
-        neuron: with a model: the neuron's index in the layer.
-        corpus: with a model: the text to record it over (see
-            `neuron_explainer.subjects.corpus.corpus_from`).
-        subject_options: with a model: options for `HFSubject` (dtype, device, window_length,
-            bos, batch_size, top_k, n_random, tokenizer, ...).
+        layer: with a model or subject: the layer of the MLP neuron.
+        neuron: with a model or subject: the neuron's index in the layer.
+        corpus: with a model: the text to record it over (for ``"hf"``: anything
+            `neuron_explainer.subjects.corpus.corpus_from` takes).
+        subject_options: with a model: options for the subject (for ``"hf"``, `HFSubject`'s:
+            dtype, device, window_length, bos, batch_size, top_k, n_random, tokenizer, ...).
         explainer: an `Explainer` or a registered name (default ``"token-table"``).
         simulator: a `Simulator` or a registered name (default ``"token-table"``).
         calibration: ``"none"``, ``"linear"`` or ``"percentile"``; fitted on calibration only.
@@ -225,20 +234,26 @@ def explain_neuron(
             candidates and their calibration scores are kept in ``explanation.data``.
         budget_usd: stop before any LLM call that could push this neuron's estimated cost past
             this many USD (`neuron_explainer.llm.usage`); ``None``: no cap.
+        subject: with a model: the registered subject that records it (default ``"hf"``, a
+            Hugging Face causal LM; ``"collection"`` reads a collection folder); it is built
+            as ``factory(model=record, corpus=corpus, **subject_options)``.
+        explain_options: ``calibration`` … ``best_of`` as one `ExplainOptions` (or a mapping),
+            instead of the keywords.
 
     Returns:
         The explanation, its scores and everything that produced them, with the token usage
         and estimated cost of its LLM calls in ``usage``.
 
     Raises:
-        UnknownComponentError: no explainer/simulator has that name.
+        UnknownComponentError: no explainer/simulator/subject has that name.
         DuplicateComponentError: two plugins registered that name.
         CapabilityError: a component needs something its LLM does not offer.
         LLMError: a call to an LLM provider failed (`BudgetExceededError` when the budget
             would be exceeded).
         InsufficientRecordsError: too few records to fill the splits.
         InvalidRecordError: the record (given as a dict) does not validate.
-        InvalidInputError: other bad arguments.
+        InvalidInputError: an option out of range, an option given twice, or arguments for
+            recording a model given with a record.
         ExplanationError / SimulationError: a component failed.
         UsageError: called inside a running event loop (use `aexplain_neuron`).
     """
@@ -258,5 +273,7 @@ def explain_neuron(
             registry=registry,
             best_of=best_of,
             budget_usd=budget_usd,
+            subject=subject,
+            explain_options=explain_options,
         )
     )

@@ -9,22 +9,21 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from neuron_explainer._aio import run_sync
 from neuron_explainer._version import __version__
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.interfaces import Simulator
+from neuron_explainer.options import ExplainOptions, RunOptions
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import UnitId
 from neuron_explainer.records.splits import split_records
 from neuron_explainer.results import ExplanationResult
 from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
 from neuron_explainer.runs._sources import RecordSource, Source, open_source
-from neuron_explainer.runs.batch import _check_run_options
 from neuron_explainer.runs.store import RunStore
 from neuron_explainer.scorers.simulation import ascore_explanation
 from neuron_explainer.subjects.collection import Collection
@@ -54,7 +53,9 @@ async def arescore(
 ) -> RunSummary:
     """Async twin of `rescore`; use it inside a running event loop."""
     started = time.perf_counter()
-    _check_run_options(concurrency, budget_usd)
+    run = RunOptions.build(
+        concurrency=concurrency, budget_usd=budget_usd, retry_failed=retry_failed
+    )
     source_db = Path(db)
     components = registry or default_registry()
     the_simulator = components.simulator(simulator)
@@ -71,12 +72,12 @@ async def arescore(
             records=records,
             expect=held["source"],
         )
-        options = held["options"]
+        options = ExplainOptions.build(held["options"])
         config = {
             "source": held["source"],
             "explainer": held["explainer"],
             "simulator": the_simulator.info.model_dump(mode="json"),
-            "options": options,
+            "options": held["options"],  # as the explained run holds them
             "explained_with": held["simulator"],
         }
         store.lock()
@@ -89,17 +90,9 @@ async def arescore(
         async def work(unit: UnitId) -> ExplanationResult:
             return await _rescore_unit(explained, src, the_simulator, unit, options)
 
+        done = [s.unit for s in explained.units("done")]
         return await run_units(
-            store,
-            "rescore",
-            [s.unit for s in explained.units("done")],
-            work,
-            concurrency=concurrency,
-            budget_usd=budget_usd,
-            retry_failed=retry_failed,
-            progress=progress,
-            started=started,
-            collection=src.path if src.identity.get("kind") == "collection" else None,
+            store, "rescore", done, work, run=run, progress=progress, started=started, source=src
         )
 
 
@@ -108,7 +101,7 @@ async def _rescore_unit(
     src: Source,
     simulator: Simulator,
     unit: UnitId,
-    options: Mapping[str, Any],
+    options: ExplainOptions,
 ) -> ExplanationResult:
     original = explained.result(unit)
     if original is None:  # pragma: no cover - the unit was listed as done
@@ -130,7 +123,7 @@ async def _rescore_unit(
         simulator,
         original.explanation,
         splits,
-        calibration=options["calibration"],
+        calibration=options.calibration,
         score_split="test" if split == "test" else "valid",
     )
     return original.model_copy(

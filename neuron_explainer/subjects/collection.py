@@ -27,6 +27,8 @@ from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance,
 __all__ = ["Collection", "CollectionSubject"]
 
 FORMAT_VERSION = 1
+"""The collection format written by `collect` (``meta.json``'s ``"format"``). A reader reads
+every format up to its own (0.1.0 wrote 1) and refuses a newer one."""
 META = "meta.json"
 PROGRESS = "progress.json"
 VOCABULARY = "tokens.json"
@@ -37,6 +39,23 @@ WINDOW_LENGTHS = "window_lengths.u32"
 def state_path(out_dir: Path, layer: int, generation: int) -> Path:
     """The safetensors file holding ``layer``'s state at checkpoint ``generation``."""
     return out_dir / f"layer_{layer}" / f"state-{generation:08d}.safetensors"
+
+
+def check_format(path: Path, version: Any) -> int:
+    """The collection format ``version`` (``meta.json``'s ``"format"``) of the folder
+    ``path``, checked: every format from 1 to `FORMAT_VERSION` is read as it is.
+
+    Raises:
+        FormatError: not a positive integer, or a format newer than `FORMAT_VERSION`.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise FormatError(f"{path}: unknown collection format {version!r} in {META}")
+    if version > FORMAT_VERSION:
+        raise FormatError(
+            f"{path} is a collection of format {version}, written by a newer neuron_explainer; "
+            f"this version reads formats 1 to {FORMAT_VERSION}: upgrade neuron_explainer"
+        )
+    return version
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -89,8 +108,7 @@ class Collection:
         self.path = Path(path)
         progress = read_json(self.path / PROGRESS)
         self.meta = read_json(self.path / META)
-        if self.meta.get("format") != FORMAT_VERSION:
-            raise FormatError(f"{self.path}: unknown collection format {self.meta.get('format')}")
+        self.format_version = check_format(self.path, self.meta.get("format"))
         self.windows_done: int = int(progress["windows_done"])
         self.tokens_done: int = int(progress["tokens_done"])
         self.finished: bool = bool(progress["finished"])
@@ -257,6 +275,11 @@ class CollectionSubject(Subject):
         self.collection = (
             collection if isinstance(collection, Collection) else Collection(collection)
         )
+
+    @property
+    def model_name(self) -> str:
+        """The model the collection recorded, as its units name it."""
+        return str(self.collection.meta["model"])
 
     async def aneuron_record(self, unit: UnitId) -> NeuronRecord:
         """The record of ``unit`` (its ``model`` is not checked; layer and index are).
