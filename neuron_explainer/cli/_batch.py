@@ -8,14 +8,15 @@ from typing import Annotated, Any
 import typer
 
 from neuron_explainer.cli._app import app
+from neuron_explainer.cli._model import collection_or_corpus, load_model_step
 from neuron_explainer.cli._options import (
     BatchSize,
-    CorpusHelp,
     Debug,
     Device,
     DTypeOpt,
     Explainer,
     ModelArg,
+    ModelCorpus,
     NRandom,
     Quiet,
     Simulator,
@@ -28,15 +29,12 @@ from neuron_explainer.cli._options import (
 )
 from neuron_explainer.cli._support import (
     Steps,
+    Texts,
     bad_input,
     check_components,
-    check_device,
     check_range,
     errors,
-    load_model_quietly,
-    open_corpus,
     print_summary,
-    read_collection,
 )
 
 # --- run -----------------------------------------------------------------------------------
@@ -66,14 +64,7 @@ def run(
             show_default=False,
         ),
     ] = None,
-    corpus: Annotated[
-        str | None,
-        typer.Option(
-            "--corpus",
-            help=CorpusHelp + " Required unless MODEL is a collection folder.",
-            show_default=False,
-        ),
-    ] = None,
+    corpus: ModelCorpus = None,
     explainer: Explainer = "token-table",
     simulator: Simulator = "token-table",
     concurrency: Annotated[
@@ -143,35 +134,23 @@ def run(
             top_k=top_k,
             n_random=n_random,
         )
-        collection = read_collection(model)
-        source: dict[str, Any]
-        if collection is not None:
-            if corpus is not None or options:
-                raise bad_input(
-                    f"{model} is a collection folder, which holds its records already: "
-                    "--corpus and the model options apply to a model only"
-                )
-            source = {"source": model, "layers": layers, "neurons": neurons}
-        elif corpus is None:
-            raise bad_input(
-                "--corpus is required to record a model (or pass a collection folder written "
-                "by collect as MODEL)"
-            )
-        else:
-            check_device(device)
-            texts = open_corpus(corpus, split=split.value, text_field=text_field, count=False)
+        found = collection_or_corpus(
+            model, corpus, options, split=split.value, text_field=text_field, count=False
+        )
+        source: dict[str, Any] = {"source": model, "layers": layers, "neurons": neurons}
+        if isinstance(found, Texts):
             _, n_layers, n_neurons = check_range(model, [], [])
-            chosen = parse_indices(layers, limit=n_layers, what="layer")
-            picked = (
-                None if neurons is None else parse_indices(neurons, limit=n_neurons, what="neuron")
-            )
-            source = {"corpus": texts.corpus, "layers": chosen, "neurons": picked}
+            source = {
+                "corpus": found.corpus,
+                "layers": parse_indices(layers, limit=n_layers, what="layer"),
+                "neurons": None
+                if neurons is None
+                else parse_indices(neurons, limit=n_neurons, what="neuron"),
+            }
         with Steps(quiet) as steps:
             collecting = None
-            if collection is None:
-                load = {k: options.pop(k) for k in ("device", "dtype") if k in options}
-                with steps.step(f"loading {model}"):
-                    source["model"] = load_model_quietly(model, **load)
+            if isinstance(found, Texts):
+                source["model"] = load_model_step(steps, model, options)
                 collecting = steps.task("collecting (excerpts)")
                 options["progress"] = collecting.update
             bar = None

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from neuron_explainer.cli._app import app
+from neuron_explainer.cli._model import collection_or_corpus, load_model_step
 from neuron_explainer.cli._options import (
-    BOS,
-    BOS_HELP,
     BatchSize,
     BOSOpt,
     BudgetUSD,
@@ -18,10 +17,10 @@ from neuron_explainer.cli._options import (
     CorpusHelp,
     Debug,
     Device,
-    DType,
     DTypeOpt,
     Explainer,
     ModelArg,
+    ModelCorpus,
     NRandom,
     Quiet,
     ScoreSplit,
@@ -41,10 +40,8 @@ from neuron_explainer.cli._support import (
     check_device,
     check_range,
     errors,
-    load_model_quietly,
     open_corpus,
     print_result,
-    read_collection,
 )
 
 if TYPE_CHECKING:
@@ -73,21 +70,13 @@ def collect(
             show_default=False,
         ),
     ],
-    window_length: Annotated[
-        int, typer.Option("--window-length", min=1, help="Tokens per excerpt.")
-    ] = 64,
-    top_k: Annotated[
-        int, typer.Option("--top-k", min=1, help="Top-activating excerpts kept per neuron.")
-    ] = 40,
-    n_random: Annotated[
-        int, typer.Option("--n-random", min=0, help="Random excerpts kept per neuron.")
-    ] = 30,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Excerpts per forward pass.")
-    ] = 16,
+    window_length: WindowLength = None,
+    top_k: TopK = None,
+    n_random: NRandom = None,
+    batch_size: BatchSize = None,
     device: Device = None,
-    dtype: Annotated[DType, typer.Option("--dtype", help="The model's dtype.")] = DType.float32,
-    bos: Annotated[BOS, typer.Option("--bos", help=BOS_HELP)] = BOS.none,
+    dtype: DTypeOpt = None,
+    bos: BOSOpt = None,
     max_windows: Annotated[
         int | None,
         typer.Option(
@@ -119,9 +108,18 @@ def collect(
         texts = open_corpus(corpus, split=split.value, text_field=text_field, count=False)
         model_type, n_layers, _ = model_shape(model)
         chosen = parse_indices(layers, limit=n_layers, what="layer")
+        options = given_options(
+            device=device,
+            dtype=dtype,
+            window_length=window_length,
+            bos=bos,
+            batch_size=batch_size,
+            top_k=top_k,
+            n_random=n_random,
+            max_windows=max_windows,
+        )
         with Steps(quiet) as steps:
-            with steps.step(f"loading {model}"):
-                loaded = load_model_quietly(model, dtype=dtype.value, device=device)
+            loaded = load_model_step(steps, model, options)
             layer_list = ",".join(map(str, chosen))
             with steps.step(f"collecting layers {layer_list} (excerpts)", max_windows) as update:
                 collection = collect_layers(
@@ -129,14 +127,9 @@ def collect(
                     texts.corpus,
                     out_dir=out,
                     layers=chosen,
-                    window_length=window_length,
-                    bos=bos.value,
-                    batch_size=batch_size,
-                    top_k=top_k,
-                    n_random=n_random,
-                    max_windows=max_windows,
                     overwrite=overwrite,
                     progress=update,
+                    **options,
                 )
         neurons = {layer: collection.n_neurons(layer) for layer in collection.layers}
         typer.echo(
@@ -158,14 +151,7 @@ def explain(
     neuron: Annotated[
         int, typer.Option("--neuron", min=0, help="The neuron's index in its layer.")
     ],
-    corpus: Annotated[
-        str | None,
-        typer.Option(
-            "--corpus",
-            help=CorpusHelp + " Required unless MODEL is a collection folder.",
-            show_default=False,
-        ),
-    ] = None,
+    corpus: ModelCorpus = None,
     explainer: Explainer = "token-table",
     simulator: Simulator = "token-table",
     out: Annotated[
@@ -219,9 +205,13 @@ def explain(
     Prints the explanation and its score; --json prints the whole result.
     """
     with errors(debug):
+        from neuron_explainer.options import ExplainOptions
         from neuron_explainer.runs.explain import explain_neuron
 
         check_components(explainer=explainer, simulator=simulator)
+        options = ExplainOptions.build(
+            best_of=best_of, score_split=score_split.value, calibration=calibration.value
+        )
         subject_options = given_options(
             device=device,
             dtype=dtype,
@@ -231,46 +221,30 @@ def explain(
             n_random=n_random,
             bos=bos,
         )
-        collection = read_collection(model)
-        if collection is not None:
-            if corpus is not None or subject_options:
-                given = ["--corpus"] * (corpus is not None) + [
-                    "--" + key.replace("_", "-") for key in subject_options
-                ]
-                raise bad_input(
-                    f"{model} is a collection folder, which holds its records already: "
-                    f"{', '.join(given)} apply to a model only"
-                )
-            if not 0 <= neuron < collection.n_neurons(layer):
-                raise bad_input(
-                    f"neuron {neuron} out of range: layer {layer} of the collection has neurons "
-                    f"0..{collection.n_neurons(layer) - 1}"
-                )
-        elif corpus is None:
-            raise bad_input(
-                "--corpus is required to record a model (or pass a collection folder written "
-                "by collect as MODEL)"
-            )
-        else:
-            check_device(device)
-            texts = open_corpus(corpus, split=split.value, text_field=text_field)
+        source = collection_or_corpus(
+            model, corpus, subject_options, split=split.value, text_field=text_field
+        )
+        if isinstance(source, Texts):
             check_range(model, [layer], [neuron])
+        elif not 0 <= neuron < source.n_neurons(layer):
+            raise bad_input(
+                f"neuron {neuron} out of range: layer {layer} of the collection has neurons "
+                f"0..{source.n_neurons(layer) - 1}"
+            )
         with Steps(quiet) as steps:
-            if collection is not None:
-                record = collection.neuron_record(layer, neuron)
-                corpus_label = record.provenance.dataset or "the collection's corpus"
+            if isinstance(source, Texts):
+                record = _record(steps, model, source, layer, neuron, subject_options)
+                corpus_label = f"{corpus} ({source.documents} documents)"
             else:
-                record = _record(steps, model, texts, layer, neuron, subject_options)
-                corpus_label = f"{corpus} ({texts.documents} documents)"
+                record = source.neuron_record(layer, neuron)
+                corpus_label = record.provenance.dataset or "the collection's corpus"
             with steps.step("explaining and scoring"):
                 result = explain_neuron(
                     record,
                     explainer=explainer,
                     simulator=simulator,
-                    best_of=best_of,
                     budget_usd=budget_usd,
-                    score_split=score_split.value,
-                    calibration=calibration.value,
+                    explain_options=options,
                 )
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -289,12 +263,13 @@ def _record(
     neuron: int,
     options: dict[str, Any],
 ) -> NeuronRecord:
-    """Load ``model`` and record one neuron over the corpus, with progress."""
-    from neuron_explainer.subjects.hf import HFSubject
+    """Load ``model`` and record one neuron over the corpus with the ``"hf"`` subject (from the
+    registry), with progress."""
+    from neuron_explainer.plugins import default_registry
 
-    load = {key: options.pop(key) for key in ("device", "dtype") if key in options}
-    with steps.step(f"loading {model}"):
-        loaded = load_model_quietly(model, **load)
+    loaded = load_model_step(steps, model, options)
     with steps.step(f"recording layer {layer} (documents)", texts.documents) as update:
-        subject = HFSubject(loaded, texts.counted(update), **options)
-        return subject.neuron_records(layer, [neuron])[neuron]
+        subject = default_registry().subject(
+            "hf", model=loaded, corpus=texts.counted(update), **options
+        )
+        return subject.neuron_record(subject.unit(layer, neuron))

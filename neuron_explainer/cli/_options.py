@@ -60,6 +60,14 @@ CorpusHelp = (
     "'python-docstrings' (the English docstrings of Python's standard library, 80,000 "
     "characters; 'python-docstrings:CHARS' or 'python-docstrings:all' for more)."
 )
+ModelCorpus = Annotated[
+    str | None,
+    typer.Option(
+        "--corpus",
+        help=CorpusHelp + " Required unless MODEL is a collection folder.",
+        show_default=False,
+    ),
+]
 Explainer = Annotated[
     str,
     typer.Option(
