@@ -47,42 +47,43 @@ def parse_indices(
         if limit is None:
             raise InvalidInputError(f"give the {what}s to use ({valid})")
         return list(range(limit))
+    found = sorted(
+        _read_ranges(spec, what, valid) if isinstance(spec, str) else _read_ints(spec, what, valid)
+    )
+    if limit is not None and found[-1] >= limit:
+        raise InvalidInputError(f"{what} {found[-1]} is out of range: {valid}")
+    return found
+
+
+def _read_ranges(spec: str, what: str, valid: str) -> set[int]:
+    """The indices of a spec such as ``"0-3,7"``."""
+    parts = [p.strip() for p in spec.split(",")]
+    example = f"write e.g. '0-3', '0,5,9' or '0-3,7' ({valid})"
+    if not spec.strip() or any(not p for p in parts):
+        raise InvalidInputError(f"cannot read {what}s {spec!r}: {example}")
     found: set[int] = set()
-    if isinstance(spec, str):
-        parts = [p.strip() for p in spec.split(",")]
-        if not spec.strip() or any(not p for p in parts):
-            raise InvalidInputError(
-                f"cannot read {what}s {spec!r}: write e.g. '0-3', '0,5,9' or '0-3,7' ({valid})"
-            )
-        for part in parts:
-            match = _RANGE.match(part)
-            if match is None:
-                raise InvalidInputError(
-                    f"cannot read {what}s {spec!r} at {part!r}: write e.g. '0-3', '0,5,9' or "
-                    f"'0-3,7' ({valid})"
-                )
-            first = int(match[1])
-            last = first if match[2] is None else int(match[2])
-            if last < first:
-                raise InvalidInputError(f"{what} range {part!r} runs backwards ({valid})")
-            _check_range(last, limit, what, valid)
-            found.update(range(first, last + 1))
-    else:
-        for value in spec:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidInputError(f"{what} {value!r} is not an integer ({valid})")
-            if value < 0:
-                raise InvalidInputError(f"{what} {value} is negative ({valid})")
-            _check_range(value, limit, what, valid)
-            found.add(value)
-        if not found:
-            raise InvalidInputError(f"no {what}s given ({valid})")
-    return sorted(found)
+    for part in parts:
+        match = _RANGE.match(part)
+        if match is None:
+            raise InvalidInputError(f"cannot read {what}s {spec!r} at {part!r}: {example}")
+        first = int(match[1])
+        last = first if match[2] is None else int(match[2])
+        if last < first:
+            raise InvalidInputError(f"{what} range {part!r} runs backwards ({valid})")
+        found.update(range(first, last + 1))
+    return found
 
 
-def _check_range(value: int, limit: int | None, what: str, valid: str) -> None:
-    if limit is not None and value >= limit:
-        raise InvalidInputError(f"{what} {value} is out of range: {valid}")
+def _read_ints(spec: Sequence[int], what: str, valid: str) -> set[int]:
+    """The indices of a sequence of ints, each checked."""
+    for value in spec:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidInputError(f"{what} {value!r} is not an integer ({valid})")
+        if value < 0:
+            raise InvalidInputError(f"{what} {value} is negative ({valid})")
+    if not spec:
+        raise InvalidInputError(f"no {what}s given ({valid})")
+    return set(spec)
 
 
 class Source:

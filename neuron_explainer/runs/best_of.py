@@ -69,6 +69,47 @@ async def _candidates(
     return await gather_or_cancel(*(explainer.aexplain(records) for _ in range(k)))
 
 
+async def _score_candidates(
+    simulator: Simulator,
+    unique: Sequence[Explanation],
+    calibration_records: Sequence[ActivationRecord],
+    k: int,
+) -> list[Score | SimulationError | None]:
+    """Each distinct candidate's calibration score, or the `SimulationError` that stopped it
+    (``[None]`` for a single candidate: nothing to choose)."""
+    if len(unique) == 1:
+        return [None]
+    if not calibration_records:
+        raise InvalidInputError(
+            f"best-of-{k} has {len(unique)} distinct candidates but no calibration records to "
+            "choose between them"
+        )
+    outcomes = await asyncio.gather(
+        *(calibration_score(simulator, c, calibration_records) for c in unique),
+        return_exceptions=True,
+    )
+    scores: list[Score | SimulationError | None] = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, SimulationError):
+            raise outcome
+        scores.append(outcome)
+    if all(isinstance(s, SimulationError) for s in scores):
+        problems = "; ".join(str(s) for s in scores)
+        raise SimulationError(f"the simulation of every best-of-{k} candidate failed: {problems}")
+    return scores
+
+
+def _note(score: Score | SimulationError | None) -> dict[str, JsonValue]:
+    """What the candidate table says about a candidate's score."""
+    if isinstance(score, Score):
+        if score.value is not None:
+            return {"calibration_correlation": score.value}
+        return {"calibration_correlation": None, "reason": score.reason}
+    if isinstance(score, SimulationError):
+        return {"calibration_correlation": None, "reason": f"simulation failed: {score}"}
+    return {"calibration_correlation": None, "reason": "the only distinct candidate"}
+
+
 async def abest_of_k(
     explainer: Explainer,
     simulator: Simulator,
@@ -113,45 +154,13 @@ async def abest_of_k(
         counts[candidate.text] = counts.get(candidate.text, 0) + 1
     unique = list(distinct.values())
 
-    scores: list[Score | SimulationError | None]
-    if len(unique) == 1:
-        scores = [None]
-    elif not calibration_records:
-        raise InvalidInputError(
-            f"best-of-{k} has {len(unique)} distinct candidates but no calibration records to "
-            "choose between them"
-        )
-    else:
-        outcomes = await asyncio.gather(
-            *(calibration_score(simulator, c, calibration_records) for c in unique),
-            return_exceptions=True,
-        )
-        scores = []
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, SimulationError):
-                raise outcome
-            scores.append(outcome)
-        if all(isinstance(s, SimulationError) for s in scores):
-            problems = "; ".join(str(s) for s in scores)
-            raise SimulationError(
-                f"the simulation of every best-of-{k} candidate failed: {problems}"
-            )
-
+    scores = await _score_candidates(simulator, unique, calibration_records, k)
     values = [s.value if isinstance(s, Score) else None for s in scores]
     defined = [i for i, v in enumerate(values) if v is not None]
     chosen = max(defined, key=lambda i: (values[i], -i)) if defined else 0
 
-    def note(score: Score | SimulationError | None) -> dict[str, JsonValue]:
-        if isinstance(score, Score):
-            if score.value is not None:
-                return {"calibration_correlation": score.value}
-            return {"calibration_correlation": None, "reason": score.reason}
-        if isinstance(score, SimulationError):
-            return {"calibration_correlation": None, "reason": f"simulation failed: {score}"}
-        return {"calibration_correlation": None, "reason": "the only distinct candidate"}
-
     table: list[JsonValue] = [
-        {"text": c.text, "raw_output": c.raw_output, "samples": counts[c.text], **note(s)}
+        {"text": c.text, "raw_output": c.raw_output, "samples": counts[c.text], **_note(s)}
         for c, s in zip(unique, scores, strict=True)
     ]
     best = unique[chosen]
