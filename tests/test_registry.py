@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,8 +16,11 @@ from conftest import make_record
 from neuron_explainer import (
     DuplicateComponentError,
     InvalidInputError,
+    NeuronRecord,
     PluginError,
     PluginWarning,
+    Subject,
+    UnitId,
     UnknownComponentError,
     explain_neuron,
 )
@@ -23,6 +29,7 @@ from neuron_explainer.explainers.token_table import TokenTableExplainer
 from neuron_explainer.llm import LLM, ChatRequest, ChatResponse, Choice
 from neuron_explainer.plugins import Register, Registry, hookimpl
 from neuron_explainer.simulators.json_output import JSONSimulator
+from neuron_explainer.testing import number_neuron_record
 
 QUIET: dict[str, str] = {}
 
@@ -287,3 +294,97 @@ def test_one_llm_per_name_is_shared_and_plugin_name_clashes_are_plugin_errors() 
     assert explainer.llm is simulator.llm
     with pytest.raises(PluginError, match="cannot register plugin 'echo-plugin'"):
         fresh(ProviderPlugin(), ProviderPlugin()).load()
+
+
+# --- subjects ------------------------------------------------------------------------------
+
+
+class RuleSubject(Subject):
+    """A plugin subject: a synthetic number unit per neuron, over the texts it was given."""
+
+    def __init__(self, model: str, corpus: list[str] | None, *, scale: float = 1.0) -> None:
+        if corpus is None:
+            raise InvalidInputError("rule-subject needs corpus=")
+        self.model, self.corpus, self.scale = model, corpus, scale
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
+    async def aneuron_record(self, unit: UnitId) -> NeuronRecord:
+        record = number_neuron_record(seed=unit.index)
+        scaled = [
+            r.model_copy(update={"activations": tuple(self.scale * a for a in r.activations)})
+            for r in record.top_records
+        ]
+        provenance = record.provenance.model_copy(update={"dataset": " ".join(self.corpus)})
+        return record.model_copy(
+            update={"unit": unit, "top_records": tuple(scaled), "provenance": provenance}
+        )
+
+
+def rule_plugin() -> object:
+    return plugin("rules", register_subjects=lambda r: r(RuleSubject, name="rule-subject"))
+
+
+def test_explain_neuron_builds_a_named_subject_through_the_registry() -> None:
+    registry = fresh(rule_plugin())
+    result = explain_neuron(
+        "toy-model",
+        subject="rule-subject",
+        layer=2,
+        neuron=1,
+        corpus=["some", "texts"],
+        subject_options={"scale": 3.0},
+        registry=registry,
+    )
+    assert result.unit == UnitId(model="toy-model", layer=2, index=1)
+    assert result.provenance.dataset == "some texts"  # the corpus reached the factory
+    assert max(s.record.max_activation for s in result.scored.sequences) > 10  # scale 3
+    names = {(c.kind, c.name, c.plugin) for c in registry.components("subject")}
+    assert names == {
+        ("subject", "rule-subject", "rules"),
+        ("subject", "hf", "builtin"),
+        ("subject", "collection", "builtin"),
+    }
+
+
+def test_subject_mistakes_are_clear() -> None:
+    registry = fresh(rule_plugin())
+    record = number_neuron_record()
+    with pytest.raises(UnknownComponentError, match=r"unknown subject 'nope'.*'rule-subject'"):
+        explain_neuron("m", subject="nope", layer=0, neuron=0, corpus=["x"], registry=registry)
+    with pytest.raises(InvalidInputError, match="a NeuronRecord is explained as it is"):
+        explain_neuron(record, subject="rule-subject", registry=registry)
+    with pytest.raises(InvalidInputError, match=r"subject_options cannot set \['corpus'\]"):
+        explain_neuron("m", layer=0, neuron=0, corpus=["x"], subject_options={"corpus": "y"})
+    with pytest.raises(
+        InvalidInputError, match=r"subject 'rule-subject' \(from plugin 'rules'\) does not accept"
+    ):
+        explain_neuron(
+            "m",
+            subject="rule-subject",
+            layer=0,
+            neuron=0,
+            corpus=["x"],
+            subject_options={"colour": "red"},
+            registry=registry,
+        )
+    with pytest.raises(InvalidInputError, match="rule-subject needs corpus="):
+        explain_neuron("m", subject="rule-subject", layer=0, neuron=0, registry=registry)
+    subject = RuleSubject("m", ["x"])
+    with pytest.raises(InvalidInputError, match="RuleSubject has its corpus and options"):
+        explain_neuron(subject, subject="rule-subject", layer=0, neuron=0, registry=registry)
+    assert explain_neuron(subject, layer=0, neuron=4).unit == UnitId(model="m", layer=0, index=4)
+
+
+def test_the_collection_subject_reads_a_collection_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "collection"
+    shutil.copytree(Path(__file__).parent / "data" / "v1" / "collection", folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a format migration may say what it did
+        result = explain_neuron(str(folder), subject="collection", layer=0, neuron=2)
+        with pytest.raises(InvalidInputError, match="a collection holds its records already"):
+            explain_neuron(str(folder), subject="collection", layer=0, neuron=2, corpus=["x"])
+    assert (result.unit.layer, result.unit.index) == (0, 2)
+    assert result.unit.model == json.loads((folder / "meta.json").read_text())["model"]

@@ -16,7 +16,7 @@ PLUGIN = ROOT / "examples" / "acme_plugin"
 USE_IT = """
 import json, random, sys
 from neuron_explainer import ActivationRecord, UnitId, build_neuron_record, explain_neuron
-from neuron_explainer.plugins import default_registry
+from neuron_explainer.plugins import default_registry, list_components
 
 rng = random.Random(0)
 words = [" the", " cat", " sat", " on", " a", " mat", "7", " 42"]
@@ -39,6 +39,21 @@ try:
     out["simulator"] = result.simulator.model_dump(mode="json")
 except Exception as exc:
     out["error"] = f"{type(exc).__name__}: {exc}"
+texts = [" ".join(rng.choice(["the", "Cat", "sat", "7", "42", "on"]) for _ in range(12))
+         for _ in range(150)]
+try:
+    recorded = explain_neuron(
+        "acme-model-name", subject="acme-rules", layer=1, neuron=0, corpus=texts
+    )
+    out["subjects"] = [[c.name, c.plugin] for c in list_components("subject")]
+    out["recorded"] = {
+        "unit": recorded.unit.model_dump(mode="json"),
+        "dataset": recorded.provenance.dataset,
+        "explanation": recorded.explanation.text,
+        "score": recorded.score,
+    }
+except Exception as exc:
+    out["subject_error"] = f"{type(exc).__name__}: {exc}"
 print(json.dumps(out))
 """
 
@@ -103,11 +118,26 @@ def test_pip_installed_plugin_is_discovered_and_used_end_to_end(site: Path) -> N
     assert out["simulator"]["name"] == "llm-json"
 
 
+def test_a_third_party_subject_records_through_the_registry(site: Path) -> None:
+    out = run(site)
+    assert "subject_error" not in out, out
+    assert ["acme-rules", "acme"] in out["subjects"]
+    assert ["hf", "builtin"] in out["subjects"] and ["collection", "builtin"] in out["subjects"]
+    recorded = out["recorded"]
+    assert recorded["unit"] == {
+        "model": "acme-model-name", "layer": 1, "index": 0, "kind": "mlp_neuron"
+    }  # fmt: skip
+    assert recorded["dataset"] == "acme texts"  # the acme subject's records, not HFSubject's
+    assert recorded["explanation"].startswith("fires on numbers")
+    assert recorded["score"] > 0.95
+
+
 def test_disabling_plugins_hides_the_provider(site: Path) -> None:
     out = run(site, NEURON_EXPLAINER_DISABLE_PLUGINS="1")
     assert ["acme", "disabled"] in out["plugins"]
     assert str(out["error"]).startswith("UnknownComponentError: unknown LLM provider 'acme'")
     assert "plugins loaded: builtin" in str(out["error"])
+    assert str(out["subject_error"]).startswith("UnknownComponentError: unknown subject")
 
 
 def test_allow_list_selects_plugins(site: Path) -> None:

@@ -1,7 +1,9 @@
-"""An example neuron_explainer plugin adding the ``acme`` LLM provider.
+"""An example neuron_explainer plugin adding the ``acme`` LLM provider and the ``acme-rules``
+subject.
 
 Installed, it is found through the entry point ``acme = "neuron_explainer_acme"`` in the
-``neuron_explainer`` group; the registry then calls `register_llm_providers` below.
+``neuron_explainer`` group; the registry then calls `register_llm_providers` and
+`register_subjects` below.
 """
 
 from __future__ import annotations
@@ -10,11 +12,21 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 
+from neuron_explainer import (
+    ActivationRecord,
+    InvalidInputError,
+    NeuronRecord,
+    Provenance,
+    Subject,
+    UnitId,
+    build_neuron_record,
+)
 from neuron_explainer.llm import LLM, ChatRequest, ChatResponse, Choice, Usage
 from neuron_explainer.plugins import Register, hookimpl
 
-__all__ = ["AcmeLLM", "register_llm_providers"]
+__all__ = ["AcmeLLM", "AcmeSubject", "register_llm_providers", "register_subjects"]
 
 _LINE = re.compile(r"^(.*)\t(\d+)$")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -62,8 +74,50 @@ class AcmeLLM(LLM):
     # --8<-- [end:rules]
 
 
+# --8<-- [start:subject]
+class AcmeSubject(Subject):
+    """Acme's rule-based "model", recorded from text without running anything (stands in for
+    a model behind an API): in every layer, neuron 0 fires on numbers, neuron 1 on capitalised
+    words and neuron ``n`` on words of ``n`` characters, more strongly in later layers."""
+
+    def __init__(self, model: str, corpus: Sequence[str] | None, *, window: int = 8) -> None:
+        if not corpus or isinstance(corpus, str):
+            raise InvalidInputError("the acme-rules subject needs corpus=[...], a list of texts")
+        self.model, self.window = model, window
+        self.words = [word for text in corpus for word in text.split()]
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
+    async def aneuron_record(self, unit: UnitId) -> NeuronRecord:
+        rules = {0: str.isdigit, 1: str.istitle}
+        fires = rules.get(unit.index, lambda word: len(word) == unit.index)
+        excerpts = [
+            ActivationRecord(
+                tokens=[" " + word for word in chunk],
+                activations=[(1.0 + unit.layer) * fires(word) for word in chunk],
+            )
+            for chunk in (
+                self.words[start : start + self.window]
+                for start in range(0, len(self.words) - self.window + 1, self.window)
+            )
+        ]
+        provenance = Provenance(model=self.model, dataset="acme texts", window_length=self.window)
+        return build_neuron_record(unit, excerpts, provenance=provenance)
+
+
+# --8<-- [end:subject]
+
+
 # --8<-- [start:hook]
 @hookimpl
 def register_llm_providers(register: Register) -> None:
     register(AcmeLLM, name="acme", description="Acme's rule-based chat models (example plugin)")
+
+
+@hookimpl
+def register_subjects(register: Register) -> None:
+    # Built as AcmeSubject(model=..., corpus=..., **subject_options) by explain_neuron.
+    register(AcmeSubject, name="acme-rules", description="Acme's rule-based units (example)")
     # --8<-- [end:hook]
