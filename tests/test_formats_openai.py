@@ -655,6 +655,93 @@ BAD_EXPLANATIONS = [
         r"line 1: neuron_id: required field is missing",
         id="missing-neuron-id",
     ),
+    pytest.param(
+        lambda d: _set(d, [*SEQ, 0, "simulation", "activation_scale"], 3),
+        SEQ_PATH + r"\[0\]\.simulation\.activation_scale: expected a string, got the number 3$",
+        id="scale-not-a-string",
+    ),
+    pytest.param(
+        lambda d: _set(
+            d,
+            [*SEQ, 0, "simulation", "uncalibrated_simulation"],
+            {"dataclass_name": "Foo", "tokens": ["a"], "expected_activations": [1]},
+        ),
+        SEQ_PATH + r"\[0\]\.simulation\.uncalibrated_simulation\.dataclass_name: expected "
+        r"'SequenceSimulation', got the string 'Foo'$",
+        id="nested-uncalibrated-simulation",
+    ),
+    pytest.param(
+        lambda d: _set(
+            d,
+            [*SEQ, 0, "simulation", "uncalibrated_simulation"],
+            {"tokens": ["a"], "expected_activations": [1], "activation_scale": "logits"},
+        ),
+        SEQ_PATH + r"\[0\]\.simulation\.uncalibrated_simulation\.activation_scale: unknown scale",
+        id="nested-unknown-scale",
+    ),
+    pytest.param(
+        lambda d: _set(d, [*SEQ, 0, "rsquared_score"], True),
+        SEQ_PATH + r"\[0\]\.rsquared_score: expected a number, got the boolean true$",
+        id="boolean-score",
+    ),
+    pytest.param(
+        lambda d: _set(d, [*SEQ, 0, "true_activations", 1], float("nan")),
+        SEQ_PATH + r"\[0\]\.true_activations\[1\]: must be a finite number, got nan$",
+        id="nan-true-activation",
+    ),
+    pytest.param(
+        lambda d: _set(d, [*SEQ, 0, "simulation", "tokens", 0], None),
+        SEQ_PATH + r"\[0\]\.simulation\.tokens\[0\]: expected a string, got null$",
+        id="null-token",
+    ),
+    pytest.param(
+        lambda d: _set(d, [*SEQ, 0, "simulation", "distribution_probabilities"], [[1.0], [0.5]]),
+        SEQ_PATH + r"\[0\]\.simulation: distribution_values has 3 entries but "
+        r"distribution_probabilities has 2$",
+        id="distribution-count",
+    ),
+    pytest.param(
+        lambda d: _set(d, ["scored_explanations", 0, "scored_simulation"], []),
+        r"scored_explanations\[0\]\.scored_simulation: expected a JSON object "
+        r"\(ScoredSimulation\), got a list of 0 items$",
+        id="simulation-is-a-list",
+    ),
+    pytest.param(
+        lambda d: _set(d, ["scored_explanations"], {"0": None}),
+        r"line 1: scored_explanations: expected a list, got an object$",
+        id="explanations-not-a-list",
+    ),
+    pytest.param(
+        lambda d: _set(d, ["scored_explanations", 0, "explanation"], 7),
+        r"scored_explanations\[0\]\.explanation: expected a string, got the number 7$",
+        id="explanation-not-a-string",
+    ),
+    pytest.param(
+        lambda d: _set(d, ["neuron_id", "layer_index"], -1),
+        r"line 1: neuron_id\.layer_index: must be >= 0, got -1$",
+        id="negative-layer",
+    ),
+    pytest.param(
+        lambda d: _set(d, ["neuron_id", "neuron_index"], 1.5),
+        r"line 1: neuron_id\.neuron_index: expected a non-negative integer, got the number 1\.5$",
+        id="float-neuron-index",
+    ),
+    pytest.param(
+        lambda d: _set(d, ["dataclass_name"], "NeuronRecord"),
+        r"line 1: dataclass_name: expected 'NeuronSimulationResults', got the string "
+        r"'NeuronRecord'$",
+        id="wrong-top-level-name",
+    ),
+    pytest.param(
+        lambda d: (
+            _set(d, ["scored_explanations", 0, "scored_simulation", "a"], 1)
+            or _set(d, ["scored_explanations", 0, "scored_simulation", "b"], 2)
+        ),
+        r"scored_explanations\[0\]\.scored_simulation: unexpected field\(s\) 'a', 'b' in "
+        r"ScoredSimulation; known fields: 'scored_sequence_simulations', 'ev_correlation_score', "
+        r"'rsquared_score', 'absolute_dev_explained_score'$",
+        id="unknown-fields-listed-together",
+    ),
 ]
 
 

@@ -14,6 +14,8 @@ Every reader raises `FormatError` naming the file, the line
 (JSONL) and the JSON path of what is wrong.
 """
 
+from neuron_explainer.formats import openai as _openai
+from neuron_explainer.formats import openai_explanations as _openai_explanations
 from neuron_explainer.formats.openai import OPENAI_DATASET as OPENAI_DATASET
 from neuron_explainer.formats.openai import neuron_record_from_openai as neuron_record_from_openai
 from neuron_explainer.formats.openai import neuron_record_to_openai as neuron_record_to_openai
@@ -55,21 +57,4 @@ from neuron_explainer.formats.openai_explanations import (
     write_openai_explanations as write_openai_explanations,
 )
 
-__all__ = [
-    "OPENAI_DATASET",
-    "OpenAIActivationScale",
-    "OpenAINeuronSimulationResults",
-    "OpenAIScoredExplanation",
-    "OpenAIScoredSequence",
-    "OpenAIScoredSimulation",
-    "OpenAISequenceSimulation",
-    "explanation_results_to_openai",
-    "neuron_record_from_openai",
-    "neuron_record_to_openai",
-    "read_openai_explanations",
-    "read_openai_neuron_record",
-    "simulation_results_from_openai",
-    "simulation_results_to_openai",
-    "write_openai_explanations",
-    "write_openai_neuron_record",
-]
+__all__ = [*_openai.__all__, *_openai_explanations.__all__]

@@ -1,44 +1,40 @@
-"""Path-aware reading of plain JSON data, shared by the format readers.
+"""Reading plain JSON data into pydantic models, with errors that say where.
 
-Every check raises `FormatError` whose message names the document
-(a file, and a line for JSONL), the JSON path of the offending value (e.g.
-``most_positive_activation_records[3].activations``) and what is wrong with it.
+`validate` turns a pydantic ``ValidationError`` into one `FormatError` whose message names the
+document (a file, and a line for JSONL), the JSON path of the offending value (e.g.
+``most_positive_activation_records[3].activations``) and what is wrong with it, in plain words
+(``expected a number, got the string '0.5'``). The file helpers read and write UTF-8 JSON and
+JSONL.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from neuron_explainer.errors import FormatError
 
 __all__ = [
+    "At",
+    "JSONObject",
     "PathLike",
     "Where",
-    "build",
+    "describe",
     "dump_json",
-    "index",
     "iter_jsonl",
-    "key",
     "load_json_file",
-    "parse_float",
-    "parse_float_list",
-    "parse_index",
-    "parse_list",
-    "parse_object",
-    "parse_optional_score",
-    "parse_str",
-    "parse_str_list",
-    "required",
+    "validate",
     "write_text",
 ]
 
 PathLike = str | os.PathLike[str]
+JSONObject = Mapping[str, Any]
+"""A JSON object as ``json.loads`` returns it."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -59,17 +55,17 @@ class Where:
         return FormatError(f"{document}: {path or 'top level'}: {problem}")
 
 
-def key(path: str, name: str) -> str:
-    """The JSON path of field ``name`` of the object at ``path``."""
-    return f"{path}.{name}" if path else name
+class At(ValueError):
+    """A validator's error about the field ``field`` of the object it checks (rather than
+    about the object itself)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
 
 
-def index(path: str, i: int) -> str:
-    """The JSON path of item ``i`` of the list at ``path``."""
-    return f"{path}[{i}]"
-
-
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """``value`` in words for an error message: ``the string 'abc'``, ``a list of 3 items``."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -85,104 +81,48 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def parse_object(
-    value: Any, path: str, where: Where, dataclass_name: str, fields: Collection[str]
-) -> Mapping[str, Any]:
-    """Check that ``value`` is an object of OpenAI dataclass ``dataclass_name``.
+def _problem(error: ErrorDetails) -> str:
+    """What is wrong, in words, for one pydantic error."""
+    kind, value = error["type"], error.get("input")
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "string_type":
+        return f"expected a string, got {describe(value)}"
+    if kind in ("float_type", "float_parsing"):
+        return f"expected a number, got {describe(value)}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {value!r}"
+    if kind in ("tuple_type", "list_type"):
+        return f"expected a list, got {describe(value)}"
+    if kind in ("model_type", "dict_type"):
+        return f"expected a JSON object, got {describe(value)}"
+    if kind == "literal_error":
+        return f"expected {error.get('ctx', {}).get('expected')}, got {describe(value)}"
+    return str(error["msg"]).removeprefix("Value error, ")
 
-    ``dataclass_name`` may be absent (older files); when present it must match. Keys other than
-    ``fields`` and ``dataclass_name`` are refused, so nothing is silently dropped.
+
+def validate(cls: type[M], value: Any, where: Where, path: str = "") -> M:
+    """``cls.model_validate(value)``, the first problem raised as a `FormatError` naming the
+    JSON path below ``path`` where it is (an `At` error names a field of the object).
+
+    Raises:
+        FormatError: ``value`` does not validate.
     """
-    if not isinstance(value, Mapping):
-        raise where.error(
-            path, f"expected a JSON object ({dataclass_name}), got {_describe(value)}"
-        )
-    name = value.get("dataclass_name", dataclass_name)
-    if name != dataclass_name:
-        raise where.error(
-            key(path, "dataclass_name"), f"expected {dataclass_name!r}, got {_describe(name)}"
-        )
-    unknown = sorted(str(k) for k in value if k != "dataclass_name" and k not in fields)
-    if unknown:
-        raise where.error(
-            path,
-            f"unexpected field(s) {', '.join(map(repr, unknown))} in {dataclass_name}; "
-            f"known fields: {', '.join(map(repr, fields))}",
-        )
-    return value
-
-
-def required(obj: Mapping[str, Any], name: str, path: str, where: Where) -> Any:
-    """The value of field ``name``, which must be present (it may be null)."""
-    if name not in obj:
-        raise where.error(key(path, name), "required field is missing")
-    return obj[name]
-
-
-def parse_list(value: Any, path: str, where: Where) -> list[Any]:
-    """``value``, which must be a JSON list."""
-    if not isinstance(value, list | tuple):
-        raise where.error(path, f"expected a list, got {_describe(value)}")
-    return list(value)
-
-
-def parse_str(value: Any, path: str, where: Where) -> str:
-    """``value``, which must be a string."""
-    if not isinstance(value, str):
-        raise where.error(path, f"expected a string, got {_describe(value)}")
-    return value
-
-
-def parse_str_list(value: Any, path: str, where: Where) -> list[str]:
-    """``value``, which must be a list of strings."""
-    return [
-        parse_str(v, index(path, i), where) for i, v in enumerate(parse_list(value, path, where))
-    ]
-
-
-def parse_float(value: Any, path: str, where: Where) -> float:
-    """``value`` as a float; an integer is accepted, NaN and infinities are refused."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise where.error(path, f"expected a number, got {_describe(value)}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise where.error(path, f"must be a finite number, got {number!r}")
-    return number
-
-
-def parse_float_list(value: Any, path: str, where: Where) -> list[float]:
-    """``value``, which must be a list of finite numbers, as floats."""
-    items = parse_list(value, path, where)
-    return [parse_float(v, index(path, i), where) for i, v in enumerate(items)]
-
-
-def parse_optional_score(value: Any, path: str, where: Where) -> float | None:
-    """A nullable statistic: ``null`` and ``NaN`` read as ``None``; infinities are refused."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return parse_float(value, path, where)
-
-
-def parse_index(value: Any, path: str, where: Where) -> int:
-    """``value``, which must be a non-negative integer."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise where.error(path, f"expected a non-negative integer, got {_describe(value)}")
-    if value < 0:
-        raise where.error(path, f"must be >= 0, got {value}")
-    return value
-
-
-def build(cls: type[M], fields: Mapping[str, Any], path: str, where: Where) -> M:
-    """Construct ``cls``, turning a pydantic ``ValidationError`` into a `FormatError`."""
     try:
-        return cls(**fields)
+        return cls.model_validate(value)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where_in = path
         for part in first["loc"]:
-            where_in = index(where_in, part) if isinstance(part, int) else key(where_in, str(part))
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise where.error(where_in, message) from None
+            where_in = f"{where_in}[{part}]" if isinstance(part, int) else _key(where_in, part)
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, At):
+            where_in = _key(where_in, cause.field)
+        raise where.error(where_in, _problem(first)) from None
+
+
+def _key(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
 
 
 def _decode(raw: bytes, name: str) -> str:

@@ -24,29 +24,22 @@ The explanation JSONL format lives in `neuron_explainer.formats.openai_explanati
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
-from pydantic import ValidationError
+from pydantic import StrictStr, ValidationError, model_validator
 
 from neuron_explainer.errors import FormatError, InvalidInputError
 from neuron_explainer.formats._json import (
+    At,
+    JSONObject,
     PathLike,
     Where,
-    build,
     dump_json,
-    index,
-    key,
     load_json_file,
-    parse_float_list,
-    parse_index,
-    parse_list,
-    parse_object,
-    parse_optional_score,
-    parse_str_list,
-    required,
+    validate,
     write_text,
 )
+from neuron_explainer.formats._tagged import NeuronIdIn, Number, OpenAIObject, Score
 from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
 
 __all__ = [
@@ -62,20 +55,62 @@ OPENAI_DATASET = "OpenAI neuron-explainer public data (openaipublic/neuron-expla
 
 SOURCE_FORMAT = "openai-neuron-record"
 
-_RECORD_FIELDS = ("tokens", "activations")
-_NEURON_ID_FIELDS = ("layer_index", "neuron_index")
-_NEURON_RECORD_FIELDS = (
-    "neuron_id",
-    "random_sample",
-    "random_sample_by_quantile",
-    "quantile_boundaries",
-    "mean",
-    "variance",
-    "skewness",
-    "kurtosis",
-    "most_positive_activation_records",
-)
-_MOMENTS = ("mean", "variance", "skewness", "kurtosis")
+
+class _RecordIn(OpenAIObject):
+    """An ``ActivationRecord`` as it is in the file: tokens and one activation per token."""
+
+    openai_name = "ActivationRecord"
+
+    tokens: tuple[StrictStr, ...]
+    activations: tuple[Number, ...]
+
+    @model_validator(mode="after")
+    def _one_activation_per_token(self) -> Self:
+        if not self.tokens:
+            raise At("tokens", "is empty; a record needs at least one token")
+        if len(self.activations) != len(self.tokens):
+            raise At(
+                "activations",
+                f"has {len(self.activations)} values but tokens has {len(self.tokens)}; "
+                "need one activation per token",
+            )
+        return self
+
+    def record(self) -> ActivationRecord:
+        """The record as this library holds it."""
+        return ActivationRecord(tokens=self.tokens, activations=self.activations)
+
+
+class _NeuronRecordIn(OpenAIObject):
+    """A ``NeuronRecord`` as it is in the file; the quantile fields agree with each other."""
+
+    openai_name = "NeuronRecord"
+
+    neuron_id: NeuronIdIn
+    random_sample: tuple[_RecordIn, ...] = ()
+    random_sample_by_quantile: tuple[tuple[_RecordIn, ...], ...] | None = None
+    quantile_boundaries: tuple[Number, ...] | None = None
+    mean: Score = None
+    variance: Score = None
+    skewness: Score = None
+    kurtosis: Score = None
+    most_positive_activation_records: tuple[_RecordIn, ...]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        samples = self.random_sample_by_quantile or ()
+        bounds = self.quantile_boundaries or ()
+        if (samples or bounds) and len(samples) != len(bounds) + 1:
+            raise At(
+                "random_sample_by_quantile",
+                f"{len(samples)} quantile samples do not fit {len(bounds)} quantile_boundaries; "
+                "need exactly one more sample than boundaries",
+            )
+        if list(bounds) != sorted(bounds):
+            raise At("quantile_boundaries", f"must be ascending, got {list(bounds)}")
+        if self.variance is not None and self.variance < 0:
+            raise At("variance", f"must be >= 0, got {self.variance}")
+        return self
 
 
 def make_unit(model: str, layer: int, neuron: int, kind: str) -> UnitId:
@@ -90,48 +125,9 @@ def make_unit(model: str, layer: int, neuron: int, kind: str) -> UnitId:
         raise InvalidInputError(f"bad model or kind argument: {exc}") from None
 
 
-def unit_from_openai(value: Any, path: str, where: Where, *, model: str, kind: str) -> UnitId:
-    """Read a ``NeuronId`` object at JSON ``path`` into a `UnitId` of ``model``.
-
-    Raises:
-        FormatError: the object is not a valid ``NeuronId``.
-    """
-    obj = parse_object(value, path, where, "NeuronId", _NEURON_ID_FIELDS)
-    layer = parse_index(required(obj, "layer_index", path, where), key(path, "layer_index"), where)
-    neuron = parse_index(
-        required(obj, "neuron_index", path, where), key(path, "neuron_index"), where
-    )
-    return make_unit(model, layer, neuron, kind)
-
-
 def unit_to_openai(unit: UnitId) -> dict[str, Any]:
     """The ``NeuronId`` object for ``unit`` (its model and kind are not representable)."""
     return {"dataclass_name": "NeuronId", "layer_index": unit.layer, "neuron_index": unit.index}
-
-
-def activation_record_from_openai(value: Any, path: str, where: Where) -> ActivationRecord:
-    """Read an ``ActivationRecord`` object at JSON ``path``.
-
-    Raises:
-        FormatError: wrong ``dataclass_name``, a missing field, a non-string token, a
-            non-finite activation, no tokens, or a different number of activations and tokens.
-    """
-    obj = parse_object(value, path, where, "ActivationRecord", _RECORD_FIELDS)
-    tokens = parse_str_list(required(obj, "tokens", path, where), key(path, "tokens"), where)
-    activations = parse_float_list(
-        required(obj, "activations", path, where), key(path, "activations"), where
-    )
-    if not tokens:
-        raise where.error(key(path, "tokens"), "is empty; a record needs at least one token")
-    if len(activations) != len(tokens):
-        raise where.error(
-            key(path, "activations"),
-            f"has {len(activations)} values but tokens has {len(tokens)}; "
-            "need one activation per token",
-        )
-    return build(
-        ActivationRecord, {"tokens": tuple(tokens), "activations": tuple(activations)}, path, where
-    )
 
 
 def activation_record_to_openai(record: ActivationRecord) -> dict[str, Any]:
@@ -143,19 +139,8 @@ def activation_record_to_openai(record: ActivationRecord) -> dict[str, Any]:
     }
 
 
-def _records(value: Any, path: str, where: Where) -> tuple[ActivationRecord, ...]:
-    items = parse_list(value, path, where)
-    return tuple(
-        activation_record_from_openai(v, index(path, i), where) for i, v in enumerate(items)
-    )
-
-
 def neuron_record_from_openai(
-    data: Mapping[str, Any],
-    *,
-    model: str = "gpt2-xl",
-    kind: str = "mlp_neuron",
-    source: str | None = None,
+    data: JSONObject, *, model: str = "gpt2-xl", kind: str = "mlp_neuron", source: str | None = None
 ) -> NeuronRecord:
     """Convert a parsed OpenAI ``NeuronRecord`` object into a `NeuronRecord`.
 
@@ -180,44 +165,8 @@ def neuron_record_from_openai(
         InvalidInputError: ``model`` is empty or ``kind`` is not a lowercase identifier.
     """
     where = Where(source)
-    obj = parse_object(data, "", where, "NeuronRecord", _NEURON_RECORD_FIELDS)
-    unit = unit_from_openai(
-        required(obj, "neuron_id", "", where), "neuron_id", where, model=model, kind=kind
-    )
-    top = _records(
-        required(obj, "most_positive_activation_records", "", where),
-        "most_positive_activation_records",
-        where,
-    )
-    random_sample = _records(obj.get("random_sample", []), "random_sample", where)
-
-    by_quantile = obj.get("random_sample_by_quantile")
-    samples: tuple[tuple[ActivationRecord, ...], ...] = ()
-    if by_quantile is not None:
-        path = "random_sample_by_quantile"
-        samples = tuple(
-            _records(v, index(path, i), where)
-            for i, v in enumerate(parse_list(by_quantile, path, where))
-        )
-    raw_bounds = obj.get("quantile_boundaries")
-    bounds = (
-        ()
-        if raw_bounds is None
-        else tuple(parse_float_list(raw_bounds, "quantile_boundaries", where))
-    )
-    if (samples or bounds) and len(samples) != len(bounds) + 1:
-        raise where.error(
-            "random_sample_by_quantile",
-            f"{len(samples)} quantile samples do not fit {len(bounds)} quantile_boundaries; "
-            "need exactly one more sample than boundaries",
-        )
-    if list(bounds) != sorted(bounds):
-        raise where.error("quantile_boundaries", f"must be ascending, got {list(bounds)}")
-
-    moments = {m: parse_optional_score(obj.get(m), m, where) for m in _MOMENTS}
-    if moments["variance"] is not None and moments["variance"] < 0:
-        raise where.error("variance", f"must be >= 0, got {moments['variance']}")
-
+    read = validate(_NeuronRecordIn, data, where)
+    unit = make_unit(model, read.neuron_id.layer_index, read.neuron_id.neuron_index, kind)
     extra: dict[str, Any] = {"source_format": SOURCE_FORMAT}
     if source is not None:
         extra["source"] = source
@@ -226,14 +175,19 @@ def neuron_record_from_openai(
     )
     fields = {
         "unit": unit,
-        "top_records": top,
-        "random_sample": random_sample,
-        "quantile_boundaries": bounds,
-        "quantile_samples": samples,
+        "top_records": tuple(r.record() for r in read.most_positive_activation_records),
+        "random_sample": tuple(r.record() for r in read.random_sample),
+        "quantile_boundaries": read.quantile_boundaries or (),
+        "quantile_samples": tuple(
+            tuple(r.record() for r in sample) for sample in read.random_sample_by_quantile or ()
+        ),
         "provenance": provenance,
-        **moments,
+        "mean": read.mean,
+        "variance": read.variance,
+        "skewness": read.skewness,
+        "kurtosis": read.kurtosis,
     }
-    return build(NeuronRecord, fields, "", where)
+    return validate(NeuronRecord, fields, where)
 
 
 def read_openai_neuron_record(

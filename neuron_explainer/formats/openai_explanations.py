@@ -13,9 +13,12 @@
                           uncalibrated_simulation: SequenceSimulation | null}
 
 Every object also carries ``dataclass_name``. The pydantic models here hold that data faithfully
-(`OpenAINeuronSimulationResults` and the models it contains). Scores are ``float | None``:
-``null`` and ``NaN`` read as ``None`` and are written as ``null``. Numbers are floats: an integer
-in the file (e.g. a distribution value ``3``) reads as ``3.0`` and is written as ``3.0``.
+(`OpenAINeuronSimulationResults` and the models it contains), and reading validates each line
+through them: a wrong ``dataclass_name``, a missing or unknown field, a wrongly typed value or
+lengths that do not match raise one `FormatError` naming the line and the JSON path. Scores are
+``float | None``: ``null`` and ``NaN`` read as ``None`` and are written as ``null``. Numbers are
+floats: an integer in the file (e.g. a distribution value ``3``) reads as ``3.0`` and is written
+as ``3.0``; a string or a boolean is refused.
 
 `explanation_results_to_openai` exports this library's own
 `ExplanationResult` objects in the same shape.
@@ -24,29 +27,23 @@ in the file (e.g. a distribution value ``3``) reads as ``3.0`` and is written as
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, FiniteFloat, model_validator
+from pydantic import BaseModel, ConfigDict, StrictStr, field_validator, model_validator
 
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.formats._json import (
+    JSONObject,
     PathLike,
     Where,
-    build,
+    describe,
     dump_json,
-    index,
     iter_jsonl,
-    key,
-    parse_float_list,
-    parse_list,
-    parse_object,
-    parse_optional_score,
-    parse_str,
-    parse_str_list,
-    required,
+    validate,
     write_text,
 )
-from neuron_explainer.formats.openai import unit_from_openai, unit_to_openai
+from neuron_explainer.formats._tagged import NeuronIdIn, Number, OpenAIObject, Score
+from neuron_explainer.formats.openai import make_unit, unit_to_openai
 from neuron_explainer.records import UnitId
 from neuron_explainer.results import ActivationScale, ExplanationResult
 
@@ -64,8 +61,6 @@ __all__ = [
     "write_openai_explanations",
 ]
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
-
 OpenAIActivationScale = Literal["neuron_activations", "simulated_normalized_activations"]
 """OpenAI's name for the units of simulated values (real activations, or the 0-10 scale)."""
 
@@ -73,10 +68,9 @@ _TO_OPENAI_SCALE: dict[ActivationScale, OpenAIActivationScale] = {
     "neuron_activations": "neuron_activations",
     "simulated_0_10": "simulated_normalized_activations",
 }
-_SCORES = ("ev_correlation_score", "rsquared_score", "absolute_dev_explained_score")
 
 
-class OpenAISequenceSimulation(BaseModel):
+class OpenAISequenceSimulation(OpenAIObject):
     """OpenAI's ``SequenceSimulation``: predicted activations for one excerpt.
 
     ``distribution_values`` / ``distribution_probabilities`` are either empty (no distribution)
@@ -84,46 +78,72 @@ class OpenAISequenceSimulation(BaseModel):
     calibration, when the simulator calibrated.
     """
 
-    model_config = _FROZEN
+    openai_name = "SequenceSimulation"
 
-    tokens: tuple[str, ...]
-    expected_activations: tuple[FiniteFloat, ...]
+    tokens: tuple[StrictStr, ...]
+    expected_activations: tuple[Number, ...]
     activation_scale: OpenAIActivationScale
-    distribution_values: tuple[tuple[FiniteFloat, ...], ...] = ()
-    distribution_probabilities: tuple[tuple[FiniteFloat, ...], ...] = ()
+    distribution_values: tuple[tuple[Number, ...], ...] = ()
+    distribution_probabilities: tuple[tuple[Number, ...], ...] = ()
     uncalibrated_simulation: OpenAISequenceSimulation | None = None
+
+    @field_validator("activation_scale", mode="before")
+    @classmethod
+    def _known_scale(cls, value: Any) -> Any:
+        known = get_args(OpenAIActivationScale)
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {describe(value)}")
+        if value not in known:
+            raise ValueError(f"unknown scale {value!r}; expected {' or '.join(map(repr, known))}")
+        return value
 
     @model_validator(mode="after")
     def _check_shapes(self) -> Self:
-        n = len(self.tokens)
-        if len(self.expected_activations) != n:
-            raise ValueError(
-                f"expected_activations has {len(self.expected_activations)} values for {n} tokens"
-            )
-        values, probs = self.distribution_values, self.distribution_probabilities
-        if len(values) != len(probs):
-            raise ValueError(
-                f"distribution_values has {len(values)} entries but distribution_probabilities "
-                f"has {len(probs)}"
-            )
-        if values and len(values) != n:
-            raise ValueError(f"distributions have {len(values)} entries for {n} tokens")
-        for i, (v, p) in enumerate(zip(values, probs, strict=True)):
-            if len(v) != len(p):
-                raise ValueError(f"token {i}: {len(v)} distribution values, {len(p)} probabilities")
+        _check_lengths(
+            len(self.tokens),
+            len(self.expected_activations),
+            self.distribution_values,
+            self.distribution_probabilities,
+        )
         return self
 
 
-class OpenAIScoredSequence(BaseModel):
+def _check_lengths(
+    tokens: int,
+    expected: int,
+    values: tuple[tuple[float, ...], ...],
+    probabilities: tuple[tuple[float, ...], ...],
+) -> None:
+    """Check that a simulation has one expected activation per token and, when it has
+    distributions, one value list and one probability list of the same length per token.
+
+    Raises:
+        ValueError: the first count that does not match.
+    """
+    if expected != tokens:
+        raise ValueError(f"expected_activations has {expected} values for {tokens} tokens")
+    if len(values) != len(probabilities):
+        raise ValueError(
+            f"distribution_values has {len(values)} entries but distribution_probabilities "
+            f"has {len(probabilities)}"
+        )
+    if values and len(values) != tokens:
+        raise ValueError(f"distributions have {len(values)} entries for {tokens} tokens")
+    for i, (v, p) in enumerate(zip(values, probabilities, strict=True)):
+        if len(v) != len(p):
+            raise ValueError(f"token {i}: {len(v)} distribution values, {len(p)} probabilities")
+
+
+class OpenAIScoredSequence(OpenAIObject):
     """OpenAI's ``ScoredSequenceSimulation``: one excerpt's simulation, truth and scores."""
 
-    model_config = _FROZEN
+    openai_name = "ScoredSequenceSimulation"
 
     simulation: OpenAISequenceSimulation
-    true_activations: tuple[FiniteFloat, ...]
-    ev_correlation_score: FiniteFloat | None = None
-    rsquared_score: FiniteFloat | None = None
-    absolute_dev_explained_score: FiniteFloat | None = None
+    true_activations: tuple[Number, ...]
+    ev_correlation_score: Score = None
+    rsquared_score: Score = None
+    absolute_dev_explained_score: Score = None
 
     @model_validator(mode="after")
     def _check_lengths(self) -> Self:
@@ -135,23 +155,23 @@ class OpenAIScoredSequence(BaseModel):
         return self
 
 
-class OpenAIScoredSimulation(BaseModel):
+class OpenAIScoredSimulation(OpenAIObject):
     """OpenAI's ``ScoredSimulation``: the scored sequences and the pooled scores."""
 
-    model_config = _FROZEN
+    openai_name = "ScoredSimulation"
 
     scored_sequence_simulations: tuple[OpenAIScoredSequence, ...]
-    ev_correlation_score: FiniteFloat | None = None
-    rsquared_score: FiniteFloat | None = None
-    absolute_dev_explained_score: FiniteFloat | None = None
+    ev_correlation_score: Score = None
+    rsquared_score: Score = None
+    absolute_dev_explained_score: Score = None
 
 
-class OpenAIScoredExplanation(BaseModel):
+class OpenAIScoredExplanation(OpenAIObject):
     """OpenAI's ``ScoredExplanation``: an explanation and how well it simulated the unit."""
 
-    model_config = _FROZEN
+    openai_name = "ScoredExplanation"
 
-    explanation: str
+    explanation: StrictStr
     scored_simulation: OpenAIScoredSimulation
 
     @property
@@ -166,138 +186,29 @@ class OpenAINeuronSimulationResults(BaseModel):
     An entry of ``scored_explanations`` may be ``None`` (``null`` in the published files).
     """
 
-    model_config = _FROZEN
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     unit: UnitId
     scored_explanations: tuple[OpenAIScoredExplanation | None, ...]
 
 
-def _scores(obj: Mapping[str, Any], path: str, where: Where) -> dict[str, float | None]:
-    return {s: parse_optional_score(obj.get(s), key(path, s), where) for s in _SCORES}
+class _ResultsIn(OpenAIObject):
+    """A ``NeuronSimulationResults`` object as it is in the file (a ``NeuronId``, no model)."""
 
+    openai_name = "NeuronSimulationResults"
 
-def _sequence_simulation(value: Any, path: str, where: Where) -> OpenAISequenceSimulation:
-    fields = (
-        "tokens",
-        "expected_activations",
-        "activation_scale",
-        "distribution_values",
-        "distribution_probabilities",
-        "uncalibrated_simulation",
-    )
-    obj = parse_object(value, path, where, "SequenceSimulation", fields)
-
-    def nested(name: str) -> tuple[tuple[float, ...], ...]:
-        p = key(path, name)
-        items = parse_list(obj.get(name, []), p, where)
-        return tuple(tuple(parse_float_list(v, index(p, i), where)) for i, v in enumerate(items))
-
-    scale = parse_str(
-        required(obj, "activation_scale", path, where), key(path, "activation_scale"), where
-    )
-    if scale not in ("neuron_activations", "simulated_normalized_activations"):
-        raise where.error(
-            key(path, "activation_scale"),
-            f"unknown scale {scale!r}; expected 'neuron_activations' or "
-            "'simulated_normalized_activations'",
-        )
-    uncalibrated = obj.get("uncalibrated_simulation")
-    parsed = {
-        "tokens": tuple(
-            parse_str_list(required(obj, "tokens", path, where), key(path, "tokens"), where)
-        ),
-        "expected_activations": tuple(
-            parse_float_list(
-                required(obj, "expected_activations", path, where),
-                key(path, "expected_activations"),
-                where,
-            )
-        ),
-        "activation_scale": scale,
-        "distribution_values": nested("distribution_values"),
-        "distribution_probabilities": nested("distribution_probabilities"),
-        "uncalibrated_simulation": (
-            None
-            if uncalibrated is None
-            else _sequence_simulation(uncalibrated, key(path, "uncalibrated_simulation"), where)
-        ),
-    }
-    return build(OpenAISequenceSimulation, parsed, path, where)
-
-
-def _scored_sequence(value: Any, path: str, where: Where) -> OpenAIScoredSequence:
-    fields = ("simulation", "true_activations", *_SCORES)
-    obj = parse_object(value, path, where, "ScoredSequenceSimulation", fields)
-    parsed = {
-        "simulation": _sequence_simulation(
-            required(obj, "simulation", path, where), key(path, "simulation"), where
-        ),
-        "true_activations": tuple(
-            parse_float_list(
-                required(obj, "true_activations", path, where), key(path, "true_activations"), where
-            )
-        ),
-        **_scores(obj, path, where),
-    }
-    return build(OpenAIScoredSequence, parsed, path, where)
-
-
-def _scored_explanation(value: Any, path: str, where: Where) -> OpenAIScoredExplanation:
-    obj = parse_object(
-        value, path, where, "ScoredExplanation", ("explanation", "scored_simulation")
-    )
-    explanation = parse_str(
-        required(obj, "explanation", path, where), key(path, "explanation"), where
-    )
-    sim_path = key(path, "scored_simulation")
-    sim = parse_object(
-        required(obj, "scored_simulation", path, where),
-        sim_path,
-        where,
-        "ScoredSimulation",
-        ("scored_sequence_simulations", *_SCORES),
-    )
-    seq_path = key(sim_path, "scored_sequence_simulations")
-    sequences = parse_list(
-        required(sim, "scored_sequence_simulations", sim_path, where), seq_path, where
-    )
-    scored_simulation = build(
-        OpenAIScoredSimulation,
-        {
-            "scored_sequence_simulations": tuple(
-                _scored_sequence(v, index(seq_path, i), where) for i, v in enumerate(sequences)
-            ),
-            **_scores(sim, sim_path, where),
-        },
-        sim_path,
-        where,
-    )
-    return OpenAIScoredExplanation(explanation=explanation, scored_simulation=scored_simulation)
+    neuron_id: NeuronIdIn
+    scored_explanations: tuple[OpenAIScoredExplanation | None, ...]
 
 
 def _results(value: Any, where: Where, model: str, kind: str) -> OpenAINeuronSimulationResults:
-    obj = parse_object(
-        value, "", where, "NeuronSimulationResults", ("neuron_id", "scored_explanations")
-    )
-    unit = unit_from_openai(
-        required(obj, "neuron_id", "", where), "neuron_id", where, model=model, kind=kind
-    )
-    entries = parse_list(
-        required(obj, "scored_explanations", "", where), "scored_explanations", where
-    )
-    explanations = tuple(
-        None if v is None else _scored_explanation(v, index("scored_explanations", i), where)
-        for i, v in enumerate(entries)
-    )
-    return OpenAINeuronSimulationResults(unit=unit, scored_explanations=explanations)
+    read = validate(_ResultsIn, value, where)
+    unit = make_unit(model, read.neuron_id.layer_index, read.neuron_id.neuron_index, kind)
+    return OpenAINeuronSimulationResults(unit=unit, scored_explanations=read.scored_explanations)
 
 
 def simulation_results_from_openai(
-    data: Mapping[str, Any],
-    *,
-    model: str = "gpt2-xl",
-    kind: str = "mlp_neuron",
-    source: str | None = None,
+    data: JSONObject, *, model: str = "gpt2-xl", kind: str = "mlp_neuron", source: str | None = None
 ) -> OpenAINeuronSimulationResults:
     """Convert one parsed ``NeuronSimulationResults`` object into
     `OpenAINeuronSimulationResults`.
