@@ -145,14 +145,31 @@ def test_the_report_command_reads_a_resumed_v1_run(v1: Path) -> None:
 def test_a_run_database_of_a_newer_schema_is_refused(v1: Path) -> None:
     db = v1 / "run.sqlite"
     set_meta(db, "schema_version", SCHEMA_VERSION + 1)
-    newer = rf"schema {SCHEMA_VERSION + 1}, written by a newer neuron_explainer; this version "
-    with pytest.raises(FormatError, match=newer + rf"reads schemas 1 to {SCHEMA_VERSION}"):
+    newer = (
+        rf"run\.sqlite: run-database schema {SCHEMA_VERSION + 1} was written by a newer "
+        rf"neuron_explainer; this version reads 1 to {SCHEMA_VERSION}: upgrade neuron_explainer$"
+    )
+    with pytest.raises(FormatError, match=newer):
         RunStore(db)
     with pytest.raises(FormatError, match=newer):
         migrate(db)
     with pytest.raises(FormatError, match=newer):
         explain_neurons(v1 / "collection", layers=[0], neurons="0-7", db=db)
     assert raw_schema_version(db) == SCHEMA_VERSION + 1
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(0, r"run-database schema 0 is not a version"), (None, r"meta has no schema_version")],
+)
+def test_a_run_database_without_a_valid_schema_is_refused(
+    v1: Path, value: object, message: str
+) -> None:
+    set_meta(v1 / "run.sqlite", "schema_version", value)
+    with pytest.raises(FormatError, match=message):
+        RunStore(v1 / "run.sqlite")
+    with pytest.raises(FormatError, match=message):
+        migrate(v1 / "run.sqlite")
 
 
 def test_a_schema_that_cannot_be_read_as_it_is_names_the_migrate_command(
@@ -216,15 +233,15 @@ def test_a_collection_of_a_newer_format_is_refused(v1: Path) -> None:
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta_path.write_text(json.dumps({**meta, "format": FORMAT_VERSION + 1}), encoding="utf-8")
     newer = (
-        rf"collection of format {FORMAT_VERSION + 1}, written by a newer neuron_explainer; "
-        rf"this version reads formats 1 to {FORMAT_VERSION}: upgrade neuron_explainer"
+        rf"collection: collection format {FORMAT_VERSION + 1} was written by a newer "
+        rf"neuron_explainer; this version reads 1 to {FORMAT_VERSION}: upgrade neuron_explainer$"
     )
     with pytest.raises(FormatError, match=newer):
         Collection(v1 / "collection")
     with pytest.raises(FormatError, match=newer):
         migrate(v1 / "collection")
     meta_path.write_text(json.dumps({**meta, "format": "one"}), encoding="utf-8")
-    with pytest.raises(FormatError, match="unknown collection format 'one'"):
+    with pytest.raises(FormatError, match=r"collection format 'one' is not a version"):
         Collection(v1 / "collection")
 
 
@@ -247,9 +264,9 @@ def test_a_v1_result_loads_and_is_upgraded() -> None:
 @pytest.mark.parametrize(
     ("version", "message"),
     [
-        (RESULT_FORMAT_VERSION + 1, "was written by a newer neuron_explainer"),
-        (0, "format_version must be a positive integer, got 0"),
-        ("2", "format_version must be a positive integer, got '2'"),
+        (RESULT_FORMAT_VERSION + 1, "result format 3 was written by a newer neuron_explainer"),
+        (0, r"result format 0 is not a version \(a positive integer\)"),
+        ("2", r"result format '2' is not a version \(a positive integer\)"),
     ],
 )
 def test_a_result_of_an_unknown_version_is_refused(v1: Path, version: object, message: str) -> None:

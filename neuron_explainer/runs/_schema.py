@@ -50,6 +50,7 @@ from typing import IO, Any
 
 from neuron_explainer._version import __version__
 from neuron_explainer.errors import FormatError, UsageError
+from neuron_explainer.results import check_stored_version
 
 __all__ = [
     "MIGRATIONS",
@@ -233,24 +234,20 @@ def check_version(path: Path, version: Any, *, to_read: bool = True) -> int:
     it, and with ``to_read`` also read it before migrating.
 
     Raises:
-        FormatError: no valid version; a version newer than `SCHEMA_VERSION`; or (``to_read``)
-            an older one that must be migrated before it can be read, naming the command.
+        FormatError: no version or an invalid one; a version newer than `SCHEMA_VERSION`; or
+            (``to_read``) an older one that must be migrated before it can be read, naming the
+            command.
     """
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise FormatError(f"{path} is not a run database: its schema_version is {version!r}")
-    if version > SCHEMA_VERSION:
+    if version is None:
+        raise FormatError(f"{path} is not a run database: its meta has no schema_version")
+    checked = check_stored_version(version, SCHEMA_VERSION, f"{path}: run-database schema")
+    if to_read and not all(MIGRATIONS[v].reads_as_is for v in range(checked, SCHEMA_VERSION)):
         raise FormatError(
-            f"{path} is a run database of schema {version}, written by a newer "
-            f"neuron_explainer; this version reads schemas 1 to {SCHEMA_VERSION}: upgrade "
-            "neuron_explainer"
-        )
-    if to_read and not all(MIGRATIONS[v].reads_as_is for v in range(version, SCHEMA_VERSION)):
-        raise FormatError(
-            f"{path} is a run database of schema {version}, which this version reads only "
+            f"{path} is a run database of schema {checked}, which this version reads only "
             f"after migrating it to schema {SCHEMA_VERSION}: run `neuron-explainer migrate "
             f"{path}` (it keeps a backup)"
         )
-    return version
+    return checked
 
 
 def backup_path(path: Path, version: int) -> Path:

@@ -45,6 +45,7 @@ COLLECTION_MIGRATIONS: dict[int, Callable[[Path], None]] = {}
 updates ``meta.json``'s ``"format"`` afterwards (keeping a copy of the old ``meta.json``)."""
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+"""The first bytes of every SQLite database file."""
 
 
 class Migrated(BaseModel):
@@ -95,18 +96,28 @@ def migrate(path: str | os.PathLike[str]) -> Migrated:
         OSError: a file cannot be read or written.
     """
     target = Path(path)
+    kind: StoredKind
     if target.is_dir():
-        return _migrate_collection(target)
-    if not target.is_file():
+        kind, (version, newest, backup) = "collection", _migrate_collection(target)
+    elif not target.is_file():
         raise InvalidInputError(f"no such file or folder: {target}")
-    with open(target, "rb") as f:
-        head = f.read(len(_SQLITE_MAGIC))
-    if head == _SQLITE_MAGIC:
-        return _migrate_run_database(target)
-    return _migrate_result(target)
+    elif _is_sqlite(target):
+        kind, (version, newest, backup) = "run database", _migrate_run_database(target)
+    else:
+        kind, (version, newest, backup) = "result", _migrate_result(target)
+    return Migrated(path=target, kind=kind, from_version=version, to_version=newest, backup=backup)
 
 
-def _migrate_run_database(path: Path) -> Migrated:
+_Outcome = tuple[int, int, Path | None]
+"""The version before, the version now, and the backup (``None`` when nothing was written)."""
+
+
+def _is_sqlite(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+
+
+def _migrate_run_database(path: Path) -> _Outcome:
     lock = take_run_lock(path)
     db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
     try:
@@ -119,35 +130,23 @@ def _migrate_run_database(path: Path) -> Migrated:
         db.close()
         if lock is not None:
             lock.close()
-    return Migrated(
-        path=path,
-        kind="run database",
-        from_version=version,
-        to_version=SCHEMA_VERSION,
-        backup=backup,
-    )
+    return version, SCHEMA_VERSION, backup
 
 
-def _migrate_collection(folder: Path) -> Migrated:
+def _migrate_collection(folder: Path) -> _Outcome:
     meta = read_json(folder / META)
     version = check_format(folder, meta.get("format"))
     if version == FORMAT_VERSION:
-        return Migrated(path=folder, kind="collection", from_version=version, to_version=version)
+        return version, version, None
     backup = _copy_aside(folder / META, version)
     for step in range(version, FORMAT_VERSION):
         COLLECTION_MIGRATIONS[step](folder)
     meta = read_json(folder / META)  # a step may have rewritten it
     _replace_text(folder / META, json.dumps({**meta, "format": FORMAT_VERSION}, indent=1))
-    return Migrated(
-        path=folder,
-        kind="collection",
-        from_version=version,
-        to_version=FORMAT_VERSION,
-        backup=backup,
-    )
+    return version, FORMAT_VERSION, backup
 
 
-def _migrate_result(path: Path) -> Migrated:
+def _migrate_result(path: Path) -> _Outcome:
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -156,7 +155,6 @@ def _migrate_result(path: Path) -> Migrated:
         raise InvalidInputError(
             f"{path} is neither a run database, a collection folder nor a result JSON file"
         )
-    version = data.get("format_version", 1)
     try:
         result = ExplanationResult.model_validate(data)
     except ValidationError as exc:
@@ -164,17 +162,12 @@ def _migrate_result(path: Path) -> Migrated:
         where = ".".join(str(part) for part in first["loc"]) or "top level"
         message = str(first["msg"]).removeprefix("Value error, ")
         raise FormatError(f"{path} is not a readable result: {where}: {message}") from None
+    version = data.get("format_version", 1)
     if version == RESULT_FORMAT_VERSION:
-        return Migrated(path=path, kind="result", from_version=version, to_version=version)
+        return version, version, None
     backup = _copy_aside(path, version)
     _replace_text(path, result.model_dump_json())
-    return Migrated(
-        path=path,
-        kind="result",
-        from_version=version,
-        to_version=RESULT_FORMAT_VERSION,
-        backup=backup,
-    )
+    return version, RESULT_FORMAT_VERSION, backup
 
 
 def _copy_aside(path: Path, version: int) -> Path:
