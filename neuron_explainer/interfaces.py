@@ -137,11 +137,26 @@ class _Component:
     """Registry name of the component (e.g. ``"token-table"``); the class name if empty."""
     role: ClassVar[Literal["explainer", "simulator"]]
     """What the component does in the pipeline."""
+    version: ClassVar[str | None] = None
+    """Version of the component's behaviour, recorded in `info`; change it when results do."""
+    prompt_version: ClassVar[str | None] = None
+    """Version of the prompts an LLM-backed component sends, recorded in `info`."""
+    recorded_settings: ClassVar[tuple[str, ...]] = ()
+    """The attributes `info` records as settings (an ``llm`` by its name)."""
 
     @property
     def info(self) -> ComponentInfo:
-        """Name, version and settings recorded in results. Override to add settings."""
-        return ComponentInfo(name=self.name or type(self).__name__)
+        """Name, `version`, `prompt_version` and the `recorded_settings`, recorded in every
+        result. Override it to record more."""
+        settings = {key: getattr(self, key) for key in self.recorded_settings}
+        if "llm" in settings:
+            settings["llm"] = settings["llm"].name
+        return ComponentInfo(
+            name=self.name or type(self).__name__,
+            version=self.version,
+            prompt_version=self.prompt_version,
+            settings=settings,
+        )
 
 
 class Subject(ABC):

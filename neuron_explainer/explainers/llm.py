@@ -162,6 +162,17 @@ class LLMExplainer(Explainer):
     """
 
     name = "llm"
+    version = "2"
+    prompt_version = PROMPT_VERSION
+    recorded_settings = (
+        "llm",
+        "max_tokens",
+        "temperature",
+        "n_candidates",
+        "candidate_temperature",
+        "few_shot",
+        "context_window",
+    )
 
     def __init__(
         self,
@@ -195,21 +206,10 @@ class LLMExplainer(Explainer):
 
     @property
     def info(self) -> ComponentInfo:
-        return ComponentInfo(
-            name=self.name,
-            version="2",
-            prompt_version=PROMPT_VERSION,
-            settings={
-                "llm": self.llm.name,
-                "max_tokens": self.max_tokens,
-                "temperature": self.temperature,
-                "n_candidates": self.n_candidates,
-                "candidate_temperature": self.candidate_temperature,
-                "few_shot": self.few_shot,
-                "context_window": self.context_window,
-                "token_count": "custom" if self.count_tokens else f"chars/{CHARS_PER_TOKEN}",
-            },
-        )
+        """The `recorded_settings`, and how the prompt's tokens are counted."""
+        info = super().info
+        token_count = "custom" if self.count_tokens else f"chars/{CHARS_PER_TOKEN}"
+        return info.model_copy(update={"settings": {**info.settings, "token_count": token_count}})
 
     def messages(
         self,

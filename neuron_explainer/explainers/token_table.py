@@ -9,7 +9,7 @@ from neuron_explainer.errors import ExplanationError
 from neuron_explainer.interfaces import Explainer
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.records.lookup import TokenTable, build_token_table
-from neuron_explainer.results import ComponentInfo, Explanation
+from neuron_explainer.results import Explanation
 
 __all__ = ["TokenTableExplainer", "describe_table"]
 
@@ -95,6 +95,8 @@ class TokenTableExplainer(Explainer):
     """
 
     name = "token-table"
+    version = "1"
+    recorded_settings = ("prior_weight", "max_tokens", "max_contexts", "max_listed")
 
     def __init__(
         self,
@@ -108,19 +110,6 @@ class TokenTableExplainer(Explainer):
         self.max_tokens = max_tokens
         self.max_contexts = max_contexts
         self.max_listed = max_listed
-
-    @property
-    def info(self) -> ComponentInfo:
-        return ComponentInfo(
-            name=self.name,
-            version="1",
-            settings={
-                "prior_weight": self.prior_weight,
-                "max_tokens": self.max_tokens,
-                "max_contexts": self.max_contexts,
-                "max_listed": self.max_listed,
-            },
-        )
 
     async def aexplain(self, records: Sequence[ActivationRecord]) -> Explanation:
         """Build the table from ``records`` and describe it.

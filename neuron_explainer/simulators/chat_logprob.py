@@ -46,7 +46,7 @@ from neuron_explainer.interfaces import (
 )
 from neuron_explainer.llm.base import LLM, Choice, Message, TokenLogprob
 from neuron_explainer.llm.prompts import escape_token
-from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
+from neuron_explainer.results import Explanation, SequenceSimulation
 from neuron_explainer.simulators._common import (
     ESCAPES,
     TASK,
@@ -208,6 +208,9 @@ class ChatLogprobSimulator(Simulator):
     """
 
     name = "llm-chat-logprob"
+    version = "1"
+    prompt_version = PROMPT_VERSION
+    recorded_settings = ("llm", "retries", "top_logprobs", "excerpts_per_request")
 
     def __init__(
         self,
@@ -234,20 +237,6 @@ class ChatLogprobSimulator(Simulator):
         )
         self.llm, self.retries, self.top_logprobs = llm, retries, top_logprobs
         self.excerpts_per_request = excerpts_per_request
-
-    @property
-    def info(self) -> ComponentInfo:
-        return ComponentInfo(
-            name=self.name,
-            version="1",
-            prompt_version=PROMPT_VERSION,
-            settings={
-                "llm": self.llm.name,
-                "retries": self.retries,
-                "top_logprobs": self.top_logprobs,
-                "excerpts_per_request": self.excerpts_per_request,
-            },
-        )
 
     def messages(
         self, explanation: Explanation, excerpts: Sequence[Sequence[str]]

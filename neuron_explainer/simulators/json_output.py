@@ -16,7 +16,7 @@ from neuron_explainer.errors import InvalidInputError, SimulationError
 from neuron_explainer.interfaces import CallEstimate, Simulator, estimate_prompt_tokens
 from neuron_explainer.llm.base import LLM, Message
 from neuron_explainer.llm.prompts import extract_json_object
-from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
+from neuron_explainer.results import Explanation, SequenceSimulation
 from neuron_explainer.simulators._common import (
     TASK,
     check_count,
@@ -100,6 +100,9 @@ class JSONSimulator(Simulator):
     """
 
     name = "llm-json"
+    version = "1"
+    prompt_version = PROMPT_VERSION
+    recorded_settings = ("llm", "retries", "excerpts_per_request")
 
     def __init__(
         self, llm: LLM | None = None, *, retries: int = 2, excerpts_per_request: int = 1
@@ -116,19 +119,6 @@ class JSONSimulator(Simulator):
             )
         llm.require("chat", by="the 'llm-json' simulator")
         self.llm, self.retries, self.excerpts_per_request = llm, retries, excerpts_per_request
-
-    @property
-    def info(self) -> ComponentInfo:
-        return ComponentInfo(
-            name=self.name,
-            version="1",
-            prompt_version=PROMPT_VERSION,
-            settings={
-                "llm": self.llm.name,
-                "retries": self.retries,
-                "excerpts_per_request": self.excerpts_per_request,
-            },
-        )
 
     def messages(self, explanation: Explanation, tokens: Sequence[str]) -> list[Message]:
         """The chat messages sent to simulate ``tokens``."""

@@ -27,8 +27,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
-from pydantic import JsonValue
-
 from neuron_explainer.errors import CapabilityError, InvalidInputError, SimulationError
 from neuron_explainer.interfaces import (
     REQUEST_OVERHEAD,
@@ -177,6 +175,9 @@ class PromptLogprobSimulator(Simulator):
     """
 
     name = "llm-prompt-logprob"
+    version = "1"
+    prompt_version = PROMPT_VERSION
+    recorded_settings = ("llm", "top_logprobs")
 
     def __init__(
         self,
@@ -214,12 +215,11 @@ class PromptLogprobSimulator(Simulator):
 
     @property
     def info(self) -> ComponentInfo:
-        settings: dict[str, JsonValue] = {"llm": self.llm.name, "top_logprobs": self.top_logprobs}
-        if self.digits == "logits":
-            settings["digits"] = "logits"
-        return ComponentInfo(
-            name=self.name, version="1", prompt_version=PROMPT_VERSION, settings=settings
-        )
+        """The `recorded_settings`, and ``digits`` when they come from the logits."""
+        info = super().info
+        if self.digits != "logits":
+            return info
+        return info.model_copy(update={"settings": {**info.settings, "digits": "logits"}})
 
     def estimate(self, explanation: Explanation, excerpts: Sequence[Sequence[str]]) -> CallEstimate:
         """The requests and tokens of simulating ``excerpts``, sending nothing: one request

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.interfaces import Simulator
 from neuron_explainer.records.lookup import TokenTable
-from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
+from neuron_explainer.results import Explanation, SequenceSimulation
 
 __all__ = ["TokenTableSimulator"]
 
@@ -23,10 +23,7 @@ class TokenTableSimulator(Simulator):
     """
 
     name = "token-table"
-
-    @property
-    def info(self) -> ComponentInfo:
-        return ComponentInfo(name=self.name, version="1")
+    version = "1"
 
     def table(self, explanation: Explanation) -> TokenTable:
         """The `TokenTable` carried by ``explanation``.
