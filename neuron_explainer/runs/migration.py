@@ -48,6 +48,10 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 """The first bytes of every SQLite database file."""
 
 
+_Outcome = tuple[int, int, Path | None]
+"""The version before, the version now, and the backup (``None`` when nothing was written)."""
+
+
 class Migrated(BaseModel):
     """What `migrate` did to one path.
 
@@ -106,10 +110,6 @@ def migrate(path: str | os.PathLike[str]) -> Migrated:
     else:
         kind, (version, newest, backup) = "result", _migrate_result(target)
     return Migrated(path=target, kind=kind, from_version=version, to_version=newest, backup=backup)
-
-
-_Outcome = tuple[int, int, Path | None]
-"""The version before, the version now, and the backup (``None`` when nothing was written)."""
 
 
 def _is_sqlite(path: Path) -> bool:
