@@ -6,6 +6,7 @@ transformers; subjects that run models load them when they are used.
 
 from typing import TYPE_CHECKING
 
+from neuron_explainer import errors as _errors
 from neuron_explainer._compat import install as _install_moved_modules
 from neuron_explainer._lazy import attach
 from neuron_explainer._version import __version__ as __version__
@@ -64,47 +65,27 @@ __getattr__, __dir__ = attach(__name__, _EXPORTS)
 _install_moved_modules()  # the module paths of 0.1, deprecated (see _compat)
 
 __all__ = [
+    *_errors.__all__,
     "ActivationRecord",
-    "AuthenticationError",
-    "BadRequestError",
     "BudgetExceededError",
     "Calibration",
-    "CapabilityError",
     "ComponentInfo",
-    "DuplicateComponentError",
     "ExplainOptions",
     "Explainer",
     "Explanation",
-    "ExplanationError",
     "ExplanationResult",
-    "FormatError",
-    "InsufficientRecordsError",
-    "InvalidInputError",
-    "InvalidRecordError",
-    "InvalidResponseError",
-    "LLMConnectionError",
-    "LLMError",
-    "LLMTimeoutError",
-    "NeuronExplainerError",
     "NeuronRecord",
-    "PluginError",
-    "PluginWarning",
     "PromptScale",
     "Provenance",
-    "RateLimitError",
     "RunStore",
     "Score",
     "ScoredSequence",
     "ScoredSimulation",
     "SequenceSimulation",
-    "ServerError",
-    "SimulationError",
     "Simulator",
     "Splits",
     "Subject",
     "UnitId",
-    "UnknownComponentError",
-    "UsageError",
     "UsageSummary",
     "__version__",
     "aexplain_neuron",

@@ -101,38 +101,24 @@ DTypeOpt = Annotated[
     DType | None,
     typer.Option("--dtype", help="The model's dtype (default float32).", show_default=False),
 ]
-WindowLength = Annotated[
-    int | None,
-    typer.Option(
-        "--window-length",
-        min=1,
-        help="Tokens per excerpt; excerpts never cross a document (default 64).",
-        show_default=False,
-    ),
-]
+
+
+def _count(flag: str, minimum: int, help: str) -> Any:
+    """An optional count; ``None`` (not given) leaves the library's default, named in
+    ``help``."""
+    return typer.Option(flag, min=minimum, help=help, show_default=False)
+
+
+_EXCERPT = "Tokens per excerpt; excerpts never cross a document (default 64)."
+WindowLength = Annotated[int | None, _count("--window-length", 1, _EXCERPT)]
 BatchSize = Annotated[
-    int | None,
-    typer.Option(
-        "--batch-size", min=1, help="Excerpts per forward pass (default 16).", show_default=False
-    ),
+    int | None, _count("--batch-size", 1, "Excerpts per forward pass (default 16).")
 ]
 TopK = Annotated[
-    int | None,
-    typer.Option(
-        "--top-k",
-        min=1,
-        help="Top-activating excerpts kept per neuron (default 40).",
-        show_default=False,
-    ),
+    int | None, _count("--top-k", 1, "Top-activating excerpts kept per neuron (default 40).")
 ]
 NRandom = Annotated[
-    int | None,
-    typer.Option(
-        "--n-random",
-        min=0,
-        help="Random excerpts kept per neuron (default 30).",
-        show_default=False,
-    ),
+    int | None, _count("--n-random", 0, "Random excerpts kept per neuron (default 30).")
 ]
 BOS_HELP = (
     "BOS policy: none (text tokens only), document (a BOS token starts each document), "

@@ -3,6 +3,7 @@
 See docs/plugins.md for a tutorial. The hooks are in `neuron_explainer.plugins.hookspecs`.
 """
 
+from neuron_explainer.plugins import registry as _registry
 from neuron_explainer.plugins.hookspecs import Register as Register
 from neuron_explainer.plugins.hookspecs import hookimpl as hookimpl
 from neuron_explainer.plugins.registry import DEFAULT_LLM_EXPLAINER as DEFAULT_LLM_EXPLAINER
@@ -15,16 +16,4 @@ from neuron_explainer.plugins.registry import Registry as Registry
 from neuron_explainer.plugins.registry import default_registry as default_registry
 from neuron_explainer.plugins.registry import list_components as list_components
 
-__all__ = [
-    "DEFAULT_LLM_EXPLAINER",
-    "DEFAULT_LLM_SIMULATOR",
-    "ENTRY_POINT_GROUP",
-    "FALLBACK_LLM_SIMULATOR",
-    "ComponentEntry",
-    "PluginStatus",
-    "Register",
-    "Registry",
-    "default_registry",
-    "hookimpl",
-    "list_components",
-]
+__all__ = ["Register", "hookimpl", *_registry.__all__]

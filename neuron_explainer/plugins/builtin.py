@@ -143,26 +143,17 @@ _BUILTINS: dict[str, list[tuple[str, Callable[..., Any], tuple[str, ...], str]]]
 }
 
 
-def _register(register: Register, kind: str) -> None:
-    for name, factory, aliases, description in _BUILTINS[kind]:
-        register(factory, name=name, aliases=aliases, description=description)
+def _registering(kind: str) -> Callable[[Register], None]:
+    """The hook implementation that registers the built-in components of ``kind``."""
+
+    def hook(register: Register) -> None:
+        for name, factory, aliases, description in _BUILTINS[kind]:
+            register(factory, name=name, aliases=aliases, description=description)
+
+    return hookimpl(hook)
 
 
-@hookimpl
-def register_llm_providers(register: Register) -> None:
-    _register(register, "llm_provider")
-
-
-@hookimpl
-def register_subjects(register: Register) -> None:
-    _register(register, "subject")
-
-
-@hookimpl
-def register_explainers(register: Register) -> None:
-    _register(register, "explainer")
-
-
-@hookimpl
-def register_simulators(register: Register) -> None:
-    _register(register, "simulator")
+register_llm_providers = _registering("llm_provider")
+register_subjects = _registering("subject")
+register_explainers = _registering("explainer")
+register_simulators = _registering("simulator")

@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from neuron_explainer.errors import ExplanationError, InsufficientRecordsError
 from neuron_explainer.interfaces import CallEstimate as CallEstimate
@@ -55,34 +55,30 @@ _TOTALS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd")
 
 
 class NeuronEstimate(BaseModel):
-    """The estimate for one unit: the sum of its ``parts`` (each priced)."""
+    """The estimate for one unit: its ``parts`` (each priced) and their sums.
+
+    Attributes:
+        parts: one `CallEstimate` per component.
+        requests, prompt_tokens, completion_tokens, cost_usd: the sums over ``parts``
+            (computed from them; any given are replaced).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     parts: tuple[CallEstimate, ...]
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
 
-    def _total(self, field: str) -> Any:
-        return sum(getattr(p, field) or 0 for p in self.parts)
-
-    @property
-    def requests(self) -> int:
-        """Requests, all components together."""
-        return int(self._total("requests"))
-
-    @property
-    def prompt_tokens(self) -> int:
-        """Prompt tokens, all components together."""
-        return int(self._total("prompt_tokens"))
-
-    @property
-    def completion_tokens(self) -> int:
-        """Completion tokens, all components together."""
-        return int(self._total("completion_tokens"))
-
-    @property
-    def cost_usd(self) -> float:
-        """Estimated cost in USD, all components together."""
-        return float(self._total("cost_usd"))
+    @model_validator(mode="before")
+    @classmethod
+    def _sum_parts(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or "parts" not in data:
+            return data
+        parts = [CallEstimate.model_validate(p) for p in data["parts"]]
+        totals = {key: sum(getattr(p, key) or 0 for p in parts) for key in _TOTALS}
+        return {**data, "parts": parts, **totals}
 
 
 def _priced(part: CallEstimate, component: Explainer | Simulator) -> CallEstimate:
