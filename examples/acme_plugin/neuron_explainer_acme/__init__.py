@@ -114,10 +114,12 @@ class AcmeSubject(Subject):
 @hookimpl
 def register_llm_providers(register: Register) -> None:
     register(AcmeLLM, name="acme", description="Acme's rule-based chat models (example plugin)")
+    # --8<-- [end:hook]
 
 
+# --8<-- [start:subject-hook]
 @hookimpl
 def register_subjects(register: Register) -> None:
     # Built as AcmeSubject(model=..., corpus=..., **subject_options) by explain_neuron.
     register(AcmeSubject, name="acme-rules", description="Acme's rule-based units (example)")
-    # --8<-- [end:hook]
+    # --8<-- [end:subject-hook]
