@@ -23,6 +23,7 @@ import numpy as np
 from neuron_explainer.errors import FormatError, InvalidInputError
 from neuron_explainer.interfaces import Subject
 from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
+from neuron_explainer.results import check_stored_version
 
 __all__ = ["Collection", "CollectionSubject"]
 
@@ -48,14 +49,7 @@ def check_format(path: Path, version: Any) -> int:
     Raises:
         FormatError: not a positive integer, or a format newer than `FORMAT_VERSION`.
     """
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise FormatError(f"{path}: unknown collection format {version!r} in {META}")
-    if version > FORMAT_VERSION:
-        raise FormatError(
-            f"{path} is a collection of format {version}, written by a newer neuron_explainer; "
-            f"this version reads formats 1 to {FORMAT_VERSION}: upgrade neuron_explainer"
-        )
-    return version
+    return check_stored_version(version, FORMAT_VERSION, f"{path}: collection format")
 
 
 def read_json(path: Path) -> dict[str, Any]:
