@@ -6,9 +6,13 @@
 * `neuron_explainer.runs.batch`: `explain_neurons`, many units, resumable, in a run database.
 * `neuron_explainer.runs.rescore`: re-score a finished run with another simulator.
 * `neuron_explainer.runs.store`: `RunStore`, the SQLite run database (versioned).
-* `neuron_explainer.runs.estimate`: what a unit or a run would cost, with nothing sent.
+* `neuron_explainer.runs.estimate`: what a unit or a run would cost, with nothing sent (each
+  component answers its own part: `Explainer.estimate`, `Simulator.estimate`).
 * ``_runner`` (the unit runner: concurrency, budget, commits) and ``_sources`` (where a
   batch's records come from) are private.
+
+Each takes its options as one `neuron_explainer.options.ExplainOptions` (what a result depends
+on) and `neuron_explainer.options.RunOptions` (how the run goes), validated once.
 
 Runs sit above the stages (subjects, explainers, simulators, scorers) and the plugin registry;
 only the report, the CLI and the testing tools import them.
