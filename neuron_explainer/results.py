@@ -12,15 +12,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, JsonValue, model_validator
 
 from neuron_explainer._version import __version__
+from neuron_explainer.errors import FormatError
 from neuron_explainer.records import ActivationRecord, Provenance, UnitId
 from neuron_explainer.records.splits import SplitPlan
 
 __all__ = [
+    "RESULT_FORMAT_VERSION",
     "ActivationScale",
     "Calibration",
     "ComponentInfo",
@@ -272,11 +274,53 @@ class UsageSummary(BaseModel):
         )
 
 
+RESULT_FORMAT_VERSION = 2
+"""The version of the `ExplanationResult` JSON this library writes (``format_version``).
+
+1: 0.1.0, no ``format_version`` field; 2: the field. Older JSON is upgraded on load."""
+
+
+def check_stored_version(version: Any, newest: int, what: str) -> int:
+    """``version``, the format version a stored file says it has, checked against ``newest``,
+    the version this library writes (its readers read every version from 1 to ``newest``).
+
+    Raises:
+        FormatError: ``version`` is not a positive integer, or it is newer than ``newest``
+            (the message, which starts with ``what``, says to upgrade neuron_explainer).
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise FormatError(f"{what} {version!r} is not a version (a positive integer)")
+    if version > newest:
+        raise FormatError(
+            f"{what} {version} was written by a newer neuron_explainer; this version reads 1 "
+            f"to {newest}: upgrade neuron_explainer"
+        )
+    return version
+
+
+def _upgrade_result(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (an `ExplanationResult` as JSON data of any known version) in the current
+    version; a missing ``format_version`` means 1.
+
+    Raises:
+        FormatError: the version is not a positive integer, or newer than this library's.
+    """
+    check_stored_version(data.get("format_version", 1), RESULT_FORMAT_VERSION, "result format")
+    # 1 -> 2 only adds the version field; a later change adds its step here.
+    return {**data, "format_version": RESULT_FORMAT_VERSION}
+
+
 class ExplanationResult(BaseModel):
-    """One unit explained and scored, with everything that produced the result."""
+    """One unit explained and scored, with everything that produced the result.
+
+    ``format_version`` is `RESULT_FORMAT_VERSION`: JSON of an older version (0.1.0's has no
+    such field) is upgraded when it is read; a newer version is refused (a
+    ``pydantic.ValidationError`` saying so).
+    """
 
     model_config = _FROZEN
 
+    format_version: int = RESULT_FORMAT_VERSION
     unit: UnitId
     explanation: Explanation
     scored: ScoredSimulation
@@ -287,6 +331,11 @@ class ExplanationResult(BaseModel):
     usage: UsageSummary = UsageSummary()
     library_version: str = __version__
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        return _upgrade_result(data) if isinstance(data, dict) else data
 
     @property
     def score(self) -> float | None:

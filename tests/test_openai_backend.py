@@ -485,6 +485,7 @@ def test_the_key_never_leaks(
     for error in (refused.value, failed.value):
         assert SECRET not in str(error) + repr(error)
         assert "***" in str(error)
+    assert "retrying in" in caplog.text  # the retries were logged, without the key
     assert SECRET not in caplog.text
     assert server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
     assert server.requests[0].headers["openai-organization"] == "org-1"

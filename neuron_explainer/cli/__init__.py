@@ -2,7 +2,8 @@
 
 Commands: ``collect`` (record every neuron of some layers into a folder), ``explain`` (one
 neuron), ``run`` (a resumable batch into a database), ``score`` (re-score a database with
-another simulator), ``report`` (a static HTML report), ``plugins`` (what is installed).
+another simulator), ``report`` (a static HTML report), ``migrate`` (upgrade stored files),
+``plugins`` (what is installed).
 Results go to stdout, progress bars and errors to stderr. Exit codes (`exit_code`): 0 success,
 1 a runtime failure, 2 bad input, 130 interrupted; ``--debug`` shows the traceback. See
 docs/cli.md.
@@ -11,7 +12,7 @@ This package imports typer and rich; ``import neuron_explainer`` never imports i
 parts (torch, transformers, the batch runner) are imported by the commands that use them.
 """
 
-from neuron_explainer.cli import _batch, _explain, _plugins  # noqa: F401  (registers commands)
+from neuron_explainer.cli import _batch, _explain, _migrate, _plugins  # noqa: F401  (registers commands)
 from neuron_explainer.cli._app import app as app
 from neuron_explainer.cli._app import main as main
 from neuron_explainer.cli._support import exit_code as exit_code

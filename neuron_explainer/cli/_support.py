@@ -244,10 +244,11 @@ def check_components(*, explainer: str | None = None, simulator: str | None = No
 
 
 def _check_openai_key(kind: str, spec: str) -> None:
-    from neuron_explainer.llm.openai import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, _is_local
+    from neuron_explainer.llm.openai import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL
+    from neuron_explainer.llm.transport import is_local_url
 
     base_url = os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
-    if os.environ.get(ENV_API_KEY) or _is_local(base_url):
+    if os.environ.get(ENV_API_KEY) or is_local_url(base_url):
         return
     raise InvalidInputError(
         f"the {kind} {spec!r} needs an API key: set the {ENV_API_KEY} environment variable "
