@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neuron_explainer._aio import run_sync
+from neuron_explainer._aio import sync_twin
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.interfaces import Explainer, Simulator
 from neuron_explainer.options import ExplainOptions, RunOptions
@@ -178,78 +178,10 @@ async def aexplain_neurons(
     progress: Callable[[RunEvent], None] | None = None,
     sample_units: int = 3,
 ) -> RunSummary | RunEstimate:
-    """Async twin of `explain_neurons`; use it inside a running event loop."""
-    started = time.perf_counter()
-    run = RunOptions.build(
-        concurrency=concurrency,
-        budget_usd=budget_usd,
-        retry_failed=retry_failed,
-        sample_units=sample_units,
-    )
-    options = ExplainOptions.build(explain_options)
-    db_path = Path(db)
-    components = registry or default_registry()
-    the_explainer = components.explainer(explainer)
-    the_simulator = components.simulator(simulator)
-    config: dict[str, Any] = {
-        "explainer": the_explainer.info.model_dump(mode="json"),
-        "simulator": the_simulator.info.model_dump(mode="json"),
-        "options": options.model_dump(mode="json"),
-    }
-    _refuse_mismatch(db_path, "explain", config, partial=True)
-    src = await open_source(
-        source,
-        model=model,
-        corpus=corpus,
-        records=records,
-        source_name=source_name,
-        collection_dir=collection_dir or db_path.with_name(db_path.stem + ".collection"),
-        layers=layers,
-        collect_options=collect_options,
-    )
-    config["source"] = src.identity
-    chosen = select_units(src, layers=layers, neurons=neurons, units=units)
-    if dry_run:
-        return await _dry_run(
-            db_path, config, src, chosen, the_explainer, the_simulator, options, run
-        )
-
-    async def work(unit: UnitId) -> ExplanationResult:
-        return await explain_record(await src.record(unit), the_explainer, the_simulator, options)
-
-    with RunStore(db_path, create=True) as store:
-        store.lock()
-        store.check_config("explain", _as_held(store, config), {"source_path": src.path})
-        return await run_units(
-            store, "explain", chosen, work, run=run, progress=progress, started=started, source=src
-        )
-
-
-def explain_neurons(
-    source: Collection | str | os.PathLike[str] | None = None,
-    *,
-    model: str | os.PathLike[str] | Any = None,
-    corpus: Any = None,
-    records: RecordSource | None = None,
-    source_name: str | None = None,
-    collection_dir: str | os.PathLike[str] | None = None,
-    layers: str | Sequence[int] | None = None,
-    neurons: str | Sequence[int] | None = None,
-    units: Iterable[UnitId] | None = None,
-    db: str | os.PathLike[str],
-    explainer: Explainer | str = "token-table",
-    simulator: Simulator | str = "token-table",
-    concurrency: int = 8,
-    budget_usd: float | None = None,
-    dry_run: bool = False,
-    retry_failed: bool = False,
-    collect_options: Mapping[str, Any] | None = None,
-    explain_options: Mapping[str, Any] | None = None,
-    registry: Registry | None = None,
-    progress: Callable[[RunEvent], None] | None = None,
-    sample_units: int = 3,
-) -> RunSummary | RunEstimate:
     """Explain and score many units, resumably, with the run's state in the SQLite file ``db``.
+
+    `aexplain_neurons` is the coroutine: await it inside a running event loop. `explain_neurons`
+    runs it from synchronous code; both take the same arguments.
 
     Every chosen unit that is not done yet goes through `explain_neuron`, ``concurrency`` at
     a time; each result is committed the moment it finishes. Call it again with the same
@@ -300,28 +232,50 @@ def explain_neurons(
         AuthenticationError, CapabilityError, and any error that is not a unit's own failure:
             the run stops (finished units stay committed) and the error propagates.
     """
-    return run_sync(
-        aexplain_neurons(
-            source,
-            model=model,
-            corpus=corpus,
-            records=records,
-            source_name=source_name,
-            collection_dir=collection_dir,
-            layers=layers,
-            neurons=neurons,
-            units=units,
-            db=db,
-            explainer=explainer,
-            simulator=simulator,
-            concurrency=concurrency,
-            budget_usd=budget_usd,
-            dry_run=dry_run,
-            retry_failed=retry_failed,
-            collect_options=collect_options,
-            explain_options=explain_options,
-            registry=registry,
-            progress=progress,
-            sample_units=sample_units,
-        )
+    started = time.perf_counter()
+    run = RunOptions.build(
+        concurrency=concurrency,
+        budget_usd=budget_usd,
+        retry_failed=retry_failed,
+        sample_units=sample_units,
     )
+    options = ExplainOptions.build(explain_options)
+    db_path = Path(db)
+    components = registry or default_registry()
+    the_explainer = components.explainer(explainer)
+    the_simulator = components.simulator(simulator)
+    config: dict[str, Any] = {
+        "explainer": the_explainer.info.model_dump(mode="json"),
+        "simulator": the_simulator.info.model_dump(mode="json"),
+        "options": options.model_dump(mode="json"),
+    }
+    _refuse_mismatch(db_path, "explain", config, partial=True)
+    src = await open_source(
+        source,
+        model=model,
+        corpus=corpus,
+        records=records,
+        source_name=source_name,
+        collection_dir=collection_dir or db_path.with_name(db_path.stem + ".collection"),
+        layers=layers,
+        collect_options=collect_options,
+    )
+    config["source"] = src.identity
+    chosen = select_units(src, layers=layers, neurons=neurons, units=units)
+    if dry_run:
+        return await _dry_run(
+            db_path, config, src, chosen, the_explainer, the_simulator, options, run
+        )
+
+    async def work(unit: UnitId) -> ExplanationResult:
+        return await explain_record(await src.record(unit), the_explainer, the_simulator, options)
+
+    with RunStore(db_path, create=True) as store:
+        store.lock()
+        store.check_config("explain", _as_held(store, config), {"source_path": src.path})
+        return await run_units(
+            store, "explain", chosen, work, run=run, progress=progress, started=started, source=src
+        )
+
+
+explain_neurons = sync_twin(aexplain_neurons)

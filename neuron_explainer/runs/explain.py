@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from neuron_explainer._aio import run_sync
+from neuron_explainer._aio import sync_twin
 from neuron_explainer.errors import ExplanationError, InvalidInputError, InvalidRecordError
 from neuron_explainer.interfaces import Explainer, Simulator, Subject
 from neuron_explainer.llm.usage import track_usage
@@ -157,53 +157,10 @@ async def aexplain_neuron(
     subject: str = "hf",
     explain_options: ExplainOptions | Mapping[str, Any] | None = None,
 ) -> ExplanationResult:
-    """Async twin of `explain_neuron`; use it inside a running event loop."""
-    options = _gather(
-        explain_options,
-        calibration=calibration,
-        score_split=score_split,
-        n_top_per_split=n_top_per_split,
-        n_random_per_split=n_random_per_split,
-        best_of=best_of,
-    )
-    budget = RunOptions.build(budget_usd=budget_usd).budget_usd
-    components = registry or default_registry()
-    the_explainer = components.explainer(explainer)
-    the_simulator = components.simulator(simulator)
-    with track_usage(budget) as meter:
-        neuron_record = await _record_for(
-            record,
-            layer=layer,
-            neuron=neuron,
-            corpus=corpus,
-            subject_options=subject_options,
-            subject=subject,
-            registry=components,
-        )
-        result = await explain_record(neuron_record, the_explainer, the_simulator, options)
-    return result.model_copy(update={"usage": meter.summary})
-
-
-def explain_neuron(
-    record: NeuronRecord | Mapping[str, Any] | Any,
-    *,
-    layer: int | None = None,
-    neuron: int | None = None,
-    corpus: Any = None,
-    subject_options: Mapping[str, Any] | None = None,
-    explainer: Explainer | str = "token-table",
-    simulator: Simulator | str = "token-table",
-    calibration: CalibrationName = "linear",
-    score_split: ScoreSplit = "valid",
-    n_top_per_split: int | None = None,
-    n_random_per_split: int | None = None,
-    registry: Registry | None = None,
-    best_of: int = 1,
-    budget_usd: float | None = None,
-    subject: str = "hf",
-    explain_options: ExplainOptions | Mapping[str, Any] | None = None,
-) -> ExplanationResult:
     """Explain one unit and score the explanation on held-out records.
+
+    `aexplain_neuron` is the coroutine: await it inside a running event loop. `explain_neuron`
+    runs it from synchronous code; both take the same arguments.
 
     The record is split (see `neuron_explainer.records.splits`); the explainer sees only the train
     split; the simulator predicts the calibration split (to fit ``calibration``) and the
@@ -255,25 +212,32 @@ def explain_neuron(
         InvalidInputError: an option out of range, an option given twice, or arguments for
             recording a model given with a record.
         ExplanationError / SimulationError: a component failed.
-        UsageError: called inside a running event loop (use `aexplain_neuron`).
+        UsageError: called inside a running event loop (await `aexplain_neuron` there).
     """
-    return run_sync(
-        aexplain_neuron(
+    options = _gather(
+        explain_options,
+        calibration=calibration,
+        score_split=score_split,
+        n_top_per_split=n_top_per_split,
+        n_random_per_split=n_random_per_split,
+        best_of=best_of,
+    )
+    budget = RunOptions.build(budget_usd=budget_usd).budget_usd
+    components = registry or default_registry()
+    the_explainer = components.explainer(explainer)
+    the_simulator = components.simulator(simulator)
+    with track_usage(budget) as meter:
+        neuron_record = await _record_for(
             record,
             layer=layer,
             neuron=neuron,
             corpus=corpus,
             subject_options=subject_options,
-            explainer=explainer,
-            simulator=simulator,
-            calibration=calibration,
-            score_split=score_split,
-            n_top_per_split=n_top_per_split,
-            n_random_per_split=n_random_per_split,
-            registry=registry,
-            best_of=best_of,
-            budget_usd=budget_usd,
             subject=subject,
-            explain_options=explain_options,
+            registry=components,
         )
-    )
+        result = await explain_record(neuron_record, the_explainer, the_simulator, options)
+    return result.model_copy(update={"usage": meter.summary})
+
+
+explain_neuron = sync_twin(aexplain_neuron)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from neuron_explainer._aio import run_sync
+from neuron_explainer._aio import sync_twin
 from neuron_explainer._version import __version__
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.interfaces import Simulator
@@ -51,7 +51,41 @@ async def arescore(
     registry: Registry | None = None,
     progress: Callable[[RunEvent], None] | None = None,
 ) -> RunSummary:
-    """Async twin of `rescore`; use it inside a running event loop."""
+    """Re-score a run's explanations with another simulator; the explainer never runs again.
+
+    `arescore` is the coroutine: await it inside a running event loop. `rescore` runs it from
+    synchronous code; both take the same arguments.
+
+    Every done unit of ``db`` is simulated again from its stored explanation, on the very
+    records that scored it: the unit's record is read again from the run's source and cut by
+    the stored split plan (a record whose held-out excerpts changed raises), the calibration
+    (same method) is fitted on the calibration split and the same held-out split is scored.
+    Results go to a new run database, ``out_db``, resumable like any run.
+
+    Args:
+        db: the run database to re-score (read only).
+        simulator: the new `Simulator` or a registered name.
+        out_db: where the new results go (default: beside ``db``,
+            ``<db stem>.rescore-<simulator>.sqlite``).
+        records: the records, when the run was made from ``records=`` (a collection is
+            found from the run's meta).
+        source: the run's collection, when it moved since the run (it must be the same
+            collection: same model, config and windows).
+        concurrency: units in flight at once.
+        budget_usd: cap on the estimated cost of everything ``out_db`` records (see
+            `explain_neurons`).
+        retry_failed: re-score units whose re-scoring failed before.
+        registry: where names are looked up.
+        progress: called with a `RunEvent` after every unit.
+
+    Returns:
+        A `RunSummary` of the re-scoring run (``done``: units re-scored in this call).
+
+    Raises:
+        InvalidInputError: ``db`` holds no run, its source changed, or ``out_db`` holds
+            another run.
+        UsageError: called inside an event loop, or another process writes ``out_db``.
+    """
     started = time.perf_counter()
     run = RunOptions.build(
         concurrency=concurrency, budget_usd=budget_usd, retry_failed=retry_failed
@@ -136,62 +170,4 @@ async def _rescore_unit(
     )
 
 
-def rescore(
-    db: str | os.PathLike[str],
-    simulator: Simulator | str,
-    *,
-    out_db: str | os.PathLike[str] | None = None,
-    records: RecordSource | None = None,
-    source: Collection | str | os.PathLike[str] | None = None,
-    concurrency: int = 8,
-    budget_usd: float | None = None,
-    retry_failed: bool = False,
-    registry: Registry | None = None,
-    progress: Callable[[RunEvent], None] | None = None,
-) -> RunSummary:
-    """Re-score a run's explanations with another simulator; the explainer never runs again.
-
-    Every done unit of ``db`` is simulated again from its stored explanation, on the very
-    records that scored it: the unit's record is read again from the run's source and cut by
-    the stored split plan (a record whose held-out excerpts changed raises), the calibration
-    (same method) is fitted on the calibration split and the same held-out split is scored.
-    Results go to a new run database, ``out_db``, resumable like any run.
-
-    Args:
-        db: the run database to re-score (read only).
-        simulator: the new `Simulator` or a registered name.
-        out_db: where the new results go (default: beside ``db``,
-            ``<db stem>.rescore-<simulator>.sqlite``).
-        records: the records, when the run was made from ``records=`` (a collection is
-            found from the run's meta).
-        source: the run's collection, when it moved since the run (it must be the same
-            collection: same model, config and windows).
-        concurrency: units in flight at once.
-        budget_usd: cap on the estimated cost of everything ``out_db`` records (see
-            `explain_neurons`).
-        retry_failed: re-score units whose re-scoring failed before.
-        registry: where names are looked up.
-        progress: called with a `RunEvent` after every unit.
-
-    Returns:
-        A `RunSummary` of the re-scoring run (``done``: units re-scored in this call).
-
-    Raises:
-        InvalidInputError: ``db`` holds no run, its source changed, or ``out_db`` holds
-            another run.
-        UsageError: called inside an event loop, or another process writes ``out_db``.
-    """
-    return run_sync(
-        arescore(
-            db,
-            simulator,
-            out_db=out_db,
-            records=records,
-            source=source,
-            concurrency=concurrency,
-            budget_usd=budget_usd,
-            retry_failed=retry_failed,
-            registry=registry,
-            progress=progress,
-        )
-    )
+rescore = sync_twin(arescore)
