@@ -109,6 +109,18 @@ def test_modules_named_by_string_follow_the_layers() -> None:
     assert problems == []
 
 
+MAX_LINES = 500
+
+
+def test_no_module_is_over_500_lines() -> None:
+    long = {
+        _module_name(path): n
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}, f"split these modules (docs/architecture.md): {long}"
+
+
 def test_the_string_check_sees_a_registration_that_points_up() -> None:
     tree = ast.parse('FACTORY = "neuron_explainer.runs.batch.explain_neurons"\n')
     assert _named_modules(tree) == [(1, "neuron_explainer.runs.batch.explain_neurons")]
