@@ -260,6 +260,24 @@ def test_retryable_failures_are_retried_then_raised(
     assert caught.value.attempts == 3 and len(always.requests) == 3
 
 
+def test_settings_assigned_after_construction_take_effect(make: Any, sleeps: Sleeps) -> None:
+    """timeout, max_concurrency, max_retries and the waits were plain attributes before 0.2;
+    assigning them still works, and a value the retry policy refuses is refused."""
+    always = Script(error(500, "down"))
+    llm = make(always)
+    llm.max_retries, llm.retry_base_wait, llm.retry_max_wait = 1, 4.0, 4.0
+    with pytest.raises(ServerError, match="giving up after 2 attempts"):
+        llm.chat(ask())
+    assert len(always.requests) == 2 and 2.0 <= sleeps.waits[-1] <= 4.0
+    assert (llm.max_retries, llm.retry_base_wait, llm.retry_max_wait) == (1, 4.0, 4.0)
+    llm.timeout, llm.max_concurrency = 7, 3
+    assert (llm.timeout, llm.max_concurrency) == (7.0, 3)
+    assert (llm.client.timeout, llm.client.max_concurrency) == (7.0, 3)
+    with pytest.raises(InvalidInputError, match="max_retries must be >= 0"):
+        llm.max_retries = -1
+    assert llm.max_retries == 1
+
+
 class _CutStream(httpx.AsyncByteStream):
     """A body that breaks off: what a dropped connection mid-body looks like to httpx."""
 

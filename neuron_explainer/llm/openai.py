@@ -60,6 +60,7 @@ from neuron_explainer.llm.transport import (
     RetryingClient,
     RetryPolicy,
     TransportOption,
+    client_setting,
     endpoint_url,
     gc_paused,
     is_local_url,
@@ -248,30 +249,23 @@ class OpenAILLM(LLM):
         where = "" if self._base_url is None else f", base_url={public_url(self._base_url)!r}"
         return f"OpenAILLM({self.model!r}{where})"
 
-    @property
-    def timeout(self) -> float:
-        """Seconds allowed for connecting, and between bytes of the answer."""
-        return self.client.timeout
-
-    @property
-    def max_concurrency(self) -> int:
-        """Most requests in flight at once, per event loop."""
-        return self.client.max_concurrency
-
-    @property
-    def max_retries(self) -> int:
-        """Retries after the first attempt of a request."""
-        return self.client.retry.max_retries
-
-    @property
-    def retry_base_wait(self) -> float:
-        """The first backoff, in seconds; it doubles with each retry, with jitter."""
-        return self.client.retry.base_wait
-
-    @property
-    def retry_max_wait(self) -> float:
-        """The longest wait before a retry, in seconds (caps ``Retry-After``)."""
-        return self.client.retry.max_wait
+    # Settable, as they were plain attributes before 0.2: a change reaches the event loops
+    # whose HTTP client is made after it (timeout, max_concurrency) and every later retry.
+    timeout = client_setting(
+        "timeout", "Seconds allowed for connecting, and between bytes of the answer."
+    )
+    max_concurrency = client_setting(
+        "max_concurrency", "Most requests in flight at once, per event loop."
+    )
+    max_retries = client_setting(
+        "retry.max_retries", "Retries after the first attempt of a request."
+    )
+    retry_base_wait = client_setting(
+        "retry.base_wait", "The first backoff, in seconds; it doubles with each retry, with jitter."
+    )
+    retry_max_wait = client_setting(
+        "retry.max_wait", "The longest wait before a retry, in seconds (caps ``Retry-After``)."
+    )
 
     @property
     def base_url(self) -> str:

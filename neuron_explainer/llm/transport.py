@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import gc
 import json
@@ -62,6 +63,7 @@ __all__ = [
     "RetryingClient",
     "TransportFactory",
     "TransportOption",
+    "client_setting",
     "endpoint_url",
     "gc_paused",
     "is_local_url",
@@ -463,3 +465,28 @@ class RetryingClient:
             )
             await self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def client_setting(path: str, doc: str) -> Any:
+    """A settable property of an LLM that sends through a `RetryingClient` held as ``.client``
+    (`OpenAILLM`'s ``timeout``, ``max_retries``, ...): ``"timeout"`` is ``client.timeout``,
+    ``"retry.max_retries"`` a field of its frozen `RetryPolicy`, which is replaced whole on
+    assignment so that the policy's checks run again.
+
+    Raises:
+        InvalidInputError: (on assignment) a value the policy refuses.
+    """
+    owner, _, name = path.rpartition(".")
+
+    def get(self: Any) -> Any:
+        client = self.client
+        return getattr(client.retry if owner else client, name)
+
+    def set_(self: Any, value: Any) -> None:
+        client = self.client
+        if owner:
+            client.retry = dataclasses.replace(client.retry, **{name: value})
+        else:
+            setattr(client, name, type(getattr(client, name))(value))
+
+    return property(get, set_, doc=doc)
