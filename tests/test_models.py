@@ -83,6 +83,28 @@ def test_gguf_metadata_reads_scalars_and_strings_but_not_arrays(tmp_path: Path) 
     assert gguf_shape(path) == ("qwen2", 24, 4864)
 
 
+def test_gguf_shape_stops_reading_at_the_fields_it_needs(tmp_path: Path) -> None:
+    """The vocabulary that follows the shape is never parsed (seconds for a real one): a file
+    cut off inside it still gives its shape, while reading every field fails."""
+    import gguf
+
+    from neuron_explainer.models.gguf import gguf_metadata, gguf_shape
+
+    path = tmp_path / "cut.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(3)
+    writer.add_feed_forward_length(96)
+    writer.add_token_list([f"token{i}" for i in range(5000)])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # cut inside the token list
+    assert gguf_shape(path) == ("llama", 3, 96)
+    with pytest.raises(InvalidInputError, match="cannot read the GGUF header"):
+        gguf_metadata(path)
+
+
 def test_gguf_errors_name_the_file_and_say_why(tmp_path: Path) -> None:
     from neuron_explainer.models.gguf import gguf_shape
     from neuron_explainer.models.loading import model_shape
