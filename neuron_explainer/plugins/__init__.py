@@ -1,6 +1,16 @@
 """Plugins: the pluggy hooks third parties implement and the registry that collects them.
 
-See docs/plugins.md for a tutorial. The hooks are in `neuron_explainer.plugins.hookspecs`.
+* `neuron_explainer.plugins.hookspecs`: the hooks (``register_llm_providers``,
+  ``register_subjects``, ``register_explainers``, ``register_simulators``) and `hookimpl`.
+* `neuron_explainer.plugins.registry`: `Registry`, which loads the built-in plugin, plugin
+  objects and entry points, and builds components by name (``"token-table"``,
+  ``"openai:gpt-4o-mini"``).
+* `neuron_explainer.plugins.builtin`: the built-in components, registered through the same
+  hooks by import string (imported when a name is first looked up).
+
+The registry depends only on `neuron_explainer.interfaces` and `neuron_explainer.llm.base`;
+the built-in registrations name the stages' classes, so this package sits above the stages.
+See docs/plugins.md for a tutorial.
 """
 
 from neuron_explainer.plugins import registry as _registry

@@ -3,7 +3,10 @@
 * `write_report`: explained units (and failures) in, one HTML file out.
 * `DEFAULT_MAX_EXCERPTS`: held-out excerpts shown per unit unless told otherwise.
 
-See docs/report.md.
+The page's markup, style and script are template files in ``templates/`` (read with
+`importlib.resources`, filled with `string.Template` by ``_templates``; every value is
+HTML-escaped unless the code marks it as markup); ``_page``, ``_neuron``, ``_svg``, ``_stats``
+and ``_tokens`` build the parts. See docs/report.md.
 """
 
 from neuron_explainer.report._page import DEFAULT_MAX_EXCERPTS, write_report

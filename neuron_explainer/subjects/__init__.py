@@ -7,6 +7,13 @@
 * `collect`: one streaming, resumable pass recording every neuron of chosen layers to disk;
   `Collection` reads one neuron's record back without a scan; `CollectionSubject` serves them.
 * `neuron_explainer.subjects.hf.HFSubject`: records a few neurons in memory.
+* `neuron_explainer.subjects.corpus`: corpora (files, folders, JSONL, strings, datasets) cut
+  into document-bounded windows; `neuron_explainer.subjects.docstrings`: the offline
+  ``python-docstrings`` corpus; ``collect_state`` and ``_collect_run``: the collector's
+  per-layer state and its pass over the corpus.
+
+Both subjects are registered (``"hf"``, ``"collection"``), so `explain_neuron` builds them by
+name; models load through `neuron_explainer.models`.
 
 Nothing here imports torch or transformers until a model is loaded or captured.
 """
