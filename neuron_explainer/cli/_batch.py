@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from neuron_explainer.cli._app import app
 from neuron_explainer.cli._model import collection_or_corpus, load_model_step
 from neuron_explainer.cli._options import (
-    BatchSize,
+    MODEL_OPTIONS,
     Debug,
-    Device,
-    DTypeOpt,
     Explainer,
     ModelArg,
     ModelCorpus,
-    NRandom,
     Quiet,
     Simulator,
     Split,
     SplitOpt,
     TextField,
-    TopK,
-    WindowLength,
-    given_options,
+    recording_options,
 )
 from neuron_explainer.cli._support import (
     Steps,
@@ -37,10 +32,14 @@ from neuron_explainer.cli._support import (
     print_summary,
 )
 
+if TYPE_CHECKING:
+    from neuron_explainer.subjects.collection import Collection
+
 # --- run -----------------------------------------------------------------------------------
 
 
 @app.command()
+@recording_options(*MODEL_OPTIONS)
 def run(
     model: ModelArg,
     layers: Annotated[
@@ -104,12 +103,8 @@ def run(
             show_default=False,
         ),
     ] = None,
-    device: Device = None,
-    dtype: DTypeOpt = None,
-    window_length: WindowLength = None,
-    batch_size: BatchSize = None,
-    top_k: TopK = None,
-    n_random: NRandom = None,
+    *,
+    recording: dict[str, Any],
     split: SplitOpt = Split.file,
     text_field: TextField = "text",
     quiet: Quiet = False,
@@ -123,36 +118,19 @@ def run(
     estimated cost. Exits with 1 when a unit failed or the budget stopped the run.
     """
     with errors(debug):
-        from neuron_explainer.runs import explain_neurons, parse_indices
+        from neuron_explainer.runs import explain_neurons
 
         check_components(explainer=explainer, simulator=simulator)
-        options = given_options(
-            device=device,
-            dtype=dtype,
-            window_length=window_length,
-            batch_size=batch_size,
-            top_k=top_k,
-            n_random=n_random,
-        )
         found = collection_or_corpus(
-            model, corpus, options, split=split.value, text_field=text_field, count=False
+            model, corpus, recording, split=split.value, text_field=text_field, count=False
         )
-        source: dict[str, Any] = {"source": model, "layers": layers, "neurons": neurons}
-        if isinstance(found, Texts):
-            _, n_layers, n_neurons = check_range(model, [], [])
-            source = {
-                "corpus": found.corpus,
-                "layers": parse_indices(layers, limit=n_layers, what="layer"),
-                "neurons": None
-                if neurons is None
-                else parse_indices(neurons, limit=n_neurons, what="neuron"),
-            }
+        source = _source(model, found, layers, neurons)
         with Steps(quiet) as steps:
             collecting = None
             if isinstance(found, Texts):
-                source["model"] = load_model_step(steps, model, options)
+                source["model"] = load_model_step(steps, model, recording)
                 collecting = steps.task("collecting (excerpts)")
-                options["progress"] = collecting.update
+                recording["progress"] = collecting.update
             bar = None
 
             def progress(event: Any) -> None:
@@ -171,7 +149,7 @@ def run(
                 budget_usd=budget_usd,
                 dry_run=dry_run,
                 retry_failed=retry_failed,
-                collect_options=options or None,
+                collect_options=recording or None,
                 progress=progress,
                 **source,
             )
@@ -181,6 +159,26 @@ def run(
         if not dry_run:
             _export(db, export_jsonl, export_openai)
         raise typer.Exit(code)
+
+
+def _source(
+    model: str, found: Collection | Texts, layers: str, neurons: str | None
+) -> dict[str, Any]:
+    """The keyword arguments that tell `explain_neurons` what to explain: MODEL's collection
+    folder with ``layers`` and ``neurons`` as given, or the corpus to record MODEL over with them
+    checked against MODEL's shape (the caller adds the model once it is loaded)."""
+    from neuron_explainer.runs import parse_indices
+
+    if not isinstance(found, Texts):
+        return {"source": model, "layers": layers, "neurons": neurons}
+    _, n_layers, n_neurons = check_range(model, [], [])
+    return {
+        "corpus": found.corpus,
+        "layers": parse_indices(layers, limit=n_layers, what="layer"),
+        "neurons": None
+        if neurons is None
+        else parse_indices(neurons, limit=n_neurons, what="neuron"),
+    }
 
 
 def _export(db: Path, jsonl: Path | None, openai: Path | None) -> None:

@@ -10,27 +10,21 @@ import typer
 from neuron_explainer.cli._app import app
 from neuron_explainer.cli._model import collection_or_corpus, load_model_step
 from neuron_explainer.cli._options import (
-    BatchSize,
-    BOSOpt,
+    MODEL_OPTIONS,
     BudgetUSD,
     Calibration,
     CorpusHelp,
     Debug,
-    Device,
-    DTypeOpt,
     Explainer,
     ModelArg,
     ModelCorpus,
-    NRandom,
     Quiet,
     ScoreSplit,
     Simulator,
     Split,
     SplitOpt,
     TextField,
-    TopK,
-    WindowLength,
-    given_options,
+    recording_options,
 )
 from neuron_explainer.cli._support import (
     Steps,
@@ -51,6 +45,9 @@ if TYPE_CHECKING:
 
 
 @app.command()
+@recording_options(
+    "window_length", "top_k", "n_random", "batch_size", "device", "dtype", "bos", "max_windows"
+)
 def collect(
     model: ModelArg,
     corpus: Annotated[str, typer.Option("--corpus", help=CorpusHelp, show_default=False)],
@@ -70,19 +67,8 @@ def collect(
             show_default=False,
         ),
     ],
-    window_length: WindowLength = None,
-    top_k: TopK = None,
-    n_random: NRandom = None,
-    batch_size: BatchSize = None,
-    device: Device = None,
-    dtype: DTypeOpt = None,
-    bos: BOSOpt = None,
-    max_windows: Annotated[
-        int | None,
-        typer.Option(
-            "--max-windows", min=1, help="Stop after this many excerpts.", show_default=False
-        ),
-    ] = None,
+    *,
+    recording: dict[str, Any],
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -104,24 +90,15 @@ def collect(
         from neuron_explainer.runs import parse_indices
         from neuron_explainer.subjects.collect import collect as collect_layers
 
-        check_device(device)
+        check_device(recording.get("device"))
         texts = open_corpus(corpus, split=split.value, text_field=text_field, count=False)
         model_type, n_layers, _ = model_shape(model)
         chosen = parse_indices(layers, limit=n_layers, what="layer")
-        options = given_options(
-            device=device,
-            dtype=dtype,
-            window_length=window_length,
-            bos=bos,
-            batch_size=batch_size,
-            top_k=top_k,
-            n_random=n_random,
-            max_windows=max_windows,
-        )
         with Steps(quiet) as steps:
-            loaded = load_model_step(steps, model, options)
+            loaded = load_model_step(steps, model, recording)
             layer_list = ",".join(map(str, chosen))
-            with steps.step(f"collecting layers {layer_list} (excerpts)", max_windows) as update:
+            total = recording.get("max_windows")
+            with steps.step(f"collecting layers {layer_list} (excerpts)", total) as update:
                 collection = collect_layers(
                     loaded,
                     texts.corpus,
@@ -129,7 +106,7 @@ def collect(
                     layers=chosen,
                     overwrite=overwrite,
                     progress=update,
-                    **options,
+                    **recording,
                 )
         neurons = {layer: collection.n_neurons(layer) for layer in collection.layers}
         typer.echo(
@@ -143,6 +120,7 @@ def collect(
 
 
 @app.command()
+@recording_options(*MODEL_OPTIONS, "bos")
 def explain(
     model: ModelArg,
     layer: Annotated[
@@ -186,13 +164,8 @@ def explain(
             "--calibration", help="How simulated activations are calibrated before scoring."
         ),
     ] = Calibration.linear,
-    device: Device = None,
-    dtype: DTypeOpt = None,
-    window_length: WindowLength = None,
-    batch_size: BatchSize = None,
-    top_k: TopK = None,
-    n_random: NRandom = None,
-    bos: BOSOpt = None,
+    *,
+    recording: dict[str, Any],
     split: SplitOpt = Split.file,
     text_field: TextField = "text",
     quiet: Quiet = False,
@@ -212,17 +185,8 @@ def explain(
         options = ExplainOptions.build(
             best_of=best_of, score_split=score_split.value, calibration=calibration.value
         )
-        subject_options = given_options(
-            device=device,
-            dtype=dtype,
-            window_length=window_length,
-            batch_size=batch_size,
-            top_k=top_k,
-            n_random=n_random,
-            bos=bos,
-        )
         source = collection_or_corpus(
-            model, corpus, subject_options, split=split.value, text_field=text_field
+            model, corpus, recording, split=split.value, text_field=text_field
         )
         if isinstance(source, Texts):
             check_range(model, [layer], [neuron])
@@ -233,7 +197,7 @@ def explain(
             )
         with Steps(quiet) as steps:
             if isinstance(source, Texts):
-                record = _record(steps, model, source, layer, neuron, subject_options)
+                record = _record(steps, model, source, layer, neuron, recording)
                 corpus_label = f"{corpus} ({source.documents} documents)"
             else:
                 record = source.neuron_record(layer, neuron)

@@ -1,7 +1,11 @@
-"""The options and choices the commands share (typer ``Annotated`` aliases)."""
+"""The options and choices the commands share (typer ``Annotated`` aliases), and
+`recording_options`, which gives a command the options that say how MODEL is recorded."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from enum import Enum, StrEnum
 from typing import Annotated, Any
 
@@ -147,6 +151,10 @@ BudgetUSD = Annotated[
         show_default=False,
     ),
 ]
+MaxWindows = Annotated[
+    int | None,
+    typer.Option("--max-windows", min=1, help="Stop after this many excerpts.", show_default=False),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Show no progress bars.")]
 Debug = Annotated[
     bool, typer.Option("--debug", help="On an error, show the traceback, not just one line.")
@@ -160,3 +168,61 @@ def given_options(**options: Any) -> dict[str, Any]:
         for key, value in options.items()
         if value is not None
     }
+
+
+# --- recording options ---------------------------------------------------------------------
+
+_RECORDING: dict[str, Any] = {
+    "device": Device,
+    "dtype": DTypeOpt,
+    "window_length": WindowLength,
+    "batch_size": BatchSize,
+    "top_k": TopK,
+    "n_random": NRandom,
+    "bos": BOSOpt,
+    "max_windows": MaxWindows,
+}
+"""The options that say how MODEL is loaded and recorded, by parameter name; each defaults to
+``None`` (not given: the library's default)."""
+
+MODEL_OPTIONS = ("device", "dtype", "window_length", "batch_size", "top_k", "n_random")
+"""The recording options that explain and run take, in the order of their help."""
+
+
+def recording_options(*names: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A decorator (put it below ``@app.command()``) that gives a command the recording options
+    ``names``, in this order, in place of its keyword-only parameter ``recording``; the command
+    is called with the ones given (`given_options`) as ``recording``.
+
+    Raises:
+        TypeError: the command has no parameter ``recording``.
+    """
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        if "recording" not in signature.parameters:
+            raise TypeError(f"{command.__name__} has no parameter 'recording'")
+        parameters: list[inspect.Parameter] = []
+        for parameter in signature.parameters.values():
+            if parameter.name != "recording":
+                parameters.append(parameter)
+                continue
+            parameters += [
+                inspect.Parameter(
+                    name, inspect.Parameter.KEYWORD_ONLY, annotation=_RECORDING[name], default=None
+                )
+                for name in names
+            ]
+
+        @functools.wraps(command)
+        def wrapper(**arguments: Any) -> None:
+            recording = given_options(**{name: arguments.pop(name) for name in names})
+            command(**arguments, recording=recording)
+
+        # typer reads the parameters from the signature and their types from the annotations
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        wrapper.__annotations__["return"] = signature.return_annotation
+        return wrapper
+
+    return decorate
