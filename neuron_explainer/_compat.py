@@ -36,6 +36,8 @@ MOVED: dict[str, tuple[str, ...]] = {
     "neuron_explainer.subjects.models": ("neuron_explainer.models.loading",),
     "neuron_explainer.subjects.architectures": ("neuron_explainer.models.architectures",),
     "neuron_explainer.explainers.few_shot": ("neuron_explainer.llm.few_shot",),
+    "neuron_explainer.plugins.builtin": ("neuron_explainer.plugins._builtin",),
+    "neuron_explainer.subjects.collect_state": ("neuron_explainer.subjects._collect_state",),
 }
 """Old module path → the modules its names now live in, searched in order."""
 

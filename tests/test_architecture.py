@@ -142,6 +142,8 @@ OLD_PATHS = {
     "neuron_explainer.subjects.models": ["GPT2_HUB_IDS", "load_model", "model_shape"],
     "neuron_explainer.subjects.architectures": ["SITES", "MLPSite", "site_for"],
     "neuron_explainer.explainers.few_shot": ["FEW_SHOT_EXAMPLES", "FewShotExample"],
+    "neuron_explainer.plugins.builtin": ["register_explainers", "register_simulators"],
+    "neuron_explainer.subjects.collect_state": ["LayerState"],
 }
 
 

@@ -380,7 +380,7 @@ def _feed(state: Any, values: np.ndarray, lengths: np.ndarray, batch: int) -> No
 
 
 def test_layer_state_is_batch_independent_and_matches_sequential_algorithm_r() -> None:
-    from neuron_explainer.subjects.collect_state import LayerState, stateless_uniform
+    from neuron_explainer.subjects._collect_state import LayerState, stateless_uniform
 
     rng = np.random.default_rng(0)
     windows, width, neurons = 90, 4, 6

@@ -5,7 +5,7 @@
 * `neuron_explainer.plugins.registry`: `Registry`, which loads the built-in plugin, plugin
   objects and entry points, and builds components by name (``"token-table"``,
   ``"openai:gpt-4o-mini"``).
-* `neuron_explainer.plugins.builtin`: the built-in components, registered through the same
+* ``_builtin``: the built-in components, registered through the same
   hooks by import string (imported when a name is first looked up).
 
 The registry depends only on `neuron_explainer.interfaces` and `neuron_explainer.llm.base`;

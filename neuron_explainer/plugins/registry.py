@@ -38,7 +38,7 @@ from neuron_explainer.errors import (
 )
 from neuron_explainer.interfaces import Explainer, Simulator, Subject
 from neuron_explainer.llm.base import LLM
-from neuron_explainer.plugins import builtin, hookspecs
+from neuron_explainer.plugins import _builtin, hookspecs
 
 __all__ = [
     "DEFAULT_LLM_EXPLAINER",
@@ -195,7 +195,7 @@ class Registry:
             return
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
-        pm.register(builtin, name="builtin")
+        pm.register(_builtin, name="builtin")
         self._sources = {"builtin": "built in"}
         for plugin in self._extra:
             name = getattr(plugin, "__name__", None) or repr(plugin)

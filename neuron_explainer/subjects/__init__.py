@@ -9,7 +9,7 @@
 * `neuron_explainer.subjects.hf.HFSubject`: records a few neurons in memory.
 * `neuron_explainer.subjects.corpus`: corpora (files, folders, JSONL, strings, datasets) cut
   into document-bounded windows; `neuron_explainer.subjects.docstrings`: the offline
-  ``python-docstrings`` corpus; ``collect_state`` and ``_collect_run``: the collector's
+  ``python-docstrings`` corpus; ``_collect_state`` and ``_collect_run``: the collector's
   per-layer state and its pass over the corpus.
 
 Both subjects are registered (``"hf"``, ``"collection"``), so `explain_neuron` builds them by
