@@ -16,8 +16,8 @@ import numpy as np
 
 from neuron_explainer.errors import FormatError
 from neuron_explainer.models.loading import LoadedModel
-from neuron_explainer.subjects.capture import ActivationCapture
 from neuron_explainer.subjects._collect_state import LayerState
+from neuron_explainer.subjects.capture import ActivationCapture
 from neuron_explainer.subjects.collection import (
     FORMAT_VERSION,
     META,
