@@ -20,6 +20,7 @@ from neuron_explainer.cli._options import (
     Split,
     SplitOpt,
     TextField,
+    hidden_default,
     recording_options,
 )
 from neuron_explainer.cli._support import (
@@ -44,23 +45,19 @@ def run(
     model: ModelArg,
     layers: Annotated[
         str,
-        typer.Option("--layers", help="Layers to explain: 0-3, 5 or 0,2,7.", show_default=False),
+        hidden_default("--layers", "Layers to explain: 0-3, 5 or 0,2,7."),
     ],
     db: Annotated[
         Path,
-        typer.Option(
+        hidden_default(
             "--db",
-            help="The run database (SQLite; created). Rerunning resumes: finished units are "
-            "skipped.",
-            show_default=False,
+            "The run database (SQLite; created). Rerunning resumes: finished units are skipped.",
         ),
     ],
     neurons: Annotated[
         str | None,
-        typer.Option(
-            "--neurons",
-            help="Neurons of each layer: 0-99 or 0,5,9 (default: every neuron).",
-            show_default=False,
+        hidden_default(
+            "--neurons", "Neurons of each layer: 0-99 or 0,5,9 (default: every neuron)."
         ),
     ] = None,
     corpus: ModelCorpus = None,
@@ -71,11 +68,10 @@ def run(
     ] = 8,
     budget_usd: Annotated[
         float | None,
-        typer.Option(
+        hidden_default(
             "--budget-usd",
+            "Stop the run before its estimated LLM cost passes this many USD.",
             min=0.0,
-            help="Stop the run before its estimated LLM cost passes this many USD.",
-            show_default=False,
         ),
     ] = None,
     dry_run: Annotated[
@@ -89,18 +85,15 @@ def run(
     ] = False,
     export_jsonl: Annotated[
         Path | None,
-        typer.Option(
-            "--export-jsonl",
-            help="Afterwards, write every result as one JSON line to this file.",
-            show_default=False,
+        hidden_default(
+            "--export-jsonl", "Afterwards, write every result as one JSON line to this file."
         ),
     ] = None,
     export_openai: Annotated[
         Path | None,
-        typer.Option(
+        hidden_default(
             "--export-openai",
-            help="Afterwards, write the explanations in OpenAI's public dataset format here.",
-            show_default=False,
+            "Afterwards, write the explanations in OpenAI's public dataset format here.",
         ),
     ] = None,
     *,
@@ -200,25 +193,20 @@ def _export(db: Path, jsonl: Path | None, openai: Path | None) -> None:
 def score(
     db: Annotated[
         Path,
-        typer.Option(
-            "--db", help="The run database whose explanations are re-scored.", show_default=False
-        ),
+        hidden_default("--db", "The run database whose explanations are re-scored."),
     ],
     simulator: Annotated[
         str,
-        typer.Option(
-            "--simulator",
-            help="The simulator to score with: a registered name or provider:model.",
-            show_default=False,
+        hidden_default(
+            "--simulator", "The simulator to score with: a registered name or provider:model."
         ),
     ],
     out_db: Annotated[
         Path | None,
-        typer.Option(
+        hidden_default(
             "--out-db",
-            help="The database the new scores go to; it must differ from --db (default: "
+            "The database the new scores go to; it must differ from --db (default: "
             "<db>.rescore-<simulator>.sqlite beside it).",
-            show_default=False,
         ),
     ] = None,
     concurrency: Annotated[
@@ -255,18 +243,14 @@ def score(
 
 @app.command()
 def report(
-    db: Annotated[
-        Path, typer.Option("--db", help="The run database to report on.", show_default=False)
-    ],
+    db: Annotated[Path, hidden_default("--db", "The run database to report on.")],
     out: Annotated[
         Path,
         typer.Option("--out", help="The HTML file to write (one self-contained page)."),
     ] = Path("report.html"),
     title: Annotated[
         str | None,
-        typer.Option(
-            "--title", help="The report's title (default: from the run).", show_default=False
-        ),
+        hidden_default("--title", "The report's title (default: from the run)."),
     ] = None,
     debug: Debug = False,
 ) -> None:

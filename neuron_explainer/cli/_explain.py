@@ -24,6 +24,7 @@ from neuron_explainer.cli._options import (
     Split,
     SplitOpt,
     TextField,
+    hidden_default,
     recording_options,
 )
 from neuron_explainer.cli._support import (
@@ -50,21 +51,15 @@ if TYPE_CHECKING:
 )
 def collect(
     model: ModelArg,
-    corpus: Annotated[str, typer.Option("--corpus", help=CorpusHelp, show_default=False)],
+    corpus: Annotated[str, hidden_default("--corpus", CorpusHelp)],
     layers: Annotated[
         str,
-        typer.Option(
-            "--layers",
-            help="Layers to record, all neurons of each: 0-3, 5 or 0,2,7.",
-            show_default=False,
-        ),
+        hidden_default("--layers", "Layers to record, all neurons of each: 0-3, 5 or 0,2,7."),
     ],
     out: Annotated[
         Path,
-        typer.Option(
-            "--out",
-            help="The collection folder (created). Rerunning with the same options resumes.",
-            show_default=False,
+        hidden_default(
+            "--out", "The collection folder (created). Rerunning with the same options resumes."
         ),
     ],
     *,
@@ -123,9 +118,7 @@ def collect(
 @recording_options(*MODEL_OPTIONS, "bos")
 def explain(
     model: ModelArg,
-    layer: Annotated[
-        int, typer.Option("--layer", min=0, help="The neuron's layer.", show_default=False)
-    ],
+    layer: Annotated[int, hidden_default("--layer", "The neuron's layer.", min=0)],
     neuron: Annotated[
         int, typer.Option("--neuron", min=0, help="The neuron's index in its layer.")
     ],
@@ -134,10 +127,8 @@ def explain(
     simulator: Simulator = "token-table",
     out: Annotated[
         Path | None,
-        typer.Option(
-            "--out",
-            help="Also write the full result (ExplanationResult) to this JSON file.",
-            show_default=False,
+        hidden_default(
+            "--out", "Also write the full result (ExplanationResult) to this JSON file."
         ),
     ] = None,
     json_output: Annotated[

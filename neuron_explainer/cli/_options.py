@@ -42,6 +42,12 @@ class Calibration(StrEnum):
     percentile = "percentile"
 
 
+def hidden_default(flag: str, help: str, **limits: Any) -> Any:
+    """A typer option whose help shows no default: a required option, or one whose default
+    ``None`` (not given) leaves the library's default, which ``help`` names."""
+    return typer.Option(flag, help=help, show_default=False, **limits)
+
+
 # --- shared options ------------------------------------------------------------------------
 
 ModelArg = Annotated[
@@ -66,11 +72,7 @@ CorpusHelp = (
 )
 ModelCorpus = Annotated[
     str | None,
-    typer.Option(
-        "--corpus",
-        help=CorpusHelp + " Required unless MODEL is a collection folder.",
-        show_default=False,
-    ),
+    hidden_default("--corpus", CorpusHelp + " Required unless MODEL is a collection folder."),
 ]
 Explainer = Annotated[
     str,
@@ -95,34 +97,28 @@ Simulator = Annotated[
 ]
 Device = Annotated[
     str | None,
-    typer.Option(
+    hidden_default(
         "--device",
-        help="Where the model runs: cpu, cuda, cuda:1, mps, ... (default: cuda if available).",
-        show_default=False,
+        "Where the model runs: cpu, cuda, cuda:1, mps, ... (default: cuda if available).",
     ),
 ]
 DTypeOpt = Annotated[
     DType | None,
-    typer.Option("--dtype", help="The model's dtype (default float32).", show_default=False),
+    hidden_default("--dtype", "The model's dtype (default float32)."),
 ]
-
-
-def _count(flag: str, minimum: int, help: str) -> Any:
-    """An optional count; ``None`` (not given) leaves the library's default, named in
-    ``help``."""
-    return typer.Option(flag, min=minimum, help=help, show_default=False)
 
 
 _EXCERPT = "Tokens per excerpt; excerpts never cross a document (default 64)."
-WindowLength = Annotated[int | None, _count("--window-length", 1, _EXCERPT)]
+WindowLength = Annotated[int | None, hidden_default("--window-length", _EXCERPT, min=1)]
 BatchSize = Annotated[
-    int | None, _count("--batch-size", 1, "Excerpts per forward pass (default 16).")
+    int | None, hidden_default("--batch-size", "Excerpts per forward pass (default 16).", min=1)
 ]
 TopK = Annotated[
-    int | None, _count("--top-k", 1, "Top-activating excerpts kept per neuron (default 40).")
+    int | None,
+    hidden_default("--top-k", "Top-activating excerpts kept per neuron (default 40).", min=1),
 ]
 NRandom = Annotated[
-    int | None, _count("--n-random", 0, "Random excerpts kept per neuron (default 30).")
+    int | None, hidden_default("--n-random", "Random excerpts kept per neuron (default 30).", min=0)
 ]
 BOS_HELP = (
     "BOS policy: none (text tokens only), document (a BOS token starts each document), "
@@ -130,7 +126,7 @@ BOS_HELP = (
 )
 BOSOpt = Annotated[
     BOS | None,
-    typer.Option("--bos", help=BOS_HELP + " Default none.", show_default=False),
+    hidden_default("--bos", BOS_HELP + " Default none."),
 ]
 SplitOpt = Annotated[
     Split,
@@ -144,16 +140,15 @@ TextField = Annotated[
 ]
 BudgetUSD = Annotated[
     float | None,
-    typer.Option(
+    hidden_default(
         "--budget-usd",
+        "Stop before an LLM call that could push the estimated cost past this many USD.",
         min=0.0,
-        help="Stop before an LLM call that could push the estimated cost past this many USD.",
-        show_default=False,
     ),
 ]
 MaxWindows = Annotated[
     int | None,
-    typer.Option("--max-windows", min=1, help="Stop after this many excerpts.", show_default=False),
+    hidden_default("--max-windows", "Stop after this many excerpts.", min=1),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Show no progress bars.")]
 Debug = Annotated[
