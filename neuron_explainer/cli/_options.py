@@ -106,10 +106,14 @@ DTypeOpt = Annotated[
     DType | None,
     hidden_default("--dtype", "The model's dtype (default float32)."),
 ]
-
-
-_EXCERPT = "Tokens per excerpt; excerpts never cross a document (default 64)."
-WindowLength = Annotated[int | None, hidden_default("--window-length", _EXCERPT, min=1)]
+WindowLength = Annotated[
+    int | None,
+    hidden_default(
+        "--window-length",
+        "Tokens per excerpt; excerpts never cross a document (default 64).",
+        min=1,
+    ),
+]
 BatchSize = Annotated[
     int | None, hidden_default("--batch-size", "Excerpts per forward pass (default 16).", min=1)
 ]
@@ -120,13 +124,14 @@ TopK = Annotated[
 NRandom = Annotated[
     int | None, hidden_default("--n-random", "Random excerpts kept per neuron (default 30).", min=0)
 ]
-BOS_HELP = (
-    "BOS policy: none (text tokens only), document (a BOS token starts each document), "
-    "window (each window is read after a BOS token that is not part of the excerpt)."
-)
 BOSOpt = Annotated[
     BOS | None,
-    hidden_default("--bos", BOS_HELP + " Default none."),
+    hidden_default(
+        "--bos",
+        "BOS policy: none (text tokens only), document (a BOS token starts each document), "
+        "window (each window is read after a BOS token that is not part of the excerpt). "
+        "Default none.",
+    ),
 ]
 SplitOpt = Annotated[
     Split,
