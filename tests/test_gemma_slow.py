@@ -86,7 +86,10 @@ def test_gemma_streaming_collection_is_sane(gemma: Any, corpus: list[str], tmp_p
     record = collection.neuron_record(6, 1173)
     assert record.provenance.hook_point == "model.layers.6.mlp.down_proj:input"
     assert record.variance is not None and record.variance > 0
-    assert len(record.top_records) == 12 and len(record.random_sample) == 9
+    # Records drop repeated excerpts (the docstrings corpus repeats some lines), so up to 12 / 9.
+    tops = [excerpt.tokens for excerpt in record.top_records]
+    assert 8 <= len(tops) <= 12 and len(set(tops)) == len(tops)
+    assert 1 <= len(record.random_sample) <= 9
     for excerpt in record.top_records:
         assert excerpt.token_ids is not None
         assert "".join(excerpt.tokens) == gemma.tokenizer.decode(list(excerpt.token_ids))
