@@ -494,6 +494,11 @@ def test_fake_provider_serves_named_views_of_one_script() -> None:
     assert small.chat(request("2")).choices[0].text == "b"
     assert [r.messages[-1].content for r in llm.requests] == ["1", "2"]
     assert isinstance(small, ScriptedLLM) and small.requests is llm.requests
+    small.default, large.prompt_default = "after", "7"  # assignable, and shared by every view
+    assert (llm.default, llm.prompt_default) == ("after", "7")
+    assert large.chat(request("3")).choices[0].text == "after"
+    with pytest.raises(AttributeError, match="requests cannot be assigned"):
+        small.requests = []
     other = Registry(entry_points=False, plugins=[FakeProvider(name="other")])
     assert other.llm("other:x").name == "other:x"
 

@@ -110,14 +110,19 @@ class Usage(BaseModel):
     cached_tokens: int = Field(default=0, ge=0)
 
 
-class ChatResponse(BaseModel):
-    """The provider's answer: ``n`` choices and the token usage."""
+class _Answer(BaseModel):
+    """What every provider answer carries: the tokens it cost and the model that answered."""
 
     model_config = _FROZEN
 
-    choices: tuple[Choice, ...] = Field(min_length=1)
     usage: Usage = Usage()
     model: str | None = None
+
+
+class ChatResponse(_Answer):
+    """The provider's answer: ``n`` choices and the token usage."""
+
+    choices: tuple[Choice, ...] = Field(min_length=1)
 
 
 class PromptLogprobsRequest(BaseModel):
@@ -147,14 +152,10 @@ class PromptToken(BaseModel):
     top_logprobs: tuple[TopLogprob, ...] = ()
 
 
-class PromptLogprobsResponse(BaseModel):
+class PromptLogprobsResponse(_Answer):
     """The prompt's tokens in order (their texts concatenate to the prompt) and the usage."""
 
-    model_config = _FROZEN
-
     tokens: tuple[PromptToken, ...] = Field(min_length=1)
-    usage: Usage = Usage()
-    model: str | None = None
 
 
 class LLM(ABC):

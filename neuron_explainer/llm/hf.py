@@ -230,10 +230,11 @@ class HFLLM(LLM):
     @property
     def info(self) -> ComponentInfo:
         """Name, capabilities, device, dtype and batching settings, recorded in results."""
+        base = super().info
         return ComponentInfo(
-            name=self.name,
+            name=base.name,
             settings={
-                "capabilities": sorted(self.capabilities),
+                **base.settings,
                 "device": self.device,
                 "dtype": self.dtype,
                 "max_batch_tokens": self.max_batch_tokens,

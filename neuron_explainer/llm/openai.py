@@ -285,12 +285,9 @@ class OpenAILLM(LLM):
     @property
     def info(self) -> ComponentInfo:
         """Name, capabilities and the server (without credentials), recorded in results."""
-        return ComponentInfo(
-            name=self.name,
-            settings={
-                "capabilities": sorted(self.capabilities),
-                "base_url": public_url(self.base_url),
-            },
+        base = super().info
+        return base.model_copy(
+            update={"settings": {**base.settings, "base_url": public_url(self.base_url)}}
         )
 
     def _key(self) -> str | None:

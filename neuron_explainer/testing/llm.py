@@ -18,7 +18,7 @@ import inspect
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeAlias
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from neuron_explainer.errors import CapabilityError, InvalidInputError, NeuronExplainerError
 from neuron_explainer.llm.base import (
@@ -37,6 +37,8 @@ from neuron_explainer.plugins.hookspecs import Register, hookimpl
 from neuron_explainer.testing._responses import make_prompt_response as make_prompt_response
 from neuron_explainer.testing._responses import make_response as make_response
 from neuron_explainer.testing._responses import split_text as split_text
+
+_T = TypeVar("_T")
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
@@ -131,6 +133,25 @@ class _Script:
         self.lock = threading.Lock()
 
 
+class _Shared(Generic[_T]):
+    """An attribute of a `ScriptedLLM` kept in its script, so every view of the LLM (and every
+    copy the registry hands out) reads and writes the same value."""
+
+    def __init__(self, field: str, *, settable: bool = False) -> None:
+        self.field, self.settable = field, settable
+
+    def __get__(self, llm: Any, owner: Any = None) -> _T:
+        if llm is None:
+            return self  # type: ignore[return-value]  # the class attribute itself
+        value: _T = getattr(llm._script, self.field)
+        return value
+
+    def __set__(self, llm: Any, value: _T) -> None:
+        if not self.settable:
+            raise AttributeError(f"ScriptedLLM.{self.field} cannot be assigned")
+        setattr(llm._script, self.field, value)
+
+
 class ScriptedLLM(LLM):
     """An `LLM` that answers each request with the next item of its script.
 
@@ -208,33 +229,17 @@ class ScriptedLLM(LLM):
     def capabilities(self, value: Iterable[Capability]) -> None:
         self._script.capabilities = _check_capabilities(value)
 
-    @property
-    def default(self) -> ScriptItem | None:
-        """The answer once the script is used up; assignable, shared by views."""
-        return self._script.default
+    default = _Shared[ScriptItem | None]("default", settable=True)
+    """The answer once the script is used up; assignable, shared by views."""
 
-    @default.setter
-    def default(self, value: ScriptItem | None) -> None:
-        self._script.default = value
+    requests = _Shared[list[ChatRequest]]("requests")
+    """Every request received so far, in order (shared by all views)."""
 
-    @property
-    def requests(self) -> list[ChatRequest]:
-        """Every request received so far, in order (shared by all views)."""
-        return self._script.requests
+    prompt_default = _Shared[PromptScriptItem | None]("prompt_default", settable=True)
+    """The answer to prompt-logprob requests once their script is used up; assignable."""
 
-    @property
-    def prompt_default(self) -> PromptScriptItem | None:
-        """The answer to prompt-logprob requests once their script is used up; assignable."""
-        return self._script.prompt_default
-
-    @prompt_default.setter
-    def prompt_default(self, value: PromptScriptItem | None) -> None:
-        self._script.prompt_default = value
-
-    @property
-    def prompt_requests(self) -> list[PromptLogprobsRequest]:
-        """Every prompt-logprob request received so far, in order (shared by all views)."""
-        return self._script.prompt_requests
+    prompt_requests = _Shared[list[PromptLogprobsRequest]]("prompt_requests")
+    """Every prompt-logprob request received so far, in order (shared by all views)."""
 
     def add_prompt(self, *items: PromptScriptItem) -> None:
         """Append ``items`` to the end of the prompt-logprob script."""
