@@ -35,7 +35,7 @@ from neuron_explainer.interfaces import (
     Explainer,
 )
 from neuron_explainer.interfaces import estimate_tokens as estimate_tokens
-from neuron_explainer.llm.base import LLM, Message
+from neuron_explainer.llm.base import LLM, Message, required_llm
 from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
 from neuron_explainer.llm.prompts import render_blocks
 from neuron_explainer.records import ActivationRecord
@@ -187,11 +187,7 @@ class LLMExplainer(Explainer):
         context_window: int | None = None,
         count_tokens: Callable[[str], int] | None = None,
     ) -> None:
-        if llm is None:
-            raise InvalidInputError(
-                "the 'llm' explainer needs an LLM: name it as 'provider:model' "
-                "(e.g. explainer='openai:gpt-4o-mini') or pass llm=..."
-            )
+        llm = required_llm(llm, by="the 'llm' explainer", kind="explainer")
         if n_candidates < 1 or max_tokens < 1:
             raise InvalidInputError("n_candidates and max_tokens must be at least 1")
         if context_window is not None and context_window <= max_tokens:

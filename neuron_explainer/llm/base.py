@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, JsonValue
 
 from neuron_explainer._aio import run_sync
-from neuron_explainer.errors import CapabilityError
+from neuron_explainer.errors import CapabilityError, InvalidInputError
 from neuron_explainer.results import ComponentInfo
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "TokenLogprob",
     "TopLogprob",
     "Usage",
+    "required_llm",
 ]
 
 Capability = Literal["chat", "chat_logprobs", "prompt_logprobs", "json_schema"]
@@ -224,3 +225,24 @@ class LLM(ABC):
     def info(self) -> ComponentInfo:
         """Recorded in results that this LLM helped produce."""
         return ComponentInfo(name=self.name, settings={"capabilities": sorted(self.capabilities)})
+
+
+def required_llm(llm: LLM | None, *, by: str, kind: str, offering: str = "") -> LLM:
+    """``llm``, checked to be there: what an LLM-backed component's constructor calls first.
+
+    Args:
+        llm: the ``llm=`` the component was given.
+        by: the component, for the message (``"the 'llm-json' simulator"``).
+        kind: ``"explainer"`` or ``"simulator"``: how users name one (``simulator=...``).
+        offering: what the LLM must offer, for the message (``"chat logprobs"``).
+
+    Raises:
+        InvalidInputError: ``llm`` is ``None``; the message says how to name or pass one.
+    """
+    if llm is None:
+        one = f" (one that offers {offering})" if offering else ""
+        raise InvalidInputError(
+            f"{by} needs an LLM: name it as 'provider:model' (e.g. {kind}='openai:gpt-4o-mini') "
+            f"or pass llm=...{one}"
+        )
+    return llm

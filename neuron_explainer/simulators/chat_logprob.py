@@ -44,7 +44,7 @@ from neuron_explainer.interfaces import (
     estimate_prompt_tokens,
     estimate_tokens,
 )
-from neuron_explainer.llm.base import LLM, Choice, Message, TokenLogprob
+from neuron_explainer.llm.base import LLM, Choice, Message, TokenLogprob, required_llm
 from neuron_explainer.llm.prompts import escape_token
 from neuron_explainer.results import Explanation, SequenceSimulation
 from neuron_explainer.simulators._common import (
@@ -220,11 +220,9 @@ class ChatLogprobSimulator(Simulator):
         top_logprobs: int = 20,
         excerpts_per_request: int = 1,
     ) -> None:
-        if llm is None:
-            raise InvalidInputError(
-                "the 'llm-chat-logprob' simulator needs an LLM: pass llm=... (a model that "
-                "offers chat logprobs)"
-            )
+        llm = required_llm(
+            llm, by="the 'llm-chat-logprob' simulator", kind="simulator", offering="chat logprobs"
+        )
         if retries < 0 or not 1 <= top_logprobs <= 20 or excerpts_per_request < 1:
             raise InvalidInputError(
                 "need retries >= 0, 1 <= top_logprobs <= 20 and excerpts_per_request >= 1; got "

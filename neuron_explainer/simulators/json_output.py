@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from neuron_explainer.errors import InvalidInputError, SimulationError
 from neuron_explainer.interfaces import CallEstimate, Simulator, estimate_prompt_tokens
-from neuron_explainer.llm.base import LLM, Message
+from neuron_explainer.llm.base import LLM, Message, required_llm
 from neuron_explainer.llm.prompts import extract_json_object
 from neuron_explainer.results import Explanation, SequenceSimulation
 from neuron_explainer.simulators._common import (
@@ -107,11 +107,7 @@ class JSONSimulator(Simulator):
     def __init__(
         self, llm: LLM | None = None, *, retries: int = 2, excerpts_per_request: int = 1
     ) -> None:
-        if llm is None:
-            raise InvalidInputError(
-                "the 'llm-json' simulator needs an LLM: name it as 'provider:model' "
-                "(e.g. simulator='openai:gpt-4o-mini') or pass llm=..."
-            )
+        llm = required_llm(llm, by="the 'llm-json' simulator", kind="simulator")
         if retries < 0 or excerpts_per_request < 1:
             raise InvalidInputError(
                 f"need retries >= 0 and excerpts_per_request >= 1, got {retries} and "

@@ -34,7 +34,12 @@ from neuron_explainer.interfaces import (
     Simulator,
     estimate_tokens,
 )
-from neuron_explainer.llm.base import LLM, PromptLogprobsRequest, PromptLogprobsResponse
+from neuron_explainer.llm.base import (
+    LLM,
+    PromptLogprobsRequest,
+    PromptLogprobsResponse,
+    required_llm,
+)
 from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
 from neuron_explainer.llm.prompts import escape_token
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
@@ -186,11 +191,12 @@ class PromptLogprobSimulator(Simulator):
         top_logprobs: int = 15,
         digits: Literal["auto", "top_logprobs", "logits"] = "auto",
     ) -> None:
-        if llm is None:
-            raise InvalidInputError(
-                "the 'llm-prompt-logprob' simulator needs an LLM: pass llm=... (a model that "
-                "scores prompts, e.g. a completions server with echo + logprobs)"
-            )
+        llm = required_llm(
+            llm,
+            by="the 'llm-prompt-logprob' simulator",
+            kind="simulator",
+            offering="prompt logprobs, e.g. a completions server with echo + logprobs",
+        )
         if not 1 <= top_logprobs <= 20:
             raise InvalidInputError(f"top_logprobs must be within 1-20, got {top_logprobs}")
         if digits not in ("auto", "top_logprobs", "logits"):
