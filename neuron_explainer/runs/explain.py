@@ -8,6 +8,7 @@ default ``"hf"``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -49,46 +50,53 @@ def _gather(given: ExplainOptions | Mapping[str, Any] | None, **keywords: Any) -
     return ExplainOptions.build(given)
 
 
-async def _record_for(
-    source: Any,
-    *,
-    layer: int | None,
-    neuron: int | None,
-    corpus: Any,
-    subject_options: Mapping[str, Any] | None,
-    subject: str,
-    registry: Registry,
-) -> NeuronRecord:
+@dataclass(frozen=True)
+class _Recording:
+    """How to record the unit when `explain_neuron` is given a model (or a subject)."""
+
+    layer: int | None
+    neuron: int | None
+    corpus: Any
+    subject_options: Mapping[str, Any] | None
+    subject: str
+
+    def given(self) -> bool:
+        """Whether any of it was given (a record needs none of it)."""
+        defaults = (None, None, None, None, "hf")
+        given = (self.layer, self.neuron, self.corpus, self.subject_options or None, self.subject)
+        return given != defaults
+
+
+async def _record_for(source: Any, how: _Recording, registry: Registry) -> NeuronRecord:
     """The NeuronRecord to explain: given directly, or recorded by a subject (given, or built
-    by the registry from ``subject``'s name) over a corpus."""
+    by the registry from ``how.subject``'s name) over a corpus."""
     if isinstance(source, NeuronRecord | Mapping):
-        recording = (layer, neuron, corpus, subject_options or None, None if subject == "hf" else 1)
-        if any(v is not None for v in recording):
+        if how.given():
             raise InvalidInputError(
                 "layer, neuron, corpus, subject and subject_options are for recording a model; "
                 "a NeuronRecord is explained as it is"
             )
         return _coerce_record(source)
-    if layer is None or neuron is None:
+    if how.layer is None or how.neuron is None:
         raise InvalidInputError(
             f"to explain a neuron of model {source!r}, give layer= and neuron= (and corpus=)"
         )
     if isinstance(source, Subject):
-        if corpus is not None or subject_options or subject != "hf":
+        if how.corpus is not None or how.subject_options or how.subject != "hf":
             raise InvalidInputError(
                 f"a {type(source).__name__} has its corpus and options already: corpus=, "
                 "subject= and subject_options= are for recording a model"
             )
         recorder = source
     else:
-        options = dict(subject_options or {})
+        options = dict(how.subject_options or {})
         clash = sorted({"model", "corpus"} & set(options))
         if clash:
             raise InvalidInputError(
                 f"subject_options cannot set {clash}: give the model first and corpus="
             )
-        recorder = registry.subject(subject, model=source, corpus=corpus, **options)
-    return await recorder.aneuron_record(recorder.unit(layer, neuron))
+        recorder = registry.subject(how.subject, model=source, corpus=how.corpus, **options)
+    return await recorder.aneuron_record(recorder.unit(how.layer, how.neuron))
 
 
 async def explain_record(
@@ -227,15 +235,8 @@ async def aexplain_neuron(
     the_explainer = components.explainer(explainer)
     the_simulator = components.simulator(simulator)
     with track_usage(budget) as meter:
-        neuron_record = await _record_for(
-            record,
-            layer=layer,
-            neuron=neuron,
-            corpus=corpus,
-            subject_options=subject_options,
-            subject=subject,
-            registry=components,
-        )
+        how = _Recording(layer, neuron, corpus, subject_options, subject)
+        neuron_record = await _record_for(record, how, components)
         result = await explain_record(neuron_record, the_explainer, the_simulator, options)
     return result.model_copy(update={"usage": meter.summary})
 

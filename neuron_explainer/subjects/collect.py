@@ -157,34 +157,15 @@ def _verified_skip(windows: Iterator[Window], run: CollectionRun) -> Iterator[Wi
     yield from windows
 
 
-def _check_counts(
-    *,
-    window_length: int,
-    batch_size: int,
-    top_k: int,
-    checkpoint_every: int,
-    n_random: int,
-    n_per_quantile: int,
-    quantile_warmup: int,
-    seed: int,
-) -> None:
-    """Check `collect`'s sizes and counts.
+def _check_counts(*counts: tuple[str, int, int]) -> None:
+    """Check `collect`'s sizes and counts, each given as ``(name, value, minimum)``.
 
     Raises:
-        InvalidInputError: ``window_length``, ``batch_size``, ``top_k``, ``checkpoint_every``
-            or ``quantile_warmup`` below 1, or ``n_random``, ``n_per_quantile`` or ``seed``
-            negative.
+        InvalidInputError: the first value below its minimum, named.
     """
-    for label, value in (
-        ("window_length", window_length),
-        ("batch_size", batch_size),
-        ("top_k", top_k),
-        ("checkpoint_every", checkpoint_every),
-    ):
-        if value < 1:
-            raise InvalidInputError(f"{label} must be at least 1, got {value}")
-    if n_random < 0 or n_per_quantile < 0 or quantile_warmup < 1 or seed < 0:
-        raise InvalidInputError("n_random, n_per_quantile, seed must be >= 0, quantile_warmup >= 1")
+    for name, value, minimum in counts:
+        if value < minimum:
+            raise InvalidInputError(f"{name} must be at least {minimum}, got {value}")
 
 
 def _resume_or_clear(run: CollectionRun, *, overwrite: bool) -> bool:
@@ -273,14 +254,14 @@ def collect(
             another config (pass ``overwrite=True``).
     """
     _check_counts(
-        window_length=window_length,
-        batch_size=batch_size,
-        top_k=top_k,
-        checkpoint_every=checkpoint_every,
-        n_random=n_random,
-        n_per_quantile=n_per_quantile,
-        quantile_warmup=quantile_warmup,
-        seed=seed,
+        ("window_length", window_length, 1),
+        ("batch_size", batch_size, 1),
+        ("top_k", top_k, 1),
+        ("checkpoint_every", checkpoint_every, 1),
+        ("quantile_warmup", quantile_warmup, 1),
+        ("n_random", n_random, 0),
+        ("n_per_quantile", n_per_quantile, 0),
+        ("seed", seed, 0),
     )
     levels = checked_quantile_levels(quantile_levels)
     loaded = (
