@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_sleep import Sleeps
 
 from neuron_explainer import (
     AuthenticationError,
@@ -43,17 +44,6 @@ ALL = ("chat", "chat_logprobs", "json_schema", "prompt_logprobs")
 
 def ask(text: str = "Say hi", **fields: Any) -> ChatRequest:
     return ChatRequest(messages=(Message(role="user", content=text),), **fields)
-
-
-class Sleeps:
-    """An injected sleep: records each wait and yields to the loop without waiting."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        await asyncio.sleep(0)
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fake_sleep import Sleeps
 
 from neuron_explainer import (
     AuthenticationError,
@@ -42,17 +43,6 @@ from neuron_explainer.llm.transport import (
 SECRET = "sk-mock-0123456789abcdefSECRET"
 ALL = ("chat", "chat_logprobs", "json_schema", "prompt_logprobs")
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class Sleeps:
-    """An injected sleep: records each wait and yields to the loop without waiting."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        await asyncio.sleep(0)
 
 
 class Script:
