@@ -1,9 +1,11 @@
 """Helpers for tests/test_batch.py, and a batch run in a subprocess (the kill-and-resume test).
 
-Usage: python _batch_worker.py DB N_UNITS CONCURRENCY
+Usage: python _batch_worker.py DB N_UNITS CONCURRENCY [MARKED]
 
 Runs `explain_neurons` over `units(N_UNITS)` with `unit_record`, ``openai:m`` as explainer and
 simulator (``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` from the environment) and `LLM_OPTIONS`.
+MARKED: comma-separated indices of the units whose records are ``marked`` (a test server can
+then fail them).
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ if __name__ == "__main__":
     from neuron_explainer.runs import explain_neurons
 
     db, n_units, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    marked = {int(i) for i in sys.argv[4].split(",")} if len(sys.argv) > 4 else set()
     explain_neurons(
-        records=unit_record,
+        records=lambda unit: unit_record(unit, marked=unit.index in marked),
         source_name="numbers",
         units=units(n_units),
         db=db,

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -280,25 +280,36 @@ def test_an_llm_batch_over_http(server: OpenAITestServer, tmp_path: Path) -> Non
         assert KEY.encode() not in (tmp_path / "run.sqlite").read_bytes()
 
 
+def garbage_for_marked(oracle: OracleResponder) -> Any:
+    """A responder that answers the simulations of `MARK`-ed records with a refusal (so those
+    units fail with a SimulationError) and everything else with ``oracle``."""
+
+    def respond(request: Any) -> Any:
+        prompt = json.dumps(request.body)
+        if json.dumps(MARK)[1:-1] in prompt and "Explanation of neuron behavior" not in prompt:
+            return "I'm sorry, but I can't help with that."
+        return oracle(request)
+
+    return respond
+
+
 def test_failed_units_are_recorded_and_retried_on_demand(
     server: OpenAITestServer, tmp_path: Path
 ) -> None:
     oracle = OracleResponder()
     broken = {UnitId(model="synthetic-numbers", layer=0, index=i) for i in (1, 4)}
 
-    def garbage_for_marked(request: Any) -> Any:
-        prompt = json.dumps(request.body)
-        if json.dumps(MARK)[1:-1] in prompt and "Explanation of neuron behavior" not in prompt:
-            return "I'm sorry, but I can't help with that."
-        return oracle(request)
-
     def records(unit: UnitId) -> Any:
         return unit_record(unit, marked=unit in broken)
 
-    server.responder = garbage_for_marked
+    server.responder = garbage_for_marked(oracle)
     db = tmp_path / "run.sqlite"
     first = llm_run(db, units(6), records=records)
     assert (first.done, first.failed, first.skipped) == (4, 2, 0)
+    assert (first.failed_now, first.failed_before) == (2, 0)
+    assert [(f.unit, f.in_this_call) for f in first.failures] == [
+        (u, True) for u in sorted(broken, key=lambda u: u.index)
+    ]
     with RunStore(db) as store:
         failures = store.failures()
         assert {u for u, _ in failures} == broken
@@ -307,10 +318,17 @@ def test_failed_units_are_recorded_and_retried_on_demand(
         done_calls = sum(r.usage.calls for r in store.results())
         assert done_calls < store.spent().calls <= server.request_count  # failures' calls too
     again = llm_run(db, units(6), records=records)
-    assert (again.done, again.failed, again.not_retried, again.already_done) == (0, 0, 2, 4)
+    # The earlier failures stay failed (not "skipped") until a call retries them.
+    assert (again.done, again.failed, again.skipped, again.already_done) == (0, 2, 4, 4)
+    assert (again.failed_now, again.failed_before, again.pending) == (0, 2, 0)
+    assert [f.reason for f in again.failures] == [f.reason for f in first.failures]
+    assert not any(f.in_this_call for f in again.failures)
+    with pytest.warns(DeprecationWarning, match="failed_before"):
+        assert again.not_retried == 2
     server.responder = oracle
     retried = llm_run(db, units(6), records=records, retry_failed=True)
     assert (retried.done, retried.failed, retried.already_done) == (2, 0, 4)
+    assert retried.failures == ()
     with RunStore(db) as store:
         assert store.counts() == {"pending": 0, "done": 6, "failed": 0}
 
@@ -396,13 +414,86 @@ def test_a_killed_run_resumes_without_spending_again(
                 assert result.model_dump_json() == done_before[result.unit]
 
 
-def count_done(db: Path) -> int:
+def count_done(db: Path, status: str = "done") -> int:
+    """How many units of ``db`` have ``status``, read without writing (0 before the schema)."""
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
-            row = connection.execute("SELECT COUNT(*) FROM units WHERE status = 'done'").fetchone()
+            row = connection.execute(
+                "SELECT COUNT(*) FROM units WHERE status = ?", (status,)
+            ).fetchone()
     except sqlite3.OperationalError:  # the schema is not there yet
         return 0
     return int(row[0])
+
+
+def kill_worker_when(
+    db: Path, log: Path, n_units: int, marked: str, ready: Callable[[], bool]
+) -> None:
+    """Run `_batch_worker` on ``db`` (the units ``marked`` fail on a `garbage_for_marked`
+    server) and kill it with SIGKILL as soon as ``ready()``."""
+    worker = Path(__file__).with_name("_batch_worker.py")
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, str(worker), str(db), str(n_units), "2", marked],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OPENAI_API_KEY": KEY},
+        )
+    deadline = time.monotonic() + 120
+    try:
+        while not (db.exists() and ready()):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the worker never got there"
+            time.sleep(0.01)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def test_a_failure_stays_failed_after_a_kill_and_a_resume(
+    server: OpenAITestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.latency = 0.05
+    server.responder = garbage_for_marked(OracleResponder())
+    n_units, broken = 30, units(30)[1:3]
+    db = tmp_path / "run.sqlite"
+    kill_worker_when(
+        db,
+        tmp_path / "worker.log",
+        n_units,
+        "1,2",
+        lambda: count_done(db, "failed") == 2 and count_done(db) >= 1,
+    )
+    with RunStore(db) as store:
+        before = store.failures()
+        done_before = store.counts()["done"]
+    assert [unit for unit, _ in before] == broken
+    assert done_before < n_units - 2, "the worker was not killed midway"
+
+    resumed = llm_run(db, units(n_units), records=lambda u: unit_record(u, marked=u in broken))
+    assert (resumed.done, resumed.failed, resumed.failed_now) == (n_units - 2 - done_before, 2, 0)
+    assert (resumed.failed_before, resumed.already_done) == (2, done_before)
+    assert resumed.skipped == done_before  # the failures are not among the skipped
+    assert resumed.total == resumed.done + resumed.failed + resumed.skipped == n_units
+    assert [(f.unit, f.reason, f.in_this_call) for f in resumed.failures] == [
+        (unit, reason, False) for unit, reason in before
+    ]
+    assert all(f.reason.startswith("SimulationError: ") for f in resumed.failures)
+
+    from neuron_explainer.cli._support import print_summary
+    from neuron_explainer.report import write_report
+
+    capsys.readouterr()
+    assert print_summary(resumed) == 1  # the run is not complete while units are failed
+    shown = capsys.readouterr().out
+    assert f"{resumed.done} done, 2 failed (0 in this call, 2 before it), " in shown
+    for unit, reason in before:
+        assert f"failed (before this call): {unit}: {' '.join(reason.split())[:80]}" in shown
+    with RunStore(db) as store:
+        page = write_report(store.results(), tmp_path / "r.html", failures=store.failures())
+    html = page.read_text(encoding="utf-8")
+    assert f"{n_units - 2} units explained, 2 failed" in html
+    assert html.count("SimulationError: ") == 2
 
 
 def test_a_budget_stops_the_run_cleanly_and_counts_what_was_spent(

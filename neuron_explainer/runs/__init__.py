@@ -18,6 +18,7 @@ Runs sit above the stages (subjects, explainers, simulators, scorers) and the pl
 only the report, the CLI and the testing tools import them.
 """
 
+from neuron_explainer.runs._runner import FailedUnit as FailedUnit
 from neuron_explainer.runs._runner import RunEvent as RunEvent
 from neuron_explainer.runs._runner import RunSummary as RunSummary
 from neuron_explainer.runs._sources import RecordSource as RecordSource
@@ -34,6 +35,7 @@ from neuron_explainer.runs.store import RunStore as RunStore
 
 __all__ = [
     "EXPLAIN_OPTIONS",
+    "FailedUnit",
     "RecordSource",
     "RunEstimate",
     "RunEvent",

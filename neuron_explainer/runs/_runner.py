@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from neuron_explainer._aio import gather_or_cancel
 from neuron_explainer.errors import (
@@ -27,7 +27,7 @@ from neuron_explainer.results import ExplanationResult, UsageSummary
 from neuron_explainer.runs._sources import Source
 from neuron_explainer.runs.store import RunStore
 
-__all__ = ["RunEvent", "RunSummary", "run_units"]
+__all__ = ["FailedUnit", "RunEvent", "RunSummary", "run_units"]
 
 # Failures of one unit: recorded with their reason, and the run goes on. Anything else (a
 # TypeError, a CapabilityError, an InvalidInputError about the settings, a rejected API key)
@@ -42,19 +42,54 @@ UNIT_FAILURES = (
 FATAL = (AuthenticationError,)
 
 
-class RunSummary(BaseModel):
-    """What one call of `aexplain_neurons` or `arescore` did.
+class FailedUnit(BaseModel):
+    """A chosen unit whose status is failed at the end of a call.
 
-    ``total = done + failed + skipped``. ``skipped`` counts the units not attempted in this
-    call: ``already_done`` before it, ``not_retried`` (failed before, ``retry_failed`` off) and
-    ``pending`` (left undone because the run stopped, e.g. at the budget).
+    Attributes:
+        unit: the unit.
+        reason: why it failed: the exception class and its message
+            (``"SimulationError: ..."``), as `RunStore.failures` gives it.
+        in_this_call: it failed in this call (else in an earlier one, and this call did not
+            retry it).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    unit: UnitId
+    reason: str
+    in_this_call: bool
+
+
+class RunSummary(BaseModel):
+    """What one call of `aexplain_neurons` or `arescore` did, and where its units stand.
+
+    ``total = done + failed + skipped``, with
+
+    * ``failed = failed_now + failed_before``: every chosen unit whose status is failed at the
+      end of the call, whether it failed in this call (``failed_now``) or in an earlier one
+      that this call did not retry (``failed_before``; ``retry_failed`` off, or the run stopped
+      before it came to it). Their reasons are in ``failures``. A failure stays counted as
+      failed in every later summary until a call retries it successfully.
+    * ``skipped = already_done + pending``: units not attempted in this call that are not
+      failed: done before it (``already_done``), or left pending because the run stopped (e.g.
+      at the budget).
+
+    Before 0.2 ``failed`` counted only this call's failures and ``skipped`` included the
+    earlier ones (as ``not_retried``, now ``failed_before``).
 
     Attributes:
         db: the run database.
         total: units chosen for this call.
         done: units finished in this call.
-        failed: units that failed in this call (reasons in `RunStore.failures`).
+        failed: chosen units that are failed now (see above).
         skipped: see above.
+        failed_now: units that failed in this call.
+        failed_before: units that failed in an earlier call and are still failed.
+        failures: the failed units (``failed`` of them) with their reasons, in (layer, index)
+            order.
+        already_done: units done before this call.
+        not_retried: deprecated alias of ``failed_before`` (removed in 0.4).
+        pending: units left pending (not done, not failed).
         usage: tokens and cost spent by this call.
         elapsed_s: wall time of the call.
         stopped_reason: ``"budget"`` when the budget stopped the run, else ``None``.
@@ -69,8 +104,13 @@ class RunSummary(BaseModel):
     done: int
     failed: int
     skipped: int
+    failed_now: int = 0
+    failed_before: int = 0
+    failures: tuple[FailedUnit, ...] = ()
     already_done: int = 0
-    not_retried: int = 0
+    not_retried: int = Field(
+        default=0, deprecated="RunSummary.not_retried is deprecated: use failed_before"
+    )
     pending: int = 0
     usage: UsageSummary = UsageSummary()
     elapsed_s: float = 0.0
@@ -111,6 +151,7 @@ class _Counters:
     def __init__(self, total: int) -> None:
         self.total = total
         self.done = self.failed = self.stopped = 0
+        self.failed_units: set[UnitId] = set()
         self.stopped_reason: str | None = None
 
     @property
@@ -138,7 +179,6 @@ async def run_units(
         u for u in chosen if status[u] == "pending" or (retry_failed and status[u] == "failed")
     )
     already_done = sum(status[u] == "done" for u in chosen)
-    not_retried = 0 if retry_failed else sum(status[u] == "failed" for u in chosen)
     spent_before = store.spent().cost_usd
     left = None if budget_usd is None else max(0.0, budget_usd - spent_before)
     run_id = store.start_run(
@@ -180,6 +220,7 @@ async def run_units(
                         raise
                     except UNIT_FAILURES as exc:
                         count.failed += 1
+                        count.failed_units.add(unit)
                         reason = str(exc) or repr(exc)
                         store.mark_failed(unit, type(exc).__name__, reason, spent.summary, run_id)
                         emit("failed", unit, usage=spent.summary, reason=reason)
@@ -203,15 +244,23 @@ async def run_units(
                 cost_usd=meter.summary.cost_usd,
                 stopped_reason=stopped_reason,
             )
+    failures = tuple(
+        FailedUnit(unit=unit, reason=reason, in_this_call=unit in count.failed_units)
+        for unit, reason in store.failures(among=chosen)
+    )
+    failed_before = len(failures) - count.failed
     return RunSummary(
         db=str(store.path),
         total=len(chosen),
         done=count.done,
-        failed=count.failed,
-        skipped=skipped,
+        failed=len(failures),
+        skipped=len(chosen) - count.done - len(failures),
+        failed_now=count.failed,
+        failed_before=failed_before,
+        failures=failures,
         already_done=already_done,
-        not_retried=not_retried,
-        pending=count.total - count.done - count.failed,
+        not_retried=failed_before,
+        pending=len(chosen) - count.done - len(failures) - already_done,
         usage=meter.summary,
         elapsed_s=time.perf_counter() - started,
         stopped_reason=count.stopped_reason,

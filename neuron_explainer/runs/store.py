@@ -425,10 +425,15 @@ class RunStore:
             last = rows[-1]
             after = (last["layer"], last["idx"], last["model"], last["kind"])
 
-    def failures(self) -> list[tuple[UnitId, str]]:
-        """Every failed unit with its reason (``"SimulationError: ..."``), in (layer, index)
-        order."""
-        return [(s.unit, s.reason or "") for s in self.units("failed")]
+    def failures(self, among: Iterable[UnitId] | None = None) -> list[tuple[UnitId, str]]:
+        """Every failed unit (or those of ``among``) with its reason
+        (``"SimulationError: ..."``), in (layer, index) order."""
+        wanted = None if among is None else set(among)
+        return [
+            (s.unit, s.reason or "")
+            for s in self.units("failed")
+            if wanted is None or s.unit in wanted
+        ]
 
     def spent(self) -> UsageSummary:
         """Everything the runs of this database spent (done, failed and stopped attempts;
