@@ -123,6 +123,31 @@ def test_quickstart_runs(page_path: Path) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     score = float(run.stdout.splitlines()[1])
     assert score > 0.9, run.stdout
+    claims = printed_claims(code.group(1))
+    printed = run.stdout.splitlines()
+    assert len(claims) == len(printed), (
+        f"a print without a comment saying what it prints:\n{code[1]}"
+    )
+    for claim, line in zip(claims, printed, strict=True):
+        pattern = ".*?".join(re.escape(part) for part in claim.split("..."))
+        assert re.fullmatch(pattern, line), f"the quickstart says {claim!r} but prints {line!r}"
+
+
+def printed_claims(code: str) -> list[str]:
+    """What each ``print(...)`` line of ``code`` is said to print: its trailing comment, or
+    the comment line right below it, up to an em dash (what follows explains it)."""
+    lines = code.splitlines()
+    claims = []
+    for i, line in enumerate(lines):
+        if not line.startswith("print("):
+            continue
+        comment = line.partition("  # ")[2]
+        below = lines[i + 1] if i + 1 < len(lines) else ""
+        if not comment and below.startswith("# "):
+            comment = below[2:]
+        assert comment, f"the quickstart does not say what {line!r} prints"
+        claims.append(comment.split(" — ")[0].strip())
+    return claims
 
 
 @pytest.mark.parametrize("name", sorted(neuron_explainer.__all__))
