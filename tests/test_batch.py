@@ -153,6 +153,7 @@ def collected(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def test_a_batch_over_a_collection_runs_every_unit(collected: Path) -> None:
+    assert list(collected.rglob("*.lock")) == []  # neither the run nor the collection left one
     with RunStore(collected / "run.sqlite") as store:
         statuses = store.units()
         assert [(s.unit.layer, s.unit.index) for s in statuses] == [
@@ -182,7 +183,7 @@ def test_the_same_call_again_does_nothing_and_more_units_extend_the_run(
     again = explain_neurons(collected / "run.collection", layers="0-1", neurons="0-5", db=db)
     assert isinstance(again, RunSummary)
     assert (again.done, again.failed, again.total) == (0, 0, 12)
-    assert again.skipped == again.already_done + again.not_retried == 12
+    assert again.skipped == again.already_done + again.pending == 12 and again.failed_before == 0
     # Positionally named model + corpus (the CLI's way): the collection is found finished.
     more = explain_neurons(
         model_dir, corpus=texts(), layers=[1], neurons=[6, 7], db=db, collect_options=COLLECT
@@ -479,6 +480,7 @@ def test_a_failure_stays_failed_after_a_kill_and_a_resume(
         (unit, reason, False) for unit, reason in before
     ]
     assert all(f.reason.startswith("SimulationError: ") for f in resumed.failures)
+    assert list(tmp_path.glob("*.lock")) == []  # the killed worker's, taken over and removed
 
     from neuron_explainer.cli._support import print_summary
     from neuron_explainer.report import write_report

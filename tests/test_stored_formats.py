@@ -8,9 +8,13 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from _batch_worker import unit_record, units
 from pydantic import ValidationError
 
 from neuron_explainer import ExplanationResult, FormatError, InvalidInputError, UsageError
@@ -149,13 +153,91 @@ def test_a_run_database_of_a_newer_schema_is_refused(v1: Path) -> None:
         rf"run\.sqlite: run-database schema {SCHEMA_VERSION + 1} was written by a newer "
         rf"neuron_explainer; this version reads 1 to {SCHEMA_VERSION}: upgrade neuron_explainer$"
     )
+    before = digest(db)
     with pytest.raises(FormatError, match=newer):
         RunStore(db)
     with pytest.raises(FormatError, match=newer):
         migrate(db)
     with pytest.raises(FormatError, match=newer):
         explain_neurons(v1 / "collection", layers=[0], neurons="0-7", db=db)
+    assert digest(db) == before  # refused without a write (no WAL switch, no lock file)
+    assert sorted(p.name for p in v1.glob("run.sqlite*")) == ["run.sqlite"]
     assert raw_schema_version(db) == SCHEMA_VERSION + 1
+
+
+def sqlite_file(path: Path, *, wal: bool) -> Path:
+    """An SQLite file that is not a run database (one table), in WAL mode or not."""
+    db = sqlite3.connect(path)
+    try:
+        if wal:
+            db.execute("PRAGMA journal_mode=WAL")
+        with db:
+            db.execute("CREATE TABLE notes (text TEXT)")
+            db.execute("INSERT INTO notes VALUES ('mine')")
+    finally:
+        db.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("empty.sqlite", lambda p: p.write_bytes(b""), r"empty\.sqlite is an empty file"),
+        ("notes.sqlite", lambda p: sqlite_file(p, wal=False), "SQLite file but not a run"),
+        ("wal.sqlite", lambda p: sqlite_file(p, wal=True), "SQLite file but not a run"),
+        ("junk.sqlite", lambda p: p.write_bytes(b"\x00junk" * 999), "not an SQLite file"),
+    ],
+)
+def test_a_file_that_is_not_a_run_database_is_refused_untouched(
+    tmp_path: Path, name: str, make: Any, message: str
+) -> None:
+    path = tmp_path / name
+    make(path)
+    before = digest(path)
+    journal = path.read_bytes()[18:20]  # the header's WAL flag (2, 2) or not (1, 1)
+    for attempt in (
+        lambda: RunStore(path),  # what the report and every reader open
+        lambda: migrate(path),
+        lambda: write_report(RunStore(path).results(), tmp_path / "r.html"),
+    ):
+        with pytest.raises((FormatError, InvalidInputError)) as refused:
+            attempt()
+        assert str(path) in str(refused.value)
+        assert digest(path) == before and path.read_bytes()[18:20] == journal
+        assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no -wal, -shm, .lock
+    if name != "empty.sqlite":  # an empty file is where a new run may begin: see below
+        with pytest.raises(FormatError, match=message):
+            RunStore(path, create=True)
+        with pytest.raises(FormatError, match=message):
+            explain_neurons(records={u: unit_record(u) for u in units(1)}, db=path)
+        assert digest(path) == before and sorted(p.name for p in tmp_path.iterdir()) == [name]
+    else:
+        with pytest.raises(FormatError, match=message):
+            RunStore(path)
+
+
+def test_the_report_command_refuses_an_empty_file_and_leaves_it_empty(tmp_path: Path) -> None:
+    empty = tmp_path / "run.sqlite"
+    empty.write_bytes(b"")
+    ran = subprocess.run(
+        [sys.executable, "-m", "neuron_explainer", "report", "--db", str(empty),
+         "--out", str(tmp_path / "report.html")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stderr.strip() == f"error: {empty} is an empty file (0 bytes), not a run database"
+    assert empty.read_bytes() == b"" and sorted(tmp_path.iterdir()) == [empty]
+
+
+def test_an_empty_file_becomes_a_new_run_only_when_asked_to_create(tmp_path: Path) -> None:
+    """An empty file holds nothing to lose (and a process killed right after SQLite created
+    the file leaves one): a run (``create=True``) starts a new database in it."""
+    db = tmp_path / "run.sqlite"
+    db.write_bytes(b"")
+    summary = explain_neurons(records={u: unit_record(u) for u in units(2)}, db=db)
+    assert summary.done == 2
+    with RunStore(db) as store:
+        assert store.counts()["done"] == 2 and store.schema_version == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(

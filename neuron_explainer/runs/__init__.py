@@ -8,8 +8,9 @@
 * `neuron_explainer.runs.store`: `RunStore`, the SQLite run database (versioned).
 * `neuron_explainer.runs.estimate`: what a unit or a run would cost, with nothing sent (each
   component answers its own part: `Explainer.estimate`, `Simulator.estimate`).
-* ``_runner`` (the unit runner: concurrency, budget, commits) and ``_sources`` (where a
-  batch's records come from) are private.
+* ``_runner`` (the unit runner: concurrency, budget, commits), ``_sources`` (where a batch's
+  records come from) and ``_files`` (opening the database's file without harming it, the run
+  lock) are private.
 
 Each takes its options as one `neuron_explainer.options.ExplainOptions` (what a result depends
 on) and `neuron_explainer.options.RunOptions` (how the run goes), validated once.
@@ -18,6 +19,7 @@ Runs sit above the stages (subjects, explainers, simulators, scorers) and the pl
 only the report, the CLI and the testing tools import them.
 """
 
+from neuron_explainer.runs._files import DatabaseAccessError as DatabaseAccessError
 from neuron_explainer.runs._runner import FailedUnit as FailedUnit
 from neuron_explainer.runs._runner import RunEvent as RunEvent
 from neuron_explainer.runs._runner import RunSummary as RunSummary
@@ -35,6 +37,7 @@ from neuron_explainer.runs.store import RunStore as RunStore
 
 __all__ = [
     "EXPLAIN_OPTIONS",
+    "DatabaseAccessError",
     "FailedUnit",
     "RecordSource",
     "RunEstimate",

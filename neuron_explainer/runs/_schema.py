@@ -46,10 +46,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from neuron_explainer._version import __version__
-from neuron_explainer.errors import FormatError, UsageError
+from neuron_explainer.errors import FormatError
 from neuron_explainer.results import check_stored_version
 
 __all__ = [
@@ -65,7 +65,6 @@ __all__ = [
     "now",
     "read_version",
     "set_meta",
-    "take_run_lock",
     "transaction",
 ]
 
@@ -204,29 +203,6 @@ MIGRATIONS: dict[int, Migration] = {
     ),
 }
 """Version ``n`` → the step that migrates it to ``n + 1``."""
-
-
-def take_run_lock(path: Path) -> IO[str] | None:
-    """Take the run lock of the database ``path``: an advisory ``flock`` on ``<path>.lock``,
-    held until the returned file is closed (or the process dies); ``None`` where there is no
-    ``flock`` (Windows).
-
-    Raises:
-        UsageError: another process holds it.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory lock
-        return None
-    handle = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise UsageError(
-            f"another run is using {path}; wait for it to finish (or stop it)"
-        ) from None
-    return handle
 
 
 def check_version(path: Path, version: Any, *, to_read: bool = True) -> int:

@@ -35,6 +35,7 @@ from neuron_explainer.options import ExplainOptions, RunOptions
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import UnitId
 from neuron_explainer.results import ExplanationResult
+from neuron_explainer.runs._files import check_writable, is_empty
 from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
 from neuron_explainer.runs._sources import RecordSource, Source, open_source, select_units
 from neuron_explainer.runs.explain import explain_record
@@ -84,8 +85,8 @@ def _held_options(options: Any) -> Any:
 
 def _held(db: Path) -> tuple[str | None, dict[str, Any] | None, dict[UnitId, str], float]:
     """The kind, config (options read by `_held_options`), unit statuses and spending of an
-    existing database (nothing written)."""
-    if not db.exists():
+    existing database (nothing written; an empty file holds nothing yet)."""
+    if not db.exists() or is_empty(db):
         return None, None, {}, 0.0
     with RunStore(db) as store:
         meta = store.meta()
@@ -204,7 +205,7 @@ async def aexplain_neurons(
             Required with ``model`` (they are the layers collected).
         neurons: neurons of each layer (``"0-99"``, ``[3, 7]``); default all.
         units: instead of ``layers`` x ``neurons``: the units to explain.
-        db: the run database (created if missing).
+        db: the run database (created if missing or an empty file).
         explainer: an `Explainer` or a registered name (``"openai:gpt-4o-mini"``).
         simulator: a `Simulator` or a registered name.
         concurrency: units in flight at once.
@@ -229,6 +230,8 @@ async def aexplain_neurons(
             units the source does not have, or ``db`` holds a run with another source,
             explainer, simulator or options.
         UsageError: another process is running on ``db``, or called inside an event loop.
+        DatabaseAccessError: ``db`` or its folder cannot be written (checked before anything
+            is collected); the message names the path and the cause.
         AuthenticationError, CapabilityError, and any error that is not a unit's own failure:
             the run stops (finished units stay committed) and the error propagates.
     """
@@ -250,6 +253,8 @@ async def aexplain_neurons(
         "options": options.model_dump(mode="json"),
     }
     _refuse_mismatch(db_path, "explain", config, partial=True)
+    if not dry_run:
+        check_writable(db_path)  # before collecting, which may take long
     src = await open_source(
         source,
         model=model,

@@ -25,13 +25,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from neuron_explainer.errors import FormatError, InvalidInputError
 from neuron_explainer.results import RESULT_FORMAT_VERSION, ExplanationResult
-from neuron_explainer.runs._schema import (
-    SCHEMA_VERSION,
-    backup_path,
-    migrate_database,
-    read_version,
+from neuron_explainer.runs._files import (
+    SQLITE_MAGIC,
+    inspect_database,
+    release_run_lock,
     take_run_lock,
 )
+from neuron_explainer.runs._schema import SCHEMA_VERSION, backup_path, migrate_database
 from neuron_explainer.subjects.collection import FORMAT_VERSION, META, check_format, read_json
 
 __all__ = ["COLLECTION_MIGRATIONS", "Migrated", "StoredKind", "migrate"]
@@ -43,10 +43,6 @@ COLLECTION_MIGRATIONS: dict[int, Callable[[Path], None]] = {}
 """Collection format ``n`` → the step that rewrites a collection folder to format ``n + 1``
 (none yet: 1 is the only format). A step keeps a copy of each file it rewrites; `migrate`
 updates ``meta.json``'s ``"format"`` afterwards (keeping a copy of the old ``meta.json``)."""
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-"""The first bytes of every SQLite database file."""
-
 
 _Outcome = tuple[int, int, Path | None]
 """The version before, the version now, and the backup (``None`` when nothing was written)."""
@@ -114,22 +110,18 @@ def migrate(path: str | os.PathLike[str]) -> Migrated:
 
 def _is_sqlite(path: Path) -> bool:
     with open(path, "rb") as f:
-        return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+        return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
 
 
 def _migrate_run_database(path: Path) -> _Outcome:
+    inspect_database(path, create=False, to_read=False)  # reads only: refuses untouched
     lock = take_run_lock(path)
     db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
     try:
-        try:
-            read_version(db)
-        except sqlite3.DatabaseError as exc:
-            raise FormatError(f"{path} is not a run database: {exc}") from None
         version, backup = migrate_database(db, path)
     finally:
         db.close()
-        if lock is not None:
-            lock.close()
+        release_run_lock(path, lock)
     return version, SCHEMA_VERSION, backup
 
 

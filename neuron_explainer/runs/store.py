@@ -33,19 +33,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from neuron_explainer._version import __version__
-from neuron_explainer.errors import FormatError, InvalidInputError
+from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.records import UnitId
 from neuron_explainer.results import ExplanationResult, UsageSummary
+from neuron_explainer.runs._files import (
+    open_database,
+    raise_access,
+    release_run_lock,
+    take_run_lock,
+)
 from neuron_explainer.runs._schema import (
     SCHEMA_VERSION,
-    check_version,
     config_mismatch,
-    create_schema,
     migrate_database,
     now,
-    read_version,
     set_meta,
-    take_run_lock,
     transaction,
 )
 
@@ -96,43 +98,31 @@ class RunStore:
 
     Args:
         path: the database file.
-        create: create the file (and its folder) when it does not exist; otherwise a missing
-            file raises.
+        create: create the database (and its folder) when there is no file at ``path``, or
+            an empty (0-byte) one; otherwise a missing or empty file raises.
 
-    A database of an older schema is read as it is; the first write migrates it (keeping a
-    copy of the old file, see `migrate`) and warns once that it did.
+    The file is checked with reads only (a read-only connection) before anything writes to
+    it: a file that is not a run database is refused exactly as it was, never switched to WAL
+    nor given a schema. A database of an older schema is read as it is; the first write
+    migrates it (keeping a copy of the old file, see `migrate`) and warns once that it did.
 
     Raises:
-        InvalidInputError: the file does not exist and ``create`` is false.
-        FormatError: the file is not a run database, or one of a newer schema than
+        InvalidInputError: no file at ``path`` and ``create`` is false, or ``path`` is a
+            folder.
+        FormatError: the file is not a run database (an empty file without ``create``, not
+            SQLite, SQLite without a run database's meta), or one of a newer schema than
             `SCHEMA_VERSION` (or of an older one that must be migrated first, with the
             command to run).
+        DatabaseAccessError: the file or its folder cannot be read or written by this
+            process (a read-only folder, say); the message names the path and the cause.
+            Writes to a database this process may only read raise it too.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            if not create:
-                raise InvalidInputError(f"no run database at {self.path}")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._lock_file: Any = None
-        self._version = SCHEMA_VERSION
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        self._db.row_factory = sqlite3.Row
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            create_schema(self._db, self.path)
-            self._version = check_version(self.path, read_version(self._db))
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise FormatError(f"{self.path} is not a run database: {exc}") from None
-        except BaseException:
-            self._db.close()
-            raise
+        self._db, self._version = open_database(self.path, create=create)
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
@@ -146,12 +136,16 @@ class RunStore:
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         """Hold the lock and run the block in one write transaction (rolled back if it
-        raises), after migrating an older database."""
+        raises), after migrating an older database; a write the file's permissions refuse
+        raises `DatabaseAccessError`."""
         with self._lock:
-            if self._version < SCHEMA_VERSION:
-                self.migrate(warn=True)
-            with transaction(self._db):
-                yield
+            try:
+                if self._version < SCHEMA_VERSION:
+                    self.migrate(warn=True)
+                with transaction(self._db):
+                    yield
+            except sqlite3.OperationalError as exc:
+                raise_access(self.path, exc)
 
     def migrate(self, *, warn: bool = False) -> Path | None:
         """Migrate a database of an older schema to `SCHEMA_VERSION` now (the first write
@@ -196,21 +190,23 @@ class RunStore:
         self.close()
 
     def lock(self) -> None:
-        """Take the run lock (an advisory ``flock`` on ``<db>.lock``), so that two runs never
-        write the same database at once. The OS releases it when the process dies.
+        """Take the run lock (an advisory ``flock`` on ``<db>.lock``, a file that exists only
+        while the lock is held), so that two runs never write the same database at once. The
+        OS releases it when the process dies.
 
         Raises:
             UsageError: another process holds it.
+            DatabaseAccessError: the lock file cannot be made beside the database.
         """
         with self._lock:
             if self._lock_file is None:
                 self._lock_file = take_run_lock(self.path)
 
     def unlock(self) -> None:
-        """Release the run lock, if held."""
+        """Release the run lock, if held, and remove its lock file."""
         with self._lock:
             if self._lock_file is not None:
-                self._lock_file.close()
+                release_run_lock(self.path, self._lock_file)
                 self._lock_file = None
 
     # -- meta --------------------------------------------------------------------------------
