@@ -6,6 +6,12 @@ package (`PACKAGED_MODELS`); any other string is a local directory, a ``.gguf`` 
 id. A model object can be passed directly with its tokenizer. `model_shape` reads a model's
 layer and neuron counts without loading its weights (a ``.gguf`` file's from its header, with
 `neuron_explainer.models.gguf`).
+
+A ``.gguf`` file is dequantised once: the model and tokenizer it gives are kept in the model
+cache (`model_cache_dir`, keyed by the file's sha256; ``NEURON_EXPLAINER_MODEL_CACHE=0`` or
+``cache=False`` turns it off), and later loads read that copy. A hub id is checked before
+transformers reaches for the hub (`neuron_explainer.models._hub`): with the hub off or out of
+reach, a name that is not in the local hub cache fails at once, naming close model names.
 """
 
 from __future__ import annotations
@@ -17,13 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from neuron_explainer.errors import InvalidInputError
+from neuron_explainer.models._cache import MODEL_CACHE_ENV, model_cache_dir
 
 __all__ = [
     "GPT2_HUB_IDS",
+    "MODEL_CACHE_ENV",
     "PACKAGED_MODELS",
     "LoadedModel",
     "hub_id",
     "load_model",
+    "model_cache_dir",
     "model_shape",
 ]
 
@@ -82,13 +91,23 @@ def _packaged(name: str) -> Path:
 
 def _resolve(name: str) -> tuple[Path, str, dict[str, Any]]:
     """The path ``name`` means (or a non-existent one), the ``from_pretrained`` source and its
-    keyword arguments."""
+    keyword arguments.
+
+    Raises:
+        InvalidInputError: ``name`` looks like a path and there is nothing there, or it is a
+            hub id that cannot be loaded (`neuron_explainer.models._hub.hub_access`).
+    """
+    from neuron_explainer.models._hub import hub_access
+
     path = _packaged(name) if name in PACKAGED_MODELS else Path(name)
     if path.is_file() and path.suffix == ".gguf":
         return path, str(path.parent), {"gguf_file": path.name}
     if path.exists():
         return path, str(path), {}
-    return path, hub_id(name), {}
+    if _looks_like_a_path(name):
+        raise _no_such_path(name)
+    repo = hub_id(name)
+    return path, repo, hub_access(name, repo, [*GPT2_HUB_IDS, *PACKAGED_MODELS])
 
 
 def _looks_like_a_path(name: str) -> bool:
@@ -100,16 +119,20 @@ def _looks_like_a_path(name: str) -> bool:
     )
 
 
+def _no_such_path(name: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"could not load model {name!r}: no such file or folder (a model is a local folder "
+        "written by save_pretrained, a .gguf file, or a Hugging Face hub id)"
+    )
+
+
 def _load_error(name: str, path: Path, source: str, exc: BaseException) -> InvalidInputError:
     """A one-line `InvalidInputError` saying what was tried and why it failed."""
     if path.exists():
         where = "local path"
         reason = " ".join(str(exc).split())
     elif _looks_like_a_path(name):
-        return InvalidInputError(
-            f"could not load model {name!r}: no such file or folder (a model is a local folder "
-            "written by save_pretrained, a .gguf file, or a Hugging Face hub id)"
-        )
+        return _no_such_path(name)
     else:
         where = "Hugging Face hub repository"
         chain: list[str] = []
@@ -136,13 +159,23 @@ def load_model(
     tokenizer: Any = None,
     dtype: str = "float32",
     device: str | None = None,
+    cache: bool | str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
     """Load ``model`` for capture, in ``dtype`` on ``device`` (default: CUDA if present).
 
+    A ``.gguf`` file goes through the model cache: the first load dequantises it and keeps the
+    model (in ``dtype``) and its tokenizer in the cache, keyed by the file's sha256; later loads
+    read that copy, with the same weights and tokenization. ``cache`` places it: ``None``
+    follows `MODEL_CACHE_ENV` (default folder: `model_cache_dir`), ``False`` turns it off,
+    ``True`` turns it on, a path is its folder. A hub id is checked first: with the hub off
+    (``HF_HUB_OFFLINE``) or out of reach, a repository that is not in the local hub cache fails
+    at once (no retries), naming close model names.
+
     Raises:
         InvalidInputError: the model or tokenizer cannot be loaded (the message says from where
-            it was tried), a packaged model whose package is not installed, a model object
-            without a tokenizer, or an unknown dtype.
+            it was tried, and for an unknown name which known or cached names are close), a
+            packaged model whose package is not installed, a model object without a tokenizer,
+            or an unknown dtype.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -153,9 +186,15 @@ def load_model(
     if isinstance(model, str | os.PathLike):
         name = os.fspath(model)
         path, source, kwargs = _resolve(name)
+        root = model_cache_dir(cache) if "gguf_file" in kwargs else None
         try:
-            loaded = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(source, **kwargs)
+            if root is not None:
+                from neuron_explainer.models._cache import load_gguf
+
+                loaded, tokenizer = load_gguf(path, root, torch_dtype, tokenizer)
+            else:
+                loaded = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
             raise _load_error(name, path, source, exc) from exc
     else:
