@@ -63,8 +63,23 @@ def sleeps() -> Sleeps:
     return Sleeps()
 
 
+@pytest.fixture(params=[False, True], ids=["plain", "streamed"])
+def streamed(request: pytest.FixtureRequest) -> bool:
+    """Every test that uses `make` runs twice: chat answers whole, then streamed (server-sent
+    events put back together), which must not change anything but the two stream fields."""
+    return bool(request.param)
+
+
+def sent_body(received: Any) -> dict[str, Any]:
+    """A request's body without the fields that ask for a streamed answer."""
+    body = dict(received.body)
+    if body.pop("stream", False):
+        assert body.pop("stream_options") == {"include_usage": True}
+    return body
+
+
 @pytest.fixture
-def make(server: OpenAITestServer, sleeps: Sleeps) -> Any:
+def make(server: OpenAITestServer, sleeps: Sleeps, streamed: bool) -> Any:
     def build(**options: Any) -> OpenAILLM:
         settings: dict[str, Any] = {
             "base_url": server.base_url,
@@ -72,6 +87,7 @@ def make(server: OpenAITestServer, sleeps: Sleeps) -> Any:
             "timeout": 5.0,
             "max_retries": 3,
             "capabilities": ALL,
+            "stream": streamed,
         }
         settings.update(options)
         return OpenAILLM("test-model", **settings)
@@ -109,7 +125,7 @@ def test_chat_maps_the_request_and_parses_content_logprobs_and_usage(
 
     (sent,) = server.requests
     assert sent.path == "/v1/chat/completions"
-    assert sent.body == {
+    assert sent_body(sent) == {
         "model": "test-model",
         "messages": [
             {"role": "system", "content": "Be brief."},
@@ -305,9 +321,13 @@ def test_out_of_quota_is_not_retried(server: OpenAITestServer, make: Any) -> Non
     assert server.request_count == 1
 
 
-def test_a_timeout_is_retried_then_raised(server: OpenAITestServer, make: Any) -> None:
+def test_a_timeout_is_retried_then_raised(
+    server: OpenAITestServer, make: Any, streamed: bool
+) -> None:
     server.fail_next(Fault.timeout(hold=10), times=2)
-    with pytest.raises(LLMTimeoutError, match=r"no answer within 0\.2s") as caught:
+    silent = "the server sent nothing for" if streamed else "no answer within"
+    # The retry waited twice as long as the first attempt: 0.4 s.
+    with pytest.raises(LLMTimeoutError, match=rf"{silent} 0\.4s \(ReadTimeout\)") as caught:
         make(timeout=0.2, max_retries=1).chat(ask())
     assert caught.value.attempts == 2
     server.fail_next(Fault.timeout(hold=10))
@@ -337,6 +357,30 @@ def test_concurrency_limit_is_never_exceeded(make: Any) -> None:
         assert slow.request_count == 12
         assert slow.max_in_flight <= 3
         assert slow.max_in_flight >= 2  # the server really saw them overlap
+
+
+def test_the_concurrency_defaults_to_a_local_servers_slot_count() -> None:
+    """A llama.cpp server generates ``slots`` answers at once; the others wait in its queue and
+    get no bytes, so a streamed request sent beyond the slot count times out while it waits.
+    Asked once for its slots, the backend sends no more than it can serve."""
+    long = Reply(content=" ".join(["word"] * 20))  # 20 chunks, 0.02 s apart: 0.4 s an answer
+    with OpenAITestServer(slots=1, chunk_delay=0.02, default=long) as llama:
+        options = {"base_url": llama.base_url, "timeout": 0.3, "max_retries": 0, "stream": True}
+        crowding = OpenAILLM("m", max_concurrency=3, **options)  # more than it serves
+
+        async def three(llm: OpenAILLM) -> list[str]:
+            outcomes = await asyncio.gather(
+                *(llm.achat(ask(f"q{i}")) for i in range(3)), return_exceptions=True
+            )
+            await llm.aclose()
+            return [type(o).__name__ if isinstance(o, Exception) else "ok" for o in outcomes]
+
+        assert sorted(asyncio.run(three(crowding))) == ["LLMTimeoutError"] * 2 + ["ok"]
+        assert llama.probes == []  # a given concurrency: the server is not asked
+        detected = OpenAILLM("m", **options)
+        assert asyncio.run(three(detected)) == ["ok"] * 3
+        assert detected.max_concurrency == 1
+        assert [p.path for p in llama.probes] == ["/props"]
 
 
 class FakeClock:

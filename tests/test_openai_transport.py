@@ -529,3 +529,253 @@ def test_the_documented_mock_transport_example_runs() -> None:
     namespace: dict[str, Any] = {}
     exec(compile(match["code"], "docs/llm.md", "exec"), namespace)
     assert namespace["waits"] == [2.0] and len(namespace["sent"]) == 3
+
+
+# -- timeouts: never the same request with the same timeout again ----------------------------
+
+
+def read_timeouts(script: Script) -> list[float]:
+    """The read timeout each request was sent with."""
+    return [r.extensions["timeout"]["read"] for r in script.requests]
+
+
+def test_a_timed_out_request_gets_twice_the_time_and_only_two_retries(
+    make: Any, sleeps: Sleeps
+) -> None:
+    """The failure of issue 14: six attempts, each timing out after the same 60 s. Now each
+    retry after a timeout doubles it, and the third timeout ends it even though max_retries
+    allows more."""
+    always = Script(httpx.ReadTimeout("timed out"))
+    with pytest.raises(LLMTimeoutError) as caught:
+        make(always, timeout=60.0, max_retries=5).chat(ask())
+    assert read_timeouts(always) == [60.0, 120.0, 240.0]
+    assert caught.value.attempts == 3 and len(sleeps.waits) == 2
+    assert "no answer within 240s" in str(caught.value)
+    assert "3 attempts, 3 of them timed out, each with twice the time" in str(caught.value)
+
+
+def test_the_timeout_budget_counts_timeouts_only(make: Any) -> None:
+    mixed = Script(
+        httpx.ReadTimeout("slow"), error(500), error(408, "request timeout"), error(503), ok()
+    )
+    assert make(mixed, timeout=10.0, max_retries=5).chat(ask()).choices[0].text == "ok"
+    assert read_timeouts(mixed) == [10.0, 20.0, 20.0, 40.0, 40.0]  # an HTTP 408 counts too
+    never = Script(httpx.ConnectTimeout("no route"), ok())
+    with pytest.raises(LLMTimeoutError, match="no answer within 5s") as caught:
+        make(never, timeout=5.0, timeout_retries=0).chat(ask())
+    assert caught.value.attempts == 1
+
+
+def test_the_timeout_retries_setting(make: Any) -> None:
+    llm = make(Script(ok()))
+    assert llm.timeout_retries == 2 and llm.client.retry.timeout_retries == 2
+    llm.timeout_retries = 4
+    assert llm.client.retry.timeout_retries == 4
+    with pytest.raises(InvalidInputError, match="timeout_retries must be >= 0"):
+        RetryPolicy(timeout_retries=-1)
+
+
+# -- the base URL, checked once, where it came from named ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("", "base_url= is empty"),
+        ("   ", "base_url= is empty"),
+        ("http://127.0.0.1:99999/v1", "the port 99999 is out of range (1-65535)"),
+        ("http://127.0.0.1:0/v1", "the port 0 is out of range"),
+        ("localhost:8000/v1", "no scheme (did you mean 'http://localhost:8000/v1'?)"),
+        ("ftp://example.com/v1", "the scheme is 'ftp'"),
+        ("http://:8000/v1", "it names no host"),
+        ("http://host:abc/v1", "invalid port"),
+        ("http://exa mple.com/v1", "white space"),
+    ],
+)
+def test_an_unusable_base_url_is_refused_when_given(url: str, words: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(words)):
+        OpenAILLM("m", base_url=url)
+
+
+def test_an_unusable_base_url_in_the_environment_is_named_before_anything_is_sent(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure of issue 14: OPENAI_BASE_URL with port 99999 gave "unexpected ValueError"."""
+    script = Script(ok())
+    llm = make(script, api_key=None)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:99999/v1")
+    with pytest.raises(InvalidInputError) as caught:
+        llm.chat(ask())
+    assert str(caught.value) == (
+        "OPENAI_BASE_URL='http://127.0.0.1:99999/v1' is not a usable base URL: the port 99999 "
+        "is out of range (1-65535)"
+    )
+    assert script.requests == []
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://user:hunter2@example.com:0/v1")
+    with pytest.raises(InvalidInputError, match=r"https://\*\*\*@example.com:0/v1") as hidden:
+        llm.chat(ask())
+    assert "hunter2" not in str(hidden.value)
+
+
+def test_an_empty_base_url_variable_counts_as_unset(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "  ")
+    script = Script(ok())
+    make(script).chat(ask())
+    assert str(script.requests[0].url) == "https://api.openai.com/v1/chat/completions"
+
+
+def test_check_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from neuron_explainer.llm.openai import check_environment
+
+    assert check_environment() == "https://api.openai.com/v1"
+    monkeypatch.setenv("OPENAI_BASE_URL", " http://localhost:8080/v1 ")
+    assert check_environment() == "http://localhost:8080/v1"
+    for name, value, words in [
+        ("NEURON_EXPLAINER_LLM_TIMEOUT", "soon", "is not a number of seconds > 0"),
+        ("NEURON_EXPLAINER_LLM_TIMEOUT", "-1", "is not a number of seconds > 0"),
+        ("NEURON_EXPLAINER_LLM_TIMEOUT", "nan", "is not a number of seconds > 0"),
+        ("NEURON_EXPLAINER_LLM_CONCURRENCY", "2.5", "is not a whole number >= 1"),
+        ("NEURON_EXPLAINER_LLM_CONCURRENCY", "0", "is not a whole number >= 1"),
+    ]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(InvalidInputError, match=re.escape(f"{name}={value!r} {words}")):
+            check_environment()
+        monkeypatch.delenv(name)
+
+
+# -- the timeout and concurrency from the environment ----------------------------------------
+
+
+def test_the_timeout_and_concurrency_come_from_the_environment_at_the_first_request(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script(ok())
+    llm = make(script)
+    monkeypatch.setenv("NEURON_EXPLAINER_LLM_TIMEOUT", "7.5")
+    monkeypatch.setenv("NEURON_EXPLAINER_LLM_CONCURRENCY", "3")
+    llm.chat(ask())
+    assert read_timeouts(script) == [7.5]
+    assert (llm.timeout, llm.max_concurrency) == (7.5, 3)
+    given = make(script, timeout=2.0, max_concurrency=5)  # an argument wins
+    given.chat(ask())
+    assert read_timeouts(script)[-1] == 2.0 and given.max_concurrency == 5
+    assigned = make(script)
+    assigned.timeout = 4.0  # so does an assignment
+    assigned.chat(ask())
+    assert read_timeouts(script)[-1] == 4.0 and assigned.max_concurrency == 3
+
+
+def test_an_unusable_setting_in_the_environment_is_named_at_each_request(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script(ok())
+    llm = make(script)
+    monkeypatch.setenv("NEURON_EXPLAINER_LLM_CONCURRENCY", "many")
+    for _ in range(2):
+        with pytest.raises(
+            InvalidInputError, match="NEURON_EXPLAINER_LLM_CONCURRENCY='many' is not a whole"
+        ):
+            llm.chat(ask())
+    assert script.requests == []
+    monkeypatch.setenv("NEURON_EXPLAINER_LLM_CONCURRENCY", "2")
+    llm.chat(ask())
+    assert llm.max_concurrency == 2
+
+
+# -- a local server's slot count -------------------------------------------------------------
+
+
+class Llamacpp:
+    """A MockTransport handler like llama.cpp's server: ``GET /props`` says ``total_slots``
+    (or answers ``props``: a status, an exception to raise, a body); chats answer ``ok``."""
+
+    def __init__(self, props: Any = None, slots: int = 2) -> None:
+        self.props = {"total_slots": slots, "model_alias": "qwen"} if props is None else props
+        self.gets: list[httpx.Request] = []
+        self.chats = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            self.gets.append(request)
+            if isinstance(self.props, BaseException):
+                raise self.props
+            if isinstance(self.props, int):
+                return httpx.Response(self.props)
+            return httpx.Response(200, json=self.props)
+        self.chats += 1
+        await asyncio.sleep(0)
+        return ok()
+
+
+def test_a_local_servers_slot_count_becomes_the_concurrency_once(make: Any) -> None:
+    server = Llamacpp(slots=2)
+    llm = make(server, base_url="http://127.0.0.1:8080/v1", stream=False)
+    assert llm.max_concurrency == 16  # nothing asked before the first request
+
+    async def many() -> None:
+        await asyncio.gather(*(llm.achat(ask(f"q{i}")) for i in range(6)))
+        await llm.achat(ask("again"))
+
+    asyncio.run(many())
+    assert llm.max_concurrency == 2 and llm.settings.slots == 2
+    (get,) = server.gets  # asked once, by the first request, for all of them
+    assert str(get.url) == "http://127.0.0.1:8080/props"
+    assert get.extensions["timeout"]["read"] == 2.0  # a short timeout
+    assert server.chats == 7
+
+
+@pytest.mark.parametrize(
+    ("props", "options", "asked", "concurrency"),
+    [
+        (None, {"max_concurrency": 5}, False, 5),  # given: not asked
+        (None, {"detect_slots": False}, False, 16),
+        (None, {"base_url": "https://llm.example.com/v1"}, False, 16),  # remote: not asked
+        (None, {"base_url": "https://llm.example.com/v1", "detect_slots": True}, True, 2),
+        (404, {}, True, 16),  # vLLM, Ollama: no /props
+        (httpx.ReadTimeout("busy"), {}, True, 16),
+        ({"total_slots": "two"}, {}, True, 16),
+        ([1, 2], {}, True, 16),
+    ],
+    ids=["given", "off", "remote", "asked", "404", "silent", "odd", "list"],
+)
+def test_when_the_slot_count_is_asked_and_what_else_happens(
+    props: Any, options: dict[str, Any], asked: bool, concurrency: int, make: Any
+) -> None:
+    server = Llamacpp(props=props)
+    settings = {"base_url": "http://localhost:8080/v1", "stream": False, **options}
+    llm = make(server, **settings)
+    assert llm.chat(ask()).choices[0].text == "ok"
+    assert bool(server.gets) == asked and llm.max_concurrency == concurrency
+
+
+def test_concurrency_from_the_environment_means_no_question(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEURON_EXPLAINER_LLM_CONCURRENCY", "4")
+    server = Llamacpp()
+    llm = make(server, base_url="http://localhost:8080/v1", stream=False)
+    llm.chat(ask())
+    assert server.gets == [] and llm.max_concurrency == 4
+
+
+def test_private_urls() -> None:
+    from neuron_explainer.llm.urls import is_private_url
+
+    private = [
+        "http://localhost:8080/v1",
+        "http://127.0.0.1/v1",
+        "http://[::1]:8000",
+        "http://10.1.2.3/v1",
+        "http://172.20.0.5:8000/v1",
+        "http://192.168.1.9/v1",
+        "http://[fd00::1]/v1",
+        "http://169.254.1.1/v1",
+        "http://llama:8080/v1",
+        "http://gpu-box.local/v1",
+        "http://vllm.internal/v1",
+    ]
+    public = ["https://api.openai.com/v1", "http://8.8.8.8/v1", "http://172.32.0.1/v1", "x"]
+    assert [u for u in private if not is_private_url(u)] == []
+    assert [u for u in public if is_private_url(u)] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ def test_the_documented_example_runs() -> None:
 def test_the_backend_environment_variables_are_documented() -> None:
     page = (DOCS / "llm.md").read_text(encoding="utf-8")
     names = [value for key, value in vars(openai_backend).items() if key.startswith("ENV_")]
-    assert len(names) == 3
+    assert len(names) == 5
     assert [name for name in names if name not in page] == []
 
 
@@ -234,6 +235,121 @@ def test_a_stopped_server_refuses_connections() -> None:
         _ = server.base_url
     with httpx.Client() as http, pytest.raises(httpx.ConnectError):
         http.get(url + "/models")
+
+
+# -- streaming, slots, slow generation ------------------------------------------------------
+
+
+def stream_lines(client: httpx.Client, server: OpenAITestServer, **body: Any) -> list[str]:
+    """The non-empty lines of a streamed chat answer."""
+    payload = {"model": "m", "messages": [{"role": "user", "content": "Hi there"}], **body}
+    with client.stream("POST", f"{server.base_url}/chat/completions", json=payload) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "text/event-stream"
+        assert answer.headers["transfer-encoding"] == "chunked"
+        return [line for line in answer.iter_lines() if line]
+
+
+def test_a_streamed_answer_is_server_sent_chunks_ending_in_done(
+    server: OpenAITestServer, client: httpx.Client
+) -> None:
+    server.add("Hello world")
+    options = {"include_usage": True}
+    lines = stream_lines(client, server, stream=True, stream_options=options, logprobs=True)
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+    events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert {e["object"] for e in events} == {"chat.completion.chunk"}
+    role, hello, world, finish, usage = events
+    assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert [hello["choices"][0]["delta"]["content"], world["choices"][0]["delta"]["content"]] == [
+        "Hello",
+        " world",
+    ]
+    assert hello["choices"][0]["logprobs"]["content"][0]["token"] == "Hello"
+    assert finish["choices"][0] == {
+        "index": 0,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 2
+    no_usage = stream_lines(client, server, stream=True)
+    assert len(no_usage) == 4  # role, "ok", finish, [DONE]: no usage chunk
+    refused = chat(client, server, stream_options=options)  # without "stream": true
+    assert refused.status_code == 400 and "stream_options" in refused.json()["error"]["message"]
+
+
+def test_props_and_slots_like_llamacpp(client: httpx.Client) -> None:
+    with OpenAITestServer(slots=2, model="qwen") as llama:
+        props = client.get(f"{llama.url}/props").json()
+        assert props["total_slots"] == 2 and props["model_alias"] == "qwen"
+        slots = client.get(f"{llama.url}/slots").json()
+        assert [slot["id"] for slot in slots] == [0, 1]
+        assert [p.endpoint for p in llama.probes] == ["props", "slots"]
+        assert llama.request_count == 0  # probes are not API requests
+    with OpenAITestServer() as plain:
+        assert client.get(f"{plain.url}/props").status_code == 404
+        assert len(plain.probes) == 1
+
+
+def test_slots_make_other_requests_wait_without_a_byte(client: httpx.Client) -> None:
+    with OpenAITestServer(slots=1, latency=0.3) as llama:
+        first = threading.Thread(target=chat, args=(client, llama))
+        first.start()
+        while llama.request_count == 0:  # the first request holds the only slot
+            threading.Event().wait(0.01)
+        with pytest.raises(httpx.ReadTimeout):
+            client.post(
+                f"{llama.base_url}/chat/completions",
+                json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                timeout=0.1,
+            )
+        first.join()
+
+
+def test_a_slow_server_streams_chunk_by_chunk(client: httpx.Client) -> None:
+    """With ``chunk_delay``, streamed chunks come apart in time; a plain answer comes whole
+    after as long as its chunks would have taken."""
+    with OpenAITestServer(chunk_delay=0.05, default="a b c d e f") as slow:
+        payload = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+        arrivals = []
+        with client.stream("POST", f"{slow.base_url}/chat/completions", json=payload) as answer:
+            for line in answer.iter_lines():
+                if line:
+                    arrivals.append(time.monotonic())
+        assert len(arrivals) == 9  # role, six tokens, finish, [DONE]
+        assert arrivals[-1] - arrivals[0] >= 0.05 * 7  # at least the delays (no upper bound)
+        with pytest.raises(httpx.ReadTimeout):  # whole: nothing for 8 x 0.05 s
+            chat_with_timeout(client, slow, 0.2)
+
+
+def chat_with_timeout(client: httpx.Client, server: OpenAITestServer, timeout: float) -> None:
+    client.post(
+        f"{server.base_url}/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        timeout=timeout,
+    )
+
+
+def test_stream_faults(server: OpenAITestServer, client: httpx.Client) -> None:
+    payload = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    url = f"{server.base_url}/chat/completions"
+    server.fail_next(Fault.cut(after=2), Fault.stall(after=1, hold=5))
+    lines: list[str] = []
+    with pytest.raises(httpx.RemoteProtocolError), client.stream("POST", url, json=payload) as cut:
+        lines.extend(line for line in cut.iter_lines() if line)
+    assert len(lines) == 2 and "[DONE]" not in lines
+    with (
+        pytest.raises(httpx.ReadTimeout),
+        client.stream("POST", url, json=payload, timeout=0.2) as stalled,
+    ):
+        for _ in stalled.iter_lines():
+            pass
+    server.fail_next(Fault.cut(), Fault.stall(hold=5))  # not streamed: truncated, a timeout
+    with pytest.raises(httpx.RemoteProtocolError):
+        chat(client, server)
+    with pytest.raises(httpx.ReadTimeout):
+        chat_with_timeout(client, server, 0.2)
 
 
 @given(st.text(max_size=60))

@@ -13,11 +13,12 @@ recorded, budget checked before sending). The wire format is in `neuron_explaine
 and `neuron_explainer.llm.prompt_logprobs`; sending (one ``httpx.AsyncClient`` per event loop,
 limits, retries, typed errors) in `neuron_explainer.llm.transport`.
 
-Configuration is read lazily, at the first request: ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``
-(default ``https://api.openai.com/v1``) unless given to the constructor, and
-``NEURON_EXPLAINER_CACHE`` (a path) for the response cache unless ``cache=`` says otherwise. A
-server on this machine (`neuron_explainer.llm.transport.is_local_url`) needs no key. The API key
-never appears in a repr, a log line, an exception or the cache.
+Configuration is read lazily, at the first request: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
+``NEURON_EXPLAINER_LLM_TIMEOUT`` and ``NEURON_EXPLAINER_LLM_CONCURRENCY`` unless given to the
+constructor, ``NEURON_EXPLAINER_CACHE`` unless ``cache=`` is. A server on this machine needs no
+key; the key never appears in a repr, a log line, an exception or the cache. Chat answers of
+servers on this machine or a private network are streamed, and such a server is asked once for
+its slot count (llama.cpp's ``GET /props``): see ``stream=`` and ``detect_slots=``.
 """
 
 from __future__ import annotations
@@ -30,12 +31,21 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
-import httpx
-from pydantic import ValidationError
-
 from neuron_explainer._aio import run_sync
-from neuron_explainer._version import __version__
-from neuron_explainer.errors import AuthenticationError, InvalidInputError, InvalidResponseError
+from neuron_explainer.errors import InvalidInputError
+from neuron_explainer.llm import _settings
+from neuron_explainer.llm._answers import cached_answer, parse_answer
+from neuron_explainer.llm._settings import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+    LazySettings,
+    Secret,
+    check_options,
+    environment_base_url,
+    explicit_setting,
+    request_headers,
+)
+from neuron_explainer.llm._settings import check_environment as check_environment
 from neuron_explainer.llm.base import (
     CAPABILITIES,
     LLM,
@@ -56,15 +66,15 @@ from neuron_explainer.llm.protocol import (
     parse_chat,
     parse_usage,
 )
+from neuron_explainer.llm.streaming import ChatStream
 from neuron_explainer.llm.transport import (
     RetryingClient,
     RetryPolicy,
     TransportOption,
     client_setting,
     endpoint_url,
-    gc_paused,
-    is_local_url,
 )
+from neuron_explainer.llm.urls import check_base_url, is_private_url
 from neuron_explainer.llm.usage import Price, estimate_cost, price_for, record_usage, reserve_budget
 from neuron_explainer.results import ComponentInfo
 
@@ -74,16 +84,26 @@ __all__ = [
     "ENV_API_KEY",
     "ENV_BASE_URL",
     "ENV_CACHE",
+    "ENV_CONCURRENCY",
+    "ENV_TIMEOUT",
     "OpenAILLM",
+    "check_environment",
 ]
 
-ENV_API_KEY = "OPENAI_API_KEY"
+ENV_API_KEY = _settings.ENV_API_KEY
 """The environment variable holding the API key (read at the first request)."""
-ENV_BASE_URL = "OPENAI_BASE_URL"
-"""The environment variable holding the server's base URL (read at the first request)."""
-ENV_CACHE = "NEURON_EXPLAINER_CACHE"
+ENV_BASE_URL = _settings.ENV_BASE_URL
+"""The environment variable holding the server's base URL (read at each request; empty or
+white space counts as unset)."""
+ENV_CACHE = _settings.ENV_CACHE
 """The environment variable naming a response-cache file, used when ``cache=None``."""
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
+ENV_TIMEOUT = _settings.ENV_TIMEOUT
+"""The environment variable holding the timeout in seconds, used when ``timeout=None`` (read at
+the first request)."""
+ENV_CONCURRENCY = _settings.ENV_CONCURRENCY
+"""The environment variable holding the most requests in flight at once, used when
+``max_concurrency=None`` (read at the first request)."""
+DEFAULT_BASE_URL = _settings.DEFAULT_BASE_URL
 """Where requests go without ``base_url=`` or ``OPENAI_BASE_URL``."""
 DEFAULT_CAPABILITIES: frozenset[Capability] = frozenset({"chat", "chat_logprobs", "json_schema"})
 """What an `OpenAILLM` offers unless told otherwise: api.openai.com's chat models have no prompt
@@ -94,18 +114,6 @@ _MESSAGE_OVERHEAD = 4  # tokens per chat message beyond its text (role, separato
 _R = TypeVar("_R", ChatResponse, PromptLogprobsResponse)
 
 logger = logging.getLogger(__name__)
-
-
-class _Secret:
-    """A string that never shows itself in a repr."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "<secret>"
 
 
 class OpenAILLM(LLM):
@@ -121,9 +129,14 @@ class OpenAILLM(LLM):
             on localhost need none.
         base_url: the server's base URL (``.../v1``); default ``OPENAI_BASE_URL``, else
             `DEFAULT_BASE_URL`. A query string (Azure's ``?api-version=...``) is kept on every
-            request.
-        timeout: seconds allowed for connecting, and between bytes of the answer.
-        max_concurrency: most requests in flight at once (per event loop).
+            request. Checked when given (an empty one is refused) or read
+            (`neuron_explainer.llm.urls.check_base_url`).
+        timeout: seconds allowed for connecting, and between bytes of the answer (of a streamed
+            answer: how long the server may stay silent); default ``NEURON_EXPLAINER_LLM_TIMEOUT``,
+            else 60. Each retry after a timeout gets twice the time of the attempt before.
+        max_concurrency: most requests in flight at once (per event loop); default
+            ``NEURON_EXPLAINER_LLM_CONCURRENCY``, else the server's slot count (see
+            ``detect_slots``), else 16.
         requests_per_minute: client-side request limit (``None``: none).
         tokens_per_minute: client-side token limit; a request counts its prompt characters / 4
             plus ``max_tokens`` (times ``n``).
@@ -132,6 +145,16 @@ class OpenAILLM(LLM):
             not JSON); ``0`` sends each request once.
         retry_max_wait: the longest wait before a retry, in seconds (caps ``Retry-After``).
         retry_base_wait: the first backoff; it doubles with each retry, with jitter.
+        timeout_retries: how many of the retries may follow a timeout (default 2): a server
+            that stays silent three times is not asked a fourth time.
+        stream: stream chat answers as server-sent events (``True``), never (``False``), or
+            ``None`` (default): stream when the base URL is on this machine or a private network
+            (`neuron_explainer.llm.urls.is_private_url`), where a slow CPU may take minutes for
+            one answer. Streamed or not, the answer, the cache entry and the errors are the same.
+        detect_slots: ask the server once, before the first request, how many requests it
+            generates at once (llama.cpp's ``GET /props``, ``total_slots``) and use that as the
+            concurrency: ``True``, ``False``, or ``None`` (default): for servers on this machine
+            or a private network. Given concurrency (argument, assignment or environment) wins.
         cache: a response-cache file (or a `ResponseCache`); ``False`` for none; ``None``
             (default) uses ``NEURON_EXPLAINER_CACHE`` if it is set, else no cache.
         price: the price used for cost and budgets; default from
@@ -161,8 +184,9 @@ class OpenAILLM(LLM):
         limiter: the client-side rate limits, shared by every caller.
 
     Raises:
-        InvalidInputError: an option out of range, an unknown capability, or a ``transport``
-            that is neither a transport nor a function.
+        InvalidInputError: an option out of range, an unknown capability, a ``base_url``
+            that is empty or not a usable URL, or a ``transport`` that is neither a transport
+            nor a function.
     """
 
     provider = "openai"
@@ -173,13 +197,16 @@ class OpenAILLM(LLM):
         *,
         api_key: str | None = None,
         base_url: str | None = None,
-        timeout: float = 60.0,
-        max_concurrency: int = 16,
+        timeout: float | None = None,
+        max_concurrency: int | None = None,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         max_retries: int = 5,
         retry_max_wait: float = 60.0,
         retry_base_wait: float = 0.5,
+        timeout_retries: int = 2,
+        stream: bool | None = None,
+        detect_slots: bool | None = None,
         cache: str | os.PathLike[str] | ResponseCache | Literal[False] | None = None,
         price: Price | None = None,
         capabilities: Sequence[Capability] | frozenset[Capability] | None = None,
@@ -194,22 +221,13 @@ class OpenAILLM(LLM):
         sleep = asyncio.sleep if sleep is None else sleep
         if not isinstance(model, str) or not model:
             raise InvalidInputError(f"model must be a non-empty string, got {model!r}")
-        checks = [
-            (not requests_per_minute or requests_per_minute > 0, "requests_per_minute must be > 0"),
-            (not tokens_per_minute or tokens_per_minute > 0, "tokens_per_minute must be > 0"),
-            (context_window is None or context_window > 0, "context_window must be > 0"),
-            (
-                prompt_logprobs_style in ("echo", "vllm"),
-                f"prompt_logprobs_style must be 'echo' or 'vllm', got {prompt_logprobs_style!r}",
-            ),
-            (
-                prompt_logprobs_max_tokens is None or prompt_logprobs_max_tokens >= 0,
-                "prompt_logprobs_max_tokens must be >= 0",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InvalidInputError(message)
+        check_options(
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            context_window=context_window,
+            prompt_logprobs_style=prompt_logprobs_style,
+            prompt_logprobs_max_tokens=prompt_logprobs_max_tokens,
+        )
         offered = frozenset(DEFAULT_CAPABILITIES if capabilities is None else capabilities)
         unknown = sorted(set(offered) - set(CAPABILITIES))
         if unknown:
@@ -218,8 +236,9 @@ class OpenAILLM(LLM):
             )
         super().__init__(model)
         self.capabilities = offered
-        self._api_key = None if api_key is None else _Secret(api_key)
-        self._base_url = base_url
+        self._api_key = None if api_key is None else Secret(api_key)
+        self._base_url = None if base_url is None else check_base_url(base_url, "base_url=")
+        self.stream = stream
         self.price = price
         self.organization = organization
         self.context_window = context_window
@@ -230,11 +249,13 @@ class OpenAILLM(LLM):
         self._cache: ResponseCache | None = None
         self._cache_resolved = False
         self._lock = threading.Lock()
-        retry = RetryPolicy(int(max_retries), float(retry_base_wait), float(retry_max_wait))
+        retry = RetryPolicy(
+            int(max_retries), float(retry_base_wait), float(retry_max_wait), int(timeout_retries)
+        )
         self.client = RetryingClient(
             self.name,
-            timeout=timeout,
-            max_concurrency=max_concurrency,
+            timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+            max_concurrency=DEFAULT_CONCURRENCY if max_concurrency is None else max_concurrency,
             retry=retry,
             limiter=RateLimiter(requests_per_minute, tokens_per_minute, sleep=sleep),
             sleep=sleep,
@@ -242,6 +263,9 @@ class OpenAILLM(LLM):
             auth_hint=f" (check {ENV_API_KEY} or api_key=)",
         )
         self.limiter = self.client.limiter
+        given = {"timeout"} if timeout is not None else set()
+        given |= {"max_concurrency"} if max_concurrency is not None else set()
+        self.settings = LazySettings(self.client, given, detect_slots)
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -251,10 +275,10 @@ class OpenAILLM(LLM):
 
     # Settable, as they were plain attributes before 0.2: a change reaches the event loops
     # whose HTTP client is made after it (timeout, max_concurrency) and every later retry.
-    timeout = client_setting(
+    timeout = explicit_setting(
         "timeout", "Seconds allowed for connecting, and between bytes of the answer."
     )
-    max_concurrency = client_setting(
+    max_concurrency = explicit_setting(
         "max_concurrency", "Most requests in flight at once, per event loop."
     )
     max_retries = client_setting(
@@ -266,12 +290,28 @@ class OpenAILLM(LLM):
     retry_max_wait = client_setting(
         "retry.max_wait", "The longest wait before a retry, in seconds (caps ``Retry-After``)."
     )
+    timeout_retries = client_setting(
+        "retry.timeout_retries", "How many of the retries may follow a timeout."
+    )
 
     @property
     def base_url(self) -> str:
-        """The base URL requests go to: ``base_url=``, else ``OPENAI_BASE_URL``, else
-        `DEFAULT_BASE_URL` (the environment is read each time)."""
-        return self._base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+        """The base URL requests go to: ``base_url=``, else ``OPENAI_BASE_URL`` (unless empty),
+        else `DEFAULT_BASE_URL` (the environment is read each time).
+
+        Raises:
+            InvalidInputError: ``OPENAI_BASE_URL`` holds an unusable URL.
+        """
+        if self._base_url is not None:
+            return self._base_url
+        return environment_base_url() or DEFAULT_BASE_URL
+
+    def streams(self, base_url: str | None = None) -> bool:
+        """Whether chat answers from ``base_url`` (default: `base_url`) are streamed: the
+        ``stream`` option, else whether the server is on this machine or a private network."""
+        if self.stream is not None:
+            return self.stream
+        return is_private_url(self.base_url if base_url is None else base_url)
 
     @property
     def cache(self) -> ResponseCache | None:
@@ -295,27 +335,6 @@ class OpenAILLM(LLM):
             return self._api_key.value
         return os.environ.get(ENV_API_KEY) or None
 
-    def _headers(self, base_url: str, key: str | None) -> dict[str, str]:
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": f"neuron-explainer/{__version__}",
-        }
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-            if (httpx.URL(base_url).host or "").endswith(".azure.com"):
-                headers["api-key"] = key
-        elif not is_local_url(base_url):
-            raise AuthenticationError(
-                f"no API key for {self.name} at {public_url(base_url)}: set the {ENV_API_KEY} "
-                "environment variable or pass api_key= (servers on localhost need none)",
-                attempts=0,
-            )
-        if self.organization:
-            headers["OpenAI-Organization"] = self.organization
-        headers.update(self.extra_headers)
-        return headers
-
     async def aclose(self) -> None:
         """Close this event loop's connections (a later call opens new ones). Clients of loops
         that ``asyncio.run`` ran are closed when those loops end."""
@@ -336,40 +355,39 @@ class OpenAILLM(LLM):
             return max(0, self.context_window - prompt_tokens)
         return _WORST_CASE_COMPLETION
 
-    async def _cached(
-        self, cache: ResponseCache, key_id: str, parse: Callable[[dict[str, Any]], _R]
-    ) -> _R | None:
-        """The stored answer to this request, parsed and counted as a hit, if usable."""
-        stored = await cache.aget(key_id)
-        if stored is None:
-            return None
-        try:
-            parsed = parse(stored)
-        except (InvalidResponseError, ValidationError):
-            logger.debug("ignoring an unusable cached answer for %s", self.name)
-            return None
-        logger.debug("cache hit for %s", self.name)
-        record_usage(parsed.usage, cached=True)
-        return parsed
-
     async def _send(
-        self, base_url: str, endpoint: str, body: dict[str, Any], *, prompt: int, completion: int
+        self,
+        base_url: str,
+        endpoint: str,
+        body: dict[str, Any],
+        *,
+        prompt: int,
+        completion: int,
+        stream: bool = False,
     ) -> tuple[dict[str, Any], int]:
-        """POST ``body`` within the budgets: the JSON answer and the attempts it took. The
-        worst case (``prompt`` + ``completion`` tokens) is held against every open budget
-        while the request is in flight, and the real cost is recorded before it is released.
+        """POST ``body`` within the budgets: the JSON answer (with ``stream``, the chat
+        completion its streamed chunks add up to) and the attempts it took. The worst case
+        (``prompt`` + ``completion`` tokens) is held against every open budget while the
+        request is in flight, and the real cost is recorded before it is released. The first
+        request settles the timeout and concurrency (`LazySettings`).
         """
         price = self.price if self.price is not None else price_for(self.model)
         worst = Usage(prompt_tokens=prompt, completion_tokens=completion)
         worst_cost = estimate_cost(self.model, worst, price)
         async with reserve_budget(worst_cost, what=f"a request to {self.name} ({endpoint})"):
             key = self._key()
+            headers = request_headers(self, base_url, key)
+            await self.settings.settle(base_url, headers)
+            if stream:
+                body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+                headers["Accept"] = "text/event-stream"
             data, attempts = await self.client.post(
                 endpoint_url(base_url, endpoint),
                 body,
-                headers=self._headers(base_url, key),
+                headers=headers,
                 tokens=prompt + completion,
                 secret=key,
+                stream=ChatStream if stream else None,
             )
             usage = parse_usage(data)  # recorded even if the rest turns out unusable
             record_usage(usage, cost_usd=estimate_cost(self.model, usage, price))
@@ -383,34 +401,29 @@ class OpenAILLM(LLM):
         *,
         prompt_tokens: int,
         completion_tokens: int,
+        streamable: bool = False,
     ) -> _R:
-        """The parsed answer to ``body`` at ``endpoint``: from the cache, else sent (and then
-        stored in the cache)."""
+        """The parsed answer to ``body`` at ``endpoint``: from the cache, else sent (streamed
+        when ``streamable`` and `streams` say so) and then stored in the cache. The cache key
+        is made from ``body`` as it is, without the streaming fields, so a streamed and a plain
+        answer share their entry."""
         base_url = self.base_url
         cache = self.cache
         key_id = cache_key(endpoint, base_url, self.model, body) if cache is not None else ""
         if cache is not None:
-            hit = await self._cached(cache, key_id, parse)
+            hit = await cached_answer(cache, key_id, parse, self.name)
             if hit is not None:
                 return hit
         data, attempts = await self._send(
-            base_url, endpoint, body, prompt=prompt_tokens, completion=completion_tokens
+            base_url,
+            endpoint,
+            body,
+            prompt=prompt_tokens,
+            completion=completion_tokens,
+            stream=streamable and self.streams(base_url),
         )
-        try:
-            with gc_paused():
-                parsed = parse(data)
-        except ValidationError as exc:
-            raise InvalidResponseError(
-                f"{self.name}: the server's answer does not follow the protocol: {exc}",
-                status_code=200,
-                attempts=attempts,
-            ) from None
-        except InvalidResponseError as exc:
-            raise InvalidResponseError(
-                f"{self.name}: POST {public_url(endpoint_url(base_url, endpoint))}: {exc}",
-                status_code=200,
-                attempts=attempts,
-            ) from None
+        where = f"{self.name}: POST {public_url(endpoint_url(base_url, endpoint))}"
+        parsed = parse_answer(data, parse, where, attempts)
         if cache is not None:
             await cache.aput(key_id, data, endpoint=endpoint, model=self.model)
         return parsed
@@ -445,6 +458,7 @@ class OpenAILLM(LLM):
             lambda data: parse_chat(data, request.n),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion,
+            streamable=True,
         )
 
     async def aprompt_logprobs(self, request: PromptLogprobsRequest) -> PromptLogprobsResponse:

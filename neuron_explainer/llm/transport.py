@@ -7,15 +7,21 @@ one of the typed errors of `neuron_explainer.errors`:
 |------------|---------|-------------------|
 | HTTP 429 (code ``insufficient_quota``: not retried) | yes | `RateLimitError` |
 | HTTP 409, 500 and above | yes | `ServerError` |
-| HTTP 408, or no answer within ``timeout`` | yes | `LLMTimeoutError` |
-| unreachable, or the connection closes early | yes | `LLMConnectionError` |
-| HTTP 200 whose body is not a JSON object | yes | `InvalidResponseError` |
+| HTTP 408, or no answer within ``timeout`` | yes, a few times | `LLMTimeoutError` |
+| unreachable, or the connection closes early (also mid-stream) | yes | `LLMConnectionError` |
+| HTTP 200 whose body (or a streamed event) is not a JSON object | yes | `InvalidResponseError` |
 | HTTP 401, 403 | no | `AuthenticationError` |
 | other 4xx | no | `BadRequestError` |
 
 Between attempts it waits what the server asked for (``retry-after-ms``, else ``Retry-After``
 in seconds or as an HTTP date), at most `RetryPolicy.max_wait`, else a jittered exponential
 backoff; the wait goes through an injectable ``sleep``, so tests record it instead of waiting.
+A request that timed out is never sent again unchanged: each retry after a timeout gets twice the
+timeout of the attempt before, and at most `RetryPolicy.timeout_retries` timeouts are retried.
+
+With ``stream=`` (a `neuron_explainer.llm.streaming.StreamAssembler` factory) the answer is read
+as server-sent events as it is generated (`neuron_explainer.llm.streaming`), so ``timeout`` is
+how long the server may stay silent, not how long the whole answer may take.
 
 The HTTP client is ``httpx``. Each event loop gets its own ``httpx.AsyncClient`` (a client is
 bound to the loop it was first used in), closed when that loop shuts down. The ``transport=``
@@ -27,15 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import email.utils
 import gc
-import json
 import logging
-import math
 import random
 import ssl
 import threading
-import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -44,19 +46,21 @@ from typing import Any, TypeAlias
 import httpx
 
 from neuron_explainer.errors import (
-    AuthenticationError,
-    BadRequestError,
     InvalidInputError,
-    InvalidResponseError,
     LLMConnectionError,
-    LLMError,
     LLMTimeoutError,
-    RateLimitError,
-    ServerError,
 )
+from neuron_explainer.llm._failures import _classify, _decode, _Failure, _redact
+from neuron_explainer.llm._failures import _retry_after as _retry_after
 from neuron_explainer.llm.cache import public_url
 from neuron_explainer.llm.limits import RateLimiter, Sleep
-from neuron_explainer.llm.protocol import error_message
+from neuron_explainer.llm.streaming import (
+    StreamAssembler,
+    StreamFailure,
+    assemble,
+    is_event_stream,
+    read_event_stream,
+)
 
 __all__ = [
     "RetryPolicy",
@@ -88,8 +92,6 @@ TransportOption: TypeAlias = httpx.AsyncBaseTransport | TransportFactory | None
 With either, the environment's proxy settings are not applied: the transport decides.
 """
 
-_QUOTA_CODES = ("insufficient_quota", "billing_hard_limit_reached")
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -99,6 +101,11 @@ class RetryPolicy:
         max_retries: retries after the first attempt (``0``: send each request once).
         base_wait: the first backoff in seconds; it doubles with each retry.
         max_wait: the longest wait before a retry in seconds; it caps ``Retry-After`` too.
+        timeout_retries: how many of the retries may follow a timeout (no answer, or no bytes
+            of a streamed answer, within the timeout; or HTTP 408). Each of them is sent with
+            twice the timeout of the attempt before, so a slow server is never asked the same
+            way again; ``0``: a timeout is not retried. ``max_retries`` bounds the retries of
+            every kind together.
 
     Raises:
         InvalidInputError: a negative value.
@@ -107,9 +114,10 @@ class RetryPolicy:
     max_retries: int = 5
     base_wait: float = 0.5
     max_wait: float = 60.0
+    timeout_retries: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("max_retries", "base_wait", "max_wait"):
+        for name in ("max_retries", "base_wait", "max_wait", "timeout_retries"):
             value = getattr(self, name)
             if not value >= 0:
                 raise InvalidInputError(f"retry {name} must be >= 0, got {value}")
@@ -125,75 +133,6 @@ class RetryPolicy:
         """The wait before retry number ``retry``: what the server ``asked`` for, at most
         ``max_wait``, else `backoff`."""
         return self.backoff(retry) if asked is None else min(asked, self.max_wait)
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """One failed attempt: the error class to raise, what went wrong, the status, the wait the
-    server asked for, and whether another attempt may help."""
-
-    error: type[LLMError]
-    reason: str
-    status: int | None = None
-    retry_after: float | None = None
-    retry: bool = True
-
-
-def _retry_after(headers: httpx.Headers, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds the server asked us to wait: ``retry-after-ms``, else ``Retry-After`` as seconds
-    or as an HTTP date; ``None`` if neither is usable."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        with contextlib.suppress(ValueError):
-            value = float(raw_ms) / 1000.0
-            if math.isfinite(value) and value >= 0:
-                return value
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - now())
-    return value if math.isfinite(value) and value >= 0 else None
-
-
-def _classify(response: httpx.Response, auth_hint: str) -> _Failure:
-    """The failure an HTTP status other than 200 means."""
-    status = response.status_code
-    message, code = error_message(response.text, response.reason_phrase or "no message")
-    reason = f"HTTP {status}: {message}"
-    if status in (401, 403):
-        return _Failure(AuthenticationError, reason + auth_hint, status, retry=False)
-    if status == 429 and code in _QUOTA_CODES:
-        return _Failure(RateLimitError, reason + " (out of quota)", status, retry=False)
-    retried = {429: RateLimitError, 408: LLMTimeoutError, 409: ServerError}
-    error = retried.get(status, ServerError if status >= 500 else None)
-    if error is not None:
-        return _Failure(error, reason, status, _retry_after(response.headers))
-    if 400 <= status < 500:
-        return _Failure(BadRequestError, reason, status, retry=False)
-    return _Failure(InvalidResponseError, f"unexpected {reason}", status, retry=False)
-
-
-def _decode(response: httpx.Response) -> dict[str, Any] | _Failure:
-    """The JSON object of a 200 answer, or the failure to retry (not JSON, not an object)."""
-    try:
-        with gc_paused():
-            data = json.loads(response.content)
-    except ValueError as exc:
-        start = response.content[:60].decode("utf-8", "replace")
-        reason = f"the body is not valid JSON ({exc}; it begins {start!r})"
-        return _Failure(InvalidResponseError, reason, 200)
-    if not isinstance(data, dict):
-        return _Failure(
-            InvalidResponseError, f"the body is JSON {type(data).__name__}, not an object", 200
-        )
-    return data
 
 
 def is_local_url(url: str) -> bool:
@@ -212,13 +151,6 @@ def endpoint_url(base_url: str, endpoint: str) -> str:
     the base URL's query (Azure's ``?api-version=...``)."""
     url = httpx.URL(base_url)
     return str(url.copy_with(path=url.path.rstrip("/") + "/" + endpoint))
-
-
-def _redact(text: str, secret: str | None) -> str:
-    """``text`` with ``secret`` (at least 4 characters) replaced by ``***``."""
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "***")
-    return text
 
 
 @contextlib.contextmanager
@@ -391,23 +323,58 @@ class RetryingClient:
     # -- sending -----------------------------------------------------------------------------
 
     async def _attempt(
-        self, url: str, body: dict[str, Any], headers: Mapping[str, str]
+        self,
+        url: str,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        timeout: float,
+        stream: Callable[[], StreamAssembler] | None,
     ) -> dict[str, Any] | _Failure:
-        """Send once: the JSON answer, or the failure."""
+        """Send once with ``timeout``: the JSON answer (put together from the events when
+        ``stream`` is given), or the failure."""
         state = await self._state()
         try:
             async with state.semaphore:
-                response = await state.client.post(url, json=body, headers=headers)
+                if stream is not None:
+                    return await self._streamed(state.client, url, body, headers, timeout, stream)
+                response = await state.client.post(url, json=body, headers=headers, timeout=timeout)
         except httpx.TimeoutException as exc:
-            what = type(exc).__name__
-            return _Failure(LLMTimeoutError, f"no answer within {self.timeout}s ({what})")
+            silent = "no answer within" if stream is None else "the server sent nothing for"
+            return _Failure(LLMTimeoutError, f"{silent} {timeout:g}s ({type(exc).__name__})")
         except (httpx.TransportError, httpx.DecodingError) as exc:
             reason = f"{type(exc).__name__}: {exc or 'connection failed'}"
             retry = not isinstance(exc, httpx.UnsupportedProtocol)
             return _Failure(LLMConnectionError, reason, retry=retry)
         if response.status_code != 200:
             return _classify(response, self.auth_hint)
-        return _decode(response)
+        with gc_paused():
+            return _decode(response)
+
+    async def _streamed(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        timeout: float,
+        stream: Callable[[], StreamAssembler],
+    ) -> dict[str, Any] | _Failure:
+        """Send once and read the answer as server-sent events (or as JSON, from a server that
+        does not stream)."""
+        request = client.stream("POST", url, json=body, headers=headers, timeout=timeout)
+        async with request as response:
+            if response.status_code != 200 or not is_event_stream(response):
+                await response.aread()
+                if response.status_code != 200:
+                    return _classify(response, self.auth_hint)
+                with gc_paused():
+                    return _decode(response)
+            events, done = await read_event_stream(response)
+        try:
+            with gc_paused():
+                return assemble(events, done, stream())
+        except StreamFailure as failure:
+            return _Failure(failure.error, failure.reason, 200, retry=failure.retry)
 
     async def post(
         self,
@@ -417,6 +384,7 @@ class RetryingClient:
         headers: Mapping[str, str],
         tokens: int = 0,
         secret: str | None = None,
+        stream: Callable[[], StreamAssembler] | None = None,
     ) -> tuple[dict[str, Any], int]:
         """POST ``body`` as JSON to ``url``, retrying as `retry` says.
 
@@ -426,9 +394,13 @@ class RetryingClient:
             headers: the request's headers.
             tokens: the tokens the request may use, for the tokens-per-minute limit.
             secret: a credential sent in ``headers``, replaced by ``***`` in every message.
+            stream: makes the `StreamAssembler` that reads a streamed answer (the body must ask
+                for one, e.g. ``"stream": true``); one per attempt. ``None``: a plain JSON
+                answer.
 
         Returns:
-            The JSON object answered and the number of attempts it took.
+            The JSON object answered (for a stream, what its events add up to) and the number
+            of attempts it took.
 
         Raises:
             LLMError: the last attempt's failure as the module's table maps it
@@ -438,22 +410,19 @@ class RetryingClient:
         """
         shown = public_url(url)
         attempts = self.retry.max_retries + 1
+        timeout, timeouts = self.timeout, 0
         for attempt in range(1, attempts + 1):
             if self.limiter.active:
                 await self.limiter.acquire(tokens)
             logger.debug("%s: POST %s (attempt %d of %d)", self.name, shown, attempt, attempts)
-            outcome = await self._attempt(url, body, headers)
+            outcome = await self._attempt(url, body, headers, timeout, stream)
             if not isinstance(outcome, _Failure):
                 return outcome, attempt
-            if not outcome.retry or attempt == attempts:
-                tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
-                why = "giving up" if outcome.retry else "not retried"
-                message = (
-                    f"{self.name}: POST {shown} failed: {outcome.reason} ({why} after {tries})"
-                )
-                raise outcome.error(
-                    _redact(message, secret), status_code=outcome.status, attempts=attempt
-                )
+            if outcome.error is LLMTimeoutError:
+                timeouts += 1
+                timeout *= 2  # never the same request with the same timeout again
+            if not outcome.retry or attempt == attempts or timeouts > self.retry.timeout_retries:
+                raise self._final(outcome, shown, attempt, timeouts, secret)
             wait = self.retry.wait(attempt, outcome.retry_after)
             logger.info(
                 "%s: %s; retrying in %.2fs (attempt %d of %d)",
@@ -465,6 +434,37 @@ class RetryingClient:
             )
             await self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _final(
+        self, outcome: _Failure, shown: str, attempt: int, timeouts: int, secret: str | None
+    ) -> Exception:
+        """The error raised after the last attempt, ``outcome``."""
+        tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
+        why = "giving up" if outcome.retry else "not retried"
+        if outcome.retry and timeouts > self.retry.timeout_retries and attempt > 1:
+            tries += f", {timeouts} of them timed out, each with twice the time of the one before"
+        message = f"{self.name}: POST {shown} failed: {outcome.reason} ({why} after {tries})"
+        return outcome.error(_redact(message, secret), status_code=outcome.status, attempts=attempt)
+
+    async def get_json(self, url: str, *, headers: Mapping[str, str], timeout: float) -> Any:
+        """GET ``url`` once, through an HTTP client of its own (no retries, no limits, no
+        concurrency slot), e.g. to ask a server about itself before the first request.
+
+        Returns:
+            The JSON answered, or ``None`` for any failure: an HTTP status other than 200, no
+            answer within ``timeout`` seconds, no connection, a body that is not JSON.
+        """
+        with self._lock:
+            client = self._new_client()
+        try:
+            response = await client.get(url, headers=headers, timeout=timeout)
+            if response.status_code != 200:
+                return None
+            return response.json()
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError):
+            return None
+        finally:
+            await client.aclose()
 
 
 def client_setting(path: str, doc: str) -> Any:

@@ -4,6 +4,7 @@ that echo and score the prompt (the completions API's ``logprobs``, or vLLM's
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,48 @@ class Answers:
                 reply.cached_tokens,
             ),
         }
+
+    def chunks(self, answer: dict[str, Any], *, include_usage: bool) -> list[dict[str, Any]]:
+        """The ``chat.completion.chunk`` events that stream ``answer`` (a chat completion made
+        by `chat`): for each choice a first chunk with the role, one chunk per token (its text
+        and, when the answer has logprobs, its logprob entry) and one with the finish reason,
+        the choices interleaved; then, with ``include_usage``, a chunk with the usage and no
+        choices. Put back together they give ``answer``."""
+        base = {
+            "id": answer.get("id"),
+            "object": "chat.completion.chunk",
+            "created": answer.get("created"),
+            "model": answer.get("model"),
+        }
+        per_choice = [self._choice_chunks(choice) for choice in answer["choices"]]
+        events = [
+            {**base, "choices": [choice]}
+            for row in itertools.zip_longest(*per_choice)
+            for choice in row
+            if choice is not None
+        ]
+        if include_usage:
+            events.append({**base, "choices": [], "usage": answer.get("usage")})
+        return events
+
+    def _choice_chunks(self, choice: dict[str, Any]) -> list[dict[str, Any]]:
+        """The chunks of one choice of a chat completion."""
+        index, text = choice["index"], choice["message"]["content"] or ""
+        entries = (choice.get("logprobs") or {}).get("content")
+        if entries and "".join(entry["token"] for entry in entries) == text:
+            pieces = [(entry["token"], [entry]) for entry in entries]
+        elif entries:  # tokens that do not spell the text: all in one piece
+            pieces = [(text, list(entries))]
+        else:
+            pieces = [(token, []) for token in (self.tokenize(text) or ([text] if text else []))]
+
+        def chunk(delta: dict[str, Any], logprobs: Any = None, finish: Any = None) -> Any:
+            return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+
+        wanted = entries is not None
+        first = chunk({"role": "assistant", "content": ""}, {"content": []} if wanted else None)
+        tokens = [chunk({"content": t}, {"content": e} if wanted else None) for t, e in pieces]
+        return [first, *tokens, chunk({}, None, choice["finish_reason"])]
 
     def _token_logprobs(self, tokens: list[str], reply: Reply, k: int) -> list[dict[str, Any]]:
         """The chat ``logprobs.content`` of ``tokens``: the reply's values, else the defaults."""

@@ -73,7 +73,9 @@ class Reply:
     model: str | None = None
 
 
-FaultKind = Literal["status", "timeout", "disconnect", "invalid_json", "truncated", "garbage"]
+FaultKind = Literal[
+    "status", "timeout", "disconnect", "invalid_json", "truncated", "garbage", "stall", "cut"
+]
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Fault:
     retry_after_ms: float | None = None
     hold: float = 30.0
     text: str = "I'm sorry, but I can't help with that."
+    after: int = 0
 
     @classmethod
     def error(
@@ -146,6 +149,19 @@ class Fault:
         return cls("timeout", hold=hold)
 
     @classmethod
+    def stall(cls, after: int = 2, hold: float = 30.0) -> Fault:
+        """A streamed answer that stops: its first ``after`` events, then nothing for ``hold``
+        seconds (or until the server stops), then the connection closes before the stream's
+        end. A request that is not streamed gets `timeout` instead."""
+        return cls("stall", after=after, hold=hold)
+
+    @classmethod
+    def cut(cls, after: int = 2) -> Fault:
+        """A streamed answer cut off: its first ``after`` events, then the connection closes in
+        the middle of the body. A request that is not streamed gets `truncated` instead."""
+        return cls("cut", after=after)
+
+    @classmethod
     def disconnect(cls) -> Fault:
         """Close the connection without sending any response."""
         return cls("disconnect")
@@ -188,8 +204,9 @@ class ReceivedRequest:
 
     @property
     def endpoint(self) -> str:
-        """``"chat/completions"``, ``"completions"``, ``"models"`` or the path."""
-        for name in ("chat/completions", "completions", "models"):
+        """``"chat/completions"``, ``"completions"``, ``"models"``, ``"props"``, ``"slots"`` or
+        the path."""
+        for name in ("chat/completions", "completions", "models", "props", "slots"):
             if self.path.rstrip("/").endswith("/" + name):
                 return name
         return self.path

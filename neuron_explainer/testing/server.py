@@ -1,10 +1,14 @@
 """A real HTTP server on 127.0.0.1 speaking the OpenAI protocol, for tests and benchmarks.
 
-`OpenAITestServer` answers ``POST .../chat/completions`` and ``POST .../completions`` (with
-``echo`` + ``logprobs``, or vLLM's ``prompt_logprobs``) from a script, a ``responder`` function
-or a deterministic default, and injects faults on demand: HTTP errors with ``Retry-After``,
-timeouts, dropped connections, bodies that are not JSON or cut short, answers that ignore the
-requested format. It records every request, and the most requests it had in flight at once.
+`OpenAITestServer` answers ``POST .../chat/completions`` (streamed as server-sent events when
+the request says ``"stream": true``) and ``POST .../completions`` (with ``echo`` + ``logprobs``,
+or vLLM's ``prompt_logprobs``) from a script, a ``responder`` function or a deterministic
+default, and injects faults on demand: HTTP errors with ``Retry-After``, timeouts, dropped
+connections, bodies that are not JSON or cut short, streams that stall or are cut off, answers
+that ignore the requested format. Like llama.cpp's server it can have a number of slots (it
+generates that many answers at once, the others wait without a byte) and say so at
+``GET /props``, and it can generate slowly (``chunk_delay`` seconds per streamed chunk). It
+records every request, and the most requests it had in flight at once.
 
 It runs in a background thread on an ephemeral port; use it as a context manager::
 
@@ -28,7 +32,7 @@ import random
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +46,7 @@ from neuron_explainer.testing._replies import Responder as Responder
 from neuron_explainer.testing._replies import _Answer
 from neuron_explainer.testing._replies import default_prompt_logprob as default_prompt_logprob
 from neuron_explainer.testing._replies import simple_tokenize as simple_tokenize
+from neuron_explainer.testing._wire import send_error, send_fault, send_json, send_stream
 
 __all__ = [
     "Fault",
@@ -110,6 +115,13 @@ class OpenAITestServer:
         faults: what random faults to draw from.
         seed: seeds the random faults.
         model: the model name reported when a request names none.
+        chunk_delay: seconds to wait before each chunk of a streamed chat answer; a chat answer
+            that is not streamed waits as long as its chunks would have taken, then comes whole
+            (a slow generation).
+        slots: how many answers it generates at once, like llama.cpp's slots: other requests
+            wait, receiving nothing, until a slot is free. ``GET /props`` then answers
+            ``{"total_slots": slots, ...}`` as llama.cpp's does, and ``GET /slots`` lists them.
+            ``None`` (default): no limit, and both are 404, as on OpenAI's API.
     """
 
     def __init__(
@@ -127,9 +139,13 @@ class OpenAITestServer:
         faults: Sequence[Fault] = (),
         seed: int = 0,
         model: str = "test-model",
+        chunk_delay: float = 0.0,
+        slots: int | None = None,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be in [0, 1], got {fault_rate}")
+        if slots is not None and slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
         if fault_rate and not faults:
             faults = (Fault.server_error(500), Fault.rate_limit(0.0), Fault.disconnect())
         self.api_key = api_key
@@ -143,6 +159,10 @@ class OpenAITestServer:
         self.fault_rate = fault_rate
         self.faults = tuple(faults)
         self.model = model
+        self.chunk_delay = chunk_delay
+        self.slots = slots
+        self._slot_gate = threading.Semaphore(slots) if slots is not None else None
+        self._probes: list[ReceivedRequest] = []
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._script: deque[Reply | Fault | str] = deque()
@@ -237,9 +257,17 @@ class OpenAITestServer:
 
     @property
     def requests(self) -> list[ReceivedRequest]:
-        """Every request received so far, in order of arrival (a copy)."""
+        """Every request received so far, in order of arrival (a copy), but for `probes`."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def probes(self) -> list[ReceivedRequest]:
+        """The ``GET /props`` and ``GET /slots`` requests (what a client asks a llama.cpp
+        server about itself before its first request), in order of arrival (a copy). They are
+        not in `requests`, `request_count` or `max_in_flight`."""
+        with self._lock:
+            return list(self._probes)
 
     @property
     def request_count(self) -> int:
@@ -257,6 +285,7 @@ class OpenAITestServer:
         """Forget the requests, the script, queued faults and the in-flight maximum."""
         with self._lock:
             self._requests.clear()
+            self._probes.clear()
             self._script.clear()
             self._next_faults.clear()
             self._max_in_flight = 0
@@ -285,17 +314,50 @@ class OpenAITestServer:
             headers={k.lower(): v for k, v in handler.headers.items()},
             body=body,
         )
+        if method == "GET" and request.endpoint in ("props", "slots"):
+            with self._lock:
+                self._probes.append(request)
+            self._about(handler, request)
+            return
         with self._lock:
             self._requests.append(request)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        gate = self._slot_gate if method == "POST" else None
         try:
-            if self.latency > 0:
-                self._stopping.wait(self.latency)
-            self._answer(handler, request)
+            if gate is not None and not self._wait_for_slot(gate):
+                handler.close_connection = True  # the server is stopping
+                return
+            try:
+                if self.latency > 0:
+                    self._stopping.wait(self.latency)
+                self._answer(handler, request)
+            finally:
+                if gate is not None:
+                    gate.release()
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _wait_for_slot(self, gate: threading.Semaphore) -> bool:
+        """Wait, sending nothing, for a free slot; ``False`` if the server stops first."""
+        while not gate.acquire(timeout=0.05):
+            if self._stopping.is_set():
+                return False
+        return True
+
+    def _about(self, handler: _Handler, request: ReceivedRequest) -> None:
+        """``GET /props`` and ``GET /slots``, as llama.cpp answers them (404 without slots)."""
+        if self.slots is None or not self._authorized(request):
+            status = 404 if self.slots is None else 401
+            send_error(handler, status, f"{request.method} {request.path} is not served here")
+        elif request.endpoint == "props":
+            settings = {"n_ctx": 8192, "params": {"temperature": 0.8}}
+            props = {"total_slots": self.slots, "model_alias": self.model}
+            send_json(handler, 200, {**props, "default_generation_settings": settings})
+        else:
+            slots = [{"id": i, "n_ctx": 8192, "is_processing": False} for i in range(self.slots)]
+            send_json(handler, 200, slots)
 
     def _authorized(self, request: ReceivedRequest) -> bool:
         if self.api_key is None:
@@ -320,38 +382,66 @@ class OpenAITestServer:
     def _answer(self, handler: _Handler, request: ReceivedRequest) -> None:
         if not self._authorized(request):
             message = "Incorrect API key provided."
-            self._error(handler, 401, message, "invalid_request_error", "invalid_api_key")
+            send_error(handler, 401, message, "invalid_request_error", "invalid_api_key")
             return
         endpoint = request.endpoint
         if endpoint == "models" and request.method == "GET":
-            self._json(handler, 200, {"object": "list", "data": [{"id": self.model}]})
+            send_json(handler, 200, {"object": "list", "data": [{"id": self.model}]})
             return
         if request.method != "POST" or endpoint not in ("chat/completions", "completions"):
-            self._error(handler, 404, f"Unknown request URL: {request.method} {request.path}")
+            send_error(handler, 404, f"Unknown request URL: {request.method} {request.path}")
             return
         body = request.body
         if not isinstance(body, dict):
-            self._error(handler, 400, "The request body is not a JSON object.")
+            send_error(handler, 400, "The request body is not a JSON object.")
             return
         problem = self._validate(endpoint, body)
         if problem:
-            self._error(handler, 400, problem)
+            send_error(handler, 400, problem)
             return
         answer = self._pick(request)
         if isinstance(answer, Fault):
             if answer.kind != "garbage":
-                self._fault(handler, answer)
+                self._fault(handler, body, answer, endpoint == "chat/completions")
                 return
             answer = answer.text
         if isinstance(answer, dict):
-            self._json(handler, 200, answer)
+            send_json(handler, 200, answer)
         elif endpoint == "chat/completions":
-            reply = answer if answer is not None else self.default
-            self._json(handler, 200, self._answers().chat(body, reply, self._next_id("chatcmpl")))
+            self._chat(handler, body, answer if answer is not None else self.default)
         else:
-            self._json(
-                handler, 200, self._answers().completion(body, answer, self._next_id("cmpl"))
+            completion = self._answers().completion(body, answer, self._next_id("cmpl"))
+            send_json(handler, 200, completion)
+
+    def _chat(
+        self,
+        handler: _Handler,
+        body: dict[str, Any],
+        reply: Reply | str,
+        fault: Fault | None = None,
+    ) -> None:
+        """A chat answer: streamed when the request asks for it (cut short by a stream
+        ``fault``), else whole, after as long as streaming it would have taken."""
+        answers = self._answers()
+        answer = answers.chat(body, reply, self._next_id("chatcmpl"))
+        options = body.get("stream_options") or {}
+        chunks = answers.chunks(answer, include_usage=bool(options.get("include_usage")))
+        if body.get("stream"):
+            send_stream(
+                handler, chunks, delay=self.chunk_delay, stopping=self._stopping, fault=fault
             )
+            return
+        if self.chunk_delay > 0 and self._stopping.wait(self.chunk_delay * len(chunks)):
+            handler.close_connection = True  # stopping
+            return
+        send_json(handler, 200, answer)
+
+    def _fault(self, handler: _Handler, body: dict[str, Any], fault: Fault, chat: bool) -> None:
+        """Answer with ``fault``; a stream fault cuts short a streamed chat answer."""
+        if fault.kind in ("stall", "cut") and chat and body.get("stream"):
+            self._chat(handler, body, self.default, fault)
+        else:
+            send_fault(handler, fault, self._stopping)
 
     @staticmethod
     def _validate(endpoint: str, body: dict[str, Any]) -> str | None:
@@ -363,6 +453,10 @@ class OpenAITestServer:
                 return "'messages' must be a non-empty list"
         elif not isinstance(body.get("prompt"), str | list):
             return "'prompt' must be a string"
+        if not isinstance(body.get("stream", False), bool):
+            return f"invalid stream: {body['stream']!r}"
+        if "stream_options" in body and not body.get("stream"):
+            return "'stream_options' is only allowed when 'stream' is true"
         n, max_tokens = body.get("n", 1), body.get("max_tokens")
         if not isinstance(n, int) or n < 1:
             return f"invalid n: {n!r}"
@@ -384,61 +478,3 @@ class OpenAITestServer:
             logprob_shift=self.logprob_shift,
             model=self.model,
         )
-
-    # -- the wire ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _json(
-        handler: _Handler, status: int, data: Any, headers: Mapping[str, str] | None = None
-    ) -> None:
-        payload = json.dumps(data).encode("utf-8")
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(payload)))
-        for name, value in (headers or {}).items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(payload)
-        handler.wfile.flush()
-
-    def _error(
-        self,
-        handler: _Handler,
-        status: int,
-        message: str,
-        error_type: str | None = "invalid_request_error",
-        code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        error = {"message": message, "type": error_type, "param": None, "code": code}
-        self._json(handler, status, {"error": error}, headers)
-
-    def _fault(self, handler: _Handler, fault: Fault) -> None:
-        if fault.kind == "status":
-            headers = {}
-            if fault.retry_after is not None:
-                headers["Retry-After"] = str(fault.retry_after)
-            if fault.retry_after_ms is not None:
-                headers["retry-after-ms"] = str(fault.retry_after_ms)
-            self._error(handler, fault.status, fault.message, fault.error_type, fault.code, headers)
-        elif fault.kind == "timeout":
-            self._stopping.wait(fault.hold)
-            handler.close_connection = True
-        elif fault.kind == "disconnect":
-            handler.close_connection = True
-        elif fault.kind == "invalid_json":
-            payload = b'{"id": "chatcmpl-1", "choices": [{"message": <html>Bad gateway</html>'
-            handler.send_response(200)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(payload)))
-            handler.end_headers()
-            handler.wfile.write(payload)
-        elif fault.kind == "truncated":
-            payload = json.dumps({"id": "chatcmpl-1", "choices": [], "padding": "x" * 64}).encode()
-            handler.send_response(200)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(payload) + 100))
-            handler.end_headers()
-            handler.wfile.write(payload[: len(payload) // 2])
-            handler.wfile.flush()
-            handler.close_connection = True
