@@ -19,6 +19,7 @@ from neuron_explainer import (
     NeuronRecord,
     PluginError,
     PluginWarning,
+    Simulator,
     Subject,
     UnitId,
     UnknownComponentError,
@@ -127,24 +128,115 @@ def test_components_needing_an_llm_say_how_to_name_one() -> None:
         fresh().explainer("token-table", colour="red")
 
 
-def test_two_plugins_with_one_name_is_an_error_naming_both() -> None:
-    def same(register: Register) -> None:
-        register(TokenTableExplainer, name="shared")
+class AlphaExplainer(TokenTableExplainer):
+    name = "alpha-table"
 
+
+class BetaExplainer(TokenTableExplainer):
+    name = "beta-table"
+
+
+def test_two_plugins_with_one_name_is_an_error_naming_both_and_qualified_names_work() -> None:
     registry = fresh(
-        plugin("alpha", register_explainers=same), plugin("beta", register_explainers=same)
+        plugin("alpha", register_explainers=lambda r: r(AlphaExplainer, name="shared")),
+        plugin("beta", register_explainers=lambda r: r(BetaExplainer, name="shared")),
     )
-    with pytest.raises(DuplicateComponentError, match=r"plugin 'alpha'.*plugin 'beta'"):
+    with pytest.raises(
+        DuplicateComponentError,
+        match=r"plugin 'alpha'.*plugin 'beta'.*name one as 'alpha/shared' or 'beta/shared'",
+    ):
         registry.explainer("shared")
+    assert isinstance(registry.explainer("alpha/shared"), AlphaExplainer)
+    assert isinstance(registry.explainer("beta/shared"), BetaExplainer)
     assert isinstance(registry.explainer("token-table"), TokenTableExplainer)  # rest works
+    listed = {(c.name, c.plugin) for c in registry.components("explainer")}
+    assert {("alpha/shared", "alpha"), ("beta/shared", "beta")} <= listed
+    assert ("shared", "alpha") not in listed  # a plain name that selects nothing is not shown
 
 
-def test_alias_clashing_with_a_builtin_name_is_a_duplicate() -> None:
-    def clash(register: Register) -> None:
-        register(TokenTableExplainer, name="mine", aliases=("token-table",))
+class PluginTable(TokenTableExplainer):
+    """A third party's explainer that wants the built-in's name."""
 
-    with pytest.raises(DuplicateComponentError, match=r"'builtin'.*'clash'"):
-        fresh(plugin("clash", register_explainers=clash)).explainer("token-table")
+
+class PluginTableSimulator(Simulator):
+    name = "plugin-table"
+
+    async def asimulate(self, explanation: Any, tokens: Any) -> Any:
+        raise NotImplementedError
+
+
+class PluginSubject(Subject):
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    @property
+    def model_name(self) -> str:
+        return "plugin-subject"
+
+    async def aneuron_record(self, unit: UnitId) -> NeuronRecord:
+        raise NotImplementedError
+
+
+def squatter(name: str = "acme") -> object:
+    """A plugin that registers a built-in's name for every kind (and as an alias)."""
+    return plugin(
+        name,
+        register_explainers=lambda r: r(PluginTable, name="token-table"),
+        register_simulators=lambda r: r(PluginTableSimulator, name="mine", aliases=("json",)),
+        register_subjects=lambda r: r(PluginSubject, name="collection"),
+        register_llm_providers=lambda r: r(EchoLLM, name="openai"),
+    )
+
+
+def test_a_plugin_cannot_take_a_builtin_name_but_its_component_stays_reachable() -> None:
+    registry = fresh(squatter())
+    with pytest.warns(PluginWarning) as warned:
+        explainer = registry.explainer("token-table")
+    messages = sorted(str(w.message) for w in warned)
+    assert messages == [
+        f"plugin 'acme' registers the {kind} name {name!r}, which stays the built-in {kind}'s; "
+        f"choose the plugin's as 'acme/{name}'"
+        for kind, name in sorted(
+            [
+                ("LLM provider", "openai"),
+                ("explainer", "token-table"),
+                ("simulator", "json"),
+                ("subject", "collection"),
+            ]
+        )
+    ]
+    # The built-ins keep their names, for every kind ...
+    assert type(explainer) is TokenTableExplainer
+    assert type(registry.simulator("json", llm=EchoLLM("m"))) is JSONSimulator
+    assert registry.entry("subject", "collection").plugin == "builtin"
+    assert registry.entry("llm_provider", "openai").plugin == "builtin"
+    # ... and the plugin's components are chosen by the qualified name, for every kind.
+    assert type(registry.explainer("acme/token-table")) is PluginTable
+    assert type(registry.explainer("builtin/token-table")) is TokenTableExplainer
+    assert type(registry.simulator("acme/json")) is PluginTableSimulator  # by its alias
+    assert type(registry.simulator("mine")) is PluginTableSimulator  # its own name is free
+    assert type(registry.subject("acme/collection", corpus=None)) is PluginSubject
+    assert type(registry.llm("acme/openai:m")) is EchoLLM
+    llm_explainer = registry.explainer("acme/openai:m")
+    assert isinstance(llm_explainer, LLMExplainer) and type(llm_explainer.llm) is EchoLLM
+    listed = {(c.kind, c.name, c.aliases, c.plugin) for c in registry.components()}
+    assert {
+        ("explainer", "acme/token-table", (), "acme"),
+        ("explainer", "token-table", (), "builtin"),
+        ("simulator", "mine", ("acme/json",), "acme"),
+        ("subject", "acme/collection", (), "acme"),
+        ("llm_provider", "acme/openai", (), "acme"),
+    } <= listed
+    with pytest.raises(UnknownComponentError, match=r"unknown explainer 'nobody/token-table'"):
+        registry.explainer("nobody/token-table")
+
+
+def test_strict_mode_refuses_a_plugin_taking_a_builtin_name() -> None:
+    registry = fresh(squatter(), NEURON_EXPLAINER_STRICT_PLUGINS="1")
+    with pytest.raises(DuplicateComponentError, match=r"plugin 'acme' registers the"):
+        registry.load()
+    with pytest.raises(DuplicateComponentError):  # and again: a failed load is not half done
+        registry.components()
 
 
 def broken(register: Register) -> None:

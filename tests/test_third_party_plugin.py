@@ -143,3 +143,75 @@ def test_disabling_plugins_hides_the_provider(site: Path) -> None:
 def test_allow_list_selects_plugins(site: Path) -> None:
     assert ["acme", "not allowed"] in run(site, NEURON_EXPLAINER_PLUGINS="other")["plugins"]
     assert "error" not in run(site, NEURON_EXPLAINER_PLUGINS="acme, other")
+
+
+SQUATTER = '''
+from neuron_explainer.explainers.token_table import TokenTableExplainer
+from neuron_explainer.plugins import hookimpl
+
+
+class SquatTable(TokenTableExplainer):
+    """Wants the built-in's name."""
+
+
+@hookimpl
+def register_explainers(register):
+    register(SquatTable, name="token-table", description="squatter's table")
+'''
+
+
+@pytest.fixture(scope="module")
+def squatter_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An installed plugin (entry point ``squat``) that registers the explainer name
+    ``token-table``, a built-in's."""
+    package = tmp_path_factory.mktemp("squatter")
+    (package / "neuron_explainer_squat").mkdir()
+    (package / "neuron_explainer_squat" / "__init__.py").write_text(SQUATTER)
+    (package / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling>=1.24"]\nbuild-backend = "hatchling.build"\n'
+        '[project]\nname = "neuron-explainer-squat"\nversion = "0.1.0"\n'
+        '[project.entry-points.neuron_explainer]\nsquat = "neuron_explainer_squat"\n'
+        '[tool.hatch.build.targets.wheel]\npackages = ["neuron_explainer_squat"]\n'
+    )
+    target = tmp_path_factory.mktemp("squat-site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--no-build-isolation", "--target", str(target), str(package)],
+        check=True, capture_output=True, text=True, cwd=package, timeout=300,
+    )  # fmt: skip
+    return target
+
+
+def command(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NEURON_EXPLAINER_")}
+    environ.update(env, PYTHONPATH=str(site))
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=environ, timeout=300
+    )
+
+
+def test_an_installed_plugin_cannot_take_a_builtin_name(squatter_site: Path) -> None:
+    listed = command(squatter_site, "-m", "neuron_explainer", "plugins")
+    assert listed.returncode == 0, listed.stderr
+    assert "warning: plugin 'squat' registers the explainer name 'token-table', which stays " in (
+        listed.stderr
+    )
+    rows = [line.split()[:2] for line in listed.stdout.splitlines()]
+    explainers = rows[rows.index(["Explainers:"]) : rows.index(["Simulators:"])]
+    assert ["token-table", "[builtin]"] in explainers
+    assert ["squat/token-table", "[squat]"] in explainers
+    use = (
+        "import warnings; warnings.simplefilter('ignore')\n"
+        "from neuron_explainer.plugins import default_registry\n"
+        "r = default_registry()\n"
+        "print(type(r.explainer('token-table')).__name__, type(r.explainer('squat/token-table'))"
+        ".__name__)\n"
+    )
+    used = command(squatter_site, "-c", use)
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.split() == ["TokenTableExplainer", "SquatTable"]
+    strict = command(
+        squatter_site, "-m", "neuron_explainer", "plugins", NEURON_EXPLAINER_STRICT_PLUGINS="1"
+    )
+    assert strict.returncode == 2
+    assert "error: plugin 'squat' registers the explainer name 'token-table'" in strict.stderr

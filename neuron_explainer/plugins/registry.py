@@ -13,10 +13,19 @@ Names: plain names for components (``"token-table"``), ``provider:model`` for LL
 (``"acme:large-1"``). Naming an explainer or simulator as ``provider:model`` builds the default
 LLM-backed one around that LLM: `DEFAULT_LLM_EXPLAINER`; `DEFAULT_LLM_SIMULATOR` (chat-logprob)
 when the LLM offers ``chat_logprobs``, else `FALLBACK_LLM_SIMULATOR` (JSON output).
+
+Qualified names: ``plugin/name`` (``"acme/token-table"``, ``"builtin/token-table"``, for an LLM
+``"acme/acme:large-1"``) names the component that plugin registered, whatever else took the
+plain name. Built-in names stay the built-ins': a plugin that registers a built-in's name or
+alias keeps its component under the qualified name only, with a `PluginWarning` naming the
+plugin (`DuplicateComponentError` in strict mode). Two other plugins that register one name
+make the plain name a `DuplicateComponentError`; each component is still reached by its
+qualified name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import inspect
 import os
@@ -56,6 +65,10 @@ ENTRY_POINT_GROUP = "neuron_explainer"
 ENV_DISABLE = "NEURON_EXPLAINER_DISABLE_PLUGINS"
 ENV_ALLOW = "NEURON_EXPLAINER_PLUGINS"
 ENV_STRICT = "NEURON_EXPLAINER_STRICT_PLUGINS"
+BUILTIN = "builtin"
+"""The plugin name of the built-in components (``builtin/token-table``)."""
+QUALIFIER = "/"
+"""What separates a plugin's name from its component's in a qualified name (``acme/x``)."""
 DEFAULT_LLM_EXPLAINER = "llm"
 DEFAULT_LLM_SIMULATOR = "llm-chat-logprob"
 FALLBACK_LLM_SIMULATOR = "llm-json"
@@ -73,7 +86,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ComponentEntry:
-    """One registered component: what it is, under which names, and which plugin added it."""
+    """One registered component: what it is, under which names, and which plugin added it.
+
+    In `Registry.components` (and `list_components`), ``name`` and ``aliases`` are the names
+    that select the component: a name taken by a built-in, or by two plugins, is shown
+    qualified (``acme/token-table``).
+    """
 
     kind: Kind
     name: str
@@ -81,6 +99,11 @@ class ComponentEntry:
     factory: Callable[..., Any] = field(repr=False, compare=False)
     aliases: tuple[str, ...] = ()
     description: str = ""
+
+    def qualified(self, key: str | None = None) -> str:
+        """``plugin/name`` (or ``plugin/key`` for one of its aliases): the name that selects
+        this component whatever else registered its plain name."""
+        return f"{self.plugin}{QUALIFIER}{key or self.name}"
 
 
 @dataclass(frozen=True)
@@ -149,6 +172,7 @@ class Registry:
         self._environ = os.environ if environ is None else environ
         self._loaded = False
         self._entries: dict[str, dict[str, list[ComponentEntry]]] = {k: {} for k in _LABEL}
+        self._qualified: dict[str, dict[str, ComponentEntry]] = {k: {} for k in _LABEL}
         self._plugins: list[PluginStatus] = []
         self._sources: dict[str, str] = {}
         self._llms: dict[str, LLM] = {}
@@ -190,13 +214,22 @@ class Registry:
                 self._fail(ep.name, source, "import", exc)
 
     def load(self) -> None:
-        """Load every plugin and collect what it registers (done once; later calls return)."""
+        """Load every plugin and collect what it registers (done once; later calls return).
+
+        Raises:
+            PluginError: in strict mode, a plugin failed to load or register
+                (`DuplicateComponentError`: it registered a built-in's name); a plugin
+                object was passed twice.
+        """
         if self._loaded:
             return
+        self._entries = {k: {} for k in _LABEL}  # a strict load that raised may have begun
+        self._qualified = {k: {} for k in _LABEL}
+        self._plugins = []
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
-        pm.register(_builtin, name="builtin")
-        self._sources = {"builtin": "built in"}
+        pm.register(_builtin, name=BUILTIN)
+        self._sources = {BUILTIN: "built in"}
         for plugin in self._extra:
             name = getattr(plugin, "__name__", None) or repr(plugin)
             try:
@@ -219,12 +252,34 @@ class Registry:
             for entry in found:
                 for key in (entry.name, *entry.aliases):
                     self._entries[entry.kind].setdefault(key, []).append(entry)
+                    self._qualified[entry.kind].setdefault(entry.qualified(key), entry)
+        self._keep_builtin_names()
         for name, _ in pm.list_name_plugin():
             if name not in failed:
                 self._plugins.append(
                     PluginStatus(name, "loaded", self._sources.get(name, "plugin"))
                 )
         self._loaded = True
+
+    def _keep_builtin_names(self) -> None:
+        """Give every plain name a built-in registered back to the built-in: another plugin's
+        entry under it is rejected there (a `PluginWarning` naming the plugin, or
+        `DuplicateComponentError` in strict mode) and stays reachable as ``plugin/name``."""
+        for kind, table in self._entries.items():
+            for key, entries in table.items():
+                kept = [e for e in entries if e.plugin == BUILTIN]
+                if not kept or len(kept) == len(entries):
+                    continue
+                for plugin in sorted({e.plugin for e in entries if e.plugin != BUILTIN}):
+                    message = (
+                        f"plugin {plugin!r} registers the {_LABEL[kind]} name {key!r}, which "
+                        f"stays the built-in {_LABEL[kind]}'s; choose the plugin's as "
+                        f"'{plugin}{QUALIFIER}{key}'"
+                    )
+                    if self.strict:
+                        raise DuplicateComponentError(message)
+                    warnings.warn(message, PluginWarning, stacklevel=5)
+                table[key] = kept
 
     def _collect(
         self, pm: pluggy.PluginManager, plugin: object, plugin_name: str
@@ -247,7 +302,7 @@ class Registry:
                         if not isinstance(key, str) or not _NAME.match(key):
                             raise PluginError(
                                 f"{key!r} is not a valid {_LABEL[_kind]} name (letters, digits, "
-                                "'.', '_', '+', '-'; no ':' or spaces)"
+                                "'.', '_', '+', '-'; no ':', '/' or spaces)"
                             )
                     if not callable(factory):
                         raise PluginError(f"the factory registered as {name!r} is not callable")
@@ -273,34 +328,60 @@ class Registry:
         return list(self._plugins)
 
     def components(self, kind: Kind | None = None) -> list[ComponentEntry]:
-        """Registered components (each once, under its main name), sorted by kind and name."""
+        """Registered components, each once, under the name that selects it (its main name,
+        or ``plugin/name`` when a built-in or another plugin has that name too; likewise its
+        aliases), sorted by kind and name."""
         self.load()
         seen: dict[tuple[str, str, str], ComponentEntry] = {}
-        for k, table in self._entries.items():
-            if kind is not None and k != kind:
-                continue
-            for entries in table.values():
-                for entry in entries:
+        for k, table in self._qualified.items():
+            if kind is None or k == kind:
+                for entry in table.values():
                     seen.setdefault((entry.kind, entry.name, entry.plugin), entry)
-        return sorted(seen.values(), key=lambda e: (e.kind, e.name, e.plugin))
+        shown = [
+            dataclasses.replace(
+                entry,
+                name=self._selecting(entry, entry.name),
+                aliases=tuple(self._selecting(entry, a) for a in entry.aliases),
+            )
+            for entry in seen.values()
+        ]
+        return sorted(shown, key=lambda e: (e.kind, e.name, e.plugin))
+
+    def _selecting(self, entry: ComponentEntry, key: str) -> str:
+        """``key`` if the plain name selects ``entry`` alone, else its qualified name."""
+        entries = self._entries[entry.kind].get(key, [])
+        return (
+            key
+            if {(e.plugin, e.name) for e in entries} == {(entry.plugin, entry.name)}
+            else (entry.qualified(key))
+        )
 
     def entry(self, kind: Kind, name: str) -> ComponentEntry:
-        """The entry registered under ``name`` (or an alias).
+        """The entry registered under ``name`` (or an alias), or under ``plugin/name`` by that
+        plugin.
 
         Raises:
             UnknownComponentError: nothing of that kind has that name.
-            DuplicateComponentError: two plugins registered that name.
+            DuplicateComponentError: two plugins registered that name (each is still reached
+                by its qualified name).
         """
         self.load()
-        entries = self._entries[kind].get(name)
+        if QUALIFIER in name:
+            found = self._qualified[kind].get(name)
+            entries = [] if found is None else [found]
+            known = list(self._qualified[kind])
+        else:
+            entries = self._entries[kind].get(name) or []
+            known = list(self._entries[kind])
         if not entries:
             loaded = [p.name for p in self._plugins if p.status == "loaded"]
-            raise UnknownComponentError(_LABEL[kind], name, list(self._entries[kind]), loaded)
+            raise UnknownComponentError(_LABEL[kind], name, known, loaded)
         if len({(e.plugin, e.name) for e in entries}) > 1:
             owners = " and ".join(f"plugin {e.plugin!r} (as {e.name!r})" for e in entries)
+            qualified = " or ".join(f"'{e.qualified(name)}'" for e in entries)
             raise DuplicateComponentError(
-                f"{_LABEL[kind]} name {name!r} is registered by {owners}; uninstall one, or "
-                f"choose plugins with {ENV_ALLOW}=..."
+                f"{_LABEL[kind]} name {name!r} is registered by {owners}; name one as "
+                f"{qualified}, uninstall one, or choose plugins with {ENV_ALLOW}=..."
             )
         return entries[0]
 
