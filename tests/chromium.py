@@ -207,14 +207,18 @@ class Chromium:
     # -- the page ---------------------------------------------------------------------------
 
     def open(self, url: str) -> None:
-        """Navigate to ``url`` and wait for its load event (events so far are dropped, so
-        `console_errors` tells about this page only)."""
+        """Load ``url`` afresh and wait for its load event (events so far are dropped, so
+        `console_errors` tells about this page only). A URL that differs from the open page's
+        only in its fragment (``#...``) is loaded too, not just scrolled to, so the page sees
+        it as it would when opened from a link."""
         self.events.clear()
-        seen = 0
         result = self.send("Page.navigate", {"url": url})
         if result.get("errorText"):
             raise ChromiumError(f"cannot open {url}: {result['errorText']}")
-        if not any(e["method"] == "Page.loadEventFired" for e in self.events[seen:]):
+        if "loaderId" not in result:  # a same-document (fragment) navigation: load it afresh
+            self.events.clear()
+            self.send("Page.reload", {"ignoreCache": True})
+        if not any(e["method"] == "Page.loadEventFired" for e in self.events):
             self.wait_for_event("Page.loadEventFired")
 
     def evaluate(self, expression: str) -> Any:
@@ -291,6 +295,34 @@ class Chromium:
         data = self.send("Page.captureScreenshot", params)["data"]
         path.write_bytes(base64.b64decode(data))
         return path
+
+    def screenshot_of_the_top(self) -> bytes:
+        """A PNG of the viewport-sized rectangle at the top of the *document*, whatever the
+        scroll position: what ``chromium --screenshot`` captures (and any tool that clips in
+        page coordinates from the origin). Only the painted part of the page shows; a page
+        whose window is scrolled comes out blank there."""
+        size = self.evaluate("[innerWidth, innerHeight]")
+        clip = {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1}
+        data = self.send("Page.captureScreenshot", {"format": "png", "clip": clip})["data"]
+        return base64.b64decode(data)
+
+    def colours(self, png: bytes) -> int:
+        """How many distinct colours the image ``png`` has (1 for a blank one), counted in a
+        canvas of a blank page: this navigates away from the current page."""
+        self.open("about:blank")
+        url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        count = self.evaluate(
+            "new Promise((resolve, reject) => { const image = new Image();"
+            " image.onerror = () => reject(new Error('not an image'));"
+            " image.onload = () => { const canvas = document.createElement('canvas');"
+            "  canvas.width = image.width; canvas.height = image.height;"
+            "  const context = canvas.getContext('2d'); context.drawImage(image, 0, 0);"
+            "  const pixels = new Uint32Array("
+            "   context.getImageData(0, 0, image.width, image.height).data.buffer);"
+            "  resolve(new Set(pixels).size); };"
+            f" image.src = {json.dumps(url)}; }})"
+        )
+        return int(count)
 
     def console_errors(self) -> list[str]:
         """Every error the page reported: console errors, uncaught exceptions, and browser log

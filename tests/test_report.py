@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chromium import Chromium, ChromiumError, find_chromium
+from chromium import BROWSER_FLAGS, Chromium, ChromiumError, find_chromium
 
 from neuron_explainer import (
     ActivationRecord,
@@ -512,6 +512,76 @@ def test_browser_row_link_opens_the_unit_and_draws_its_tokens_as_text(
     shaded = browser.evaluate(f"{unit}.querySelectorAll('.toks i.a10').length")
     assert shaded > 0
     assert browser.console_errors() == []
+
+
+def in_view(browser: Chromium, element: str) -> dict[str, Any]:
+    """Where ``element`` (a JavaScript expression) is, against the window."""
+    return browser.evaluate(
+        f"(() => {{ const r = {element}.getBoundingClientRect();"
+        " return {top: r.top, bottom: r.bottom, height: innerHeight,"
+        f" text: {element}.innerText}}; }})()"
+    )
+
+
+@needs_chromium
+def test_browser_a_deep_link_opens_draws_and_shows_the_unit(
+    browser: Chromium, report: Path, page: Page, results: list[ExplanationResult]
+) -> None:
+    last = section_ids(page)[-1]  # the nasty unit, at the bottom of a page taller than 900 px
+    browser.open(f"{report.as_uri()}#{last}")
+    unit = f"document.getElementById({json.dumps(last)})"
+    browser.wait_for(f"{unit}.open && {unit}.hasAttribute('data-drawn')")
+    where = in_view(browser, unit)
+    assert -1 < where["top"] < where["height"] / 4 and where["bottom"] > where["top"]
+    assert results[-1].explanation.text.split()[0] in where["text"]
+    drawn = browser.evaluate(f"Array.from({unit}.querySelectorAll('.toks')).map(b => b.innerText)")
+    assert len(drawn) == DEFAULT_MAX_EXCERPTS and all(box.strip() for box in drawn)
+    # What a screenshot tool that clips at the top of the document captures: the unit, not a
+    # blank area (the window itself is not scrolled; the page scrolls inside its body).
+    assert browser.evaluate("[scrollY, document.documentElement.scrollTop]") == [0, 0]
+    top = browser.screenshot_of_the_top()
+    # A link followed afterwards opens and shows its unit in the same way.
+    browser.click("#units tbody tr:first-child td:nth-child(3) a")
+    first = f"document.getElementById({json.dumps(section_ids(page)[0])})"
+    browser.wait_for(f"{first}.open && {first}.hasAttribute('data-drawn')")
+    where = in_view(browser, first)
+    assert -1 < where["top"] < where["height"] / 4
+    # The keys that scroll a page still scroll it (last: the scroll is animated).
+    scrolled = browser.evaluate("document.body.scrollTop")
+    for kind in ("rawKeyDown", "keyUp"):
+        browser.send(
+            "Input.dispatchKeyEvent",
+            {"type": kind, "key": "PageDown", "code": "PageDown", "windowsVirtualKeyCode": 34},
+        )
+    browser.wait_for(f"document.body.scrollTop > {scrolled}")
+    assert browser.console_errors() == []
+    assert browser.colours(top) > 50, "the top of the document is blank"
+
+
+@needs_chromium
+def test_browser_a_page_opened_without_a_link_scrolls_the_window(
+    browser: Chromium, report: Path
+) -> None:
+    browser.open(report.as_uri())
+    assert browser.evaluate("document.documentElement.classList.contains('at-link')") is False
+    browser.evaluate("scrollTo(0, 400)")
+    assert browser.evaluate("scrollY") == 400  # the usual page: nothing changes without a link
+
+
+@needs_chromium
+def test_chromium_screenshot_of_a_deep_link_is_not_blank(
+    browser: Chromium, report: Path, page: Page, tmp_path: Path
+) -> None:
+    """The issue's own reproduction: ``chromium --headless --screenshot`` of report.html#u-..."""
+    assert CHROMIUM is not None
+    png = tmp_path / "deep.png"
+    subprocess.run(
+        [CHROMIUM, *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+         "--window-size=1024,700", f"--screenshot={png}",
+         f"{report.as_uri()}#{section_ids(page)[-1]}"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert browser.colours(png.read_bytes()) > 50
 
 
 @needs_chromium

@@ -137,15 +137,35 @@
   var collapse = document.getElementById("collapse-all");
   if (expand) { expand.addEventListener("click", function () { setAll(true); }); }
   if (collapse) { collapse.addEventListener("click", function () { setAll(false); }); }
-  var openFromHash = function () {
+  // A page opened at a link into it (report.html#u-...) scrolls inside <body>, not the window,
+  // so the document itself stays at its top: tools that capture the rectangle at the top of
+  // the document whatever the scroll (chromium --screenshot does) then show the linked unit;
+  // with the window scrolled to it they captured an area that was never painted (blank). The
+  // body takes the keyboard focus, so the keys that scroll a page scroll it.
+  var scrollInsideBody = function () {
+    document.documentElement.classList.add("at-link");
+    window.scrollTo(0, 0);
+    document.body.tabIndex = -1;
+    window.addEventListener("load", function () {
+      if (document.activeElement === document.body) {
+        document.body.focus({preventScroll: true});
+      }
+    });
+  };
+  var openFromHash = function (atLoad) {
     var id = "";
     try { id = decodeURIComponent(location.hash.slice(1)); } catch (e) { return; }
     var target = id ? document.getElementById(id) : null;
-    if (target && target.tagName === "DETAILS" && !target.open) {
+    if (!target) { return; }
+    if (atLoad === true) { scrollInsideBody(); }
+    if (target.tagName === "DETAILS" && !target.open) {
       target.open = true;
-      target.scrollIntoView();
+      draw(target);  // now, not on the toggle event: the unit is whole when scrolled to
+    } else if (atLoad !== true) {
+      return;  // the browser scrolls to a target that needs no opening
     }
+    target.scrollIntoView();
   };
-  window.addEventListener("hashchange", openFromHash);
-  openFromHash();
+  window.addEventListener("hashchange", function () { openFromHash(false); });
+  openFromHash(true);
 })();
