@@ -4,6 +4,7 @@ naming it, and the run lock excludes a second process yet leaves no ``.lock`` fi
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -53,8 +54,12 @@ def test_a_read_only_folder_is_refused_with_the_path_and_the_cause(read_only: Pa
     ):
         with pytest.raises(DatabaseAccessError) as refused:
             attempt()
-        assert refused.value.cause.startswith(f"its folder {read_only} is not writable")
+        assert refused.value.cause.startswith(
+            (f"its folder {read_only} is not writable", f"{read_only} is not writable")
+        )
         assert str(refused.value).startswith(f"cannot use the run database {read_only}")
+        copy = pickle.loads(pickle.dumps(refused.value))
+        assert str(copy) == str(refused.value) and copy.path == refused.value.path
     assert sorted(p.name for p in read_only.iterdir()) == ["existing.sqlite"]
 
 

@@ -70,14 +70,18 @@ class DatabaseAccessError(InvalidInputError):
         cause: what is wrong with it, e.g. ``"its folder /data is not writable"``.
     """
 
-    def __init__(self, path: Path, cause: str, *, writing: bool = True) -> None:
+    def __init__(self, path: Path, cause: str, writing: bool = True) -> None:
         self.path = path
         self.cause = cause
+        self.writing = writing
         if writing:
             advice = "choose a path this process can write, or fix the permissions"
         else:  # SQLite writes beside a WAL database even to read it (its -shm file)
             advice = "copy it to a folder this process can write, or fix the permissions"
         super().__init__(f"cannot use the run database {path}: {cause}; {advice}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.cause, self.writing))
 
 
 def _writable(path: Path) -> bool:
@@ -100,9 +104,10 @@ def _cause(path: Path) -> str | None:
     folder = _nearest_existing(path.parent)
     if not folder.is_dir():
         return f"{folder} is a file, not a folder"
+    if not _writable(folder) and folder != path.parent:
+        return f"{folder} is not writable (its folder {path.parent} would be made there)"
     if not _writable(folder):
-        beside = "" if folder != path.parent else f" ({path.name}-wal and -shm go beside it)"
-        return f"its folder {folder} is not writable{beside}"
+        return f"its folder {folder} is not writable ({path.name}-wal and -shm go beside it)"
     if path.exists() and not _writable(path):
         return "the file is read-only"
     return None
@@ -171,10 +176,10 @@ def _version_read_only(path: Path) -> Any:
         FormatError: the file is damaged, or it has no ``meta`` table.
         DatabaseAccessError: SQLite cannot open it for reading here.
     """
-    # Without a WAL file beside it, the whole database is in the file and no writer has it
-    # open in WAL mode: read it as immutable, so SQLite creates no -wal or -shm file either.
-    wal = path.with_name(path.name + "-wal")
-    query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    # Without a WAL or rollback journal beside it, the whole database is in the file and no
+    # writer is changing it: read it as immutable, so SQLite creates no -wal or -shm file.
+    journals = (path.with_name(path.name + suffix) for suffix in ("-wal", "-journal"))
+    query = "mode=ro" if any(j.exists() for j in journals) else "mode=ro&immutable=1"
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True, timeout=30.0)
     except sqlite3.OperationalError as exc:
