@@ -134,12 +134,15 @@ def llamacpp_server(
     *,
     n_threads: int = 2,
     n_ctx: int = 8192,
+    n_parallel: int = 1,
     startup_timeout: float = 180.0,
 ) -> Iterator[LlamaCppServer]:
     """Run a llama.cpp server on 127.0.0.1 for the duration of the ``with`` block.
 
-    One slot (requests are served one at a time), ``n_threads`` CPU threads, and a context of
-    ``n_ctx`` tokens (8,192 matches what the LLM explainer assumes for an unknown model).
+    ``n_parallel`` slots (default one: requests are served one at a time; the others wait in
+    its queue, receiving nothing), ``n_threads`` CPU threads, and a context of ``n_ctx`` tokens
+    shared by the slots (8,192 for one slot matches what the LLM explainer assumes for an
+    unknown model; give ``8192 * n_parallel`` for as much per slot).
 
     Raises:
         ImportError: ``xllamacpp`` or the model's packages are not installed.
@@ -152,7 +155,7 @@ def llamacpp_server(
     params.model.path = str(path)
     params.model_alias = {MODEL}
     params.n_ctx = n_ctx
-    params.n_parallel = 1
+    params.n_parallel = n_parallel
     params.hostnames = ["127.0.0.1"]
     params.port = port = _free_port()
     params.cpuparams.n_threads = n_threads

