@@ -182,6 +182,9 @@ class OpenAILLM(LLM):
     Attributes:
         client: the `RetryingClient` that sends the requests (its clients, limits, retries).
         limiter: the client-side rate limits, shared by every caller.
+        stream: the ``stream`` option (settable); `streams` says what it means for a server.
+        settings: the timeout and concurrency settled at the first request; ``settings.slots``
+            is the slot count the server reported (``None``: not asked, or it did not say).
 
     Raises:
         InvalidInputError: an option out of range, an unknown capability, a ``base_url``
