@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 from neuron_explainer import ExplanationResult  # noqa: E402
 from neuron_explainer.cli import app  # noqa: E402
 from neuron_explainer.plugins import default_registry  # noqa: E402
-from neuron_explainer.testing import OpenAITestServer, OracleResponder  # noqa: E402
+from neuron_explainer.testing import Fault, OpenAITestServer, OracleResponder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-cli-0123456789"
@@ -515,3 +515,384 @@ def test_the_readme_command_explains_a_gemma_neuron(tmp_path: Path) -> None:
     assert (result.unit.layer, result.unit.index) == (6, 1173)
     assert result.provenance.hook_point == "model.layers.6.mlp.down_proj:input"
     assert result.score is not None and result.explanation.text in run.stdout
+
+
+# --- the first run: help as written, progress, the baseline note, explain --dry-run --------
+
+
+def console_script(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``neuron-explainer`` console script, with no third-party plugins, no
+    hub access and no OpenAI variables but those in ``env``."""
+    import os
+    import shutil
+
+    script = Path(sys.executable).with_name("neuron-explainer")
+    found = str(script) if script.exists() else shutil.which("neuron-explainer")
+    assert found, "the neuron-explainer console script is not installed"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    base.update(NEURON_EXPLAINER_DISABLE_PLUGINS="1", HF_HUB_OFFLINE="1", COLUMNS="200")
+    return subprocess.run(
+        [found, *map(str, args)],
+        capture_output=True, text=True, env={**base, **(env or {})}, timeout=timeout,
+    )  # fmt: skip
+
+
+def shown(text: str) -> str:
+    """``text`` as help output compares: whitespace collapsed, and a word broken after a
+    hyphen at a line end joined again."""
+    import re
+
+    return re.sub(r"-\s+", "-", " ".join(text.split()))
+
+
+@pytest.mark.parametrize("name", [None, *COMMANDS])
+def test_help_shows_every_help_text_as_written(name: str | None) -> None:
+    """Every option's, argument's and command's help text shows whole in ``--help`` (the
+    renderer once ate ``<db stem>``); a flag shows no type (it takes no value)."""
+    command = click_command(name)
+    run = console_script(*([name] if name else []), "--help")
+    assert run.returncode == 0, run.stderr
+    output = shown(run.stdout)
+    texts = [p.help for p in command.params if getattr(p, "help", None)]
+    texts += (command.help or "").split("\n\n")
+    if name is None:
+        texts += [c.help.split("\n\n")[0] for c in command.commands.values()]
+    for text in texts:
+        assert shown(text) in output, f"--help of {name or 'the root'} lost part of: {text!r}"
+    assert "<bool>" not in run.stdout
+    if name == "score":
+        assert "(default: <db stem>.rescore-<simulator>.sqlite beside it)" in output
+
+
+NETWORK_GUARD = """
+import os, socket
+
+_LOG = os.environ["NE_TEST_CONNECTIONS"]
+_LOCAL = ("127.0.0.1", "::1", "localhost")
+
+
+def _note(what):
+    with open(_LOG, "a", encoding="utf-8") as log:
+        log.write(what + "\\n")
+
+
+_connect = socket.socket.connect
+
+
+def connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _note(f"connect {address}")
+        if str(address[0]) not in _LOCAL:
+            raise OSError("the test allows no connection off this machine")
+    return _connect(self, address)
+
+
+_getaddrinfo = socket.getaddrinfo
+
+
+def getaddrinfo(host, *args, **kwargs):
+    if host is not None and str(host) not in _LOCAL:
+        _note(f"lookup {host}")
+        raise socket.gaierror("the test allows no name lookup off this machine")
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.socket.connect = connect
+socket.getaddrinfo = getaddrinfo
+"""
+
+
+def guarded(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """Environment variables under which a Python process logs every network connection it
+    opens (and may open none off this machine), and the log file."""
+    folder = tmp_path / "guard"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(NETWORK_GUARD, encoding="utf-8")
+    log = tmp_path / "connections.log"
+    return {"PYTHONPATH": str(folder), "NE_TEST_CONNECTIONS": str(log)}, log
+
+
+def test_explain_dry_run_estimates_and_sends_nothing_without_a_key(
+    tiny_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    guard, log = guarded(tmp_path)
+    out = tmp_path / "result.json"
+    args = [
+        "explain", tiny_model, "--layer", "1", "--neuron", "3", "--corpus", corpus,
+        "--split", "line", "--explainer", "openai:gpt-4o-mini",
+        "--simulator", "openai:gpt-4o-mini", "--dry-run", "--out", out,
+    ]  # fmt: skip
+    with OpenAITestServer() as server:  # a local server: no key needed anyway
+        local = console_script(*args, env={**guard, "OPENAI_BASE_URL": server.base_url})
+        assert server.request_count == 0 and server.requests == []
+    assert local.returncode == 0, local.stderr
+    lines = local.stdout.splitlines()
+    import re
+
+    total = re.fullmatch(
+        r"dry run: about (\d+) LLM requests, (\d+) prompt \+ (\d+) .*\$[0-9.]+", lines[0]
+    )
+    assert total, local.stdout
+    assert int(total[1]) > 1 and int(total[2]) > 0
+    explainer = re.match(r"  explainer llm \(openai:gpt-4o-mini\): 1 request, \d+ prompt", lines[1])
+    simulator = re.match(r"  simulator llm-chat-logprob \(openai:gpt-4o-mini\): (\d+) ", lines[2])
+    assert explainer and simulator, local.stdout
+    assert int(simulator[1]) == int(total[1]) - 1
+    assert lines[-1] == "nothing was sent to an LLM and nothing was written"
+    # The OpenAI API itself and no key: the up-front key check must not stop a dry run.
+    remote = console_script(*args, "--json", env=guard)
+    assert remote.returncode == 0, remote.stderr
+    estimate = json.loads(remote.stdout)
+    assert estimate["requests"] == int(total[1]) and estimate["cost_usd"] > 0
+    assert not log.exists(), log.read_text(encoding="utf-8")  # not even a lookup
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["guard"]
+
+
+def test_explain_says_when_the_offline_baseline_explained(
+    tiny_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """The summary says that no LLM explained the neuron, and the options that switch to one;
+    with LLMs as explainer and simulator it says nothing of the kind."""
+    args = ["explain", tiny_model, "--layer", "1", "--neuron", "3", "--corpus", corpus,
+            "--split", "line"]  # fmt: skip
+    baseline = console_script(*args)
+    assert baseline.returncode == 0, baseline.stderr
+    lines = baseline.stdout.splitlines()
+    assert lines[-2] == (
+        "note: explained and simulated by the offline token-table baseline, not an LLM."
+    )
+    assert lines[-1] == (
+        "For an LLM: --explainer openai:gpt-4o-mini (with OPENAI_API_KEY set, or with "
+        "OPENAI_BASE_URL=http://127.0.0.1:8080/v1 for a local server, no key), or --explainer "
+        "hf:PATH (a local model folder or .gguf file); --simulator takes the same names."
+    )
+    quiet_json = console_script(*args, "--json", "-q")
+    assert "note:" not in quiet_json.stdout and quiet_json.stdout.lstrip().startswith("{")
+    with OpenAITestServer(api_key=KEY, responder=OracleResponder()) as server:
+        llm = console_script(
+            *args, "--explainer", "openai:m", "--simulator", "openai:m",
+            env={"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": KEY},
+        )  # fmt: skip
+        assert server.request_count > 0
+    assert llm.returncode == 0, llm.stderr
+    assert "token-table" not in llm.stdout and "note:" not in llm.stdout
+    half = console_script(*args, "--simulator", "openai:m", "--dry-run", "-q")
+    assert half.returncode == 0 and "token-table" in half.stdout  # (a dry run prints no note)
+
+
+def test_recording_progress_counts_the_tokens_the_model_reads(
+    tiny_model: Path, corpus: Path
+) -> None:
+    """The recording bar moves once per forward pass, by the tokens it read, up to the total
+    `count_tokens` gives; the old bar counted documents and was full before most passes ran."""
+    from neuron_explainer.subjects.corpus import corpus_from, iter_windows
+    from neuron_explainer.subjects.hf import HFSubject
+
+    seen: list[int] = []
+    subject = HFSubject(
+        tiny_model, corpus_from(str(corpus), split="line"), device="cpu", window_length=16,
+        batch_size=8, progress=seen.append,
+    )  # fmt: skip
+    windows = list(iter_windows(subject.corpus, subject.loaded.tokenizer, length=16))
+    total = subject.count_tokens()
+    assert total == sum(len(w.input_ids) for w in windows)
+    subject.neuron_record(subject.unit(1, 3))
+    assert len(seen) == -(-len(windows) // 8)  # one call per forward pass
+    assert seen[0] == sum(len(w.input_ids) for w in windows[:8])
+    assert seen == sorted(seen) and seen[-1] == total
+    subject.neuron_record(subject.unit(1, 4))  # a second recording counts from 0 again
+    assert seen[len(seen) // 2] == seen[0] and seen[-1] == total
+
+
+def test_explain_shows_each_phase_with_its_count(tiny_model: Path, corpus: Path) -> None:
+    """The bars (their last frame: stderr is no terminal here) count the tokens recorded, the
+    explanations and the excerpts simulated, each as a step of its own."""
+    import re
+
+    from neuron_explainer.subjects.corpus import corpus_from
+    from neuron_explainer.subjects.hf import HFSubject
+
+    run = console_script(
+        "explain", tiny_model, "--layer", "1", "--neuron", "3", "--corpus", corpus,
+        "--split", "line", "--device", "cpu",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    tokens = HFSubject(tiny_model, corpus_from(str(corpus), split="line")).count_tokens()
+    steps = [" ".join(line.split()) for line in run.stderr.splitlines() if "done" in line]
+    assert len(steps) == 4, run.stderr
+    assert steps[0].startswith("done loading")
+    assert re.match(rf"done recording layer 1 \(tokens\) \S+ {tokens}/{tokens} ", steps[1])
+    assert re.match(r"done explaining \(explanations\) \S+ 1 ", steps[2])
+    simulated = re.match(r"done simulating and scoring \(excerpts\) \S+ (\d+)/(\d+) ", steps[3])
+    assert simulated and simulated[1] == simulated[2] and int(simulated[1]) > 0, steps[3]
+
+
+def test_a_bar_with_a_total_shows_the_time_left() -> None:
+    from rich.progress import Progress
+
+    from neuron_explainer.cli._progress import eta_column
+
+    column = eta_column()
+    with Progress(column, disable=True) as progress:
+        counted = progress.add_task("counted", total=100)
+        pulsing = progress.add_task("pulsing", total=None)
+        progress.update(counted, completed=10)
+        assert column.render(progress.tasks[counted]).plain.startswith("eta ")
+        assert column.render(progress.tasks[pulsing]).plain == ""
+        progress.update(counted, completed=100)
+        assert column.render(progress.tasks[counted]).plain == ""
+
+
+# --- a mistyped model name ------------------------------------------------------------------
+
+
+def test_a_mistyped_model_name_fails_fast_and_names_the_close_one(tmp_path: Path) -> None:
+    """``explain gemma-3-270`` with the hub out of reach (a closed port on 127.0.0.1, no
+    offline setting): exit 2 with one line naming gemma-3-270m, after one connection attempt to
+    the hub (huggingface_hub used to retry 5 times, for ~25 s), in about the time a missing
+    file takes."""
+    import socket
+    import time
+
+    guard, log = guarded(tmp_path)
+    with socket.socket() as probe:  # nobody listens on it afterwards: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **guard,
+        "HF_HUB_OFFLINE": "",
+        "TRANSFORMERS_OFFLINE": "",
+        "HF_ENDPOINT": f"http://127.0.0.1:{port}",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    args = ["--layer", "6", "--neuron", "1173", "--corpus", "python-docstrings"]
+    start = time.perf_counter()
+    missing = console_script("explain", "./gemma-3-270.gguf", *args, env=env)
+    baseline = time.perf_counter() - start
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+    assert not log.exists()  # a path never reaches for the hub
+    start = time.perf_counter()
+    typo = console_script("explain", "gemma-3-270", *args, env=env)
+    took = time.perf_counter() - start
+    assert typo.returncode == 2, typo.stderr
+    (line,) = typo.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: could not load model 'gemma-3-270': it is not a local file or folder, a known "
+        f"model or a model in the local Hugging Face cache, and the hub cannot be reached at "
+        f"http://127.0.0.1:{port} (ConnectError: "
+    ), line
+    assert "Did you mean 'gemma-3-270m'?" in line
+    # The lookup itself, and at most the agent list huggingface_hub asks for once a day.
+    attempts = log.read_text(encoding="utf-8").splitlines()
+    assert 1 <= len(attempts) <= 2 and set(attempts) == {f"connect ('127.0.0.1', {port})"}
+    # Both runs start Python and read the corpus (~0.5 s each here); retries would add ~25 s.
+    assert took < 2 * baseline + 5, (took, baseline)
+
+
+# --- the LLM options and the OpenAI environment (issue 14) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        (
+            {"OPENAI_BASE_URL": "http://127.0.0.1:99999/v1"},
+            [],
+            "error: OPENAI_BASE_URL='http://127.0.0.1:99999/v1' is not a usable base URL: the "
+            "port 99999 is out of range (1-65535)",
+        ),
+        (
+            {"OPENAI_BASE_URL": "127.0.0.1:8080/v1"},
+            [],
+            "error: OPENAI_BASE_URL='127.0.0.1:8080/v1' is not a usable base URL: it has no "
+            "scheme (did you mean 'http://127.0.0.1:8080/v1'?)",
+        ),
+        (
+            {"OPENAI_BASE_URL": "http://127.0.0.1:8080/v1", "NEURON_EXPLAINER_LLM_TIMEOUT": "1m"},
+            [],
+            "error: NEURON_EXPLAINER_LLM_TIMEOUT='1m' is not a number of seconds > 0",
+        ),
+        (
+            {"OPENAI_BASE_URL": "http://127.0.0.1:8080/v1"},
+            ["--llm-timeout", "0"],
+            "must be a number of seconds > 0",
+        ),
+        (
+            {"OPENAI_BASE_URL": "http://127.0.0.1:8080/v1"},
+            ["--llm-concurrency", "0"],
+            "--llm-concurrency",
+        ),
+    ],
+    ids=["port", "no-scheme", "timeout-variable", "timeout-option", "concurrency-option"],
+)
+def test_an_unusable_llm_setting_exits_with_2_naming_it(
+    env: dict[str, str], args: list[str], message: str, tmp_path: Path
+) -> None:
+    """The failure of issue 14: port 99999 in OPENAI_BASE_URL was "unexpected ValueError" and a
+    malformed base URL exited with 1. Each is now a usage error, before any work."""
+    run = console_script(
+        "explain", "gpt2", "--layer", "0", "--neuron", "0", "--corpus", tmp_path,
+        "--explainer", "openai:m", *args, env=env,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""
+    if message.startswith("error: "):
+        assert run.stderr.strip().splitlines() == [message]
+    else:
+        assert message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_score_and_run_check_the_llm_environment_too(tmp_path: Path) -> None:
+    db = tmp_path / "run.sqlite"
+    db.write_bytes(b"")
+    bad = {"OPENAI_BASE_URL": "http://127.0.0.1:8080/v1", "NEURON_EXPLAINER_LLM_CONCURRENCY": "0"}
+    scored = console_script("score", "--db", db, "--simulator", "openai:m", env=bad)
+    assert scored.returncode == 2, scored.stderr
+    assert "NEURON_EXPLAINER_LLM_CONCURRENCY='0' is not a whole number >= 1" in scored.stderr
+    ran = console_script(
+        "run", "gpt2", "--layers", "0", "--db", db, "--corpus", tmp_path,
+        "--explainer", "openai:m", "--llm-timeout", "-5", env={},
+    )  # fmt: skip
+    assert ran.returncode == 2 and "--llm-timeout" in ran.stderr
+
+
+def test_the_llm_options_are_in_the_help_of_explain_run_and_score() -> None:
+    for command in ("explain", "run", "score"):
+        page = shown(invoke(command, "--help", env={"COLUMNS": "200"}).stdout)
+        assert "--llm-timeout" in page and "--llm-concurrency" in page, command
+        assert "NEURON_EXPLAINER_LLM_TIMEOUT" in page and "slot count" in page
+
+
+def test_the_llm_options_reach_the_backend(
+    tiny_model: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--llm-concurrency bounds the requests in flight and spares asking for the slot count;
+    without it, a server with slots is asked (llama.cpp's GET /props) and its count used;
+    --llm-timeout is the timeout of the requests (a silent server: 0.2 s, then 0.4, 0.8)."""
+    import os
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    args: list[str | Path] = [
+        "explain", tiny_model, "--layer", "1", "--neuron", "5", "--corpus", corpus,
+        "--split", "line", "--explainer", "openai:m", "--simulator", "openai:m", "-q",
+    ]  # fmt: skip
+    with OpenAITestServer(responder=OracleResponder(), latency=0.01, slots=3) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        given = invoke(*args, "--llm-concurrency", "1")
+        assert given.exit_code == 0, given.output
+        assert server.max_in_flight == 1 and server.probes == []
+        assert "NEURON_EXPLAINER_LLM_CONCURRENCY" not in os.environ  # set for the command only
+        server.reset()
+        default_registry.cache_clear()  # a new backend, as in a new process
+        asked = invoke(*args)
+        assert asked.exit_code == 0, asked.output
+        assert [p.path for p in server.probes] == ["/props"]
+        assert 2 <= server.max_in_flight <= 3
+        server.fail_next(Fault.timeout(hold=10), times=3)
+        default_registry.cache_clear()
+        silent = invoke(*args, "--llm-timeout", "0.2")
+    assert silent.exit_code == 1
+    line = one_line_error(silent)
+    assert "the server sent nothing for 0.8s" in line and "3 of them timed out" in line

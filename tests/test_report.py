@@ -422,7 +422,11 @@ def test_the_same_unit_twice_gets_two_sections(
 CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None,
-    reason="no Chromium binary (install it: apt-get install -y chromium, or set $CHROMIUM)",
+    reason=(
+        "no Chromium binary, which the report's browser tests need: install it (Debian/Ubuntu: "
+        "sudo apt-get install chromium, as .ci/run does) or set $CHROMIUM to a Chromium or "
+        "Chrome binary"
+    ),
 )
 
 

@@ -13,7 +13,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    # Help is plain text, shown as written: "markdown" ate <db stem>, "rich" ate [tags].
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
 )
 
 

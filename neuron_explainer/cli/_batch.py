@@ -21,6 +21,7 @@ from neuron_explainer.cli._options import (
     SplitOpt,
     TextField,
     hidden_default,
+    llm_options,
     recording_options,
 )
 from neuron_explainer.cli._support import (
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 
 @app.command()
+@llm_options
 @recording_options(*MODEL_OPTIONS)
 def run(
     model: ModelArg,
@@ -77,7 +79,9 @@ def run(
     dry_run: Annotated[
         bool,
         typer.Option(
-            "--dry-run", help="Estimate requests, tokens and cost; call no LLM, write nothing."
+            "--dry-run",
+            help="Estimate requests, tokens and cost; call no LLM, need no API key, write no "
+            "database (a model is still collected first: the estimate reads its excerpts).",
         ),
     ] = False,
     retry_failed: Annotated[
@@ -105,15 +109,16 @@ def run(
 ) -> None:
     """Explain many neurons into a resumable database, then print the summary.
 
-    MODEL is first collected over --corpus into the folder <db>.collection (resumable), or, when
-    MODEL is a collection folder, its records are read. Rerun the same command to resume. The
-    summary gives the units done, failed and skipped (done before), the LLM tokens and the
-    estimated cost. Exits with 1 when a unit failed or the budget stopped the run.
+    MODEL is first collected over --corpus into the folder <db stem>.collection beside the
+    database (resumable), or, when MODEL is a collection folder, its records are read. Rerun
+    the same command to resume. The summary gives the units done, failed and skipped (done
+    before), the LLM tokens and the estimated cost. Exits with 1 when a unit failed or the
+    budget stopped the run.
     """
     with errors(debug):
         from neuron_explainer.runs import explain_neurons
 
-        check_components(explainer=explainer, simulator=simulator)
+        check_components(explainer=explainer, simulator=simulator, need_key=not dry_run)
         found = collection_or_corpus(
             model, corpus, recording, split=split.value, text_field=text_field, count=False
         )
@@ -190,6 +195,7 @@ def _export(db: Path, jsonl: Path | None, openai: Path | None) -> None:
 
 
 @app.command()
+@llm_options
 def score(
     db: Annotated[
         Path,
@@ -206,7 +212,7 @@ def score(
         hidden_default(
             "--out-db",
             "The database the new scores go to; it must differ from --db (default: "
-            "<db>.rescore-<simulator>.sqlite beside it).",
+            "<db stem>.rescore-<simulator>.sqlite beside it).",
         ),
     ] = None,
     concurrency: Annotated[

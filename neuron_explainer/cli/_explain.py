@@ -25,6 +25,7 @@ from neuron_explainer.cli._options import (
     SplitOpt,
     TextField,
     hidden_default,
+    llm_options,
     recording_options,
 )
 from neuron_explainer.cli._support import (
@@ -40,7 +41,10 @@ from neuron_explainer.cli._support import (
 )
 
 if TYPE_CHECKING:
+    from neuron_explainer.options import ExplainOptions
     from neuron_explainer.records import NeuronRecord
+    from neuron_explainer.results import ExplanationResult
+    from neuron_explainer.runs.estimate import NeuronEstimate
 
 # --- collect -------------------------------------------------------------------------------
 
@@ -115,6 +119,7 @@ def collect(
 
 
 @app.command()
+@llm_options
 @recording_options(*MODEL_OPTIONS, "bos")
 def explain(
     model: ModelArg,
@@ -155,6 +160,15 @@ def explain(
             "--calibration", help="How simulated activations are calibrated before scoring."
         ),
     ] = Calibration.linear,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Estimate the LLM requests, tokens and cost of each component and print them; "
+            "call no LLM, need no API key, write nothing. The neuron is still recorded (or read "
+            "from the collection), since the estimate counts its excerpts.",
+        ),
+    ] = False,
     *,
     recording: dict[str, Any],
     split: SplitOpt = Split.file,
@@ -166,13 +180,14 @@ def explain(
 
     MODEL is recorded over --corpus (the model and corpus options apply), or, when MODEL is a
     collection folder written by collect, the neuron's record is read from it (no corpus).
-    Prints the explanation and its score; --json prints the whole result.
+    Prints the explanation and its score; --json prints the whole result. --dry-run prints what
+    explaining it with LLMs would cost instead.
     """
     with errors(debug):
         from neuron_explainer.options import ExplainOptions
         from neuron_explainer.runs.explain import explain_neuron
 
-        check_components(explainer=explainer, simulator=simulator)
+        check_components(explainer=explainer, simulator=simulator, need_key=not dry_run)
         options = ExplainOptions.build(
             best_of=best_of, score_split=score_split.value, calibration=calibration.value
         )
@@ -193,14 +208,25 @@ def explain(
             else:
                 record = source.neuron_record(layer, neuron)
                 corpus_label = record.provenance.dataset or "the collection's corpus"
-            with steps.step("explaining and scoring"):
+            if dry_run:
+                estimate = _estimate(steps, record, explainer, simulator, options)
+            else:
+                from neuron_explainer.cli._progress import Phases
+                from neuron_explainer.plugins import default_registry
+
+                phases = Phases(steps)
+                registry = default_registry()
                 result = explain_neuron(
                     record,
-                    explainer=explainer,
-                    simulator=simulator,
+                    explainer=phases.explainer(registry.explainer(explainer)),
+                    simulator=phases.simulator(registry.simulator(simulator)),
                     budget_usd=budget_usd,
                     explain_options=options,
                 )
+                phases.finish()
+        if dry_run:
+            print_estimate(estimate, json_output=json_output)
+            return
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(result.model_dump_json(indent=2), encoding="utf-8")
@@ -208,6 +234,8 @@ def explain(
             typer.echo(result.model_dump_json(indent=2))
         else:
             print_result(result, corpus_label)
+            for line in baseline_note(result):
+                typer.echo(line)
 
 
 def _record(
@@ -219,12 +247,85 @@ def _record(
     options: dict[str, Any],
 ) -> NeuronRecord:
     """Load ``model`` and record one neuron over the corpus with the ``"hf"`` subject (from the
-    registry), with progress."""
+    registry), with progress: the tokens the model has read, of those the corpus holds."""
     from neuron_explainer.plugins import default_registry
+    from neuron_explainer.subjects.hf import HFSubject
 
     loaded = load_model_step(steps, model, options)
-    with steps.step(f"recording layer {layer} (documents)", texts.documents) as update:
-        subject = default_registry().subject(
-            "hf", model=loaded, corpus=texts.counted(update), **options
+    task = steps.task(f"recording layer {layer} (tokens)")
+    subject = default_registry().subject(
+        "hf", model=loaded, corpus=texts.corpus, progress=task.update, **options
+    )
+    if isinstance(subject, HFSubject):
+        task.update(0, subject.count_tokens())
+    record = subject.neuron_record(subject.unit(layer, neuron))
+    task.finish()
+    return record
+
+
+def _estimate(
+    steps: Steps, record: NeuronRecord, explainer: str, simulator: str, options: ExplainOptions
+) -> NeuronEstimate:
+    """What explaining ``record`` with the named components would cost (nothing is sent)."""
+    from neuron_explainer.plugins import default_registry
+    from neuron_explainer.runs.estimate import estimate_neuron
+
+    registry = default_registry()
+    with steps.step("estimating"):
+        return estimate_neuron(
+            record,
+            registry.explainer(explainer),
+            registry.simulator(simulator),
+            **options.model_dump(include=_ESTIMATED),
         )
-        return subject.neuron_record(subject.unit(layer, neuron))
+
+
+_ESTIMATED = {"calibration", "score_split", "n_top_per_split", "n_random_per_split", "best_of"}
+"""The `ExplainOptions` fields `estimate_neuron` takes."""
+
+
+def print_estimate(estimate: NeuronEstimate, *, json_output: bool) -> None:
+    """Print a dry run's estimate on stdout: as JSON, or its totals, one line per component
+    and their notes."""
+    if json_output:
+        typer.echo(estimate.model_dump_json(indent=2))
+        return
+    typer.echo(
+        f"dry run: about {estimate.requests} LLM requests, {estimate.prompt_tokens} prompt + "
+        f"{estimate.completion_tokens} completion tokens, estimated ${estimate.cost_usd:.4f}"
+    )
+    for part in estimate.parts:
+        llm = f" ({part.llm})" if part.llm else ""
+        typer.echo(
+            f"  {part.role} {part.component}{llm}: {part.requests} "
+            f"request{'s' * (part.requests != 1)}, {part.prompt_tokens} prompt + "
+            f"{part.completion_tokens} completion tokens, ${part.cost_usd or 0.0:.4f}"
+            + (f" ({part.note})" if part.note else "")
+        )
+    if estimate.requests:
+        typer.echo("note: tokens are estimated as characters / 3.5; retries are not counted")
+    typer.echo("nothing was sent to an LLM and nothing was written")
+
+
+BASELINE = "token-table"
+"""The offline baseline's name, as explainer and as simulator."""
+
+
+def baseline_note(result: ExplanationResult) -> list[str]:
+    """The lines that say the offline baseline, not an LLM, explained (or simulated) the
+    neuron, with the options that switch to an LLM; none when LLMs did both."""
+    explained = result.explainer.name == BASELINE
+    simulated = result.simulator.name == BASELINE
+    if not (explained or simulated):
+        return []
+    done = "explained" if explained else "simulated"
+    if explained and simulated:
+        done = "explained and simulated"
+    flag = "--explainer" if explained else "--simulator"
+    also = "; --simulator takes the same names" if explained and simulated else ""
+    return [
+        f"note: {done} by the offline {BASELINE} baseline, not an LLM.",
+        f"For an LLM: {flag} openai:gpt-4o-mini (with OPENAI_API_KEY set, or with "
+        "OPENAI_BASE_URL=http://127.0.0.1:8080/v1 for a local server, no key), or "
+        f"{flag} hf:PATH (a local model folder or .gguf file){also}.",
+    ]

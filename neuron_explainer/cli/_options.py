@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from enum import Enum, StrEnum
 from typing import Annotated, Any
 
@@ -226,3 +228,85 @@ def recording_options(*names: str) -> Callable[[Callable[..., None]], Callable[.
         return wrapper
 
     return decorate
+
+
+# --- LLM options ---------------------------------------------------------------------------
+
+
+def _positive_seconds(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be a number of seconds > 0, got {value}")
+    return value
+
+
+LLMTimeout = Annotated[
+    float | None,
+    hidden_default(
+        "--llm-timeout",
+        "Seconds an LLM server (openai: components) may stay silent before a request times "
+        "out; a streamed answer may take longer as long as it keeps coming. A timed-out "
+        "request is retried at most twice, each time with twice the time. Default "
+        "$NEURON_EXPLAINER_LLM_TIMEOUT, else 60.",
+        callback=_positive_seconds,
+    ),
+]
+LLMConcurrency = Annotated[
+    int | None,
+    hidden_default(
+        "--llm-concurrency",
+        "Most requests in flight at once to each LLM (openai: components). Default "
+        "$NEURON_EXPLAINER_LLM_CONCURRENCY, else a local llama.cpp server's slot count, else 16.",
+        min=1,
+    ),
+]
+_LLM: dict[str, tuple[Any, str]] = {
+    "llm_timeout": (LLMTimeout, "NEURON_EXPLAINER_LLM_TIMEOUT"),
+    "llm_concurrency": (LLMConcurrency, "NEURON_EXPLAINER_LLM_CONCURRENCY"),
+}
+"""The LLM options by parameter name: their annotation and the environment variable that
+carries them to the LLM backends (read at their first request)."""
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` set in ``os.environ`` for the duration of the block, then restored."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def llm_options(command: Callable[..., None]) -> Callable[..., None]:
+    """A decorator (put it below ``@app.command()``) that gives a command ``--llm-timeout`` and
+    ``--llm-concurrency`` (before ``--quiet``). The values given are handed to the ``openai``
+    backends through ``NEURON_EXPLAINER_LLM_TIMEOUT`` and ``NEURON_EXPLAINER_LLM_CONCURRENCY``,
+    set while the command runs (an option given wins over the variable)."""
+    signature = inspect.signature(command, eval_str=True)
+    parameters = list(signature.parameters.values())
+    names = [p.name for p in parameters]
+    at = names.index("quiet") if "quiet" in names else len(parameters)
+    place = parameters[at].kind if at < len(parameters) else inspect.Parameter.KEYWORD_ONLY
+    added = [
+        inspect.Parameter(name, place, annotation=kind, default=None)
+        for name, (kind, _) in _LLM.items()
+    ]
+    parameters[at:at] = added
+
+    @functools.wraps(command)
+    def wrapper(**arguments: Any) -> None:
+        values = {_LLM[name][1]: arguments.pop(name) for name in _LLM}
+        given = {variable: str(value) for variable, value in values.items() if value is not None}
+        with _environment(given):
+            command(**arguments)
+
+    # typer reads the parameters from the signature and their types from the annotations
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    wrapper.__annotations__["return"] = signature.return_annotation
+    return wrapper

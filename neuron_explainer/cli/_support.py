@@ -102,7 +102,8 @@ def errors(debug: bool) -> Iterator[None]:
 
 
 class Steps:
-    """Rich progress bars on stderr, one per step; nothing at all when ``quiet``."""
+    """Rich progress bars on stderr, one per step, with the time taken and, while a bar with a
+    total runs, the time left; nothing at all when ``quiet``."""
 
     def __init__(self, quiet: bool) -> None:
         from rich.console import Console
@@ -114,12 +115,15 @@ class Steps:
             TimeElapsedColumn,
         )
 
+        from neuron_explainer.cli._progress import eta_column
+
         self.progress: Progress = Progress(
             SpinnerColumn(finished_text="[green]done"),
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.fields[count]}"),
             TimeElapsedColumn(),
+            eta_column(),
             console=Console(stderr=True),
             disable=quiet,
         )
@@ -223,15 +227,22 @@ def check_device(device: str | None) -> None:
 # --- checks --------------------------------------------------------------------------------
 
 
-def check_components(*, explainer: str | None = None, simulator: str | None = None) -> None:
-    """Build the named components once (unknown names fail here, before any work) and check
-    that an ``openai:`` one will find an API key.
+def check_components(
+    *, explainer: str | None = None, simulator: str | None = None, need_key: bool = True
+) -> None:
+    """Build the named components once (unknown names fail here, before any work) and, with
+    ``need_key`` (not for a dry run, which sends nothing), check that an ``openai:`` one will
+    find an API key.
+
+    An ``openai:`` component also has its environment checked (``OPENAI_BASE_URL``,
+    ``NEURON_EXPLAINER_LLM_TIMEOUT``, ``NEURON_EXPLAINER_LLM_CONCURRENCY``), dry run or not.
 
     Raises:
         UnknownComponentError: no component has that name.
         InvalidInputError: an ``openai:`` component without ``OPENAI_API_KEY`` for a server
-            that is not on localhost.
+            that is not on localhost, or with one of those variables unusable (named).
     """
+    from neuron_explainer.llm.openai import check_environment
     from neuron_explainer.plugins import default_registry
 
     registry = default_registry()
@@ -239,15 +250,17 @@ def check_components(*, explainer: str | None = None, simulator: str | None = No
         if spec is None:
             continue
         getattr(registry, kind)(spec)
-        if spec.partition(":")[0] == "openai" and ":" in spec:
+        if spec.startswith("openai:"):
+            check_environment()  # a malformed OPENAI_BASE_URL is a usage error (exit code 2)
+        if need_key and spec.partition(":")[0] == "openai" and ":" in spec:
             _check_openai_key(kind, spec)
 
 
 def _check_openai_key(kind: str, spec: str) -> None:
-    from neuron_explainer.llm.openai import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL
+    from neuron_explainer.llm.openai import ENV_API_KEY, ENV_BASE_URL, check_environment
     from neuron_explainer.llm.transport import is_local_url
 
-    base_url = os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+    base_url = check_environment()
     if os.environ.get(ENV_API_KEY) or is_local_url(base_url):
         return
     raise InvalidInputError(
@@ -298,19 +311,6 @@ class Texts:
 
     corpus: Corpus
     documents: int | None
-
-    def counted(self, update: Callable[[int], None]) -> Corpus:
-        """The same corpus, calling ``update`` with the number of documents read so far."""
-        from neuron_explainer.subjects.corpus import Corpus, Document
-
-        source = self.corpus
-
-        def read() -> Iterator[Document]:
-            for n, document in enumerate(source.documents(), start=1):
-                update(n)
-                yield document
-
-        return Corpus(source.name, read, details=source.details)
 
 
 def open_corpus(
@@ -394,8 +394,9 @@ def _value(score: Any) -> tuple[float | None, str | None]:
 
 
 def print_summary(outcome: Any) -> int:
-    """Print a batch's `RunSummary` (or `RunEstimate` for a dry run) and return the exit code:
-    1 when a unit failed or the run stopped early, else 0."""
+    """Print a batch's `RunSummary` (or `RunEstimate` for a dry run), with each failed unit's
+    reason, and return the exit code: 1 when a chosen unit is failed (in this call or an
+    earlier one, until a call retries it) or the run stopped early, else 0."""
     if hasattr(outcome, "cost_usd") and not hasattr(outcome, "done"):  # a RunEstimate
         typer.echo(
             f"dry run: {outcome.units} units, about {outcome.requests} LLM requests, "
@@ -406,10 +407,14 @@ def print_summary(outcome: Any) -> int:
             typer.echo(f"note: {note}")
         return EXIT_OK
     usage = outcome.usage
+    failed = f"{outcome.failed} failed"
+    if outcome.failed_before:
+        failed += f" ({outcome.failed_now} in this call, {outcome.failed_before} before it)"
     typer.echo(
-        f"{outcome.done} done, {outcome.failed} failed, {outcome.skipped} skipped "
+        f"{outcome.done} done, {failed}, {outcome.skipped} skipped "
         f"(of {outcome.total}) in {outcome.elapsed_s:.1f} s"
     )
+    _print_failures(outcome.failures)
     typer.echo(
         f"LLM usage: {usage.calls} calls ({usage.cache_hits} cached), {usage.prompt_tokens} "
         f"prompt + {usage.completion_tokens} completion tokens, ${usage.cost_usd:.4f}"
@@ -420,3 +425,21 @@ def print_summary(outcome: Any) -> int:
     if outcome.stopped_reason:
         typer.echo(f"stopped early: {outcome.stopped_reason}")
     return EXIT_FAILURE if outcome.failed or outcome.stopped_reason else EXIT_OK
+
+
+SHOWN_FAILURES = 10
+"""Failed units a summary lists with their reasons (the report lists them all)."""
+
+
+def _print_failures(failures: Any) -> None:
+    """One line per failed unit (the first `SHOWN_FAILURES`): the unit, whether it failed in
+    this call or before, and why."""
+    for failure in failures[:SHOWN_FAILURES]:
+        when = "" if failure.in_this_call else " (before this call)"
+        reason = " ".join(failure.reason.split())
+        typer.echo(f"  failed{when}: {failure.unit}: {reason[:300]}")
+    if len(failures) > SHOWN_FAILURES:
+        typer.echo(
+            f"  ... and {len(failures) - SHOWN_FAILURES} more failed units (all of them, with "
+            "their reasons: neuron-explainer report)"
+        )

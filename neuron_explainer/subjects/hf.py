@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from neuron_explainer.errors import InvalidInputError
@@ -58,6 +58,9 @@ class HFSubject(Subject):
         quantile_levels: where the per-excerpt max distribution is cut into bins.
         n_per_quantile: excerpts sampled from each bin.
         seed: seed of the random choices.
+        progress: called after every forward pass with the number of tokens the model has
+            read so far in this recording (padding not counted); `count_tokens` gives the
+            total.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class HFSubject(Subject):
         quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
         n_per_quantile: int = DEFAULT_N_PER_QUANTILE,
         seed: int = 0,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         if window_length < 1 or batch_size < 1:
             raise InvalidInputError("window_length and batch_size must be >= 1")
@@ -84,6 +88,8 @@ class HFSubject(Subject):
         self._loaded: LoadedModel | None = model if isinstance(model, LoadedModel) else None
         self.corpus: Corpus = corpus_from(corpus)
         self.window_length, self.bos, self.batch_size = window_length, bos, batch_size
+        self.progress = progress
+        self._tokens_read = 0
         self._selection: dict[str, Any] = {
             "top_k": top_k,
             "n_random": n_random,
@@ -110,6 +116,23 @@ class HFSubject(Subject):
         """The `UnitId` of MLP neuron ``index`` in ``layer``."""
         return UnitId(model=self.model_name, layer=layer, index=index)
 
+    def count_tokens(self) -> int:
+        """The number of tokens one recording reads (what `progress` counts up to): the corpus
+        is read, tokenized and cut into windows as a recording does it, and no model is run
+        (the tokenizer is loaded with the model, on first use). A corpus made from a one-shot
+        iterator cannot be read again afterwards.
+
+        Raises:
+            InvalidInputError: the model cannot be loaded, or the BOS policy needs a BOS token
+                the tokenizer does not have.
+            FormatError: the corpus cannot be read.
+            UsageError: the corpus is a one-shot iterator read already.
+        """
+        windows = iter_windows(
+            self.corpus, self.loaded.tokenizer, length=self.window_length, bos=self.bos
+        )
+        return sum(len(window.input_ids) for window in windows)
+
     async def aneuron_record(self, unit: UnitId) -> NeuronRecord:
         """Record ``unit`` (an MLP neuron) over the corpus; the model runs in a worker thread.
 
@@ -135,6 +158,7 @@ class HFSubject(Subject):
         )
         batch: list[Window] = []
         n_neurons: int | None = None
+        self._tokens_read = 0
         for window in windows:
             batch.append(window)
             if len(batch) == self.batch_size:
@@ -197,4 +221,7 @@ class HFSubject(Subject):
                         token_ids=excerpt,
                     )
                 )
+        self._tokens_read += sum(len(window.input_ids) for window in batch)
+        if self.progress is not None:
+            self.progress(self._tokens_read)
         return n_neurons
