@@ -15,6 +15,14 @@ from neuron_explainer import ActivationRecord, NeuronRecord, Provenance, UnitId
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never write dequantised models into the user's cache (~/.cache/neuron_explainer):
+    `load_model`'s cache (and every subprocess a test starts) uses a folder of this session."""
+    if "NEURON_EXPLAINER_MODEL_CACHE" not in os.environ:
+        os.environ["NEURON_EXPLAINER_MODEL_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
+
 # Property tests explore new examples locally; in CI (CI=true) they replay a fixed sequence so a
 # red run can be reproduced.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)

