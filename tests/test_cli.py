@@ -732,7 +732,7 @@ def test_explain_shows_each_phase_with_its_count(tiny_model: Path, corpus: Path)
 def test_a_bar_with_a_total_shows_the_time_left() -> None:
     from rich.progress import Progress
 
-    from neuron_explainer.cli._progress import eta_column
+    from neuron_explainer.cli._support import eta_column
 
     column = eta_column()
     with Progress(column, disable=True) as progress:

@@ -17,21 +17,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def eta_column() -> Any:
-    """A rich progress column that shows ``eta 0:01:05`` (rich's estimate of the time left)
-    while a bar with a known total runs, and nothing for a bar without one or a finished one."""
-    from rich.progress import TimeRemainingColumn
-    from rich.text import Text
-
-    class ETA(TimeRemainingColumn):
-        def render(self, task: Any) -> Text:
-            if task.total is None or task.finished:
-                return Text("")
-            return Text.assemble("eta ", super().render(task))
-
-    return ETA()
-
-
 class Phases:
     """The explaining and the simulating of one `explain_neuron` call as two steps of
     ``steps``: `explainer` and `simulator` wrap the components so that their calls move the

@@ -101,6 +101,21 @@ def errors(debug: bool) -> Iterator[None]:
 # --- progress ------------------------------------------------------------------------------
 
 
+def eta_column() -> Any:
+    """A rich progress column that shows ``eta 0:01:05`` (rich's estimate of the time left)
+    while a bar with a known total runs, and nothing for a bar without one or a finished one."""
+    from rich.progress import TimeRemainingColumn
+    from rich.text import Text
+
+    class ETA(TimeRemainingColumn):
+        def render(self, task: Any) -> Text:
+            if task.total is None or task.finished:
+                return Text("")
+            return Text.assemble("eta ", super().render(task))
+
+    return ETA()
+
+
 class Steps:
     """Rich progress bars on stderr, one per step, with the time taken and, while a bar with a
     total runs, the time left; nothing at all when ``quiet``."""
@@ -114,8 +129,6 @@ class Steps:
             TextColumn,
             TimeElapsedColumn,
         )
-
-        from neuron_explainer.cli._progress import eta_column
 
         self.progress: Progress = Progress(
             SpinnerColumn(finished_text="[green]done"),

@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -250,17 +251,32 @@ def connect(path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     except sqlite3.OperationalError as exc:
         raise_access(path, exc)
-    try:
+    with _closed_on_error(db, path):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+    db.row_factory = sqlite3.Row
+    return db
+
+
+@contextlib.contextmanager
+def _closed_on_error(db: sqlite3.Connection, path: Path) -> Iterator[None]:
+    """Run the block on ``db``; on any exception close ``db`` and raise, SQLite's errors as ours.
+
+    Raises:
+        DatabaseAccessError: SQLite cannot open or write the file (`raise_access`).
+        FormatError: SQLite finds the file damaged or not a database.
+    """
+    try:
+        yield
     except sqlite3.OperationalError as exc:
         db.close()
         raise_access(path, exc)
     except sqlite3.DatabaseError as exc:
         db.close()
         raise FormatError(f"{path} is not a run database: {exc}") from None
-    db.row_factory = sqlite3.Row
-    return db
+    except BaseException:
+        db.close()
+        raise
 
 
 def open_database(path: Path, *, create: bool) -> tuple[sqlite3.Connection, int]:
@@ -280,19 +296,11 @@ def open_database(path: Path, *, create: bool) -> tuple[sqlite3.Connection, int]
             cause = _cause(path) or f"cannot make its folder: {exc}"
             raise DatabaseAccessError(path, cause) from None
     db = connect(path)
-    try:
+    with _closed_on_error(db, path):
         if new:
             create_schema(db, path)
-        return db, check_version(path, read_version(db))
-    except sqlite3.OperationalError as exc:
-        db.close()
-        raise_access(path, exc)
-    except sqlite3.DatabaseError as exc:
-        db.close()
-        raise FormatError(f"{path} is not a run database: {exc}") from None
-    except BaseException:
-        db.close()
-        raise
+        version = check_version(path, read_version(db))
+    return db, version
 
 
 def _lock_path(path: Path) -> Path:
