@@ -133,8 +133,29 @@ class ExplanationError(NeuronExplainerError):
 class SimulationError(NeuronExplainerError):
     """A simulator could not produce a usable simulation for a sequence.
 
-    A failed simulation is reported, never scored as zeros.
+    A failed simulation is reported, never scored as zeros. Raised for one sequence, it is
+    counted as that sequence's failure; a unit fails only when too many of its sequences fail
+    (``max_failed_fraction``).
+
+    Attributes:
+        reason: the failure's class, a short stable label (``"misaligned"``,
+            ``"unparseable"``, ``"empty"``, ... see `neuron_explainer.interfaces`), or
+            ``None`` (counted as ``"other"``).
     """
+
+    def __init__(self, *args: object, reason: str | None = None) -> None:
+        super().__init__(*args)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_simulation_error, (type(self), self.args, self.reason))
+
+
+def _rebuild_simulation_error(
+    cls: type[SimulationError], args: tuple[object, ...], reason: str | None
+) -> SimulationError:
+    """``cls(*args, reason=reason)``: how a pickled `SimulationError` is rebuilt."""
+    return cls(*args, reason=reason)
 
 
 class CapabilityError(NeuronExplainerError):

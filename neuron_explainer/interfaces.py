@@ -18,34 +18,68 @@ A minimal simulator:
         async def asimulate(self, explanation, tokens):
             return SequenceSimulation(tokens=tuple(tokens),
                                       expected_activations=(1.0,) * len(tokens))
+
+Failures are per excerpt. Scoring calls `Simulator.asimulate_each`, which gives, for every
+excerpt, its simulation or the `SimulationFailure` saying why it could not be simulated; a
+`SimulationError` raised for one excerpt (also an `InvalidResponseError` or an
+`LLMTimeoutError`) becomes that excerpt's failure, classed by `failure_of` into one of the
+`FAILURE_REASONS`, and the other excerpts go on. Any other error propagates at once.
+
+How simulating went is counted in `SimulationStats` by the meters `track_simulations` opens
+(contextvar meters like `neuron_explainer.llm.usage.track_usage`). Scoring records what it
+asked for and what came back; a simulator reports each request it sends again within one
+simulation with `record_retry`:
+
+    for attempt in range(retries + 1):
+        if attempt:
+            record_retry("misaligned")
+        ...
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
+import re
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from neuron_explainer._aio import gather_or_cancel as gather_or_cancel
 from neuron_explainer._aio import run_sync as run_sync
+from neuron_explainer.errors import InvalidResponseError, LLMTimeoutError, SimulationError
 from neuron_explainer.records import ActivationRecord, NeuronRecord, UnitId
-from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
+from neuron_explainer.results import (
+    ComponentInfo,
+    Explanation,
+    SequenceSimulation,
+    SimulationFailure,
+    SimulationStats,
+)
 
 __all__ = [
     "CHARS_PER_TOKEN",
+    "FAILURE_REASONS",
     "MESSAGE_OVERHEAD",
     "REQUEST_OVERHEAD",
+    "SEQUENCE_FAILURES",
     "CallEstimate",
     "Explainer",
+    "SimulationMeter",
     "Simulator",
     "Subject",
     "estimate_prompt_tokens",
     "estimate_tokens",
+    "failure_of",
     "gather_or_cancel",
+    "record_retry",
+    "record_simulation_stats",
     "run_sync",
+    "track_simulations",
 ]
 
 CHARS_PER_TOKEN = 3.5
@@ -54,6 +88,109 @@ MESSAGE_OVERHEAD = 4
 """Tokens a chat format spends around each message."""
 REQUEST_OVERHEAD = 3
 """Tokens a chat format spends on each request."""
+
+
+FAILURE_REASONS: dict[str, str] = {
+    "misaligned": "the answer's values do not line up with the excerpt's tokens (too many, "
+    "too few, or for other tokens)",
+    "unparseable": "the answer could not be read (not JSON, no number where one belongs)",
+    "empty": "the model answered nothing usable (an empty answer)",
+    "no_logprobs": "the answer lacks the logprobs the simulator reads",
+    "invalid_response": "the server's answer does not follow the protocol (InvalidResponseError)",
+    "timeout": "the server did not answer in time, on every attempt (LLMTimeoutError)",
+    "batch_failed": "(a retry) the excerpt was simulated alone after its batch failed",
+    "other": "a SimulationError that names no reason class",
+}
+"""The built-in reason classes of a failed simulation (and of a retry), with what each means.
+A simulator names one with ``SimulationError(message, reason="misaligned")`` or in the
+`SimulationFailure` it returns; others may be used (a short label, `REASON_PATTERN`)."""
+
+SEQUENCE_FAILURES: tuple[type[Exception], ...] = (
+    SimulationError,
+    InvalidResponseError,
+    LLMTimeoutError,
+)
+"""The errors that, raised while simulating one excerpt, are that excerpt's failure (counted,
+never zeros); any other error stops the unit at once."""
+
+_LABEL = re.compile(r"[^a-z0-9_]+")
+
+
+def _label(reason: str | None) -> str:
+    """``reason`` as a reason class: lower case, runs of other characters as ``_``, at most
+    32 characters; ``"other"`` when nothing is left."""
+    label = _LABEL.sub("_", (reason or "").lower()).strip("_")[:32].rstrip("_")
+    return label if label[:1].isalpha() else "other"
+
+
+def failure_of(error: BaseException) -> SimulationFailure:
+    """The `SimulationFailure` that ``error``, raised while simulating one excerpt, stands
+    for: its class is the error's ``reason`` when it has one (`SimulationError`), else
+    ``"invalid_response"`` for an `InvalidResponseError`, ``"timeout"`` for an
+    `LLMTimeoutError` and ``"other"`` for anything else; the message is the error's."""
+    reason = getattr(error, "reason", None)
+    if not isinstance(reason, str) or not reason:
+        if isinstance(error, InvalidResponseError):
+            reason = "invalid_response"
+        elif isinstance(error, LLMTimeoutError):
+            reason = "timeout"
+    return SimulationFailure(reason=_label(reason), message=str(error) or type(error).__name__)
+
+
+class SimulationMeter:
+    """Running `SimulationStats` of the simulations made while it is open (see
+    `track_simulations`)."""
+
+    def __init__(self) -> None:
+        self._stats = SimulationStats()
+        self._lock = threading.Lock()
+
+    @property
+    def stats(self) -> SimulationStats:
+        """The totals so far."""
+        return self._stats
+
+    def add(self, stats: SimulationStats) -> None:
+        """Add ``stats`` to the totals."""
+        with self._lock:
+            self._stats = self._stats + stats
+
+
+_simulation_meters: contextvars.ContextVar[tuple[SimulationMeter, ...]] = contextvars.ContextVar(
+    "neuron_explainer_simulation_meters", default=()
+)
+
+
+@contextmanager
+def track_simulations() -> Iterator[SimulationMeter]:
+    """Open a meter of the simulations made inside the block (and in tasks started in it).
+    Meters nest; every open one counts what is recorded."""
+    meter = SimulationMeter()
+    token = _simulation_meters.set((*_simulation_meters.get(), meter))
+    try:
+        yield meter
+    finally:
+        _simulation_meters.reset(token)
+
+
+def record_simulation_stats(stats: SimulationStats) -> None:
+    """Add ``stats`` to every open meter (scoring calls it for what it simulated); nothing
+    when no meter is open."""
+    for meter in _simulation_meters.get():
+        meter.add(stats)
+
+
+def record_retry(reason: str) -> None:
+    """Count one retry in every open meter: a simulator calls it each time it sends a request
+    again within one simulation (another prompt after an unusable answer, an excerpt asked
+    alone after its batch failed). Nothing happens when no meter is open.
+
+    Args:
+        reason: why, as a short label (``"misaligned"``, ``"unparseable"``, ...; see
+            `FAILURE_REASONS`); other text is made into one (lower case, ``_`` for the rest).
+    """
+    label = _label(reason)
+    record_simulation_stats(SimulationStats(retried=1, retry_reasons={label: 1}))
 
 
 def estimate_tokens(text: str) -> int:
@@ -229,8 +366,11 @@ class Simulator(_Component, ABC):
     """Predicts activations on tokens from an explanation alone.
 
     Implement `asimulate` for one excerpt. `asimulate_many` runs it over many
-    excerpts concurrently; override it when a backend can batch. An LLM-backed simulator
-    should also override `estimate`, so dry runs can count its requests.
+    excerpts concurrently; override it when a backend can batch. Scoring calls
+    `asimulate_each`, which keeps every excerpt's outcome apart (a simulation, or why it
+    failed); override it too when a batch can tell which of its excerpts failed. An LLM-backed
+    simulator should also override `estimate`, so dry runs can count its requests, and call
+    `record_retry` for each request it sends again.
     """
 
     role: ClassVar[Literal["explainer", "simulator"]] = "simulator"
@@ -253,6 +393,41 @@ class Simulator(_Component, ABC):
         """Simulate several excerpts concurrently; results are in the order of ``sequences``.
         The first failure cancels the other simulations and propagates."""
         return await gather_or_cancel(*(self.asimulate(explanation, s) for s in sequences))
+
+    async def asimulate_each(
+        self, explanation: Explanation, sequences: Sequence[Sequence[str]]
+    ) -> list[SequenceSimulation | SimulationFailure]:
+        """Simulate each of ``sequences``: in their order, a `SequenceSimulation` or the
+        `SimulationFailure` saying why that excerpt could not be simulated. Scoring calls this;
+        one excerpt's failure never stops the others.
+
+        The default simulates every excerpt with `asimulate`, concurrently; an error of
+        `SEQUENCE_FAILURES` becomes that excerpt's failure (`failure_of`). A simulator that
+        overrides `asimulate_many` (to batch excerpts) is asked for them all at once first;
+        when that raises one of `SEQUENCE_FAILURES`, each excerpt is simulated again alone
+        with `asimulate` (each counted as a ``"batch_failed"`` retry). Override this method
+        when a batch can tell which of its excerpts failed, to spare those requests.
+
+        Raises:
+            Exception: any error not in `SEQUENCE_FAILURES` (authentication, budget, a missing
+                capability, a bug) propagates at once; the other simulations are cancelled.
+        """
+        if type(self).asimulate_many is not Simulator.asimulate_many:
+            try:
+                return list(await self.asimulate_many(explanation, sequences))
+            except SEQUENCE_FAILURES as exc:
+                if len(sequences) == 1:
+                    return [failure_of(exc)]
+                for _ in sequences:
+                    record_retry("batch_failed")
+
+        async def settle(tokens: Sequence[str]) -> SequenceSimulation | SimulationFailure:
+            try:
+                return await self.asimulate(explanation, tokens)
+            except SEQUENCE_FAILURES as exc:
+                return failure_of(exc)
+
+        return await gather_or_cancel(*(settle(tokens) for tokens in sequences))
 
     def simulate(self, explanation: Explanation, tokens: Sequence[str]) -> SequenceSimulation:
         """Sync twin of `asimulate`."""

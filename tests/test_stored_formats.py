@@ -60,7 +60,7 @@ def set_meta(path: Path, key: str, value: object) -> None:
 
 
 def test_the_fixtures_are_of_the_previous_version() -> None:
-    assert SCHEMA_VERSION == 2 and RESULT_FORMAT_VERSION == 2 and FORMAT_VERSION == 1
+    assert SCHEMA_VERSION >= 2 and RESULT_FORMAT_VERSION >= 3 and FORMAT_VERSION == 1
     raw = json.loads((V1 / "result.json").read_text(encoding="utf-8"))
     assert "format_version" not in raw and raw["library_version"] == "0.1.0"
     assert json.loads((V1 / "collection" / "meta.json").read_text(encoding="utf-8"))["format"] == 1
@@ -83,7 +83,7 @@ def test_a_v1_run_database_is_read_as_it_is(v1: Path) -> None:
         assert store.meta()["source_path"].endswith("tests/data/v1/collection")
         assert store.export_jsonl(v1 / "out.jsonl") == 3
     lines = (v1 / "out.jsonl").read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line)["format_version"] for line in lines] == [2, 2, 2]
+    assert [json.loads(line)["format_version"] for line in lines] == [RESULT_FORMAT_VERSION] * 3
     assert raw_schema_version(db) == 1  # reading wrote nothing
     assert sorted(p.name for p in v1.glob("run.sqlite.v*")) == []
 
@@ -93,7 +93,9 @@ def test_a_v1_run_resumes_from_a_moved_collection_and_is_migrated(v1: Path) -> N
     with RunStore(db) as store:
         before = {r.unit: r for r in store.results()}
 
-    with pytest.warns(UserWarning, match=r"migrated to schema 2 .* kept as .*run\.sqlite\.v1\.bak"):
+    with pytest.warns(
+        UserWarning, match=rf"migrated to schema {SCHEMA_VERSION} .* kept as .*run\.sqlite\.v1\.bak"
+    ):
         summary = explain_neurons(
             v1 / "collection",
             layers=[0],
@@ -110,9 +112,11 @@ def test_a_v1_run_resumes_from_a_moved_collection_and_is_migrated(v1: Path) -> N
         after = {r.unit: r for r in store.results()}
         meta = store.meta()
     assert {u: after[u] for u in before} == before  # the 3 done units were not redone
-    assert [after[u].format_version for u in after] == [2] * 8
+    assert [after[u].format_version for u in after] == [RESULT_FORMAT_VERSION] * 8
     assert meta["source_path"] == str(v1 / "collection")
-    assert [(m["from"], m["to"]) for m in meta["migrations"]] == [(1, 2)]
+    assert [(m["from"], m["to"]) for m in meta["migrations"]] == [
+        (v, v + 1) for v in range(1, SCHEMA_VERSION)
+    ]
 
     backup = v1 / "run.sqlite.v1.bak"
     assert raw_schema_version(backup) == 1
@@ -337,8 +341,14 @@ def test_a_v1_result_loads_and_is_upgraded() -> None:
     assert result.format_version == RESULT_FORMAT_VERSION
     assert result.score == raw["scored"]["correlation"]["value"]
     assert result.explanation.text == raw["explanation"]["text"]
+    assert result.simulation is None  # not measured by 0.1.0
+    assert result.scored.failed == () and result.scored.n_sequences == len(
+        raw["scored"]["sequences"]
+    )
     dumped = json.loads(result.model_dump_json())
     assert dumped.pop("format_version") == RESULT_FORMAT_VERSION
+    assert dumped.pop("simulation") is None
+    assert dumped["scored"].pop("failed") == []
     assert dumped == raw  # nothing else changed
     assert ExplanationResult.model_validate_json(result.model_dump_json()) == result
 
@@ -346,7 +356,10 @@ def test_a_v1_result_loads_and_is_upgraded() -> None:
 @pytest.mark.parametrize(
     ("version", "message"),
     [
-        (RESULT_FORMAT_VERSION + 1, "result format 3 was written by a newer neuron_explainer"),
+        (
+            RESULT_FORMAT_VERSION + 1,
+            f"result format {RESULT_FORMAT_VERSION + 1} was written by a newer neuron_explainer",
+        ),
         (0, r"result format 0 is not a version \(a positive integer\)"),
         ("2", r"result format '2' is not a version \(a positive integer\)"),
     ],
@@ -381,7 +394,7 @@ def test_migrate_upgrades_each_format_and_a_second_run_changes_nothing(v1: Path)
     assert digest(v1 / "result.json.v1.bak") == original
     assert raw_schema_version(db) == SCHEMA_VERSION
     assert raw_schema_version(v1 / "run.sqlite.v1.bak") == 1
-    assert json.loads(result.read_text(encoding="utf-8"))["format_version"] == 2
+    assert json.loads(result.read_text(encoding="utf-8"))["format_version"] == RESULT_FORMAT_VERSION
     assert ExplanationResult.model_validate_json(result.read_text(encoding="utf-8")) == (
         ExplanationResult.model_validate_json((V1 / "result.json").read_text(encoding="utf-8"))
     )
@@ -424,9 +437,10 @@ def test_the_migrate_command_prints_versions_and_exits_2_on_a_newer_file(v1: Pat
     first = runner.invoke(app, ["migrate", *paths])
     assert first.exit_code == 0, first.output
     assert first.stdout.splitlines() == [
-        f"{paths[0]}: run database 1 -> 2 (previous file kept as {paths[0]}.v1.bak)",
+        f"{paths[0]}: run database 1 -> {SCHEMA_VERSION} (previous file kept as {paths[0]}.v1.bak)",
         f"{paths[1]}: collection 1, current (nothing to do)",
-        f"{paths[2]}: result 1 -> 2 (previous file kept as {paths[2]}.v1.bak)",
+        f"{paths[2]}: result 1 -> {RESULT_FORMAT_VERSION} (previous file kept as "
+        f"{paths[2]}.v1.bak)",
     ]
     second = runner.invoke(app, ["migrate", *paths])
     assert second.exit_code == 0, second.output

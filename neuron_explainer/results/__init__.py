@@ -3,7 +3,10 @@
 * `Explanation`: the explainer's text, the activation scale it was shown, its raw output.
 * `SequenceSimulation`: a simulator's predicted activation for every token of one excerpt.
 * `Score`: a number, or ``None`` with the reason it is undefined (never a silent NaN).
-* `ScoredSequence` / `ScoredSimulation`: simulations next to the truth, scored.
+* `SimulationFailure`: why one excerpt could not be simulated (a counted failure, never zeros).
+* `ScoredSequence` / `FailedSequence` / `ScoredSimulation`: simulations next to the truth,
+  scored, and the excerpts that could not be simulated.
+* `SimulationStats`: how simulating went: attempted, failed by reason, constant, retried, tokens.
 * `ExplanationResult`: one explained and scored unit with everything that produced it.
 """
 
@@ -14,25 +17,38 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, JsonValue, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    JsonValue,
+    NonNegativeInt,
+    model_validator,
+)
 
 from neuron_explainer._version import __version__
 from neuron_explainer.errors import FormatError
 from neuron_explainer.records import ActivationRecord, Provenance, UnitId
 from neuron_explainer.records.splits import SplitPlan
+from neuron_explainer.results._stats import REASON_PATTERN, SimulationStats
 
 __all__ = [
+    "REASON_PATTERN",
     "RESULT_FORMAT_VERSION",
     "ActivationScale",
     "Calibration",
     "ComponentInfo",
     "Explanation",
     "ExplanationResult",
+    "FailedSequence",
     "PromptScale",
     "Score",
     "ScoredSequence",
     "ScoredSimulation",
     "SequenceSimulation",
+    "SimulationFailure",
+    "SimulationStats",
     "UsageSummary",
 ]
 
@@ -142,6 +158,25 @@ class SequenceSimulation(BaseModel):
         return self
 
 
+class SimulationFailure(BaseModel):
+    """Why one excerpt could not be simulated: counted as a failure, never scored as zeros.
+
+    Attributes:
+        reason: the failure's class, a short stable label (lower-case letters, digits and
+            ``_``, at most 32 characters), e.g. ``"misaligned"``; the built-in classes are
+            listed in `neuron_explainer.interfaces.FAILURE_REASONS`.
+        message: what went wrong, for people.
+
+    Raises:
+        pydantic.ValidationError: a reason that is not such a label.
+    """
+
+    model_config = _FROZEN
+
+    reason: str = Field(pattern=REASON_PATTERN)
+    message: str = ""
+
+
 class Score(BaseModel):
     """A score value, or ``None`` with the reason it is undefined.
 
@@ -220,8 +255,34 @@ class ScoredSequence(BaseModel):
     correlation: Score
 
 
+class FailedSequence(BaseModel):
+    """An excerpt of the calibration or the scored split that could not be simulated; it is
+    left out of the calibration fit and of every score.
+
+    Attributes:
+        record: the excerpt and its true activations.
+        split: the split it belongs to.
+        source: whether it is one of the split's top or random records.
+        index: its position among the split's ``source`` records.
+        failure: why it failed.
+    """
+
+    model_config = _FROZEN
+
+    record: ActivationRecord
+    split: Literal["calibration", "valid", "test"]
+    source: Literal["top", "random"]
+    index: NonNegativeInt
+    failure: SimulationFailure
+
+
 class ScoredSimulation(BaseModel):
     """Scores of one explanation on one held-out split.
+
+    The scores rest on the excerpts that were simulated, ``sequences`` (`n_sequences` of
+    them). The excerpts that could not be simulated, of this split and of the calibration
+    split, are in ``failed`` with why; they are left out of every score and of the
+    calibration fit (never scored as zeros).
 
     Attributes:
         correlation: headline score; Pearson correlation pooled over every token of the top
@@ -232,6 +293,8 @@ class ScoredSimulation(BaseModel):
         rsquared: ``1 - SSE/SST`` of the calibrated predictions, pooled.
         absolute_dev_explained: ``1 - sum|y - y_hat| / sum|y - median(y)|`` of the calibrated
             predictions, pooled.
+        failed: the excerpts that could not be simulated (empty in results of format 1 and
+            2, where any failure failed the unit).
     """
 
     model_config = _FROZEN
@@ -245,6 +308,32 @@ class ScoredSimulation(BaseModel):
     mean_sequence_correlation: Score
     rsquared: Score
     absolute_dev_explained: Score
+    failed: tuple[FailedSequence, ...] = ()
+
+    @property
+    def n_sequences(self) -> int:
+        """How many excerpts the scores rest on (the simulated ones of the scored split)."""
+        return len(self.sequences)
+
+    @property
+    def n_failed(self) -> int:
+        """How many excerpts of the scored split could not be simulated."""
+        return sum(f.split == self.split for f in self.failed)
+
+    def held_out_records(self) -> tuple[ActivationRecord, ...]:
+        """Every record of the scored split, simulated or not, in the split's order (its top
+        records, then its random ones)."""
+        records: list[ActivationRecord] = []
+        for source in ("top", "random"):
+            scored = iter([s.record for s in self.sequences if s.source == source])
+            failed = {
+                f.index: f.record
+                for f in self.failed
+                if f.split == self.split and f.source == source
+            }
+            n = sum(s.source == source for s in self.sequences) + len(failed)
+            records += [failed[i] if i in failed else next(scored) for i in range(n)]
+        return tuple(records)
 
 
 class UsageSummary(BaseModel):
@@ -274,10 +363,13 @@ class UsageSummary(BaseModel):
         )
 
 
-RESULT_FORMAT_VERSION = 2
+RESULT_FORMAT_VERSION = 3
 """The version of the `ExplanationResult` JSON this library writes (``format_version``).
 
-1: 0.1.0, no ``format_version`` field; 2: the field. Older JSON is upgraded on load."""
+1: 0.1.0, no ``format_version`` field; 2: the field; 3: ``simulation`` (`SimulationStats`)
+and ``scored.failed`` (the excerpts that could not be simulated). Older JSON is upgraded on
+load: its ``simulation`` is ``None`` (not measured) and its ``failed`` empty (any failure then
+failed the unit)."""
 
 
 def check_stored_version(version: Any, newest: int, what: str) -> int:
@@ -305,8 +397,15 @@ def _upgrade_result(data: dict[str, Any]) -> dict[str, Any]:
     Raises:
         FormatError: the version is not a positive integer, or newer than this library's.
     """
-    check_stored_version(data.get("format_version", 1), RESULT_FORMAT_VERSION, "result format")
-    # 1 -> 2 only adds the version field; a later change adds its step here.
+    version = check_stored_version(
+        data.get("format_version", 1), RESULT_FORMAT_VERSION, "result format"
+    )
+    # 1 -> 2 only adds the version field.
+    if version < 3:
+        # 2 -> 3: simulation statistics were not measured; ``scored.failed`` defaults to
+        # empty. Fields of version 3 in older JSON are refused, not taken as measured.
+        data = {**data, "simulation": data.get("simulation")}
+    # A later change adds its step here.
     return {**data, "format_version": RESULT_FORMAT_VERSION}
 
 
@@ -316,6 +415,10 @@ class ExplanationResult(BaseModel):
     ``format_version`` is `RESULT_FORMAT_VERSION`: JSON of an older version (0.1.0's has no
     such field) is upgraded when it is read; a newer version is refused (a
     ``pydantic.ValidationError`` saying so).
+
+    ``usage`` is what every LLM call of the unit used (explainer and simulator);
+    ``simulation`` how its simulations went (`SimulationStats`; ``None`` in a result of
+    format 1 or 2, which did not measure it).
     """
 
     model_config = _FROZEN
@@ -329,6 +432,7 @@ class ExplanationResult(BaseModel):
     provenance: Provenance
     split_plan: SplitPlan
     usage: UsageSummary = UsageSummary()
+    simulation: SimulationStats | None = None
     library_version: str = __version__
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
