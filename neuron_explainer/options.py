@@ -1,7 +1,8 @@
 """The options of an explain/score run, each set in one typed model validated once.
 
 * `ExplainOptions`: what a unit's explanation and score depend on besides its record and its
-  components (the calibration, the split scored, the split sizes, best-of-k). A run database
+  components (the calibration, the split scored, the split sizes, best-of-k, how many failed
+  simulations a unit may have). A run database
   records them and refuses to mix results made with others.
 * `RunOptions`: how a run goes (units in flight, the budget, retries, units sampled by a dry
   run). They never change a result, so a resumed run may use other ones.
@@ -25,12 +26,20 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 
 from neuron_explainer.errors import InvalidInputError
 
-__all__ = ["CalibrationName", "ExplainOptions", "RunOptions", "ScoreSplit"]
+__all__ = [
+    "DEFAULT_MAX_FAILED_FRACTION",
+    "CalibrationName",
+    "ExplainOptions",
+    "RunOptions",
+    "ScoreSplit",
+]
 
 CalibrationName = Literal["none", "linear", "percentile"]
 """How simulated activations are calibrated before scoring (fitted on the calibration split)."""
 ScoreSplit = Literal["valid", "test"]
 """The held-out split a score is computed on."""
+DEFAULT_MAX_FAILED_FRACTION = 0.10
+"""The share of a unit's simulations that may fail before the unit fails (10 %)."""
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -93,6 +102,10 @@ class ExplainOptions(_Options):
             evenly.
         best_of: candidate explanations generated; the one whose simulation best predicts the
             calibration split is kept (1: a single explanation).
+        max_failed_fraction: the share (0 to 1) of a unit's excerpts whose simulation may
+            fail; the unit fails (`SimulationError`) when more fail, else it is scored on the
+            excerpts simulated (default 0.10; 0: any failure fails the unit). A best-of-k
+            candidate with more failures is left out of the choice.
     """
 
     calibration: CalibrationName = "linear"
@@ -100,6 +113,9 @@ class ExplainOptions(_Options):
     n_top_per_split: Annotated[StrictInt, Field(ge=1)] | None = None
     n_random_per_split: Annotated[StrictInt, Field(ge=0)] | None = None
     best_of: Annotated[StrictInt, Field(ge=1)] = 1
+    max_failed_fraction: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = (
+        DEFAULT_MAX_FAILED_FRACTION
+    )
 
     _FIXES: ClassVar[Mapping[str, str]] = {
         "calibration": "unknown calibration {value!r}; choose 'none', 'linear' or 'percentile'",
@@ -108,6 +124,8 @@ class ExplainOptions(_Options):
         "n_top_per_split": "n_top_per_split must be an integer >= 1 or None, got {value!r}",
         "n_random_per_split": "n_random_per_split must be an integer >= 0 or None, got {value!r}",
         "best_of": "best_of must be an integer >= 1, got {value!r}",
+        "max_failed_fraction": "max_failed_fraction must be a number from 0 to 1 (the share of "
+        "a unit's simulations that may fail), got {value!r}",
     }
     _UNKNOWN: ClassVar[str] = (
         "unknown explain_options {names}; choose from {choices} (the run's budget is "

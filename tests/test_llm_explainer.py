@@ -31,6 +31,7 @@ from neuron_explainer.llm import ChatRequest, ChatResponse, Choice
 from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES
 from neuron_explainer.llm.prompts import unescape_token
 from neuron_explainer.runs.best_of import CandidateExplainer, abest_of_k
+from neuron_explainer.scorers.correlation import correlation
 from neuron_explainer.testing import MockExplainer, ScriptedLLM, number_neuron_record
 
 HEADER = "Same activations, but with all zeros filtered out:"
@@ -344,13 +345,18 @@ def test_best_of_k_picks_the_best_on_calibration_and_never_sees_held_out(
         "reason": "simulation is constant (3 on every token)",
     }
     assert isinstance(candidates[4], dict)
-    assert "simulation failed: broken on purpose" in str(candidates[4]["reason"])
+    n = len(split_records(number_record).calibration.records)
+    assert str(candidates[4]["reason"]) == (
+        f"simulation failed: simulator 'by-explanation' could not simulate any of {n} "
+        f"excerpts: other {n}; first: broken on purpose"
+    )
     splits = split_records(number_record)
     assert best.data["best_of"] == {
         "k": 5,
         "chosen": 3,
         "scored_on": "calibration",
         "calibration_records": len(splits.calibration.records),
+        "compared_on": len(splits.calibration.records),
     }
     assert "prompt" in best.data, "the explainer's own notes are kept"
 
@@ -364,6 +370,64 @@ def test_best_of_k_picks_the_best_on_calibration_and_never_sees_held_out(
     seen = {tokens for _, tokens in simulator.seen}
     assert seen == calibration and not seen & held_out
     assert len(simulator.seen) == 5 * len(splits.calibration.records)
+
+
+class PartlyFailing(ExplanationSimulator):
+    """`ExplanationSimulator` that fails, for an explanation, on the excerpts given for it."""
+
+    def __init__(self, fail_on: dict[str, Sequence[tuple[str, ...]]]) -> None:
+        super().__init__()
+        self.fail_on = fail_on
+
+    async def asimulate(
+        self, explanation: Explanation, tokens: Sequence[str]
+    ) -> SequenceSimulation:
+        if tuple(tokens) in self.fail_on.get(explanation.text, ()):
+            raise SimulationError("lines do not match the tokens", reason="misaligned")
+        return await super().asimulate(explanation, tokens)
+
+
+def test_best_of_k_compares_candidates_on_the_excerpts_all_of_them_simulated(
+    number_record: NeuronRecord,
+) -> None:
+    splits = split_records(number_record)
+    records, train = splits.calibration.records, splits.train
+    llm = ScriptedLLM(script=[choices("numbers, roughly", "numbers")])
+    failing = PartlyFailing({"numbers": [records[0].tokens]})
+    best, scored = asyncio.run(abest_of_k(LLMExplainer(llm), failing, train, records, 2))
+
+    # "numbers" failed on the first excerpt: both candidates are scored on the others.
+    assert best.data["best_of"]["compared_on"] == len(records) - 1  # type: ignore[index,call-overload]
+    reference = ExplanationSimulator()
+    for explanation, score in scored:
+        predicted = [asyncio.run(reference.asimulate(explanation, r.tokens)) for r in records[1:]]
+        expected = correlation(
+            [a for r in records[1:] for a in r.activations],
+            [a for p in predicted for a in p.expected_activations],
+        )
+        assert score == pytest.approx(expected.value)
+    assert best.text == "numbers"
+
+    # Failing on more than max_failed_fraction of them leaves a candidate out of the choice,
+    # and out of the comparison.
+    llm = ScriptedLLM(script=[choices("numbers, roughly", "numbers")])
+    failing = PartlyFailing({"numbers": [r.tokens for r in records[:3]]})
+    best, scored = asyncio.run(abest_of_k(LLMExplainer(llm), failing, train, records, 2))
+    assert best.text == "numbers, roughly" and {e.text: s for e, s in scored}["numbers"] is None
+    assert best.data["best_of"]["compared_on"] == len(records)  # type: ignore[index,call-overload]
+    reason = best.data["candidates"][1]["reason"]  # type: ignore[index,call-overload]
+    assert reason.startswith(
+        f"simulation failed: simulator 'by-explanation' could not simulate 3 of {len(records)} "
+        f"excerpts ({3 / len(records):.0%}, more than max_failed_fraction 10%): misaligned 3; "
+        "first: lines do not match the tokens"
+    )
+    # With a threshold that allows it, the same candidate is compared on the rest.
+    llm = ScriptedLLM(script=[choices("numbers, roughly", "numbers")])
+    best, _ = asyncio.run(
+        abest_of_k(LLMExplainer(llm), failing, train, records, 2, max_failed_fraction=0.5)
+    )
+    assert best.text == "numbers"
+    assert best.data["best_of"]["compared_on"] == len(records) - 3  # type: ignore[index,call-overload]
 
 
 def test_best_of_k_ties_duplicates_and_degenerate_cases(number_record: NeuronRecord) -> None:

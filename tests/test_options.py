@@ -53,6 +53,7 @@ def test_options_come_from_keywords_a_mapping_or_the_model() -> None:
             "n_top_per_split": None,
             "n_random_per_split": None,
             "best_of": 1,
+            "max_failed_fraction": 0.10,
         }
     )
 
@@ -68,6 +69,9 @@ def test_options_come_from_keywords_a_mapping_or_the_model() -> None:
         ({"best_of": 2.5}, "best_of must be an integer >= 1, got 2.5"),
         ({"n_top_per_split": 0}, "n_top_per_split must be an integer >= 1 or None, got 0"),
         ({"n_random_per_split": -1}, "n_random_per_split must be an integer >= 0 or None"),
+        ({"max_failed_fraction": 1.5}, "max_failed_fraction must be a number from 0 to 1"),
+        ({"max_failed_fraction": -0.1}, r"max_failed_fraction must be .* got -0\.1"),
+        ({"max_failed_fraction": float("nan")}, "max_failed_fraction must be a number"),
     ],
 )
 def test_bad_explain_options_raise_one_typed_error(given: dict[str, object], message: str) -> None:

@@ -3,9 +3,13 @@ calibration split.
 
 Only the train records reach the explainer and only the calibration records reach the
 simulator here, so choosing among candidates never looks at the valid or test split that scores
-the result. Each candidate is scored by the Pearson correlation pooled over every calibration
-token (`neuron_explainer.scorers.correlation.correlation`, invariant to the calibration fitted
-later); the best defined score wins, ties go to the earlier sample.
+the result. Each candidate is scored by the Pearson correlation pooled over every token of the
+calibration records (`neuron_explainer.scorers.correlation.correlation`, invariant to the
+calibration fitted later); the best defined score wins, ties go to the earlier sample.
+
+Candidates are compared on the same excerpts: a calibration excerpt one candidate's simulation
+failed on is left out of every candidate's score. A candidate with more failed excerpts than
+``max_failed_fraction`` is left out of the choice.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from pydantic import JsonValue
 from neuron_explainer._aio import gather_or_cancel
 from neuron_explainer.errors import ExplanationError, InvalidInputError, SimulationError
 from neuron_explainer.interfaces import Explainer, Simulator
+from neuron_explainer.options import DEFAULT_MAX_FAILED_FRACTION
 from neuron_explainer.records import ActivationRecord
-from neuron_explainer.results import Explanation, Score
+from neuron_explainer.results import Explanation, Score, SequenceSimulation, SimulationFailure
 from neuron_explainer.scorers.correlation import correlation
+from neuron_explainer.scorers.simulation import check_failures, simulate_each, simulate_records
 
 __all__ = ["CandidateExplainer", "abest_of_k", "calibration_score"]
 
@@ -45,17 +51,10 @@ async def calibration_score(
     activations, pooled over every token of ``records``.
 
     Raises:
-        SimulationError: the simulator failed, or returned simulations that do not cover the
-            records token for token.
+        SimulationError: the simulation of an excerpt failed, or the simulator returned
+            simulations that do not cover the records token for token.
     """
-    simulations = await simulator.asimulate_many(explanation, [r.tokens for r in records])
-    if len(simulations) != len(records) or any(
-        s.tokens != r.tokens for s, r in zip(simulations, records, strict=False)
-    ):
-        raise SimulationError(
-            f"simulator {simulator.info.name!r} returned simulations that do not cover the "
-            "calibration records token for token"
-        )
+    simulations = await simulate_records(simulator, explanation, records)
     truth = np.concatenate([r.activations for r in records])
     predicted = np.concatenate([s.expected_activations for s in simulations])
     return correlation(truth, predicted)
@@ -69,34 +68,92 @@ async def _candidates(
     return await gather_or_cancel(*(explainer.aexplain(records) for _ in range(k)))
 
 
+Outcomes = list[SequenceSimulation | SimulationFailure]
+"""A candidate's simulation of each calibration record."""
+
+
+async def _simulate_candidates(
+    simulator: Simulator,
+    unique: Sequence[Explanation],
+    records: Sequence[ActivationRecord],
+    max_failed_fraction: float,
+    k: int,
+) -> list[Outcomes | SimulationError]:
+    """Each candidate's outcome on every calibration record, or the `SimulationError` that
+    stopped it (also: more than ``max_failed_fraction`` of its excerpts failed).
+
+    Raises:
+        SimulationError: every candidate's simulation failed.
+        Exception: any error that is not a simulation's failure.
+    """
+
+    async def one(candidate: Explanation) -> Outcomes:
+        outcomes = await simulate_each(simulator, candidate, records)
+        failures = [o for o in outcomes if isinstance(o, SimulationFailure)]
+        check_failures(simulator.info.name, len(records), failures, max_failed_fraction)
+        return outcomes
+
+    results = await asyncio.gather(*(one(c) for c in unique), return_exceptions=True)
+    simulated: list[Outcomes | SimulationError] = []
+    for outcome in results:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, SimulationError):
+            raise outcome
+        simulated.append(outcome)
+    if all(isinstance(s, SimulationError) for s in simulated):
+        problems = "; ".join(str(s) for s in simulated)
+        raise SimulationError(f"the simulation of every best-of-{k} candidate failed: {problems}")
+    return simulated
+
+
+def _common_scores(
+    simulated: Sequence[Outcomes | SimulationError], records: Sequence[ActivationRecord]
+) -> tuple[list[Score | SimulationError], int]:
+    """Each candidate's correlation over the records every usable candidate simulated, and
+    how many records that is."""
+    usable = [s for s in simulated if not isinstance(s, SimulationError)]
+    common = [
+        i for i in range(len(records)) if all(isinstance(s[i], SequenceSimulation) for s in usable)
+    ]
+    scores: list[Score | SimulationError] = []
+    for outcomes in simulated:
+        if isinstance(outcomes, SimulationError):
+            scores.append(outcomes)
+        elif not common:
+            scores.append(
+                Score.undefined("no calibration record was simulated for every candidate")
+            )
+        else:
+            truth = np.concatenate([records[i].activations for i in common])
+            chosen = [outcomes[i] for i in common]
+            predicted = np.concatenate(
+                [o.expected_activations for o in chosen if isinstance(o, SequenceSimulation)]
+            )
+            scores.append(correlation(truth, predicted))
+    return scores, len(common)
+
+
 async def _score_candidates(
     simulator: Simulator,
     unique: Sequence[Explanation],
     calibration_records: Sequence[ActivationRecord],
     k: int,
-) -> list[Score | SimulationError | None]:
+    max_failed_fraction: float,
+) -> tuple[list[Score | SimulationError | None], int]:
     """Each distinct candidate's calibration score, or the `SimulationError` that stopped it
-    (``[None]`` for a single candidate: nothing to choose)."""
+    (``[None]`` for a single candidate: nothing to choose), compared on the calibration
+    records every usable candidate simulated; and how many records that is."""
     if len(unique) == 1:
-        return [None]
+        return [None], 0
     if not calibration_records:
         raise InvalidInputError(
             f"best-of-{k} has {len(unique)} distinct candidates but no calibration records to "
             "choose between them"
         )
-    outcomes = await asyncio.gather(
-        *(calibration_score(simulator, c, calibration_records) for c in unique),
-        return_exceptions=True,
+    simulated = await _simulate_candidates(
+        simulator, unique, calibration_records, max_failed_fraction, k
     )
-    scores: list[Score | SimulationError | None] = []
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException) and not isinstance(outcome, SimulationError):
-            raise outcome
-        scores.append(outcome)
-    if all(isinstance(s, SimulationError) for s in scores):
-        problems = "; ".join(str(s) for s in scores)
-        raise SimulationError(f"the simulation of every best-of-{k} candidate failed: {problems}")
-    return scores
+    scores, compared_on = _common_scores(simulated, calibration_records)
+    return list(scores), compared_on
 
 
 def _note(score: Score | SimulationError | None) -> dict[str, JsonValue]:
@@ -116,6 +173,8 @@ async def abest_of_k(
     train_records: Sequence[ActivationRecord],
     calibration_records: Sequence[ActivationRecord],
     k: int,
+    *,
+    max_failed_fraction: float = DEFAULT_MAX_FAILED_FRACTION,
 ) -> tuple[Explanation, list[tuple[Explanation, float | None]]]:
     """Generate ``k`` candidate explanations from ``train_records`` and keep the one whose
     simulation correlates best with ``calibration_records``.
@@ -123,14 +182,16 @@ async def abest_of_k(
     Candidates come from ``explainer.aexplain_candidates(train_records, k)`` when the explainer
     has it (`CandidateExplainer`), else from ``k`` calls of ``aexplain``. Candidates with the
     same text are scored once. With a single distinct candidate nothing is simulated (its score
-    is ``None``). A candidate whose simulation fails (`SimulationError`) or whose correlation is
-    undefined is kept out of the choice; if no candidate has a defined score the first is
-    chosen, and if every simulation failed the error is raised.
+    is ``None``). Candidates are compared on the calibration records that every candidate
+    simulated (an excerpt one failed on counts for none). A candidate whose simulation fails
+    (`SimulationError`; also more than ``max_failed_fraction`` of its excerpts failing) or
+    whose correlation is undefined is kept out of the choice; if no candidate has a defined
+    score the first is chosen, and if every simulation failed the error is raised.
 
     The chosen explanation comes back with ``data["candidates"]`` (every distinct candidate:
     text, raw output, number of samples that gave it, calibration correlation or why it has
-    none) and ``data["best_of"]`` (``k``, the index chosen, the split scored on and its number
-    of records).
+    none) and ``data["best_of"]`` (``k``, the index chosen, the split scored on, its number
+    of records and ``compared_on``: how many of them every candidate simulated).
 
     Returns:
         The chosen explanation, and every distinct candidate with its calibration correlation
@@ -154,7 +215,9 @@ async def abest_of_k(
         counts[candidate.text] = counts.get(candidate.text, 0) + 1
     unique = list(distinct.values())
 
-    scores = await _score_candidates(simulator, unique, calibration_records, k)
+    scores, compared_on = await _score_candidates(
+        simulator, unique, calibration_records, k, max_failed_fraction
+    )
     values = [s.value if isinstance(s, Score) else None for s in scores]
     defined = [i for i, v in enumerate(values) if v is not None]
     chosen = max(defined, key=lambda i: (values[i], -i)) if defined else 0
@@ -172,6 +235,7 @@ async def abest_of_k(
             "chosen": chosen,
             "scored_on": "calibration",
             "calibration_records": len(calibration_records),
+            "compared_on": compared_on,
         },
     }
     return best.model_copy(update={"data": data}), list(zip(unique, values, strict=True))

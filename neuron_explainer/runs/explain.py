@@ -15,9 +15,15 @@ from pydantic import ValidationError
 
 from neuron_explainer._aio import sync_twin
 from neuron_explainer.errors import ExplanationError, InvalidInputError, InvalidRecordError
-from neuron_explainer.interfaces import Explainer, Simulator, Subject
+from neuron_explainer.interfaces import Explainer, Simulator, Subject, track_simulations
 from neuron_explainer.llm.usage import track_usage
-from neuron_explainer.options import CalibrationName, ExplainOptions, RunOptions, ScoreSplit
+from neuron_explainer.options import (
+    DEFAULT_MAX_FAILED_FRACTION,
+    CalibrationName,
+    ExplainOptions,
+    RunOptions,
+    ScoreSplit,
+)
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import NeuronRecord
 from neuron_explainer.records.splits import split_records
@@ -104,37 +110,46 @@ async def explain_record(
 ) -> ExplanationResult:
     """Explain ``record`` and score the explanation with the components given (built
     already) and the options (validated already); no usage meter of its own (``usage`` is
-    left empty). `aexplain_neuron` and the batch runs do the rest around it.
+    left empty), but ``simulation`` holds how its simulations went (best-of-k candidates'
+    included). `aexplain_neuron` and the batch runs do the rest around it.
 
     Raises:
         InsufficientRecordsError: too few records to fill the splits.
-        ExplanationError / SimulationError: a component failed.
+        ExplanationError / SimulationError: a component failed (a `SimulationError` also when
+            more than ``options.max_failed_fraction`` of the excerpts could not be simulated).
     """
     splits = split_records(
         record,
         n_top_per_split=options.n_top_per_split,
         n_random_per_split=options.n_random_per_split,
     )
-    if options.best_of > 1:
-        from neuron_explainer.runs.best_of import abest_of_k
+    with track_simulations() as simulations:
+        if options.best_of > 1:
+            from neuron_explainer.runs.best_of import abest_of_k
 
-        explanation, _ = await abest_of_k(
-            explainer, simulator, splits.train, splits.calibration.records, options.best_of
+            explanation, _ = await abest_of_k(
+                explainer,
+                simulator,
+                splits.train,
+                splits.calibration.records,
+                options.best_of,
+                max_failed_fraction=options.max_failed_fraction,
+            )
+        else:
+            explanation = await explainer.aexplain(splits.train)
+        if not isinstance(explanation, Explanation):
+            raise ExplanationError(
+                f"explainer {explainer.info.name!r} returned {type(explanation).__name__}, "
+                "not an Explanation"
+            )
+        scored = await ascore_explanation(
+            simulator,
+            explanation,
+            splits,
+            calibration=options.calibration,
+            score_split=options.score_split,
+            max_failed_fraction=options.max_failed_fraction,
         )
-    else:
-        explanation = await explainer.aexplain(splits.train)
-    if not isinstance(explanation, Explanation):
-        raise ExplanationError(
-            f"explainer {explainer.info.name!r} returned {type(explanation).__name__}, "
-            "not an Explanation"
-        )
-    scored = await ascore_explanation(
-        simulator,
-        explanation,
-        splits,
-        calibration=options.calibration,
-        score_split=options.score_split,
-    )
     return ExplanationResult(
         unit=record.unit,
         explanation=explanation,
@@ -143,6 +158,7 @@ async def explain_record(
         simulator=simulator.info,
         provenance=record.provenance,
         split_plan=splits.plan,
+        simulation=simulations.stats,
     )
 
 
@@ -164,6 +180,7 @@ async def aexplain_neuron(
     budget_usd: float | None = None,
     subject: str = "hf",
     explain_options: ExplainOptions | Mapping[str, Any] | None = None,
+    max_failed_fraction: float = DEFAULT_MAX_FAILED_FRACTION,
 ) -> ExplanationResult:
     """Explain one unit and score the explanation on held-out records.
 
@@ -202,12 +219,16 @@ async def aexplain_neuron(
         subject: with a model: the registered subject that records it (default ``"hf"``, a
             Hugging Face causal LM; ``"collection"`` reads a collection folder); it is built
             as ``factory(model=record, corpus=corpus, **subject_options)``.
-        explain_options: ``calibration`` … ``best_of`` as one `ExplainOptions` (or a mapping),
-            instead of the keywords.
+        explain_options: ``calibration`` … ``best_of`` and ``max_failed_fraction`` as one
+            `ExplainOptions` (or a mapping), instead of the keywords.
+        max_failed_fraction: the share of the excerpts whose simulation may fail (default
+            0.10): fewer failures leave the unit scored on the excerpts simulated (listed in
+            ``scored.failed``, counted in ``simulation``), more fail it.
 
     Returns:
         The explanation, its scores and everything that produced them, with the token usage
-        and estimated cost of its LLM calls in ``usage``.
+        and estimated cost of its LLM calls in ``usage`` and how its simulations went
+        (attempted, failed by reason, constant, retried, tokens) in ``simulation``.
 
     Raises:
         UnknownComponentError: no explainer/simulator/subject has that name.
@@ -219,7 +240,9 @@ async def aexplain_neuron(
         InvalidRecordError: the record (given as a dict) does not validate.
         InvalidInputError: an option out of range, an option given twice, or arguments for
             recording a model given with a record.
-        ExplanationError / SimulationError: a component failed.
+        ExplanationError / SimulationError: a component failed (a `SimulationError` also when
+            more than ``max_failed_fraction`` of the excerpts could not be simulated: it says
+            how many of how many, and why).
         UsageError: called inside a running event loop (await `aexplain_neuron` there).
     """
     options = _gather(
@@ -229,6 +252,7 @@ async def aexplain_neuron(
         n_top_per_split=n_top_per_split,
         n_random_per_split=n_random_per_split,
         best_of=best_of,
+        max_failed_fraction=max_failed_fraction,
     )
     budget = RunOptions.build(budget_usd=budget_usd).budget_usd
     components = registry or default_registry()

@@ -27,6 +27,7 @@ from neuron_explainer.errors import InvalidInputError, InvalidRecordError
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import (
     Calibration,
+    FailedSequence,
     Score,
     ScoredSequence,
     ScoredSimulation,
@@ -204,11 +205,14 @@ def score_simulations(
     top: Sequence[tuple[ActivationRecord, SequenceSimulation]],
     random: Sequence[tuple[ActivationRecord, SequenceSimulation]],
     calibration: Calibration,
+    *,
+    failed: Sequence[FailedSequence] = (),
 ) -> ScoredSimulation:
     """Score simulations of one held-out split against the truth.
 
-    ``top`` and ``random`` pair each held-out record with its simulation; ``calibration`` was
-    fitted beforehand on the calibration split.
+    ``top`` and ``random`` pair each simulated held-out record with its simulation;
+    ``calibration`` was fitted beforehand on the calibration split; ``failed`` lists the
+    excerpts that could not be simulated (kept in the result, left out of the scores).
 
     Raises:
         InvalidRecordError: a simulation does not cover its record token for token.
@@ -242,6 +246,8 @@ def score_simulations(
     def pooled_correlation(which: tuple[str, ...], label: str) -> Score:
         truth, simulated, _ = pooled(which)
         if truth.size == 0:
+            if any(f.split == split and f.source in which for f in failed):
+                return Score.undefined(f"no {label} record of the {split} split was simulated")
             return Score.undefined(f"the {split} split has no {label} records")
         return correlation(truth, simulated)
 
@@ -262,4 +268,5 @@ def score_simulations(
         mean_sequence_correlation=mean_seq,
         rsquared=rsquared(truth, calibrated_all),
         absolute_dev_explained=absolute_dev_explained(truth, calibrated_all),
+        failed=tuple(failed),
     )

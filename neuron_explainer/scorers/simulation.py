@@ -1,60 +1,221 @@
 """Scoring by simulation: simulate held-out records from an explanation, fit the calibration on
 the calibration split, and correlate the prediction with the truth on the scored split.
 
+Every excerpt is simulated on its own terms (`simulate_each`): one that cannot be simulated is
+a counted failure, left out of the fit and the scores, never scored as zeros. A unit fails
+only when more than ``max_failed_fraction`` of its excerpts failed (`check_failures`).
+
 `ascore_explanation` is the second half of `neuron_explainer.explain_neuron`; re-scoring an
 explanation with another simulator calls it with the same splits.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from neuron_explainer.errors import SimulationError
-from neuron_explainer.interfaces import Simulator
+from neuron_explainer.interfaces import Simulator, record_simulation_stats
+from neuron_explainer.llm.usage import track_usage
+from neuron_explainer.options import DEFAULT_MAX_FAILED_FRACTION
 from neuron_explainer.records import ActivationRecord
-from neuron_explainer.records.splits import Splits
-from neuron_explainer.results import Explanation, ScoredSimulation, SequenceSimulation
+from neuron_explainer.records.splits import HeldOutSet, Splits
+from neuron_explainer.results import (
+    Explanation,
+    FailedSequence,
+    ScoredSimulation,
+    SequenceSimulation,
+    SimulationFailure,
+    SimulationStats,
+)
 from neuron_explainer.scorers.correlation import (
     CalibrationMethod,
     fit_calibration,
     score_simulations,
 )
 
-__all__ = ["ascore_explanation", "simulate_records"]
+__all__ = [
+    "ascore_explanation",
+    "check_failures",
+    "is_constant",
+    "simulate_each",
+    "simulate_records",
+]
+
+Outcome = SequenceSimulation | SimulationFailure
+"""What simulating one excerpt gave."""
+
+
+def is_constant(simulation: SequenceSimulation) -> bool:
+    """Whether ``simulation`` predicts the same value for every token of an excerpt of two or
+    more tokens (a constant simulation: its own correlation is undefined)."""
+    values = simulation.expected_activations
+    return len(values) >= 2 and all(v == values[0] for v in values)
+
+
+def _checked(name: str, outcome: object, record: ActivationRecord, i: int) -> Outcome:
+    """``outcome``, or a ``"misaligned"`` failure when its tokens are not the record's.
+
+    Raises:
+        SimulationError: ``outcome`` is neither a simulation nor a failure.
+    """
+    if isinstance(outcome, SimulationFailure):
+        return outcome
+    if not isinstance(outcome, SequenceSimulation):
+        raise SimulationError(
+            f"simulator {name!r} returned {type(outcome).__name__}, not a SequenceSimulation "
+            "or a SimulationFailure"
+        )
+    if outcome.tokens != record.tokens:
+        return SimulationFailure(
+            reason="misaligned",
+            message=f"simulator {name!r}: simulation {i} has {len(outcome.tokens)} tokens that "
+            f"do not match the excerpt's {len(record.tokens)} tokens",
+        )
+    return outcome
+
+
+async def simulate_each(
+    simulator: Simulator, explanation: Explanation, records: Sequence[ActivationRecord]
+) -> list[Outcome]:
+    """Simulate each of ``records`` (`Simulator.asimulate_each`): in their order, a simulation
+    that covers its record token for token, or the `SimulationFailure` saying why that excerpt
+    could not be simulated (a simulation of other tokens is a ``"misaligned"`` failure).
+
+    What it did is recorded in the open simulation meters
+    (`neuron_explainer.interfaces.track_simulations`): excerpts attempted, failed (by reason),
+    constant (`is_constant`), and the prompt and completion tokens the simulator's LLM calls
+    used (those also when it raises).
+
+    Raises:
+        SimulationError: the simulator returned another number of outcomes than records, or
+            something that is neither a simulation nor a failure.
+        Exception: whatever `Simulator.asimulate_each` raises (errors other than an excerpt's
+            failure: authentication, budget, capability, ...).
+    """
+    if not records:
+        return []
+    name = simulator.info.name
+    stats = SimulationStats()
+    try:
+        with track_usage() as usage:
+            raw = await simulator.asimulate_each(explanation, [r.tokens for r in records])
+        if len(raw) != len(records):
+            raise SimulationError(
+                f"simulator {name!r} returned {len(raw)} simulations for {len(records)} excerpts"
+            )
+        outcomes = [
+            _checked(name, o, r, i) for i, (o, r) in enumerate(zip(raw, records, strict=True))
+        ]
+        reasons = Counter(o.reason for o in outcomes if isinstance(o, SimulationFailure))
+        stats = SimulationStats(
+            attempted=len(records),
+            failed=sum(reasons.values()),
+            failure_reasons=dict(sorted(reasons.items())),
+            constant=sum(isinstance(o, SequenceSimulation) and is_constant(o) for o in outcomes),
+        )
+        return outcomes
+    finally:
+        spent = usage.summary
+        record_simulation_stats(
+            stats.model_copy(
+                update={
+                    "prompt_tokens": spent.prompt_tokens,
+                    "completion_tokens": spent.completion_tokens,
+                }
+            )
+        )
 
 
 async def simulate_records(
     simulator: Simulator, explanation: Explanation, records: Sequence[ActivationRecord]
 ) -> list[SequenceSimulation]:
-    """Simulate ``records`` and check each simulation covers its record token for token.
+    """Simulate ``records`` and check each simulation covers its record token for token;
+    any excerpt that cannot be simulated fails the whole call (`simulate_each` keeps them
+    apart instead).
 
     Raises:
-        SimulationError: the simulator returned the wrong number of simulations, or one that
-            does not align with its record's tokens.
+        SimulationError: an excerpt could not be simulated (its reason class in ``reason``),
+            the simulator returned the wrong number of simulations, or one that does not
+            align with its record's tokens.
     """
-    if not records:
-        return []
-    simulations = await simulator.asimulate_many(explanation, [r.tokens for r in records])
-    name = simulator.info.name
-    if len(simulations) != len(records):
-        raise SimulationError(
-            f"simulator {name!r} returned {len(simulations)} simulations for {len(records)} "
-            "excerpts"
+    outcomes = await simulate_each(simulator, explanation, records)
+    for outcome in outcomes:
+        if isinstance(outcome, SimulationFailure):
+            raise SimulationError(outcome.message, reason=outcome.reason)
+    return [o for o in outcomes if isinstance(o, SequenceSimulation)]
+
+
+def check_failures(
+    simulator: str,
+    attempted: int,
+    failures: Sequence[SimulationFailure],
+    max_failed_fraction: float,
+) -> None:
+    """Accept ``failures`` among ``attempted`` excerpts when their share is at most
+    ``max_failed_fraction`` and some excerpt was simulated.
+
+    Raises:
+        SimulationError: more failed, or all of them; the message says how many of how many,
+            by reason, and the first failure's message; its ``reason`` is the commonest
+            reason class.
+    """
+    if failures and len(failures) == attempted:
+        raise _failed(
+            f"simulator {simulator!r} could not simulate any of {attempted} excerpts", failures
         )
-    for i, (record, simulation) in enumerate(zip(records, simulations, strict=True)):
-        if not isinstance(simulation, SequenceSimulation):
-            raise SimulationError(
-                f"simulator {name!r} returned {type(simulation).__name__}, not a SequenceSimulation"
-            )
-        if simulation.tokens != record.tokens:
-            raise SimulationError(
-                f"simulator {name!r}: simulation {i} has {len(simulation.tokens)} tokens that do "
-                f"not match the excerpt's {len(record.tokens)} tokens"
-            )
-    return simulations
+    if not attempted or len(failures) / attempted <= max_failed_fraction:
+        return
+    raise _failed(
+        f"simulator {simulator!r} could not simulate {len(failures)} of {attempted} excerpts "
+        f"({len(failures) / attempted:.0%}, more than max_failed_fraction "
+        f"{max_failed_fraction:.0%})",
+        failures,
+    )
+
+
+def _failed(head: str, failures: Sequence[SimulationFailure]) -> SimulationError:
+    """A `SimulationError`: ``head``, the failures by reason and the first one's message; its
+    ``reason`` is the commonest reason class."""
+    reasons = Counter(f.reason for f in failures).most_common()
+    by_reason = ", ".join(f"{reason} {n}" for reason, n in reasons)
+    return SimulationError(
+        f"{head}: {by_reason}; first: {failures[0].message}", reason=reasons[0][0]
+    )
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One excerpt to simulate: where it sits in the splits."""
+
+    split: Literal["calibration", "valid", "test"]
+    source: Literal["top", "random"]
+    index: int
+    record: ActivationRecord
+
+
+def _slots(split: Literal["calibration", "valid", "test"], held: HeldOutSet) -> list[_Slot]:
+    return [
+        *(_Slot(split, "top", i, r) for i, r in enumerate(held.top)),
+        *(_Slot(split, "random", i, r) for i, r in enumerate(held.random)),
+    ]
+
+
+def _simulated(
+    slots: Sequence[_Slot], outcomes: Sequence[Outcome], split: str, source: str | None = None
+) -> list[tuple[ActivationRecord, SequenceSimulation]]:
+    """The simulated excerpts of ``split`` (and ``source``), paired with their records."""
+    return [
+        (slot.record, outcome)
+        for slot, outcome in zip(slots, outcomes, strict=True)
+        if slot.split == split
+        and source in (None, slot.source)
+        and isinstance(outcome, SequenceSimulation)
+    ]
 
 
 async def ascore_explanation(
@@ -64,30 +225,56 @@ async def ascore_explanation(
     *,
     calibration: CalibrationMethod = "linear",
     score_split: Literal["valid", "test"] = "valid",
+    max_failed_fraction: float = DEFAULT_MAX_FAILED_FRACTION,
 ) -> ScoredSimulation:
     """Simulate the calibration split (unless ``calibration="none"``) and ``score_split`` of
     ``splits`` from ``explanation``, fit the calibration on the first and score the second.
 
-    This is the second half of `explain_neuron`; re-scoring an explanation with another
-    simulator calls it with the same splits.
+    Each excerpt is simulated on its own (`simulate_each`). Excerpts that cannot be simulated
+    are left out of the fit and of the scores and listed in the result's ``failed``; the
+    scores rest on the others (``n_sequences``). This is the second half of `explain_neuron`;
+    re-scoring an explanation with another simulator calls it with the same splits.
+
+    Args:
+        max_failed_fraction: the share of the excerpts (both splits together) that may fail.
 
     Raises:
-        SimulationError: the simulator failed or returned misaligned simulations.
+        SimulationError: more than ``max_failed_fraction`` of the excerpts failed, or every
+            excerpt of a split did (`check_failures` says how many and why); or the simulator
+            returned something unusable.
     """
-    scored_set = splits.held_out(score_split)
-    to_fit = splits.calibration.records if calibration != "none" else ()
-    simulations = await simulate_records(simulator, explanation, (*to_fit, *scored_set.records))
-    fit_sims, scored_sims = simulations[: len(to_fit)], simulations[len(to_fit) :]
+    held = splits.held_out(score_split)
+    to_fit = _slots("calibration", splits.calibration) if calibration != "none" else []
+    slots = [*to_fit, *_slots(score_split, held)]
+    outcomes = await simulate_each(simulator, explanation, [s.record for s in slots])
+    failed = [
+        FailedSequence(
+            record=slot.record, split=slot.split, source=slot.source, index=slot.index, failure=o
+        )
+        for slot, o in zip(slots, outcomes, strict=True)
+        if isinstance(o, SimulationFailure)
+    ]
+    name = simulator.info.name
+    check_failures(name, len(slots), [f.failure for f in failed], max_failed_fraction)
+    for split in dict.fromkeys(s.split for s in slots):
+        mine = [f.failure for f in failed if f.split == split]
+        if mine and len(mine) == sum(s.split == split for s in slots):
+            raise _failed(
+                f"simulator {name!r} could not simulate any of the {len(mine)} excerpts of the "
+                f"{split} split",
+                mine,
+            )
 
+    fit = _simulated(slots, outcomes, "calibration")
     fitted = fit_calibration(
         calibration,
-        np.concatenate([s.expected_activations for s in fit_sims]) if fit_sims else [],
-        np.concatenate([r.activations for r in to_fit]) if to_fit else [],
+        np.concatenate([s.expected_activations for _, s in fit]) if fit else [],
+        np.concatenate([r.activations for r, _ in fit]) if fit else [],
     )
-    n_top = len(scored_set.top)
     return score_simulations(
         score_split,
-        list(zip(scored_set.top, scored_sims[:n_top], strict=True)),
-        list(zip(scored_set.random, scored_sims[n_top:], strict=True)),
+        _simulated(slots, outcomes, score_split, "top"),
+        _simulated(slots, outcomes, score_split, "random"),
         fitted,
+        failed=failed,
     )
