@@ -20,10 +20,11 @@ from neuron_explainer.errors import (
     LLMError,
     SimulationError,
 )
+from neuron_explainer.interfaces import track_simulations
 from neuron_explainer.llm.usage import BudgetExceededError, track_usage
 from neuron_explainer.options import RunOptions
 from neuron_explainer.records import UnitId
-from neuron_explainer.results import ExplanationResult, UsageSummary
+from neuron_explainer.results import ExplanationResult, SimulationStats, UsageSummary
 from neuron_explainer.runs._sources import Source
 from neuron_explainer.runs.store import RunStore
 
@@ -91,6 +92,9 @@ class RunSummary(BaseModel):
         not_retried: deprecated alias of ``failed_before`` (removed in 0.4).
         pending: units left pending (not done, not failed).
         usage: tokens and cost spent by this call.
+        simulation: how this call's simulations went (`SimulationStats`: excerpts attempted,
+            failed by reason, constant, retried, and the simulator's tokens), over every unit
+            it attempted (done, failed or stopped).
         elapsed_s: wall time of the call.
         stopped_reason: ``"budget"`` when the budget stopped the run, else ``None``.
         spent_usd: everything the database's runs have spent so far (this call included).
@@ -113,6 +117,7 @@ class RunSummary(BaseModel):
     )
     pending: int = 0
     usage: UsageSummary = UsageSummary()
+    simulation: SimulationStats = SimulationStats()
     elapsed_s: float = 0.0
     stopped_reason: str | None = None
     spent_usd: float = 0.0
@@ -130,6 +135,7 @@ class RunEvent(BaseModel):
         score: a done unit's headline score.
         reason: why a unit failed.
         usage: what this unit spent.
+        simulation: how this unit's simulations went.
         completed: units finished (done, failed or stopped) in this call so far.
         total: units this call attempts (``skipped`` ones not counted).
         run_usage: what this call has spent so far.
@@ -142,6 +148,7 @@ class RunEvent(BaseModel):
     score: float | None = None
     reason: str | None = None
     usage: UsageSummary = UsageSummary()
+    simulation: SimulationStats = SimulationStats()
     completed: int = 0
     total: int = 0
     run_usage: UsageSummary = UsageSummary()
@@ -171,7 +178,9 @@ async def run_units(
     source: Source,
 ) -> RunSummary:
     """Do ``work`` for every chosen unit that is not done, ``run.concurrency`` at a time,
-    under ``run.budget_usd`` (less what ``store`` has spent already)."""
+    under ``run.budget_usd`` (less what ``store`` has spent already). Each attempt's usage
+    and simulation statistics are measured around ``work`` (a done result carries them) and
+    recorded with its outcome."""
     concurrency, budget_usd, retry_failed = run.concurrency, run.budget_usd, run.retry_failed
     store.add_units(chosen)
     status = {s.unit: s.status for s in store.units()}
@@ -188,7 +197,7 @@ async def run_units(
     )
     count = _Counters(len(todo))
 
-    with track_usage(left) as meter:
+    with track_usage(left) as meter, track_simulations() as simulated:
 
         def emit(event_kind: Any, unit: UnitId, **fields: Any) -> None:
             if progress is not None:
@@ -207,14 +216,14 @@ async def run_units(
             while todo and count.stopped_reason is None:
                 unit = todo.popleft()
                 store.begin_unit(unit, run_id)
-                with track_usage() as spent:
+                with track_usage() as spent, track_simulations() as sims:
                     try:
                         result = await work(unit)
                     except BudgetExceededError:
                         count.stopped += 1
                         count.stopped_reason = "budget"
-                        store.mark_stopped(unit, spent.summary, run_id)
-                        emit("stopped", unit, usage=spent.summary)
+                        store.mark_stopped(unit, spent.summary, run_id, sims.stats)
+                        emit("stopped", unit, usage=spent.summary, simulation=sims.stats)
                         continue
                     except FATAL:
                         raise
@@ -222,13 +231,23 @@ async def run_units(
                         count.failed += 1
                         count.failed_units.add(unit)
                         reason = str(exc) or repr(exc)
-                        store.mark_failed(unit, type(exc).__name__, reason, spent.summary, run_id)
-                        emit("failed", unit, usage=spent.summary, reason=reason)
+                        store.mark_failed(
+                            unit, type(exc).__name__, reason, spent.summary, run_id, sims.stats
+                        )
+                        emit(
+                            "failed",
+                            unit,
+                            usage=spent.summary,
+                            simulation=sims.stats,
+                            reason=reason,
+                        )
                         continue
-                result = result.model_copy(update={"usage": spent.summary})
+                result = result.model_copy(
+                    update={"usage": spent.summary, "simulation": sims.stats}
+                )
                 count.done += 1
                 store.mark_done(unit, result, spent.summary, run_id)
-                emit("done", unit, usage=spent.summary, score=result.score)
+                emit("done", unit, usage=spent.summary, simulation=sims.stats, score=result.score)
 
         stopped_reason: str | None = "error"  # unless the workers end normally
         try:
@@ -262,6 +281,7 @@ async def run_units(
         not_retried=failed_before,
         pending=len(chosen) - count.done - len(failures) - already_done,
         usage=meter.summary,
+        simulation=simulated.stats,
         elapsed_s=time.perf_counter() - started,
         stopped_reason=count.stopped_reason,
         spent_usd=store.spent().cost_usd,

@@ -11,16 +11,18 @@ Tables (`SCHEMA`)::
             skipped, cost_usd, options)               one row per call; finished_at stays NULL
                                                      when the process died
     units  (id, model, kind, layer, idx, status, result, score, error, reason, attempts,
-            run_id, updated_at)                       one row per unit, UNIQUE(layer, idx, model,
+            run_id, updated_at, simulation)           one row per unit, UNIQUE(layer, idx, model,
                                                      kind); status 'pending' | 'done' | 'failed';
                                                      result: the ExplanationResult JSON (done);
                                                      error / reason: the exception class and
-                                                     message (failed)
+                                                     message (failed); simulation: the
+                                                     SimulationStats JSON of its last attempt
     usage  (id, run_id, model, kind, layer, idx, outcome, prompt_tokens, completion_tokens,
-            cached_tokens, calls, cache_hits, cost_usd, at)
+            cached_tokens, calls, cache_hits, cost_usd, at, simulation)
                                                      a ledger: what each attempt at a unit
                                                      spent, whatever its outcome ('done',
-                                                     'failed', 'stopped')
+                                                     'failed', 'stopped'), and how its
+                                                     simulations went (SimulationStats JSON)
 
 `SCHEMA_VERSION` is the version this library writes. Versions:
 
@@ -29,6 +31,9 @@ Tables (`SCHEMA`)::
 2. The same tables; ``units.result`` may also hold result JSON with a ``format_version`` (which
    0.1.0 cannot read, hence the new number). The meta key ``migrations`` records every
    migration a file went through.
+3. ``units.simulation`` and ``usage.simulation``: `SimulationStats` as JSON (attempted,
+   failed by reason, constant, retried, tokens), NULL for rows written before (not
+   measured).
 
 `MIGRATIONS` holds one step per version: the step from version ``n`` is ``MIGRATIONS[n]``. A step
 marked ``reads_as_is`` means a database still at the old version can be read without migrating
@@ -68,7 +73,7 @@ __all__ = [
     "transaction",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version of the database layout written by this library."""
 
 SCHEMA = """
@@ -100,6 +105,7 @@ CREATE TABLE IF NOT EXISTS units (
     attempts INTEGER NOT NULL DEFAULT 0,
     run_id INTEGER REFERENCES runs(id),
     updated_at TEXT NOT NULL,
+    simulation TEXT,
     UNIQUE (layer, idx, model, kind)
 );
 CREATE INDEX IF NOT EXISTS units_status ON units (status);
@@ -117,7 +123,8 @@ CREATE TABLE IF NOT EXISTS usage (
     calls INTEGER NOT NULL,
     cache_hits INTEGER NOT NULL,
     cost_usd REAL NOT NULL,
-    at TEXT NOT NULL
+    at TEXT NOT NULL,
+    simulation TEXT
 );
 """
 """The tables of the current version (statements separated by ``;``)."""
@@ -196,10 +203,21 @@ def _nothing(db: sqlite3.Connection) -> None:
     """A step that changes no table (only the version number)."""
 
 
+def _add_simulation_columns(db: sqlite3.Connection) -> None:
+    """Add ``simulation`` (NULL: not measured) to ``units`` and ``usage``."""
+    db.execute("ALTER TABLE units ADD COLUMN simulation TEXT")
+    db.execute("ALTER TABLE usage ADD COLUMN simulation TEXT")
+
+
 MIGRATIONS: dict[int, Migration] = {
     1: Migration(
         "results may carry a format_version (result JSON of 0.1.0 reads as version 1)",
         _nothing,
+    ),
+    2: Migration(
+        "units and usage gain a simulation column: how each attempt's simulations went "
+        "(NULL for the rows before: not measured)",
+        _add_simulation_columns,
     ),
 }
 """Version ``n`` → the step that migrates it to ``n + 1``."""

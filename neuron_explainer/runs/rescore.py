@@ -147,7 +147,7 @@ async def _rescore_unit(
     )
     split = original.scored.split
     held_out = splits.held_out(split).records
-    before = [s.record for s in original.scored.sequences]
+    before = list(original.scored.held_out_records())
     if splits.plan != plan or list(held_out) != before:
         raise InvalidInputError(
             f"the records of {unit} are not the ones it was explained with (its {split} split "
@@ -159,6 +159,7 @@ async def _rescore_unit(
         splits,
         calibration=options.calibration,
         score_split="test" if split == "test" else "valid",
+        max_failed_fraction=options.max_failed_fraction,
     )
     return original.model_copy(
         update={

@@ -25,22 +25,29 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any
 
 from neuron_explainer._version import __version__
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.records import UnitId
-from neuron_explainer.results import ExplanationResult, UsageSummary
+from neuron_explainer.results import ExplanationResult, SimulationStats, UsageSummary
 from neuron_explainer.runs._files import (
     open_database,
     raise_access,
     release_run_lock,
     take_run_lock,
+)
+from neuron_explainer.runs._rows import (
+    KEY,
+    UnitState,
+    UnitStatus,
+    key,
+    read_units,
+    sum_simulation,
+    sum_usage,
+    write_finish,
 )
 from neuron_explainer.runs._schema import (
     SCHEMA_VERSION,
@@ -53,44 +60,7 @@ from neuron_explainer.runs._schema import (
 
 __all__ = ["SCHEMA_VERSION", "RunStore", "UnitState", "UnitStatus", "config_mismatch"]
 
-UnitState = Literal["pending", "done", "failed"]
-"""Where a unit stands in a run."""
-
-_KEY = "layer = ? AND idx = ? AND model = ? AND kind = ?"
-_USAGE = ("prompt_tokens", "completion_tokens", "cached_tokens", "calls", "cache_hits", "cost_usd")
-"""The ledger's columns: the fields of `UsageSummary` it sums."""
 _PAGE = 64
-
-
-def _key(unit: UnitId) -> tuple[int, int, str, str]:
-    return (unit.layer, unit.index, unit.model, unit.kind)
-
-
-def _unit(row: sqlite3.Row) -> UnitId:
-    return UnitId(model=row["model"], kind=row["kind"], layer=row["layer"], index=row["idx"])
-
-
-class UnitStatus(BaseModel):
-    """Where one unit of a run stands.
-
-    Attributes:
-        unit: the unit.
-        status: ``"pending"`` (not finished yet, or stopped by a budget), ``"done"`` or
-            ``"failed"``.
-        reason: why it failed (``"SimulationError: ..."``), else ``None``.
-        score: the headline score of a done unit (``None`` when undefined or not done).
-        attempts: how many times a run started it.
-        updated_at: when its row last changed.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    unit: UnitId
-    status: UnitState
-    reason: str | None = None
-    score: float | None = None
-    attempts: int = 0
-    updated_at: datetime
 
 
 class RunStore:
@@ -301,8 +271,8 @@ class RunStore:
         """Count an attempt at ``unit`` (its status stays as it is until it finishes)."""
         with self._transaction():
             self._db.execute(
-                f"UPDATE units SET attempts = attempts + 1, run_id = ? WHERE {_KEY}",
-                (run_id, *_key(unit)),
+                f"UPDATE units SET attempts = attempts + 1, run_id = ? WHERE {KEY}",
+                (run_id, *key(unit)),
             )
 
     def _finish(
@@ -311,94 +281,87 @@ class RunStore:
         run_id: int,
         outcome: str,
         usage: UsageSummary,
-        update: str | None,
+        update: str,
         values: tuple[Any, ...],
+        simulation: SimulationStats | None,
     ) -> None:
-        at = now()
         with self._transaction():
-            if update is not None:
-                self._db.execute(
-                    f"UPDATE units SET {update}, run_id = ?, updated_at = ? WHERE {_KEY}",
-                    (*values, run_id, at, *_key(unit)),
-                )
-            spent = tuple(getattr(usage, name) for name in _USAGE)
-            self._db.execute(
-                f"INSERT INTO usage (run_id, model, kind, layer, idx, outcome, {', '.join(_USAGE)}"
-                f", at) VALUES ({', '.join('?' * (len(spent) + 7))})",
-                (run_id, unit.model, unit.kind, unit.layer, unit.index, outcome, *spent, at),
-            )
+            write_finish(self._db, unit, run_id, outcome, usage, update, values, simulation)
 
     def mark_done(
-        self, unit: UnitId, result: ExplanationResult | str, usage: UsageSummary, run_id: int
+        self,
+        unit: UnitId,
+        result: ExplanationResult | str,
+        usage: UsageSummary,
+        run_id: int,
+        simulation: SimulationStats | None = None,
     ) -> None:
-        """Store ``unit``'s result (an `ExplanationResult` or its JSON) and what it spent, in
-        one transaction."""
-        if isinstance(result, ExplanationResult):
-            score, text = result.score, result.model_dump_json()
+        """Store ``unit``'s result (an `ExplanationResult` or its JSON), what it spent and how
+        its simulations went (default: the result's ``simulation``), in one transaction."""
+        if not isinstance(result, ExplanationResult):
+            result = ExplanationResult.model_validate_json(text := result)
         else:
-            score = ExplanationResult.model_validate_json(result).score
-            text = result
+            text = result.model_dump_json()
         self._finish(
             unit,
             run_id,
             "done",
             usage,
-            "status = 'done', result = ?, score = ?, error = NULL, reason = NULL",
-            (text, score),
+            "status = 'done', result = ?, score = ?, error = NULL, reason = NULL, ",
+            (text, result.score),
+            simulation if simulation is not None else result.simulation,
         )
 
     def mark_failed(
-        self, unit: UnitId, error: str, reason: str, usage: UsageSummary, run_id: int
+        self,
+        unit: UnitId,
+        error: str,
+        reason: str,
+        usage: UsageSummary,
+        run_id: int,
+        simulation: SimulationStats | None = None,
     ) -> None:
         """Record that ``unit`` failed (``error``: the exception class, ``reason``: its
-        message) and what it spent, in one transaction."""
+        message), what it spent and how its simulations went, in one transaction."""
         self._finish(
             unit,
             run_id,
             "failed",
             usage,
-            "status = 'failed', result = NULL, score = NULL, error = ?, reason = ?",
+            "status = 'failed', result = NULL, score = NULL, error = ?, reason = ?, ",
             (error, reason),
+            simulation,
         )
 
-    def mark_stopped(self, unit: UnitId, usage: UsageSummary, run_id: int) -> None:
-        """Record what an attempt stopped by a budget spent; the unit stays pending."""
-        self._finish(unit, run_id, "stopped", usage, None, ())
+    def mark_stopped(
+        self,
+        unit: UnitId,
+        usage: UsageSummary,
+        run_id: int,
+        simulation: SimulationStats | None = None,
+    ) -> None:
+        """Record what an attempt stopped by a budget spent and simulated; the unit stays
+        pending."""
+        self._finish(unit, run_id, "stopped", usage, "", (), simulation)
 
     # -- reading -----------------------------------------------------------------------------
 
     def units(self, status: UnitState | None = None) -> list[UnitStatus]:
         """Every unit (or those with ``status``), in (layer, index) order."""
-        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
         with self._lock:
-            rows = self._db.execute(
-                "SELECT model, kind, layer, idx, status, error, reason, score, attempts, "
-                f"updated_at FROM units {where} ORDER BY layer, idx, model, kind",
-                args,
-            ).fetchall()
-        return [
-            UnitStatus(
-                unit=_unit(row),
-                status=row["status"],
-                reason=f"{row['error']}: {row['reason']}" if row["status"] == "failed" else None,
-                score=row["score"],
-                attempts=row["attempts"],
-                updated_at=datetime.fromisoformat(row["updated_at"]),
-            )
-            for row in rows
-        ]
+            return read_units(self._db, self._simulation, status)
 
     def status(self, unit: UnitId) -> UnitState | None:
         """``unit``'s status, or ``None`` when the run does not hold it."""
         with self._lock:
-            row = self._db.execute(f"SELECT status FROM units WHERE {_KEY}", _key(unit)).fetchone()
+            row = self._db.execute(f"SELECT status FROM units WHERE {KEY}", key(unit)).fetchone()
         return None if row is None else row["status"]
 
     def result(self, unit: UnitId) -> ExplanationResult | None:
         """``unit``'s result, or ``None`` when it is not done."""
         with self._lock:
             row = self._db.execute(
-                f"SELECT result FROM units WHERE status = 'done' AND {_KEY}", _key(unit)
+                f"SELECT result FROM units WHERE status = 'done' AND {KEY}", key(unit)
             ).fetchone()
         return None if row is None else ExplanationResult.model_validate_json(row["result"])
 
@@ -434,10 +397,19 @@ class RunStore:
     def spent(self) -> UsageSummary:
         """Everything the runs of this database spent (done, failed and stopped attempts;
         attempts cut short by a killed process are not recorded)."""
-        sums = ", ".join(f"COALESCE(SUM({name}), 0)" for name in _USAGE)
         with self._lock:
-            row = self._db.execute(f"SELECT {sums} FROM usage").fetchone()
-        return UsageSummary(**dict(zip(_USAGE, row, strict=True)))
+            return sum_usage(self._db)
+
+    @property
+    def _simulation(self) -> str:
+        """The ``simulation`` column, or NULL in a database of schema 2 or older."""
+        return "simulation" if self._version >= 3 else "NULL"
+
+    def simulation(self, run_id: int | None = None) -> SimulationStats:
+        """How the simulations of every recorded attempt went (or of the call ``run_id``'s):
+        the sum of the ledger's `SimulationStats` (attempts before schema 3 count none)."""
+        with self._lock:
+            return sum_simulation(self._db, self._simulation, run_id)
 
     def counts(self) -> dict[str, int]:
         """How many units are ``pending``, ``done`` and ``failed``."""
@@ -450,7 +422,8 @@ class RunStore:
     def summary(self) -> dict[str, Any]:
         """Counts, spending and scores: ``units``, ``done``, ``failed``, ``pending``,
         ``usage`` (a `UsageSummary` as a dict), ``cost_usd``, ``runs`` (calls made),
-        ``mean_score`` (over done units with a defined score) and ``scored`` (how many)."""
+        ``mean_score`` (over done units with a defined score), ``scored`` (how many) and
+        ``simulation`` (`simulation`, a `SimulationStats` as a dict)."""
         counts = self.counts()
         spent = self.spent()
         with self._lock:
@@ -466,6 +439,7 @@ class RunStore:
             "runs": runs,
             "mean_score": mean,
             "scored": scored,
+            "simulation": self.simulation().model_dump(),
         }
 
     # -- exports -----------------------------------------------------------------------------
