@@ -112,6 +112,13 @@ def test_a_v1_run_resumes_from_a_moved_collection_and_is_migrated(v1: Path) -> N
         after = {r.unit: r for r in store.results()}
         meta = store.meta()
     assert {u: after[u] for u in before} == before  # the 3 done units were not redone
+    with RunStore(db) as store:
+        measured = {s.unit: s.simulation for s in store.units()}
+        total = store.simulation()
+    assert all(measured[u] is None for u in before)  # 0.1.0 did not measure them
+    assert all(after[u].simulation == measured[u] for u in after if u not in before)
+    assert [measured[u].attempted > 0 for u in after if u not in before] == [True] * 5  # type: ignore[union-attr]
+    assert total == summary.simulation and total.failed == 0
     assert [after[u].format_version for u in after] == [RESULT_FORMAT_VERSION] * 8
     assert meta["source_path"] == str(v1 / "collection")
     assert [(m["from"], m["to"]) for m in meta["migrations"]] == [

@@ -9,14 +9,16 @@ from collections.abc import Callable, Sequence
 from html import escape
 
 from neuron_explainer.records import UnitId
-from neuron_explainer.report._stats import component_label
+from neuron_explainer.report._stats import component_label, counts_text
 from neuron_explainer.report._templates import Html, render
 from neuron_explainer.report._tokens import ExcerptRow, excerpts_json, text_html
 from neuron_explainer.results import (
     ComponentInfo,
     ExplanationResult,
+    FailedSequence,
     Score,
     ScoredSequence,
+    SimulationStats,
     UsageSummary,
 )
 
@@ -33,6 +35,8 @@ Write = Callable[[str], object]
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 _SETTING_CHARS = 160
+_EXCERPT_CHARS = 80
+_FAILED_SHOWN = 20
 
 
 class UnitIds:
@@ -127,6 +131,35 @@ def usage_text(usage: UsageSummary) -> str:
     return text + f", ${usage.cost_usd:.4f}"
 
 
+def simulation_text(stats: SimulationStats) -> str:
+    """``24 of 26 excerpts simulated, 2 failed (misaligned 2), 3 constant, 1 retried
+    (misaligned 1), 1,500 simulator tokens (1,200 prompt + 300 completion)``."""
+    text = f"{stats.simulated:,} of {stats.attempted:,} excerpts simulated, {stats.failed:,} failed"
+    if stats.failed:
+        text += f" ({counts_text(stats.failure_reasons)})"
+    text += f", {stats.constant:,} constant, {stats.retried:,} retried"
+    if stats.retried:
+        text += f" ({counts_text(stats.retry_reasons)})"
+    tokens = stats.prompt_tokens + stats.completion_tokens
+    return text + (
+        f", {tokens:,} simulator tokens ({stats.prompt_tokens:,} prompt + "
+        f"{stats.completion_tokens:,} completion)"
+    )
+
+
+def _failed_excerpt(failed: FailedSequence) -> Html:
+    text = "".join(failed.record.tokens)
+    if len(text) > _EXCERPT_CHARS:
+        text = text[: _EXCERPT_CHARS - 1] + "…"
+    return render(
+        "failed-excerpt",
+        where=f"{failed.split} {failed.source} {failed.index + 1}",
+        reason=failed.failure.reason,
+        message=failed.failure.message,
+        text=text_html(text),
+    )
+
+
 def _kv_rows(rows: Sequence[tuple[str, str]]) -> Html:
     return Html("".join(render("kv-row", name=name, value=value) for name, value in rows))
 
@@ -165,10 +198,20 @@ def _meta(result: ExplanationResult) -> Html:
     ]
     if prov.dataset:
         rows.append(("Dataset", text_html(prov.dataset)))
-    rows.append(("Scored on", f"{scored.split} split, {len(scored.sequences)} excerpts"))
+    scored_on = f"{scored.split} split, {scored.n_sequences} excerpts"
+    if scored.n_failed:
+        scored_on += f" ({scored.n_failed} more could not be simulated)"
+    rows.append(("Scored on", scored_on))
     rows.append(("Calibration", calibration))
     if result.usage != UsageSummary():
         rows.append(("LLM usage", usage_text(result.usage)))
+    if result.simulation is not None:
+        rows.append(("Simulations", simulation_text(result.simulation)))
+    if scored.failed:
+        failed = "".join(_failed_excerpt(f) for f in scored.failed[:_FAILED_SHOWN])
+        if len(scored.failed) > _FAILED_SHOWN:
+            failed += render("failed-more", count=str(len(scored.failed) - _FAILED_SHOWN))
+        rows.append(("Failed excerpts", Html(failed)))
     created = result.created_at.strftime("%Y-%m-%d %H:%M UTC")
     rows.append(("Produced", f"{created}, neuron_explainer {result.library_version}"))
     return _kv_rows(rows)

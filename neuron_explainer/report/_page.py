@@ -16,11 +16,11 @@ from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.records import UnitId
 from neuron_explainer.report._assets import CSP, SCRIPT, STYLE
 from neuron_explainer.report._neuron import UnitIds, unit_label, write_unit_section
-from neuron_explainer.report._stats import RunSummary
+from neuron_explainer.report._stats import RunSummary, simulation_stats
 from neuron_explainer.report._svg import histogram_svg
 from neuron_explainer.report._templates import Html, render, write_fragment
 from neuron_explainer.report._tokens import text_html
-from neuron_explainer.results import ExplanationResult, Score
+from neuron_explainer.results import ExplanationResult, Score, SimulationStats
 
 __all__ = ["DEFAULT_MAX_EXCERPTS", "write_report"]
 
@@ -102,6 +102,8 @@ def _stats(summary: RunSummary) -> Html:
             ("LLM calls", f"{u.calls:,}" + (f" + {u.cache_hits:,} cached" if u.cache_hits else "")),
             ("Cost (est.)", f"${u.cost_usd:,.4f}"),
         ]
+    if summary.simulation.attempted:
+        stats += simulation_stats(summary.simulation)
     return Html("".join(render("stat", name=k, value=v) for k, v in stats))
 
 
@@ -193,13 +195,15 @@ def write_report(
     title: str = "neuron_explainer report",
     failures: Iterable[tuple[UnitId, str]] = (),
     max_excerpts: int | None = DEFAULT_MAX_EXCERPTS,
+    simulation: SimulationStats | None = None,
 ) -> Path:
     """Write one self-contained static HTML page about a run.
 
-    The page has an overview (counts, mean and median score, LLM usage and cost when any, a
-    histogram of the scores), a sortable table of every unit linking to the unit's section,
-    one collapsed section per unit (explanation, every score, what produced it, held-out
-    excerpts shaded by true and simulated activation) and the failures with their reasons.
+    The page has an overview (counts, mean and median score, LLM usage and cost when any, how
+    simulating went when measured, a histogram of the scores), a sortable table of every unit
+    linking to the unit's section, one collapsed section per unit (explanation, every score,
+    what produced it, how its simulations went and which excerpts failed, held-out excerpts
+    shaded by true and simulated activation) and the failures with their reasons.
     It loads nothing from anywhere (inline CSS, script and SVG) and opens from ``file://``.
 
     ``results`` is read once, as a stream: each unit's section is written to a temporary
@@ -213,6 +217,8 @@ def write_report(
         failures: ``(unit, reason)`` for each unit that could not be explained.
         max_excerpts: the most held-out excerpts shown per unit, split between top and random
             excerpts; ``None`` shows them all.
+        simulation: how the run's simulations went, failed units' included (e.g.
+            ``RunStore(path).simulation()``); default: the sum of the results' own.
 
     Returns:
         The path of the written page.
@@ -235,6 +241,8 @@ def write_report(
             summary.add(result)
         failed = [(unit, str(reason)) for unit, reason in failures]
         summary.failed = len(failed)
+        if simulation is not None:
+            summary.simulation = simulation
         part = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
             with _open(part) as page:

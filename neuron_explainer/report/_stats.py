@@ -8,9 +8,17 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from neuron_explainer.results import ExplanationResult, UsageSummary
+from neuron_explainer.results import ExplanationResult, SimulationStats, UsageSummary
 
-__all__ = ["HISTOGRAM_BINS", "RunSummary", "bin_edges", "component_label", "histogram_bin"]
+__all__ = [
+    "HISTOGRAM_BINS",
+    "RunSummary",
+    "bin_edges",
+    "component_label",
+    "counts_text",
+    "histogram_bin",
+    "simulation_stats",
+]
 
 HISTOGRAM_BINS = 20
 """Bins of the score histogram: ``[-1, 1]`` cut into equal widths (0.1 each)."""
@@ -46,6 +54,8 @@ class RunSummary:
     random_scores: list[float] = field(default_factory=list)
     undefined: int = 0
     usage: UsageSummary = field(default_factory=UsageSummary)
+    simulation: SimulationStats = field(default_factory=SimulationStats)
+    measured: int = 0
     models: Counter[str] = field(default_factory=Counter)
     explainers: Counter[str] = field(default_factory=Counter)
     simulators: Counter[str] = field(default_factory=Counter)
@@ -67,6 +77,9 @@ class RunSummary:
         if random_score is not None:
             self.random_scores.append(random_score)
         self.usage = self.usage + result.usage
+        if result.simulation is not None:
+            self.simulation = self.simulation + result.simulation
+            self.measured += 1
         self.models[result.unit.model] += 1
         self.explainers[component_label(result.explainer.name, result.explainer.settings)] += 1
         self.simulators[component_label(result.simulator.name, result.simulator.settings)] += 1
@@ -91,6 +104,33 @@ class RunSummary:
         """Whether any LLM call was recorded (offline components record none)."""
         u = self.usage
         return bool(u.calls or u.cache_hits or u.prompt_tokens or u.completion_tokens or u.cost_usd)
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+    """``"misaligned 3, timeout 1"``: each reason with its count, commonest first."""
+    return ", ".join(f"{k} {n:,}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def simulation_stats(stats: SimulationStats) -> list[tuple[str, str]]:
+    """The overview's figures about simulating: excerpts simulated of those attempted,
+    failed (by reason), constant, retried (by reason) and the simulator's tokens."""
+    failed = f"{stats.failed:,}"
+    if stats.failed:
+        failed += f" ({counts_text(stats.failure_reasons)})"
+    retried = f"{stats.retried:,}"
+    if stats.retried:
+        retried += f" ({counts_text(stats.retry_reasons)})"
+    tokens = stats.prompt_tokens + stats.completion_tokens
+    return [
+        ("Simulations", f"{stats.simulated:,} of {stats.attempted:,}"),
+        ("Failed simulations", failed),
+        ("Constant simulations", f"{stats.constant:,}"),
+        ("Simulator retries", retried),
+        (
+            "Simulator tokens",
+            f"{tokens:,} ({stats.prompt_tokens:,} prompt + {stats.completion_tokens:,} completion)",
+        ),
+    ]
 
 
 def component_label(name: str, settings: Mapping[str, object]) -> str:

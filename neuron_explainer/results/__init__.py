@@ -397,15 +397,10 @@ def _upgrade_result(data: dict[str, Any]) -> dict[str, Any]:
     Raises:
         FormatError: the version is not a positive integer, or newer than this library's.
     """
-    version = check_stored_version(
-        data.get("format_version", 1), RESULT_FORMAT_VERSION, "result format"
-    )
-    # 1 -> 2 only adds the version field.
-    if version < 3:
-        # 2 -> 3: simulation statistics were not measured; ``scored.failed`` defaults to
-        # empty. Fields of version 3 in older JSON are refused, not taken as measured.
-        data = {**data, "simulation": data.get("simulation")}
-    # A later change adds its step here.
+    check_stored_version(data.get("format_version", 1), RESULT_FORMAT_VERSION, "result format")
+    # 1 -> 2 only adds the version field. 2 -> 3 adds fields whose defaults say what older
+    # results hold: ``simulation`` None (not measured) and ``scored.failed`` empty (any failed
+    # simulation then failed the unit). A later change adds its step here.
     return {**data, "format_version": RESULT_FORMAT_VERSION}
 
 
