@@ -11,12 +11,12 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from neuron_explainer.errors import InvalidResponseError
-from neuron_explainer.llm.base import ChatResponse, PromptLogprobsResponse
+from neuron_explainer.llm.base import ChatResponse, PrefixLogprobsResponse, PromptLogprobsResponse
 from neuron_explainer.llm.cache import ResponseCache
 from neuron_explainer.llm.transport import gc_paused
 from neuron_explainer.llm.usage import record_usage
 
-_R = TypeVar("_R", ChatResponse, PromptLogprobsResponse)
+_R = TypeVar("_R", ChatResponse, PromptLogprobsResponse, PrefixLogprobsResponse)
 
 logger = logging.getLogger("neuron_explainer.llm.openai")
 

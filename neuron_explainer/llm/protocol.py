@@ -26,6 +26,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationError
 
 from neuron_explainer.errors import InvalidResponseError
+from neuron_explainer.llm._prefill import without_prefill
 from neuron_explainer.llm.base import (
     ChatRequest,
     ChatResponse,
@@ -66,11 +67,21 @@ class ChatCompletionBody(BaseModel):
     top_logprobs: int | None = None
     response_format: dict[str, JsonValue] | None = None
     stop: tuple[str, ...] | None = None
+    continue_final_message: Literal[True] | None = None
+    add_generation_prompt: Literal[False] | None = None
 
     @classmethod
     def of(cls, model: str, request: ChatRequest) -> ChatCompletionBody:
-        """The body asking ``model`` for ``request`` (``n`` is sent only when it is not 1)."""
+        """The body asking ``model`` for ``request`` (``n`` is sent only when it is not 1).
+
+        A request ending with an assistant message (a prefill) also carries vLLM's
+        ``continue_final_message: true`` and ``add_generation_prompt: false``, without which
+        vLLM would start a new assistant message; llama.cpp continues a final assistant message
+        either way and accepts both fields."""
+        prefill = request.messages[-1].role == "assistant"
         return cls(
+            continue_final_message=True if prefill else None,
+            add_generation_prompt=False if prefill else None,
             model=model,
             messages=request.messages,
             temperature=request.temperature,
@@ -287,8 +298,11 @@ def _chat_logprobs(choice: dict[str, Any], where: str) -> tuple[TokenLogprob, ..
     return fast if fast is not None else _checked_logprobs(items, f"{where}.logprobs.content")
 
 
-def parse_chat(data: dict[str, Any], n: int) -> ChatResponse:
-    """A chat completion answer with ``n`` choices (ordered by their ``index``).
+def parse_chat(data: dict[str, Any], n: int, *, prefill: str | None = None) -> ChatResponse:
+    """A chat completion answer with ``n`` choices (ordered by their ``index``). For a request
+    that ends with the assistant's ``prefill``, each choice's text is what followed it (a
+    server that repeats the prefill in a whole answer has it removed, as
+    `neuron_explainer.llm._prefill.without_prefill` says).
 
     Raises:
         InvalidResponseError: no ``choices``, not ``n`` of them, or a choice, its message or its
@@ -307,10 +321,13 @@ def parse_chat(data: dict[str, Any], n: int) -> ChatResponse:
         where = f"choices[{i}]"
         text = _message_text(choice, where)
         reason = choice.get("finish_reason")
+        logprobs = _chat_logprobs(choice, where)
+        if prefill:
+            text = without_prefill(text, logprobs, prefill, streamed=data.get("streamed") is True)
         choices.append(
             Choice(
                 text=text,
-                logprobs=_chat_logprobs(choice, where),
+                logprobs=logprobs,
                 finish_reason=reason if isinstance(reason, str) else None,
             )
         )

@@ -304,7 +304,7 @@ class ChatStream:
         return bool(self._choices) and finished and self._usage is not None
 
     def result(self) -> dict[str, Any]:
-        """The ``chat.completion`` object the chunks add up to."""
+        """The ``chat.completion`` object the chunks add up to, marked ``"streamed": true``."""
         choices = [
             {
                 "index": index,
@@ -314,7 +314,9 @@ class ChatStream:
             }
             for index, parts in sorted(self._choices.items())
         ]
-        answer: dict[str, Any] = {"object": "chat.completion", "choices": choices}
+        # "streamed": the texts are what was generated (a server that repeats a prefill in a
+        # whole answer sends only the new text as deltas): see protocol.parse_chat.
+        answer: dict[str, Any] = {"object": "chat.completion", "choices": choices, "streamed": True}
         if self._id is not None:
             answer["id"] = self._id
         if self._model is not None:
