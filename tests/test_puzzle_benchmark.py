@@ -4,6 +4,7 @@ table maths (benchmarks/bench_simulators.py) is right on synthetic piece files. 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import sys
@@ -208,3 +209,346 @@ def test_rule_helpers() -> None:
     for bad in ("a ⟦b", "a ⟧b", "⟦a ⟦b⟧⟧"):
         with pytest.raises(ValueError, match=r"never closed|without|nested"):
             parse_marked(bad)
+
+
+# The runner's table maths (benchmarks/bench_simulators.py) on synthetic pieces ---------------
+
+import bench_simulators as bench  # noqa: E402
+
+
+def _ok(prediction: list[float], prompt: int = 100, completion: int = 10) -> dict[str, object]:
+    return {
+        "ok": True,
+        "prediction": prediction,
+        "seconds": 0.5,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "calls": 1,
+    }
+
+
+def _failed(message: str, error_type: str = "SimulationError") -> dict[str, object]:
+    return {
+        "ok": False,
+        "error_type": error_type,
+        "error": message,
+        "seconds": 1.0,
+        "prompt_tokens": 300,
+        "completion_tokens": 30,
+        "calls": 3,
+    }
+
+
+TRUTH = [[0.0, 10.0, 0.0], [0.0, 0.0, 0.0], [10.0, 0.0, 5.0]]
+KINDS = ["true", "decoy", "near_miss", "other"]
+
+
+def _entry(puzzle_id: str, rows: list[list[dict[str, object]]], wall: float = 6.0) -> dict:
+    return {
+        "id": puzzle_id,
+        "family": "numbers",
+        "kinds": KINDS,
+        "explanations": ["t", "d", "n", "o"],
+        "sentences": [{"tokens": ["a", "b", "c"], "activations": a} for a in TRUTH],
+        "simulations": rows,
+        "wall_seconds": wall,
+    }
+
+
+def _piece(entries: list[dict], finished: str, digest: str | None = None, **over: object) -> dict:
+    piece = {
+        "format": bench.FORMAT,
+        "digest": digest or frozen()["sha256"],
+        "half": "dev",
+        "range": [0, len(entries) - 1],
+        "simulator": {"name": "json", "label": "json", "kwargs": {}, "settings": {}},
+        "backend": "hf",
+        "model": "/cache/qwen.gguf",
+        "llm": {"name": "hf:/cache/qwen.gguf", "class": "HFLLM"},
+        "concurrency": 4,
+        "git": {"commit": "abcdef1234567890", "dirty": False, "diff_sha256": None},
+        "started": finished,
+        "finished": finished,
+        "puzzles": entries,
+    }
+    piece.update(over)
+    return piece
+
+
+def test_wilson_interval() -> None:
+    p, lo, hi = bench.wilson(5, 10)
+    assert p == 0.5
+    assert lo == pytest.approx(0.2366, abs=1e-4)
+    assert hi == pytest.approx(0.7634, abs=1e-4)
+    p, lo, hi = bench.wilson(0, 10)
+    assert (p, lo) == (0.0, 0.0)
+    assert hi == pytest.approx(0.2775, abs=1e-4)
+    assert bench.wilson(20, 20)[2] == 1.0
+    assert all(math.isnan(v) for v in bench.wilson(0, 0))
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate() -> None:
+    items = [0.0, 1.0, 2.0, 3.0, 10.0]
+    first = bench.bootstrap(items, lambda xs: sum(xs) / len(xs))
+    assert first == bench.bootstrap(items, lambda xs: sum(xs) / len(xs))
+    estimate, lo, hi = first
+    assert estimate == 3.2
+    assert 0.0 <= lo < estimate < hi <= 10.0
+    assert bench.bootstrap([4.0] * 6, lambda xs: sum(xs) / len(xs)) == (4.0, 4.0, 4.0)
+    assert all(math.isnan(v) for v in bench.bootstrap(items, lambda xs: None))
+
+
+def test_pearson() -> None:
+    assert bench.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert bench.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert bench.pearson([1, 2, 3], [5, 5, 5]) is None
+    assert bench.pearson([1], [1]) is None
+    with pytest.raises(ValueError, match="lengths"):
+        bench.pearson([1, 2], [1, 2, 3])
+
+
+def test_scores_use_only_the_sentences_every_explanation_simulated() -> None:
+    truth_rows = [_ok(a) for a in TRUTH]
+    # The decoy fails on sentence 2; on sentences 0-1 it predicts the truth reversed.
+    decoy = [_ok([10.0, 0.0, 10.0]), _ok([10.0, 10.0, 10.0]), _failed("x")]
+    near = [_ok([0.0, 5.0, 0.0]), _ok([1.0, 0.0, 0.0]), _ok([0.0, 0.0, 0.0])]
+    other = [_ok([3.0, 3.0, 3.0]), _ok([3.0, 3.0, 3.0]), _ok([3.0, 3.0, 3.0])]
+    result = bench.PuzzleResult.from_json(_entry("p", [truth_rows, decoy, near, other]))
+    assert result.common == [0, 1]
+    true_r, decoy_r, near_r, other_r = result.scores
+    assert true_r == pytest.approx(1.0)  # sentence 2 (where the decoy failed) is left out
+    assert decoy_r == pytest.approx(-1.0)
+    assert near_r == pytest.approx(bench.pearson([0, 10, 0, 0, 0, 0], [0, 5, 0, 1, 0, 0]))
+    assert other_r is None  # constant prediction: no score
+    assert result.rank == (0, 0)
+    assert not result.beaten_by("decoy")
+    # Sensitivity: r(true predictions, false predictions) over the common sentences; the
+    # constant 'other' prediction is left out.
+    assert result.sensitivities == pytest.approx([-1.0, near_r])
+
+
+def test_rank_ties_and_unscored_explanations() -> None:
+    same = [_ok(a) for a in TRUTH]
+    flat = [_ok([0.0, 0.0, 0.0]) for _ in TRUTH]
+    tied = bench.PuzzleResult.from_json(_entry("t", [same, same, flat, flat]))
+    assert tied.scores[2] is None
+    assert tied.rank == (0, 1)  # the decoy ties the truth; unscored ones rank below
+    assert tied.sensitivities == [1.0]  # identical predictions; the flat ones are left out
+    unscored = bench.PuzzleResult.from_json(_entry("u", [flat, same, flat, flat]))
+    assert unscored.rank == (1, 2)  # below the scored decoy, tied with the other unscored
+    assert unscored.beaten_by("decoy")
+    assert not unscored.beaten_by("near_miss")
+
+
+def test_a_puzzle_without_common_sentences_scores_nothing() -> None:
+    failing = [_failed("x") for _ in TRUTH]
+    good = [_ok(a) for a in TRUTH]
+    result = bench.PuzzleResult.from_json(_entry("f", [good, failing, good, good]))
+    assert result.common == []
+    assert result.scores == [None, None, None, None]
+    assert result.rank == (0, 3)
+    assert result.sensitivities == []
+
+
+def test_reason_classes_group_messages_that_differ_in_details() -> None:
+    a = bench.reason_class(
+        "SimulationError",
+        "hf:/x/q.gguf gave no usable JSON simulation in 3 attempts: expected 12 values, got 9; "
+        "the answer is not JSON",
+        "hf:/x/q.gguf",
+    )
+    b = bench.reason_class(
+        "SimulationError",
+        "hf:/x/q.gguf gave no usable JSON simulation in 3 attempts: expected 7 values, got 30",
+        "hf:/x/q.gguf",
+    )
+    assert a == b == "SimulationError: expected # values, got #"
+    c = bench.reason_class("LLMTimeoutError", "request to 'http://h' timed out after 600.0 s")
+    assert c == "LLMTimeoutError: request to … timed out after # s"
+
+
+def test_table_from_piece_files(tmp_path: Path) -> None:
+    good = [_ok(a) for a in TRUTH]
+    reversed_ = [_ok([10.0 - v for v in a]) for a in TRUTH]
+    flat = [_ok([0.0, 0.0, 0.0]) for _ in TRUTH]
+    one_failure = [_ok(TRUTH[0]), _ok(TRUTH[1]), _failed("expected 3 values, got 2")]
+    entries = [
+        _entry("p1", [good, reversed_, flat, reversed_]),  # truth first
+        _entry("p2", [reversed_, good, reversed_, reversed_]),  # the decoy wins
+        _entry("p3", [one_failure, reversed_, flat, reversed_]),  # scored on sentences 0-1
+    ]
+    old = _piece([_entry("p1", [flat, good, good, good])], "2025-01-01T00:00:00+00:00")
+    new = _piece(entries, "2025-01-02T00:00:00+00:00")
+    other_digest = _piece(entries, "2025-01-03T00:00:00+00:00", digest="0" * 64)
+    test_half = _piece(entries, "2025-01-03T00:00:00+00:00", half="test")
+    for name, piece in [("a", old), ("b", new), ("c", other_digest), ("d", test_half)]:
+        (tmp_path / f"{name}.json").write_text(json.dumps(piece))
+    groups, notes = bench.load_pieces(sorted(tmp_path.glob("*.json")), "dev", frozen()["sha256"])
+    assert len(notes) == 1
+    assert "digest" in notes[0]
+    assert list(groups) == [("json", "hf", "qwen.gguf")]
+    group = groups["json", "hf", "qwen.gguf"]
+    assert group.replaced == 1  # p1 of the older piece was replaced by the newer one
+    (row,) = bench.table(groups)
+    rel, dis = row["reliability"], row["discrimination"]
+    assert rel["simulations"] == 36
+    assert rel["failed"]["k"] == 1
+    assert rel["failure_reasons"] == {"SimulationError: expected # values, got #": 1}
+    # Sentences with a firing token: 0 and 2 of each puzzle; the flat predictions there are
+    # constant (p1 near-miss: 2, p3 near-miss: 2), out of 24 - 1 failed = 23.
+    assert (rel["constant_on_firing"]["k"], rel["constant_on_firing"]["n"]) == (4, 23)
+    # All zero: the flat rows (3 + 3 sentences) and sentence 1 (silent) wherever the truth
+    # itself was predicted (p1 true, p2 decoy, p3 true).
+    assert rel["all_zero"]["k"] == 9
+    assert rel["puzzles_with_failed_sentences"] == 1
+    assert rel["wall_seconds_per_simulation"]["value"] == pytest.approx(18.0 / 36)
+    assert rel["prompt_tokens_per_simulation"]["value"] == pytest.approx((35 * 100 + 300) / 36)
+    assert dis["truth_first"]["k"] == 2  # p1 and p3
+    assert dis["decoy_beats_truth"]["k"] == 1  # p2
+    assert dis["near_miss_beats_truth"]["k"] == 0
+    assert dis["top_2"]["k"] == 2
+    assert dis["mean_rank"]["value"] == pytest.approx((1 + 3 + 1) / 3)  # p2: 1 above, 2 tied
+    assert dis["mean_r_true"]["value"] == pytest.approx((1 - 1 + 1) / 3)
+    text = bench.markdown([row])
+    assert "| json | hf | 3 | 36 | 3 % [" in text
+    assert "1 x SimulationError" in text
+
+
+def test_pieces_are_never_overwritten(tmp_path: Path) -> None:
+    piece = _piece([], "2025-01-01T00:00:00+00:00")
+    piece["simulator"]["label"] = 'json[retries=4,mode="sparse"]'
+    first = bench.write_piece(tmp_path, piece)
+    assert first.name.startswith("dev_00--1_json-retries=4,mode=-sparse-")
+    with pytest.raises(FileExistsError):
+        bench.write_piece(tmp_path, piece)
+    assert json.loads(first.read_text())["digest"] == frozen()["sha256"]
+
+
+def test_command_line_parsing() -> None:
+    assert bench.parse_range("0-3", 34) == (0, 3)
+    assert bench.parse_range("7", 34) == (7, 7)
+    for bad in ("3-1", "0-34", "a-b"):
+        with pytest.raises(ValueError, match="puzzles"):
+            bench.parse_range(bad, 34)
+    kwargs = bench.parse_kwargs(["json.retries=4", "json.mode=sparse", "all-at-once.digits=x"])
+    assert kwargs == {"json": {"retries": 4, "mode": "sparse"}, "all-at-once": {"digits": "x"}}
+    with pytest.raises(ValueError, match=r"NAME\.KEY=VALUE"):
+        bench.parse_kwargs(["retries=4"])
+    assert bench.label("json", {}) == "json"
+    assert bench.label("json", {"retries": 4, "mode": "a"}) == 'json[mode="a",retries=4]'
+    assert set(bench.SIMULATORS) >= {"all-at-once", "chat-logprob", "json"}
+
+
+def test_simulators_are_built_by_name_or_import_path() -> None:
+    from neuron_explainer.simulators.json_output import JSONSimulator
+    from neuron_explainer.testing import ScriptedLLM
+
+    llm = ScriptedLLM()
+    built = bench.build_simulator("json", llm, {"retries": 5})
+    assert isinstance(built, JSONSimulator)
+    assert built.retries == 5
+    by_path = bench.build_simulator(
+        "neuron_explainer.simulators.json_output:JSONSimulator", llm, {}
+    )
+    assert isinstance(by_path, JSONSimulator)
+    settings = bench.simulator_settings(built)
+    assert settings["class"].endswith("JSONSimulator")
+    assert settings["retries"] == 5
+    with pytest.raises(SystemExit, match="unknown simulator"):
+        bench.build_simulator("nope", llm, {})
+
+
+def test_a_puzzle_run_records_predictions_failures_and_truth() -> None:
+    import asyncio
+
+    from neuron_explainer import SequenceSimulation, SimulationError
+
+    class Flaky:
+        """Fails on sentences holding 'rain'; predicts 1 on every token of the others."""
+
+        async def asimulate(self, explanation: object, tokens: list[str]) -> SequenceSimulation:
+            if " rain" in tokens:
+                raise SimulationError("expected 9 values, got 8")
+            return SequenceSimulation(
+                tokens=tuple(tokens), expected_activations=(1.0,) * len(tokens)
+            )
+
+    puzzle = next(p for p in PUZZLES if p.id == "if")
+    entry = asyncio.run(bench.run_puzzle(Flaky(), puzzle, concurrency=3))
+    assert entry["kinds"] == list(puzzle.kinds)
+    assert len(entry["simulations"]) == len(puzzle.explanations)
+    first = entry["simulations"][0]
+    assert [o["ok"] for o in first] == [" rain" not in t for t, _ in puzzle.records()]
+    failed = next(o for o in first if not o["ok"])
+    assert failed["error_type"] == "SimulationError"
+    assert entry["sentences"][0]["activations"] == puzzle.records()[0][1]
+    result = bench.PuzzleResult.from_json(entry)
+    assert len(result.common) == sum(" rain" not in t for t, _ in puzzle.records())
+
+
+def test_capped_client_caps_generated_tokens() -> None:
+    import asyncio
+
+    from neuron_explainer.llm.base import ChatRequest, Message
+
+    class Echo:
+        async def achat(self, request: ChatRequest) -> int | None:
+            return request.max_tokens
+
+    capped = bench.capped_client(Echo, 64)()
+    messages = [Message(role="user", content="hi")]
+    assert asyncio.run(capped.achat(ChatRequest(messages=messages))) == 64
+    assert asyncio.run(capped.achat(ChatRequest(messages=messages, max_tokens=10))) == 10
+    assert asyncio.run(capped.achat(ChatRequest(messages=messages, max_tokens=999))) == 64
+
+
+def test_run_backend_writes_a_piece_the_table_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole run without a model: a fake simulator that predicts the rule exactly, and one
+    the backend cannot serve (skipped, no piece)."""
+    import asyncio
+
+    from neuron_explainer import SequenceSimulation
+    from neuron_explainer.errors import CapabilityError
+    from neuron_explainer.testing import ScriptedLLM
+
+    class Oracle:
+        """Predicts the rule of the puzzle whose true explanation it is given; 0 otherwise."""
+
+        def __init__(self, retries: int = 1) -> None:
+            self.retries = retries
+
+        async def asimulate(self, explanation: object, tokens: list[str]) -> SequenceSimulation:
+            text = getattr(explanation, "text", "")
+            rule = next((p.rule for p in PUZZLES if p.true == text), None)
+            values = [rule(tokens, i) if rule else 0.0 for i in range(len(tokens))]
+            return SequenceSimulation(tokens=tuple(tokens), expected_activations=tuple(values))
+
+    def unavailable(llm: object, kwargs: dict) -> object:
+        raise CapabilityError("needs 'prompt_logprobs'")
+
+    monkeypatch.setitem(bench.SIMULATORS, "oracle", lambda llm, kw: Oracle(**kw))
+    monkeypatch.setitem(bench.SIMULATORS, "unavailable", unavailable)
+    options = bench.RunOptions(
+        half="test",
+        start=0,
+        end=1,
+        simulators=["oracle", "unavailable"],
+        kwargs={"oracle": {"retries": 3}},
+        concurrency=4,
+        out=tmp_path,
+        git={"commit": "abc", "dirty": True, "diff_sha256": "d"},
+    )
+    written = asyncio.run(bench.run_backend("hf", ScriptedLLM(), "m.gguf", options, {}))
+    assert len(written) == 1
+    piece = json.loads(written[0].read_text())
+    assert piece["simulator"]["label"] == "oracle[retries=3]"
+    assert piece["simulator"]["settings"]["retries"] == 3
+    assert [p["id"] for p in piece["puzzles"]] == [p.id for p in puzzles("test")[:2]]
+    assert piece["digest"] == frozen()["sha256"]
+    groups, _ = bench.load_pieces(written, "test", frozen()["sha256"])
+    (row,) = bench.table(groups)
+    assert row["reliability"]["failed"]["k"] == 0
+    assert row["discrimination"]["truth_first"]["k"] == 2
+    assert row["discrimination"]["mean_r_true"]["value"] == pytest.approx(1.0)
