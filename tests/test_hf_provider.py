@@ -9,6 +9,8 @@ position, on the prompt up to it.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
 import math
 import subprocess
 import sys
@@ -61,6 +63,7 @@ EXCERPTS = [
     [" of", " course"],
 ]
 ATOL = 1e-5
+XGRAMMAR = importlib.util.find_spec("xgrammar") is not None
 
 
 def _config(arch: str, vocab_size: int) -> Any:
@@ -158,7 +161,8 @@ def test_the_registry_builds_hf_models(llama_dir: Path) -> None:
     llm = registry.llm(f"hf:{llama_dir}")
     assert isinstance(llm, HFLLM)
     assert llm.name == f"hf:{llama_dir}"
-    assert llm.capabilities == {"chat", "chat_logprobs", "prompt_logprobs"}
+    json_schema = {"json_schema"} if XGRAMMAR else set()
+    assert llm.capabilities == {"chat", "chat_logprobs", "prompt_logprobs", "prefill"} | json_schema
     assert isinstance(llm, PlaceholderScorer)
     assert llm.info.settings["device"] == "cpu" and llm.info.settings["dtype"] == "float32"
     assert registry.llm(f"hf:{llama_dir}") is llm  # shared by explainer and simulator
@@ -188,11 +192,14 @@ def test_a_model_without_a_chat_template_only_scores_prompts(tmp_path: Path) -> 
     with pytest.raises(CapabilityError, match="'chat'"):
         llm.chat(ChatRequest(messages=(Message(role="user", content="hi"),)))
     templated = HFLLM(folder, device="cpu", chat_template=CHAT_TEMPLATE)
-    assert "chat" in templated.capabilities
-    with pytest.raises(CapabilityError, match="json_schema"):
-        templated.chat(
-            ChatRequest(messages=(Message(role="user", content="hi"),), response_format={})
-        )
+    assert {"chat", "prefill"} <= templated.capabilities
+    request = ChatRequest(messages=(Message(role="user", content="hi"),), response_format={})
+    if XGRAMMAR:  # constrained decoding: a format that is not a JSON schema is refused
+        with pytest.raises(InvalidInputError, match="json_schema"):
+            templated.chat(request)
+    else:
+        with pytest.raises(CapabilityError, match="json_schema"):
+            templated.chat(request)
 
 
 # -- chat ----------------------------------------------------------------------------------
@@ -259,6 +266,65 @@ def test_stop_strings_cut_the_answer(llama: HFLLM) -> None:
     assert choice.finish_reason == "stop"
     assert choice.logprobs is not None
     assert "".join(t.token for t in choice.logprobs) == choice.text
+
+
+def test_a_prefill_is_continued_after_the_opened_assistant_turn(llama: HFLLM) -> None:
+    """The chat template without the final assistant message, its turn opened, then that text
+    with no end of turn (as llama.cpp's server writes it); the answer is what comes after."""
+    prefill = "The neuron finds"
+    request = ChatRequest(
+        messages=(*MESSAGES, Message(role="assistant", content=prefill)),
+        max_tokens=6,
+        logprobs=True,
+    )
+    opened = llama.chat_prompt(ChatRequest(messages=MESSAGES))
+    assert llama.chat_prompt(request) == opened + prefill
+    answer = llama.chat(request).choices[0]
+    # The plain way: greedy steps after the prompt with the prefill in it.
+    ids = llama.tokenizer(opened + prefill, add_special_tokens=False)["input_ids"]
+    for _ in range(6):
+        ids.append(int(torch.argmax(log_softmax_after(llama, ids))))
+    assert answer.text == llama.tokenizer.decode(ids[-6:])
+    assert answer.logprobs is not None and "".join(t.token for t in answer.logprobs) == answer.text
+    assert not answer.text.startswith(prefill)
+
+
+@pytest.mark.skipif(not XGRAMMAR, reason="needs xgrammar (the hf-json extra)")
+def test_a_json_schema_holds_the_answer_of_a_random_model(llm: HFLLM) -> None:
+    """Unconstrained, a random model writes no JSON; held by the schema, every answer parses
+    and follows it, even sampled."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "activations": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0, "maximum": 10},
+                "minItems": 3,
+                "maxItems": 3,
+            }
+        },
+        "required": ["activations"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema, "strict": True}}
+    free = llm.chat(ChatRequest(messages=MESSAGES, max_tokens=20)).choices[0].text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(free)
+    for temperature in (0.0, 1.0):
+        request = ChatRequest(
+            messages=MESSAGES, max_tokens=400, response_format=fmt, temperature=temperature, n=2
+        )
+        for choice in llm.chat(request).choices:
+            assert choice.finish_reason == "stop", choice.text
+            values = json.loads(choice.text)["activations"]
+            assert len(values) == 3 and all(0 <= v <= 10 for v in values)
+    anything = {"type": "json_object"}  # any object: a random model may write a key forever
+    (choice,) = llm.chat(
+        ChatRequest(messages=MESSAGES, max_tokens=60, response_format=anything)
+    ).choices
+    assert choice.text.startswith("{")
+    if choice.finish_reason == "stop":
+        assert isinstance(json.loads(choice.text), dict)
 
 
 def test_concurrent_greedy_chats_are_generated_in_one_batch(

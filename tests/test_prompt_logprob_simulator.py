@@ -1,5 +1,6 @@
 """The all-at-once (prompt-logprob) simulator: the prompt and its placeholder offsets, expected
-values from scored prompts, alignment failures; and ScriptedLLM's prompt-logprob script."""
+values from scored prompts, alignment failures; reading one generation per placeholder
+(llama.cpp's prefix logprobs, on the test server); and ScriptedLLM's prompt-logprob script."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ from neuron_explainer import (
 )
 from neuron_explainer.llm import PromptLogprobsRequest, PromptLogprobsResponse
 from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES
+from neuron_explainer.llm.llamacpp import LlamaCppLLM
+from neuron_explainer.llm.openai import OpenAILLM
 from neuron_explainer.llm.prompts import escape_token
+from neuron_explainer.llm.usage import track_usage
 from neuron_explainer.plugins import Registry
 from neuron_explainer.simulators.prompt_logprob import (
     PLACEHOLDER,
@@ -31,12 +35,15 @@ from neuron_explainer.simulators.prompt_logprob import (
 from neuron_explainer.testing import (
     FakeProvider,
     MockExplainer,
+    OpenAITestServer,
+    Reply,
     ScriptedLLM,
     ScriptExhaustedError,
     make_prompt_response,
     number_neuron_record,
     split_text,
 )
+from neuron_explainer.testing.server import ReceivedRequest
 
 EXPLANATION = Explanation(text="numbers", explainer=ComponentInfo(name="test"))
 NASTY = ["\t", "\n", "\\", "\x00", "\ufffd", " ", "<end>", "unknown", " 7"]
@@ -229,3 +236,79 @@ def test_scripted_prompt_logprobs() -> None:
         asyncio.run(bad.aprompt_logprobs(request))
     assert "".join(split_text("Hi there,\t7 unknown\n__x")) == "Hi there,\t7 unknown\n__x"
     assert re.fullmatch(r"\d", split_text("12")[1])
+
+
+# -- reading one generation per placeholder (llama.cpp's prefix logprobs) ------------------------
+
+
+def generated_by_rule(request: ReceivedRequest) -> Reply | None:
+    """llama.cpp's /completion on the test server: after a digit token's tab it would write
+    9 (or 'unknown'), after any other token 0."""
+    if request.endpoint != "completion":
+        return None
+    prompt = request.body["prompt"]
+    line = prompt[prompt.rindex("\n") + 1 :]
+    assert line.endswith("\t"), "every prompt ends where a placeholder would start"
+    if line.strip().isdigit():
+        return Reply(content="9", top_logprobs=[{"9": ln(0.6), "unknown": ln(0.3), "1": ln(0.2)}])
+    return Reply(content="0", top_logprobs=[{"0": ln(0.9), "unknown": ln(0.1)}])
+
+
+def test_the_prefix_reading_generates_one_token_at_each_placeholder() -> None:
+    tokens = [" a", " 7", " b"]
+    prompt, offsets = build_all_at_once_prompt(EXPLANATION, tokens)
+    with OpenAITestServer(slots=1, responder=generated_by_rule) as server:
+        llm = LlamaCppLLM("qwen", base_url=server.base_url, cache=False)
+        simulator = PromptLogprobSimulator(llm)
+        assert simulator.digits == "prefix_logprobs"
+        assert simulator.info.settings["digits"] == "prefix_logprobs"
+        with track_usage() as meter:
+            simulation = simulator.simulate(EXPLANATION, tokens)
+        bodies = [r.body for r in server.requests]
+    assert [b["prompt"] for b in bodies] == [prompt[:o] for o in offsets]
+    assert all(b["n_probs"] == 15 and b["n_predict"] == 1 for b in bodies)
+    # The values among the alternatives, renormalised (9 and 1 for the digit; 0 elsewhere).
+    assert simulation.expected_activations == pytest.approx((0.0, (9 * 0.6 + 0.2) / 0.8, 0.0))
+    assert simulation.distribution_values == ((0.0,), (1.0, 9.0), (0.0,))
+    assert meter.summary.calls == 3 and meter.summary.cached_tokens > 0
+    estimate = simulator.estimate(EXPLANATION, [tokens, [], [" c"]])
+    assert estimate.requests == 4 and estimate.completion_tokens == 4
+    assert estimate.prompt_tokens > 4 * len(prompt[: offsets[0]]) // 5
+
+
+def test_auto_reads_prompt_logprobs_first_then_prefixes() -> None:
+    both = OpenAILLM(
+        "m",
+        base_url="http://127.0.0.1:9/v1",
+        capabilities={"chat", "prompt_logprobs", "prefix_logprobs"},
+    )
+    assert PromptLogprobSimulator(both).digits == "top_logprobs"
+    assert PromptLogprobSimulator(both, digits="prefix_logprobs").digits == "prefix_logprobs"
+    llamacpp = LlamaCppLLM("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(CapabilityError, match="needs 'prompt_logprobs'"):
+        PromptLogprobSimulator(llamacpp, digits="top_logprobs")
+    with pytest.raises(CapabilityError, match="needs 'prefix_logprobs'"):
+        PromptLogprobSimulator(ScriptedLLM(prompt_default=scored_by_rule), digits="prefix_logprobs")
+
+
+def test_a_server_offering_neither_reading_gets_an_error_saying_what_to_change() -> None:
+    llm = OpenAILLM("qwen", base_url="http://127.0.0.1:8080/v1")
+    with pytest.raises(CapabilityError) as info:
+        PromptLogprobSimulator(llm)
+    message = str(info.value)
+    assert "the 'llm-prompt-logprob' (all-at-once) simulator" in message
+    assert "openai:qwen at http://127.0.0.1:8080/v1 offers neither" in message
+    assert "'llamacpp:qwen'" in message and "'prompt_logprobs'" in message
+    assert "'llm-json'" in message
+
+
+def test_a_generated_reading_without_digits_is_a_failure_not_a_zero() -> None:
+    def no_digits(request: ReceivedRequest) -> Reply | None:
+        return Reply(content="unknown", top_logprobs=[{"unknown": ln(0.9), "none": ln(0.1)}])
+
+    with OpenAITestServer(slots=1, responder=no_digits) as server:
+        simulator = PromptLogprobSimulator(LlamaCppLLM("q", base_url=server.base_url, cache=False))
+        with pytest.raises(
+            SimulationError, match=r"llamacpp:q: no activation number .* at token 1 \(' a'\)"
+        ):
+            simulator.simulate(EXPLANATION, [" a", " b"])

@@ -292,6 +292,40 @@ def test_props_and_slots_like_llamacpp(client: httpx.Client) -> None:
         assert len(plain.probes) == 1
 
 
+def test_the_native_completion_endpoint_like_llamacpp(client: httpx.Client) -> None:
+    """With slots, ``POST /completion`` answers as llama.cpp's: ``n_probs`` alternatives of
+    each generated token, and ``timings.cache_n`` the prompt tokens the slot already held."""
+    with OpenAITestServer() as plain:
+        assert client.post(f"{plain.url}/completion", json={"prompt": "a"}).status_code == 404
+    scripted = Reply(content=" 7", top_logprobs=[{" 7": -0.1, " 8": -2.5, " 9": -3.0}])
+    with OpenAITestServer(slots=1, responder=lambda request: scripted) as server:
+
+        def native(prompt: str, **fields: Any) -> dict[str, Any]:
+            body = {"prompt": prompt, "n_predict": 1, "n_probs": 2, "cache_prompt": True}
+            answer = client.post(f"{server.url}/completion", json={**body, **fields})
+            assert answer.status_code == 200
+            data: dict[str, Any] = answer.json()
+            return data
+
+        first = native("one two three")
+        assert first["content"] == " 7" and first["tokens_predicted"] == 1
+        (generated,) = first["completion_probabilities"]
+        assert generated["token"] == " 7" and generated["logprob"] == -0.1
+        assert [(t["token"], t["logprob"]) for t in generated["top_logprobs"]] == [
+            (" 7", -0.1),
+            (" 8", -2.5),
+        ]
+        assert first["tokens_evaluated"] == 3 and first["timings"]["cache_n"] == 0
+        longer = native("one two three four five")
+        assert longer["tokens_evaluated"] == 5 and longer["timings"]["cache_n"] == 3
+        again = native("one two three four five")
+        assert again["timings"]["cache_n"] == 4, "the last token is evaluated again"
+        assert native("one two six", cache_prompt=False)["timings"]["cache_n"] == 0
+        assert native("one two three")["timings"]["cache_n"] == 2  # the slot held "one two six"
+        assert "completion_probabilities" not in native("one", n_probs=0)
+        assert [r.endpoint for r in server.requests] == ["completion"] * 6
+
+
 def test_slots_make_other_requests_wait_without_a_byte(client: httpx.Client) -> None:
     with OpenAITestServer(slots=1, latency=0.3) as llama:
         first = threading.Thread(target=chat, args=(client, llama))

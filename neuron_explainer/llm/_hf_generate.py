@@ -43,6 +43,7 @@ class GenerationSettings:
     top_logprobs: int | None  # None: no logprobs
     stop: tuple[str, ...]
     seed: int | None
+    schema: str | None = None  # a JSON schema (text) the output must follow: _hf_grammar
 
 
 def _decode_step(
@@ -109,32 +110,21 @@ def generate(
             generator = torch.Generator(device=engine.device).manual_seed(settings.seed)
         results = [Generated(ids=[], stopped=False) for _ in owners]
         limits = [prompts[b][1] for b in owners]
-        eos = set(engine.eos_ids)
-        k = settings.top_logprobs
+        grammars = None
+        if settings.schema is not None:
+            from neuron_explainer.llm._hf_grammar import RowGrammars
+
+            grammars = RowGrammars(engine, settings.schema, len(owners))
         logits, cache = _decode_step(engine, ids, mask, positions, None)
         active = list(range(len(owners)))  # rows still running, in the cache's order
         following = positions[:, -1] + 1
         while active:
-            chosen = _choose(logits, settings, generator)
-            if k is not None:
-                logprobs = torch.log_softmax(logits, dim=-1)
-                own = logprobs.gather(1, chosen[:, None]).squeeze(1).tolist()
-                top = torch.topk(logprobs, k, dim=-1) if k > 0 else None
-            keep = []
-            for i, row in enumerate(active):
-                token = int(chosen[i])
-                result = results[row]
-                if token in eos:
-                    result.stopped = True
-                    continue
-                result.ids.append(token)
-                if k is not None:
-                    result.logprobs.append(own[i])
-                    result.top_ids.append(top.indices[i].tolist() if top is not None else [])
-                    result.top_logprobs.append(top.values[i].tolist() if top is not None else [])
-                if len(result.ids) >= limits[row] or _has_stop(engine, result.ids, settings):
-                    continue
-                keep.append(i)
+            masked = logits if grammars is None else grammars.mask(logits, active)
+            chosen = _choose(masked, settings, generator)
+            step = _Step(engine, settings, logits, chosen, grammars)
+            keep = [
+                i for i, row in enumerate(active) if step.record(results[row], i, row, limits[row])
+            ]
             if not keep:
                 break
             if len(keep) < len(active):
@@ -149,6 +139,45 @@ def generate(
         for row, b in enumerate(owners):
             grouped[b].append(results[row])
         return [group * (settings.n // copies) for group in grouped]
+
+
+class _Step:
+    """One decoding step's choices and their logprobs (from the raw logits), recorded row by
+    row into the completions."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: GenerationSettings,
+        logits: torch.Tensor,
+        chosen: torch.Tensor,
+        grammars: Any,
+    ) -> None:
+        self.engine, self.settings, self.chosen, self.grammars = engine, settings, chosen, grammars
+        self.eos = set(engine.eos_ids)
+        self.k = k = settings.top_logprobs
+        if k is not None:
+            logprobs = torch.log_softmax(logits, dim=-1)
+            self.own = logprobs.gather(1, chosen[:, None]).squeeze(1).tolist()
+            self.top = torch.topk(logprobs, k, dim=-1) if k > 0 else None
+
+    def record(self, result: Generated, i: int, row: int, limit: int) -> bool:
+        """Add the token chosen for batch index ``i`` (completion ``row``) to ``result``;
+        whether the row goes on (no EOS, no stop string, under ``limit``, grammar not done)."""
+        token = int(self.chosen[i])
+        if token in self.eos:
+            result.stopped = True
+            return False
+        result.ids.append(token)
+        if self.k is not None:
+            top = self.top
+            result.logprobs.append(self.own[i])
+            result.top_ids.append(top.indices[i].tolist() if top is not None else [])
+            result.top_logprobs.append(top.values[i].tolist() if top is not None else [])
+        if self.grammars is not None and self.grammars.accept(row, token):
+            result.stopped = True
+            return False
+        return len(result.ids) < limit and not _has_stop(self.engine, result.ids, self.settings)
 
 
 def _has_stop(engine: Engine, ids: list[int], settings: GenerationSettings) -> bool:

@@ -20,6 +20,14 @@ Reading the logits: an LLM that implements `PlaceholderScorer` (the in-process `
 can give the probability of every token that writes a value 0..10 at each placeholder straight
 from its logits, rather than only the values among the top logprobs. With ``digits="auto"`` (the
 default) the simulator uses that when the LLM offers it, so no placeholder ever lacks a number.
+
+Reading one generation per placeholder: a server that cannot score a prompt but can generate
+(llama.cpp) offers ``prefix_logprobs`` (`LLM.aprefix_logprobs`): for the prompt cut at each
+placeholder, the top logprobs of the one token generated there. The prompt up to a placeholder
+is exactly what the model sees before that placeholder in the scored prompt, so the reading is
+the same; it costs one short request per token, each evaluating only the tokens added since the
+last (the server's prompt cache). ``digits="auto"`` uses it when the LLM offers
+``prefix_logprobs`` but not ``prompt_logprobs``.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from neuron_explainer.interfaces import (
 )
 from neuron_explainer.llm.base import (
     LLM,
+    PrefixLogprobsRequest,
+    PrefixLogprobsResponse,
     PromptLogprobsRequest,
     PromptLogprobsResponse,
     required_llm,
@@ -57,6 +67,7 @@ __all__ = [
 ]
 
 PROMPT_VERSION = "prompt-logprob-simulator/1"
+Digits = Literal["top_logprobs", "logits", "prefix_logprobs"]
 PLACEHOLDER = "unknown"
 """What the prompt writes in place of each activation to predict."""
 PREAMBLE = (
@@ -170,13 +181,16 @@ class PromptLogprobSimulator(Simulator):
         top_logprobs: alternatives asked for at each prompt token (1-20).
         digits: where the value distribution comes from: ``"top_logprobs"`` (the values among
             the top alternatives of `LLM.aprompt_logprobs`), ``"logits"`` (every value token,
-            from an LLM that is a `PlaceholderScorer`), or ``"auto"``: ``"logits"`` when the
-            LLM offers it.
+            from an LLM that is a `PlaceholderScorer`), ``"prefix_logprobs"`` (the values among
+            the top alternatives of one token generated at each placeholder,
+            `LLM.aprefix_logprobs`), or ``"auto"``: ``"logits"`` when the LLM offers it, else
+            ``"top_logprobs"`` when it offers ``prompt_logprobs``, else ``"prefix_logprobs"``.
 
     Raises:
         InvalidInputError: no ``llm`` given, or an option out of range.
-        CapabilityError: the LLM does not offer ``prompt_logprobs`` (or, for
-            ``digits="logits"``, is not a `PlaceholderScorer`).
+        CapabilityError: the LLM lacks what ``digits`` reads (with ``"auto"``: it offers
+            neither ``prompt_logprobs`` nor ``prefix_logprobs``; the message names the server
+            and what to change).
     """
 
     name = "llm-prompt-logprob"
@@ -189,7 +203,7 @@ class PromptLogprobSimulator(Simulator):
         llm: LLM | None = None,
         *,
         top_logprobs: int = 15,
-        digits: Literal["auto", "top_logprobs", "logits"] = "auto",
+        digits: Literal["auto", "top_logprobs", "logits", "prefix_logprobs"] = "auto",
     ) -> None:
         llm = required_llm(
             llm,
@@ -199,39 +213,31 @@ class PromptLogprobSimulator(Simulator):
         )
         if not 1 <= top_logprobs <= 20:
             raise InvalidInputError(f"top_logprobs must be within 1-20, got {top_logprobs}")
-        if digits not in ("auto", "top_logprobs", "logits"):
+        if digits not in ("auto", "top_logprobs", "logits", "prefix_logprobs"):
             raise InvalidInputError(
-                f"digits must be 'auto', 'top_logprobs' or 'logits', got {digits!r}"
+                "digits must be 'auto', 'top_logprobs', 'logits' or 'prefix_logprobs', got "
+                f"{digits!r}"
             )
-        scorer = isinstance(llm, PlaceholderScorer)
-        if digits == "logits" and not scorer:
-            raise CapabilityError(
-                f"digits='logits' needs an LLM that reads values from its logits (a "
-                f"PlaceholderScorer, such as the 'hf' provider); {llm.name} is not one"
-            )
-        llm.require(
-            "prompt_logprobs",
-            by="the 'llm-prompt-logprob' (all-at-once) simulator (it reads the logprobs of "
-            "the prompt's placeholder tokens)",
-        )
         self.llm, self.top_logprobs = llm, top_logprobs
-        self.digits: Literal["top_logprobs", "logits"] = (
-            "logits" if digits == "logits" or (digits == "auto" and scorer) else "top_logprobs"
-        )
+        self.digits: Digits = _digits_source(llm, digits)
 
     @property
     def info(self) -> ComponentInfo:
-        """The `recorded_settings`, and ``digits`` when they come from the logits."""
+        """The `recorded_settings`, and ``digits`` unless they come from prompt logprobs."""
         info = super().info
-        if self.digits != "logits":
+        if self.digits == "top_logprobs":
             return info
-        return info.model_copy(update={"settings": {**info.settings, "digits": "logits"}})
+        return info.model_copy(update={"settings": {**info.settings, "digits": self.digits}})
 
     def estimate(self, explanation: Explanation, excerpts: Sequence[Sequence[str]]) -> CallEstimate:
         """The requests and tokens of simulating ``excerpts``, sending nothing: one request
         per non-empty excerpt, its `build_all_at_once_prompt` counted by `estimate_tokens`
         (plus `REQUEST_OVERHEAD`), and the LLM's ``prompt_logprobs_max_tokens`` (if it has
-        one, else 0) of completion each. Not priced (``cost_usd`` is ``None``)."""
+        one, else 0) of completion each. Reading ``prefix_logprobs``: one request per token,
+        its prompt up to the token's placeholder (most of it from the server's cache, but
+        counted), and one completion token each. Not priced (``cost_usd`` is ``None``)."""
+        if self.digits == "prefix_logprobs":
+            return self._estimate_prefixes(explanation, excerpts)
         per_request = getattr(self.llm, "prompt_logprobs_max_tokens", None) or 0
         prompts = [build_all_at_once_prompt(explanation, t)[0] for t in excerpts if t]
         return CallEstimate.of(
@@ -239,6 +245,18 @@ class PromptLogprobSimulator(Simulator):
             requests=len(prompts),
             prompt_tokens=sum(estimate_tokens(p) + REQUEST_OVERHEAD for p in prompts),
             completion_tokens=per_request * len(prompts),
+        )
+
+    def _estimate_prefixes(
+        self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
+    ) -> CallEstimate:
+        requests = tokens = 0
+        for excerpt in excerpts:
+            prompt, offsets = build_all_at_once_prompt(explanation, excerpt)
+            requests += len(offsets)
+            tokens += sum(estimate_tokens(prompt[:o]) + REQUEST_OVERHEAD for o in offsets)
+        return CallEstimate.of(
+            self, requests=requests, prompt_tokens=tokens, completion_tokens=requests
         )
 
     async def asimulate(
@@ -255,6 +273,12 @@ class PromptLogprobSimulator(Simulator):
         prompt, offsets = build_all_at_once_prompt(explanation, tokens)
         if self.digits == "logits":
             return await self._from_logits(prompt, tokens, offsets)
+        if self.digits == "prefix_logprobs":
+            request = PrefixLogprobsRequest(
+                prompt=prompt, offsets=tuple(offsets), top_logprobs=self.top_logprobs
+            )
+            answer = await self.llm.aprefix_logprobs(request)
+            return _read_prefixes(self.llm.name, answer, tokens)
         response = await self.llm.aprompt_logprobs(
             PromptLogprobsRequest(prompt=prompt, top_logprobs=self.top_logprobs)
         )
@@ -278,3 +302,77 @@ class PromptLogprobSimulator(Simulator):
                     f"({token!r})"
                 )
         return simulation_from_distributions(tokens, distributions)
+
+
+def _read_prefixes(
+    name: str, answer: PrefixLogprobsResponse, tokens: Sequence[str]
+) -> SequenceSimulation:
+    """The simulation from the alternatives generated at each placeholder.
+
+    Raises:
+        SimulationError: the answer does not hold one reading per token, or a reading holds
+            no number among its alternatives (never read as a zero).
+    """
+    if len(answer.prefixes) != len(tokens):
+        raise SimulationError(
+            f"{name}: {len(answer.prefixes)} prefix readings for {len(tokens)} tokens"
+        )
+    distributions = []
+    for i, (token, prefix) in enumerate(zip(tokens, answer.prefixes, strict=True), start=1):
+        found = digit_probabilities((t.token, t.logprob) for t in prefix.top_logprobs)
+        if not found:
+            raise SimulationError(
+                f"{name}: no activation number among the top logprobs generated at token {i} "
+                f"({token!r}), offset {prefix.offset}: "
+                f"{[t.token for t in prefix.top_logprobs]}; raise top_logprobs"
+            )
+        distributions.append(found)
+    return simulation_from_distributions(tokens, distributions)
+
+
+def _server_of(llm: LLM) -> str:
+    """`` at <base URL>`` for an LLM behind a server, else nothing."""
+    try:
+        url = llm.info.settings.get("base_url")
+    except InvalidInputError:  # an unusable OPENAI_BASE_URL: the request will say so
+        return ""
+    return f" at {url}" if isinstance(url, str) else ""
+
+
+def _digits_source(llm: LLM, digits: str) -> Digits:
+    """Where ``digits`` (``"auto"`` or a source) reads from for ``llm``, checked.
+
+    Raises:
+        CapabilityError: ``llm`` lacks it; for ``"auto"``, a message naming the simulator, the
+            server and what to change.
+    """
+    by = "the 'llm-prompt-logprob' (all-at-once) simulator"
+    scorer = isinstance(llm, PlaceholderScorer)
+    if digits == "logits" or (digits == "auto" and scorer):
+        if not scorer:
+            raise CapabilityError(
+                f"digits='logits' needs an LLM that reads values from its logits (a "
+                f"PlaceholderScorer, such as the 'hf' provider); {llm.name} is not one"
+            )
+        llm.require("prompt_logprobs", by=f"{by} (it reads the prompt's placeholder tokens)")
+        return "logits"
+    if digits == "top_logprobs":
+        llm.require("prompt_logprobs", by=f"{by} (it reads the prompt's placeholder tokens)")
+        return "top_logprobs"
+    if digits == "prefix_logprobs":
+        llm.require("prefix_logprobs", by=f"{by} (digits='prefix_logprobs')")
+        return "prefix_logprobs"
+    if "prompt_logprobs" in llm.capabilities:
+        return "top_logprobs"
+    if "prefix_logprobs" in llm.capabilities:
+        return "prefix_logprobs"
+    offered = ", ".join(sorted(llm.capabilities)) or "nothing"
+    raise CapabilityError(
+        f"{by} reads the model's probability of each activation value at every placeholder, "
+        f"so it needs 'prompt_logprobs' (a server that scores a prompt: vLLM, a completions "
+        f"API with echo) or 'prefix_logprobs' (llama.cpp's /completion with n_probs); "
+        f"{llm.name}{_server_of(llm)} offers neither (it offers: {offered}). For a llama.cpp "
+        f"server use the 'llamacpp' provider ('llamacpp:{llm.model}'); for vLLM give the "
+        "'openai' provider capabilities including 'prompt_logprobs'; in-process, use "
+        "'hf:MODEL'; or choose the 'llm-json' simulator, which needs only chat"
+    )
