@@ -7,8 +7,8 @@ row of a batch has its own matcher, which gives a bitmask of the tokens that kee
 prefix of some valid document, and the logits of every other token are set to ``-inf`` before
 the next token is chosen. The end-of-sequence tokens are allowed only once the document is
 complete, so an answer that ends by itself parses; white space between JSON tokens is bounded
-(`MAX_WHITESPACE`), so a model cannot pad until its token limit. The reported logprobs stay those of the raw
-logits (what the model would have said), as without a schema.
+(`MAX_WHITESPACE`), so a model cannot pad until its token limit. The reported logprobs stay
+those of the raw logits (what the model would have said), as without a schema.
 
 Importing this module imports neither xgrammar nor torch; `available` tells, without importing
 it, whether xgrammar is installed (the ``hf`` provider then declares ``json_schema``).
@@ -66,7 +66,7 @@ def schema_text(response_format: Mapping[str, Any] | None) -> str | None:
 
 def _compiler(engine: Any) -> Any:
     """The grammar compiler for ``engine``'s tokenizer (made once per engine)."""
-    import xgrammar
+    import xgrammar  # type: ignore[import-not-found, unused-ignore]
 
     with _lock:
         compiler = _compilers.get(engine)
@@ -92,7 +92,7 @@ class RowGrammars:
 
     def __init__(self, engine: Any, schema: str, rows: int) -> None:
         try:
-            import xgrammar
+            import xgrammar  # type: ignore[import-not-found, unused-ignore]
         except ImportError:  # pragma: no cover - the provider declares json_schema only with it
             raise InvalidInputError(
                 'constrained JSON output with hf needs xgrammar: pip install "neuron-explainer'
