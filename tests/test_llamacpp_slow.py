@@ -6,7 +6,10 @@ poorly): real chat logprobs parse; real digit logprobs become simulated distribu
 ``/v1/completions`` with ``echo`` gives back; and that ``explain_neuron`` with LLM components
 configured only through ``OPENAI_BASE_URL`` ends in a result or a typed error; and, on a server
 with two slots, that long simulations stream under a short timeout with the concurrency set to
-the slot count (issue 14). About 1.5 minutes on 2 idle CPU cores, several when they are busy.
+the slot count (issue 14); and (issue 15) the all-at-once simulator through prefix logprobs
+from the native ``/completion`` (each request evaluating only the new tokens, and what the
+cache gives equal to a fresh evaluation), and prefills continued, the same text streamed or
+not. About 2.5 minutes on 2 idle CPU cores, several when they are busy.
 """
 
 from __future__ import annotations
@@ -21,13 +24,25 @@ import pytest
 from llamacpp_server import LlamaCppServer, llamacpp_server
 
 from neuron_explainer import ExplanationResult, explain_neuron
-from neuron_explainer.errors import InvalidResponseError, SimulationError
-from neuron_explainer.llm.base import Capability, ChatRequest, Message, PromptLogprobsRequest
+from neuron_explainer.errors import CapabilityError, InvalidResponseError, SimulationError
+from neuron_explainer.llm.base import (
+    Capability,
+    ChatRequest,
+    Message,
+    PrefixLogprobsRequest,
+    PromptLogprobsRequest,
+)
+from neuron_explainer.llm.llamacpp import LlamaCppLLM
 from neuron_explainer.llm.openai import OpenAILLM
+from neuron_explainer.llm.prompts import digit_value
 from neuron_explainer.llm.usage import track_usage
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
 from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator
 from neuron_explainer.simulators.json_output import JSONSimulator
+from neuron_explainer.simulators.prompt_logprob import (
+    PromptLogprobSimulator,
+    build_all_at_once_prompt,
+)
 from neuron_explainer.testing.records import number_neuron_record
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
@@ -258,3 +273,95 @@ def test_long_simulations_stream_under_a_short_timeout_two_at_a_time(
     # The 0.5B model may miscount the tokens: a SimulationError about the content is accepted
     # (LLM errors are not wrapped in it, they are raised above).
     assert len(outcomes) == 2
+
+
+# -- issue 15: prefix logprobs (the all-at-once simulator on llama.cpp) and prefills --------------
+
+DOG = Explanation(text="the word 'dog'", explainer=ComponentInfo(name="fixed"))
+TOKENS = ["The", " dog", " barked", " at", " the", " cat", "."]
+
+
+def _llamacpp(server: LlamaCppServer, **options: object) -> LlamaCppLLM:
+    return LlamaCppLLM(
+        server.model, base_url=server.base_url, cache=False, timeout=180.0, **options
+    )
+
+
+def test_prefix_logprobs_evaluate_only_the_new_tokens(server: LlamaCppServer) -> None:
+    prompt, offsets = build_all_at_once_prompt(DOG, TOKENS)
+    llm = _llamacpp(server)
+    first = llm.prefix_logprobs(PrefixLogprobsRequest(prompt=prompt, offsets=tuple(offsets[:1])))
+    answer = llm.prefix_logprobs(PrefixLogprobsRequest(prompt=prompt, offsets=tuple(offsets)))
+    assert llm.settings.slots == 1  # asked with GET /props
+    assert [p.offset for p in answer.prefixes] == offsets
+    # After the first prefix (in the slot's cache from the call before), each request
+    # evaluates a few tokens: the placeholder, the newline and the next token and tab.
+    evaluated = answer.usage.prompt_tokens - answer.usage.cached_tokens
+    assert first.usage.prompt_tokens > 400 and evaluated <= 8 * len(TOKENS)
+    assert answer.usage.completion_tokens == len(TOKENS)
+    for prefix in answer.prefixes:
+        assert len(prefix.top_logprobs) == 15
+        assert any(digit_value(t.token) is not None for t in prefix.top_logprobs)
+    # What the cache gives is what a fresh evaluation gives, to the noise of the quantised
+    # CPU kernels between batch sizes (probabilities within 0.05; 0.03 apart on the build
+    # tested): the last prefix again, without the cache.
+    body = {
+        "prompt": prompt[: offsets[-1]],
+        "n_predict": 1,
+        "n_probs": 15,
+        "temperature": 0.0,
+        "cache_prompt": False,
+    }
+    root = server.base_url.removesuffix("/v1")
+    fresh = httpx.post(f"{root}/completion", json=body, timeout=300).json()
+    fresh_top = {
+        t["token"]: t["logprob"] for t in fresh["completion_probabilities"][0]["top_logprobs"]
+    }
+    assert fresh["timings"]["cache_n"] == 0
+    for alternative in answer.prefixes[-1].top_logprobs[:5]:
+        cached_p, fresh_p = math.exp(alternative.logprob), math.exp(fresh_top[alternative.token])
+        assert math.isclose(cached_p, fresh_p, abs_tol=0.05), (alternative, fresh_top)
+
+
+def test_the_all_at_once_simulator_reads_each_placeholder(server: LlamaCppServer) -> None:
+    simulator = PromptLogprobSimulator(_llamacpp(server))
+    assert simulator.digits == "prefix_logprobs"
+    simulation = simulator.simulate(DOG, TOKENS)
+    assert simulation.tokens == tuple(TOKENS)
+    assert simulation.distribution_values and simulation.distribution_probabilities
+    for value, probabilities in zip(
+        simulation.expected_activations, simulation.distribution_probabilities, strict=True
+    ):
+        assert 0.0 <= value <= 10.0
+        assert math.isclose(sum(probabilities), 1.0, rel_tol=1e-6)
+
+
+PREFILLED = (
+    Message(role="user", content="List three fruits as a JSON object."),
+    Message(role="assistant", content='{"fruits": ["apple",'),
+)
+
+
+def test_a_prefill_is_continued_streamed_or_not(server: LlamaCppServer) -> None:
+    """llama.cpp repeats the prefill at the start of a whole answer's text, not in streamed
+    deltas; the backend gives the continuation either way, the same text."""
+    texts = []
+    for stream in (False, True):
+        llm = _llamacpp(server, stream=stream)
+        for logprobs in (False, True):
+            request = ChatRequest(
+                messages=PREFILLED,
+                max_tokens=12,
+                logprobs=logprobs,
+                top_logprobs=1 if logprobs else None,
+            )
+            (choice,) = llm.chat(request).choices
+            texts.append(choice.text)
+            if choice.logprobs is not None:
+                assert "".join(t.token for t in choice.logprobs) == choice.text
+    assert len(set(texts)) == 1, texts
+    (text,) = set(texts)
+    assert text and not text.startswith('{"fruits"')
+    assert (PREFILLED[-1].content + text).startswith('{"fruits": ["apple", "')
+    with pytest.raises(CapabilityError, match="'prefill'"):
+        OpenAILLM(server.model, base_url=server.base_url).chat(ChatRequest(messages=PREFILLED))
