@@ -273,5 +273,6 @@ def report(
                 out,
                 title=title or f"neuron_explainer report: {db.stem}",
                 failures=store.failures(),
+                simulation=store.simulation(),
             )
         typer.echo(str(path))

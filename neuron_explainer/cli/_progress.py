@@ -12,7 +12,12 @@ from neuron_explainer.interfaces import Explainer, Simulator
 if TYPE_CHECKING:
     from neuron_explainer.cli._support import Steps, Task
     from neuron_explainer.records import ActivationRecord
-    from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
+    from neuron_explainer.results import (
+        ComponentInfo,
+        Explanation,
+        SequenceSimulation,
+        SimulationFailure,
+    )
 
 T = TypeVar("T")
 
@@ -129,6 +134,26 @@ class _ShownSimulator(Simulator):
             simulation = await inner.asimulate(explanation, tokens)
             done(1)
             return simulation
+
+        return await gather_or_cancel(*(one(tokens) for tokens in sequences))
+
+    async def asimulate_each(
+        self, explanation: Explanation, sequences: Sequence[Sequence[str]]
+    ) -> list[SequenceSimulation | SimulationFailure]:
+        done = self._phases.simulating(len(sequences))
+        inner = self._inner
+        if (
+            type(inner).asimulate_each is not Simulator.asimulate_each
+            or type(inner).asimulate_many is not Simulator.asimulate_many
+        ):
+            outcomes = await inner.asimulate_each(explanation, sequences)
+            done(len(sequences))
+            return outcomes
+
+        async def one(tokens: Sequence[str]) -> SequenceSimulation | SimulationFailure:
+            (outcome,) = await inner.asimulate_each(explanation, [tokens])
+            done(1)
+            return outcome
 
         return await gather_or_cancel(*(one(tokens) for tokens in sequences))
 

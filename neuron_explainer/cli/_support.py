@@ -387,7 +387,14 @@ def print_result(result: ExplanationResult, corpus: str) -> None:
     rows += [
         ("score (top-and-random correlation)", _score(*_value(scored.correlation))),
         ("random-only correlation", _score(*_value(scored.random_correlation))),
+        ("scored on", f"{scored.n_sequences} excerpts ({scored.n_failed} failed)"),
     ]
+    if result.simulation is not None:
+        rows.append(("simulations", result.simulation.describe()))
+    for failed in scored.failed[:SHOWN_FAILURES]:
+        where = f"{failed.split} {failed.source} {failed.index + 1}"
+        message = " ".join(failed.failure.message.split())[:200]
+        rows.append((f"failed ({where})", f"{failed.failure.reason}: {message}"))
     usage = result.usage
     if usage.calls or usage.cache_hits:
         rows.append(
@@ -428,6 +435,9 @@ def print_summary(outcome: Any) -> int:
         f"(of {outcome.total}) in {outcome.elapsed_s:.1f} s"
     )
     _print_failures(outcome.failures)
+    simulation = getattr(outcome, "simulation", None)
+    if simulation is not None and simulation.attempted:
+        typer.echo(f"simulations: {simulation.describe()}")
     typer.echo(
         f"LLM usage: {usage.calls} calls ({usage.cache_hits} cached), {usage.prompt_tokens} "
         f"prompt + {usage.completion_tokens} completion tokens, ${usage.cost_usd:.4f}"
