@@ -327,6 +327,15 @@ def test_a_json_schema_holds_the_answer_of_a_random_model(llm: HFLLM) -> None:
         assert isinstance(json.loads(choice.text), dict)
 
 
+@pytest.mark.skipif(not XGRAMMAR, reason="needs xgrammar (the hf-json extra)")
+def test_a_schema_xgrammar_cannot_compile_is_refused(llama: HFLLM) -> None:
+    bad = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "nonsense"}}}
+    with pytest.raises(InvalidInputError, match="cannot compile the JSON schema"):
+        llama.chat(ChatRequest(messages=MESSAGES, max_tokens=5, response_format=bad))
+    ok = llama.chat(ChatRequest(messages=MESSAGES, max_tokens=3))  # the model still answers
+    assert ok.choices[0].finish_reason == "length"
+
+
 def test_concurrent_greedy_chats_are_generated_in_one_batch(
     llama: HFLLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
