@@ -36,7 +36,12 @@ from neuron_explainer import (  # noqa: E402
     explain_neuron,
 )
 from neuron_explainer.explainers.llm import LLMExplainer  # noqa: E402
-from neuron_explainer.llm import ChatRequest, Message, PromptLogprobsRequest  # noqa: E402
+from neuron_explainer.llm import (  # noqa: E402
+    ChatRequest,
+    Message,
+    PromptLogprobsRequest,
+    _hf_grammar,
+)
 from neuron_explainer.llm.hf import HFLLM  # noqa: E402
 from neuron_explainer.llm.usage import track_usage  # noqa: E402
 from neuron_explainer.plugins import Registry  # noqa: E402
@@ -672,7 +677,10 @@ def test_chat_simulators_read_the_answer_hf_generates(
     tokens = [" The", " year", " 1999", " had", " 12", " months"]
     truth = [10.0 if t.strip().isdigit() else 0.0 for t in tokens]
     # The request the simulator sends (captured from a scripted model that answers badly).
-    scripted = ScriptedLLM(capabilities=("chat", "chat_logprobs"), default="?")
+    # It offers what HFLLM offers here (``json_schema`` with the hf-json extra), so both
+    # requests use the same answer format.
+    offered = ("chat", "chat_logprobs") + (("json_schema",) if _hf_grammar.available() else ())
+    scripted = ScriptedLLM(capabilities=offered, default="?")
     with pytest.raises(SimulationError):
         asyncio.run(simulator_class(scripted, retries=0).asimulate(EXPLANATION, tokens))
     request = scripted.requests[0]

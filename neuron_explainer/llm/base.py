@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, JsonValue, model_validator
 
 from neuron_explainer._aio import run_sync
 from neuron_explainer.errors import CapabilityError, InvalidInputError
@@ -27,6 +27,9 @@ __all__ = [
     "ChatResponse",
     "Choice",
     "Message",
+    "PrefixLogprobs",
+    "PrefixLogprobsRequest",
+    "PrefixLogprobsResponse",
     "PromptLogprobsRequest",
     "PromptLogprobsResponse",
     "PromptToken",
@@ -36,10 +39,23 @@ __all__ = [
     "required_llm",
 ]
 
-Capability = Literal["chat", "chat_logprobs", "prompt_logprobs", "json_schema"]
-CAPABILITIES: tuple[Capability, ...] = ("chat", "chat_logprobs", "prompt_logprobs", "json_schema")
+Capability = Literal[
+    "chat", "chat_logprobs", "prompt_logprobs", "json_schema", "prefix_logprobs", "prefill"
+]
+CAPABILITIES: tuple[Capability, ...] = (
+    "chat",
+    "chat_logprobs",
+    "prompt_logprobs",
+    "json_schema",
+    "prefix_logprobs",
+    "prefill",
+)
 """What an LLM can offer: chat completions; logprobs (with top alternatives) on generated
-tokens; logprobs on prompt tokens; structured output constrained by a JSON schema."""
+tokens; logprobs on prompt tokens; structured output constrained by a JSON schema; the top
+logprobs of the token that follows each of several prefixes of a prompt (`LLM.aprefix_logprobs`:
+one short generation per prefix, e.g. llama.cpp's ``/completion`` with ``n_probs``); chat
+requests whose last message is the assistant's partial text, continued rather than answered
+(``prefill``: llama.cpp, vLLM and ``hf`` do it; OpenAI's API does not)."""
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,6 +74,9 @@ class ChatRequest(BaseModel):
 
     ``logprobs``/``top_logprobs`` ask for log probabilities of the generated tokens;
     ``response_format`` is a JSON schema the output must follow (needs ``json_schema``).
+    A last message with role ``"assistant"`` is a prefill (needs ``prefill``): the model
+    continues that text, without an end of turn after it, and each choice's text (and its
+    logprobs) holds only what it generated after it.
     """
 
     model_config = _FROZEN
@@ -159,6 +178,55 @@ class PromptLogprobsResponse(_Answer):
     tokens: tuple[PromptToken, ...] = Field(min_length=1)
 
 
+class PrefixLogprobsRequest(BaseModel):
+    """Read the model's next-token distribution after several prefixes of one raw prompt: for
+    each character offset, the top ``top_logprobs`` alternatives of the token that would follow
+    ``prompt[:offset]`` (generated, not scored: a server answers one short generation per
+    prefix, e.g. llama.cpp's ``/completion`` with ``n_probs``, reusing its cache of the prompt
+    before). Needs the ``prefix_logprobs`` capability.
+
+    ``offsets`` are strictly increasing and within ``1..len(prompt)``, so each prefix extends
+    the one before (which is what lets a server's prompt cache evaluate only the new tokens).
+
+    Raises:
+        ValidationError: offsets that are empty, not increasing or outside the prompt.
+    """
+
+    model_config = _FROZEN
+
+    prompt: str = Field(min_length=1)
+    offsets: tuple[int, ...] = Field(min_length=1)
+    top_logprobs: int = Field(default=15, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _check_offsets(self) -> PrefixLogprobsRequest:
+        previous = 0
+        for offset in self.offsets:
+            if not previous < offset <= len(self.prompt):
+                raise ValueError(
+                    f"offsets must increase strictly within 1..{len(self.prompt)} (the prompt's "
+                    f"length); got {offset} after {previous}"
+                )
+            previous = offset
+        return self
+
+
+class PrefixLogprobs(BaseModel):
+    """The next-token alternatives after ``prompt[:offset]``, most likely first."""
+
+    model_config = _FROZEN
+
+    offset: int = Field(ge=1)
+    top_logprobs: tuple[TopLogprob, ...] = Field(min_length=1)
+
+
+class PrefixLogprobsResponse(_Answer):
+    """One `PrefixLogprobs` per requested offset, in order, and the usage (``prompt_tokens``
+    counts every prefix's tokens; ``cached_tokens`` those the server took from its cache)."""
+
+    prefixes: tuple[PrefixLogprobs, ...] = Field(min_length=1)
+
+
 class LLM(ABC):
     """A chat model behind some provider. Implement `achat`.
 
@@ -197,6 +265,22 @@ class LLM(ABC):
         """
         self.require("prompt_logprobs", by="a prompt-logprob request")
         raise NotImplementedError  # pragma: no cover - a provider that claims it overrides this
+
+    async def aprefix_logprobs(self, request: PrefixLogprobsRequest) -> PrefixLogprobsResponse:
+        """The top logprobs of the token that follows each prefix ``request.prompt[:offset]``
+        (see `PrefixLogprobsRequest`). Override it and add ``"prefix_logprobs"`` to
+        `capabilities`.
+
+        Raises:
+            CapabilityError: this LLM does not offer ``prefix_logprobs`` (the default).
+            LLMError: the call failed.
+        """
+        self.require("prefix_logprobs", by="a prefix-logprob request")
+        raise NotImplementedError  # pragma: no cover - a provider that claims it overrides this
+
+    def prefix_logprobs(self, request: PrefixLogprobsRequest) -> PrefixLogprobsResponse:
+        """Sync twin of `aprefix_logprobs`."""
+        return run_sync(self.aprefix_logprobs(request))
 
     async def acomplete(self, messages: Sequence[Message], **options: Any) -> ChatResponse:
         """Shortcut for ``achat(ChatRequest(messages=messages, **options))``."""

@@ -6,7 +6,9 @@ serves the `LLM` contract with no server and no network:
 
 * `achat`: the tokenizer's chat template (``add_generation_prompt=True``), then generation:
   greedy at temperature 0, sampling otherwise (``top_p``/``top_k`` options), ``n`` candidates,
-  stop strings, and per-token logprobs with top alternatives from the raw logits.
+  stop strings, and per-token logprobs with top alternatives from the raw logits. A final
+  assistant message is continued (a prefill); a ``response_format`` JSON schema is enforced by
+  xgrammar's token masks when it is installed (the ``hf-json`` extra).
 * `aprompt_logprobs`: one forward pass over the prompt; token ``i`` gets the log-softmax of the
   prediction made at position ``i - 1`` (the first token, which has no context, gets none).
   This is what the paper's "all at once" simulator reads, with no generation at all.
@@ -34,6 +36,8 @@ from typing import Any, Literal
 
 from neuron_explainer._aio import run_sync
 from neuron_explainer.errors import InvalidInputError
+from neuron_explainer.llm import _hf_grammar
+from neuron_explainer.llm._prefill import check_chat_request, prefill_of
 from neuron_explainer.llm.base import (
     LLM,
     Capability,
@@ -206,7 +210,9 @@ class HFLLM(LLM):
         if self.engine.has_offsets:
             offered.add("prompt_logprobs")
         if getattr(loaded.tokenizer, "chat_template", None):
-            offered.update(("chat", "chat_logprobs"))
+            offered.update(("chat", "chat_logprobs", "prefill"))
+            if _hf_grammar.available():  # the hf-json extra: constrained decoding
+                offered.add("json_schema")
         self.capabilities = frozenset(offered)
         self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = (
             weakref.WeakKeyDictionary()
@@ -389,13 +395,16 @@ class HFLLM(LLM):
 
     def chat_prompt(self, request: ChatRequest) -> str:
         """The text the chat template makes of ``request.messages`` (with the assistant turn
-        opened)."""
+        opened); a final assistant message (a prefill) is written after the opened turn as it
+        is, with no end of turn, as llama.cpp's server does."""
         self.require("chat", by="a chat request")
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        prefill = prefill_of(request)
+        kept = request.messages[:-1] if prefill is not None else request.messages
+        messages = [{"role": m.role, "content": m.content} for m in kept]
         text: str = self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )
-        return text
+        return text + (prefill or "")
 
     async def achat(self, request: ChatRequest) -> ChatResponse:
         """Generate ``request.n`` completions of the chat (batched with concurrent greedy
@@ -407,18 +416,18 @@ class HFLLM(LLM):
         logprob and ``top_logprobs`` alternatives from the model's raw logits; the tokens'
         texts concatenate to the choice's text.
 
+        A ``response_format`` (JSON schema or object) is held by xgrammar's token masks (see
+        `neuron_explainer.llm._hf_grammar`); a final assistant message is continued (prefill).
+
         Raises:
             CapabilityError: the tokenizer has no chat template (pass ``chat_template=``), or
-                the request asks for a ``response_format`` (no ``json_schema`` here).
+                the request asks for a ``response_format`` without xgrammar installed.
+            InvalidInputError: a ``response_format`` that is not a JSON schema or object.
             BadRequestError: the prompt is longer than the model's context.
         """
         from neuron_explainer.llm._hf_generate import GenerationSettings, derive_seed
 
-        self.require("chat", by="a chat request")
-        if request.logprobs:
-            self.require("chat_logprobs", by="a chat request with logprobs")
-        if request.response_format is not None:
-            self.require("json_schema", by="a chat request with a response_format")
+        check_chat_request(self, request)
         prompt = self.chat_prompt(request)
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         self.engine.check_length(len(ids), "the chat prompt")
@@ -437,6 +446,7 @@ class HFLLM(LLM):
             top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
             stop=request.stop or (),
             seed=seed,
+            schema=_hf_grammar.schema_text(request.response_format),
         )
         # Sampled requests run alone (their seed must not depend on their batch).
         key = (settings, object()) if sample else settings

@@ -35,6 +35,8 @@ from neuron_explainer._aio import run_sync
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.llm import _settings
 from neuron_explainer.llm._answers import cached_answer, parse_answer
+from neuron_explainer.llm._llamacpp import prefix_logprobs
+from neuron_explainer.llm._prefill import check_chat_request, prefill_of
 from neuron_explainer.llm._settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_TIMEOUT,
@@ -437,8 +439,8 @@ class OpenAILLM(LLM):
         """Send ``request`` to ``{base_url}/chat/completions``.
 
         Raises:
-            CapabilityError: the request asks for logprobs or a ``response_format`` this LLM
-                was not configured to offer.
+            CapabilityError: the request asks for logprobs, a ``response_format`` or a prefill
+                this LLM was not configured to offer (a prefill never to OpenAI's own API).
             BudgetExceededError: an open usage meter's budget could be exceeded (nothing sent).
             AuthenticationError: no API key for a remote server, or HTTP 401/403.
             BadRequestError: HTTP 400/404/422 and other 4xx (not retried).
@@ -447,18 +449,14 @@ class OpenAILLM(LLM):
             InvalidResponseError: an answer that is not JSON on every attempt, or JSON that is
                 not a chat completion.
         """
-        self.require("chat", by="a chat request")
-        if request.logprobs:
-            self.require("chat_logprobs", by="a chat request with logprobs")
-        if request.response_format is not None:
-            self.require("json_schema", by="a chat request with a response_format")
+        check_chat_request(self, request, self.base_url)
         chars = sum(len(m.content) for m in request.messages)
         prompt_tokens = math.ceil(chars / 4) + _MESSAGE_OVERHEAD * len(request.messages)
         completion = self._completion_cap(request.max_tokens, prompt_tokens) * request.n
         return await self._call(
             "chat/completions",
             ChatCompletionBody.of(self.model, request).wire(),
-            lambda data: parse_chat(data, request.n),
+            lambda data: parse_chat(data, request.n, prefill=prefill_of(request)),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion,
             streamable=True,
@@ -497,3 +495,5 @@ class OpenAILLM(LLM):
     def prompt_logprobs(self, request: PromptLogprobsRequest) -> PromptLogprobsResponse:
         """Sync twin of `aprompt_logprobs`."""
         return run_sync(self.aprompt_logprobs(request))
+
+    aprefix_logprobs = prefix_logprobs  # llama.cpp's /completion: see llm._llamacpp

@@ -80,6 +80,12 @@ _BUILTINS: dict[str, list[tuple[str, Callable[..., Any], tuple[str, ...], str]]]
             "OpenAI and OpenAI-compatible servers (OPENAI_API_KEY, OPENAI_BASE_URL)",
         ),
         (
+            "llamacpp",
+            _llm_provider("neuron_explainer.llm.llamacpp.LlamaCppLLM"),
+            (),
+            "llama.cpp's server: OpenAI-compatible, plus prefix logprobs from its /completion",
+        ),
+        (
             "hf",
             _llm_provider("neuron_explainer.llm.hf.HFLLM"),
             (),
