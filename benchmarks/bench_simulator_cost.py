@@ -96,28 +96,33 @@ class Counter:
         self.prompt += self.count(prompt)
 
 
-LISTING = re.compile(r"(?:Tokens \((\d+)\)|Excerpt \d+ \((\d+) tokens\)), one per line:\n<start>\n")
-JSON_LIST = re.compile(r"as a JSON list:\n(.*)\n")
+LISTING = re.compile(r"(?:Tokens \((\d+)\)|Excerpt \d+ \((\d+) tokens\)), numbered:\n")
 
 
 def chat_answer(request: ChatRequest) -> str:
-    """What a perfect model writes to a simulator or explainer request."""
+    """What a perfect model writes to a simulator or explainer request: the numbered JSON
+    object when the simulator's system prompt asks for JSON, else numbered lines."""
     user = request.messages[1].content if len(request.messages) > 1 else ""
     last = request.messages[-1].content
     if "Explanation of neuron behavior" in last:
         return "capitalised words, mostly at the start of sentences and in names."
-    if "JSON list" in user:
-        lists = [json.loads(m) for m in JSON_LIST.findall(user)]
-        values = [[10 if fires(t) else 0 for t in tokens] for tokens in lists]
-        if len(values) == 1:
-            return json.dumps({"activations": values[0]})
-        return json.dumps({f"excerpt_{i}": v for i, v in enumerate(values, start=1)})
-    excerpts = [user[m.end() :].split("\n")[: int(m[1] or m[2])] for m in LISTING.finditer(user)]
+    excerpts = [
+        [line.partition("\t")[2] for line in user[m.end() :].split("\n")[: int(m[1] or m[2])]]
+        for m in LISTING.finditer(user)
+    ]
+    if "JSON" in request.messages[0].content:
+        objects = [
+            {f"{i} {t.strip() or t}": 10 if fires(t) else 0 for i, t in enumerate(shown, 1)}
+            for shown in excerpts
+        ]
+        if len(objects) == 1:
+            return json.dumps(objects[0])
+        return json.dumps({f"excerpt_{i}": o for i, o in enumerate(objects, start=1)})
     lines = []
     for i, shown in enumerate(excerpts, start=1):
         if len(excerpts) > 1:
             lines.append(f"Excerpt {i}")
-        lines.extend(f"{t}\t{10 if fires(t) else 0}" for t in shown)
+        lines.extend(f"{j}\t{10 if fires(t) else 0}" for j, t in enumerate(shown, start=1))
     return "\n".join(lines) + "\n"
 
 
@@ -181,6 +186,10 @@ def main() -> None:
         (
             "llm-chat-logprob, 10 excerpts/request",
             lambda llm: ChatLogprobSimulator(llm, excerpts_per_request=10),
+        ),
+        (
+            "llm-chat-logprob, lines, 1 excerpt/request",
+            lambda llm: ChatLogprobSimulator(llm, format="lines"),
         ),
         ("llm-json, 1 excerpt/request", lambda llm: JSONSimulator(llm)),
         ("llm-json, 5 excerpts/request", lambda llm: JSONSimulator(llm, excerpts_per_request=5)),

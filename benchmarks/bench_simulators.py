@@ -254,7 +254,7 @@ async def simulate_one(simulator: Any, text: str, tokens: list[str]) -> dict[str
         else:
             outcome = {
                 "ok": True,
-                "prediction": [float(v) for v in simulation.expected_activations],
+                "prediction": [round(float(v), 5) for v in simulation.expected_activations],
             }
     usage = meter.summary
     outcome.update(

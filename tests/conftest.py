@@ -23,6 +23,7 @@ def _model_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory)
     if "NEURON_EXPLAINER_MODEL_CACHE" not in os.environ:
         os.environ["NEURON_EXPLAINER_MODEL_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
 
+
 # Property tests explore new examples locally; in CI (CI=true) they replay a fixed sequence so a
 # red run can be reproduced.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ from neuron_explainer import (
     SimulationError,
 )
 from neuron_explainer.explainers.llm import LLMExplainer, clean_explanation
+from neuron_explainer.interfaces import track_simulations
 from neuron_explainer.llm import LLM, ChatRequest, ChatResponse, Choice, Message
 from neuron_explainer.llm.prompts import escape_token, extract_json_object, render_records
 from neuron_explainer.simulators.json_output import JSONSimulator, parse_activations
@@ -106,26 +108,87 @@ EXPLANATION = Explanation(text="cats", explainer=ComponentInfo(name="x"))
 
 
 def test_json_simulator_retries_then_fails_never_zeros() -> None:
-    llm = Canned(["oops", '{"activations": [1, 2, 3]}', '{"activations": [0, 9]}'])
+    llm = Canned(["oops", '{"1 a": 1, "3 x": 3}', '{"2 cat": 9, "1 a": 0}'])
     sim = JSONSimulator(llm, retries=2).simulate(EXPLANATION, [" a", " cat"])
     assert sim.expected_activations == (0.0, 9.0) and sim.scale == "simulated_0_10"
-    assert len(llm.requests) == 3
+    assert len(llm.requests) == 3, "the second answer has no value for token 2"
     prompt = llm.requests[0].messages[-1].content
-    assert json.dumps([" a", " cat"]) in prompt and "exactly 2 integers" in prompt
+    assert "Tokens (2), numbered:\n1\t a\n2\t cat\n" in prompt
     assert llm.requests[0].response_format is None  # Canned offers no json_schema
+    assert llm.requests[0].logprobs is False  # nor chat_logprobs
 
-    with pytest.raises(SimulationError, match="no usable JSON simulation in 2 attempts") as info:
+    with pytest.raises(
+        SimulationError, match="no usable answer from canned:m in 2 attempts"
+    ) as info:
         JSONSimulator(Canned(["nope", "still nope"]), retries=1).simulate(EXPLANATION, ["a"])
-    assert "no JSON object" in str(info.value)
+    assert "no JSON object" in str(info.value) and info.value.reason == "unparseable"
+    assert "'llm-json'" in str(info.value)
+
+
+def test_json_values_are_matched_by_number_and_checked() -> None:
+    tokens = [" a", " b", " c"]
+    ok = '{"3 c": 2, "1 whatever": 10, "2": 0, "1 again": 5, "9 extra": 7}'
+    simulation = JSONSimulator(Canned([ok]), retries=0).simulate(EXPLANATION, tokens)
+    assert simulation.expected_activations == (10.0, 0.0, 2.0), "by number; the first counts"
+    legacy = '{"activations": [1, 2, 3]}'
+    assert JSONSimulator(Canned([legacy])).simulate(EXPLANATION, tokens).expected_activations == (
+        1.0,
+        2.0,
+        3.0,
+    )
+    for text, problem, reason in [
+        ('{"1 a": 1, "3 c": 2}', "no value for token 2 of 3", "misaligned"),
+        ('{"1 a": 1, "2 b": "x", "3 c": 2}', "the value of token 2 is 'x'", "unparseable"),
+        ('{"1 a": 1, "2 b": true, "3 c": 2}', "the value of token 2 is True", "unparseable"),
+        ('{"1 a": 1, "2 b": 11, "3 c": 2}', "outside 0..10", "unparseable"),
+        ('{"activations": [1, 2]}', "2 activations for 3 tokens", "misaligned"),
+        ('{"1 a": 1, "2 b": 2', "no JSON object", "unparseable"),
+        ("   ", "the answer was empty", "empty"),
+    ]:
+        with pytest.raises(SimulationError, match=re.escape(problem)) as info:
+            JSONSimulator(Canned([text]), retries=0).simulate(EXPLANATION, tokens)
+        assert info.value.reason == reason, text
 
 
 def test_json_simulator_uses_json_schema_when_offered() -> None:
-    llm = Canned(['{"activations": [3]}'], frozenset({"chat", "json_schema"}))
-    JSONSimulator(llm).simulate(EXPLANATION, ["a"])
+    llm = Canned(['{"1 a": 3}'], frozenset({"chat", "json_schema"}))
+    assert JSONSimulator(llm).simulate(EXPLANATION, ["a"]).expected_activations == (3.0,)
     schema = llm.requests[0].response_format
     assert schema is not None and schema["type"] == "json_schema"
-    items = schema["json_schema"]["schema"]["properties"]["activations"]  # type: ignore[index,call-overload]
-    assert items["minItems"] == items["maxItems"] == 1
+    body = schema["json_schema"]["schema"]  # type: ignore[index,call-overload]
+    assert body["properties"] == {"1 a": {"type": "integer", "minimum": 0, "maximum": 10}}
+    assert body["required"] == ["1 a"] and body["additionalProperties"] is False
+
+
+def test_json_simulator_reads_the_digits_logprobs_where_offered() -> None:
+    from neuron_explainer.testing import ScriptedLLM, make_response
+
+    ln = math.log
+    tokens = ['{"1 a": ', "0", ', "2 7": ', "10", "}"]
+    alternatives = [{tokens[0]: 0.0}, {"0": ln(0.6), "1": ln(0.2), "5": ln(0.2)}]
+    alternatives += [{tokens[2]: 0.0}, {"10": ln(0.5), "9": ln(0.5)}, {"}": 0.0}]
+    llm = ScriptedLLM(default=make_response(logprobs=alternatives, tokens=tokens))
+    simulator = JSONSimulator(llm)
+    assert simulator.logprobs is True and simulator.info.settings["logprobs"] is True
+    simulation = simulator.simulate(EXPLANATION, [" a", " 7"])
+    assert simulation.expected_activations == pytest.approx((1.2, 9.5))
+    assert simulation.distribution_values == ((0.0, 1.0, 5.0), (9.0, 10.0))
+    (request,) = llm.requests
+    assert (request.logprobs, request.top_logprobs) == (True, 20)
+    assert request.response_format is not None
+
+    # An answer that comes back without logprobs is read from its integers.
+    plain = ScriptedLLM(default='{"1 a": 0, "2 7": 10}')
+    assert JSONSimulator(plain).simulate(EXPLANATION, [" a", " 7"]).expected_activations == (
+        0.0,
+        10.0,
+    )
+    # logprobs=False never asks for them; logprobs=True needs them.
+    never = ScriptedLLM(default='{"1 a": 0, "2 7": 10}')
+    assert JSONSimulator(never, logprobs=False).simulate(EXPLANATION, [" a", " 7"])
+    assert never.requests[0].logprobs is False
+    with pytest.raises(CapabilityError, match="logprobs=True needs 'chat_logprobs'"):
+        JSONSimulator(Canned([]), logprobs=True)
 
 
 def test_require_names_the_missing_capability() -> None:
@@ -148,29 +211,40 @@ def test_extract_json_object_tolerates_prose() -> None:
 
 
 def test_json_simulator_retry_shows_the_model_what_was_wrong() -> None:
-    llm = Canned(['{"activations": [1]}', '{"activations": [1, 2]}'])
-    JSONSimulator(llm, retries=1).simulate(EXPLANATION, ["a", "b"])
+    llm = Canned(['{"1 a": 1}', '{"1 a": 1, "2 b": 2}'])
+    with track_simulations() as meter:
+        JSONSimulator(llm, retries=1).simulate(EXPLANATION, ["a", "b"])
     first, second = llm.requests
     assert len(second.messages) == len(first.messages) + 2
-    assert second.messages[-2] == Message(role="assistant", content='{"activations": [1]}')
-    assert "1 activations for 2 tokens" in second.messages[-1].content
+    assert second.messages[-2] == Message(role="assistant", content='{"1 a": 1}')
+    assert "no value for token 2 of 2" in second.messages[-1].content
+    assert meter.stats.retried == 1 and meter.stats.retry_reasons == {"misaligned": 1}
 
 
-EXCERPT_LIST = re.compile(r"(?:Excerpt \d+ \(\d+ tokens\)|Tokens \(\d+\)), as a JSON list:\n(.*)\n")
+EXCERPT_LIST = re.compile(r"(?:Excerpt \d+ \((\d+) tokens\)|Tokens \((\d+)\)), numbered:\n")
 
 
 def json_answers(spoil: int | None = None) -> Callable[[ChatRequest], str]:
     """Answers JSON-simulator requests (one or several excerpts): digits get 10; the excerpt at
-    index ``spoil`` of a multi-excerpt request gets a list one too short."""
+    index ``spoil`` of a multi-excerpt request loses its last value."""
 
     def answer(request: ChatRequest) -> str:
-        lists = [json.loads(m) for m in EXCERPT_LIST.findall(request.messages[1].content)]
-        values = [[10 if t.strip().isdigit() else 0 for t in tokens] for tokens in lists]
-        if len(values) == 1:
-            return json.dumps({"activations": values[0]})
+        user = request.messages[1].content
+        objects = []
+        for match in EXCERPT_LIST.finditer(user):
+            lines = user[match.end() :].split("\n")[: int(match[1] or match[2])]
+            shown = [line.partition("\t")[2] for line in lines]
+            objects.append(
+                {
+                    f"{i} {t.strip()}": 10 if t.strip().isdigit() else 0
+                    for i, t in enumerate(shown, 1)
+                }
+            )
+        if len(objects) == 1:
+            return json.dumps(objects[0])
         if spoil is not None:
-            values[spoil] = values[spoil][:-1]
-        return json.dumps({f"excerpt_{i}": v for i, v in enumerate(values, start=1)})
+            objects[spoil].popitem()
+        return json.dumps({f"excerpt_{i}": v for i, v in enumerate(objects, start=1)})
 
     return answer
 
@@ -182,7 +256,7 @@ def test_json_simulator_batches_excerpts_with_identical_results() -> None:
     from neuron_explainer.testing import ScriptedLLM
 
     def run(llm: ScriptedLLM, per_request: int) -> list[SequenceSimulation]:
-        simulator = JSONSimulator(llm, excerpts_per_request=per_request)
+        simulator = JSONSimulator(llm, excerpts_per_request=per_request, logprobs=False)
         return asyncio.run(simulator.asimulate_many(EXPLANATION, JSON_EXCERPTS))
 
     alone, batched = ScriptedLLM(default=json_answers()), ScriptedLLM(default=json_answers())
@@ -200,9 +274,11 @@ def test_json_simulator_batches_excerpts_with_identical_results() -> None:
     assert schema is not None
     properties = schema["json_schema"]["schema"]["properties"]  # type: ignore[index,call-overload]
     assert list(properties) == ["excerpt_1", "excerpt_2", "excerpt_3"]
-    assert properties["excerpt_3"]["minItems"] == 3
+    assert list(properties["excerpt_3"]["properties"]) == ["1 b", "2 c", "3 3"]
 
     spoiled = ScriptedLLM(default=json_answers(spoil=1))
-    assert run(spoiled, 3) == reference
+    with track_simulations() as meter:
+        assert run(spoiled, 3) == reference
     assert len(spoiled.requests) == 3, "the second excerpt of the first batch, alone"
-    assert "Tokens (1), as a JSON list:" in spoiled.requests[-1].messages[1].content
+    assert "Tokens (1), numbered:" in spoiled.requests[-1].messages[1].content
+    assert meter.stats.retry_reasons == {"batch_failed": 1}

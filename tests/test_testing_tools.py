@@ -505,7 +505,7 @@ def test_fake_provider_serves_named_views_of_one_script() -> None:
 
 # -- end to end through explain_neuron -----------------------------------------------------------
 
-TOKEN_LIST = re.compile(r"as a JSON list:\n(.*)\n")
+TOKEN_LIST = re.compile(r"Tokens \((\d+)\), numbered:\n")
 
 
 def answer_by_prompt(malformed_simulations: int = 0) -> Callable[[ChatRequest], str]:
@@ -522,8 +522,11 @@ def answer_by_prompt(malformed_simulations: int = 0) -> Callable[[ChatRequest], 
         if bad_left[0] > 0:
             bad_left[0] -= 1
             return "Sure! The activations are: lots"
-        tokens = json.loads(match.group(1))
-        return json.dumps({"activations": [10 if t.strip().isdigit() else 0 for t in tokens]})
+        lines = user[match.end() :].split("\n")[: int(match[1])]
+        tokens = [line.partition("\t")[2] for line in lines]
+        return json.dumps(
+            {f"{i} {t}": 10 if t.strip().isdigit() else 0 for i, t in enumerate(tokens, 1)}
+        )
 
     return answer
 
@@ -563,7 +566,7 @@ def test_explain_neuron_runs_on_the_scripted_llm(record: NeuronRecord) -> None:
 @pytest.mark.parametrize("retries", [0, 2])
 def test_json_simulator_gives_up_after_retries_plus_one_bad_answers(retries: int) -> None:
     llm = ScriptedLLM(default="not JSON at all")
-    with pytest.raises(SimulationError, match=f"in {retries + 1} attempts"):
+    with pytest.raises(SimulationError, match=f"in {retries + 1} attempts?:"):
         JSONSimulator(llm, retries=retries).simulate(EXPLANATION, TOKENS)
     assert len(llm.requests) == retries + 1
 
@@ -572,7 +575,7 @@ def test_explain_neuron_fails_rather_than_scoring_zeros(record: NeuronRecord) ->
     llm = ScriptedLLM(
         default=answer_by_prompt(malformed_simulations=10**6), capabilities={"chat", "json_schema"}
     )
-    with pytest.raises(SimulationError, match="no usable JSON simulation"):
+    with pytest.raises(SimulationError, match="'llm-json' simulator got no usable answer"):
         explain_neuron(record, explainer="fake:m", simulator="fake:m", registry=registry_for(llm))
 
 

@@ -1,216 +1,157 @@
 """A simulator that reads the probability of every activation digit from chat logprobs.
 
-The model is shown the explanation and the excerpt's tokens, one escaped token per line, and
-answers with one line per token: the token echoed exactly as shown, a tab, and an integer from
-0 to 10. The request asks for ``logprobs`` with ``top_logprobs``; at the token where each
-line's number starts, the alternatives that stand for a number (``"7"``, ``" 7"``, ``"\\t7"``,
-``"10"``) give a distribution over 0..10, renormalised over the values present, whose mean is
-the token's expected activation. Echoing the tokens costs completion tokens but lets every
-number be checked against the token it belongs to.
+The model is shown the explanation and the excerpt's tokens, numbered (``3<TAB> cat``), and
+writes only the activations; the token text is the client's. Two answer formats:
 
-Alignment: the answer must hold exactly one ``token<TAB>number`` line per token, in order, and
-each echoed token must equal the escaped token (surrounding whitespace ignored; a token holding
-an unprintable character, such as a byte fragment shown as ``\\ufffd``, matches any echo).
-Lines without a tab (``<start>``, code fences) are ignored. An answer that fails is shown back to
-the model with the problem, up to ``retries`` times; then `SimulationError` is raised. A
-failure is never scored as zeros.
+* ``"json"`` (needs ``json_schema``): a JSON object with one property per token, named by its
+  number and text (``{"1 The": 0, "2 cat": 10, ...}``), fixed in order by the request's
+  ``response_format``. The model's grammar writes every name, so it reads each token just
+  before writing its value, and the answer cannot drift (`neuron_explainer.simulators._keyed`).
+* ``"lines"``: one ``number<TAB>activation`` line per token (``2\\t10``), for backends without
+  structured output.
 
-Digits: tokenizers may write 10 as ``"1"`` + ``"0"``; then the mass of ``"1"`` is split between
-10 and 1 by the probability of ``"0"`` at the next position. Where the model wrote a single
-digit, an alternative ``"1"`` counts as 1. The sampled token is always among the candidates, so a
-number position with no digit means the text and the logprobs disagree: the answer is treated
-as unusable (retried), never filled in.
+``format="auto"`` (the default) takes ``"json"`` when the LLM offers ``json_schema``, else
+``"lines"``. The request asks for ``logprobs`` with ``top_logprobs``; at the token where each
+value starts, the alternatives that stand for a number (``"7"``, ``" 7"``, ``"\\t7"``, ``"10"``)
+give a distribution over 0..10, renormalised over the values present, whose mean is the token's
+expected activation (10 written as ``"1"`` + ``"0"``: the mass of ``"1"`` is split by the
+probability of ``"0"`` next).
+
+Alignment is by number, never by position: each value belongs to the token whose number starts
+its line (or its property name); the text after the number is not checked; the first value for
+a number counts; numbers outside the excerpt and lines of any other shape are ignored. A token
+left without a value makes the answer unusable for its excerpt: the answer is shown back to the
+model with what was wrong (which tokens lack a value), up to ``retries`` times; then
+`SimulationError` (with its reason class) is raised. A failure is never scored as zeros.
 
 Batching: with ``excerpts_per_request > 1`` several excerpts of one explanation go in one
-request, each under an ``Excerpt i`` header which the answer repeats (a line without a tab
-that starts with "Excerpt <i>"; without any header, lines are split by count); an excerpt whose
-part of the answer fails is simulated again alone (with its own retries), the others are kept.
+request. In ``"lines"`` each excerpt's lines follow an ``Excerpt i`` line (without any header, a
+number that does not increase starts the next excerpt); in ``"json"`` each excerpt has its own
+object under ``"excerpt_i"``. An excerpt whose part of the answer fails is simulated again alone
+(with its own retries); the others are kept.
 """
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import math
 import re
-import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Literal
 
-from neuron_explainer.errors import InvalidInputError, SimulationError
+from neuron_explainer.errors import BadRequestError, InvalidInputError
 from neuron_explainer.interfaces import (
     CallEstimate,
     Simulator,
     estimate_prompt_tokens,
     estimate_tokens,
+    record_retry,
 )
-from neuron_explainer.llm.base import LLM, Choice, Message, TokenLogprob, required_llm
-from neuron_explainer.llm.prompts import escape_token
-from neuron_explainer.results import Explanation, SequenceSimulation
+from neuron_explainer.llm.base import LLM, Choice, Message, required_llm
+from neuron_explainer.results import Explanation, SequenceSimulation, SimulationFailure
+from neuron_explainer.simulators import _keyed
 from neuron_explainer.simulators._common import (
-    ESCAPES,
+    EXAMPLE_INTRO,
+    EXAMPLE_LEVELS,
+    EXAMPLE_TOKENS,
     TASK,
-    digit_probabilities,
+    DigitReader,
+    Outcome,
+    Problem,
+    context_error,
+    failed,
+    no_logprobs,
+    numbered,
     request_groups,
     simulate_in_batches,
     simulation_from_distributions,
 )
 
-__all__ = ["ChatLogprobSimulator"]
+__all__ = ["FORMATS", "ChatLogprobSimulator"]
 
-PROMPT_VERSION = "chat-logprob-simulator/1"
+PROMPT_VERSION = "chat-logprob-simulator/2"
+FORMATS = ("auto", "json", "lines")
+"""The answer formats `ChatLogprobSimulator` can ask for (see the module docstring)."""
+Format = Literal["auto", "json", "lines"]
+
 SYSTEM = (
-    f"{TASK}\n\nAnswer with one line per token, in order: the token exactly as shown, a tab, "
-    f"then the number. {ESCAPES} Write nothing else.\n\nFor example, for a neuron that finds "
-    'animals and the tokens "The", " cat", " sat", answer:\nThe\t0\n cat\t10\n sat\t0'
+    f"{TASK}\n\nAnswer with one line per token, in order: the token's number, a tab, then its "
+    f"activation. Write nothing else.\n\n{EXAMPLE_INTRO}{numbered(EXAMPLE_TOKENS)}\nanswer:\n"
+    + "\n".join(f"{i}\t{v}" for i, v in enumerate(EXAMPLE_LEVELS, start=1))
 )
-_NUMBER = re.compile(r"\s*(10|[0-9])\s*")
+"""The system message of the ``"lines"`` format (``"json"`` uses `_keyed.SYSTEM`)."""
+_LINE = re.compile(r"[^\w\t]*(\d+)[.:)]?[ ]*\t(?:[^\t]*\t)?[ ]*(10|[0-9])[ ]*\r?")
 _HEADER = re.compile(r"\W*excerpt\s*#?\s*(\d+)\b.*", re.IGNORECASE)
+_NAME = "llm-chat-logprob"
 
 
-@dataclass(frozen=True)
-class _Line:
-    """One ``token<TAB>number`` line of an answer; offsets are into the text parsed."""
-
-    echo: str
-    number: int | None
-    start: int  # where the number starts
-    end: int
-    problem: str | None = None
-
-
-@dataclass
-class _Parsed:
-    sections: dict[int, list[_Line]]
-    flat: list[_Line]
-    headers: bool
-
-
-def _parse(text: str, n_excerpts: int) -> _Parsed:
-    parsed = _Parsed(sections={}, flat=[], headers=False)
-    current = 1 if n_excerpts == 1 else 0  # 0: before any header (ignored)
+def _sections(text: str, n_excerpts: int) -> list[list[tuple[int, int, int]]]:
+    """Each excerpt's ``(number, offset, value)`` lines in ``text``: by ``Excerpt i`` headers,
+    or without any, a new excerpt wherever the number does not increase."""
+    sections: list[list[tuple[int, int, int]]] = [[] for _ in range(n_excerpts)]
+    headed: list[list[tuple[int, int, int]]] = [[] for _ in range(n_excerpts)]
+    current, headers, unheaded, previous = 0 if n_excerpts > 1 else 1, False, 0, 0
     offset = 0
     for raw in text.split("\n"):
-        if "\t" in raw:
-            echo, _, number = raw.rpartition("\t")
-            base = offset + len(echo) + 1
-            match = _NUMBER.fullmatch(number)
-            line = (
-                _Line(echo, int(match[1]), base + match.start(1), base + match.end(1))
-                if match
-                else _Line(echo, None, base, base, f"{raw!r} does not end in a number 0-10")
-            )
-            parsed.flat.append(line)
+        line = _LINE.fullmatch(raw)
+        if line:
+            entry = (int(line[1]), offset + line.start(2), int(line[2]))
             if current:
-                parsed.sections.setdefault(current, []).append(line)
+                headed[current - 1].append(entry)
+            if entry[0] <= previous:
+                unheaded += 1
+            if unheaded < n_excerpts:
+                sections[unheaded].append(entry)
+            previous = entry[0]
         elif n_excerpts > 1 and (header := _HEADER.fullmatch(raw.strip())):
-            parsed.headers = True
-            current = int(header[1]) if 1 <= int(header[1]) <= n_excerpts else 0
+            headers = True
+            number = int(header[1])
+            current = number if 1 <= number <= n_excerpts else 0
         offset += len(raw) + 1
-    return parsed
+    return headed if headers or n_excerpts == 1 else sections
 
 
-def _excerpt_lines(parsed: _Parsed, lengths: Sequence[int]) -> list[list[_Line] | str]:
-    """Each excerpt's lines, by header, or (no headers at all) by count."""
-    if len(lengths) == 1 or parsed.headers:
-        return [parsed.sections.get(i + 1, []) for i in range(len(lengths))]
-    if len(parsed.flat) != sum(lengths):
-        problem = (
-            f"the answer has no 'Excerpt i' headers and {len(parsed.flat)} token lines for "
-            f"{sum(lengths)} tokens"
-        )
-        return [problem] * len(lengths)
-    bounds = [0]
-    for n in lengths:
-        bounds.append(bounds[-1] + n)
-    return [parsed.flat[a:b] for a, b in itertools.pairwise(bounds)]
+def _by_number(lines: list[tuple[int, int, int]], n: int) -> list[tuple[int, int]]:
+    """The ``(offset, value)`` of tokens 1..n (the first line for each number).
 
-
-def _wildcard(shown: str) -> bool:
-    return any(c == "\ufffd" or unicodedata.category(c)[0] == "C" for c in shown)
-
-
-def _alignment_problem(lines: list[_Line], tokens: Sequence[str]) -> str | None:
-    if len(lines) != len(tokens):
-        return f"{len(lines)} token lines for {len(tokens)} tokens"
-    for i, (line, token) in enumerate(zip(lines, tokens, strict=True), start=1):
-        if line.problem:
-            return f"line {i}: {line.problem}"
-        shown = escape_token(token).strip()
-        if line.echo.strip() != shown and not _wildcard(shown):
-            return f"line {i} shows the token {line.echo.strip()!r} but token {i} is {shown!r}"
-    return None
-
-
-def _alternatives(position: TokenLogprob) -> list[tuple[str, float]]:
-    found = {alt.token: alt.logprob for alt in position.top_logprobs}
-    found.setdefault(position.token, position.logprob)
-    return list(found.items())
-
-
-class _Reader:
-    """Locates each number of an answer among the generated tokens."""
-
-    def __init__(self, positions: Sequence[TokenLogprob]) -> None:
-        self.positions = positions
-        self.text = "".join(p.token for p in positions)
-        self.starts = []
-        offset = 0
-        for p in positions:
-            self.starts.append(offset)
-            offset += len(p.token)
-
-    def distribution(self, line: _Line) -> dict[int, float] | str:
-        j = bisect.bisect_right(self.starts, line.start) - 1
-        if j < 0 or line.number is None:  # pragma: no cover - parsed from this text
-            return "the number is outside the generated tokens"
-        token = self.positions[j]
-        before = self.text[self.starts[j] : line.start]
-        if before.strip():
-            return (
-                f"the number {line.number} shares the token {token.token!r} with the text before it"
-            )
-        found = digit_probabilities(_alternatives(token))
-        if line.number == 10 and self.starts[j] + len(token.token) < line.end:
-            # 10 written as "1" then "0": split the mass of "1" by P("0") at the next position.
-            if j + 1 >= len(self.positions):  # pragma: no cover - the text says "10"
-                return "the number 10 ends the answer early"
-            following = _alternatives(self.positions[j + 1])
-            zero = sum(math.exp(lp) for t, lp in following if t.strip() == "0")
-            digit = sum(math.exp(lp) for t, lp in following if t.strip()[:1].isdigit())
-            one = found.pop(1, 0.0)
-            found[10] = found.get(10, 0.0) + one * zero
-            if one * (1.0 - digit) > 0:
-                found[1] = one * (1.0 - digit)
-        if line.number not in found:
-            return (
-                f"the logprobs at the number {line.number} ({token.token!r}) do not include it "
-                f"(alternatives: {[t for t, _ in _alternatives(token)]})"
-            )
-        return found
+    Raises:
+        Problem: a token has no line.
+    """
+    found: dict[int, tuple[int, int]] = {}
+    for number, offset, value in lines:
+        if 1 <= number <= n:
+            found.setdefault(number, (offset, value))
+    missing = [i for i in range(1, n + 1) if i not in found]
+    if missing:
+        shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+        plural = "s" if len(missing) > 1 else ""
+        raise Problem(f"no line for token{plural} {shown} of {n}")
+    return [found[i] for i in range(1, n + 1)]
 
 
 class ChatLogprobSimulator(Simulator):
     """Predicts each token's activation as the expected value of the digits the LLM might
-    write for it, read from chat logprobs (see the module docstring for the format, the
+    write for it, read from chat logprobs (see the module docstring for the formats, the
     alignment rule and batching).
 
     Args:
-        llm: the model to ask; it must offer ``chat_logprobs``.
-        retries: extra attempts after an unusable answer.
+        llm: the model to ask; it must offer ``chat_logprobs`` (and ``json_schema`` for
+            ``format="json"``).
+        retries: extra attempts after an unusable answer (each with the problem shown).
         top_logprobs: alternatives asked for at each generated token (1-20).
         excerpts_per_request: excerpts of one explanation sent in one request.
+        format: ``"auto"`` (``"json"`` when the LLM offers ``json_schema``, else
+            ``"lines"``), ``"json"`` or ``"lines"``.
 
     Raises:
         InvalidInputError: no ``llm`` given (name the simulator as ``provider:model``), or an
             option out of range.
-        CapabilityError: the LLM does not offer ``chat_logprobs``.
+        CapabilityError: the LLM does not offer ``chat_logprobs`` (or ``json_schema`` for
+            ``format="json"``).
     """
 
-    name = "llm-chat-logprob"
-    version = "1"
+    name = _NAME
+    version = "2"
     prompt_version = PROMPT_VERSION
-    recorded_settings = ("llm", "retries", "top_logprobs", "excerpts_per_request")
+    recorded_settings = ("llm", "retries", "top_logprobs", "excerpts_per_request", "format")
 
     def __init__(
         self,
@@ -219,6 +160,7 @@ class ChatLogprobSimulator(Simulator):
         retries: int = 2,
         top_logprobs: int = 20,
         excerpts_per_request: int = 1,
+        format: Format = "auto",
     ) -> None:
         llm = required_llm(
             llm, by="the 'llm-chat-logprob' simulator", kind="simulator", offering="chat logprobs"
@@ -228,68 +170,132 @@ class ChatLogprobSimulator(Simulator):
                 "need retries >= 0, 1 <= top_logprobs <= 20 and excerpts_per_request >= 1; got "
                 f"{retries}, {top_logprobs} and {excerpts_per_request}"
             )
+        if format not in FORMATS:
+            raise InvalidInputError(f"format must be one of {FORMATS}, got {format!r}")
         llm.require(
             "chat_logprobs",
             by="the 'llm-chat-logprob' simulator (it reads the probability of each activation "
             "digit from the logprobs of the answer)",
         )
+        if format == "auto":
+            format = "json" if "json_schema" in llm.capabilities else "lines"
+        elif format == "json":
+            llm.require("json_schema", by="the 'llm-chat-logprob' simulator with format='json'")
         self.llm, self.retries, self.top_logprobs = llm, retries, top_logprobs
         self.excerpts_per_request = excerpts_per_request
+        self.format: Literal["json", "lines"] = format
 
     def messages(
         self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
     ) -> list[Message]:
-        """The chat messages that ask for ``excerpts`` (one, or several with headers)."""
-
-        def listing(tokens: Sequence[str]) -> str:
-            return "<start>\n" + "".join(f"{escape_token(t)}\n" for t in tokens) + "<end>"
-
+        """The chat messages that ask for ``excerpts`` (one, or several) in this format."""
+        if self.format == "json":
+            user = _keyed.user_message(explanation.text, excerpts)
+            return [
+                Message(role="system", content=_keyed.SYSTEM),
+                Message(role="user", content=user),
+            ]
         head = f"Explanation: the neuron finds {explanation.text}\n\n"
         if len(excerpts) == 1:
             (tokens,) = excerpts
             user = (
-                f"{head}Tokens ({len(tokens)}), one per line:\n{listing(tokens)}\n\n"
-                f"Answer with {len(tokens)} lines: each token as shown, a tab, its activation."
+                f"{head}Tokens ({len(tokens)}), numbered:\n{numbered(tokens)}\n\nAnswer with "
+                f"{len(tokens)} lines, one per token: its number, a tab, and how strongly the "
+                f"neuron that finds {explanation.text} activates on it."
             )
         else:
             parts = [
-                f"Excerpt {i} ({len(tokens)} tokens), one per line:\n{listing(tokens)}"
+                f"Excerpt {i} ({len(tokens)} tokens), numbered:\n{numbered(tokens)}"
                 for i, tokens in enumerate(excerpts, start=1)
             ]
             user = (
                 head
                 + "\n\n".join(parts)
                 + "\n\nAnswer for each excerpt in order: a line 'Excerpt i', then one line per "
-                "token: the token as shown, a tab, its activation."
+                f"token: its number, a tab, and how strongly the neuron that finds "
+                f"{explanation.text} activates on it."
             )
         return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+
+    def _completion_tokens(self, excerpts: Sequence[Sequence[str]]) -> int:
+        """The estimated completion: per token its number and value (and, in ``"json"``, its
+        property name and punctuation), plus a header or braces per excerpt."""
+        if self.format == "json":
+            per = sum(
+                estimate_tokens(f'"{_keyed.key(i, t)}": 10,') + 1
+                for e in excerpts
+                for i, t in enumerate(e, start=1)
+            )
+            return per + 2 * len(excerpts) + (4 * len(excerpts) if len(excerpts) > 1 else 0)
+        lines = sum(estimate_tokens(f"{i}\t10") + 1 for e in excerpts for i in range(1, len(e) + 1))
+        return lines + (3 * len(excerpts) if len(excerpts) > 1 else 0)
 
     def estimate(self, explanation: Explanation, excerpts: Sequence[Sequence[str]]) -> CallEstimate:
         """The requests and tokens of simulating ``excerpts``, sending nothing: one request
         per ``excerpts_per_request`` of them (empty ones need none), the prompt `messages`
-        counted by `estimate_prompt_tokens`, the completion as, per token, the echoed token, a
-        tab, the number and a newline (plus an ``Excerpt i`` header per excerpt when batched).
-        Retries are not counted. Not priced (``cost_usd`` is ``None``)."""
+        counted by `estimate_prompt_tokens`, the completion as, per token, its number and value
+        (``"lines"``: ``3<TAB>10`` and a newline; ``"json"``: ``"3 cat": 10,`` and a space),
+        plus a header (or an object's braces) per excerpt. Retries are not counted. Not priced
+        (``cost_usd`` is ``None``)."""
         requests = prompt = completion = 0
         for group in request_groups(excerpts, self.excerpts_per_request):
             requests += 1
             prompt += estimate_prompt_tokens(m.content for m in self.messages(explanation, group))
-            echoed = sum(estimate_tokens(escape_token(t)) + 3 for e in group for t in e)
-            completion += echoed + (2 * len(group) if len(group) > 1 else 0)
+            completion += self._completion_tokens(group)
         return CallEstimate.of(
             self, requests=requests, prompt_tokens=prompt, completion_tokens=completion
         )
 
     async def _ask(self, messages: list[Message], excerpts: Sequence[Sequence[str]]) -> Choice:
-        limit = sum(2 * sum(len(escape_token(t)) + 4 for t in e) + 16 for e in excerpts)
-        response = await self.llm.acomplete(
-            messages,
-            temperature=0.0,
-            logprobs=True,
-            top_logprobs=self.top_logprobs,
-            max_tokens=max(64, limit),
-        )
+        limit = 2 * self._completion_tokens(excerpts) + 32
+        try:
+            response = await self.llm.acomplete(
+                messages,
+                temperature=0.0,
+                logprobs=True,
+                top_logprobs=self.top_logprobs,
+                max_tokens=limit,
+                response_format=_keyed.schema(excerpts) if self.format == "json" else None,
+            )
+        except BadRequestError as exc:
+            raise context_error(_NAME, self.llm, exc) or exc from exc
         return response.choices[0]
+
+    def _read_one(
+        self, reader: DigitReader, tokens: Sequence[str], found: list[tuple[int, int]] | Problem
+    ) -> SequenceSimulation | Problem:
+        if isinstance(found, Problem):
+            return found
+        try:
+            distributions = [reader.distribution(offset, value) for offset, value in found]
+        except Problem as problem:
+            return problem
+        return simulation_from_distributions(tokens, distributions)
+
+    def _outcomes(
+        self, choice: Choice, excerpts: Sequence[Sequence[str]]
+    ) -> list[SequenceSimulation | Problem]:
+        if not choice.logprobs:
+            if not choice.text.strip():
+                return [Problem("the answer was empty", "empty")] * len(excerpts)
+            raise no_logprobs(_NAME, self.llm)
+        reader = DigitReader(choice.logprobs)
+        lengths = [len(e) for e in excerpts]
+        located: list[list[tuple[int, int]] | Problem]
+        if self.format == "json":
+            located = _keyed.locate(reader.text, lengths)
+        else:
+            located = []
+            for n, lines in zip(lengths, _sections(reader.text, len(excerpts)), strict=True):
+                try:
+                    located.append(_by_number(lines, n))
+                except Problem as problem:
+                    located.append(problem)
+        outcomes = [self._read_one(reader, t, f) for t, f in zip(excerpts, located, strict=True)]
+        if choice.finish_reason == "length":
+            cut = Problem("the answer was cut off at its length limit", "truncated")
+            outcomes = [cut if isinstance(o, Problem) else o for o in outcomes]
+        return outcomes
 
     def read(
         self, choice: Choice, excerpts: Sequence[Sequence[str]]
@@ -298,44 +304,26 @@ class ChatLogprobSimulator(Simulator):
 
         Raises:
             SimulationError: the answer carries no logprobs (the backend does not deliver what
-                ``chat_logprobs`` promises).
+                ``chat_logprobs`` promises); reason ``"no_logprobs"``.
         """
-        if not choice.logprobs:
-            raise SimulationError(
-                f"{self.llm.name} returned no logprobs although it offers 'chat_logprobs'; "
-                "check that the server returns logprobs for chat completions"
+        return [
+            o if isinstance(o, SequenceSimulation) else str(o)
+            for o in self._outcomes(choice, excerpts)
+        ]
+
+    def _retry(self, problem: Problem, tokens: Sequence[str]) -> str:
+        n = len(tokens)
+        if self.format == "json":
+            return (
+                f"That answer could not be used: {problem}. Answer again with only the JSON "
+                f'object: one property per token, "1 ..." to "{n} ...", each an integer from 0 '
+                "to 10."
             )
-        reader = _Reader(choice.logprobs)
-        lengths = [len(e) for e in excerpts]
-        shown = _excerpt_lines(_parse(choice.text, len(excerpts)), lengths)
-        located = (
-            shown
-            if reader.text == choice.text
-            else _excerpt_lines(_parse(reader.text, len(excerpts)), lengths)
+        return (
+            f"That answer could not be used: {problem}. Answer again with exactly {n} lines, "
+            f"one per token from 1 to {n}: the token's number, a tab, and its activation (an "
+            "integer from 0 to 10). Write nothing else."
         )
-        outcomes: list[SequenceSimulation | str] = []
-        for tokens, lines, positions in zip(excerpts, shown, located, strict=True):
-            if isinstance(lines, str) or isinstance(positions, str):
-                outcomes.append(lines if isinstance(lines, str) else str(positions))
-                continue
-            problem = _alignment_problem(lines, tokens)
-            if problem is None and [ln.number for ln in lines] != [p.number for p in positions]:
-                problem = "the logprob tokens do not spell the answer's numbers"
-            distributions = []
-            for i, line in enumerate(positions, start=1):
-                if problem is not None:
-                    break
-                found = reader.distribution(line)
-                if isinstance(found, str):
-                    problem = f"line {i}: {found}"
-                else:
-                    distributions.append(found)
-            outcomes.append(
-                problem
-                if problem is not None
-                else simulation_from_distributions(tokens, distributions)
-            )
-        return outcomes
 
     async def asimulate(
         self, explanation: Explanation, tokens: Sequence[str]
@@ -343,40 +331,34 @@ class ChatLogprobSimulator(Simulator):
         """Predict every token's activation (expected value over 0-10) with its distribution.
 
         Raises:
-            SimulationError: every attempt gave an unusable answer, or the backend returned no
-                logprobs.
+            SimulationError: every attempt gave an unusable answer (its reason class is the
+                last problem's: ``"misaligned"``, ``"unparseable"``, ``"empty"``,
+                ``"truncated"``), or the backend returned no logprobs (``"no_logprobs"``).
+            BadRequestError: the server refused the request (a prompt too long for its context
+                is named as such, with what to change).
         """
         if not tokens:
             return SequenceSimulation(tokens=(), expected_activations=())
         messages = self.messages(explanation, [tokens])
-        problems: list[str] = []
-        for _ in range(self.retries + 1):
+        problems: list[Problem] = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                record_retry(problems[-1].reason)
             choice = await self._ask(messages, [tokens])
-            (outcome,) = self.read(choice, [tokens])
+            (outcome,) = self._outcomes(choice, [tokens])
             if isinstance(outcome, SequenceSimulation):
                 return outcome
             problems.append(outcome)
-            retry = (
-                f"That answer could not be used: {outcome}. Answer again with exactly "
-                f"{len(tokens)} lines, one per token in order: the token exactly as shown, a "
-                "tab, and an integer from 0 to 10."
-            )
             messages = [
-                *messages,
+                *messages[:2],
                 Message(role="assistant", content=choice.text),
-                Message(role="user", content=retry),
+                Message(role="user", content=self._retry(outcome, tokens)),
             ]
-        raise SimulationError(
-            f"{self.llm.name} gave no usable logprob simulation in {self.retries + 1} attempts: "
-            + "; ".join(problems)
-        )
+        raise failed(_NAME, self.llm, self.retries + 1, problems)
 
-    async def asimulate_many(
-        self, explanation: Explanation, sequences: Sequence[Sequence[str]]
-    ) -> list[SequenceSimulation]:
-        """Simulate several excerpts, ``excerpts_per_request`` per request (concurrently);
-        results are in the order of ``sequences``."""
-
+    async def _each(
+        self, explanation: Explanation, sequences: Sequence[Sequence[str]], keep: bool
+    ) -> list[Outcome]:
         async def batch(excerpts: list[Sequence[str]]) -> list[SequenceSimulation | str]:
             choice = await self._ask(self.messages(explanation, excerpts), excerpts)
             return self.read(choice, excerpts)
@@ -384,4 +366,26 @@ class ChatLogprobSimulator(Simulator):
         async def single(tokens: Sequence[str]) -> SequenceSimulation:
             return await self.asimulate(explanation, tokens)
 
-        return await simulate_in_batches(sequences, self.excerpts_per_request, batch, single)
+        return await simulate_in_batches(
+            sequences, self.excerpts_per_request, batch, single, keep_failures=keep
+        )
+
+    async def asimulate_many(
+        self, explanation: Explanation, sequences: Sequence[Sequence[str]]
+    ) -> list[SequenceSimulation]:
+        """Simulate several excerpts, ``excerpts_per_request`` per request (concurrently);
+        results are in the order of ``sequences``.
+
+        Raises:
+            SimulationError: an excerpt could not be simulated (the others are cancelled).
+        """
+        outcomes = await self._each(explanation, sequences, keep=False)
+        return [o for o in outcomes if isinstance(o, SequenceSimulation)]
+
+    async def asimulate_each(
+        self, explanation: Explanation, sequences: Sequence[Sequence[str]]
+    ) -> list[SequenceSimulation | SimulationFailure]:
+        """Simulate each excerpt as `asimulate_many` does, keeping every excerpt's outcome
+        apart: its simulation, or the `SimulationFailure` saying why it could not be simulated
+        (an excerpt that failed within a batch is retried alone first)."""
+        return await self._each(explanation, sequences, keep=True)

@@ -1,75 +1,74 @@
-"""A simulator that asks an LLM for a JSON list of activations, for backends without logprobs.
+"""A simulator that asks an LLM for the activations as JSON; it works with or without logprobs.
 
-Alignment is the rule every simulator shares: exactly one number per token (the JSON carries no
-tokens to compare). With ``excerpts_per_request > 1`` several excerpts go in one request and the
-answer holds one list per excerpt (``{"excerpt_1": [...], "excerpt_2": [...]}``); an excerpt
-whose list is unusable is simulated again alone, with its own retries.
+The model is shown the explanation and the excerpt's tokens, numbered, and answers with a JSON
+object that has one property per token, named by its number and text, whose value is the
+activation 0-10: ``{"1 The": 0, "2 cat": 10, ...}`` (`neuron_explainer.simulators._keyed`).
+With a backend that offers ``json_schema`` the request's ``response_format`` fixes every name in
+order, so the model writes only the values and reads each token just before its value.
+
+Values: where the LLM offers ``chat_logprobs`` (``logprobs=None``, the default, or ``True``),
+each value is the expected value over the digits' top logprobs at the number written (as the
+chat-logprob simulator reads them), so a token the model is unsure about is not flattened to
+0; an answer that comes back without logprobs is read from its integers. Without logprobs
+(``logprobs=False`` or a backend without them) the integers written are the prediction.
+
+Alignment is by number: each value belongs to the token whose number starts its property name
+(the text after it is not checked; the first value for a number counts; other numbers are
+ignored; a JSON list of exactly one value per token, as ``{"activations": [...]}``, is also
+accepted). A token left without a value makes the answer unusable: it is shown back to the
+model with the problem, up to ``retries`` times, then `SimulationError` is raised. A failure is
+never scored as zeros.
+
+With ``excerpts_per_request > 1`` several excerpts go in one request and the answer holds one
+object per excerpt (``{"excerpt_1": {...}, "excerpt_2": {...}}``); an excerpt whose part is
+unusable is simulated again alone, with its own retries.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 
-from neuron_explainer.errors import InvalidInputError, SimulationError
-from neuron_explainer.interfaces import CallEstimate, Simulator, estimate_prompt_tokens
-from neuron_explainer.llm.base import LLM, Message, required_llm
+from neuron_explainer.errors import BadRequestError, InvalidInputError
+from neuron_explainer.interfaces import (
+    CallEstimate,
+    Simulator,
+    estimate_prompt_tokens,
+    estimate_tokens,
+    record_retry,
+)
+from neuron_explainer.llm.base import LLM, Choice, Message, required_llm
 from neuron_explainer.llm.prompts import extract_json_object
-from neuron_explainer.results import Explanation, SequenceSimulation
+from neuron_explainer.results import Explanation, SequenceSimulation, SimulationFailure
+from neuron_explainer.simulators import _keyed
 from neuron_explainer.simulators._common import (
-    TASK,
+    DigitReader,
+    Outcome,
+    Problem,
     check_count,
+    context_error,
+    failed,
     request_groups,
     simulate_in_batches,
+    simulation_from_distributions,
 )
 
 __all__ = ["JSONSimulator"]
 
-PROMPT_VERSION = "json-simulator/1"
-SYSTEM = TASK
-
-
-def _array(n: int) -> dict[str, object]:
-    return {
-        "type": "array",
-        "items": {"type": "integer", "minimum": 0, "maximum": 10},
-        "minItems": n,
-        "maxItems": n,
-    }
-
-
-def _schema(*lengths: int) -> dict[str, object]:
-    """One ``activations`` list, or one ``excerpt_i`` list per excerpt."""
-    keys = (
-        ["activations"] if len(lengths) == 1 else [f"excerpt_{i + 1}" for i in range(len(lengths))]
-    )
-    return {
-        "type": "json_schema",
-        "json_schema": {
-            "name": "activations",
-            "strict": True,
-            "schema": {
-                "type": "object",
-                "properties": {k: _array(n) for k, n in zip(keys, lengths, strict=True)},
-                "required": keys,
-                "additionalProperties": False,
-            },
-        },
-    }
+PROMPT_VERSION = "json-simulator/2"
+SYSTEM = _keyed.SYSTEM
+_NAME = "llm-json"
 
 
 def parse_activations(text: str, n: int, key: str = "activations") -> list[float]:
-    """The ``key`` list of the JSON object in ``text``, checked to hold ``n`` numbers in 0..10.
+    """The ``key`` list of the JSON object in ``text``, checked to hold ``n`` numbers in 0..10
+    (the answer format of version 1; `JSONSimulator` reads it too).
 
     Raises:
         ValueError: saying what is wrong with the output.
     """
     data = extract_json_object(text)
-    return _check_values(data.get(key) if isinstance(data, dict) else None, n, key)
-
-
-def _check_values(values: object, n: int, key: str) -> list[float]:
+    values = data.get(key) if isinstance(data, dict) else None
     if not isinstance(values, list):
         raise ValueError(f'the JSON object has no "{key}" list')
     check_count(len(values), n)
@@ -84,28 +83,38 @@ def _check_values(values: object, n: int, key: str) -> list[float]:
 
 
 class JSONSimulator(Simulator):
-    """Asks an LLM for one 0-10 activation per token as JSON, validated and aligned.
+    """Asks an LLM for one 0-10 activation per token as a JSON object, validated and aligned
+    by the tokens' numbers (see the module docstring).
 
-    Uses the backend's JSON-schema output when it offers ``json_schema``. When an answer does
-    not parse or has the wrong length, the model is shown its answer and the problem and asked
-    again, up to ``retries`` times; then `SimulationError` is raised. A failure is never scored
-    as zeros.
+    Uses the backend's JSON-schema output when it offers ``json_schema``, and the digits'
+    logprobs when it offers ``chat_logprobs`` (unless ``logprobs=False``).
 
     Args:
         llm: the model to ask.
-        retries: extra attempts after an unusable answer.
+        retries: extra attempts after an unusable answer (each with the problem shown).
+        excerpts_per_request: excerpts of one explanation sent in one request.
+        logprobs: read expected values from the digits' logprobs: ``None`` (default) when the
+            LLM offers ``chat_logprobs``, ``True`` (it must), ``False`` never.
 
     Raises:
-        InvalidInputError: no ``llm`` given (name the simulator as ``provider:model``).
+        InvalidInputError: no ``llm`` given (name the simulator as ``provider:model``), or an
+            option out of range.
+        CapabilityError: the LLM does not offer ``chat`` (or ``chat_logprobs`` with
+            ``logprobs=True``).
     """
 
-    name = "llm-json"
-    version = "1"
+    name = _NAME
+    version = "2"
     prompt_version = PROMPT_VERSION
-    recorded_settings = ("llm", "retries", "excerpts_per_request")
+    recorded_settings = ("llm", "retries", "excerpts_per_request", "logprobs")
 
     def __init__(
-        self, llm: LLM | None = None, *, retries: int = 2, excerpts_per_request: int = 1
+        self,
+        llm: LLM | None = None,
+        *,
+        retries: int = 2,
+        excerpts_per_request: int = 1,
+        logprobs: bool | None = None,
     ) -> None:
         llm = required_llm(llm, by="the 'llm-json' simulator", kind="simulator")
         if retries < 0 or excerpts_per_request < 1:
@@ -114,133 +123,166 @@ class JSONSimulator(Simulator):
                 f"{excerpts_per_request}"
             )
         llm.require("chat", by="the 'llm-json' simulator")
+        if logprobs:
+            llm.require("chat_logprobs", by="the 'llm-json' simulator with logprobs=True")
         self.llm, self.retries, self.excerpts_per_request = llm, retries, excerpts_per_request
+        self.logprobs = "chat_logprobs" in llm.capabilities if logprobs is None else logprobs
 
     def messages(self, explanation: Explanation, tokens: Sequence[str]) -> list[Message]:
         """The chat messages sent to simulate ``tokens``."""
-        user = (
-            f"Explanation: the neuron finds {explanation.text}\n\n"
-            f"Tokens ({len(tokens)}), as a JSON list:\n{json.dumps(list(tokens))}\n\n"
-            f'Answer with a JSON object {{"activations": [...]}} holding exactly {len(tokens)} '
-            "integers, one per token, in order."
-        )
-        return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+        return self.batch_messages(explanation, [tokens])
 
     def batch_messages(
         self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
     ) -> list[Message]:
-        """The chat messages that ask for several excerpts in one request."""
-        parts = [
-            f"Excerpt {i} ({len(tokens)} tokens), as a JSON list:\n{json.dumps(list(tokens))}"
-            for i, tokens in enumerate(excerpts, start=1)
-        ]
-        keys = ", ".join(f'"excerpt_{i}": [...]' for i in range(1, len(excerpts) + 1))
-        user = (
-            f"Explanation: the neuron finds {explanation.text}\n\n"
-            + "\n\n".join(parts)
-            + f"\n\nAnswer with a JSON object {{{keys}}} holding, for each excerpt, exactly one "
-            "integer per token, in order."
-        )
+        """The chat messages that ask for ``excerpts`` (several in one request, or one)."""
+        user = _keyed.user_message(explanation.text, excerpts)
         return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+
+    @staticmethod
+    def _completion_tokens(excerpts: Sequence[Sequence[str]]) -> int:
+        """Per token its property name, the value and punctuation; braces per excerpt."""
+        per = sum(
+            estimate_tokens(f'"{_keyed.key(i, t)}": 10,') + 1
+            for e in excerpts
+            for i, t in enumerate(e, start=1)
+        )
+        return per + 2 * len(excerpts) + (4 * len(excerpts) if len(excerpts) > 1 else 0)
 
     def estimate(self, explanation: Explanation, excerpts: Sequence[Sequence[str]]) -> CallEstimate:
         """The requests and tokens of simulating ``excerpts``, sending nothing: one request
-        per ``excerpts_per_request`` of them (empty ones need none), the prompt (`messages`,
-        or `batch_messages` for several) counted by `estimate_prompt_tokens`, the completion
-        as two tokens per number and six more per excerpt. Retries are not counted. Not
-        priced (``cost_usd`` is ``None``)."""
+        per ``excerpts_per_request`` of them (empty ones need none), the prompt
+        (`batch_messages`) counted by `estimate_prompt_tokens`, the completion as, per token,
+        ``"3 cat": 10,`` and a space, plus braces (and an ``"excerpt_i"`` name when batched)
+        per excerpt. Retries are not counted. Not priced (``cost_usd`` is ``None``)."""
         requests = prompt = completion = 0
         for group in request_groups(excerpts, self.excerpts_per_request):
-            messages = (
-                self.messages(explanation, group[0])
-                if len(group) == 1
-                else self.batch_messages(explanation, group)
-            )
             requests += 1
+            messages = self.batch_messages(explanation, group)
             prompt += estimate_prompt_tokens(m.content for m in messages)
-            completion += sum(2 * len(e) + 6 for e in group)
+            completion += self._completion_tokens(group)
         return CallEstimate.of(
             self, requests=requests, prompt_tokens=prompt, completion_tokens=completion
+        )
+
+    async def _ask(self, messages: list[Message], excerpts: Sequence[Sequence[str]]) -> Choice:
+        structured = "json_schema" in self.llm.capabilities
+        try:
+            response = await self.llm.acomplete(
+                messages,
+                temperature=0.0,
+                max_tokens=2 * self._completion_tokens(excerpts) + 32,
+                response_format=_keyed.schema(excerpts) if structured else None,
+                **({"logprobs": True, "top_logprobs": 20} if self.logprobs else {}),
+            )
+        except BadRequestError as exc:
+            raise context_error(_NAME, self.llm, exc) or exc from exc
+        return response.choices[0]
+
+    def _outcomes(
+        self, choice: Choice, excerpts: Sequence[Sequence[str]]
+    ) -> list[SequenceSimulation | Problem]:
+        if not choice.text.strip() and not choice.logprobs:
+            return [Problem("the answer was empty", "empty")] * len(excerpts)
+        lengths = [len(e) for e in excerpts]
+        outcomes: list[SequenceSimulation | Problem] = []
+        if self.logprobs and choice.logprobs:
+            reader = DigitReader(choice.logprobs)
+            for tokens, found in zip(excerpts, _keyed.locate(reader.text, lengths), strict=True):
+                try:
+                    if isinstance(found, Problem):
+                        raise found
+                    distributions = [reader.distribution(o, v) for o, v in found]
+                except Problem as problem:
+                    outcomes.append(problem)
+                    continue
+                outcomes.append(simulation_from_distributions(tokens, distributions))
+        else:
+            for tokens, values in zip(
+                excerpts, _keyed.parse_values(choice.text, lengths), strict=True
+            ):
+                outcomes.append(
+                    values
+                    if isinstance(values, Problem)
+                    else SequenceSimulation(
+                        tokens=tuple(tokens), expected_activations=tuple(values)
+                    )
+                )
+        if choice.finish_reason == "length":
+            cut = Problem("the answer was cut off at its length limit", "truncated")
+            outcomes = [cut if isinstance(o, Problem) else o for o in outcomes]
+        return outcomes
+
+    async def asimulate(
+        self, explanation: Explanation, tokens: Sequence[str]
+    ) -> SequenceSimulation:
+        """Predict every token's activation on the 0-10 scale (an expected value with its
+        distribution where logprobs are read).
+
+        Raises:
+            SimulationError: every attempt gave an unusable answer (its reason class is the
+                last problem's: ``"misaligned"``, ``"unparseable"``, ``"empty"``,
+                ``"truncated"``).
+            BadRequestError: the server refused the request (a prompt too long for its context
+                is named as such, with what to change).
+        """
+        if not tokens:
+            return SequenceSimulation(tokens=(), expected_activations=())
+        messages = self.messages(explanation, tokens)
+        problems: list[Problem] = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                record_retry(problems[-1].reason)
+            choice = await self._ask(messages, [tokens])
+            (outcome,) = self._outcomes(choice, [tokens])
+            if isinstance(outcome, SequenceSimulation):
+                return outcome
+            problems.append(outcome)
+            # Show the model its answer and what was wrong, so a retry is not the same request
+            # again (a deterministic backend would only repeat itself).
+            retry = (
+                f"That answer could not be used: {outcome}. Answer again with only the JSON "
+                f'object: one property per token, "1 ..." to "{len(tokens)} ...", each an '
+                "integer from 0 to 10."
+            )
+            messages = [
+                *messages[:2],
+                Message(role="assistant", content=choice.text),
+                Message(role="user", content=retry),
+            ]
+        raise failed(_NAME, self.llm, self.retries + 1, problems)
+
+    async def _each(
+        self, explanation: Explanation, sequences: Sequence[Sequence[str]], keep: bool
+    ) -> list[Outcome]:
+        async def batch(excerpts: list[Sequence[str]]) -> list[SequenceSimulation | str]:
+            choice = await self._ask(self.batch_messages(explanation, excerpts), excerpts)
+            outcomes = self._outcomes(choice, excerpts)
+            return [o if isinstance(o, SequenceSimulation) else str(o) for o in outcomes]
+
+        async def single(tokens: Sequence[str]) -> SequenceSimulation:
+            return await self.asimulate(explanation, tokens)
+
+        return await simulate_in_batches(
+            sequences, self.excerpts_per_request, batch, single, keep_failures=keep
         )
 
     async def asimulate_many(
         self, explanation: Explanation, sequences: Sequence[Sequence[str]]
     ) -> list[SequenceSimulation]:
         """Simulate several excerpts, ``excerpts_per_request`` per request (concurrently);
-        results are in the order of ``sequences``."""
-        structured = "json_schema" in self.llm.capabilities
-
-        async def batch(excerpts: list[Sequence[str]]) -> list[SequenceSimulation | str]:
-            lengths = [len(e) for e in excerpts]
-            response = await self.llm.acomplete(
-                self.batch_messages(explanation, excerpts),
-                temperature=0.0,
-                response_format=_schema(*lengths) if structured else None,
-            )
-            text = response.choices[0].text
-            try:
-                data = extract_json_object(text)
-            except ValueError as exc:
-                return [str(exc)] * len(excerpts)
-            outcomes: list[SequenceSimulation | str] = []
-            for i, tokens in enumerate(excerpts, start=1):
-                try:
-                    values = _check_values(
-                        data.get(f"excerpt_{i}") if isinstance(data, dict) else None,
-                        len(tokens),
-                        f"excerpt_{i}",
-                    )
-                except ValueError as exc:
-                    outcomes.append(str(exc))
-                    continue
-                outcomes.append(
-                    SequenceSimulation(tokens=tuple(tokens), expected_activations=tuple(values))
-                )
-            return outcomes
-
-        async def single(tokens: Sequence[str]) -> SequenceSimulation:
-            return await self.asimulate(explanation, tokens)
-
-        return await simulate_in_batches(sequences, self.excerpts_per_request, batch, single)
-
-    async def asimulate(
-        self, explanation: Explanation, tokens: Sequence[str]
-    ) -> SequenceSimulation:
-        """Predict every token's activation on the 0-10 scale.
+        results are in the order of ``sequences``.
 
         Raises:
-            SimulationError: every attempt gave an unusable answer.
+            SimulationError: an excerpt could not be simulated (the others are cancelled).
         """
-        if not tokens:
-            return SequenceSimulation(tokens=(), expected_activations=())
-        structured = "json_schema" in self.llm.capabilities
-        messages = self.messages(explanation, tokens)
-        problems: list[str] = []
-        for _ in range(self.retries + 1):
-            response = await self.llm.acomplete(
-                messages,
-                temperature=0.0,
-                response_format=_schema(len(tokens)) if structured else None,
-            )
-            text = response.choices[0].text
-            try:
-                values = parse_activations(text, len(tokens))
-            except ValueError as exc:
-                problems.append(f"{exc} (output began {text[:80]!r})")
-                # Show the model its answer and what was wrong, so a retry is not the same
-                # request again (a deterministic backend would only repeat itself).
-                retry = (
-                    f"That answer could not be used: {exc}. Reply with only the JSON object "
-                    f'{{"activations": [...]}} holding exactly {len(tokens)} integers from 0 to 10.'
-                )
-                messages = [
-                    *messages,
-                    Message(role="assistant", content=text),
-                    Message(role="user", content=retry),
-                ]
-                continue
-            return SequenceSimulation(tokens=tuple(tokens), expected_activations=tuple(values))
-        raise SimulationError(
-            f"{self.llm.name} gave no usable JSON simulation in {self.retries + 1} attempts: "
-            + "; ".join(problems)
-        )
+        outcomes = await self._each(explanation, sequences, keep=False)
+        return [o for o in outcomes if isinstance(o, SequenceSimulation)]
+
+    async def asimulate_each(
+        self, explanation: Explanation, sequences: Sequence[Sequence[str]]
+    ) -> list[SequenceSimulation | SimulationFailure]:
+        """Simulate each excerpt as `asimulate_many` does, keeping every excerpt's outcome
+        apart: its simulation, or the `SimulationFailure` saying why it could not be simulated
+        (an excerpt that failed within a batch is retried alone first)."""
+        return await self._each(explanation, sequences, keep=True)

@@ -5,8 +5,9 @@ that echo and score the prompt (the completions API's ``logprobs``, or vLLM's
 from __future__ import annotations
 
 import itertools
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,6 +212,61 @@ class Answers:
             "usage": _usage(len(prompt_tokens), len(generated), 0),
         }
 
+    def native_completion(
+        self, body: dict[str, Any], answer: Reply | str | None, cached: int
+    ) -> dict[str, Any]:
+        """llama.cpp's answer to ``POST /completion``: ``answer`` (or `` ok`` repeated) as the
+        ``n_predict`` generated tokens and, with ``n_probs: k``, each one's top ``k``
+        alternatives in ``completion_probabilities`` (from a `Reply`'s ``top_logprobs``, else
+        the server's scorer); ``cached`` of the prompt's tokens came from the slot's cache."""
+        prompt = body["prompt"] if isinstance(body["prompt"], str) else str(body["prompt"][0])
+        limit = body.get("n_predict", -1)
+        limit = 16 if not isinstance(limit, int) or limit < 0 else limit
+        reply = answer if isinstance(answer, Reply) else Reply(content=answer or " ok" * limit)
+        text = reply.content if isinstance(reply.content, str) else reply.content[0]
+        generated = list(reply.tokens) if reply.tokens is not None else self.tokenize(text)
+        generated = generated[:limit]
+        prompt_tokens = self.tokenize(prompt)
+        k = body.get("n_probs")
+        probabilities = []
+        for j, token in enumerate(generated):
+            if reply.top_logprobs is not None and j < len(reply.top_logprobs):
+                top: Mapping[str, float] = reply.top_logprobs[j]
+                own = top.get(token, min(top.values(), default=0.0) - 1.0)
+            else:
+                own, top = self.prompt_logprob([*prompt_tokens, *generated], len(prompt_tokens) + j)
+            ranked = sorted(top.items(), key=lambda item: -item[1])[
+                : k if isinstance(k, int) else 0
+            ]
+            probabilities.append(
+                {
+                    "id": _crc(token) % 1_000_003,
+                    "token": token,
+                    "bytes": list(token.encode("utf-8")),
+                    "logprob": own,
+                    "top_logprobs": [
+                        {"id": _crc(t) % 1_000_003, "token": t, "logprob": v} for t, v in ranked
+                    ],
+                }
+            )
+        answered: dict[str, Any] = {
+            "index": 0,
+            "content": "".join(generated),
+            "id_slot": 0,
+            "stop": True,
+            "model": body.get("model") or self.model,
+            "tokens_predicted": len(generated),
+            "tokens_evaluated": len(prompt_tokens),
+            "generation_settings": {"n_predict": limit, "n_probs": k or 0},
+            "prompt": prompt,
+            "stop_type": "limit",
+            "tokens_cached": len(prompt_tokens) + len(generated),
+            "timings": {"cache_n": cached, "prompt_n": len(prompt_tokens) - cached},
+        }
+        if isinstance(k, int) and k > 0:
+            answered["completion_probabilities"] = probabilities
+        return answered
+
     def _vllm_prompt_logprobs(
         self, tokens: list[str], k: int
     ) -> list[dict[str, dict[str, Any]] | None]:
@@ -230,6 +286,35 @@ class Answers:
                     }
             entries.append(entry)
         return entries
+
+
+class SlotPromptCache:
+    """The prompt each of a llama.cpp-like server's slots evaluated last, for its native
+    ``/completion``'s ``cache_prompt``."""
+
+    def __init__(self, slots: int) -> None:
+        self._prompts: list[list[str]] = [[] for _ in range(slots)]
+        self._lock = threading.Lock()
+
+    def take(self, tokens: list[str], body: dict[str, Any]) -> int:
+        """How many of ``tokens`` (a prompt's) come from a slot's cache: the slot whose last
+        prompt shares the most leading tokens, which then holds this prompt. All but the last
+        token at most (it is evaluated again for its logits); none when ``body`` says
+        ``cache_prompt: false``."""
+        with self._lock:
+            best, shared = 0, 0
+            for slot, held in enumerate(self._prompts):
+                common = next(
+                    (i for i, (a, b) in enumerate(zip(held, tokens, strict=False)) if a != b),
+                    min(len(held), len(tokens)),
+                )
+                if common > shared:
+                    best, shared = slot, common
+            if self._prompts:
+                self._prompts[best] = list(tokens)
+        if body.get("cache_prompt") is False:
+            return 0
+        return max(0, min(shared, len(tokens) - 1))
 
 
 def _usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:

@@ -204,9 +204,9 @@ class ReceivedRequest:
 
     @property
     def endpoint(self) -> str:
-        """``"chat/completions"``, ``"completions"``, ``"models"``, ``"props"``, ``"slots"`` or
-        the path."""
-        for name in ("chat/completions", "completions", "models", "props", "slots"):
+        """``"chat/completions"``, ``"completions"``, ``"completion"`` (llama.cpp's native
+        endpoint), ``"models"``, ``"props"``, ``"slots"`` or the path."""
+        for name in ("chat/completions", "completions", "completion", "models", "props", "slots"):
             if self.path.rstrip("/").endswith("/" + name):
                 return name
         return self.path

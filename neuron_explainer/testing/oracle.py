@@ -2,10 +2,12 @@
 roles of the pipeline for a neuron whose rule it is given.
 
 It reads the prompts the built-in components send and answers them the way a perfect model
-would: the explainer's prompt gets the explanation; the chat-logprob simulator's prompt gets one
-``token<TAB>number`` line per token with top logprobs around the rule's level; the JSON
-simulator's prompt gets the JSON list. Anything else gets ``None`` (the server's default
-answer). Use it to test a whole pipeline, or a batch run, over real HTTP::
+would: the explainer's prompt gets the explanation; the simulators' prompts (their numbered
+token listings) get the rule's level for every token, as the numbered JSON object
+(``{"1 The": 0, ...}``) when the system prompt asks for JSON, else as ``number<TAB>level``
+lines, with top logprobs around the level when the request asks for logprobs. Anything else
+gets ``None`` (the server's default answer). Use it to test a whole pipeline, or a batch run,
+over real HTTP::
 
     with OpenAITestServer(responder=OracleResponder()) as server:
         os.environ["OPENAI_BASE_URL"] = server.base_url
@@ -24,10 +26,7 @@ from neuron_explainer.testing.server import ReceivedRequest, Reply
 
 __all__ = ["OracleResponder", "fires_on_numbers"]
 
-_LISTING = re.compile(
-    r"(?:Tokens \((\d+)\)|Excerpt (\d+) \((\d+) tokens\)), one per line:\n<start>\n"
-)
-_JSON_LISTING = re.compile(r"as a JSON list:\n(\[.*\])")
+_LISTING = re.compile(r"(?:Tokens \((\d+)\)|Excerpt (\d+) \((\d+) tokens\)), numbered:\n")
 
 
 def fires_on_numbers(token: str) -> int:
@@ -67,16 +66,16 @@ class OracleResponder:
         prompt = str(messages[-1].get("content", ""))
         if "Explanation of neuron behavior" in prompt:
             return Reply(content=f" {self.explanation}.")
-        if _LISTING.search(prompt):
-            return self._lines(prompt)
-        found = _JSON_LISTING.search(prompt)
-        if found:
-            tokens = json.loads(found[1])
-            return json.dumps({"activations": [self.rule(t) for t in tokens]})
-        return None
+        listings = _listings(prompt)
+        if not listings:
+            return None
+        as_json = "JSON" in str(messages[0].get("content", ""))
+        reply = self._answer(listings, as_json=as_json)
+        return reply if body.get("logprobs") else "".join(reply.tokens or ())
 
-    def _lines(self, prompt: str) -> Reply:
-        listings = list(_LISTING.finditer(prompt))
+    def _answer(self, listings: list[tuple[int | None, list[str]]], *, as_json: bool) -> Reply:
+        """The answer, token by token: every token certain except each value, which has the
+        rule's level at ``confidence`` and a neighbouring level with the rest."""
         tokens: list[str] = []
         tops: list[dict[str, float]] = []
 
@@ -84,27 +83,50 @@ class OracleResponder:
             tokens.append(text)
             tops.append({text: 0.0})
 
-        for match in listings:
-            count = int(match[1] or match[3])
-            shown = prompt[match.end() :].split("\n")[:count]
-            if match[2]:
-                certain(f"Excerpt {match[2]}")
-                certain("\n")
-            for echo in shown:
-                level = self.rule(unescape_token(echo))
-                if echo:
-                    certain(echo)
-                certain("\t")
-                other = level - 1 if level > 0 else 1
-                alternatives = {str(level): math.log(self.confidence)}
-                if self.confidence < 1.0:
-                    alternatives[str(other)] = math.log(1.0 - self.confidence)
-                tokens.append(str(level))
-                tops.append(alternatives)
-                certain("\n")
+        def value(shown: str) -> None:
+            level = self.rule(unescape_token(shown))
+            other = level - 1 if level > 0 else 1
+            alternatives = {str(level): math.log(self.confidence)}
+            if self.confidence < 1.0:
+                alternatives[str(other)] = math.log(1.0 - self.confidence)
+            tokens.append(str(level))
+            tops.append(alternatives)
+
+        batched = len(listings) > 1
+        if as_json and batched:
+            certain("{")
+        for j, (header, shown) in enumerate(listings):
+            if as_json:
+                certain(f'"excerpt_{header}": {{' if batched else "{")
+                for i, text in enumerate(shown, start=1):
+                    certain(json.dumps(f"{i} {text.strip() or text}") + ": ")
+                    value(text)
+                    certain(", " if i < len(shown) else "}")
+                certain(", " if batched and j + 1 < len(listings) else "")
+            else:
+                if batched:
+                    certain(f"Excerpt {header}\n")
+                for i, text in enumerate(shown, start=1):
+                    certain(f"{i}\t")
+                    value(text)
+                    certain("\n")
+        if as_json and batched:
+            certain("}")
+        kept = [(t, top) for t, top in zip(tokens, tops, strict=True) if t]
         return Reply(
-            content="".join(tokens),
-            tokens=tokens,
-            logprobs=[top[t] for t, top in zip(tokens, tops, strict=True)],
-            top_logprobs=tops,
+            content="".join(t for t, _ in kept),
+            tokens=[t for t, _ in kept],
+            logprobs=[top[t] for t, top in kept],
+            top_logprobs=[top for _, top in kept],
         )
+
+
+def _listings(prompt: str) -> list[tuple[int | None, list[str]]]:
+    """Each excerpt the prompt lists: its header number (``None`` alone) and its escaped
+    tokens (read by count, so no token can end a listing early)."""
+    found = []
+    for match in _LISTING.finditer(prompt):
+        count = int(match[1] or match[3])
+        lines = prompt[match.end() :].split("\n")[:count]
+        found.append((int(match[2]) if match[2] else None, [ln.partition("\t")[2] for ln in lines]))
+    return found

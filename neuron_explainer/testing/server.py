@@ -7,7 +7,9 @@ default, and injects faults on demand: HTTP errors with ``Retry-After``, timeout
 connections, bodies that are not JSON or cut short, streams that stall or are cut off, answers
 that ignore the requested format. Like llama.cpp's server it can have a number of slots (it
 generates that many answers at once, the others wait without a byte) and say so at
-``GET /props``, and it can generate slowly (``chunk_delay`` seconds per streamed chunk). It
+``GET /props``, and then it also answers llama.cpp's native ``POST /completion`` (``n_probs``
+alternatives of the generated tokens, ``cache_prompt`` reusing the slot's last prompt); it can
+generate slowly (``chunk_delay`` seconds per streamed chunk). It
 records every request, and the most requests it had in flight at once.
 
 It runs in a background thread on an ephemeral port; use it as a context manager::
@@ -37,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from neuron_explainer.testing._answers import Answers
+from neuron_explainer.testing._answers import Answers, SlotPromptCache
 from neuron_explainer.testing._replies import Fault as Fault
 from neuron_explainer.testing._replies import PromptLogprobFunction as PromptLogprobFunction
 from neuron_explainer.testing._replies import ReceivedRequest as ReceivedRequest
@@ -120,8 +122,13 @@ class OpenAITestServer:
             (a slow generation).
         slots: how many answers it generates at once, like llama.cpp's slots: other requests
             wait, receiving nothing, until a slot is free. ``GET /props`` then answers
-            ``{"total_slots": slots, ...}`` as llama.cpp's does, and ``GET /slots`` lists them.
-            ``None`` (default): no limit, and both are 404, as on OpenAI's API.
+            ``{"total_slots": slots, ...}`` as llama.cpp's does, ``GET /slots`` lists them, and
+            ``POST /completion`` answers as llama.cpp's native endpoint: the generated text
+            from the script's ``responder`` (a `Reply`, whose ``top_logprobs`` give the
+            ``n_probs`` alternatives, else ``prompt_logprob``), and ``timings.cache_n`` the
+            prompt tokens shared with a slot's last prompt when ``cache_prompt`` is true (all
+            but the last, at most). ``None`` (default): no limit, and all three are 404, as on
+            OpenAI's API.
     """
 
     def __init__(
@@ -162,6 +169,7 @@ class OpenAITestServer:
         self.chunk_delay = chunk_delay
         self.slots = slots
         self._slot_gate = threading.Semaphore(slots) if slots is not None else None
+        self._prompt_cache = SlotPromptCache(slots or 0)
         self._probes: list[ReceivedRequest] = []
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -288,6 +296,7 @@ class OpenAITestServer:
             self._probes.clear()
             self._script.clear()
             self._next_faults.clear()
+            self._prompt_cache = SlotPromptCache(self.slots or 0)
             self._max_in_flight = 0
 
     # -- handling ----------------------------------------------------------------------------
@@ -388,7 +397,8 @@ class OpenAITestServer:
         if endpoint == "models" and request.method == "GET":
             send_json(handler, 200, {"object": "list", "data": [{"id": self.model}]})
             return
-        if request.method != "POST" or endpoint not in ("chat/completions", "completions"):
+        served = ("chat/completions", "completions", *(("completion",) if self.slots else ()))
+        if request.method != "POST" or endpoint not in served:
             send_error(handler, 404, f"Unknown request URL: {request.method} {request.path}")
             return
         body = request.body
@@ -407,6 +417,9 @@ class OpenAITestServer:
             answer = answer.text
         if isinstance(answer, dict):
             send_json(handler, 200, answer)
+        elif endpoint == "completion":
+            cached = self._prompt_cache.take(self.tokenize(str(body["prompt"])), body)
+            send_json(handler, 200, self._answers().native_completion(body, answer, cached))
         elif endpoint == "chat/completions":
             self._chat(handler, body, answer if answer is not None else self.default)
         else:
@@ -445,8 +458,8 @@ class OpenAITestServer:
 
     @staticmethod
     def _validate(endpoint: str, body: dict[str, Any]) -> str | None:
-        if not isinstance(body.get("model"), str):
-            return "you must provide a model parameter"
+        if endpoint != "completion" and not isinstance(body.get("model"), str):
+            return "you must provide a model parameter"  # llama.cpp's own endpoint needs none
         if endpoint == "chat/completions":
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:

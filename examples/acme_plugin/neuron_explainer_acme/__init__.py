@@ -68,8 +68,14 @@ class AcmeLLM(LLM):
     def _simulate(prompt: str) -> str:
         explanation, _, rest = prompt.partition("\n\n")
         wanted = {json.loads(f'"{q}"') for q in _QUOTED.findall(explanation)}
-        tokens = json.loads(rest.split("\n")[1])
-        return json.dumps({"activations": [10 if t.strip() in wanted else 0 for t in tokens]})
+        # The tokens follow "Tokens (N), numbered:", one per line: "3<TAB> 7". The answer has
+        # one property per token, named by its number: {"1 The": 0, "3 7": 10, ...}.
+        head, _, listing = rest.partition("\n")
+        count = int(head.split("(")[1].split(")")[0])
+        tokens = [line.partition("\t")[2] for line in listing.split("\n")[:count]]
+        return json.dumps(
+            {f"{i} {t}": 10 if t.strip() in wanted else 0 for i, t in enumerate(tokens, start=1)}
+        )
 
     # --8<-- [end:rules]
 
