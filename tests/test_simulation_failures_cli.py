@@ -3,6 +3,8 @@ its summary line matches what the run database recorded."""
 
 from __future__ import annotations
 
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ pytest.importorskip("transformers")
 from test_cli import console_script, corpus, tiny_model
 
 from neuron_explainer.runs import RunStore
-from neuron_explainer.testing import OpenAITestServer
+from neuron_explainer.testing import OpenAITestServer, ReceivedRequest
 
 __all__ = ["corpus", "tiny_model"]  # fixtures of test_cli, used here
 
@@ -47,3 +49,53 @@ def test_the_run_summary_counts_the_failed_simulations(
     assert total.prompt_tokens > 0
     assert f"simulations: {total.describe()}" in lines
     assert f"0 of {total.attempted} simulated ({total.attempted} failed: " in ran.stdout
+
+
+def test_max_failed_fraction_reaches_explain(
+    tiny_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """A simulator answer unusable for every third excerpt asked for (the same excerpt fails on
+    every retry, with no line for any token): the unit fails under the default 10 % and is
+    scored on the other excerpts under ``--max-failed-fraction 0.99``."""
+    from neuron_explainer.results import ExplanationResult
+    from neuron_explainer.testing import OracleResponder
+
+    oracle = OracleResponder()
+    seen: dict[str, int] = {}  # each excerpt's listing -> the order it was first asked for
+    lock = threading.Lock()
+
+    def responder(request: ReceivedRequest) -> object:
+        messages = request.body.get("messages") or [{}]
+        listing = str(messages[min(1, len(messages) - 1)].get("content", ""))
+        if "numbered:" in listing:
+            with lock:
+                order = seen.setdefault(listing, len(seen))
+            if order % 3 == 0:  # a third of the excerpts, never all of one split
+                return "I'm sorry, I can't help with that."
+        return oracle(request)
+
+    def explain(*extra: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        out = tmp_path / f"result{len(extra)}.json"
+        seen.clear()
+        with OpenAITestServer(responder=responder) as server:
+            ran = console_script(
+                "explain", tiny_model, "--corpus", corpus, "--split", "line", "--layer", "1",
+                "--neuron", "0", "--explainer", "openai:m", "--simulator", "openai:m",
+                "--window-length", "16", "--top-k", "12", "--n-random", "12", "--out", out,
+                *extra, env={"OPENAI_BASE_URL": server.base_url},
+            )  # fmt: skip
+        return ran, out
+
+    failing, _ = explain()
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    assert "more than max_failed_fraction 10%" in failing.stderr
+
+    allowed, out = explain("--max-failed-fraction", "0.99")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    result = ExplanationResult.model_validate_json(out.read_text(encoding="utf-8"))
+    assert result.scored is not None and result.simulation is not None
+    assert 0 < result.scored.n_failed < result.simulation.attempted
+    assert result.simulation.failure_reasons == {"misaligned": result.simulation.failed}
+
+    bad = console_script("explain", tiny_model, "--max-failed-fraction", "1.5")
+    assert bad.returncode == 2 and "--max-failed-fraction" in bad.stderr

@@ -13,6 +13,7 @@ from neuron_explainer.cli._options import (
     MODEL_OPTIONS,
     Debug,
     Explainer,
+    MaxFailedFraction,
     ModelArg,
     ModelCorpus,
     Quiet,
@@ -100,6 +101,7 @@ def run(
             "Afterwards, write the explanations in OpenAI's public dataset format here.",
         ),
     ] = None,
+    max_failed_fraction: MaxFailedFraction = 0.1,
     *,
     recording: dict[str, Any],
     split: SplitOpt = Split.file,
@@ -148,6 +150,7 @@ def run(
                 dry_run=dry_run,
                 retry_failed=retry_failed,
                 collect_options=recording or None,
+                explain_options={"max_failed_fraction": max_failed_fraction},
                 progress=progress,
                 **source,
             )

@@ -16,6 +16,7 @@ from neuron_explainer.cli._options import (
     CorpusHelp,
     Debug,
     Explainer,
+    MaxFailedFraction,
     ModelArg,
     ModelCorpus,
     Quiet,
@@ -160,6 +161,7 @@ def explain(
             "--calibration", help="How simulated activations are calibrated before scoring."
         ),
     ] = Calibration.linear,
+    max_failed_fraction: MaxFailedFraction = 0.1,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -189,7 +191,10 @@ def explain(
 
         check_components(explainer=explainer, simulator=simulator, need_key=not dry_run)
         options = ExplainOptions.build(
-            best_of=best_of, score_split=score_split.value, calibration=calibration.value
+            best_of=best_of,
+            score_split=score_split.value,
+            calibration=calibration.value,
+            max_failed_fraction=max_failed_fraction,
         )
         source = collection_or_corpus(
             model, corpus, recording, split=split.value, text_field=text_field

@@ -153,6 +153,16 @@ BudgetUSD = Annotated[
         min=0.0,
     ),
 ]
+MaxFailedFraction = Annotated[
+    float,
+    typer.Option(
+        "--max-failed-fraction",
+        min=0.0,
+        max=1.0,
+        help="The share (0 to 1) of a unit's held-out excerpts whose simulation may fail before "
+        "the unit fails; the score rests on the others. Failed excerpts are never scored as zeros.",
+    ),
+]
 MaxWindows = Annotated[
     int | None,
     hidden_default("--max-windows", "Stop after this many excerpts.", min=1),
