@@ -40,28 +40,24 @@ from typing import Literal
 from neuron_explainer.errors import BadRequestError, InvalidInputError
 from neuron_explainer.interfaces import (
     CallEstimate,
-    Simulator,
     estimate_prompt_tokens,
     estimate_tokens,
-    record_retry,
 )
 from neuron_explainer.llm.base import LLM, Choice, Message, required_llm
-from neuron_explainer.results import Explanation, SequenceSimulation, SimulationFailure
+from neuron_explainer.results import Explanation, SequenceSimulation
 from neuron_explainer.simulators import _keyed
+from neuron_explainer.simulators._answering import AnsweringSimulator
 from neuron_explainer.simulators._common import (
     EXAMPLE_INTRO,
     EXAMPLE_LEVELS,
     EXAMPLE_TOKENS,
     TASK,
     DigitReader,
-    Outcome,
     Problem,
     context_error,
-    failed,
     no_logprobs,
     numbered,
     request_groups,
-    simulate_in_batches,
     simulation_from_distributions,
 )
 
@@ -127,7 +123,7 @@ def _by_number(lines: list[tuple[int, int, int]], n: int) -> list[tuple[int, int
     return [found[i] for i in range(1, n + 1)]
 
 
-class ChatLogprobSimulator(Simulator):
+class ChatLogprobSimulator(AnsweringSimulator):
     """Predicts each token's activation as the expected value of the digits the LLM might
     write for it, read from chat logprobs (see the module docstring for the formats, the
     alignment rule and batching).
@@ -325,6 +321,12 @@ class ChatLogprobSimulator(Simulator):
             "integer from 0 to 10). Write nothing else."
         )
 
+    def request_messages(
+        self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
+    ) -> list[Message]:
+        """The chat messages that ask for ``excerpts`` (`messages`)."""
+        return self.messages(explanation, excerpts)
+
     async def asimulate(
         self, explanation: Explanation, tokens: Sequence[str]
     ) -> SequenceSimulation:
@@ -337,55 +339,4 @@ class ChatLogprobSimulator(Simulator):
             BadRequestError: the server refused the request (a prompt too long for its context
                 is named as such, with what to change).
         """
-        if not tokens:
-            return SequenceSimulation(tokens=(), expected_activations=())
-        messages = self.messages(explanation, [tokens])
-        problems: list[Problem] = []
-        for attempt in range(self.retries + 1):
-            if attempt:
-                record_retry(problems[-1].reason)
-            choice = await self._ask(messages, [tokens])
-            (outcome,) = self._outcomes(choice, [tokens])
-            if isinstance(outcome, SequenceSimulation):
-                return outcome
-            problems.append(outcome)
-            messages = [
-                *messages[:2],
-                Message(role="assistant", content=choice.text),
-                Message(role="user", content=self._retry(outcome, tokens)),
-            ]
-        raise failed(_NAME, self.llm, self.retries + 1, problems)
-
-    async def _each(
-        self, explanation: Explanation, sequences: Sequence[Sequence[str]], keep: bool
-    ) -> list[Outcome]:
-        async def batch(excerpts: list[Sequence[str]]) -> list[SequenceSimulation | str]:
-            choice = await self._ask(self.messages(explanation, excerpts), excerpts)
-            return self.read(choice, excerpts)
-
-        async def single(tokens: Sequence[str]) -> SequenceSimulation:
-            return await self.asimulate(explanation, tokens)
-
-        return await simulate_in_batches(
-            sequences, self.excerpts_per_request, batch, single, keep_failures=keep
-        )
-
-    async def asimulate_many(
-        self, explanation: Explanation, sequences: Sequence[Sequence[str]]
-    ) -> list[SequenceSimulation]:
-        """Simulate several excerpts, ``excerpts_per_request`` per request (concurrently);
-        results are in the order of ``sequences``.
-
-        Raises:
-            SimulationError: an excerpt could not be simulated (the others are cancelled).
-        """
-        outcomes = await self._each(explanation, sequences, keep=False)
-        return [o for o in outcomes if isinstance(o, SequenceSimulation)]
-
-    async def asimulate_each(
-        self, explanation: Explanation, sequences: Sequence[Sequence[str]]
-    ) -> list[SequenceSimulation | SimulationFailure]:
-        """Simulate each excerpt as `asimulate_many` does, keeping every excerpt's outcome
-        apart: its simulation, or the `SimulationFailure` saying why it could not be simulated
-        (an excerpt that failed within a batch is retried alone first)."""
-        return await self._each(explanation, sequences, keep=True)
+        return await self._simulate_one(explanation, tokens)

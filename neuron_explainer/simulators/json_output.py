@@ -32,24 +32,20 @@ from collections.abc import Sequence
 from neuron_explainer.errors import BadRequestError, InvalidInputError
 from neuron_explainer.interfaces import (
     CallEstimate,
-    Simulator,
     estimate_prompt_tokens,
     estimate_tokens,
-    record_retry,
 )
 from neuron_explainer.llm.base import LLM, Choice, Message, required_llm
 from neuron_explainer.llm.prompts import extract_json_object
-from neuron_explainer.results import Explanation, SequenceSimulation, SimulationFailure
+from neuron_explainer.results import Explanation, SequenceSimulation
 from neuron_explainer.simulators import _keyed
+from neuron_explainer.simulators._answering import AnsweringSimulator
 from neuron_explainer.simulators._common import (
     DigitReader,
-    Outcome,
     Problem,
     check_count,
     context_error,
-    failed,
     request_groups,
-    simulate_in_batches,
     simulation_from_distributions,
 )
 
@@ -82,7 +78,7 @@ def parse_activations(text: str, n: int, key: str = "activations") -> list[float
     return out
 
 
-class JSONSimulator(Simulator):
+class JSONSimulator(AnsweringSimulator):
     """Asks an LLM for one 0-10 activation per token as a JSON object, validated and aligned
     by the tokens' numbers (see the module docstring).
 
@@ -213,6 +209,19 @@ class JSONSimulator(Simulator):
             outcomes = [cut if isinstance(o, Problem) else o for o in outcomes]
         return outcomes
 
+    def _retry(self, problem: Problem, tokens: Sequence[str]) -> str:
+        return (
+            f"That answer could not be used: {problem}. Answer again with only the JSON "
+            f'object: one property per token, "1 ..." to "{len(tokens)} ...", each an '
+            "integer from 0 to 10."
+        )
+
+    def request_messages(
+        self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
+    ) -> list[Message]:
+        """The chat messages that ask for ``excerpts`` (`batch_messages`)."""
+        return self.batch_messages(explanation, excerpts)
+
     async def asimulate(
         self, explanation: Explanation, tokens: Sequence[str]
     ) -> SequenceSimulation:
@@ -226,63 +235,4 @@ class JSONSimulator(Simulator):
             BadRequestError: the server refused the request (a prompt too long for its context
                 is named as such, with what to change).
         """
-        if not tokens:
-            return SequenceSimulation(tokens=(), expected_activations=())
-        messages = self.messages(explanation, tokens)
-        problems: list[Problem] = []
-        for attempt in range(self.retries + 1):
-            if attempt:
-                record_retry(problems[-1].reason)
-            choice = await self._ask(messages, [tokens])
-            (outcome,) = self._outcomes(choice, [tokens])
-            if isinstance(outcome, SequenceSimulation):
-                return outcome
-            problems.append(outcome)
-            # Show the model its answer and what was wrong, so a retry is not the same request
-            # again (a deterministic backend would only repeat itself).
-            retry = (
-                f"That answer could not be used: {outcome}. Answer again with only the JSON "
-                f'object: one property per token, "1 ..." to "{len(tokens)} ...", each an '
-                "integer from 0 to 10."
-            )
-            messages = [
-                *messages[:2],
-                Message(role="assistant", content=choice.text),
-                Message(role="user", content=retry),
-            ]
-        raise failed(_NAME, self.llm, self.retries + 1, problems)
-
-    async def _each(
-        self, explanation: Explanation, sequences: Sequence[Sequence[str]], keep: bool
-    ) -> list[Outcome]:
-        async def batch(excerpts: list[Sequence[str]]) -> list[SequenceSimulation | str]:
-            choice = await self._ask(self.batch_messages(explanation, excerpts), excerpts)
-            outcomes = self._outcomes(choice, excerpts)
-            return [o if isinstance(o, SequenceSimulation) else str(o) for o in outcomes]
-
-        async def single(tokens: Sequence[str]) -> SequenceSimulation:
-            return await self.asimulate(explanation, tokens)
-
-        return await simulate_in_batches(
-            sequences, self.excerpts_per_request, batch, single, keep_failures=keep
-        )
-
-    async def asimulate_many(
-        self, explanation: Explanation, sequences: Sequence[Sequence[str]]
-    ) -> list[SequenceSimulation]:
-        """Simulate several excerpts, ``excerpts_per_request`` per request (concurrently);
-        results are in the order of ``sequences``.
-
-        Raises:
-            SimulationError: an excerpt could not be simulated (the others are cancelled).
-        """
-        outcomes = await self._each(explanation, sequences, keep=False)
-        return [o for o in outcomes if isinstance(o, SequenceSimulation)]
-
-    async def asimulate_each(
-        self, explanation: Explanation, sequences: Sequence[Sequence[str]]
-    ) -> list[SequenceSimulation | SimulationFailure]:
-        """Simulate each excerpt as `asimulate_many` does, keeping every excerpt's outcome
-        apart: its simulation, or the `SimulationFailure` saying why it could not be simulated
-        (an excerpt that failed within a batch is retried alone first)."""
-        return await self._each(explanation, sequences, keep=True)
+        return await self._simulate_one(explanation, tokens)
