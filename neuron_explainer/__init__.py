@@ -56,6 +56,8 @@ _EXPORTS = {
     "ScoredSequence": "neuron_explainer.results",
     "ScoredSimulation": "neuron_explainer.results",
     "SequenceSimulation": "neuron_explainer.results",
+    "SimulationFailure": "neuron_explainer.results",
+    "SimulationStats": "neuron_explainer.results",
     "UsageSummary": "neuron_explainer.results",
     "Splits": "neuron_explainer.records.splits",
     "RunStore": "neuron_explainer.runs.store",
@@ -82,6 +84,8 @@ __all__ = [
     "ScoredSequence",
     "ScoredSimulation",
     "SequenceSimulation",
+    "SimulationFailure",
+    "SimulationStats",
     "Simulator",
     "Splits",
     "Subject",
@@ -118,6 +122,8 @@ if TYPE_CHECKING:
     from neuron_explainer.results import ScoredSequence as ScoredSequence
     from neuron_explainer.results import ScoredSimulation as ScoredSimulation
     from neuron_explainer.results import SequenceSimulation as SequenceSimulation
+    from neuron_explainer.results import SimulationFailure as SimulationFailure
+    from neuron_explainer.results import SimulationStats as SimulationStats
     from neuron_explainer.results import UsageSummary as UsageSummary
     from neuron_explainer.runs.batch import aexplain_neurons as aexplain_neurons
     from neuron_explainer.runs.batch import explain_neurons as explain_neurons
