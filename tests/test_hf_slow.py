@@ -36,9 +36,10 @@ def qwen() -> Any:
 
 
 def test_the_gguf_loads_with_its_chat_template(qwen: Any) -> None:
-    from neuron_explainer.llm import ChatRequest, Message
+    from neuron_explainer.llm import ChatRequest, Message, _hf_grammar
 
-    assert qwen.capabilities == {"chat", "chat_logprobs", "prompt_logprobs"}
+    grammar = {"json_schema"} if _hf_grammar.available() else set()  # the hf-json extra
+    assert qwen.capabilities == {"chat", "chat_logprobs", "prompt_logprobs", "prefill", *grammar}
     assert "<|im_start|>assistant\n" in qwen.chat_prompt(
         ChatRequest(messages=(Message(role="user", content="hi"),))
     )
