@@ -12,7 +12,18 @@ from neuron_explainer.llm.base import LLM, Choice, Message
 from neuron_explainer.results import Explanation, SequenceSimulation, SimulationFailure
 from neuron_explainer.simulators._common import Outcome, Problem, failed, simulate_in_batches
 
-__all__ = ["AnsweringSimulator"]
+__all__ = ["AnsweringSimulator", "blame_truncation"]
+
+
+def blame_truncation(
+    choice: Choice, outcomes: list[SequenceSimulation | Problem]
+) -> list[SequenceSimulation | Problem]:
+    """``outcomes`` with every problem replaced by "cut off" (reason ``"truncated"``) when the
+    answer stopped at its length limit: the cut, not what it left missing, is the cause."""
+    if choice.finish_reason != "length":
+        return outcomes
+    cut = Problem("the answer was cut off at its length limit", "truncated")
+    return [cut if isinstance(o, Problem) else o for o in outcomes]
 
 
 class AnsweringSimulator(Simulator):

@@ -196,3 +196,13 @@ def parse_values(text: str, lengths: Sequence[int]) -> list[list[float] | Proble
         except Problem as problem:
             out.append(problem)
     return out
+
+
+def retry_message(problem: object, n: int) -> str:
+    """The user message that asks again for the numbered JSON object of ``n`` tokens after an
+    answer with ``problem``."""
+    return (
+        f"That answer could not be used: {problem}. Answer again with only the JSON "
+        f'object: one property per token, "1 ..." to "{n} ...", each an integer from 0 '
+        "to 10."
+    )

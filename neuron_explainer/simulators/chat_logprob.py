@@ -46,7 +46,7 @@ from neuron_explainer.interfaces import (
 from neuron_explainer.llm.base import LLM, Choice, Message, required_llm
 from neuron_explainer.results import Explanation, SequenceSimulation
 from neuron_explainer.simulators import _keyed
-from neuron_explainer.simulators._answering import AnsweringSimulator
+from neuron_explainer.simulators._answering import AnsweringSimulator, blame_truncation
 from neuron_explainer.simulators._common import (
     EXAMPLE_INTRO,
     EXAMPLE_LEVELS,
@@ -288,10 +288,7 @@ class ChatLogprobSimulator(AnsweringSimulator):
                 except Problem as problem:
                     located.append(problem)
         outcomes = [self._read_one(reader, t, f) for t, f in zip(excerpts, located, strict=True)]
-        if choice.finish_reason == "length":
-            cut = Problem("the answer was cut off at its length limit", "truncated")
-            outcomes = [cut if isinstance(o, Problem) else o for o in outcomes]
-        return outcomes
+        return blame_truncation(choice, outcomes)
 
     def read(
         self, choice: Choice, excerpts: Sequence[Sequence[str]]
@@ -310,11 +307,7 @@ class ChatLogprobSimulator(AnsweringSimulator):
     def _retry(self, problem: Problem, tokens: Sequence[str]) -> str:
         n = len(tokens)
         if self.format == "json":
-            return (
-                f"That answer could not be used: {problem}. Answer again with only the JSON "
-                f'object: one property per token, "1 ..." to "{n} ...", each an integer from 0 '
-                "to 10."
-            )
+            return _keyed.retry_message(problem, n)
         return (
             f"That answer could not be used: {problem}. Answer again with exactly {n} lines, "
             f"one per token from 1 to {n}: the token's number, a tab, and its activation (an "

@@ -39,7 +39,7 @@ from neuron_explainer.llm.base import LLM, Choice, Message, required_llm
 from neuron_explainer.llm.prompts import extract_json_object
 from neuron_explainer.results import Explanation, SequenceSimulation
 from neuron_explainer.simulators import _keyed
-from neuron_explainer.simulators._answering import AnsweringSimulator
+from neuron_explainer.simulators._answering import AnsweringSimulator, blame_truncation
 from neuron_explainer.simulators._common import (
     DigitReader,
     Problem,
@@ -204,17 +204,10 @@ class JSONSimulator(AnsweringSimulator):
                         tokens=tuple(tokens), expected_activations=tuple(values)
                     )
                 )
-        if choice.finish_reason == "length":
-            cut = Problem("the answer was cut off at its length limit", "truncated")
-            outcomes = [cut if isinstance(o, Problem) else o for o in outcomes]
-        return outcomes
+        return blame_truncation(choice, outcomes)
 
     def _retry(self, problem: Problem, tokens: Sequence[str]) -> str:
-        return (
-            f"That answer could not be used: {problem}. Answer again with only the JSON "
-            f'object: one property per token, "1 ..." to "{len(tokens)} ...", each an '
-            "integer from 0 to 10."
-        )
+        return _keyed.retry_message(problem, len(tokens))
 
     def request_messages(
         self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
