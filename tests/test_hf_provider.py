@@ -372,6 +372,45 @@ def test_concurrent_greedy_chats_are_generated_in_one_batch(
         )
 
 
+@pytest.mark.skipif(not XGRAMMAR, reason="needs xgrammar (the hf-json extra)")
+def test_chats_with_different_schemas_share_one_batch_each_held_by_its_own(
+    llm: HFLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chat simulators' schemas name each excerpt's tokens, so no two are alike: they must
+    still batch, each row held by its own schema (and a row without one left free)."""
+
+    def keyed(names: list[str]) -> dict[str, Any]:
+        body = {
+            "type": "object",
+            "properties": {n: {"type": "integer", "minimum": 0, "maximum": 10} for n in names},
+            "required": names,
+            "additionalProperties": False,
+        }
+        return {"type": "json_schema", "json_schema": {"name": "a", "schema": body}}
+
+    names = [["1 The", "2 cat"], ["1 dog", "2 ran", "3 away"], ["1 x"]]
+    requests = [
+        ChatRequest(messages=MESSAGES, max_tokens=80, response_format=keyed(n), logprobs=True)
+        for n in names
+    ] + [ChatRequest(messages=MESSAGES, max_tokens=12, logprobs=True)]
+    alone = [llm.chat(r) for r in requests]
+    spy = Spy(monkeypatch, _hf_generate, "generate", arg=1)
+
+    async def together() -> list[Any]:
+        return list(await asyncio.gather(*(llm.achat(r) for r in requests)))
+
+    batched = asyncio.run(together())
+    assert spy.batches == [4]
+    for expected, one, many in zip([*names, None], alone, batched, strict=True):
+        a, b = one.choices[0], many.choices[0]
+        assert a.text == b.text
+        if expected is None:
+            assert b.finish_reason == "length"
+            continue
+        assert b.finish_reason == "stop"
+        assert list(json.loads(b.text)) == expected
+
+
 def test_usage_is_recorded_at_no_cost(llama: HFLLM) -> None:
     with track_usage() as meter:
         llama.chat(ChatRequest(messages=MESSAGES, max_tokens=3))

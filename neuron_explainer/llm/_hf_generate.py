@@ -43,7 +43,6 @@ class GenerationSettings:
     top_logprobs: int | None  # None: no logprobs
     stop: tuple[str, ...]
     seed: int | None
-    schema: str | None = None  # a JSON schema (text) the output must follow: _hf_grammar
 
 
 def _decode_step(
@@ -83,9 +82,13 @@ def _choose(logits: torch.Tensor, settings: GenerationSettings, generator: Any) 
 
 
 def generate(
-    engine: Engine, prompts: Sequence[tuple[Sequence[int], int]], settings: GenerationSettings
+    engine: Engine,
+    prompts: Sequence[tuple[Sequence[int], int]],
+    settings: GenerationSettings,
+    schemas: Sequence[str | None] | None = None,
 ) -> list[list[Generated]]:
-    """Generate ``settings.n`` completions of each ``(prompt ids, token limit)``.
+    """Generate ``settings.n`` completions of each ``(prompt ids, token limit)``; each prompt
+    may have a JSON schema (text, `neuron_explainer.llm._hf_grammar`) its output must follow.
 
     The prompts run left-padded in one batch with a KV cache; each step takes the argmax
     (temperature 0: one completion, repeated ``n`` times) or a sample, and records the
@@ -111,10 +114,10 @@ def generate(
         results = [Generated(ids=[], stopped=False) for _ in owners]
         limits = [prompts[b][1] for b in owners]
         grammars = None
-        if settings.schema is not None:
+        if schemas is not None and any(s is not None for s in schemas):
             from neuron_explainer.llm._hf_grammar import RowGrammars
 
-            grammars = RowGrammars(engine, settings.schema, len(owners))
+            grammars = RowGrammars(engine, [schemas[b] for b in owners])
         logits, cache = _decode_step(engine, ids, mask, positions, None)
         active = list(range(len(owners)))  # rows still running, in the cache's order
         following = positions[:, -1] + 1

@@ -10,6 +10,9 @@ complete, so an answer that ends by itself parses; white space between JSON toke
 (`MAX_WHITESPACE`), so a model cannot pad until its token limit. The reported logprobs stay
 those of the raw logits (what the model would have said), as without a schema.
 
+Rows of one batch may follow different schemas (the chat simulators' schemas name each
+excerpt's tokens, so no two are alike) or none: each has its own matcher.
+
 Importing this module imports neither xgrammar nor torch; `available` tells, without importing
 it, whether xgrammar is installed (the ``hf`` provider then declares ``json_schema``).
 """
@@ -79,18 +82,18 @@ def _compiler(engine: Any) -> Any:
 
 
 class RowGrammars:
-    """One matcher per generated row, all following the JSON schema ``schema``.
+    """One matcher per generated row, each following its own JSON schema (or none).
 
     Args:
         engine: the `neuron_explainer.llm._hf_engine.Engine` generating.
-        schema: the schema as JSON text (`schema_text`).
-        rows: how many rows the batch has.
+        schemas: per row, its schema as JSON text (`schema_text`), or ``None`` for a row that
+            is not constrained. Rows with equal schemas share one compiled grammar.
 
     Raises:
-        InvalidInputError: xgrammar is not installed, or cannot compile the schema.
+        InvalidInputError: xgrammar is not installed, or cannot compile a schema.
     """
 
-    def __init__(self, engine: Any, schema: str, rows: int) -> None:
+    def __init__(self, engine: Any, schemas: Sequence[str | None]) -> None:
         try:
             import xgrammar  # type: ignore[import-not-found, unused-ignore]
         except ImportError:  # pragma: no cover - the provider declares json_schema only with it
@@ -99,29 +102,41 @@ class RowGrammars:
                 '[hf-json]"'
             ) from None
         self._xgrammar = xgrammar
-        try:
-            compiled = _compiler(engine).compile_json_schema(
-                schema, max_whitespace_cnt=MAX_WHITESPACE
-            )
-        except (RuntimeError, ValueError) as exc:
-            raise InvalidInputError(f"xgrammar cannot compile the JSON schema: {exc}") from None
+        compiled: dict[str, Any] = {}
+        for schema in schemas:
+            if schema is None or schema in compiled:
+                continue
+            try:
+                compiled[schema] = _compiler(engine).compile_json_schema(
+                    schema, max_whitespace_cnt=MAX_WHITESPACE
+                )
+            except (RuntimeError, ValueError) as exc:
+                raise InvalidInputError(f"xgrammar cannot compile the JSON schema: {exc}") from None
         self.vocab_size = int(engine.vocab_size)
-        self.matchers = [xgrammar.GrammarMatcher(compiled) for _ in range(rows)]
+        self.matchers = [
+            None if schema is None else xgrammar.GrammarMatcher(compiled[schema])
+            for schema in schemas
+        ]
 
     def mask(self, logits: Any, active: Sequence[int]) -> Any:
         """``logits`` (one row per ``active`` row, in order) with every token the rows'
-        grammars forbid at ``-inf`` (a masked copy)."""
+        grammars forbid at ``-inf`` (a masked copy; a row without a schema is left as it is)."""
         bitmask = self._xgrammar.allocate_token_bitmask(len(active), self.vocab_size)
         for i, row in enumerate(active):
-            self.matchers[row].fill_next_token_bitmask(bitmask, i)
+            matcher = self.matchers[row]
+            if matcher is not None:
+                matcher.fill_next_token_bitmask(bitmask, i)
         masked = logits.clone()
         self._xgrammar.apply_token_bitmask_inplace(masked, bitmask.to(masked.device))
         return masked
 
     def accept(self, row: int, token: int) -> bool:
         """Advance ``row``'s matcher by ``token``; whether its document is complete (ended
-        by an end-of-sequence token) or the token broke the grammar (never, as masked)."""
+        by an end-of-sequence token) or the token broke the grammar (never, as masked).
+        Always ``False`` for a row without a schema."""
         matcher = self.matchers[row]
+        if matcher is None:
+            return False
         if not matcher.accept_token(token):
             return True
         return bool(matcher.is_terminated())

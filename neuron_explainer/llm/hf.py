@@ -271,8 +271,9 @@ class HFLLM(LLM):
         settings = payloads[0][2]
         from neuron_explainer.llm import _hf_generate
 
-        prompts = [(ids, limit) for ids, limit, _ in payloads]
-        return _hf_generate.generate(self.engine, prompts, settings)
+        prompts = [(ids, limit) for ids, limit, _, _ in payloads]
+        schemas = [schema for _, _, _, schema in payloads]
+        return _hf_generate.generate(self.engine, prompts, settings, schemas)
 
     # -- the LLM contract --------------------------------------------------------------------
 
@@ -446,12 +447,15 @@ class HFLLM(LLM):
             top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
             stop=request.stop or (),
             seed=seed,
-            schema=_hf_grammar.schema_text(request.response_format),
         )
-        # Sampled requests run alone (their seed must not depend on their batch).
+        schema = _hf_grammar.schema_text(request.response_format)
+        # Sampled requests run alone (their seed must not depend on their batch); greedy ones
+        # batch by their settings, each row with its own schema.
         key = (settings, object()) if sample else settings
         cost = (len(ids) + limit) * request.n
-        completions = await self._batcher().submit("generate", key, cost, (ids, limit, settings))
+        completions = await self._batcher().submit(
+            "generate", key, cost, (ids, limit, settings, schema)
+        )
         choices = [self._choice(c, request) for c in completions]
         usage = Usage(
             prompt_tokens=len(ids), completion_tokens=sum(len(c.ids) for c in completions)
