@@ -15,6 +15,7 @@ from neuron_explainer import (
     ComponentInfo,
     Explanation,
     ExplanationError,
+    InvalidInputError,
     PromptScale,
     SequenceSimulation,
     SimulationError,
@@ -109,7 +110,7 @@ EXPLANATION = Explanation(text="cats", explainer=ComponentInfo(name="x"))
 
 def test_json_simulator_retries_then_fails_never_zeros() -> None:
     llm = Canned(["oops", '{"1 a": 1, "3 x": 3}', '{"2 cat": 9, "1 a": 0}'])
-    sim = JSONSimulator(llm, retries=2).simulate(EXPLANATION, [" a", " cat"])
+    sim = JSONSimulator(llm, retries=2, answer="all").simulate(EXPLANATION, [" a", " cat"])
     assert sim.expected_activations == (0.0, 9.0) and sim.scale == "simulated_0_10"
     assert len(llm.requests) == 3, "the second answer has no value for token 2"
     prompt = llm.requests[0].messages[-1].content
@@ -117,10 +118,11 @@ def test_json_simulator_retries_then_fails_never_zeros() -> None:
     assert llm.requests[0].response_format is None  # Canned offers no json_schema
     assert llm.requests[0].logprobs is False  # nor chat_logprobs
 
+    simulator = JSONSimulator(Canned(["nope", "still nope"]), retries=1, answer="all")
     with pytest.raises(
         SimulationError, match="no usable answer from canned:m in 2 attempts"
     ) as info:
-        JSONSimulator(Canned(["nope", "still nope"]), retries=1).simulate(EXPLANATION, ["a"])
+        simulator.simulate(EXPLANATION, ["a"])
     assert "no JSON object" in str(info.value) and info.value.reason == "unparseable"
     assert "'llm-json'" in str(info.value)
 
@@ -128,10 +130,11 @@ def test_json_simulator_retries_then_fails_never_zeros() -> None:
 def test_json_values_are_matched_by_number_and_checked() -> None:
     tokens = [" a", " b", " c"]
     ok = '{"3 c": 2, "1 whatever": 10, "2": 0, "1 again": 5, "9 extra": 7}'
-    simulation = JSONSimulator(Canned([ok]), retries=0).simulate(EXPLANATION, tokens)
+    simulation = JSONSimulator(Canned([ok]), retries=0, answer="all").simulate(EXPLANATION, tokens)
     assert simulation.expected_activations == (10.0, 0.0, 2.0), "by number; the first counts"
     legacy = '{"activations": [1, 2, 3]}'
-    assert JSONSimulator(Canned([legacy])).simulate(EXPLANATION, tokens).expected_activations == (
+    legacy_simulator = JSONSimulator(Canned([legacy]), answer="all")
+    assert legacy_simulator.simulate(EXPLANATION, tokens).expected_activations == (
         1.0,
         2.0,
         3.0,
@@ -146,13 +149,15 @@ def test_json_values_are_matched_by_number_and_checked() -> None:
         ("   ", "the answer was empty", "empty"),
     ]:
         with pytest.raises(SimulationError, match=re.escape(problem)) as info:
-            JSONSimulator(Canned([text]), retries=0).simulate(EXPLANATION, tokens)
+            JSONSimulator(Canned([text]), retries=0, answer="all").simulate(EXPLANATION, tokens)
         assert info.value.reason == reason, text
 
 
 def test_json_simulator_uses_json_schema_when_offered() -> None:
     llm = Canned(['{"1 a": 3}'], frozenset({"chat", "json_schema"}))
-    assert JSONSimulator(llm).simulate(EXPLANATION, ["a"]).expected_activations == (3.0,)
+    assert JSONSimulator(llm, answer="all").simulate(EXPLANATION, ["a"]).expected_activations == (
+        3.0,
+    )
     schema = llm.requests[0].response_format
     assert schema is not None and schema["type"] == "json_schema"
     body = schema["json_schema"]["schema"]  # type: ignore[index,call-overload]
@@ -185,7 +190,7 @@ def test_json_simulator_reads_the_digits_logprobs_where_offered() -> None:
     )
     # logprobs=False never asks for them; logprobs=True needs them.
     never = ScriptedLLM(default='{"1 a": 0, "2 7": 10}')
-    assert JSONSimulator(never, logprobs=False).simulate(EXPLANATION, [" a", " 7"])
+    assert JSONSimulator(never, logprobs=False, answer="all").simulate(EXPLANATION, [" a", " 7"])
     assert never.requests[0].logprobs is False
     with pytest.raises(CapabilityError, match="logprobs=True needs 'chat_logprobs'"):
         JSONSimulator(Canned([]), logprobs=True)
@@ -213,12 +218,73 @@ def test_extract_json_object_tolerates_prose() -> None:
 def test_json_simulator_retry_shows_the_model_what_was_wrong() -> None:
     llm = Canned(['{"1 a": 1}', '{"1 a": 1, "2 b": 2}'])
     with track_simulations() as meter:
-        JSONSimulator(llm, retries=1).simulate(EXPLANATION, ["a", "b"])
+        JSONSimulator(llm, retries=1, answer="all").simulate(EXPLANATION, ["a", "b"])
     first, second = llm.requests
     assert len(second.messages) == len(first.messages) + 2
     assert second.messages[-2] == Message(role="assistant", content='{"1 a": 1}')
     assert "no value for token 2 of 2" in second.messages[-1].content
     assert meter.stats.retried == 1 and meter.stats.retry_reasons == {"misaligned": 1}
+
+
+def test_json_simulator_asks_for_the_firing_tokens_where_it_reads_no_logprobs() -> None:
+    """Without logprobs the default answer lists only the tokens that fire: the rest are 0 by
+    the question, and an answer that cannot be placed is still a failure, never zeros."""
+    from neuron_explainer.testing import ScriptedLLM
+
+    plain = ScriptedLLM(script=['{"2 cat": 8}', "{}"], capabilities={"chat", "json_schema"})
+    simulator = JSONSimulator(plain)
+    assert (simulator.answer, simulator.logprobs) == ("firing", False)
+    assert simulator.info.settings["answer"] == "firing"
+    tokens = [" a", " cat", " sat"]
+    assert simulator.simulate(EXPLANATION, tokens).expected_activations == (0.0, 8.0, 0.0)
+    assert simulator.simulate(EXPLANATION, tokens).expected_activations == (0.0, 0.0, 0.0)
+    first = plain.requests[0]
+    assert "lists only the tokens the neuron activates on" in first.messages[0].content
+    assert '{"6 dog": 10, "9 cat": 10}' in first.messages[0].content
+    assert "{} if none" in first.messages[1].content and "3\t sat" in first.messages[1].content
+    assert first.logprobs is False and first.response_format is not None
+    body = first.response_format["json_schema"]["schema"]  # type: ignore[index,call-overload]
+    assert list(body["properties"]) == ["1 a", "2 cat", "3 sat"]
+    assert "required" not in body and body["additionalProperties"] is False
+    assert body["properties"]["2 cat"]["minimum"] == 1
+
+    # Where logprobs are read, every token's value is asked for; asking both is refused.
+    rich = ScriptedLLM(default="{}", capabilities={"chat", "chat_logprobs"})
+    assert JSONSimulator(rich).answer == "all"
+    assert JSONSimulator(rich, answer="firing").logprobs is False
+    with pytest.raises(InvalidInputError, match="answer='firing' reads the integers"):
+        JSONSimulator(rich, answer="firing", logprobs=True)
+    with pytest.raises(InvalidInputError, match="answer must be 'all' or 'firing'"):
+        JSONSimulator(rich, answer="some")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ('{"cat": 8}', "does not start with a token's number"),
+        ('{"2 cat": 11}', "outside 0..10"),
+        ('{"2 cat": "high"}', "not a number"),
+        ("The neuron fires on cat.", "no JSON object"),
+    ],
+)
+def test_a_firing_answer_that_cannot_be_placed_is_retried_then_fails(
+    answer: str, problem: str
+) -> None:
+    llm = Canned([answer, answer])
+    with pytest.raises(SimulationError, match="in 2 attempts") as info:
+        JSONSimulator(llm, retries=1, answer="firing").simulate(EXPLANATION, [" a", " cat"])
+    assert problem in str(info.value)
+    retry = llm.requests[1].messages[-1].content
+    assert problem in retry and "the tokens the neuron activates on" in retry
+
+
+def test_firing_answers_batch_several_excerpts() -> None:
+    llm = Canned(['{"excerpt_1": {"1 a": 5, "1 a again": 9, "7 far": 3}, "excerpt_3": {}}', "{}"])
+    simulator = JSONSimulator(llm, answer="firing", excerpts_per_request=3)
+    results = asyncio.run(simulator.asimulate_many(EXPLANATION, [[" a", " b"], [" c"], [" d"]]))
+    assert [r.expected_activations for r in results] == [(5.0, 0.0), (0.0,), (0.0,)]
+    assert len(llm.requests) == 2, "excerpt_2 was missing, so it was asked for alone"
+    assert "Tokens (1), numbered:\n1\t c" in llm.requests[1].messages[1].content
 
 
 EXCERPT_LIST = re.compile(r"(?:Excerpt \d+ \((\d+) tokens\)|Tokens \((\d+)\)), numbered:\n")
@@ -256,7 +322,9 @@ def test_json_simulator_batches_excerpts_with_identical_results() -> None:
     from neuron_explainer.testing import ScriptedLLM
 
     def run(llm: ScriptedLLM, per_request: int) -> list[SequenceSimulation]:
-        simulator = JSONSimulator(llm, excerpts_per_request=per_request, logprobs=False)
+        simulator = JSONSimulator(
+            llm, excerpts_per_request=per_request, logprobs=False, answer="all"
+        )
         return asyncio.run(simulator.asimulate_many(EXPLANATION, JSON_EXCERPTS))
 
     alone, batched = ScriptedLLM(default=json_answers()), ScriptedLLM(default=json_answers())

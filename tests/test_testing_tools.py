@@ -437,7 +437,7 @@ def test_requests_needing_a_missing_capability_are_refused() -> None:
 def test_json_simulator_uses_json_schema_only_when_offered(structured: bool) -> None:
     capabilities = {"chat", "json_schema"} if structured else {"chat"}
     llm = ScriptedLLM(script=['{"activations": [0, 10]}'], capabilities=capabilities)  # type: ignore[arg-type]
-    simulation = JSONSimulator(llm).simulate(EXPLANATION, ["a", " 7"])
+    simulation = JSONSimulator(llm, answer="all").simulate(EXPLANATION, ["a", " 7"])
     assert simulation.expected_activations == (0.0, 10.0)
     (sent,) = llm.requests
     assert (sent.response_format is not None) == structured

@@ -6,6 +6,14 @@ activation 0-10: ``{"1 The": 0, "2 cat": 10, ...}`` (`neuron_explainer.simulator
 With a backend that offers ``json_schema`` the request's ``response_format`` fixes every name in
 order, so the model writes only the values and reads each token just before its value.
 
+Answers: ``answer="all"`` asks for every token's value as above; ``answer="firing"`` asks
+only for the tokens the neuron activates on (``{"2 cat": 8}``, ``{}`` when none; every token
+left out is 0 by the question asked, and a property that does not start with a token's number
+makes the answer unusable). The default (``None``) is ``"all"`` when the digits' logprobs are
+read and ``"firing"`` when they are not: greedy integers from a small model otherwise come back
+all zeros on most sentences, because 0 is each token's likeliest value even when the model
+gives a firing token real weight.
+
 Values: where the LLM offers ``chat_logprobs`` (``logprobs=None``, the default, or ``True``),
 each value is the expected value over the digits' top logprobs at the number written (as the
 chat-logprob simulator reads them), so a token the model is unsure about is not flattened to
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 from neuron_explainer.errors import BadRequestError, InvalidInputError
 from neuron_explainer.interfaces import (
@@ -90,11 +99,15 @@ class JSONSimulator(AnsweringSimulator):
         retries: extra attempts after an unusable answer (each with the problem shown).
         excerpts_per_request: excerpts of one explanation sent in one request.
         logprobs: read expected values from the digits' logprobs: ``None`` (default) when the
-            LLM offers ``chat_logprobs``, ``True`` (it must), ``False`` never.
+            LLM offers ``chat_logprobs`` and ``answer`` is not ``"firing"``, ``True`` (it
+            must), ``False`` never.
+        answer: ``"all"`` (every token's value), ``"firing"`` (only the tokens that fire; read
+            from the integers written) or ``None`` (default: ``"all"`` when logprobs are read,
+            else ``"firing"``).
 
     Raises:
-        InvalidInputError: no ``llm`` given (name the simulator as ``provider:model``), or an
-            option out of range.
+        InvalidInputError: no ``llm`` given (name the simulator as ``provider:model``), an
+            option out of range, or ``answer="firing"`` with ``logprobs=True``.
         CapabilityError: the LLM does not offer ``chat`` (or ``chat_logprobs`` with
             ``logprobs=True``).
     """
@@ -102,7 +115,7 @@ class JSONSimulator(AnsweringSimulator):
     name = _NAME
     version = "2"
     prompt_version = PROMPT_VERSION
-    recorded_settings = ("llm", "retries", "excerpts_per_request", "logprobs")
+    recorded_settings = ("llm", "retries", "excerpts_per_request", "logprobs", "answer")
 
     def __init__(
         self,
@@ -111,6 +124,7 @@ class JSONSimulator(AnsweringSimulator):
         retries: int = 2,
         excerpts_per_request: int = 1,
         logprobs: bool | None = None,
+        answer: Literal["all", "firing"] | None = None,
     ) -> None:
         llm = required_llm(llm, by="the 'llm-json' simulator", kind="simulator")
         if retries < 0 or excerpts_per_request < 1:
@@ -118,11 +132,21 @@ class JSONSimulator(AnsweringSimulator):
                 f"need retries >= 0 and excerpts_per_request >= 1, got {retries} and "
                 f"{excerpts_per_request}"
             )
+        if answer not in (None, "all", "firing"):
+            raise InvalidInputError(f"answer must be 'all' or 'firing', got {answer!r}")
+        if answer == "firing" and logprobs:
+            raise InvalidInputError(
+                "answer='firing' reads the integers written; pass logprobs=False (or None), "
+                "or answer='all' to read the digits' logprobs"
+            )
         llm.require("chat", by="the 'llm-json' simulator")
         if logprobs:
             llm.require("chat_logprobs", by="the 'llm-json' simulator with logprobs=True")
         self.llm, self.retries, self.excerpts_per_request = llm, retries, excerpts_per_request
-        self.logprobs = "chat_logprobs" in llm.capabilities if logprobs is None else logprobs
+        if logprobs is None:
+            logprobs = answer != "firing" and "chat_logprobs" in llm.capabilities
+        self.logprobs: bool = logprobs
+        self.answer: Literal["all", "firing"] = answer or ("all" if logprobs else "firing")
 
     def messages(self, explanation: Explanation, tokens: Sequence[str]) -> list[Message]:
         """The chat messages sent to simulate ``tokens``."""
@@ -132,8 +156,10 @@ class JSONSimulator(AnsweringSimulator):
         self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
     ) -> list[Message]:
         """The chat messages that ask for ``excerpts`` (several in one request, or one)."""
-        user = _keyed.user_message(explanation.text, excerpts)
-        return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+        firing = self.answer == "firing"
+        user = _keyed.user_message(explanation.text, excerpts, firing=firing)
+        system = _keyed.FIRING_SYSTEM if firing else SYSTEM
+        return [Message(role="system", content=system), Message(role="user", content=user)]
 
     @staticmethod
     def _completion_tokens(excerpts: Sequence[Sequence[str]]) -> int:
@@ -150,7 +176,8 @@ class JSONSimulator(AnsweringSimulator):
         per ``excerpts_per_request`` of them (empty ones need none), the prompt
         (`batch_messages`) counted by `estimate_prompt_tokens`, the completion as, per token,
         ``"3 cat": 10,`` and a space, plus braces (and an ``"excerpt_i"`` name when batched)
-        per excerpt. Retries are not counted. Not priced (``cost_usd`` is ``None``)."""
+        per excerpt (for ``answer="firing"`` an upper bound: every token named). Retries are
+        not counted. Not priced (``cost_usd`` is ``None``)."""
         requests = prompt = completion = 0
         for group in request_groups(excerpts, self.excerpts_per_request):
             requests += 1
@@ -168,7 +195,9 @@ class JSONSimulator(AnsweringSimulator):
                 messages,
                 temperature=0.0,
                 max_tokens=2 * self._completion_tokens(excerpts) + 32,
-                response_format=_keyed.schema(excerpts) if structured else None,
+                response_format=(
+                    _keyed.schema(excerpts, firing=self.answer == "firing") if structured else None
+                ),
                 **({"logprobs": True, "top_logprobs": 20} if self.logprobs else {}),
             )
         except BadRequestError as exc:
@@ -194,9 +223,8 @@ class JSONSimulator(AnsweringSimulator):
                     continue
                 outcomes.append(simulation_from_distributions(tokens, distributions))
         else:
-            for tokens, values in zip(
-                excerpts, _keyed.parse_values(choice.text, lengths), strict=True
-            ):
+            parse = _keyed.parse_firing if self.answer == "firing" else _keyed.parse_values
+            for tokens, values in zip(excerpts, parse(choice.text, lengths), strict=True):
                 outcomes.append(
                     values
                     if isinstance(values, Problem)
@@ -207,6 +235,8 @@ class JSONSimulator(AnsweringSimulator):
         return blame_truncation(choice, outcomes)
 
     def _retry(self, problem: Problem, tokens: Sequence[str]) -> str:
+        if self.answer == "firing":
+            return _keyed.firing_retry_message(problem)
         return _keyed.retry_message(problem, len(tokens))
 
     def request_messages(
