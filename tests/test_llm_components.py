@@ -227,28 +227,33 @@ def test_json_simulator_retry_shows_the_model_what_was_wrong() -> None:
 
 
 def test_json_simulator_asks_for_the_firing_tokens_where_it_reads_no_logprobs() -> None:
-    """Without logprobs the default answer lists only the tokens that fire: the rest are 0 by
-    the question, and an answer that cannot be placed is still a failure, never zeros."""
+    """Without logprobs the default answer names only the tokens that fire: the rest are 0 by
+    the question, every token with a named text fires, and an answer that cannot be placed is
+    still a failure, never zeros."""
     from neuron_explainer.testing import ScriptedLLM
 
-    plain = ScriptedLLM(script=['{"2 cat": 8}', "{}"], capabilities={"chat", "json_schema"})
+    plain = ScriptedLLM(script=['{"cat": 8}', "{}"], capabilities={"chat", "json_schema"})
     simulator = JSONSimulator(plain)
     assert (simulator.answer, simulator.logprobs) == ("firing", False)
     assert simulator.info.settings["answer"] == "firing"
-    tokens = [" a", " cat", " sat"]
-    assert simulator.simulate(EXPLANATION, tokens).expected_activations == (0.0, 8.0, 0.0)
-    assert simulator.simulate(EXPLANATION, tokens).expected_activations == (0.0, 0.0, 0.0)
+    tokens = [" a", " cat", " sat", " cat"]
+    assert simulator.simulate(EXPLANATION, tokens).expected_activations == (0.0, 8.0, 0.0, 8.0)
+    assert simulator.simulate(EXPLANATION, tokens).expected_activations == (0.0,) * 4
     first = plain.requests[0]
-    assert "lists only the tokens the neuron activates on" in first.messages[0].content
-    assert '{"6 dog": 10, "9 cat": 10}' in first.messages[0].content
-    assert "{} if none" in first.messages[1].content and "3\t sat" in first.messages[1].content
+    assert "names only the tokens the neuron activates on" in first.messages[0].content
+    assert '{"dog": 10, "cat": 10}' in first.messages[0].content
+    assert "Tokens: a | cat | sat | cat" in first.messages[1].content
+    assert "{} if none" in first.messages[1].content
     assert first.logprobs is False and first.response_format is not None
     body = first.response_format["json_schema"]["schema"]  # type: ignore[index,call-overload]
-    assert list(body["properties"]) == ["1 a", "2 cat", "3 sat"]
+    assert list(body["properties"]) == ["a", "cat", "sat"], "distinct texts, in order"
     assert "required" not in body and body["additionalProperties"] is False
-    assert body["properties"]["2 cat"]["minimum"] == 1
+    assert body["properties"]["cat"]["minimum"] == 1
 
-    # Where logprobs are read, every token's value is asked for; asking both is refused.
+    # A name in another case still places; where logprobs are read every token's value is
+    # asked for; asking for both is refused.
+    shouting = ScriptedLLM(default='{"CAT": 5}', capabilities={"chat"})
+    assert JSONSimulator(shouting).simulate(EXPLANATION, tokens).expected_activations[1] == 5.0
     rich = ScriptedLLM(default="{}", capabilities={"chat", "chat_logprobs"})
     assert JSONSimulator(rich).answer == "all"
     assert JSONSimulator(rich, answer="firing").logprobs is False
@@ -261,9 +266,9 @@ def test_json_simulator_asks_for_the_firing_tokens_where_it_reads_no_logprobs() 
 @pytest.mark.parametrize(
     ("answer", "problem"),
     [
-        ('{"cat": 8}', "does not start with a token's number"),
-        ('{"2 cat": 11}', "outside 0..10"),
-        ('{"2 cat": "high"}', "not a number"),
+        ('{"dog": 8}', "which is not one of its tokens"),
+        ('{"cat": 11}', "not a number 0..10"),
+        ('{"cat": "high"}', "not a number 0..10"),
         ("The neuron fires on cat.", "no JSON object"),
     ],
 )
@@ -279,12 +284,13 @@ def test_a_firing_answer_that_cannot_be_placed_is_retried_then_fails(
 
 
 def test_firing_answers_batch_several_excerpts() -> None:
-    llm = Canned(['{"excerpt_1": {"1 a": 5, "1 a again": 9, "7 far": 3}, "excerpt_3": {}}', "{}"])
+    llm = Canned(['{"excerpt_1": {"a": 5}, "excerpt_3": {}}', '{"c": 2}'])
     simulator = JSONSimulator(llm, answer="firing", excerpts_per_request=3)
     results = asyncio.run(simulator.asimulate_many(EXPLANATION, [[" a", " b"], [" c"], [" d"]]))
-    assert [r.expected_activations for r in results] == [(5.0, 0.0), (0.0,), (0.0,)]
+    assert [r.expected_activations for r in results] == [(5.0, 0.0), (2.0,), (0.0,)]
     assert len(llm.requests) == 2, "excerpt_2 was missing, so it was asked for alone"
-    assert "Tokens (1), numbered:\n1\t c" in llm.requests[1].messages[1].content
+    assert "Excerpt 2: c" in llm.requests[0].messages[1].content
+    assert "Tokens: c\n" in llm.requests[1].messages[1].content
 
 
 EXCERPT_LIST = re.compile(r"(?:Excerpt \d+ \((\d+) tokens\)|Tokens \((\d+)\)), numbered:\n")

@@ -506,6 +506,7 @@ def test_fake_provider_serves_named_views_of_one_script() -> None:
 # -- end to end through explain_neuron -----------------------------------------------------------
 
 TOKEN_LIST = re.compile(r"Tokens \((\d+)\), numbered:\n")
+FIRING_LIST = re.compile(r"^Tokens: (.*)$", re.MULTILINE)
 
 
 def answer_by_prompt(malformed_simulations: int = 0) -> Callable[[ChatRequest], str]:
@@ -518,10 +519,14 @@ def answer_by_prompt(malformed_simulations: int = 0) -> Callable[[ChatRequest], 
         if "Explanation of neuron behavior" in user:
             return "The main thing this neuron does is find numbers and digits."
         match = TOKEN_LIST.search(user)
-        assert match, user
+        firing = FIRING_LIST.search(user)
+        assert match or firing, user
         if bad_left[0] > 0:
             bad_left[0] -= 1
             return "Sure! The activations are: lots"
+        if firing:  # the firing answer: only the tokens that fire, by their text
+            return json.dumps({t: 10 for t in firing[1].split(" | ") if t.isdigit()})
+        assert match
         lines = user[match.end() :].split("\n")[: int(match[1])]
         tokens = [line.partition("\t")[2] for line in lines]
         return json.dumps(

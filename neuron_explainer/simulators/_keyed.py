@@ -9,11 +9,6 @@ number is not checked, the first value for a number counts, numbers outside the 
 ignored, and a token left without a value makes the excerpt unusable (never a zero).
 
 Several excerpts in one request nest one such object per excerpt under ``"excerpt_<i>"``.
-
-The *firing* answer (`FIRING_SYSTEM`, `firing_schema`, `parse_firing`) lists only the tokens
-the neuron activates on, ``{"2 cat": 8}`` (``{}`` when none): every token it leaves out is 0 by
-the question asked, not by a failure. Its schema makes every property optional but keeps them
-in token order, so the model chooses which tokens to name and cannot invent one.
 """
 
 from __future__ import annotations
@@ -56,26 +51,15 @@ def _object(tokens: Sequence[str]) -> dict[str, object]:
     }
 
 
-def _firing_object(tokens: Sequence[str]) -> dict[str, object]:
-    names = [key(i, t) for i, t in enumerate(tokens, start=1)]
-    return {
-        "type": "object",
-        "properties": {n: {"type": "integer", "minimum": 1, "maximum": 10} for n in names},
-        "additionalProperties": False,
-    }
-
-
-def schema(excerpts: Sequence[Sequence[str]], *, firing: bool = False) -> dict[str, object]:
-    """The ``response_format`` (a strict JSON schema) of the answer for ``excerpts``: every
-    token's value, or (``firing``) optional properties for the tokens that fire."""
-    make = _firing_object if firing else _object
+def schema(excerpts: Sequence[Sequence[str]]) -> dict[str, object]:
+    """The ``response_format`` (a strict JSON schema) of the answer for ``excerpts``."""
     if len(excerpts) == 1:
-        body = make(excerpts[0])
+        body = _object(excerpts[0])
     else:
         names = [f"excerpt_{i}" for i in range(1, len(excerpts) + 1)]
         body = {
             "type": "object",
-            "properties": {n: make(e) for n, e in zip(names, excerpts, strict=True)},
+            "properties": {n: _object(e) for n, e in zip(names, excerpts, strict=True)},
             "required": names,
             "additionalProperties": False,
         }
@@ -98,57 +82,27 @@ SYSTEM = (
 )
 """The system message of the numbered JSON answer."""
 
-FIRING_SYSTEM = (
-    f"{TASK}\n\nAnswer with a JSON object that lists only the tokens the neuron activates on, "
-    "in order: each property's name is the token's number and the token "
-    '(such as "9 cat"), its value the activation from 1 to 10. Leave out every token with '
-    "activation 0; answer {} if there is none. Write nothing else.\n\n"
-    f"{EXAMPLE_INTRO}{numbered(EXAMPLE_TOKENS)}\nanswer:\n"
-    + json.dumps(
-        {
-            key(i, t): v
-            for i, (t, v) in enumerate(zip(EXAMPLE_TOKENS, EXAMPLE_LEVELS, strict=True), start=1)
-            if v
-        }
-    )
-)
-"""The system message of the firing answer (only the tokens that fire)."""
 
-
-def user_message(
-    explanation: str, excerpts: Sequence[Sequence[str]], *, firing: bool = False
-) -> str:
-    """The user message asking for ``excerpts`` under ``explanation`` (every token's value, or
-    with ``firing`` only the tokens that fire)."""
+def user_message(explanation: str, excerpts: Sequence[Sequence[str]]) -> str:
+    """The user message asking for ``excerpts`` under ``explanation``."""
     head = f"Explanation: the neuron finds {explanation}\n\n"
     if len(excerpts) == 1:
         (tokens,) = excerpts
-        listing = f"{head}Tokens ({len(tokens)}), numbered:\n{numbered(tokens)}\n\n"
-        if firing:
-            return (
-                f"{listing}Answer with the JSON object of the tokens the neuron that finds "
-                f"{explanation} activates on, each with how strongly (1 to 10); {{}} if none."
-            )
         return (
-            f"{listing}Answer with the JSON object: for each token, how strongly the neuron "
-            f"that finds {explanation} activates on it."
+            f"{head}Tokens ({len(tokens)}), numbered:\n{numbered(tokens)}\n\nAnswer with the JSON "
+            f"object: for each token, how strongly the neuron that finds {explanation} "
+            "activates on it."
         )
     parts = [
         f"Excerpt {i} ({len(tokens)} tokens), numbered:\n{numbered(tokens)}"
         for i, tokens in enumerate(excerpts, start=1)
     ]
     names = ", ".join(f'"excerpt_{i}": {{...}}' for i in range(1, len(excerpts) + 1))
-    each = (
-        "the tokens it activates on as above ({} if none), giving how strongly the neuron that "
-        f"finds {explanation} activates on each"
-        if firing
-        else "one property per token as above, giving how strongly the neuron that finds "
-        f"{explanation} activates on it"
-    )
     return (
         head
         + "\n\n".join(parts)
-        + f"\n\nAnswer with a JSON object {{{names}}}: for each excerpt, {each}."
+        + f"\n\nAnswer with a JSON object {{{names}}}: for each excerpt, one property per token "
+        f"as above, giving how strongly the neuron that finds {explanation} activates on it."
     )
 
 
@@ -244,54 +198,6 @@ def parse_values(text: str, lengths: Sequence[int]) -> list[list[float] | Proble
     return out
 
 
-def _firing_values(data: object, n: int, where: str) -> list[float]:
-    if not isinstance(data, dict):
-        raise Problem(f"{where} is not a JSON object", "unparseable")
-    values = [0.0] * n
-    seen: set[int] = set()
-    for name, value in data.items():
-        match = _INDEX.match(name)
-        if not match:
-            raise Problem(
-                f"{where} has the property {name[:40]!r}, which does not start with a token's "
-                "number",
-                "misaligned",
-            )
-        index = int(match[1])
-        if 1 <= index <= n and index not in seen:
-            seen.add(index)
-            values[index - 1] = _number(value, index)
-    return values
-
-
-def parse_firing(text: str, lengths: Sequence[int]) -> list[list[float] | Problem]:
-    """Each excerpt's values from a firing answer in ``text``: the tokens named (by the number
-    that starts each property name; the first value for a number counts; numbers outside the
-    excerpt are ignored) get their value, every other token 0. A property name that does not
-    start with a number, a value that is not an integer 0..10, or no JSON object at all makes
-    the excerpt unusable (a `Problem`), never zeros."""
-    try:
-        data = extract_json_object(text)
-    except ValueError as exc:
-        return [Problem(f"{exc} (the answer began {text[:60]!r})", "unparseable")] * len(lengths)
-    out: list[list[float] | Problem] = []
-    for j, n in enumerate(lengths, start=1):
-        if len(lengths) == 1:
-            part: object = data
-        elif not isinstance(data, dict) or f"excerpt_{j}" not in data:
-            out.append(Problem(f'the answer has no "excerpt_{j}" object', "misaligned"))
-            continue
-        else:
-            part = data[f"excerpt_{j}"]
-        try:
-            out.append(
-                _firing_values(part, n, "the answer" if len(lengths) == 1 else f'"excerpt_{j}"')
-            )
-        except Problem as problem:
-            out.append(problem)
-    return out
-
-
 def retry_message(problem: object, n: int) -> str:
     """The user message that asks again for the numbered JSON object of ``n`` tokens after an
     answer with ``problem``."""
@@ -299,13 +205,4 @@ def retry_message(problem: object, n: int) -> str:
         f"That answer could not be used: {problem}. Answer again with only the JSON "
         f'object: one property per token, "1 ..." to "{n} ...", each an integer from 0 '
         "to 10."
-    )
-
-
-def firing_retry_message(problem: object) -> str:
-    """The user message that asks again for a firing answer after an answer with ``problem``."""
-    return (
-        f"That answer could not be used: {problem}. Answer again with only the JSON object of "
-        'the tokens the neuron activates on, each named by its number and the token ("9 cat") '
-        "with an integer from 1 to 10; {} if none."
     )

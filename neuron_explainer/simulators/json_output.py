@@ -7,12 +7,13 @@ With a backend that offers ``json_schema`` the request's ``response_format`` fix
 order, so the model writes only the values and reads each token just before its value.
 
 Answers: ``answer="all"`` asks for every token's value as above; ``answer="firing"`` asks
-only for the tokens the neuron activates on (``{"2 cat": 8}``, ``{}`` when none; every token
-left out is 0 by the question asked, and a property that does not start with a token's number
-makes the answer unusable). The default (``None``) is ``"all"`` when the digits' logprobs are
-read and ``"firing"`` when they are not: greedy integers from a small model otherwise come back
-all zeros on most sentences, because 0 is each token's likeliest value even when the model
-gives a firing token real weight.
+only for the tokens the neuron activates on, named by their text (``{"cat": 8}``, ``{}`` when
+none; every token left out is 0 by the question asked, and a name that is not one of the
+tokens makes the answer unusable: `neuron_explainer.simulators._firing`). The default
+(``None``) is ``"all"`` when the digits' logprobs are read and ``"firing"`` when they are not:
+greedy integers from a small model asked for every token come back all zeros on many
+sentences that fire, because 0 is each token's likeliest value even when the model gives a
+firing token real weight.
 
 Values: where the LLM offers ``chat_logprobs`` (``logprobs=None``, the default, or ``True``),
 each value is the expected value over the digits' top logprobs at the number written (as the
@@ -47,7 +48,7 @@ from neuron_explainer.interfaces import (
 from neuron_explainer.llm.base import LLM, Choice, Message, required_llm
 from neuron_explainer.llm.prompts import extract_json_object
 from neuron_explainer.results import Explanation, SequenceSimulation
-from neuron_explainer.simulators import _keyed
+from neuron_explainer.simulators import _firing, _keyed
 from neuron_explainer.simulators._answering import AnsweringSimulator, blame_truncation
 from neuron_explainer.simulators._common import (
     DigitReader,
@@ -156,9 +157,10 @@ class JSONSimulator(AnsweringSimulator):
         self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
     ) -> list[Message]:
         """The chat messages that ask for ``excerpts`` (several in one request, or one)."""
-        firing = self.answer == "firing"
-        user = _keyed.user_message(explanation.text, excerpts, firing=firing)
-        system = _keyed.FIRING_SYSTEM if firing else SYSTEM
+        if self.answer == "firing":
+            system, user = _firing.SYSTEM, _firing.user_message(explanation.text, excerpts)
+        else:
+            system, user = SYSTEM, _keyed.user_message(explanation.text, excerpts)
         return [Message(role="system", content=system), Message(role="user", content=user)]
 
     @staticmethod
@@ -195,14 +197,15 @@ class JSONSimulator(AnsweringSimulator):
                 messages,
                 temperature=0.0,
                 max_tokens=2 * self._completion_tokens(excerpts) + 32,
-                response_format=(
-                    _keyed.schema(excerpts, firing=self.answer == "firing") if structured else None
-                ),
+                response_format=None if not structured else self._schema(excerpts),
                 **({"logprobs": True, "top_logprobs": 20} if self.logprobs else {}),
             )
         except BadRequestError as exc:
             raise context_error(_NAME, self.llm, exc) or exc from exc
         return response.choices[0]
+
+    def _schema(self, excerpts: Sequence[Sequence[str]]) -> dict[str, object]:
+        return (_firing.schema if self.answer == "firing" else _keyed.schema)(excerpts)
 
     def _outcomes(
         self, choice: Choice, excerpts: Sequence[Sequence[str]]
@@ -223,8 +226,12 @@ class JSONSimulator(AnsweringSimulator):
                     continue
                 outcomes.append(simulation_from_distributions(tokens, distributions))
         else:
-            parse = _keyed.parse_firing if self.answer == "firing" else _keyed.parse_values
-            for tokens, values in zip(excerpts, parse(choice.text, lengths), strict=True):
+            parsed = (
+                _firing.parse(choice.text, excerpts)
+                if self.answer == "firing"
+                else _keyed.parse_values(choice.text, lengths)
+            )
+            for tokens, values in zip(excerpts, parsed, strict=True):
                 outcomes.append(
                     values
                     if isinstance(values, Problem)
@@ -236,7 +243,7 @@ class JSONSimulator(AnsweringSimulator):
 
     def _retry(self, problem: Problem, tokens: Sequence[str]) -> str:
         if self.answer == "firing":
-            return _keyed.firing_retry_message(problem)
+            return _firing.retry_message(problem)
         return _keyed.retry_message(problem, len(tokens))
 
     def request_messages(
