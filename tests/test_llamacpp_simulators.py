@@ -168,8 +168,18 @@ def test_json_with_logprobs_does_not_collapse_to_zeros(server: LlamaCppServer) -
     assert tally.firing == 8 and tally.constant == 0
 
 
-def test_json_without_logprobs_still_answers(server: LlamaCppServer) -> None:
-    tally = run(JSONSimulator(_llm(server), logprobs=False))
+def test_json_without_logprobs_names_the_firing_tokens(server: LlamaCppServer) -> None:
+    """The default where no logprobs are read: only the firing tokens, by their text."""
+    simulator = JSONSimulator(_llm(server), logprobs=False)
+    assert simulator.answer == "firing"
+    tally = run(simulator)
+    assert len(tally.failed) <= 1, tally.failed
+    assert tally.constant <= 1
+    assert tally.firing_top >= 4
+
+
+def test_json_with_every_integer_still_answers(server: LlamaCppServer) -> None:
+    tally = run(JSONSimulator(_llm(server), logprobs=False, answer="all"))
     assert tally.failed == []
     assert tally.constant <= 4, "integers alone go flat more often; see docs/simulators.md"
 

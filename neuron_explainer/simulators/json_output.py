@@ -114,7 +114,7 @@ class JSONSimulator(AnsweringSimulator):
     """
 
     name = _NAME
-    version = "2"
+    version = "3"
     prompt_version = PROMPT_VERSION
     recorded_settings = ("llm", "retries", "excerpts_per_request", "logprobs", "answer")
 
