@@ -169,13 +169,15 @@ def test_json_with_logprobs_does_not_collapse_to_zeros(server: LlamaCppServer) -
 
 
 def test_json_without_logprobs_names_the_firing_tokens(server: LlamaCppServer) -> None:
-    """The default where no logprobs are read: only the firing tokens, by their text."""
+    """The default where no logprobs are read: only the firing tokens, by their text.
+    Measured on 2026-12-06: 0 of 12 failed, 0 of 8 firing sentences constant, the highest
+    prediction on a firing token in 7 of 8 (the logprob-read full answer: 4 of 8)."""
     simulator = JSONSimulator(_llm(server), logprobs=False)
     assert simulator.answer == "firing"
     tally = run(simulator)
     assert len(tally.failed) <= 1, tally.failed
     assert tally.constant <= 1
-    assert tally.firing_top >= 4
+    assert tally.firing_top >= 5
 
 
 def test_json_with_every_integer_still_answers(server: LlamaCppServer) -> None:
