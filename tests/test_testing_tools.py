@@ -591,3 +591,23 @@ def test_explainer_errors_come_through(record: NeuronRecord) -> None:
         explain_neuron(record, explainer=explainer, simulator=MockSimulator.from_truth(record))
     with pytest.raises(ScriptExhaustedError):
         explain_neuron(record, explainer=explainer, simulator=MockSimulator.from_truth(record))
+
+
+def test_the_oracle_answers_the_json_simulators_firing_prompt_over_http() -> None:
+    """A server without logprobs gets the JSON simulator's firing prompt: the oracle names the
+    tokens its rule fires on, by their text, alone and several excerpts per request."""
+    from neuron_explainer.llm.openai import OpenAILLM
+    from neuron_explainer.testing import OpenAITestServer, OracleResponder
+
+    with OpenAITestServer(api_key="k", responder=OracleResponder()) as server:
+        llm = OpenAILLM(
+            "m", base_url=server.base_url, api_key="k", capabilities={"chat", "json_schema"}
+        )
+        alone = JSONSimulator(llm)
+        assert alone.answer == "firing"
+        assert alone.simulate(EXPLANATION, TOKENS).expected_activations == (0, 10, 0, 0)
+        batched = JSONSimulator(llm, excerpts_per_request=2)
+        excerpts = [[" 3", " x", " 3"], [" y"]]
+        results = asyncio.run(batched.asimulate_many(EXPLANATION, excerpts))
+        assert [r.expected_activations for r in results] == [(10, 0, 10), (0,)]
+        assert len(server.requests) == 2, "each answer was usable at once"

@@ -5,9 +5,10 @@ It reads the prompts the built-in components send and answers them the way a per
 would: the explainer's prompt gets the explanation; the simulators' prompts (their numbered
 token listings) get the rule's level for every token, as the numbered JSON object
 (``{"1 The": 0, ...}``) when the system prompt asks for JSON, else as ``number<TAB>level``
-lines, with top logprobs around the level when the request asks for logprobs. Anything else
-gets ``None`` (the server's default answer). Use it to test a whole pipeline, or a batch run,
-over real HTTP::
+lines, with top logprobs around the level when the request asks for logprobs. The JSON
+simulator's firing prompt (tokens listed as ``Tokens: The | cat``, no logprobs) gets the tokens
+whose level is above 0, by their text (``{"cat": 10}``). Anything else gets ``None`` (the
+server's default answer). Use it to test a whole pipeline, or a batch run, over real HTTP::
 
     with OpenAITestServer(responder=OracleResponder()) as server:
         os.environ["OPENAI_BASE_URL"] = server.base_url
@@ -27,6 +28,7 @@ from neuron_explainer.testing.server import ReceivedRequest, Reply
 __all__ = ["OracleResponder", "fires_on_numbers"]
 
 _LISTING = re.compile(r"(?:Tokens \((\d+)\)|Excerpt (\d+) \((\d+) tokens\)), numbered:\n")
+_FIRING = re.compile(r"^(?:Tokens|Excerpt (\d+)): (.*)$", re.MULTILINE)
 
 
 def fires_on_numbers(token: str) -> int:
@@ -68,10 +70,26 @@ class OracleResponder:
             return Reply(content=f" {self.explanation}.")
         listings = _listings(prompt)
         if not listings:
-            return None
+            return self._firing(prompt)
         as_json = "JSON" in str(messages[0].get("content", ""))
         reply = self._answer(listings, as_json=as_json)
         return reply if body.get("logprobs") else "".join(reply.tokens or ())
+
+    def _firing(self, prompt: str) -> str | None:
+        """The firing answer (the tokens whose level is above 0, by their text) to the JSON
+        simulator's firing prompt, or ``None`` for another prompt."""
+        found = _FIRING.findall(prompt)
+        if not found:
+            return None
+        kept = {
+            header: {
+                w: level for w in words.split(" | ") if (level := self.rule(unescape_token(w)))
+            }
+            for header, words in found
+        }
+        if len(kept) == 1 and "" in kept:
+            return json.dumps(kept[""])
+        return json.dumps({f"excerpt_{h}": o for h, o in kept.items()})
 
     def _answer(self, listings: list[tuple[int | None, list[str]]], *, as_json: bool) -> Reply:
         """The answer, token by token: every token certain except each value, which has the

@@ -68,14 +68,11 @@ class AcmeLLM(LLM):
     def _simulate(prompt: str) -> str:
         explanation, _, rest = prompt.partition("\n\n")
         wanted = {json.loads(f'"{q}"') for q in _QUOTED.findall(explanation)}
-        # The tokens follow "Tokens (N), numbered:", one per line: "3<TAB> 7". The answer has
-        # one property per token, named by its number: {"1 The": 0, "3 7": 10, ...}.
-        head, _, listing = rest.partition("\n")
-        count = int(head.split("(")[1].split(")")[0])
-        tokens = [line.partition("\t")[2] for line in listing.split("\n")[:count]]
-        return json.dumps(
-            {f"{i} {t}": 10 if t.strip() in wanted else 0 for i, t in enumerate(tokens, start=1)}
-        )
+        # Without logprobs the JSON simulator asks only for the tokens that fire: they follow
+        # "Tokens: ", separated by " | " ("The | cat | 7"), and the answer names the firing
+        # ones by their text: {"7": 10}, or {} when none fires.
+        listing = rest.splitlines()[0].removeprefix("Tokens: ")
+        return json.dumps({t: 10 for t in listing.split(" | ") if t in wanted})
 
     # --8<-- [end:rules]
 
