@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from neuron_explainer.llm.prompts import escape_token, extract_json_object
+from neuron_explainer.llm.prompts import extract_json_object
 from neuron_explainer.simulators._common import (
     EXAMPLE_INTRO,
     EXAMPLE_LEVELS,
@@ -30,15 +30,9 @@ from neuron_explainer.simulators._common import (
     TASK,
     Problem,
 )
+from neuron_explainer.simulators._keyed import response_format, word
 
-__all__ = ["SYSTEM", "parse", "retry_message", "schema", "user_message", "word"]
-
-
-def word(token: str) -> str:
-    """A token's name in the firing answer: its escaped text without surrounding white space
-    (a token of white space only keeps it, escaped)."""
-    shown = escape_token(token)
-    return shown.strip() or shown
+__all__ = ["SYSTEM", "parse", "retry_message", "schema", "user_message"]
 
 
 def _listing(tokens: Sequence[str]) -> str:
@@ -67,18 +61,7 @@ def _object(tokens: Sequence[str]) -> dict[str, object]:
 def schema(excerpts: Sequence[Sequence[str]]) -> dict[str, object]:
     """The ``response_format`` (a strict JSON schema) of the firing answer for ``excerpts``:
     each excerpt's distinct token texts as optional properties."""
-    if len(excerpts) == 1:
-        body = _object(excerpts[0])
-    else:
-        names = [f"excerpt_{i}" for i in range(1, len(excerpts) + 1)]
-        body = {
-            "type": "object",
-            "properties": {n: _object(e) for n, e in zip(names, excerpts, strict=True)},
-            "required": names,
-            "additionalProperties": False,
-        }
-    spec = {"name": "firing", "strict": True, "schema": body}
-    return {"type": "json_schema", "json_schema": spec}
+    return response_format("firing", [_object(e) for e in excerpts])
 
 
 def user_message(explanation: str, excerpts: Sequence[Sequence[str]]) -> str:

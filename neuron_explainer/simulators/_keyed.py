@@ -34,11 +34,16 @@ _EXCERPT = re.compile(r'"excerpt_(\d+)"\s*:')
 _INDEX = re.compile(r"\s*(\d+)(?![0-9])")
 
 
-def key(i: int, token: str) -> str:
-    """The property name of token ``i`` (from 1): its number, a space, its escaped text
-    without surrounding white space (a token of white space only is shown escaped)."""
+def word(token: str) -> str:
+    """A token as named in an answer: its escaped text without surrounding white space (a
+    token of white space only keeps it, escaped)."""
     shown = escape_token(token)
-    return f"{i} {shown.strip() or shown}"
+    return shown.strip() or shown
+
+
+def key(i: int, token: str) -> str:
+    """The property name of token ``i`` (from 1): its number, a space, its `word`."""
+    return f"{i} {word(token)}"
 
 
 def _object(tokens: Sequence[str]) -> dict[str, object]:
@@ -51,22 +56,25 @@ def _object(tokens: Sequence[str]) -> dict[str, object]:
     }
 
 
-def schema(excerpts: Sequence[Sequence[str]]) -> dict[str, object]:
-    """The ``response_format`` (a strict JSON schema) of the answer for ``excerpts``."""
-    if len(excerpts) == 1:
-        body = _object(excerpts[0])
+def response_format(name: str, objects: Sequence[dict[str, object]]) -> dict[str, object]:
+    """A strict JSON-schema ``response_format`` named ``name`` whose body is the one excerpt's
+    object, or, for several, one required ``"excerpt_<i>"`` property per object."""
+    if len(objects) == 1:
+        body = objects[0]
     else:
-        names = [f"excerpt_{i}" for i in range(1, len(excerpts) + 1)]
+        names = [f"excerpt_{i}" for i in range(1, len(objects) + 1)]
         body = {
             "type": "object",
-            "properties": {n: _object(e) for n, e in zip(names, excerpts, strict=True)},
+            "properties": dict(zip(names, objects, strict=True)),
             "required": names,
             "additionalProperties": False,
         }
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": "activations", "strict": True, "schema": body},
-    }
+    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": body}}
+
+
+def schema(excerpts: Sequence[Sequence[str]]) -> dict[str, object]:
+    """The ``response_format`` (a strict JSON schema) of the answer for ``excerpts``."""
+    return response_format("activations", [_object(e) for e in excerpts])
 
 
 SYSTEM = (
