@@ -266,9 +266,17 @@ async def simulate_one(simulator: Any, text: str, tokens: list[str]) -> dict[str
     return outcome
 
 
-async def run_puzzle(simulator: Any, puzzle: puzzle_set.Puzzle, concurrency: int) -> dict[str, Any]:
+async def run_puzzle(
+    simulator: Any,
+    puzzle: puzzle_set.Puzzle,
+    concurrency: int,
+    neutral: str | None = None,
+    neutral_only: bool = False,
+) -> dict[str, Any]:
     """Every explanation of ``puzzle`` on every sentence (concurrently, up to
-    ``concurrency`` at a time), as the piece records it."""
+    ``concurrency`` at a time), as the piece records it; with ``neutral``, also that neutral
+    explanation on every sentence (``"neutral"``: its text and simulations, timed apart);
+    ``neutral_only`` simulates the neutral explanation alone (``"simulations"`` is empty)."""
     records = puzzle.records()
     gate = asyncio.Semaphore(concurrency)
 
@@ -276,27 +284,37 @@ async def run_puzzle(simulator: Any, puzzle: puzzle_set.Puzzle, concurrency: int
         async with gate:
             return await simulate_one(simulator, text, tokens)
 
+    texts = [] if neutral_only else list(puzzle.explanations)
     started = time.perf_counter()
-    outcomes = await asyncio.gather(
-        *(one(text, tokens) for text in puzzle.explanations for tokens, _ in records)
-    )
+    outcomes = await asyncio.gather(*(one(text, tokens) for text in texts for tokens, _ in records))
     wall = time.perf_counter() - started
     n = len(records)
-    return {
+    entry: dict[str, Any] = {
         "id": puzzle.id,
         "family": puzzle.family,
         "kinds": list(puzzle.kinds),
         "explanations": list(puzzle.explanations),
         "sentences": [{"tokens": t, "activations": a} for t, a in records],
-        "simulations": [outcomes[e * n : (e + 1) * n] for e in range(len(puzzle.explanations))],
+        "simulations": [outcomes[e * n : (e + 1) * n] for e in range(len(texts))],
         "wall_seconds": round(wall, 4),
     }
+    if neutral is not None:
+        started = time.perf_counter()
+        baseline = await asyncio.gather(*(one(neutral, tokens) for tokens, _ in records))
+        entry["neutral"] = {
+            "text": neutral,
+            "simulations": list(baseline),
+            "wall_seconds": round(time.perf_counter() - started, 4),
+        }
+    return entry
 
 
 def _piece_path(out: Path, meta: dict[str, Any]) -> Path:
     start, end = meta["range"]
     stamp = meta["started"].replace(":", "").replace("-", "").replace("+0000", "Z")
     name = f"{meta['half']}_{start:02d}-{end:02d}_{meta['simulator']['label']}_{meta['backend']}"
+    if meta.get("neutral_only"):
+        name += "_neutral"
     safe = re.sub(r"[^A-Za-z0-9_.=,-]+", "-", name)
     return out / f"{safe}_{stamp}_{os.getpid()}.json"
 
@@ -323,6 +341,8 @@ class RunOptions:
     concurrency: int
     out: Path
     git: dict[str, Any] = field(default_factory=dict)
+    neutral: str | None = None
+    neutral_only: bool = False
 
 
 async def run_backend(
@@ -355,13 +375,17 @@ async def run_backend(
             "model": model,
             "llm": {"name": llm.name, "class": type(llm).__name__, **extra},
             "concurrency": options.concurrency,
+            "neutral": options.neutral,
+            "neutral_only": options.neutral_only,
             "git": options.git,
             "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "started": _now(),
             "puzzles": [],
         }
         for puzzle in chosen:
-            result = await run_puzzle(simulator, puzzle, options.concurrency)
+            result = await run_puzzle(
+                simulator, puzzle, options.concurrency, options.neutral, options.neutral_only
+            )
             piece["puzzles"].append(result)
             print(f"  {name} on {backend}: {_puzzle_line(result, llm.name)}", flush=True)
         piece["finished"] = _now()
@@ -371,6 +395,10 @@ async def run_backend(
 
 
 def _puzzle_line(result: dict[str, Any], llm_name: str) -> str:
+    if not result["simulations"]:
+        neutral = result["neutral"]["simulations"]
+        failed = sum(not o["ok"] for o in neutral)
+        return f"{result['id']:22s} neutral: failed {failed}  {result['neutral']['wall_seconds']}s"
     scores = PuzzleResult.from_json(result).scores
     failed = sum(not o["ok"] for row in result["simulations"] for o in row)
     shown = " ".join("-" if s is None else f"{s:+.2f}" for s in scores)
@@ -427,7 +455,11 @@ async def run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         out=args.out,
         git=git_state(),
+        neutral=args.neutral,
+        neutral_only=args.neutral_only,
     )
+    if options.neutral_only and not options.neutral:
+        raise SystemExit("--neutral-only needs --neutral TEXT")
     model = args.model or default_model()
     backends = [b for b in args.backends.split(",") if b]
     for backend in backends:
@@ -596,6 +628,67 @@ class PuzzleResult:
         """Every (sentence index, outcome)."""
         return [(s, o) for row in self.outcomes for s, o in enumerate(row)]
 
+    def contrastive(self, neutral: Sequence[dict[str, Any]], wall_seconds: float) -> PuzzleResult:
+        """The puzzle scored contrastively: each prediction minus the neutral explanation's
+        prediction of the same sentence (a sentence fails where either simulation failed).
+        Each outcome carries its own tokens and seconds plus an even share of the neutral
+        simulation's (it is simulated once per puzzle, for every explanation)."""
+        share = 1 / len(self.outcomes)
+        rows = []
+        for row in self.outcomes:
+            out = []
+            for own, base in zip(row, neutral, strict=True):
+                costs = {
+                    k: own[k] + share * base[k]
+                    for k in ("seconds", "prompt_tokens", "completion_tokens", "calls")
+                }
+                if own["ok"] and base["ok"]:
+                    pairs = zip(own["prediction"], base["prediction"], strict=True)
+                    out.append({"ok": True, "prediction": [a - b for a, b in pairs], **costs})
+                else:
+                    failed = own if not own["ok"] else base
+                    prefix = "" if not own["ok"] else "neutral: "
+                    out.append(
+                        {
+                            "ok": False,
+                            "error_type": failed["error_type"],
+                            "error": prefix + failed["error"],
+                            **costs,
+                        }
+                    )
+            rows.append(out)
+        return PuzzleResult(
+            id=self.id,
+            family=self.family,
+            kinds=self.kinds,
+            truth=self.truth,
+            outcomes=rows,
+            wall_seconds=self.wall_seconds + wall_seconds,
+        )
+
+    def neutral_sensitivity(self, neutral: Sequence[dict[str, Any]]) -> list[float | None]:
+        """Each explanation's sensitivity: 1 - Pearson r between its raw predictions and the
+        neutral explanation's, pooled over the sentences every explanation and the neutral
+        one simulated (0.0 when identical; 1.0 when only the neutral side is constant; None
+        when the explanation's side is constant or nothing is common)."""
+        common = [s for s in self.common if neutral[s]["ok"]]
+        base = [v for s in common for v in neutral[s]["prediction"]]
+        out: list[float | None] = []
+        for row in self.outcomes:
+            own = [v for s in common for v in row[s]["prediction"]]
+            if not own:
+                out.append(None)
+            elif all(abs(a - b) < EPS for a, b in zip(own, base, strict=True)):
+                out.append(0.0)
+            elif _constant(own):
+                out.append(None)
+            elif _constant(base):
+                out.append(1.0)
+            else:
+                r = pearson(own, base)
+                out.append(None if r is None else 1 - r)
+        return out
+
 
 @dataclass
 class Group:
@@ -608,6 +701,8 @@ class Group:
     commits: set[str] = field(default_factory=set)
     replaced: int = 0
     llm_name: str = ""
+    neutral: dict[str, dict[str, tuple[list[dict[str, Any]], float]]] = field(default_factory=dict)
+    """Neutral simulations: by neutral text, by puzzle id, (outcome per sentence, seconds)."""
 
 
 def load_pieces(
@@ -637,9 +732,82 @@ def load_pieces(
             str(data["git"].get("commit") or "?")[:10] + ("+" if data["git"].get("dirty") else "")
         )
         for entry in data["puzzles"]:
+            if "neutral" in entry:
+                neutral = entry["neutral"]
+                group.neutral.setdefault(neutral["text"], {})[entry["id"]] = (
+                    list(neutral["simulations"]),
+                    float(neutral["wall_seconds"]),
+                )
+            if not entry["simulations"]:
+                continue
             group.replaced += entry["id"] in group.puzzles
             group.puzzles[entry["id"]] = PuzzleResult.from_json(entry)
     return groups, notes
+
+
+Groups = dict[tuple[str, str, str], Group]
+
+
+def contrastive_groups(groups: Groups) -> Groups:
+    """For each group with neutral simulations, one group per neutral text scored
+    contrastively (``label, contrastive vs "text"``) over the puzzles that have both."""
+    out: dict[tuple[str, str, str], Group] = {}
+    for (label_, backend, model), group in groups.items():
+        for text, by_puzzle in sorted(group.neutral.items()):
+            name = f'{label_} contrastive vs "{text}"'
+            derived = Group(name, backend, model, commits=group.commits, llm_name=group.llm_name)
+            for pid, result in group.puzzles.items():
+                if pid in by_puzzle:
+                    outcomes, seconds = by_puzzle[pid]
+                    derived.puzzles[pid] = result.contrastive(outcomes, seconds)
+            if derived.puzzles:
+                out[(name, backend, model)] = derived
+    return out
+
+
+def baselines(group: Group, threshold: float) -> list[dict[str, Any]]:
+    """Per neutral text: how the neutral simulations went and each explanation's
+    sensitivity to it (median over true explanations and over false ones; the share of true
+    explanations flagged, sensitivity below ``threshold``)."""
+    rows = []
+    for text, by_puzzle in sorted(group.neutral.items()):
+        pairs = [(r, by_puzzle[pid][0]) for pid, r in group.puzzles.items() if pid in by_puzzle]
+        if not pairs:
+            continue
+        per = [(r.neutral_sensitivity(n), n) for r, n in pairs]
+        neutral_sims = [o for _, n in pairs for o in n]
+        firing = [
+            o
+            for r, n in pairs
+            for s, o in enumerate(n)
+            if o["ok"] and any(v > 0 for v in r.truth[s])
+        ]
+
+        def true_median(items: Sequence[Any]) -> float | None:
+            return _median([v[0] for v, _ in items if v[0] is not None])
+
+        def false_median(items: Sequence[Any]) -> float | None:
+            return _median([x for v, _ in items for x in v[1:] if x is not None])
+
+        true_values = [v[0] for v, _ in per]
+        rows.append(
+            {
+                "simulator": group.simulator,
+                "backend": group.backend,
+                "neutral": text,
+                "puzzles": len(pairs),
+                "neutral_failed": _share(sum(not o["ok"] for o in neutral_sims), len(neutral_sims)),
+                "neutral_constant_on_firing": _share(
+                    sum(_constant(o["prediction"]) for o in firing), len(firing)
+                ),
+                "sensitivity_true": _interval(bootstrap(per, true_median), len(per)),
+                "sensitivity_false": _interval(bootstrap(per, false_median), len(per)),
+                "true_flagged": _share(
+                    sum(v is None or v < threshold for v in true_values), len(true_values)
+                ),
+            }
+        )
+    return rows
 
 
 def _share(k: int, n: int) -> dict[str, Any]:
@@ -744,8 +912,9 @@ def _num(cell: dict[str, Any], digits: int = 2) -> str:
     return f"{cell['value']:.{digits}f} [{cell['lo']:.{digits}f}, {cell['hi']:.{digits}f}]"
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """The two tables (reliability and cost; discrimination) and the failure reasons."""
+def markdown(rows: list[dict[str, Any]], baseline_rows: Sequence[dict[str, Any]] = ()) -> str:
+    """The tables (reliability and cost; discrimination; neutral baselines and sensitivity)
+    and the failure reasons."""
     lines = [
         "| simulator | backend | puzzles | simulations | failed | constant (firing sentences) "
         "| all zero | s / simulation | prompt tokens / sim. | completion tokens / sim. |",
@@ -775,6 +944,21 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {_num(dis['mean_r_true'])} | {_num(dis['mean_r_false'])} "
             f"| {_num(dis['sensitivity_median_r'])} |"
         )
+    if baseline_rows:
+        lines += [
+            "",
+            "| simulator | backend | neutral explanation | puzzles | neutral failed "
+            "| neutral constant (firing) | sensitivity, true (median 1 - r) "
+            "| sensitivity, false | true flagged |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for b in baseline_rows:
+            lines.append(
+                f'| {b["simulator"]} | {b["backend"]} | "{b["neutral"]}" | {b["puzzles"]} '
+                f"| {_pct(b['neutral_failed'])} | {_pct(b['neutral_constant_on_firing'])} "
+                f"| {_num(b['sensitivity_true'])} | {_num(b['sensitivity_false'])} "
+                f"| {_pct(b['true_flagged'])} |"
+            )
     for row in rows:
         reasons = row["reliability"]["failure_reasons"]
         if reasons:
@@ -808,7 +992,8 @@ def table_command(args: argparse.Namespace) -> int:
     digest = None if args.any_digest else puzzle_set.frozen()["sha256"]
     groups, notes = load_pieces(sorted(args.dir.glob("*.json")), args.half, digest, args.commit)
     half_size = len(puzzle_set.puzzles(args.half))
-    rows = table(groups)
+    rows = table({**groups, **contrastive_groups(groups)})
+    baseline_rows = [b for key in sorted(groups) for b in baselines(groups[key], args.flag_below)]
     print(
         f"Half {args.half} of the puzzle set {puzzle_set.frozen()['sha256'][:12]} "
         f"({half_size} puzzles). Scores use each puzzle's common sentences (those every "
@@ -825,11 +1010,14 @@ def table_command(args: argparse.Namespace) -> int:
                 else ""
             )
         )
-    print("\n" + markdown(rows))
+    print("\n" + markdown(rows, baseline_rows))
     for note in notes:
         print(note, file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps({"half": args.half, "rows": rows}, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps({"half": args.half, "rows": rows, "baselines": baseline_rows}, indent=1)
+            + "\n"
+        )
     return 0
 
 
@@ -850,12 +1038,24 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--slots", type=int, default=1, help="llama.cpp server slots")
     r.add_argument("--llamacpp-client", choices=("auto", "llamacpp", "openai"), default="auto")
     r.add_argument("--out", type=Path, default=RESULTS)
+    r.add_argument("--neutral", help="also simulate this neutral explanation on every sentence")
+    r.add_argument(
+        "--neutral-only",
+        action="store_true",
+        help="simulate only the neutral explanation (joins earlier pieces in the table)",
+    )
     t = sub.add_parser("table", help="merge the pieces of a half into the table")
     t.add_argument("--half", choices=("dev", "test"), required=True)
     t.add_argument("--dir", type=Path, default=RESULTS)
     t.add_argument("--commit", help="only pieces run at a commit starting with this")
     t.add_argument("--any-digest", action="store_true", help="keep pieces of other digests")
     t.add_argument("--json", type=Path, help="also write the rows here")
+    t.add_argument(
+        "--flag-below",
+        type=float,
+        default=0.1,
+        help="a true explanation whose sensitivity is below this is counted as flagged",
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         return asyncio.run(run(args))
