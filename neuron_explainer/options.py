@@ -28,18 +28,25 @@ from neuron_explainer.errors import InvalidInputError
 
 __all__ = [
     "DEFAULT_MAX_FAILED_FRACTION",
+    "DEFAULT_NEUTRAL_EXPLANATION",
     "CalibrationName",
     "ExplainOptions",
     "RunOptions",
     "ScoreSplit",
+    "ScoringName",
 ]
 
 CalibrationName = Literal["none", "linear", "percentile"]
 """How simulated activations are calibrated before scoring (fitted on the calibration split)."""
 ScoreSplit = Literal["valid", "test"]
 """The held-out split a score is computed on."""
+ScoringName = Literal["plain", "contrastive"]
+"""What a simulation score correlates with the truth (`neuron_explainer.results.ScoringMode`)."""
 DEFAULT_MAX_FAILED_FRACTION = 0.10
 """The share of a unit's simulations that may fail before the unit fails (10 %)."""
+DEFAULT_NEUTRAL_EXPLANATION = "an unknown pattern"
+"""The neutral explanation: what a simulator is told when it is told nothing about the unit
+(its prediction is the baseline of contrastive scores and of sensitivity)."""
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -106,6 +113,16 @@ class ExplainOptions(_Options):
             fail; the unit fails (`SimulationError`) when more fail, else it is scored on the
             excerpts simulated (default 0.10; 0: any failure fails the unit). A best-of-k
             candidate with more failures is left out of the choice.
+        scoring: ``"plain"`` (the prediction under the explanation is scored) or
+            ``"contrastive"`` (that prediction minus the prediction under the neutral
+            explanation, simulated once per unit; best-of-k chooses on it too).
+        sensitivity: measure how much the score's prediction depends on its explanation
+            (`neuron_explainer.results.Sensitivity`, flagged when hardly at all): ``True``,
+            ``False``, or ``"auto"`` (default): measured when it costs at most a sixth more
+            simulation, i.e. with contrastive scoring (free: the baseline is simulated
+            anyway) or ``best_of >= 5``.
+        neutral_explanation: the explanation that says nothing about the unit, whose
+            prediction is the baseline of contrastive scores and of sensitivity.
     """
 
     calibration: CalibrationName = "linear"
@@ -116,6 +133,23 @@ class ExplainOptions(_Options):
     max_failed_fraction: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = (
         DEFAULT_MAX_FAILED_FRACTION
     )
+    scoring: ScoringName = "plain"
+    sensitivity: StrictBool | Literal["auto"] = "auto"
+    neutral_explanation: Annotated[str, Field(min_length=1, pattern=r"\S")] = (
+        DEFAULT_NEUTRAL_EXPLANATION
+    )
+
+    @property
+    def measures_sensitivity(self) -> bool:
+        """Whether sensitivity is measured (``"auto"`` resolved)."""
+        if self.sensitivity == "auto":
+            return self.scoring == "contrastive" or self.best_of >= 5
+        return bool(self.sensitivity)
+
+    @property
+    def needs_neutral(self) -> bool:
+        """Whether the neutral explanation is simulated for each unit."""
+        return self.scoring == "contrastive" or self.measures_sensitivity
 
     _FIXES: ClassVar[Mapping[str, str]] = {
         "calibration": "unknown calibration {value!r}; choose 'none', 'linear' or 'percentile'",
@@ -126,6 +160,9 @@ class ExplainOptions(_Options):
         "best_of": "best_of must be an integer >= 1, got {value!r}",
         "max_failed_fraction": "max_failed_fraction must be a number from 0 to 1 (the share of "
         "a unit's simulations that may fail), got {value!r}",
+        "scoring": "scoring must be 'plain' or 'contrastive', got {value!r}",
+        "sensitivity": "sensitivity must be True, False or 'auto', got {value!r}",
+        "neutral_explanation": "neutral_explanation must be a non-empty text, got {value!r}",
     }
     _UNKNOWN: ClassVar[str] = (
         "unknown explain_options {names}; choose from {choices} (the run's budget is "

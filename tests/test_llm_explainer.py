@@ -355,6 +355,7 @@ def test_best_of_k_picks_the_best_on_calibration_and_never_sees_held_out(
         "k": 5,
         "chosen": 3,
         "scored_on": "calibration",
+        "scoring": "plain",
         "calibration_records": len(splits.calibration.records),
         "compared_on": len(splits.calibration.records),
     }

@@ -54,6 +54,9 @@ def test_options_come_from_keywords_a_mapping_or_the_model() -> None:
             "n_random_per_split": None,
             "best_of": 1,
             "max_failed_fraction": 0.10,
+            "scoring": "plain",
+            "sensitivity": "auto",
+            "neutral_explanation": "an unknown pattern",
         }
     )
 

@@ -39,6 +39,7 @@ from neuron_explainer.llm.usage import record_usage
 from neuron_explainer.records.splits import split_records
 from neuron_explainer.report import write_report
 from neuron_explainer.results import (
+    RESULT_FORMAT_VERSION,
     ComponentInfo,
     Explanation,
     SequenceSimulation,
@@ -449,7 +450,8 @@ def test_result_json_of_format_2_loads_without_statistics(record: NeuronRecord) 
     data["format_version"] = 2
     del data["simulation"], data["scored"]["failed"]
     old = ExplanationResult.model_validate(data)
-    assert old.simulation is None and old.scored.failed == () and old.format_version == 3
+    assert old.simulation is None and old.scored.failed == ()
+    assert old.format_version == RESULT_FORMAT_VERSION
 
 
 def test_a_schema_2_database_reads_as_it_is_and_migrates_on_resume(tmp_path: Path) -> None:

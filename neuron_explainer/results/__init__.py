@@ -6,6 +6,8 @@
 * `SimulationFailure`: why one excerpt could not be simulated (a counted failure, never zeros).
 * `ScoredSequence` / `FailedSequence` / `ScoredSimulation`: simulations next to the truth,
   scored, and the excerpts that could not be simulated.
+* `Sensitivity`: how much a score's prediction depends on its explanation (against a neutral
+  explanation's prediction of the same excerpts); flagged when hardly at all.
 * `SimulationStats`: how simulating went: attempted, failed by reason, constant, retried, tokens.
 * `ExplanationResult`: one explained and scored unit with everything that produced it.
 """
@@ -31,9 +33,11 @@ from neuron_explainer._version import __version__
 from neuron_explainer.errors import FormatError
 from neuron_explainer.records import ActivationRecord, Provenance, UnitId
 from neuron_explainer.records.splits import SplitPlan
+from neuron_explainer.results._scores import INSENSITIVE_BELOW, Calibration, Score, Sensitivity
 from neuron_explainer.results._stats import REASON_PATTERN, SimulationStats
 
 __all__ = [
+    "INSENSITIVE_BELOW",
     "REASON_PATTERN",
     "RESULT_FORMAT_VERSION",
     "ActivationScale",
@@ -46,6 +50,8 @@ __all__ = [
     "Score",
     "ScoredSequence",
     "ScoredSimulation",
+    "ScoringMode",
+    "Sensitivity",
     "SequenceSimulation",
     "SimulationFailure",
     "SimulationStats",
@@ -56,6 +62,10 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 ActivationScale = Literal["neuron_activations", "simulated_0_10"]
 """Units of simulated values: real activations, or the 0-10 scale shown to an LLM."""
+ScoringMode = Literal["plain", "contrastive"]
+"""What a simulation score correlates with the truth: the prediction under the explanation
+(``"plain"``), or that prediction minus the prediction under a neutral explanation of the same
+excerpt (``"contrastive"``: only what the explanation changed)."""
 
 
 class PromptScale(BaseModel):
@@ -177,74 +187,20 @@ class SimulationFailure(BaseModel):
     message: str = ""
 
 
-class Score(BaseModel):
-    """A score value, or ``None`` with the reason it is undefined.
-
-    Undefined scores (a constant simulation, constant truth, too few tokens) are explicit so they
-    are never averaged in as NaN or zero by accident.
-    """
-
-    model_config = _FROZEN
-
-    value: FiniteFloat | None
-    reason: str | None = None
-
-    @model_validator(mode="after")
-    def _value_or_reason(self) -> Self:
-        if (self.value is None) == (self.reason is None):
-            raise ValueError("a Score has either a value or a reason it is undefined, not both")
-        return self
-
-    @classmethod
-    def undefined(cls, reason: str) -> Self:
-        """An undefined score with its reason."""
-        return cls(value=None, reason=reason)
-
-    @property
-    def defined(self) -> bool:
-        """Whether the score has a value."""
-        return self.value is not None
-
-
-class Calibration(BaseModel):
-    """A map from simulated values to the unit's activation scale, fitted on calibration records.
-
-    ``method``: ``"none"`` (identity), ``"linear"`` (least squares ``slope * x + intercept``) or
-    ``"percentile"`` (piecewise-linear map matching the percentiles of the simulated values to
-    those of the true activations, through the points ``xs`` → ``ys``).
-    """
-
-    model_config = _FROZEN
-
-    method: Literal["none", "linear", "percentile"]
-    slope: FiniteFloat | None = None
-    intercept: FiniteFloat | None = None
-    xs: tuple[FiniteFloat, ...] = ()
-    ys: tuple[FiniteFloat, ...] = ()
-    n_tokens: int = Field(default=0, ge=0, description="Calibration tokens it was fitted on.")
-    note: str | None = Field(default=None, description="Why a degenerate fit was used, if so.")
-
-    @model_validator(mode="after")
-    def _parameters_match_method(self) -> Self:
-        linear = self.slope is not None and self.intercept is not None
-        if self.method == "linear" and not linear:
-            raise ValueError("a linear calibration needs both slope and intercept")
-        if self.method == "percentile":
-            if not self.xs or len(self.xs) != len(self.ys):
-                raise ValueError("a percentile calibration needs xs and ys of the same length >= 1")
-            if any(b <= a for a, b in zip(self.xs, self.xs[1:], strict=False)):
-                raise ValueError("percentile calibration xs must be strictly increasing")
-            if any(b < a for a, b in zip(self.ys, self.ys[1:], strict=False)):
-                raise ValueError("percentile calibration ys must not decrease")
-        if self.method != "linear" and (self.slope is not None or self.intercept is not None):
-            raise ValueError(f"a {self.method} calibration has no slope or intercept")
-        if self.method != "percentile" and (self.xs or self.ys):
-            raise ValueError(f"a {self.method} calibration has no xs or ys")
-        return self
-
-
 class ScoredSequence(BaseModel):
-    """One held-out excerpt: truth, simulation, calibrated prediction and its own score."""
+    """One held-out excerpt: truth, simulation, calibrated prediction and its own score.
+
+    Attributes:
+        simulation: the prediction under the explanation.
+        neutral: the prediction under the neutral explanation, when it was measured
+            (contrastive scoring, or sensitivity).
+        contrastive: scored on ``simulation`` minus ``neutral`` (`predicted`) instead of
+            ``simulation``; ``calibrated`` and ``correlation`` are of that difference.
+
+    Raises:
+        pydantic.ValidationError: ``contrastive`` without ``neutral``, or a ``neutral``
+            simulation of other tokens than ``simulation``'s.
+    """
 
     model_config = _FROZEN
 
@@ -253,6 +209,25 @@ class ScoredSequence(BaseModel):
     simulation: SequenceSimulation
     calibrated: tuple[FiniteFloat, ...]
     correlation: Score
+    neutral: SequenceSimulation | None = None
+    contrastive: bool = False
+
+    @model_validator(mode="after")
+    def _neutral_matches(self) -> Self:
+        if self.contrastive and self.neutral is None:
+            raise ValueError("a contrastive ScoredSequence needs the neutral simulation")
+        if self.neutral is not None and self.neutral.tokens != self.simulation.tokens:
+            raise ValueError("the neutral simulation covers other tokens than the simulation")
+        return self
+
+    @property
+    def predicted(self) -> tuple[float, ...]:
+        """What is scored: the simulation's values, minus the neutral simulation's when
+        ``contrastive``."""
+        own = self.simulation.expected_activations
+        if not self.contrastive or self.neutral is None:
+            return own
+        return tuple(a - b for a, b in zip(own, self.neutral.expected_activations, strict=True))
 
 
 class FailedSequence(BaseModel):
@@ -295,6 +270,12 @@ class ScoredSimulation(BaseModel):
             predictions, pooled.
         failed: the excerpts that could not be simulated (empty in results of format 1 and
             2, where any failure failed the unit).
+        scoring: ``"plain"``, or ``"contrastive"``: every score is of each sequence's
+            `ScoredSequence.predicted` (the prediction minus the neutral explanation's), the
+            calibration fitted on the same difference; an excerpt the neutral explanation
+            could not simulate is then a failed one.
+        sensitivity: how much the prediction depends on the explanation (`Sensitivity`),
+            when it was measured; ``None`` otherwise (and in results before format 4).
     """
 
     model_config = _FROZEN
@@ -309,6 +290,22 @@ class ScoredSimulation(BaseModel):
     rsquared: Score
     absolute_dev_explained: Score
     failed: tuple[FailedSequence, ...] = ()
+    scoring: ScoringMode = "plain"
+    sensitivity: Sensitivity | None = None
+
+    @model_validator(mode="after")
+    def _scoring_matches(self) -> Self:
+        wrong = [
+            i
+            for i, s in enumerate(self.sequences)
+            if s.contrastive != (self.scoring == "contrastive")
+        ]
+        if wrong:
+            raise ValueError(
+                f"scoring is {self.scoring!r} but sequence {wrong[0]} is "
+                f"{'' if self.sequences[wrong[0]].contrastive else 'not '}contrastive"
+            )
+        return self
 
     @property
     def n_sequences(self) -> int:
@@ -363,13 +360,15 @@ class UsageSummary(BaseModel):
         )
 
 
-RESULT_FORMAT_VERSION = 3
+RESULT_FORMAT_VERSION = 4
 """The version of the `ExplanationResult` JSON this library writes (``format_version``).
 
 1: 0.1.0, no ``format_version`` field; 2: the field; 3: ``simulation`` (`SimulationStats`)
-and ``scored.failed`` (the excerpts that could not be simulated). Older JSON is upgraded on
-load: its ``simulation`` is ``None`` (not measured) and its ``failed`` empty (any failure then
-failed the unit)."""
+and ``scored.failed`` (the excerpts that could not be simulated); 4: ``scored.scoring``,
+``scored.sensitivity`` and each scored sequence's ``neutral`` and ``contrastive``. Older JSON
+is upgraded on load: its ``simulation`` is ``None`` (not measured), its ``failed`` empty (any
+failure then failed the unit), its scoring plain and its sensitivity ``None`` (not
+measured)."""
 
 
 def check_stored_version(version: Any, newest: int, what: str) -> int:
@@ -398,9 +397,10 @@ def _upgrade_result(data: dict[str, Any]) -> dict[str, Any]:
         FormatError: the version is not a positive integer, or newer than this library's.
     """
     check_stored_version(data.get("format_version", 1), RESULT_FORMAT_VERSION, "result format")
-    # 1 -> 2 only adds the version field. 2 -> 3 adds fields whose defaults say what older
-    # results hold: ``simulation`` None (not measured) and ``scored.failed`` empty (any failed
-    # simulation then failed the unit). A later change adds its step here.
+    # 1 -> 2 only adds the version field. 2 -> 3 and 3 -> 4 add fields whose defaults say
+    # what older results hold: ``simulation`` None (not measured), ``scored.failed`` empty
+    # (any failed simulation then failed the unit), ``scored.scoring`` "plain",
+    # ``scored.sensitivity`` None (not measured). A later change adds its step here.
     return {**data, "format_version": RESULT_FORMAT_VERSION}
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import JsonValue
 
 from neuron_explainer._aio import gather_or_cancel
@@ -106,14 +107,29 @@ async def _simulate_candidates(
 
 
 def _common_scores(
-    simulated: Sequence[Outcomes | SimulationError], records: Sequence[ActivationRecord]
+    simulated: Sequence[Outcomes | SimulationError],
+    records: Sequence[ActivationRecord],
+    baseline: Outcomes | None = None,
 ) -> tuple[list[Score | SimulationError], int]:
-    """Each candidate's correlation over the records every usable candidate simulated, and
-    how many records that is."""
+    """Each candidate's correlation over the records every usable candidate (and the neutral
+    ``baseline``, when given) simulated, and how many records that is; with a baseline, of
+    each prediction minus the baseline's (contrastive)."""
     usable = [s for s in simulated if not isinstance(s, SimulationError)]
+    if baseline is not None:
+        usable.append(baseline)
     common = [
         i for i in range(len(records)) if all(isinstance(s[i], SequenceSimulation) for s in usable)
     ]
+
+    def values(outcome: SequenceSimulation | SimulationFailure, i: int) -> NDArray[np.float64]:
+        assert isinstance(outcome, SequenceSimulation)  # only common records get here
+        own = np.asarray(outcome.expected_activations, dtype=np.float64)
+        if baseline is None:
+            return own
+        base = baseline[i]
+        assert isinstance(base, SequenceSimulation)
+        return own - np.asarray(base.expected_activations, dtype=np.float64)
+
     scores: list[Score | SimulationError] = []
     for outcomes in simulated:
         if isinstance(outcomes, SimulationError):
@@ -124,10 +140,7 @@ def _common_scores(
             )
         else:
             truth = np.concatenate([records[i].activations for i in common])
-            chosen = [outcomes[i] for i in common]
-            predicted = np.concatenate(
-                [o.expected_activations for o in chosen if isinstance(o, SequenceSimulation)]
-            )
+            predicted = np.concatenate([values(outcomes[i], i) for i in common])
             scores.append(correlation(truth, predicted))
     return scores, len(common)
 
@@ -138,10 +151,12 @@ async def _score_candidates(
     calibration_records: Sequence[ActivationRecord],
     k: int,
     max_failed_fraction: float,
+    baseline: Outcomes | None = None,
 ) -> tuple[list[Score | SimulationError | None], int]:
     """Each distinct candidate's calibration score, or the `SimulationError` that stopped it
     (``[None]`` for a single candidate: nothing to choose), compared on the calibration
-    records every usable candidate simulated; and how many records that is."""
+    records every usable candidate (and the baseline) simulated; and how many records that
+    is."""
     if len(unique) == 1:
         return [None], 0
     if not calibration_records:
@@ -152,7 +167,7 @@ async def _score_candidates(
     simulated = await _simulate_candidates(
         simulator, unique, calibration_records, max_failed_fraction, k
     )
-    scores, compared_on = _common_scores(simulated, calibration_records)
+    scores, compared_on = _common_scores(simulated, calibration_records, baseline)
     return list(scores), compared_on
 
 
@@ -175,6 +190,7 @@ async def abest_of_k(
     k: int,
     *,
     max_failed_fraction: float = DEFAULT_MAX_FAILED_FRACTION,
+    baseline: Sequence[SequenceSimulation | SimulationFailure] | None = None,
 ) -> tuple[Explanation, list[tuple[Explanation, float | None]]]:
     """Generate ``k`` candidate explanations from ``train_records`` and keep the one whose
     simulation correlates best with ``calibration_records``.
@@ -187,6 +203,11 @@ async def abest_of_k(
     (`SimulationError`; also more than ``max_failed_fraction`` of its excerpts failing) or
     whose correlation is undefined is kept out of the choice; if no candidate has a defined
     score the first is chosen, and if every simulation failed the error is raised.
+
+    With ``baseline`` (the neutral explanation's simulation of each calibration record, made
+    once for the unit), candidates are compared contrastively: on their prediction minus the
+    baseline's, over the records the baseline simulated too (``data["best_of"]["scoring"]``
+    says which).
 
     The chosen explanation comes back with ``data["candidates"]`` (every distinct candidate:
     text, raw output, number of samples that gave it, calibration correlation or why it has
@@ -205,6 +226,11 @@ async def abest_of_k(
     """
     if k < 1:
         raise InvalidInputError(f"best-of-k needs k >= 1, got {k}")
+    if baseline is not None and len(baseline) != len(calibration_records):
+        raise InvalidInputError(
+            f"the baseline has {len(baseline)} simulations for {len(calibration_records)} "
+            "calibration records"
+        )
     sampled = await _candidates(explainer, train_records, k)
     if not sampled:
         raise ExplanationError(f"explainer {explainer.info.name!r} produced no candidate")
@@ -216,7 +242,12 @@ async def abest_of_k(
     unique = list(distinct.values())
 
     scores, compared_on = await _score_candidates(
-        simulator, unique, calibration_records, k, max_failed_fraction
+        simulator,
+        unique,
+        calibration_records,
+        k,
+        max_failed_fraction,
+        list(baseline) if baseline is not None else None,
     )
     values = [s.value if isinstance(s, Score) else None for s in scores]
     defined = [i for i, v in enumerate(values) if v is not None]
@@ -234,6 +265,7 @@ async def abest_of_k(
             "k": k,
             "chosen": chosen,
             "scored_on": "calibration",
+            "scoring": "plain" if baseline is None else "contrastive",
             "calibration_records": len(calibration_records),
             "compared_on": compared_on,
         },

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -19,16 +19,18 @@ from neuron_explainer.interfaces import Explainer, Simulator, Subject, track_sim
 from neuron_explainer.llm.usage import track_usage
 from neuron_explainer.options import (
     DEFAULT_MAX_FAILED_FRACTION,
+    DEFAULT_NEUTRAL_EXPLANATION,
     CalibrationName,
     ExplainOptions,
     RunOptions,
     ScoreSplit,
+    ScoringName,
 )
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import NeuronRecord
 from neuron_explainer.records.splits import split_records
 from neuron_explainer.results import Explanation, ExplanationResult
-from neuron_explainer.scorers.simulation import ascore_explanation
+from neuron_explainer.scorers.simulation import ascore_explanation, asimulate_neutral
 
 __all__ = ["aexplain_neuron", "explain_neuron", "explain_record"]
 
@@ -124,9 +126,20 @@ async def explain_record(
         n_random_per_split=options.n_random_per_split,
     )
     with track_simulations() as simulations:
+        neutral = None
+        if options.needs_neutral:
+            neutral = await asimulate_neutral(
+                simulator,
+                splits,
+                score_split=options.score_split,
+                calibration=options.scoring == "contrastive"
+                and (options.calibration != "none" or options.best_of > 1),
+                text=options.neutral_explanation,
+            )
         if options.best_of > 1:
             from neuron_explainer.runs.best_of import abest_of_k
 
+            contrastive = neutral is not None and options.scoring == "contrastive"
             explanation, _ = await abest_of_k(
                 explainer,
                 simulator,
@@ -134,6 +147,7 @@ async def explain_record(
                 splits.calibration.records,
                 options.best_of,
                 max_failed_fraction=options.max_failed_fraction,
+                baseline=neutral.records_of("calibration") if neutral and contrastive else None,
             )
         else:
             explanation = await explainer.aexplain(splits.train)
@@ -149,7 +163,11 @@ async def explain_record(
             calibration=options.calibration,
             score_split=options.score_split,
             max_failed_fraction=options.max_failed_fraction,
+            scoring=options.scoring,
+            neutral=neutral,
         )
+    if scored.sensitivity is not None and not options.measures_sensitivity:
+        scored = scored.model_copy(update={"sensitivity": None})
     return ExplanationResult(
         unit=record.unit,
         explanation=explanation,
@@ -181,6 +199,9 @@ async def aexplain_neuron(
     subject: str = "hf",
     explain_options: ExplainOptions | Mapping[str, Any] | None = None,
     max_failed_fraction: float = DEFAULT_MAX_FAILED_FRACTION,
+    scoring: ScoringName = "plain",
+    sensitivity: bool | Literal["auto"] = "auto",
+    neutral_explanation: str = DEFAULT_NEUTRAL_EXPLANATION,
 ) -> ExplanationResult:
     """Explain one unit and score the explanation on held-out records.
 
@@ -219,11 +240,22 @@ async def aexplain_neuron(
         subject: with a model: the registered subject that records it (default ``"hf"``, a
             Hugging Face causal LM; ``"collection"`` reads a collection folder); it is built
             as ``factory(model=record, corpus=corpus, **subject_options)``.
-        explain_options: ``calibration`` … ``best_of`` and ``max_failed_fraction`` as one
-            `ExplainOptions` (or a mapping), instead of the keywords.
+        explain_options: ``calibration`` … ``best_of``, ``max_failed_fraction``,
+            ``scoring``, ``sensitivity`` and ``neutral_explanation`` as one `ExplainOptions`
+            (or a mapping), instead of the keywords.
         max_failed_fraction: the share of the excerpts whose simulation may fail (default
             0.10): fewer failures leave the unit scored on the excerpts simulated (listed in
             ``scored.failed``, counted in ``simulation``), more fail it.
+        scoring: ``"plain"`` (default): the simulation is scored; ``"contrastive"``: the
+            simulation minus the simulation of a neutral explanation (simulated once per
+            unit, shared by best-of-k's candidates) is scored, so only what the explanation
+            changed counts (docs/scoring.md says when it helps).
+        sensitivity: measure how much the prediction depends on the explanation
+            (``scored.sensitivity``: 1 - Pearson r against the neutral prediction, flagged
+            below 0.1): ``True``, ``False`` or ``"auto"`` (with contrastive scoring or
+            ``best_of >= 5``, where it costs at most a sixth more simulation).
+        neutral_explanation: the explanation that says nothing (default
+            ``"an unknown pattern"``).
 
     Returns:
         The explanation, its scores and everything that produced them, with the token usage
@@ -253,6 +285,9 @@ async def aexplain_neuron(
         n_random_per_split=n_random_per_split,
         best_of=best_of,
         max_failed_fraction=max_failed_fraction,
+        scoring=scoring,
+        sensitivity=sensitivity,
+        neutral_explanation=neutral_explanation,
     )
     budget = RunOptions.build(budget_usd=budget_usd).budget_usd
     components = registry or default_registry()

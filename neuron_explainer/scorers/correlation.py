@@ -26,11 +26,14 @@ from numpy.typing import ArrayLike, NDArray
 from neuron_explainer.errors import InvalidInputError, InvalidRecordError
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import (
+    INSENSITIVE_BELOW,
     Calibration,
     FailedSequence,
     Score,
     ScoredSequence,
     ScoredSimulation,
+    ScoringMode,
+    Sensitivity,
     SequenceSimulation,
 )
 
@@ -42,6 +45,7 @@ __all__ = [
     "fit_calibration",
     "rsquared",
     "score_simulations",
+    "sensitivity",
 ]
 
 CalibrationMethod = Literal["none", "linear", "percentile"]
@@ -200,6 +204,43 @@ def _check_alignment(record: ActivationRecord, simulation: SequenceSimulation, w
         raise InvalidRecordError(f"{where}: {detail}; a simulation must cover the record exactly")
 
 
+def sensitivity(
+    pairs: Sequence[tuple[SequenceSimulation, SequenceSimulation]],
+    neutral: str,
+    threshold: float = INSENSITIVE_BELOW,
+) -> Sensitivity:
+    """How much predictions depend on their explanation: 1 minus the Pearson correlation
+    between each explanation's simulation and the neutral explanation's simulation of the same
+    excerpt (``pairs``: (explanation's, neutral's)), pooled over every token (`Sensitivity`).
+
+    Raises:
+        InvalidInputError: a pair's simulations cover different tokens.
+    """
+    for i, (mine, theirs) in enumerate(pairs):
+        if mine.tokens != theirs.tokens:
+            raise InvalidInputError(f"sensitivity: pair {i} covers different tokens")
+
+    def made(value: Score) -> Sensitivity:
+        return Sensitivity(
+            value=value, neutral=neutral, n_sequences=len(pairs), threshold=threshold
+        )
+
+    if not pairs:
+        return made(Score.undefined("no scored excerpt was simulated under both explanations"))
+    own = np.concatenate([o.expected_activations for o, _ in pairs]).astype(np.float64)
+    base = np.concatenate([b.expected_activations for _, b in pairs]).astype(np.float64)
+    if np.array_equal(own, base):
+        return made(Score(value=0.0))
+    if _is_constant(own):
+        return made(Score.undefined(f"the prediction is constant ({own[0]:g} on every token)"))
+    if _is_constant(base):
+        return made(Score(value=1.0))
+    r = correlation(own, base)
+    if r.value is None:  # pragma: no cover - both sides vary and are finite
+        return made(r)
+    return made(Score(value=float(1.0 - r.value)))
+
+
 def score_simulations(
     split: Literal["calibration", "valid", "test"],
     top: Sequence[tuple[ActivationRecord, SequenceSimulation]],
@@ -207,28 +248,69 @@ def score_simulations(
     calibration: Calibration,
     *,
     failed: Sequence[FailedSequence] = (),
+    scoring: ScoringMode = "plain",
+    neutral_top: Sequence[SequenceSimulation | None] = (),
+    neutral_random: Sequence[SequenceSimulation | None] = (),
+    neutral_text: str | None = None,
 ) -> ScoredSimulation:
     """Score simulations of one held-out split against the truth.
 
     ``top`` and ``random`` pair each simulated held-out record with its simulation;
-    ``calibration`` was fitted beforehand on the calibration split; ``failed`` lists the
-    excerpts that could not be simulated (kept in the result, left out of the scores).
+    ``calibration`` was fitted beforehand on the calibration split (on the same values that
+    are scored); ``failed`` lists the excerpts that could not be simulated (kept in the
+    result, left out of the scores).
+
+    ``neutral_top`` / ``neutral_random``, when given, hold the neutral explanation's
+    (``neutral_text``) simulation of each of those excerpts (``None`` where it failed): each
+    sequence keeps it, and the result's ``sensitivity`` is measured over the excerpts that
+    have one. With ``scoring="contrastive"`` every score is of the simulation minus the
+    neutral simulation (every excerpt must have one).
 
     Raises:
         InvalidRecordError: a simulation does not cover its record token for token.
+        InvalidInputError: neutral simulations given for another number of excerpts, without
+            ``neutral_text``, or missing where contrastive scoring needs them.
     """
+    measured = bool(neutral_top or neutral_random)
+    if measured and (len(neutral_top) != len(top) or len(neutral_random) != len(random)):
+        raise InvalidInputError(
+            f"{len(neutral_top)} + {len(neutral_random)} neutral simulations for "
+            f"{len(top)} top and {len(random)} random excerpts"
+        )
+    if measured and not neutral_text:
+        raise InvalidInputError("neutral simulations given without neutral_text")
+    contrastive = scoring == "contrastive"
     sequences: list[ScoredSequence] = []
-    for source, pairs in (("top", top), ("random", random)):
+    for source, pairs, baselines in (
+        ("top", top, neutral_top),
+        ("random", random, neutral_random),
+    ):
         for i, (record, simulation) in enumerate(pairs):
-            _check_alignment(record, simulation, f"{split} {source} record {i}")
-            calibrated = apply_calibration(calibration, simulation.expected_activations)
+            where = f"{split} {source} record {i}"
+            _check_alignment(record, simulation, where)
+            neutral = baselines[i] if measured else None
+            if neutral is not None:
+                _check_alignment(record, neutral, f"{where} (neutral explanation)")
+            if contrastive and neutral is None:
+                raise InvalidInputError(
+                    f"contrastive scoring needs the neutral simulation of {where}"
+                )
+            unscored = ScoredSequence(
+                record=record,
+                source=source,
+                simulation=simulation,
+                calibrated=(0.0,) * len(record.tokens),
+                correlation=Score(value=0.0),
+                neutral=neutral,
+                contrastive=contrastive,
+            )
+            predicted = unscored.predicted
             sequences.append(
-                ScoredSequence(
-                    record=record,
-                    source=source,
-                    simulation=simulation,
-                    calibrated=tuple(map(float, calibrated)),
-                    correlation=correlation(record.activations, simulation.expected_activations),
+                unscored.model_copy(
+                    update={
+                        "calibrated": tuple(map(float, apply_calibration(calibration, predicted))),
+                        "correlation": correlation(record.activations, predicted),
+                    }
                 )
             )
 
@@ -239,7 +321,7 @@ def score_simulations(
             return empty, empty, empty
         return (
             np.concatenate([s.record.activations for s in chosen]),
-            np.concatenate([s.simulation.expected_activations for s in chosen]),
+            np.concatenate([s.predicted for s in chosen]),
             np.concatenate([s.calibrated for s in chosen]),
         )
 
@@ -258,6 +340,14 @@ def score_simulations(
         if defined
         else Score.undefined("no sequence has a defined correlation")
     )
+    measured_sensitivity = (
+        sensitivity(
+            [(s.simulation, s.neutral) for s in sequences if s.neutral is not None],
+            neutral_text or "",
+        )
+        if measured
+        else None
+    )
     return ScoredSimulation(
         split=split,
         sequences=tuple(sequences),
@@ -269,4 +359,6 @@ def score_simulations(
         rsquared=rsquared(truth, calibrated_all),
         absolute_dev_explained=absolute_dev_explained(truth, calibrated_all),
         failed=tuple(failed),
+        scoring=scoring,
+        sensitivity=measured_sensitivity,
     )

@@ -12,22 +12,25 @@ explanation with another simulator calls it with the same splits.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
-from neuron_explainer.errors import SimulationError
+from neuron_explainer.errors import InvalidInputError, SimulationError
 from neuron_explainer.interfaces import Simulator, record_simulation_stats
 from neuron_explainer.llm.usage import track_usage
-from neuron_explainer.options import DEFAULT_MAX_FAILED_FRACTION
+from neuron_explainer.options import DEFAULT_MAX_FAILED_FRACTION, DEFAULT_NEUTRAL_EXPLANATION
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.records.splits import HeldOutSet, Splits
 from neuron_explainer.results import (
+    ComponentInfo,
     Explanation,
     FailedSequence,
     ScoredSimulation,
+    ScoringMode,
     SequenceSimulation,
     SimulationFailure,
     SimulationStats,
@@ -39,9 +42,12 @@ from neuron_explainer.scorers.correlation import (
 )
 
 __all__ = [
+    "NeutralBaseline",
     "ascore_explanation",
+    "asimulate_neutral",
     "check_failures",
     "is_constant",
+    "neutral_explanation",
     "simulate_each",
     "simulate_records",
 ]
@@ -218,6 +224,88 @@ def _simulated(
     ]
 
 
+def neutral_explanation(text: str = DEFAULT_NEUTRAL_EXPLANATION) -> Explanation:
+    """The neutral explanation: ``text``, which says nothing about any unit, as an
+    `Explanation` (explainer ``"neutral"``).
+
+    Raises:
+        InvalidInputError: ``text`` is empty.
+    """
+    if not text.strip():
+        raise InvalidInputError("the neutral explanation must not be empty")
+    return Explanation(text=text, explainer=ComponentInfo(name="neutral"))
+
+
+@dataclass(frozen=True)
+class NeutralBaseline:
+    """The neutral explanation's simulation of a unit's held-out excerpts: made once per unit
+    (`asimulate_neutral`) and shared by every candidate explanation of it, for contrastive
+    scores and for sensitivity.
+
+    Attributes:
+        explanation: the neutral explanation simulated.
+        outcomes: by (split, source, index in the split's ``source`` records), the
+            simulation or why it failed.
+    """
+
+    explanation: Explanation
+    outcomes: Mapping[tuple[str, str, int], Outcome]
+
+    def covers(self, split: str) -> bool:
+        """Whether the baseline simulated ``split``'s excerpts."""
+        return any(key[0] == split for key in self.outcomes)
+
+    def records_of(self, split: str) -> list[Outcome]:
+        """The outcomes of ``split`` in its order (top records, then random ones)."""
+        keys = sorted(
+            (k for k in self.outcomes if k[0] == split), key=lambda k: (k[1] != "top", k[2])
+        )
+        return [self.outcomes[k] for k in keys]
+
+
+async def asimulate_neutral(
+    simulator: Simulator,
+    splits: Splits,
+    *,
+    score_split: Literal["valid", "test"] = "valid",
+    calibration: bool = True,
+    text: str = DEFAULT_NEUTRAL_EXPLANATION,
+) -> NeutralBaseline:
+    """Simulate the neutral explanation ``text`` on ``score_split`` (and the calibration
+    split when ``calibration``) of ``splits``: one baseline per unit, for
+    `ascore_explanation`'s contrastive scores and sensitivity and for best-of-k's contrastive
+    choice. Excerpts it cannot simulate are failures in the baseline (never zeros).
+
+    Raises:
+        InvalidInputError: ``text`` is empty.
+        SimulationError: the simulator returned something unusable.
+    """
+    explanation = neutral_explanation(text)
+    held = splits.held_out(score_split)
+    slots = [
+        *(_slots("calibration", splits.calibration) if calibration else []),
+        *_slots(score_split, held),
+    ]
+    outcomes = await simulate_each(simulator, explanation, [s.record for s in slots])
+    return NeutralBaseline(
+        explanation, {(s.split, s.source, s.index): o for s, o in zip(slots, outcomes, strict=True)}
+    )
+
+
+def _minus_neutral(own: Outcome, base: Outcome | None, neutral: str) -> Outcome:
+    """``own`` with the neutral outcome ``base`` attached for contrastive scoring: a failure
+    of either is the excerpt's failure."""
+    if isinstance(own, SimulationFailure):
+        return own
+    if base is None:
+        raise InvalidInputError("contrastive scoring needs the neutral simulation of every excerpt")
+    if isinstance(base, SimulationFailure):
+        return SimulationFailure(
+            reason=base.reason, message=f"neutral explanation {neutral!r}: {base.message}"
+        )
+    return own
+
+
 async def ascore_explanation(
     simulator: Simulator,
     explanation: Explanation,
@@ -226,6 +314,8 @@ async def ascore_explanation(
     calibration: CalibrationMethod = "linear",
     score_split: Literal["valid", "test"] = "valid",
     max_failed_fraction: float = DEFAULT_MAX_FAILED_FRACTION,
+    scoring: ScoringMode = "plain",
+    neutral: NeutralBaseline | None = None,
 ) -> ScoredSimulation:
     """Simulate the calibration split (unless ``calibration="none"``) and ``score_split`` of
     ``splits`` from ``explanation``, fit the calibration on the first and score the second.
@@ -235,6 +325,12 @@ async def ascore_explanation(
     scores rest on the others (``n_sequences``). This is the second half of `explain_neuron`;
     re-scoring an explanation with another simulator calls it with the same splits.
 
+    With ``neutral`` (the unit's `NeutralBaseline`), the result's ``sensitivity`` says how
+    much the prediction depends on the explanation. With ``scoring="contrastive"`` the
+    calibration and every score are of the prediction minus the neutral prediction of the same
+    excerpt (the baseline is simulated here when not given; an excerpt the neutral explanation
+    could not simulate counts as failed).
+
     Args:
         max_failed_fraction: the share of the excerpts (both splits together) that may fail.
 
@@ -242,11 +338,24 @@ async def ascore_explanation(
         SimulationError: more than ``max_failed_fraction`` of the excerpts failed, or every
             excerpt of a split did (`check_failures` says how many and why); or the simulator
             returned something unusable.
+        InvalidInputError: a contrastive score with a baseline that does not cover the
+            calibration and scored splits.
     """
     held = splits.held_out(score_split)
     to_fit = _slots("calibration", splits.calibration) if calibration != "none" else []
     slots = [*to_fit, *_slots(score_split, held)]
+    contrastive = scoring == "contrastive"
+    if contrastive and neutral is None:
+        neutral = await asimulate_neutral(
+            simulator, splits, score_split=score_split, calibration=calibration != "none"
+        )
     outcomes = await simulate_each(simulator, explanation, [s.record for s in slots])
+    bases: list[Outcome | None] = [
+        neutral.outcomes.get((s.split, s.source, s.index)) if neutral else None for s in slots
+    ]
+    if neutral is not None and contrastive:
+        text = neutral.explanation.text
+        outcomes = [_minus_neutral(o, b, text) for o, b in zip(outcomes, bases, strict=True)]
     failed = [
         FailedSequence(
             record=slot.record, split=slot.split, source=slot.source, index=slot.index, failure=o
@@ -265,16 +374,43 @@ async def ascore_explanation(
                 mine,
             )
 
-    fit = _simulated(slots, outcomes, "calibration")
+    def predicted(slot: _Slot, simulation: SequenceSimulation) -> NDArray[np.float64]:
+        own = np.asarray(simulation.expected_activations, dtype=np.float64)
+        if not contrastive or neutral is None:
+            return own
+        base = neutral.outcomes[(slot.split, slot.source, slot.index)]
+        assert isinstance(base, SequenceSimulation)  # a failed base failed the excerpt
+        return own - np.asarray(base.expected_activations, dtype=np.float64)
+
+    fit = [
+        (slot, o)
+        for slot, o in zip(slots, outcomes, strict=True)
+        if slot.split == "calibration" and isinstance(o, SequenceSimulation)
+    ]
     fitted = fit_calibration(
         calibration,
-        np.concatenate([s.expected_activations for _, s in fit]) if fit else [],
-        np.concatenate([r.activations for r, _ in fit]) if fit else [],
+        np.concatenate([predicted(slot, o) for slot, o in fit]) if fit else [],
+        np.concatenate([slot.record.activations for slot, _ in fit]) if fit else [],
     )
+
+    def baselines(source: str) -> list[SequenceSimulation | None]:
+        return [
+            b if isinstance(b, SequenceSimulation) else None
+            for slot, o, b in zip(slots, outcomes, bases, strict=True)
+            if slot.split == score_split
+            and slot.source == source
+            and isinstance(o, SequenceSimulation)
+        ]
+
+    measured = neutral is not None and neutral.covers(score_split)
     return score_simulations(
         score_split,
         _simulated(slots, outcomes, score_split, "top"),
         _simulated(slots, outcomes, score_split, "random"),
         fitted,
         failed=failed,
+        scoring=scoring,
+        neutral_top=baselines("top") if measured else (),
+        neutral_random=baselines("random") if measured else (),
+        neutral_text=neutral.explanation.text if measured and neutral else None,
     )
