@@ -148,8 +148,15 @@ class ExplainOptions(_Options):
 
     @property
     def needs_neutral(self) -> bool:
-        """Whether the neutral explanation is simulated for each unit."""
+        """Whether the neutral explanation is simulated for each unit (always on the scored
+        split; on the calibration split too when `neutral_on_calibration`)."""
         return self.scoring == "contrastive" or self.measures_sensitivity
+
+    @property
+    def neutral_on_calibration(self) -> bool:
+        """Whether the neutral explanation also simulates the calibration split: contrastive
+        scores fit their calibration and choose best-of-k candidates there."""
+        return self.scoring == "contrastive" and (self.calibration != "none" or self.best_of > 1)
 
     _FIXES: ClassVar[Mapping[str, str]] = {
         "calibration": "unknown calibration {value!r}; choose 'none', 'linear' or 'percentile'",

@@ -204,6 +204,82 @@ def test_explain_with_an_llm_over_http(
     assert "LLM usage:" in result.stdout and KEY not in result.output
 
 
+def test_explain_flags_a_score_that_does_not_depend_on_its_explanation(
+    tiny_model: Path, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the oracle simulates from the rule, whatever it is told: a neutral explanation gets
+    # the very same prediction, so the score says nothing about the explanation
+    with OpenAITestServer(api_key=KEY, responder=OracleResponder()) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        common = [
+            "explain", tiny_model, "--layer", "1", "--neuron", "5", "--corpus", corpus,
+            "--split", "line", "--explainer", "openai:m", "--simulator", "openai:m",
+        ]  # fmt: skip
+        plain = invoke(*common, "--sensitivity", "--out", tmp_path / "plain.json")
+        assert plain.exit_code == 0, plain.output
+        text = " ".join(plain.stdout.split())
+        assert "sensitivity to the explanation: 0.00 (1 - r against 'an unknown pattern'" in text
+        assert "FLAGGED: below 0.1, the prediction hardly depends on the explanation" in text
+        contrastive = invoke(*common, "--scoring", "contrastive", "--out", tmp_path / "c.json")
+        assert contrastive.exit_code == 0, contrastive.output
+        assert "contrastive: prediction minus the neutral one" in contrastive.stdout
+        unmeasured = invoke(*common, "--no-sensitivity", "--scoring", "contrastive", "--json")
+        assert unmeasured.exit_code == 0, unmeasured.output
+    saved = ExplanationResult.model_validate_json((tmp_path / "plain.json").read_text())
+    assert saved.scored.sensitivity is not None and saved.scored.sensitivity.flagged
+    assert saved.score is not None  # a number, which says nothing of the explanation
+    both = ExplanationResult.model_validate_json((tmp_path / "c.json").read_text())
+    assert both.scored.scoring == "contrastive" and both.score is None
+    assert "constant" in (both.scored.correlation.reason or "")
+    quiet = ExplanationResult.model_validate_json(unmeasured.stdout)
+    assert quiet.scored.sensitivity is None and quiet.scored.scoring == "contrastive"
+
+
+def test_run_score_and_report_carry_scoring_and_sensitivity(
+    tiny_model: Path, corpus: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "collection"
+    collected = invoke(
+        "collect", tiny_model, "--corpus", corpus, "--split", "line", "--layers", "0",
+        "--out", folder, "--window-length", "16", "--top-k", "12", "--n-random", "12",
+    )  # fmt: skip
+    assert collected.exit_code == 0, collected.output
+    db = tmp_path / "run.sqlite"
+    ran = invoke(
+        "run", folder, "--layers", "0", "--neurons", "0-3", "--db", db, "--scoring", "contrastive"
+    )
+    assert ran.exit_code == 0, ran.output
+    assert "sensitivity: measured for 4 units, 0 flagged" in ran.stdout
+    page = tmp_path / "report.html"
+    assert invoke("report", "--db", db, "--out", page).exit_code == 0
+    html = page.read_text(encoding="utf-8")
+    assert '<button type="button">Sensitivity</button>' in html
+    assert "Flagged insensitive" in html and "Sensitivity to the explanation" in html
+    assert "contrastive: the prediction minus the prediction under the neutral" in html
+
+    plain_db = tmp_path / "plain.sqlite"
+    assert (
+        invoke("run", folder, "--layers", "0", "--neurons", "0-1", "--db", plain_db).exit_code == 0
+    )
+    plain_page = tmp_path / "plain.html"
+    assert invoke("report", "--db", plain_db, "--out", plain_page).exit_code == 0
+    assert 'class="units one-model no-usage no-sens"' in plain_page.read_text(encoding="utf-8")
+
+    rescored_db = tmp_path / "rescored.sqlite"
+    rescored = invoke(
+        "score", "--db", plain_db, "--simulator", "token-table", "--out-db", rescored_db,
+        "--scoring", "contrastive",
+    )  # fmt: skip
+    assert rescored.exit_code == 0, rescored.output
+    assert "sensitivity: measured for 2 units" in rescored.stdout
+    from neuron_explainer.runs import RunStore
+
+    with RunStore(rescored_db) as store:
+        results = [store.result(s.unit) for s in store.units("done")]
+    assert [r.scored.scoring for r in results if r] == ["contrastive"] * 2
+
+
 # --- bad input: one line on stderr, exit code 2 ----------------------------------------------
 
 

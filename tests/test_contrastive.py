@@ -293,7 +293,7 @@ def test_results_round_trip_and_older_results_read_as_plain() -> None:
     )
     old = json.loads(plain.model_dump_json())
     old["format_version"] = 3
-    for key in ("scoring", "sensitivity"):
+    for key in ("scoring", "sensitivity", "neutral_explanation"):
         old["scored"].pop(key)
     for seq in old["scored"]["sequences"]:
         seq.pop("neutral"), seq.pop("contrastive")
@@ -351,3 +351,32 @@ def test_sensitivity_edge_cases() -> None:
             [(sim([1, 2, 3]), SequenceSimulation(tokens=("x",), expected_activations=(0.0,)))],
             NEUTRAL,
         )
+
+
+@pytest.mark.parametrize(
+    ("options", "extra"),
+    [
+        ({"sensitivity": True}, ("valid",)),
+        ({"scoring": "contrastive"}, ("valid", "calibration")),
+        ({"scoring": "contrastive", "calibration": "none"}, ("valid",)),
+        ({"best_of": 5}, ("valid",)),
+    ],
+)
+def test_the_estimate_counts_the_neutral_simulations(
+    options: dict[str, object], extra: tuple[str, ...]
+) -> None:
+    from neuron_explainer.explainers.llm import LLMExplainer
+    from neuron_explainer.llm.openai import OpenAILLM
+    from neuron_explainer.runs.estimate import estimate_neuron
+    from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator
+
+    llm = OpenAILLM("gpt-4o-mini", api_key="unused", base_url="http://127.0.0.1:9/v1")
+    record = number_neuron_record(seed=3)
+    splits = split_records(record)
+    explainer, simulator = LLMExplainer(llm), ChatLogprobSimulator(llm)
+    base = {k: v for k, v in options.items() if k in ("best_of", "calibration")}
+    without = estimate_neuron(record, explainer, simulator, **base, sensitivity=False)
+    with_neutral = estimate_neuron(record, explainer, simulator, **options)  # type: ignore[arg-type]
+    excerpts = sum(len(getattr(splits, name).records) for name in extra)
+    assert with_neutral.parts[1].requests - without.parts[1].requests == excerpts
+    assert with_neutral.parts[0] == without.parts[0]

@@ -358,6 +358,7 @@ def test_a_v1_result_loads_and_is_upgraded() -> None:
     assert dumped["scored"].pop("failed") == []
     assert dumped["scored"].pop("scoring") == "plain"  # 0.1.0 scored plainly
     assert dumped["scored"].pop("sensitivity") is None  # and did not measure it
+    assert dumped["scored"].pop("neutral_explanation") is None
     for sequence in dumped["scored"]["sequences"]:
         assert sequence.pop("neutral") is None and sequence.pop("contrastive") is False
     assert dumped == raw  # nothing else changed

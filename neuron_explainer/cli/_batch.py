@@ -17,6 +17,9 @@ from neuron_explainer.cli._options import (
     ModelArg,
     ModelCorpus,
     Quiet,
+    Scoring,
+    ScoringOpt,
+    SensitivityOpt,
     Simulator,
     Split,
     SplitOpt,
@@ -102,6 +105,8 @@ def run(
         ),
     ] = None,
     max_failed_fraction: MaxFailedFraction = 0.1,
+    scoring: ScoringOpt = Scoring.plain,
+    sensitivity: SensitivityOpt = None,
     *,
     recording: dict[str, Any],
     split: SplitOpt = Split.file,
@@ -150,7 +155,11 @@ def run(
                 dry_run=dry_run,
                 retry_failed=retry_failed,
                 collect_options=recording or None,
-                explain_options={"max_failed_fraction": max_failed_fraction},
+                explain_options={
+                    "max_failed_fraction": max_failed_fraction,
+                    "scoring": scoring.value,
+                    "sensitivity": "auto" if sensitivity is None else sensitivity,
+                },
                 progress=progress,
                 **source,
             )
@@ -221,12 +230,30 @@ def score(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, help="Units scored at the same time.")
     ] = 8,
+    scoring: Annotated[
+        Scoring | None,
+        typer.Option(
+            "--scoring",
+            help="plain or contrastive (see explain --help). Default: as the run was scored.",
+            show_default=False,
+        ),
+    ] = None,
+    sensitivity: Annotated[
+        bool | None,
+        typer.Option(
+            "--sensitivity/--no-sensitivity",
+            help="Measure how much each prediction depends on its explanation. Default: as "
+            "the run did.",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Re-score the explanations of a run database with another simulator.
 
-    The explanations are kept; only the simulations and scores are redone. Prints the summary.
+    The explanations are kept; only the simulations and scores are redone (contrastively with
+    --scoring contrastive). Prints the summary.
     """
     with errors(debug):
         from neuron_explainer.runs import rescore
@@ -241,7 +268,13 @@ def score(
                 bar.update(event.completed, event.total)
 
             summary = rescore(
-                db, simulator, out_db=out_db, concurrency=concurrency, progress=progress
+                db,
+                simulator,
+                out_db=out_db,
+                concurrency=concurrency,
+                progress=progress,
+                scoring=scoring.value if scoring is not None else None,
+                sensitivity=sensitivity,
             )
             bar.finish()
         raise typer.Exit(print_summary(summary))

@@ -21,6 +21,9 @@ from neuron_explainer.cli._options import (
     ModelCorpus,
     Quiet,
     ScoreSplit,
+    Scoring,
+    ScoringOpt,
+    SensitivityOpt,
     Simulator,
     Split,
     SplitOpt,
@@ -162,6 +165,8 @@ def explain(
         ),
     ] = Calibration.linear,
     max_failed_fraction: MaxFailedFraction = 0.1,
+    scoring: ScoringOpt = Scoring.plain,
+    sensitivity: SensitivityOpt = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -195,6 +200,8 @@ def explain(
             score_split=score_split.value,
             calibration=calibration.value,
             max_failed_fraction=max_failed_fraction,
+            scoring=scoring.value,
+            sensitivity="auto" if sensitivity is None else sensitivity,
         )
         source = collection_or_corpus(
             model, corpus, recording, split=split.value, text_field=text_field
@@ -285,7 +292,15 @@ def _estimate(
         )
 
 
-_ESTIMATED = {"calibration", "score_split", "n_top_per_split", "n_random_per_split", "best_of"}
+_ESTIMATED = {
+    "calibration",
+    "score_split",
+    "n_top_per_split",
+    "n_random_per_split",
+    "best_of",
+    "scoring",
+    "sensitivity",
+}
 """The `ExplainOptions` fields `estimate_neuron` takes."""
 
 

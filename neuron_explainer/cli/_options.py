@@ -44,6 +44,11 @@ class Calibration(StrEnum):
     percentile = "percentile"
 
 
+class Scoring(StrEnum):
+    plain = "plain"
+    contrastive = "contrastive"
+
+
 def hidden_default(flag: str, help: str, **limits: Any) -> Any:
     """A typer option whose help shows no default: a required option, or one whose default
     ``None`` (not given) leaves the library's default, which ``help`` names."""
@@ -161,6 +166,25 @@ MaxFailedFraction = Annotated[
         max=1.0,
         help="The share (0 to 1) of a unit's held-out excerpts whose simulation may fail before "
         "the unit fails; the score rests on the others. Failed excerpts are never scored as zeros.",
+    ),
+]
+ScoringOpt = Annotated[
+    Scoring,
+    typer.Option(
+        "--scoring",
+        help="plain: score the simulation; contrastive: score the simulation minus a neutral "
+        "explanation's simulation of the same excerpts (only what the explanation changed "
+        "counts; the neutral one is simulated once per unit).",
+    ),
+]
+SensitivityOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--sensitivity/--no-sensitivity",
+        help="Measure how much the prediction depends on the explanation (1 - r against a "
+        "neutral explanation's prediction; flagged below 0.1). Default: with --scoring "
+        "contrastive or --best-of 5 or more, where it costs little.",
+        show_default=False,
     ),
 ]
 MaxWindows = Annotated[

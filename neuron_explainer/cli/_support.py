@@ -384,11 +384,16 @@ def print_result(result: ExplanationResult, corpus: str) -> None:
         ("explanation", result.explanation.text),
     ]
     scored = result.scored
+    what = "top-and-random correlation"
+    if scored.scoring == "contrastive":
+        what += ", contrastive: prediction minus the neutral one"
     rows += [
-        ("score (top-and-random correlation)", _score(*_value(scored.correlation))),
+        (f"score ({what})", _score(*_value(scored.correlation))),
         ("random-only correlation", _score(*_value(scored.random_correlation))),
         ("scored on", f"{scored.n_sequences} excerpts ({scored.n_failed} failed)"),
     ]
+    if scored.sensitivity is not None:
+        rows.append(("sensitivity to the explanation", scored.sensitivity.describe()))
     if result.simulation is not None:
         rows.append(("simulations", result.simulation.describe()))
     for failed in scored.failed[:SHOWN_FAILURES]:
@@ -438,6 +443,11 @@ def print_summary(outcome: Any) -> int:
     simulation = getattr(outcome, "simulation", None)
     if simulation is not None and simulation.attempted:
         typer.echo(f"simulations: {simulation.describe()}")
+    if getattr(outcome, "sensitivity_measured", 0):
+        typer.echo(
+            f"sensitivity: measured for {outcome.sensitivity_measured} units, "
+            f"{outcome.flagged} flagged (the prediction hardly depends on the explanation)"
+        )
     typer.echo(
         f"LLM usage: {usage.calls} calls ({usage.cache_hits} cached), {usage.prompt_tokens} "
         f"prompt + {usage.completion_tokens} completion tokens, ${usage.cost_usd:.4f}"

@@ -180,6 +180,8 @@ def _score_rows(result: ExplanationResult) -> Html:
         if score.value is None:
             value = Html(value + render("reason", reason=text_html(score.reason or "")))
         out.append((name, value))
+    if scored.sensitivity is not None:
+        out.append(("Sensitivity to the explanation", text_html(scored.sensitivity.describe())))
     return _kv_rows(out)
 
 
@@ -202,6 +204,16 @@ def _meta(result: ExplanationResult) -> Html:
     if scored.n_failed:
         scored_on += f" ({scored.n_failed} more could not be simulated)"
     rows.append(("Scored on", scored_on))
+    if scored.scoring == "contrastive":
+        rows.append(
+            (
+                "Scoring",
+                text_html(
+                    "contrastive: the prediction minus the prediction under the neutral "
+                    f"explanation {scored.neutral_explanation!r}"
+                ),
+            )
+        )
     rows.append(("Calibration", calibration))
     if result.usage != UsageSummary():
         rows.append(("LLM usage", usage_text(result.usage)))

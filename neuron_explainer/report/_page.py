@@ -20,7 +20,7 @@ from neuron_explainer.report._stats import RunSummary, simulation_stats
 from neuron_explainer.report._svg import histogram_svg
 from neuron_explainer.report._templates import Html, render, write_fragment
 from neuron_explainer.report._tokens import text_html
-from neuron_explainer.results import ExplanationResult, Score, SimulationStats
+from neuron_explainer.results import ExplanationResult, Score, Sensitivity, SimulationStats
 
 __all__ = ["DEFAULT_MAX_EXCERPTS", "write_report"]
 
@@ -36,6 +36,7 @@ _COLUMNS = (
     ("Score", "n", "num"),
     ("Random-only", "n", "num"),
     ("R²", "n", "num"),
+    ("Sensitivity", "n c-sens", "num"),
     ("Tokens", "n c-usage", "num"),
     ("Cost (USD)", "n c-usage", "num"),
 )
@@ -54,6 +55,20 @@ def _num_cell(score: Score, css: str = "n") -> Html:
     return render("score-cell", css=css, value=repr(score.value), shown=f"{score.value:.3f}")
 
 
+def _sensitivity_cell(sensitivity: Sensitivity | None) -> Html:
+    """The units table's sensitivity cell: blank when not measured, flagged when low."""
+    if sensitivity is None:
+        return render("blank-cell", css="n c-sens")
+    value = sensitivity.value
+    if value.value is None:
+        return render("undefined-cell", css="n c-sens", reason=value.reason or "undefined")
+    if sensitivity.flagged:
+        return render(
+            "flagged-cell", css="n c-sens", value=repr(value.value), shown=f"{value.value:.2f}"
+        )
+    return render("score-cell", css="n c-sens", value=repr(value.value), shown=f"{value.value:.2f}")
+
+
 def _table_row(result: ExplanationResult, uid: str, index: int) -> Html:
     unit, usage, scored = result.unit, result.usage, result.scored
     tokens = usage.prompt_tokens + usage.completion_tokens
@@ -69,6 +84,7 @@ def _table_row(result: ExplanationResult, uid: str, index: int) -> Html:
         score=_num_cell(scored.correlation),
         random_score=_num_cell(scored.random_correlation),
         rsquared=_num_cell(scored.rsquared),
+        sensitivity=_sensitivity_cell(scored.sensitivity),
         tokens=str(tokens),
         tokens_shown=f"{tokens:,}",
         cost=repr(usage.cost_usd),
@@ -104,6 +120,13 @@ def _stats(summary: RunSummary) -> Html:
         ]
     if summary.simulation.attempted:
         stats += simulation_stats(summary.simulation)
+    if summary.sensitivity_measured:
+        stats.append(
+            (
+                "Flagged insensitive",
+                f"{summary.flagged:,} of {summary.sensitivity_measured:,}",
+            )
+        )
     return Html("".join(render("stat", name=k, value=v) for k, v in stats))
 
 
@@ -124,6 +147,8 @@ def _table_class(summary: RunSummary) -> str:
         classes.append("one-model")
     if not summary.has_usage:
         classes.append("no-usage")
+    if not summary.sensitivity_measured:
+        classes.append("no-sens")
     return " ".join(classes)
 
 

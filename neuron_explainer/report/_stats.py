@@ -56,6 +56,8 @@ class RunSummary:
     usage: UsageSummary = field(default_factory=UsageSummary)
     simulation: SimulationStats = field(default_factory=SimulationStats)
     measured: int = 0
+    sensitivity_measured: int = 0
+    flagged: int = 0
     models: Counter[str] = field(default_factory=Counter)
     explainers: Counter[str] = field(default_factory=Counter)
     simulators: Counter[str] = field(default_factory=Counter)
@@ -80,6 +82,9 @@ class RunSummary:
         if result.simulation is not None:
             self.simulation = self.simulation + result.simulation
             self.measured += 1
+        if (sensitivity := result.scored.sensitivity) is not None:
+            self.sensitivity_measured += 1
+            self.flagged += sensitivity.flagged
         self.models[result.unit.model] += 1
         self.explainers[component_label(result.explainer.name, result.explainer.settings)] += 1
         self.simulators[component_label(result.simulator.name, result.simulator.settings)] += 1

@@ -38,6 +38,7 @@ from neuron_explainer.results._stats import REASON_PATTERN, SimulationStats
 
 __all__ = [
     "INSENSITIVE_BELOW",
+    "NEUTRAL_EXPLAINER",
     "REASON_PATTERN",
     "RESULT_FORMAT_VERSION",
     "ActivationScale",
@@ -62,6 +63,10 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 ActivationScale = Literal["neuron_activations", "simulated_0_10"]
 """Units of simulated values: real activations, or the 0-10 scale shown to an LLM."""
+NEUTRAL_EXPLAINER = "neutral"
+"""The explainer name of the neutral explanation (`neuron_explainer.scorers.simulation
+.neutral_explanation`): a simulator that cannot read a text-only explanation may recognise it
+by this name and predict what it predicts when told nothing."""
 ScoringMode = Literal["plain", "contrastive"]
 """What a simulation score correlates with the truth: the prediction under the explanation
 (``"plain"``), or that prediction minus the prediction under a neutral explanation of the same
@@ -276,6 +281,8 @@ class ScoredSimulation(BaseModel):
             could not simulate is then a failed one.
         sensitivity: how much the prediction depends on the explanation (`Sensitivity`),
             when it was measured; ``None`` otherwise (and in results before format 4).
+        neutral_explanation: the neutral explanation's text, when it was simulated
+            (contrastive scoring or sensitivity).
     """
 
     model_config = _FROZEN
@@ -292,9 +299,12 @@ class ScoredSimulation(BaseModel):
     failed: tuple[FailedSequence, ...] = ()
     scoring: ScoringMode = "plain"
     sensitivity: Sensitivity | None = None
+    neutral_explanation: str | None = None
 
     @model_validator(mode="after")
     def _scoring_matches(self) -> Self:
+        if self.scoring == "contrastive" and not self.neutral_explanation:
+            raise ValueError("a contrastive score names its neutral_explanation")
         wrong = [
             i
             for i, s in enumerate(self.sequences)
@@ -365,10 +375,10 @@ RESULT_FORMAT_VERSION = 4
 
 1: 0.1.0, no ``format_version`` field; 2: the field; 3: ``simulation`` (`SimulationStats`)
 and ``scored.failed`` (the excerpts that could not be simulated); 4: ``scored.scoring``,
-``scored.sensitivity`` and each scored sequence's ``neutral`` and ``contrastive``. Older JSON
-is upgraded on load: its ``simulation`` is ``None`` (not measured), its ``failed`` empty (any
-failure then failed the unit), its scoring plain and its sensitivity ``None`` (not
-measured)."""
+``scored.sensitivity``, ``scored.neutral_explanation`` and each scored sequence's
+``neutral`` and ``contrastive``. Older JSON is upgraded on load: its ``simulation`` is
+``None`` (not measured), its ``failed`` empty (any failure then failed the unit), its scoring
+plain and its sensitivity and neutral explanation ``None`` (not measured)."""
 
 
 def check_stored_version(version: Any, newest: int, what: str) -> int:

@@ -104,6 +104,20 @@ class Sensitivity(BaseModel):
     n_sequences: NonNegativeInt
     threshold: FiniteFloat = INSENSITIVE_BELOW
 
+    def describe(self) -> str:
+        """One line for people: the value, what it rests on and, when ``flagged``, why."""
+        base = f"against {self.neutral!r}, {self.n_sequences} excerpts"
+        value = self.value.value
+        if value is None:
+            return f"undefined ({self.value.reason}; {base})"
+        line = f"{value:.2f} (1 - r {base})"
+        if self.flagged:
+            line += (
+                f"; FLAGGED: below {self.threshold:g}, the prediction hardly depends on the "
+                "explanation"
+            )
+        return line
+
     @property
     def flagged(self) -> bool:
         """Whether the prediction hardly depends on the explanation (``value`` defined and

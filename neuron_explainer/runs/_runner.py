@@ -95,6 +95,9 @@ class RunSummary(BaseModel):
         simulation: how this call's simulations went (`SimulationStats`: excerpts attempted,
             failed by reason, constant, retried, and the simulator's tokens), over every unit
             it attempted (done, failed or stopped).
+        sensitivity_measured: done units of this call whose score's sensitivity to its
+            explanation was measured (`neuron_explainer.results.Sensitivity`).
+        flagged: of those, the ones flagged: the prediction hardly depends on the explanation.
         elapsed_s: wall time of the call.
         stopped_reason: ``"budget"`` when the budget stopped the run, else ``None``.
         spent_usd: everything the database's runs have spent so far (this call included).
@@ -118,6 +121,8 @@ class RunSummary(BaseModel):
     pending: int = 0
     usage: UsageSummary = UsageSummary()
     simulation: SimulationStats = SimulationStats()
+    sensitivity_measured: int = 0
+    flagged: int = 0
     elapsed_s: float = 0.0
     stopped_reason: str | None = None
     spent_usd: float = 0.0
@@ -158,6 +163,7 @@ class _Counters:
     def __init__(self, total: int) -> None:
         self.total = total
         self.done = self.failed = self.stopped = 0
+        self.measured = self.flagged = 0
         self.failed_units: set[UnitId] = set()
         self.stopped_reason: str | None = None
 
@@ -246,6 +252,9 @@ async def run_units(
                     update={"usage": spent.summary, "simulation": sims.stats}
                 )
                 count.done += 1
+                if (sensitivity := result.scored.sensitivity) is not None:
+                    count.measured += 1
+                    count.flagged += sensitivity.flagged
                 store.mark_done(unit, result, spent.summary, run_id)
                 emit("done", unit, usage=spent.summary, simulation=sims.stats, score=result.score)
 
@@ -282,6 +291,8 @@ async def run_units(
         pending=len(chosen) - count.done - len(failures) - already_done,
         usage=meter.summary,
         simulation=simulated.stats,
+        sensitivity_measured=count.measured,
+        flagged=count.flagged,
         elapsed_s=time.perf_counter() - started,
         stopped_reason=count.stopped_reason,
         spent_usd=store.spent().cost_usd,

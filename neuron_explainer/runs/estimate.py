@@ -15,6 +15,8 @@ what they count. A plugin's component is estimated the same way as a built-in on
   (`PLACEHOLDER_EXPLANATION`);
 * ``best_of = k`` assumes ``k`` distinct candidates, each simulated on the calibration split
   (an upper bound); retries after unusable answers or failed requests are not counted;
+* the neutral explanation (contrastive scoring, sensitivity) simulates the scored split, and
+  the calibration split too when contrastive scores need it, once per unit;
 * cost: what the component says, or when it leaves ``cost_usd`` unset, its ``llm``'s
   ``price`` or `neuron_explainer.llm.usage.price_for` its model (0 when unknown). Components
   without an LLM cost nothing; an LLM-backed component that does not override ``estimate`` is
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -34,7 +36,13 @@ from neuron_explainer.interfaces import CallEstimate as CallEstimate
 from neuron_explainer.interfaces import Explainer, Simulator
 from neuron_explainer.llm.base import LLM, Usage
 from neuron_explainer.llm.usage import estimate_cost, price_for
-from neuron_explainer.options import CalibrationName, ExplainOptions, RunOptions, ScoreSplit
+from neuron_explainer.options import (
+    CalibrationName,
+    ExplainOptions,
+    RunOptions,
+    ScoreSplit,
+    ScoringName,
+)
 from neuron_explainer.records import NeuronRecord, UnitId
 from neuron_explainer.records.splits import split_records
 from neuron_explainer.results import Explanation
@@ -107,6 +115,10 @@ def _estimate(
     shown = [*fit, *splits.held_out(options.score_split).records]
     if options.best_of > 1:
         shown = [*shown, *(list(splits.calibration.records) * options.best_of)]
+    if options.needs_neutral:
+        shown += splits.held_out(options.score_split).records
+        if options.neutral_on_calibration:
+            shown += splits.calibration.records
     explanation = Explanation(text=PLACEHOLDER_EXPLANATION, explainer=explainer.info)
     simulate = simulator.estimate(explanation, [r.tokens for r in shown])
     return NeuronEstimate(parts=(_priced(explain, explainer), _priced(simulate, simulator)))
@@ -122,9 +134,12 @@ def estimate_neuron(
     n_top_per_split: int | None = None,
     n_random_per_split: int | None = None,
     best_of: int = 1,
+    scoring: ScoringName = "plain",
+    sensitivity: bool | Literal["auto"] = "auto",
 ) -> NeuronEstimate:
     """Estimate the LLM requests, tokens and cost of explaining ``record`` (see the module
-    docstring for the rules); nothing is sent. Arguments as for `explain_neuron`.
+    docstring for the rules); nothing is sent. Arguments as for `explain_neuron` (the neutral
+    explanation's simulations, for contrastive scoring or sensitivity, are counted).
 
     Raises:
         InvalidInputError: an option out of range.
@@ -138,6 +153,8 @@ def estimate_neuron(
         n_top_per_split=n_top_per_split,
         n_random_per_split=n_random_per_split,
         best_of=best_of,
+        scoring=scoring,
+        sensitivity=sensitivity,
     )
     return _estimate(record, explainer, simulator, options)
 

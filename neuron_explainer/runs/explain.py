@@ -28,9 +28,13 @@ from neuron_explainer.options import (
 )
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import NeuronRecord
-from neuron_explainer.records.splits import split_records
-from neuron_explainer.results import Explanation, ExplanationResult
-from neuron_explainer.scorers.simulation import ascore_explanation, asimulate_neutral
+from neuron_explainer.records.splits import Splits, split_records
+from neuron_explainer.results import Explanation, ExplanationResult, ScoredSimulation
+from neuron_explainer.scorers.simulation import (
+    NeutralBaseline,
+    ascore_explanation,
+    asimulate_neutral,
+)
 
 __all__ = ["aexplain_neuron", "explain_neuron", "explain_record"]
 
@@ -107,6 +111,47 @@ async def _record_for(source: Any, how: _Recording, registry: Registry) -> Neuro
     return await recorder.aneuron_record(recorder.unit(how.layer, how.neuron))
 
 
+async def simulate_baseline(
+    simulator: Simulator, splits: Splits, options: ExplainOptions
+) -> NeutralBaseline | None:
+    """The unit's neutral baseline when ``options`` need one (contrastive scoring or
+    sensitivity), simulated once: on the scored split, and on the calibration split when
+    contrastive scores fit or choose there; ``None`` when they need none."""
+    if not options.needs_neutral:
+        return None
+    return await asimulate_neutral(
+        simulator,
+        splits,
+        score_split=options.score_split,
+        calibration=options.neutral_on_calibration,
+        text=options.neutral_explanation,
+    )
+
+
+async def score_with_options(
+    simulator: Simulator,
+    explanation: Explanation,
+    splits: Splits,
+    options: ExplainOptions,
+    neutral: NeutralBaseline | None,
+) -> ScoredSimulation:
+    """`ascore_explanation` with ``options`` (and the unit's baseline); the sensitivity is
+    kept only when ``options`` ask for it."""
+    scored = await ascore_explanation(
+        simulator,
+        explanation,
+        splits,
+        calibration=options.calibration,
+        score_split=options.score_split,
+        max_failed_fraction=options.max_failed_fraction,
+        scoring=options.scoring,
+        neutral=neutral,
+    )
+    if scored.sensitivity is not None and not options.measures_sensitivity:
+        return scored.model_copy(update={"sensitivity": None})
+    return scored
+
+
 async def explain_record(
     record: NeuronRecord, explainer: Explainer, simulator: Simulator, options: ExplainOptions
 ) -> ExplanationResult:
@@ -126,16 +171,7 @@ async def explain_record(
         n_random_per_split=options.n_random_per_split,
     )
     with track_simulations() as simulations:
-        neutral = None
-        if options.needs_neutral:
-            neutral = await asimulate_neutral(
-                simulator,
-                splits,
-                score_split=options.score_split,
-                calibration=options.scoring == "contrastive"
-                and (options.calibration != "none" or options.best_of > 1),
-                text=options.neutral_explanation,
-            )
+        neutral = await simulate_baseline(simulator, splits, options)
         if options.best_of > 1:
             from neuron_explainer.runs.best_of import abest_of_k
 
@@ -156,18 +192,7 @@ async def explain_record(
                 f"explainer {explainer.info.name!r} returned {type(explanation).__name__}, "
                 "not an Explanation"
             )
-        scored = await ascore_explanation(
-            simulator,
-            explanation,
-            splits,
-            calibration=options.calibration,
-            score_split=options.score_split,
-            max_failed_fraction=options.max_failed_fraction,
-            scoring=options.scoring,
-            neutral=neutral,
-        )
-    if scored.sensitivity is not None and not options.measures_sensitivity:
-        scored = scored.model_copy(update={"sensitivity": None})
+        scored = await score_with_options(simulator, explanation, splits, options, neutral)
     return ExplanationResult(
         unit=record.unit,
         explanation=explanation,

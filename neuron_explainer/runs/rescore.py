@@ -12,20 +12,21 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from neuron_explainer._aio import sync_twin
 from neuron_explainer._version import __version__
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.interfaces import Simulator
-from neuron_explainer.options import ExplainOptions, RunOptions
+from neuron_explainer.options import ExplainOptions, RunOptions, ScoringName
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import UnitId
 from neuron_explainer.records.splits import split_records
 from neuron_explainer.results import ExplanationResult
 from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
 from neuron_explainer.runs._sources import RecordSource, Source, open_source
+from neuron_explainer.runs.explain import score_with_options, simulate_baseline
 from neuron_explainer.runs.store import RunStore
-from neuron_explainer.scorers.simulation import ascore_explanation
 from neuron_explainer.subjects.collection import Collection
 
 __all__ = ["arescore", "rescore"]
@@ -50,6 +51,8 @@ async def arescore(
     retry_failed: bool = False,
     registry: Registry | None = None,
     progress: Callable[[RunEvent], None] | None = None,
+    scoring: ScoringName | None = None,
+    sensitivity: bool | Literal["auto"] | None = None,
 ) -> RunSummary:
     """Re-score a run's explanations with another simulator; the explainer never runs again.
 
@@ -77,6 +80,10 @@ async def arescore(
         retry_failed: re-score units whose re-scoring failed before.
         registry: where names are looked up.
         progress: called with a `RunEvent` after every unit.
+        scoring: ``"plain"`` or ``"contrastive"`` (see `explain_neuron`); ``None``: as the
+            run was scored. The neutral explanation is simulated by the new simulator.
+        sensitivity: ``True``, ``False`` or ``"auto"`` (see `explain_neuron`); ``None``: as
+            the run measured it.
 
     Returns:
         A `RunSummary` of the re-scoring run (``done``: units re-scored in this call).
@@ -106,12 +113,18 @@ async def arescore(
             records=records,
             expect=held["source"],
         )
-        options = ExplainOptions.build(held["options"])
+        changed = {
+            key: value
+            for key, value in (("scoring", scoring), ("sensitivity", sensitivity))
+            if value is not None
+        }
+        options = ExplainOptions.build(held["options"], **changed)
         config = {
             "source": held["source"],
             "explainer": held["explainer"],
             "simulator": the_simulator.info.model_dump(mode="json"),
-            "options": held["options"],  # as the explained run holds them
+            # as the explained run holds them, with the scoring changes asked for
+            "options": {**held["options"], **changed},
             "explained_with": held["simulator"],
         }
         store.lock()
@@ -153,14 +166,9 @@ async def _rescore_unit(
             f"the records of {unit} are not the ones it was explained with (its {split} split "
             "differs); the source changed since the run"
         )
-    scored = await ascore_explanation(
-        simulator,
-        original.explanation,
-        splits,
-        calibration=options.calibration,
-        score_split="test" if split == "test" else "valid",
-        max_failed_fraction=options.max_failed_fraction,
-    )
+    here = options.model_copy(update={"score_split": "test" if split == "test" else "valid"})
+    neutral = await simulate_baseline(simulator, splits, here)
+    scored = await score_with_options(simulator, original.explanation, splits, here, neutral)
     return original.model_copy(
         update={
             "scored": scored,

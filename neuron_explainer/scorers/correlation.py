@@ -361,4 +361,5 @@ def score_simulations(
         failed=tuple(failed),
         scoring=scoring,
         sensitivity=measured_sensitivity,
+        neutral_explanation=neutral_text if measured else None,
     )

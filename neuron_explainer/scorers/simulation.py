@@ -26,6 +26,7 @@ from neuron_explainer.options import DEFAULT_MAX_FAILED_FRACTION, DEFAULT_NEUTRA
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.records.splits import HeldOutSet, Splits
 from neuron_explainer.results import (
+    NEUTRAL_EXPLAINER,
     ComponentInfo,
     Explanation,
     FailedSequence,
@@ -233,7 +234,7 @@ def neutral_explanation(text: str = DEFAULT_NEUTRAL_EXPLANATION) -> Explanation:
     """
     if not text.strip():
         raise InvalidInputError("the neutral explanation must not be empty")
-    return Explanation(text=text, explainer=ComponentInfo(name="neutral"))
+    return Explanation(text=text, explainer=ComponentInfo(name=NEUTRAL_EXPLAINER))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.interfaces import Simulator
 from neuron_explainer.records.lookup import TokenTable
-from neuron_explainer.results import Explanation, SequenceSimulation
+from neuron_explainer.results import NEUTRAL_EXPLAINER, Explanation, SequenceSimulation
 
 __all__ = ["TokenTableSimulator"]
 
@@ -47,13 +47,22 @@ class TokenTableSimulator(Simulator):
     async def asimulate(
         self, explanation: Explanation, tokens: Sequence[str]
     ) -> SequenceSimulation:
-        """Predict every token of ``tokens`` from the explanation's table."""
+        """Predict every token of ``tokens`` from the explanation's table (0 on every token
+        for the neutral explanation, which has none: told nothing, it predicts nothing)."""
+        if explanation.explainer.name == NEUTRAL_EXPLAINER:
+            return SequenceSimulation(
+                tokens=tuple(tokens),
+                expected_activations=(0.0,) * len(tokens),
+                scale="neuron_activations",
+            )
         return self._simulate(self.table(explanation), tokens)
 
     async def asimulate_many(
         self, explanation: Explanation, sequences: Sequence[Sequence[str]]
     ) -> list[SequenceSimulation]:
         """Like `asimulate` for many excerpts, parsing the table once."""
+        if explanation.explainer.name == NEUTRAL_EXPLAINER:
+            return [await self.asimulate(explanation, tokens) for tokens in sequences]
         table = self.table(explanation)
         return [self._simulate(table, tokens) for tokens in sequences]
 
