@@ -55,6 +55,7 @@ _EXPORTS = {
     "Score": "neuron_explainer.results",
     "ScoredSequence": "neuron_explainer.results",
     "ScoredSimulation": "neuron_explainer.results",
+    "Sensitivity": "neuron_explainer.results",
     "SequenceSimulation": "neuron_explainer.results",
     "SimulationFailure": "neuron_explainer.results",
     "SimulationStats": "neuron_explainer.results",
@@ -83,6 +84,7 @@ __all__ = [
     "Score",
     "ScoredSequence",
     "ScoredSimulation",
+    "Sensitivity",
     "SequenceSimulation",
     "SimulationFailure",
     "SimulationStats",
@@ -121,6 +123,7 @@ if TYPE_CHECKING:
     from neuron_explainer.results import Score as Score
     from neuron_explainer.results import ScoredSequence as ScoredSequence
     from neuron_explainer.results import ScoredSimulation as ScoredSimulation
+    from neuron_explainer.results import Sensitivity as Sensitivity
     from neuron_explainer.results import SequenceSimulation as SequenceSimulation
     from neuron_explainer.results import SimulationFailure as SimulationFailure
     from neuron_explainer.results import SimulationStats as SimulationStats
