@@ -123,6 +123,9 @@ class ExplainOptions(_Options):
             anyway) or ``best_of >= 5``.
         neutral_explanation: the explanation that says nothing about the unit, whose
             prediction is the baseline of contrastive scores and of sensitivity.
+        revise: after explaining (and best-of-k), show the explainer where the simulation
+            of its explanation disagreed with the train records and keep its revision if it
+            scores better on the calibration split (`neuron_explainer.runs.revision`).
     """
 
     calibration: CalibrationName = "linear"
@@ -138,6 +141,7 @@ class ExplainOptions(_Options):
     neutral_explanation: Annotated[str, Field(min_length=1, pattern=r"\S")] = (
         DEFAULT_NEUTRAL_EXPLANATION
     )
+    revise: StrictBool = False
 
     @property
     def measures_sensitivity(self) -> bool:
@@ -156,7 +160,9 @@ class ExplainOptions(_Options):
     def neutral_on_calibration(self) -> bool:
         """Whether the neutral explanation also simulates the calibration split: contrastive
         scores fit their calibration and choose best-of-k candidates there."""
-        return self.scoring == "contrastive" and (self.calibration != "none" or self.best_of > 1)
+        return self.scoring == "contrastive" and (
+            self.calibration != "none" or self.best_of > 1 or self.revise
+        )
 
     _FIXES: ClassVar[Mapping[str, str]] = {
         "calibration": "unknown calibration {value!r}; choose 'none', 'linear' or 'percentile'",
@@ -170,6 +176,7 @@ class ExplainOptions(_Options):
         "scoring": "scoring must be 'plain' or 'contrastive', got {value!r}",
         "sensitivity": "sensitivity must be True, False or 'auto', got {value!r}",
         "neutral_explanation": "neutral_explanation must be a non-empty text, got {value!r}",
+        "revise": "revise must be True or False, got {value!r}",
     }
     _UNKNOWN: ClassVar[str] = (
         "unknown explain_options {names}; choose from {choices} (the run's budget is "

@@ -57,6 +57,7 @@ def test_options_come_from_keywords_a_mapping_or_the_model() -> None:
             "scoring": "plain",
             "sensitivity": "auto",
             "neutral_explanation": "an unknown pattern",
+            "revise": False,
         }
     )
 

@@ -167,6 +167,15 @@ def explain(
     max_failed_fraction: MaxFailedFraction = 0.1,
     scoring: ScoringOpt = Scoring.plain,
     sensitivity: SensitivityOpt = None,
+    revise: Annotated[
+        bool,
+        typer.Option(
+            "--revise",
+            help="Show the explainer where the simulation of its explanation went wrong on "
+            "the train excerpts; keep its revision if it scores better on the calibration "
+            "split (LLM explainers).",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -195,6 +204,11 @@ def explain(
         from neuron_explainer.runs.explain import explain_neuron
 
         check_components(explainer=explainer, simulator=simulator, need_key=not dry_run)
+        if revise:
+            from neuron_explainer.plugins import default_registry as components
+            from neuron_explainer.runs.revision import check_can_revise
+
+            check_can_revise(components().explainer(explainer))
         options = ExplainOptions.build(
             best_of=best_of,
             score_split=score_split.value,
@@ -202,6 +216,7 @@ def explain(
             max_failed_fraction=max_failed_fraction,
             scoring=scoring.value,
             sensitivity="auto" if sensitivity is None else sensitivity,
+            revise=revise,
         )
         source = collection_or_corpus(
             model, corpus, recording, split=split.value, text_field=text_field
@@ -300,6 +315,7 @@ _ESTIMATED = {
     "best_of",
     "scoring",
     "sensitivity",
+    "revise",
 }
 """The `ExplainOptions` fields `estimate_neuron` takes."""
 

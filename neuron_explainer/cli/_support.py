@@ -394,6 +394,10 @@ def print_result(result: ExplanationResult, corpus: str) -> None:
     ]
     if scored.sensitivity is not None:
         rows.append(("sensitivity to the explanation", scored.sensitivity.describe()))
+    from neuron_explainer.runs.revision import describe_revision
+
+    if (revision := describe_revision(result.explanation)) is not None:
+        rows.append(("revision", revision))
     if result.simulation is not None:
         rows.append(("simulations", result.simulation.describe()))
     for failed in scored.failed[:SHOWN_FAILURES]:

@@ -27,6 +27,7 @@ from pydantic import JsonValue
 
 from neuron_explainer._aio import gather_or_cancel
 from neuron_explainer.errors import ExplanationError, InvalidInputError
+from neuron_explainer.explainers.revising import Disagreement
 from neuron_explainer.interfaces import (
     CHARS_PER_TOKEN,
     MESSAGE_OVERHEAD,
@@ -37,7 +38,7 @@ from neuron_explainer.interfaces import (
 from neuron_explainer.interfaces import estimate_tokens as estimate_tokens
 from neuron_explainer.llm.base import LLM, Message, required_llm
 from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
-from neuron_explainer.llm.prompts import render_blocks
+from neuron_explainer.llm.prompts import escape_token, render_blocks
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import ComponentInfo, Explanation, PromptScale
 
@@ -136,6 +137,35 @@ def _example_turns(examples: Sequence[FewShotExample]) -> list[Message]:
         )
         turns.append(Message(role="assistant", content=f"{example.explanation}."))
     return turns
+
+
+REVISION_REQUEST = (
+    "A simulator predicted this neuron's activations from that explanation. Where it went "
+    "wrong on these excerpts (the token in [[ ]], its true activation and the predicted one):"
+)
+REVISION_ASK = (
+    "Write a better single-sentence explanation: one that predicts the misses and not the "
+    "false alarms. Don't list examples of words."
+)
+
+
+def _revision_line(d: Disagreement) -> str:
+    text = "".join(d.before) + f"[[{d.token}]]" + "".join(d.after)
+    shown = " ".join(escape_token(text).split())
+    return f"- {shown} (true {d.true_level}, predicted {d.predicted:.0f})"
+
+
+def _revision_turn(disagreements: Sequence[Disagreement]) -> str:
+    misses = [d for d in disagreements if d.kind == "miss"]
+    false = [d for d in disagreements if d.kind != "miss"]
+    parts = [REVISION_REQUEST, ""]
+    if misses:
+        parts += ["Missed (the neuron fired, the explanation did not predict it):"]
+        parts += [_revision_line(d) for d in misses] + [""]
+    if false:
+        parts += ["False alarms (the explanation predicted activation, the neuron was silent):"]
+        parts += [_revision_line(d) for d in false] + [""]
+    return "\n".join([*parts, REVISION_ASK, "", EXPLANATION_LINE])
 
 
 class LLMExplainer(Explainer):
@@ -343,6 +373,55 @@ class LLMExplainer(Explainer):
                 context, or no usable answer.
         """
         return (await self.aexplain_candidates(records, self.n_candidates))[0]
+
+    def revision_messages(
+        self,
+        records: Sequence[ActivationRecord],
+        explanation: Explanation,
+        disagreements: Sequence[Disagreement],
+    ) -> list[Message]:
+        """The chat messages that ask for a revision: the explaining prompt for ``records``
+        (`fit_prompt`), the explanation as the answer, then the disagreements (each token
+        marked in its context, with its true and predicted activation) and the request for a
+        better explanation.
+
+        Raises:
+            ExplanationError: as `fit_prompt`.
+        """
+        messages, _, _ = self.fit_prompt(records)
+        return [
+            *messages,
+            Message(role="assistant", content=f"{explanation.text}."),
+            Message(role="user", content=_revision_turn(disagreements)),
+        ]
+
+    async def arevise(
+        self,
+        records: Sequence[ActivationRecord],
+        explanation: Explanation,
+        disagreements: Sequence[Disagreement],
+    ) -> Explanation:
+        """Ask the LLM (greedy, one sample) to revise ``explanation`` of ``records`` given
+        where its simulation disagreed with the truth (`revision_messages`).
+
+        Raises:
+            ExplanationError: the prompt does not fit, or the answer is not usable.
+        """
+        messages = self.revision_messages(records, explanation, disagreements)
+        response = await self.llm.acomplete(
+            messages, n=1, max_tokens=self.max_tokens, temperature=self.temperature
+        )
+        raw = response.choices[0].text if response.choices else ""
+        text = clean_explanation(raw)
+        if not text:
+            raise ExplanationError(f"{self.llm.name} returned no revision (raw output {raw!r})")
+        return Explanation(
+            text=text,
+            scale=explanation.scale,
+            raw_output=raw,
+            data={**explanation.data, "revised_from": explanation.text},
+            explainer=self.info,
+        )
 
     def estimate(self, records: Sequence[ActivationRecord], *, best_of: int = 1) -> CallEstimate:
         """The requests and tokens of explaining ``records``, sending nothing: the prompt

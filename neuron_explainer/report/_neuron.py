@@ -21,6 +21,7 @@ from neuron_explainer.results import (
     SimulationStats,
     UsageSummary,
 )
+from neuron_explainer.runs.revision import describe_revision
 
 __all__ = [
     "UnitIds",
@@ -204,6 +205,8 @@ def _meta(result: ExplanationResult) -> Html:
     if scored.n_failed:
         scored_on += f" ({scored.n_failed} more could not be simulated)"
     rows.append(("Scored on", scored_on))
+    if (revision := describe_revision(result.explanation)) is not None:
+        rows.append(("Revision", text_html(revision)))
     if scored.scoring == "contrastive":
         rows.append(
             (

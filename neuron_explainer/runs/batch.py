@@ -246,6 +246,10 @@ async def aexplain_neurons(
     db_path = Path(db)
     components = registry or default_registry()
     the_explainer = components.explainer(explainer)
+    if options.revise:
+        from neuron_explainer.runs.revision import check_can_revise
+
+        check_can_revise(the_explainer)
     the_simulator = components.simulator(simulator)
     config: dict[str, Any] = {
         "explainer": the_explainer.info.model_dump(mode="json"),

@@ -31,7 +31,7 @@ from neuron_explainer.results import Explanation, Score, SequenceSimulation, Sim
 from neuron_explainer.scorers.correlation import correlation
 from neuron_explainer.scorers.simulation import check_failures, simulate_each, simulate_records
 
-__all__ = ["CandidateExplainer", "abest_of_k", "calibration_score"]
+__all__ = ["CandidateExplainer", "abest_of_k", "acalibration_scores", "calibration_score"]
 
 
 @runtime_checkable
@@ -169,6 +169,36 @@ async def _score_candidates(
     )
     scores, compared_on = _common_scores(simulated, calibration_records, baseline)
     return list(scores), compared_on
+
+
+async def acalibration_scores(
+    simulator: Simulator,
+    candidates: Sequence[Explanation],
+    calibration_records: Sequence[ActivationRecord],
+    *,
+    max_failed_fraction: float = DEFAULT_MAX_FAILED_FRACTION,
+    baseline: Sequence[SequenceSimulation | SimulationFailure] | None = None,
+) -> tuple[list[float | None], int]:
+    """Each of two or more distinct ``candidates``' calibration correlation, compared as
+    best-of-k compares them (on the records every usable candidate, and the ``baseline``,
+    simulated; contrastively with a baseline); ``None`` where undefined or its simulation
+    failed. Also returns how many records they were compared on.
+
+    Raises:
+        InvalidInputError: fewer than two distinct candidates, or no calibration records.
+        SimulationError: the simulation of every candidate failed.
+    """
+    if len({c.text for c in candidates}) != len(candidates) or len(candidates) < 2:
+        raise InvalidInputError("compare two or more candidates with distinct texts")
+    scores, compared_on = await _score_candidates(
+        simulator,
+        candidates,
+        calibration_records,
+        len(candidates),
+        max_failed_fraction,
+        list(baseline) if baseline is not None else None,
+    )
+    return [s.value if isinstance(s, Score) else None for s in scores], compared_on
 
 
 def _note(score: Score | SimulationError | None) -> dict[str, JsonValue]:

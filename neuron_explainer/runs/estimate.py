@@ -17,6 +17,8 @@ what they count. A plugin's component is estimated the same way as a built-in on
   (an upper bound); retries after unusable answers or failed requests are not counted;
 * the neutral explanation (contrastive scoring, sensitivity) simulates the scored split, and
   the calibration split too when contrastive scores need it, once per unit;
+* ``revise`` adds one explaining request and simulates the train split and both texts on the
+  calibration split (an upper bound: no revision is asked when nothing disagrees);
 * cost: what the component says, or when it leaves ``cost_usd`` unset, its ``llm``'s
   ``price`` or `neuron_explainer.llm.usage.price_for` its model (0 when unknown). Components
   without an LLM cost nothing; an LLM-backed component that does not override ``estimate`` is
@@ -119,9 +121,17 @@ def _estimate(
         shown += splits.held_out(options.score_split).records
         if options.neutral_on_calibration:
             shown += splits.calibration.records
+    parts = [_priced(explain, explainer)]
+    if options.revise:
+        # the revision prompt is the explaining prompt plus the disagreements: counted as one
+        # more explaining request; its simulations: the train split, and both texts on
+        # calibration
+        revision = explainer.estimate(splits.train)
+        parts.append(_priced(revision.model_copy(update={"note": "revision"}), explainer))
+        shown = [*shown, *splits.train, *(list(splits.calibration.records) * 2)]
     explanation = Explanation(text=PLACEHOLDER_EXPLANATION, explainer=explainer.info)
     simulate = simulator.estimate(explanation, [r.tokens for r in shown])
-    return NeuronEstimate(parts=(_priced(explain, explainer), _priced(simulate, simulator)))
+    return NeuronEstimate(parts=(*parts, _priced(simulate, simulator)))
 
 
 def estimate_neuron(
@@ -136,6 +146,7 @@ def estimate_neuron(
     best_of: int = 1,
     scoring: ScoringName = "plain",
     sensitivity: bool | Literal["auto"] = "auto",
+    revise: bool = False,
 ) -> NeuronEstimate:
     """Estimate the LLM requests, tokens and cost of explaining ``record`` (see the module
     docstring for the rules); nothing is sent. Arguments as for `explain_neuron` (the neutral
@@ -155,6 +166,7 @@ def estimate_neuron(
         best_of=best_of,
         scoring=scoring,
         sensitivity=sensitivity,
+        revise=revise,
     )
     return _estimate(record, explainer, simulator, options)
 

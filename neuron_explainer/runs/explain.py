@@ -30,6 +30,7 @@ from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import NeuronRecord
 from neuron_explainer.records.splits import Splits, split_records
 from neuron_explainer.results import Explanation, ExplanationResult, ScoredSimulation
+from neuron_explainer.runs.revision import arevise_explanation, check_can_revise
 from neuron_explainer.scorers.simulation import (
     NeutralBaseline,
     ascore_explanation,
@@ -165,6 +166,8 @@ async def explain_record(
         ExplanationError / SimulationError: a component failed (a `SimulationError` also when
             more than ``options.max_failed_fraction`` of the excerpts could not be simulated).
     """
+    if options.revise:
+        check_can_revise(explainer)
     splits = split_records(
         record,
         n_top_per_split=options.n_top_per_split,
@@ -191,6 +194,17 @@ async def explain_record(
             raise ExplanationError(
                 f"explainer {explainer.info.name!r} returned {type(explanation).__name__}, "
                 "not an Explanation"
+            )
+        if options.revise:
+            contrastive = neutral is not None and options.scoring == "contrastive"
+            explanation = await arevise_explanation(
+                explainer,
+                simulator,
+                explanation,
+                splits.train,
+                splits.calibration.records,
+                max_failed_fraction=options.max_failed_fraction,
+                baseline=neutral.records_of("calibration") if neutral and contrastive else None,
             )
         scored = await score_with_options(simulator, explanation, splits, options, neutral)
     return ExplanationResult(
@@ -227,6 +241,7 @@ async def aexplain_neuron(
     scoring: ScoringName = "plain",
     sensitivity: bool | Literal["auto"] = "auto",
     neutral_explanation: str = DEFAULT_NEUTRAL_EXPLANATION,
+    revise: bool = False,
 ) -> ExplanationResult:
     """Explain one unit and score the explanation on held-out records.
 
@@ -266,8 +281,8 @@ async def aexplain_neuron(
             Hugging Face causal LM; ``"collection"`` reads a collection folder); it is built
             as ``factory(model=record, corpus=corpus, **subject_options)``.
         explain_options: ``calibration`` … ``best_of``, ``max_failed_fraction``,
-            ``scoring``, ``sensitivity`` and ``neutral_explanation`` as one `ExplainOptions`
-            (or a mapping), instead of the keywords.
+            ``scoring``, ``sensitivity``, ``neutral_explanation`` and ``revise`` as one
+            `ExplainOptions` (or a mapping), instead of the keywords.
         max_failed_fraction: the share of the excerpts whose simulation may fail (default
             0.10): fewer failures leave the unit scored on the excerpts simulated (listed in
             ``scored.failed``, counted in ``simulation``), more fail it.
@@ -281,6 +296,11 @@ async def aexplain_neuron(
             ``best_of >= 5``, where it costs at most a sixth more simulation).
         neutral_explanation: the explanation that says nothing (default
             ``"an unknown pattern"``).
+        revise: after explaining, show the explainer where the simulation of its
+            explanation disagreed most with the train records (misses and false alarms) and
+            keep its revision only if it scores better on the calibration split; both texts
+            and scores are in ``explanation.data["revision"]``. Needs an explainer that can
+            revise (the LLM explainer).
 
     Returns:
         The explanation, its scores and everything that produced them, with the token usage
@@ -295,8 +315,9 @@ async def aexplain_neuron(
             would be exceeded).
         InsufficientRecordsError: too few records to fill the splits.
         InvalidRecordError: the record (given as a dict) does not validate.
-        InvalidInputError: an option out of range, an option given twice, or arguments for
-            recording a model given with a record.
+        InvalidInputError: an option out of range, an option given twice, arguments for
+            recording a model given with a record, or ``revise`` with an explainer that
+            cannot revise.
         ExplanationError / SimulationError: a component failed (a `SimulationError` also when
             more than ``max_failed_fraction`` of the excerpts could not be simulated: it says
             how many of how many, and why).
@@ -313,10 +334,13 @@ async def aexplain_neuron(
         scoring=scoring,
         sensitivity=sensitivity,
         neutral_explanation=neutral_explanation,
+        revise=revise,
     )
     budget = RunOptions.build(budget_usd=budget_usd).budget_usd
     components = registry or default_registry()
     the_explainer = components.explainer(explainer)
+    if options.revise:
+        check_can_revise(the_explainer)
     the_simulator = components.simulator(simulator)
     with track_usage(budget) as meter:
         how = _Recording(layer, neuron, corpus, subject_options, subject)
