@@ -3,7 +3,7 @@ puzzle benchmark as ``prototypes.all_at_once_prompts:Contrasting`` etc. with
 ``PYTHONPATH=benchmarks``.
 
 * `Contrasting`: few-shot examples whose explanations contradict the token surface: the same
-  word fires in one excerpt and not in the next (a word sense, a negation, a position), so
+  word fires in one excerpt and not in the next (a word sense, a grammatical role, food versus animal), so
   copying tokens from the examples does not pay.
 * `OneExample`: only the first of the built-in examples.
 
@@ -28,30 +28,31 @@ def _record(text: str, firing: dict[str, int]) -> tuple[tuple[str, int], ...]:
 
 
 CONTRASTING: tuple[FewShotExample, ...] = (
+    # Concepts chosen to share nothing with any puzzle of the benchmark (both halves).
     FewShotExample(
-        explanation='the word "bank" when it means the side of a river, not a money bank',
+        explanation='the word "light" when it means not heavy, not brightness',
         records=(
-            _record("We sat on the bank of the river and fished .", {"#5": 10}),
-            _record("She put her savings in the bank before noon .", {}),
-            _record("The muddy bank gave way under the cows .", {"#3": 9}),
-            _record("The bank raised its interest rates again .", {}),
+            _record("The box was light enough to carry upstairs .", {"#4": 10}),
+            _record("Turn on the light in the hall , please .", {}),
+            _record("She packed a light bag for the weekend .", {"#4": 9}),
+            _record("The light from the window woke him .", {}),
         ),
     ),
     FewShotExample(
-        explanation='verbs that are negated, right after "not" or "never"',
+        explanation="the food that someone eats, the object of eat or ate",
         records=(
-            _record("He did not agree with the plan at all .", {"#4": 9}),
-            _record("They agree with the plan and sign it .", {}),
-            _record("She never smiles at strangers in the street .", {"#3": 8}),
-            _record("She smiles at everyone she meets .", {}),
+            _record("She ate an apple on the way home .", {"#4": 9}),
+            _record("The apple fell from the tree .", {}),
+            _record("We eat rice with almost every meal .", {"#3": 8}),
+            _record("Rice grows in flooded fields .", {}),
         ),
     ),
     FewShotExample(
-        explanation="the last word of a question, just before the question mark",
+        explanation="animals named as food on a plate, not living animals",
         records=(
-            _record("Where did you park the car ?", {"#6": 10}),
-            _record("I parked the car outside the station .", {}),
-            _record("Is this seat taken ?", {"#4": 9}),
+            _record("He ordered chicken with roasted potatoes .", {"#3": 10}),
+            _record("The chicken ran across the yard .", {}),
+            _record("Grilled salmon was on the menu tonight .", {"#2": 9}),
         ),
     ),
 )
@@ -62,9 +63,11 @@ class _Patched(PromptLogprobSimulator):
 
     def __init__(self, llm: Any = None, **kwargs: Any) -> None:
         super().__init__(llm, **kwargs)
-        original = module.build_all_at_once_prompt.__wrapped__ if hasattr(
-            module.build_all_at_once_prompt, "__wrapped__"
-        ) else module.build_all_at_once_prompt
+        original = (
+            module.build_all_at_once_prompt.__wrapped__
+            if hasattr(module.build_all_at_once_prompt, "__wrapped__")
+            else module.build_all_at_once_prompt
+        )
         examples = self.EXAMPLES
 
         def build(explanation: Any, tokens: Any, examples_: Any = None) -> Any:
