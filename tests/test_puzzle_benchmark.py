@@ -414,6 +414,48 @@ def test_table_from_piece_files(tmp_path: Path) -> None:
     assert "1 x SimulationError" in text
 
 
+def test_neutral_rows_join_earlier_pieces_and_score_contrastively(tmp_path: Path) -> None:
+    prior = [[1.0, 1.0, 5.0], [1.0, 1.0, 5.0], [1.0, 1.0, 5.0]]  # what it predicts untold
+    # the true explanation adds 4 where the truth fires; the decoy doubles the prior
+    added = [[4.0 if t > 0 else 0.0 for t in row] for row in TRUTH]
+    true = [
+        _ok([a + b for a, b in zip(p, d, strict=True)]) for p, d in zip(prior, added, strict=True)
+    ]
+    decoy = [_ok([a * 2 for a in p]) for p in prior]
+    same = [_ok(p) for p in prior]
+    plain = _piece([_entry("p1", [true, decoy, same, same])], "2025-01-02T00:00:00+00:00")
+    neutral_only = _piece(
+        [{**_entry("p1", []), "neutral": {"text": "x", "simulations": same, "wall_seconds": 3.0}}],
+        "2025-01-03T00:00:00+00:00",
+        neutral_only=True,
+    )
+    (tmp_path / "a.json").write_text(json.dumps(plain))
+    (tmp_path / "b.json").write_text(json.dumps(neutral_only))
+    groups, _ = bench.load_pieces(sorted(tmp_path.glob("*.json")), "dev", frozen()["sha256"])
+    group = groups["json", "hf", "qwen.gguf"]
+    assert list(group.puzzles) == ["p1"] and list(group.neutral) == ["x"]
+    derived = bench.contrastive_groups(groups)
+    (key,) = derived
+    assert key == ('json contrastive vs "x"', "hf", "qwen.gguf")
+    result = derived[key].puzzles["p1"]
+    assert result.outcomes[2][0]["prediction"] == [0.0, 0.0, 0.0]  # same as neutral: zero
+    flat_truth = [v for row in TRUTH for v in row]
+    expected = bench.pearson(flat_truth, [v for row in added for v in row])
+    assert result.scores[0] == pytest.approx(expected)  # only what the explanation added
+    assert result.scores[2] is None  # an explanation that changes nothing has no score
+    # costs: each outcome carries a quarter of the neutral simulation's
+    assert result.outcomes[0][0]["prompt_tokens"] == pytest.approx(100 + 100 / 4)
+    assert result.wall_seconds == pytest.approx(6.0 + 3.0)
+    sens = group.puzzles["p1"].neutral_sensitivity(group.neutral["x"]["p1"][0])
+    assert sens[2] == 0.0 and sens[3] == 0.0 and sens[0] is not None and sens[0] > 0
+    (baseline,) = bench.baselines(group, threshold=0.1)
+    assert baseline["true_flagged"]["k"] == 0 and baseline["puzzles"] == 1
+    rows = bench.table({**groups, **derived})
+    text = bench.markdown(rows, [baseline])
+    assert '| json | hf | "x" | 1 |' in text
+    assert 'json contrastive vs "x" | hf | 100 % [' in text
+
+
 def test_pieces_are_never_overwritten(tmp_path: Path) -> None:
     piece = _piece([], "2025-01-01T00:00:00+00:00")
     piece["simulator"]["label"] = 'json[retries=4,mode="sparse"]'
