@@ -595,7 +595,12 @@ def test_all_at_once_expected_values_equal_a_computation_one_position_at_a_time(
 ) -> None:
     simulator = PromptLogprobSimulator(llm)
     assert simulator.digits == "logits"
-    assert simulator.info.settings == {"llm": llm.name, "top_logprobs": 15, "digits": "logits"}
+    assert simulator.info.settings == {
+        "llm": llm.name,
+        "top_logprobs": 15,
+        "examples": "contrasting",
+        "digits": "logits",
+    }
     spy = Spy(monkeypatch, llm.engine, "token_logprobs")
     simulations = asyncio.run(simulator.asimulate_many(EXPLANATION, EXCERPTS))
     assert spy.batches == [len(EXCERPTS)]  # every excerpt in one forward pass

@@ -21,7 +21,7 @@ from neuron_explainer import (
     split_records,
 )
 from neuron_explainer.llm import PromptLogprobsRequest, PromptLogprobsResponse
-from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES
+from neuron_explainer.llm.few_shot import CONTRASTING_EXAMPLES, FEW_SHOT_EXAMPLES
 from neuron_explainer.llm.llamacpp import LlamaCppLLM
 from neuron_explainer.llm.openai import OpenAILLM
 from neuron_explainer.llm.prompts import escape_token
@@ -58,19 +58,22 @@ def test_the_prompt_and_its_placeholder_offsets() -> None:
         line_start = prompt.rindex("\n", 0, offset) + 1
         assert prompt[line_start:offset] == f"{escape_token(token)}\t"
         assert prompt[offset + len(PLACEHOLDER)] == "\n"
-    header = f"Neuron {len(FEW_SHOT_EXAMPLES) + 1}\n"
+    header = f"Neuron {len(CONTRASTING_EXAMPLES) + 1}\n"
     target = prompt.split(header, 1)[1]
     assert target.startswith(
-        f"Explanation of neuron {len(FEW_SHOT_EXAMPLES) + 1} behavior: the main thing this "
+        f"Explanation of neuron {len(CONTRASTING_EXAMPLES) + 1} behavior: the main thing this "
         "neuron does is find numbers\nActivations:\n<start>\n"
     )
     assert target.endswith("\tunknown\n<end>")
     assert target.count("\tunknown\n") == len(NASTY)
-    # The examples come first, with their real numbers.
-    for example in FEW_SHOT_EXAMPLES:
+    # The examples come first (the contrasting ones by default), with their real numbers.
+    for example in CONTRASTING_EXAMPLES:
         assert f"does is find {example.explanation}\n" in prompt
         for token, level in example.records[0]:
             assert f"\n{escape_token(token)}\t{level}\n" in prompt
+    paper, _ = build_all_at_once_prompt(EXPLANATION, NASTY, FEW_SHOT_EXAMPLES)
+    assert all(f"does is find {e.explanation}\n" in paper for e in FEW_SHOT_EXAMPLES)
+    assert not any(f"does is find {e.explanation}\n" in paper for e in CONTRASTING_EXAMPLES)
     assert "\x00" not in prompt
     assert build_all_at_once_prompt("numbers", NASTY) == (prompt, offsets)
     bare, bare_offsets = build_all_at_once_prompt("numbers", [" a"], examples=())
@@ -124,7 +127,11 @@ def test_explain_neuron_with_the_all_at_once_simulator() -> None:
     registry = Registry(entry_points=False, plugins=[FakeProvider(llm)])
     simulator = registry.simulator("all-at-once", llm=registry.llm("fake:m"))
     assert isinstance(simulator, PromptLogprobSimulator)
-    assert simulator.info.settings == {"llm": "fake:m", "top_logprobs": 15}
+    assert simulator.info.settings == {
+        "llm": "fake:m",
+        "top_logprobs": 15,
+        "examples": "contrasting",
+    }
     record = number_neuron_record()
     result = explain_neuron(record, explainer=MockExplainer("numbers"), simulator=simulator)
     assert result.score is not None and result.score > 0.95
@@ -312,3 +319,32 @@ def test_a_generated_reading_without_digits_is_a_failure_not_a_zero() -> None:
             SimulationError, match=r"llamacpp:q: no activation number .* at token 1 \(' a'\)"
         ):
             simulator.simulate(EXPLANATION, [" a", " b"])
+
+
+def test_contrasting_examples_fire_on_words_that_are_silent_elsewhere() -> None:
+    for example in CONTRASTING_EXAMPLES:
+        firing = {t.strip().lower() for record in example.records for t, v in record if v}
+        silent = {t.strip().lower() for record in example.records for t, v in record if not v}
+        assert firing, example.explanation
+        # every firing word but at most one also appears silent in another excerpt
+        assert len(firing - silent) <= 1, (example.explanation, firing - silent)
+        for record in example.records:
+            assert all(0 <= v <= 10 for _, v in record)
+            assert record[0][0] == record[0][0].lstrip() and all(
+                t.startswith(" ") for t, _ in record[1:]
+            )
+
+
+def test_the_simulator_shows_the_examples_it_was_built_with() -> None:
+    llm = ScriptedLLM(prompt_default=make_prompt_response("x"))
+    contrasting = PromptLogprobSimulator(llm)
+    paper = PromptLogprobSimulator(llm, examples="paper")
+    assert contrasting.prompt("x", [" a"])[0] == build_all_at_once_prompt("x", [" a"])[0]
+    assert (
+        paper.prompt("x", [" a"])[0] == build_all_at_once_prompt("x", [" a"], FEW_SHOT_EXAMPLES)[0]
+    )
+    assert contrasting.info.settings["examples"] == "contrasting"
+    assert paper.info.settings["examples"] == "paper"
+    assert contrasting.info.prompt_version == "prompt-logprob-simulator/2"
+    with pytest.raises(InvalidInputError, match="examples must be 'contrasting' or 'paper'"):
+        PromptLogprobSimulator(llm, examples="gpt")  # type: ignore[arg-type]

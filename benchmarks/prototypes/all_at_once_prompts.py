@@ -3,8 +3,9 @@ puzzle benchmark as ``prototypes.all_at_once_prompts:Contrasting`` etc. with
 ``PYTHONPATH=benchmarks``.
 
 * `Contrasting`: few-shot examples whose explanations contradict the token surface: the same
-  word fires in one excerpt and not in the next (a word sense, a grammatical role, food versus animal), so
-  copying tokens from the examples does not pay.
+  word fires in one excerpt and not in the next (a word sense, a grammatical role, food versus
+  animal), so copying tokens from the examples does not pay. Adopted as the library's
+  `CONTRASTING_EXAMPLES` (all-at-once prompt version 2).
 * `OneExample`: only the first of the built-in examples.
 
 Each patches the module's prompt builder once when built (one simulator per benchmark run).

@@ -2,7 +2,8 @@
 
 The examples are our own, written for this library: short excerpts already on the 0-10 prompt
 scale, each with the one-sentence explanation a good answer would give. The LLM explainer shows
-them as earlier chat turns; the all-at-once (prompt-logprob) simulator shows them, with their
+`FEW_SHOT_EXAMPLES` as earlier chat turns. The all-at-once (prompt-logprob) simulator shows
+`CONTRASTING_EXAMPLES` by default (or `FEW_SHOT_EXAMPLES`, ``examples="paper"``), with their
 numbers, before the excerpt it predicts.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FEW_SHOT_EXAMPLES", "FewShotExample"]
+__all__ = ["CONTRASTING_EXAMPLES", "FEW_SHOT_EXAMPLES", "FewShotExample"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +109,49 @@ FEW_SHOT_EXAMPLES: tuple[FewShotExample, ...] = (
     ),
 )
 """The built-in examples, in the order they are shown."""
+
+
+def _sentence(text: str, firing: dict[int, int]) -> tuple[tuple[str, int], ...]:
+    """``text`` split at its spaces (each token but the first keeps its leading space), each
+    token with its level from ``firing`` (by 1-based position) or 0."""
+    words = text.split(" ")
+    tokens = [words[0], *(f" {w}" for w in words[1:])]
+    return tuple((t, firing.get(i, 0)) for i, t in enumerate(tokens, start=1))
+
+
+CONTRASTING_EXAMPLES: tuple[FewShotExample, ...] = (
+    # Each word that fires in one excerpt also appears, silent, in another: what fires is
+    # what the explanation says (a sense, a grammatical role), not the word, so a simulator
+    # that copies the examples' firing words does not profit. Chosen on the dev half of the
+    # puzzle benchmark (issue 16); the concepts share nothing with any of its puzzles.
+    FewShotExample(
+        explanation='the word "light" when it means not heavy, not brightness',
+        records=(
+            _sentence("The box was light enough to carry upstairs .", {4: 10}),
+            _sentence("Turn on the light in the hall , please .", {}),
+            _sentence("She packed a light bag for the weekend .", {4: 9}),
+            _sentence("The light from the window woke him .", {}),
+        ),
+    ),
+    FewShotExample(
+        explanation="the food that someone eats, the object of eat or ate",
+        records=(
+            _sentence("She ate an apple on the way home .", {4: 9}),
+            _sentence("The apple fell from the tree .", {}),
+            _sentence("We eat rice with almost every meal .", {3: 8}),
+            _sentence("Rice grows in flooded fields .", {}),
+        ),
+    ),
+    FewShotExample(
+        explanation="animals named as food on a plate, not living animals",
+        records=(
+            _sentence("He ordered chicken with roasted potatoes .", {3: 10}),
+            _sentence("The chicken ran across the yard .", {}),
+            _sentence("Grilled salmon was on the menu tonight .", {2: 9}),
+        ),
+    ),
+)
+"""The all-at-once simulator's default examples: explanations that contradict the token
+surface. On the dev half of the puzzle benchmark (Qwen2.5-Coder-0.5B, in-process) they raised
+the true explanation to first place in 71 % of puzzles (59 % with `FEW_SHOT_EXAMPLES`) and cut
+the decoy's wins from 24 % to 6 %; see docs/scoring.md."""

@@ -1,7 +1,9 @@
 """The paper's "all at once" simulator: one prompt-logprob request per excerpt, no generation.
 
 The prompt (`build_all_at_once_prompt`) is raw text, not chat: a preamble, the made-up example
-neurons of `neuron_explainer.llm.few_shot` with their real activations as
+neurons of `neuron_explainer.llm.few_shot` (by default `CONTRASTING_EXAMPLES`, whose
+explanations contradict the token surface; ``examples="paper"`` shows the explainer's
+`FEW_SHOT_EXAMPLES`, as prompt version 1 did) with their real activations as
 ``token<TAB>N`` lines, then the explanation and the excerpt with every activation written as
 the placeholder ``unknown`` (``token<TAB>unknown`` lines). The backend scores the prompt
 (`LLM.aprompt_logprobs`); the top logprobs at the first token of each placeholder are the
@@ -50,7 +52,11 @@ from neuron_explainer.llm.base import (
     PromptLogprobsResponse,
     required_llm,
 )
-from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
+from neuron_explainer.llm.few_shot import (
+    CONTRASTING_EXAMPLES,
+    FEW_SHOT_EXAMPLES,
+    FewShotExample,
+)
 from neuron_explainer.llm.prompts import escape_token
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
 from neuron_explainer.simulators._common import (
@@ -66,7 +72,14 @@ __all__ = [
     "read_placeholders",
 ]
 
-PROMPT_VERSION = "prompt-logprob-simulator/1"
+PROMPT_VERSION = "prompt-logprob-simulator/2"
+"""2: the contrasting examples by default (``examples="contrasting"``); 1: the paper-style
+examples the explainer shows (``examples="paper"`` writes version 1's prompt)."""
+EXAMPLES: dict[str, tuple[FewShotExample, ...]] = {
+    "contrasting": CONTRASTING_EXAMPLES,
+    "paper": FEW_SHOT_EXAMPLES,
+}
+"""The example sets the simulator can show, by name."""
 Digits = Literal["top_logprobs", "logits", "prefix_logprobs"]
 PLACEHOLDER = "unknown"
 """What the prompt writes in place of each activation to predict."""
@@ -107,7 +120,7 @@ def _neuron_header(number: int, explanation: str) -> str:
 def build_all_at_once_prompt(
     explanation: Explanation | str,
     tokens: Sequence[str],
-    examples: Sequence[FewShotExample] = FEW_SHOT_EXAMPLES,
+    examples: Sequence[FewShotExample] = CONTRASTING_EXAMPLES,
 ) -> tuple[str, list[int]]:
     """The all-at-once prompt for ``tokens`` and the character offset of every placeholder.
 
@@ -179,6 +192,10 @@ class PromptLogprobSimulator(Simulator):
     Args:
         llm: the model to ask; it must offer ``prompt_logprobs``.
         top_logprobs: alternatives asked for at each prompt token (1-20).
+        examples: the example neurons shown first: ``"contrasting"`` (default;
+            `CONTRASTING_EXAMPLES`, the same word firing in one excerpt and silent in the
+            next, so that predicting from the words does not pay) or ``"paper"``
+            (`FEW_SHOT_EXAMPLES`, prompt version 1).
         digits: where the value distribution comes from: ``"top_logprobs"`` (the values among
             the top alternatives of `LLM.aprompt_logprobs`), ``"logits"`` (every value token,
             from an LLM that is a `PlaceholderScorer`), ``"prefix_logprobs"`` (the values among
@@ -196,7 +213,7 @@ class PromptLogprobSimulator(Simulator):
     name = "llm-prompt-logprob"
     version = "1"
     prompt_version = PROMPT_VERSION
-    recorded_settings = ("llm", "top_logprobs")
+    recorded_settings = ("llm", "top_logprobs", "examples")
 
     def __init__(
         self,
@@ -204,6 +221,7 @@ class PromptLogprobSimulator(Simulator):
         *,
         top_logprobs: int = 15,
         digits: Literal["auto", "top_logprobs", "logits", "prefix_logprobs"] = "auto",
+        examples: Literal["contrasting", "paper"] = "contrasting",
     ) -> None:
         llm = required_llm(
             llm,
@@ -218,8 +236,16 @@ class PromptLogprobSimulator(Simulator):
                 "digits must be 'auto', 'top_logprobs', 'logits' or 'prefix_logprobs', got "
                 f"{digits!r}"
             )
-        self.llm, self.top_logprobs = llm, top_logprobs
+        if examples not in EXAMPLES:
+            raise InvalidInputError(f"examples must be 'contrasting' or 'paper', got {examples!r}")
+        self.llm, self.top_logprobs, self.examples = llm, top_logprobs, examples
         self.digits: Digits = _digits_source(llm, digits)
+
+    def prompt(
+        self, explanation: Explanation | str, tokens: Sequence[str]
+    ) -> tuple[str, list[int]]:
+        """`build_all_at_once_prompt` with this simulator's examples."""
+        return build_all_at_once_prompt(explanation, tokens, EXAMPLES[self.examples])
 
     @property
     def info(self) -> ComponentInfo:
@@ -239,7 +265,7 @@ class PromptLogprobSimulator(Simulator):
         if self.digits == "prefix_logprobs":
             return self._estimate_prefixes(explanation, excerpts)
         per_request = getattr(self.llm, "prompt_logprobs_max_tokens", None) or 0
-        prompts = [build_all_at_once_prompt(explanation, t)[0] for t in excerpts if t]
+        prompts = [self.prompt(explanation, t)[0] for t in excerpts if t]
         return CallEstimate.of(
             self,
             requests=len(prompts),
@@ -252,7 +278,7 @@ class PromptLogprobSimulator(Simulator):
     ) -> CallEstimate:
         requests = tokens = 0
         for excerpt in excerpts:
-            prompt, offsets = build_all_at_once_prompt(explanation, excerpt)
+            prompt, offsets = self.prompt(explanation, excerpt)
             requests += len(offsets)
             tokens += sum(estimate_tokens(prompt[:o]) + REQUEST_OVERHEAD for o in offsets)
         return CallEstimate.of(
@@ -270,7 +296,7 @@ class PromptLogprobSimulator(Simulator):
         """
         if not tokens:
             return SequenceSimulation(tokens=(), expected_activations=())
-        prompt, offsets = build_all_at_once_prompt(explanation, tokens)
+        prompt, offsets = self.prompt(explanation, tokens)
         if self.digits == "logits":
             return await self._from_logits(prompt, tokens, offsets)
         if self.digits == "prefix_logprobs":
