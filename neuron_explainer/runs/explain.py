@@ -175,10 +175,15 @@ async def explain_record(
     )
     with track_simulations() as simulations:
         neutral = await simulate_baseline(simulator, splits, options)
+        # candidates (best-of-k, revision) are compared contrastively under contrastive scoring
+        choice_baseline = (
+            neutral.records_of("calibration")
+            if neutral is not None and options.scoring == "contrastive"
+            else None
+        )
         if options.best_of > 1:
             from neuron_explainer.runs.best_of import abest_of_k
 
-            contrastive = neutral is not None and options.scoring == "contrastive"
             explanation, _ = await abest_of_k(
                 explainer,
                 simulator,
@@ -186,7 +191,7 @@ async def explain_record(
                 splits.calibration.records,
                 options.best_of,
                 max_failed_fraction=options.max_failed_fraction,
-                baseline=neutral.records_of("calibration") if neutral and contrastive else None,
+                baseline=choice_baseline,
             )
         else:
             explanation = await explainer.aexplain(splits.train)
@@ -196,7 +201,6 @@ async def explain_record(
                 "not an Explanation"
             )
         if options.revise:
-            contrastive = neutral is not None and options.scoring == "contrastive"
             explanation = await arevise_explanation(
                 explainer,
                 simulator,
@@ -204,7 +208,7 @@ async def explain_record(
                 splits.train,
                 splits.calibration.records,
                 max_failed_fraction=options.max_failed_fraction,
-                baseline=neutral.records_of("calibration") if neutral and contrastive else None,
+                baseline=choice_baseline,
             )
         scored = await score_with_options(simulator, explanation, splits, options, neutral)
     return ExplanationResult(
