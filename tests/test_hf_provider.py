@@ -615,7 +615,11 @@ def test_all_at_once_expected_values_equal_a_computation_one_position_at_a_time(
 
 def test_the_top_logprobs_reading_works_over_prompt_logprobs(llm: HFLLM) -> None:
     simulator = PromptLogprobSimulator(llm, digits="top_logprobs", top_logprobs=20)
-    assert simulator.info.settings == {"llm": llm.name, "top_logprobs": 20}
+    assert simulator.info.settings == {
+        "llm": llm.name,
+        "top_logprobs": 20,
+        "examples": "contrasting",
+    }
     outcomes: list[Any] = []
     for tokens in EXCERPTS:
         try:
