@@ -912,9 +912,17 @@ def _num(cell: dict[str, Any], digits: int = 2) -> str:
     return f"{cell['value']:.{digits}f} [{cell['lo']:.{digits}f}, {cell['hi']:.{digits}f}]"
 
 
+def _with_models(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with the model named in the backend cell when the rows span several models."""
+    if len({row["model"] for row in rows}) <= 1:
+        return rows
+    return [{**row, "backend": f"{row['backend']}, {row['model']}"} for row in rows]
+
+
 def markdown(rows: list[dict[str, Any]], baseline_rows: Sequence[dict[str, Any]] = ()) -> str:
     """The tables (reliability and cost; discrimination; neutral baselines and sensitivity)
-    and the failure reasons."""
+    and the failure reasons; the backend cells name the model when the rows span several."""
+    rows = _with_models(rows)
     lines = [
         "| simulator | backend | puzzles | simulations | failed | constant (firing sentences) "
         "| all zero | s / simulation | prompt tokens / sim. | completion tokens / sim. |",

@@ -454,6 +454,8 @@ def test_neutral_rows_join_earlier_pieces_and_score_contrastively(tmp_path: Path
     text = bench.markdown(rows, [baseline])
     assert '| json | hf | "x" | 1 |' in text
     assert 'json contrastive vs "x" | hf | 100 % [' in text
+    other = {**rows[0], "model": "bigger.gguf"}
+    assert "| json | hf, bigger.gguf | 1 |" in bench.markdown([rows[0], other])
 
 
 def test_pieces_are_never_overwritten(tmp_path: Path) -> None:
