@@ -16,6 +16,7 @@ from neuron_explainer import (
     Explanation,
     ExplanationResult,
     InvalidInputError,
+    NeuronRecord,
     explain_neuron,
 )
 from neuron_explainer.options import DEFAULT_NEUTRAL_EXPLANATION
@@ -275,14 +276,18 @@ async def _best_of_baseline() -> None:
         await abest_of_k(MockExplainer("x"), simulator, splits.train, cal, 2, baseline=baseline[:1])
 
 
-def test_results_round_trip_and_older_results_read_as_plain() -> None:
-    record = number_neuron_record(n_excerpts=100)
-    result = explain_neuron(
+def _contrastive_result(record: NeuronRecord) -> ExplanationResult:
+    return explain_neuron(
         record,
         explainer=MockExplainer("numbers"),
         simulator=copying_simulator(),
         scoring="contrastive",
     )
+
+
+def test_results_round_trip_and_older_results_read_as_plain() -> None:
+    record = number_neuron_record(n_excerpts=100)
+    result = _contrastive_result(record)
     data = json.loads(result.model_dump_json())
     assert data["format_version"] == 4
     again = ExplanationResult.model_validate(data)
@@ -303,13 +308,7 @@ def test_results_round_trip_and_older_results_read_as_plain() -> None:
 
 
 def test_contrastive_sequences_must_carry_the_neutral_simulation() -> None:
-    record = number_neuron_record(n_excerpts=100)
-    result = explain_neuron(
-        record,
-        explainer=MockExplainer("numbers"),
-        simulator=copying_simulator(),
-        scoring="contrastive",
-    )
+    result = _contrastive_result(number_neuron_record(n_excerpts=100))
     data = json.loads(result.model_dump_json())
     data["scored"]["sequences"][0]["neutral"] = None
     with pytest.raises(ValueError, match="needs the neutral simulation"):

@@ -16,47 +16,15 @@ from __future__ import annotations
 from typing import Any
 
 import neuron_explainer.simulators.prompt_logprob as module
-from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
+from neuron_explainer.llm.few_shot import (
+    CONTRASTING_EXAMPLES,
+    FEW_SHOT_EXAMPLES,
+    FewShotExample,
+)
 from neuron_explainer.simulators.prompt_logprob import PromptLogprobSimulator
 
-
-def _record(text: str, firing: dict[str, int]) -> tuple[tuple[str, int], ...]:
-    """Tokens of ``text`` split on spaces (a leading space on all but the first), each with
-    its level from ``firing`` (by its 1-based position ``"#3"`` or 0)."""
-    words = text.split(" ")
-    tokens = [words[0], *(f" {w}" for w in words[1:])]
-    return tuple((t, firing.get(f"#{i}", 0)) for i, t in enumerate(tokens, start=1))
-
-
-CONTRASTING: tuple[FewShotExample, ...] = (
-    # Concepts chosen to share nothing with any puzzle of the benchmark (both halves).
-    FewShotExample(
-        explanation='the word "light" when it means not heavy, not brightness',
-        records=(
-            _record("The box was light enough to carry upstairs .", {"#4": 10}),
-            _record("Turn on the light in the hall , please .", {}),
-            _record("She packed a light bag for the weekend .", {"#4": 9}),
-            _record("The light from the window woke him .", {}),
-        ),
-    ),
-    FewShotExample(
-        explanation="the food that someone eats, the object of eat or ate",
-        records=(
-            _record("She ate an apple on the way home .", {"#4": 9}),
-            _record("The apple fell from the tree .", {}),
-            _record("We eat rice with almost every meal .", {"#3": 8}),
-            _record("Rice grows in flooded fields .", {}),
-        ),
-    ),
-    FewShotExample(
-        explanation="animals named as food on a plate, not living animals",
-        records=(
-            _record("He ordered chicken with roasted potatoes .", {"#3": 10}),
-            _record("The chicken ran across the yard .", {}),
-            _record("Grilled salmon was on the menu tonight .", {"#2": 9}),
-        ),
-    ),
-)
+CONTRASTING = CONTRASTING_EXAMPLES
+"""The examples `Contrasting` ran with, moved into the library unchanged."""
 
 
 class _Patched(PromptLogprobSimulator):

@@ -62,11 +62,8 @@ def _sensitivity_cell(sensitivity: Sensitivity | None) -> Html:
     value = sensitivity.value
     if value.value is None:
         return render("undefined-cell", css="n c-sens", reason=value.reason or "undefined")
-    if sensitivity.flagged:
-        return render(
-            "flagged-cell", css="n c-sens", value=repr(value.value), shown=f"{value.value:.2f}"
-        )
-    return render("score-cell", css="n c-sens", value=repr(value.value), shown=f"{value.value:.2f}")
+    template = "flagged-cell" if sensitivity.flagged else "score-cell"
+    return render(template, css="n c-sens", value=repr(value.value), shown=f"{value.value:.2f}")
 
 
 def _table_row(result: ExplanationResult, uid: str, index: int) -> Html:

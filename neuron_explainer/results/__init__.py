@@ -57,6 +57,7 @@ __all__ = [
     "SimulationFailure",
     "SimulationStats",
     "UsageSummary",
+    "predicted_values",
 ]
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -228,11 +229,20 @@ class ScoredSequence(BaseModel):
     @property
     def predicted(self) -> tuple[float, ...]:
         """What is scored: the simulation's values, minus the neutral simulation's when
-        ``contrastive``."""
-        own = self.simulation.expected_activations
-        if not self.contrastive or self.neutral is None:
-            return own
-        return tuple(a - b for a, b in zip(own, self.neutral.expected_activations, strict=True))
+        ``contrastive`` (`predicted_values`)."""
+        return predicted_values(self.simulation, self.neutral if self.contrastive else None)
+
+
+def predicted_values(
+    simulation: SequenceSimulation, neutral: SequenceSimulation | None = None
+) -> tuple[float, ...]:
+    """The values a simulation score correlates: ``simulation``'s, or with ``neutral`` (the
+    neutral explanation's simulation of the same tokens) the difference token by token, as
+    contrastive scoring, its calibration and its best-of-k choice use it."""
+    own = simulation.expected_activations
+    if neutral is None:
+        return own
+    return tuple(a - b for a, b in zip(own, neutral.expected_activations, strict=True))
 
 
 class FailedSequence(BaseModel):

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from numpy.typing import NDArray
 from pydantic import JsonValue
 
 from neuron_explainer._aio import gather_or_cancel
@@ -27,7 +26,13 @@ from neuron_explainer.errors import ExplanationError, InvalidInputError, Simulat
 from neuron_explainer.interfaces import Explainer, Simulator
 from neuron_explainer.options import DEFAULT_MAX_FAILED_FRACTION
 from neuron_explainer.records import ActivationRecord
-from neuron_explainer.results import Explanation, Score, SequenceSimulation, SimulationFailure
+from neuron_explainer.results import (
+    Explanation,
+    Score,
+    SequenceSimulation,
+    SimulationFailure,
+    predicted_values,
+)
 from neuron_explainer.scorers.correlation import correlation
 from neuron_explainer.scorers.simulation import check_failures, simulate_each, simulate_records
 
@@ -121,14 +126,11 @@ def _common_scores(
         i for i in range(len(records)) if all(isinstance(s[i], SequenceSimulation) for s in usable)
     ]
 
-    def values(outcome: SequenceSimulation | SimulationFailure, i: int) -> NDArray[np.float64]:
-        assert isinstance(outcome, SequenceSimulation)  # only common records get here
-        own = np.asarray(outcome.expected_activations, dtype=np.float64)
-        if baseline is None:
-            return own
-        base = baseline[i]
-        assert isinstance(base, SequenceSimulation)
-        return own - np.asarray(base.expected_activations, dtype=np.float64)
+    def values(outcome: SequenceSimulation | SimulationFailure, i: int) -> tuple[float, ...]:
+        base = baseline[i] if baseline is not None else None
+        # only common records get here: every outcome (and the baseline) simulated them
+        assert isinstance(outcome, SequenceSimulation) and not isinstance(base, SimulationFailure)
+        return predicted_values(outcome, base)
 
     scores: list[Score | SimulationError] = []
     for outcomes in simulated:

@@ -35,6 +35,7 @@ from neuron_explainer.results import (
     ScoringMode,
     Sensitivity,
     SequenceSimulation,
+    predicted_values,
 )
 
 __all__ = [
@@ -295,22 +296,16 @@ def score_simulations(
                 raise InvalidInputError(
                     f"contrastive scoring needs the neutral simulation of {where}"
                 )
-            unscored = ScoredSequence(
-                record=record,
-                source=source,
-                simulation=simulation,
-                calibrated=(0.0,) * len(record.tokens),
-                correlation=Score(value=0.0),
-                neutral=neutral,
-                contrastive=contrastive,
-            )
-            predicted = unscored.predicted
+            predicted = predicted_values(simulation, neutral if contrastive else None)
             sequences.append(
-                unscored.model_copy(
-                    update={
-                        "calibrated": tuple(map(float, apply_calibration(calibration, predicted))),
-                        "correlation": correlation(record.activations, predicted),
-                    }
+                ScoredSequence(
+                    record=record,
+                    source=source,
+                    simulation=simulation,
+                    calibrated=tuple(map(float, apply_calibration(calibration, predicted))),
+                    correlation=correlation(record.activations, predicted),
+                    neutral=neutral,
+                    contrastive=contrastive,
                 )
             )
 

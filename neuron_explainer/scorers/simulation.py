@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from numpy.typing import NDArray
 
 from neuron_explainer.errors import InvalidInputError, SimulationError
 from neuron_explainer.interfaces import Simulator, record_simulation_stats
@@ -35,6 +34,7 @@ from neuron_explainer.results import (
     SequenceSimulation,
     SimulationFailure,
     SimulationStats,
+    predicted_values,
 )
 from neuron_explainer.scorers.correlation import (
     CalibrationMethod,
@@ -375,23 +375,17 @@ async def ascore_explanation(
                 mine,
             )
 
-    def predicted(slot: _Slot, simulation: SequenceSimulation) -> NDArray[np.float64]:
-        own = np.asarray(simulation.expected_activations, dtype=np.float64)
-        if not contrastive or neutral is None:
-            return own
-        base = neutral.outcomes[(slot.split, slot.source, slot.index)]
-        assert isinstance(base, SequenceSimulation)  # a failed base failed the excerpt
-        return own - np.asarray(base.expected_activations, dtype=np.float64)
-
+    # under contrastive scoring an excerpt whose baseline failed has failed (_minus_neutral)
+    subtracted = bases if contrastive else [None] * len(slots)
     fit = [
-        (slot, o)
-        for slot, o in zip(slots, outcomes, strict=True)
+        (slot.record, predicted_values(o, b if isinstance(b, SequenceSimulation) else None))
+        for slot, o, b in zip(slots, outcomes, subtracted, strict=True)
         if slot.split == "calibration" and isinstance(o, SequenceSimulation)
     ]
     fitted = fit_calibration(
         calibration,
-        np.concatenate([predicted(slot, o) for slot, o in fit]) if fit else [],
-        np.concatenate([slot.record.activations for slot, _ in fit]) if fit else [],
+        np.concatenate([values for _, values in fit]) if fit else [],
+        np.concatenate([record.activations for record, _ in fit]) if fit else [],
     )
 
     def baselines(source: str) -> list[SequenceSimulation | None]:
