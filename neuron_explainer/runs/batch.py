@@ -38,7 +38,7 @@ from neuron_explainer.results import ExplanationResult
 from neuron_explainer.runs._files import check_writable, is_empty
 from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
 from neuron_explainer.runs._sources import RecordSource, Source, open_source, select_units
-from neuron_explainer.runs.explain import explain_record
+from neuron_explainer.runs.explain import explain_record, neutral_memo
 from neuron_explainer.runs.store import RunStore, config_mismatch
 from neuron_explainer.subjects.collection import Collection
 
@@ -276,8 +276,14 @@ async def aexplain_neurons(
             db_path, config, src, chosen, the_explainer, the_simulator, options, run
         )
 
+    # the neutral explanation's simulation of an excerpt is the same for every unit, and the
+    # units of a collection share its random excerpts: simulated once for the batch
+    shared = neutral_memo(options)
+
     async def work(unit: UnitId) -> ExplanationResult:
-        return await explain_record(await src.record(unit), the_explainer, the_simulator, options)
+        return await explain_record(
+            await src.record(unit), the_explainer, the_simulator, options, shared=shared
+        )
 
     with RunStore(db_path, create=True) as store:
         store.lock()

@@ -13,12 +13,16 @@ what they count. A plugin's component is estimated the same way as a built-in on
   newline; the JSON simulator's: two tokens per number and six more;
 * the simulation prompts use a placeholder explanation of typical length
   (`PLACEHOLDER_EXPLANATION`);
-* ``best_of = k`` assumes ``k`` distinct candidates, each simulated on the calibration split
-  (an upper bound); retries after unusable answers or failed requests are not counted;
+* each text is simulated once per excerpt: the calibration split once (when the calibration
+  is fitted or revision compares there), or once per best-of-k candidate (``k`` distinct
+  candidates assumed, an upper bound; the chosen one's simulations are reused), then the
+  scored split; retries after unusable answers or failed requests are not counted;
 * the neutral explanation (contrastive scoring, sensitivity) simulates the scored split, and
-  the calibration split too when contrastive scores need it, once per unit;
-* ``revise`` adds one explaining request and simulates the train split and both texts on the
-  calibration split (an upper bound: no revision is asked when nothing disagrees);
+  the calibration split too when contrastive scores need it, once per unit; `estimate_run`
+  counts the excerpts its sampled units share (a collection's random reservoir) once for the
+  run, as a batch simulates them;
+* ``revise`` adds one explaining request, simulates the train split, and the revised text on
+  the calibration split (an upper bound: no revision is asked when nothing disagrees);
 * cost: what the component says, or when it leaves ``cost_usd`` unset, its ``llm``'s
   ``price`` or `neuron_explainer.llm.usage.price_for` its model (0 when unknown). Components
   without an LLM cost nothing; an LLM-backed component that does not override ``estimate`` is
@@ -28,7 +32,7 @@ what they count. A plugin's component is estimated the same way as a built-in on
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -45,8 +49,8 @@ from neuron_explainer.options import (
     ScoreSplit,
     ScoringName,
 )
-from neuron_explainer.records import NeuronRecord, UnitId
-from neuron_explainer.records.splits import split_records
+from neuron_explainer.records import ActivationRecord, NeuronRecord, UnitId
+from neuron_explainer.records.splits import Splits, split_records
 from neuron_explainer.results import Explanation
 
 if TYPE_CHECKING:
@@ -104,34 +108,82 @@ def _priced(part: CallEstimate, component: Explainer | Simulator) -> CallEstimat
     return part.model_copy(update={"cost_usd": cost})
 
 
+def _neutral_shown(splits: Splits, options: ExplainOptions) -> list[ActivationRecord]:
+    """The excerpts the neutral explanation simulates for a unit (none when not needed)."""
+    if not options.needs_neutral:
+        return []
+    shown = list(splits.held_out(options.score_split).records)
+    if options.neutral_on_calibration:
+        shown += splits.calibration.records
+    return shown
+
+
+def _shared_neutral(
+    records: Sequence[NeuronRecord], options: ExplainOptions
+) -> dict[tuple[str, ...], ActivationRecord]:
+    """The excerpts the neutral explanation simulates for two or more of ``records`` (a
+    collection's random excerpts come from one reservoir), by tokens: a batch simulates them
+    once (`neuron_explainer.runs.explain.neutral_memo`)."""
+    seen: dict[tuple[str, ...], ActivationRecord] = {}
+    counts: dict[tuple[str, ...], int] = {}
+    for record in records:
+        mine = {tuple(r.tokens): r for r in _neutral_shown(_splits(record, options), options)}
+        for key, r in mine.items():
+            seen.setdefault(key, r)
+            counts[key] = counts.get(key, 0) + 1
+    return {key: seen[key] for key, n in counts.items() if n >= 2}
+
+
 def _estimate(
-    record: NeuronRecord, explainer: Explainer, simulator: Simulator, options: ExplainOptions
+    record: NeuronRecord,
+    explainer: Explainer,
+    simulator: Simulator,
+    options: ExplainOptions,
+    *,
+    shared: Set[tuple[str, ...]] = frozenset(),
 ) -> NeuronEstimate:
-    splits = split_records(
+    """One unit's estimate; the neutral simulations of ``shared`` excerpts are left out (a
+    batch counts them once, `estimate_run`)."""
+    splits = _splits(record, options)
+    explain = explainer.estimate(splits.train, best_of=options.best_of)
+    # each text is simulated once per excerpt (the final score reuses best-of-k's and
+    # revision's calibration simulations): best-of-k's candidates, or the one explanation
+    # when the calibration is fitted or revision compares on it, and a revised text
+    on_calibration = (
+        options.best_of
+        if options.best_of > 1
+        else int(options.revise or options.calibration != "none")
+    ) + int(options.revise)
+    shown = [
+        *(list(splits.calibration.records) * on_calibration),
+        *splits.held_out(options.score_split).records,
+        *(r for r in _neutral_shown(splits, options) if tuple(r.tokens) not in shared),
+    ]
+    parts = [_priced(explain, explainer)]
+    if options.revise:
+        # the revision prompt is the explaining prompt plus the disagreements: counted as one
+        # more explaining request; the first text is simulated on the train split too
+        revision = explainer.estimate(splits.train)
+        parts.append(_priced(revision.model_copy(update={"note": "revision"}), explainer))
+        shown += splits.train
+    simulated = _priced(_simulated(simulator, explainer, shown), simulator)
+    return NeuronEstimate(parts=(*parts, simulated))
+
+
+def _splits(record: NeuronRecord, options: ExplainOptions) -> Splits:
+    return split_records(
         record,
         n_top_per_split=options.n_top_per_split,
         n_random_per_split=options.n_random_per_split,
     )
-    explain = explainer.estimate(splits.train, best_of=options.best_of)
-    fit = splits.calibration.records if options.calibration != "none" else ()
-    shown = [*fit, *splits.held_out(options.score_split).records]
-    if options.best_of > 1:
-        shown = [*shown, *(list(splits.calibration.records) * options.best_of)]
-    if options.needs_neutral:
-        shown += splits.held_out(options.score_split).records
-        if options.neutral_on_calibration:
-            shown += splits.calibration.records
-    parts = [_priced(explain, explainer)]
-    if options.revise:
-        # the revision prompt is the explaining prompt plus the disagreements: counted as one
-        # more explaining request; its simulations: the train split, and both texts on
-        # calibration
-        revision = explainer.estimate(splits.train)
-        parts.append(_priced(revision.model_copy(update={"note": "revision"}), explainer))
-        shown = [*shown, *splits.train, *(list(splits.calibration.records) * 2)]
+
+
+def _simulated(
+    simulator: Simulator, explainer: Explainer, shown: Sequence[ActivationRecord]
+) -> CallEstimate:
+    """The simulator's estimate for ``shown``, with the placeholder explanation."""
     explanation = Explanation(text=PLACEHOLDER_EXPLANATION, explainer=explainer.info)
-    simulate = simulator.estimate(explanation, [r.tokens for r in shown])
-    return NeuronEstimate(parts=(*parts, _priced(simulate, simulator)))
+    return simulator.estimate(explanation, [r.tokens for r in shown])
 
 
 def estimate_neuron(
@@ -207,19 +259,40 @@ async def estimate_run(
         notes.append(f"{len(units) - len(todo)} of {len(units)} units are done (or failed) already")
     step = len(todo) / min(sample_units, len(todo)) if todo else 1
     sampled = [todo[int(i * step)] for i in range(min(sample_units, len(todo)))]
-    estimates: list[NeuronEstimate] = []
+    records: list[NeuronRecord] = []
     for unit in sampled:
         try:
-            estimates.append(_estimate(await source.record(unit), explainer, simulator, explain))
-        except (InsufficientRecordsError, ExplanationError) as exc:
+            record = await source.record(unit)
+            _splits(record, explain)
+        except InsufficientRecordsError as exc:
             notes.append(f"{unit} could not be estimated ({type(exc).__name__}: {exc})")
+        else:
+            records.append(record)
+    shared = _shared_neutral(records, explain)
+    estimates: list[NeuronEstimate] = []
+    for record in records:
+        try:
+            estimates.append(_estimate(record, explainer, simulator, explain, shared=shared.keys()))
+        except (InsufficientRecordsError, ExplanationError) as exc:
+            notes.append(f"{record.unit} could not be estimated ({type(exc).__name__}: {exc})")
     if estimates:
         notes += [f"{p.role} {p.component}: {p.note}" for p in estimates[0].parts if p.note]
+        if shared:
+            notes.append(
+                f"the neutral explanation's simulations of {len(shared)} excerpts the sampled "
+                "units share are counted once for the run"
+            )
         notes.append(
             f"extrapolated from {len(estimates)} sampled unit(s) to {len(todo)}; tokens are "
             "estimated as characters / 3.5, retries are not counted"
         )
-    mean = _mean(estimates)
+    mean, simulator_mean = _mean(estimates), _mean(estimates, "simulator")
+    if estimates and shared and todo:  # counted once for the run, amortised over its units
+        once = _priced(_simulated(simulator, explainer, list(shared.values())), simulator)
+        for key in _TOTALS:
+            share = (getattr(once, key) or 0) / len(todo)
+            mean[key] += share
+            simulator_mean[key] += share
     return {
         "units": len(todo),
         **{k: math.ceil(mean[k] * len(todo) - 1e-9) for k in _TOTALS[:3]},
@@ -227,7 +300,7 @@ async def estimate_run(
         "per_neuron": {
             **mean,
             "explainer": _mean(estimates, "explainer"),
-            "simulator": _mean(estimates, "simulator"),
+            "simulator": simulator_mean,
             "sampled": [str(u) for u in sampled],
         },
         "notes": notes,

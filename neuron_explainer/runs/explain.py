@@ -31,6 +31,7 @@ from neuron_explainer.records import NeuronRecord
 from neuron_explainer.records.splits import Splits, split_records
 from neuron_explainer.results import Explanation, ExplanationResult, ScoredSimulation
 from neuron_explainer.runs.revision import arevise_explanation, check_can_revise
+from neuron_explainer.scorers._memo import SimulationMemo, reusing
 from neuron_explainer.scorers.simulation import (
     NeutralBaseline,
     ascore_explanation,
@@ -112,6 +113,19 @@ async def _record_for(source: Any, how: _Recording, registry: Registry) -> Neuro
     return await recorder.aneuron_record(recorder.unit(how.layer, how.neuron))
 
 
+NEUTRAL_MEMO_SIZE = 4096
+"""The most neutral simulations a batch keeps for reuse (`neutral_memo`)."""
+
+
+def neutral_memo(options: ExplainOptions) -> SimulationMemo | None:
+    """A batch's memo of the neutral explanation's simulations, when ``options`` need them:
+    its simulation of an excerpt is the same for every unit, and a collection's units share
+    their random excerpts (one reservoir), so each is simulated once for the batch."""
+    if not options.needs_neutral:
+        return None
+    return SimulationMemo(capacity=NEUTRAL_MEMO_SIZE, texts={options.neutral_explanation})
+
+
 async def simulate_baseline(
     simulator: Simulator, splits: Splits, options: ExplainOptions
 ) -> NeutralBaseline | None:
@@ -154,12 +168,21 @@ async def score_with_options(
 
 
 async def explain_record(
-    record: NeuronRecord, explainer: Explainer, simulator: Simulator, options: ExplainOptions
+    record: NeuronRecord,
+    explainer: Explainer,
+    simulator: Simulator,
+    options: ExplainOptions,
+    *,
+    shared: SimulationMemo | None = None,
 ) -> ExplanationResult:
     """Explain ``record`` and score the explanation with the components given (built
     already) and the options (validated already); no usage meter of its own (``usage`` is
     left empty), but ``simulation`` holds how its simulations went (best-of-k candidates'
     included). `aexplain_neuron` and the batch runs do the rest around it.
+
+    An excerpt is simulated once per explanation text: the final score reuses best-of-k's and
+    revision's calibration simulations of the chosen text. ``shared`` (a batch's memo of the
+    neutral explanation) lends the neutral simulations of excerpts other units share.
 
     Raises:
         InsufficientRecordsError: too few records to fill the splits.
@@ -173,7 +196,8 @@ async def explain_record(
         n_top_per_split=options.n_top_per_split,
         n_random_per_split=options.n_random_per_split,
     )
-    with track_simulations() as simulations:
+    memos = (SimulationMemo(), *([shared] if shared is not None else []))
+    with track_simulations() as simulations, reusing(*memos):
         neutral = await simulate_baseline(simulator, splits, options)
         # candidates (best-of-k, revision) are compared contrastively under contrastive scoring
         choice_baseline = (

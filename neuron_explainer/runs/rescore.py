@@ -25,8 +25,9 @@ from neuron_explainer.records.splits import split_records
 from neuron_explainer.results import ExplanationResult
 from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
 from neuron_explainer.runs._sources import RecordSource, Source, open_source
-from neuron_explainer.runs.explain import score_with_options, simulate_baseline
+from neuron_explainer.runs.explain import neutral_memo, score_with_options, simulate_baseline
 from neuron_explainer.runs.store import RunStore
+from neuron_explainer.scorers._memo import SimulationMemo, reusing
 from neuron_explainer.subjects.collection import Collection
 
 __all__ = ["arescore", "rescore"]
@@ -134,8 +135,11 @@ async def arescore(
             {"source_path": src.path, "rescored_from": str(source_db.resolve())},
         )
 
+        shared = neutral_memo(options)  # the neutral simulations, once for the batch
+
         async def work(unit: UnitId) -> ExplanationResult:
-            return await _rescore_unit(explained, src, the_simulator, unit, options)
+            with reusing(SimulationMemo(), *([shared] if shared is not None else [])):
+                return await _rescore_unit(explained, src, the_simulator, unit, options)
 
         done = [s.unit for s in explained.units("done")]
         return await run_units(

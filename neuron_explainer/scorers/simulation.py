@@ -36,6 +36,7 @@ from neuron_explainer.results import (
     SimulationStats,
     predicted_values,
 )
+from neuron_explainer.scorers._memo import simulate_reusing
 from neuron_explainer.scorers.correlation import (
     CalibrationMethod,
     fit_calibration,
@@ -96,7 +97,9 @@ async def simulate_each(
     What it did is recorded in the open simulation meters
     (`neuron_explainer.interfaces.track_simulations`): excerpts attempted, failed (by reason),
     constant (`is_constant`), and the prompt and completion tokens the simulator's LLM calls
-    used (those also when it raises).
+    used (those also when it raises). Inside `neuron_explainer.scorers._memo.reusing` (one
+    unit's explanation, a batch's neutral explanation), an excerpt already simulated under the
+    same explanation text by the same simulator is reused, not simulated or counted again.
 
     Raises:
         SimulationError: the simulator returned another number of outcomes than records, or
@@ -106,6 +109,18 @@ async def simulate_each(
     """
     if not records:
         return []
+    return await simulate_reusing(
+        simulator,
+        explanation.text,
+        records,
+        lambda todo: _simulate_now(simulator, explanation, todo),
+    )
+
+
+async def _simulate_now(
+    simulator: Simulator, explanation: Explanation, records: Sequence[ActivationRecord]
+) -> list[Outcome]:
+    """`simulate_each` without the memos."""
     name = simulator.info.name
     stats = SimulationStats()
     try:
