@@ -43,7 +43,7 @@ import math
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import ClassVar, Literal
 
@@ -69,6 +69,7 @@ __all__ = [
     "SEQUENCE_FAILURES",
     "CallEstimate",
     "Explainer",
+    "Probe",
     "SimulationMeter",
     "Simulator",
     "Subject",
@@ -88,6 +89,11 @@ MESSAGE_OVERHEAD = 4
 """Tokens a chat format spends around each message."""
 REQUEST_OVERHEAD = 3
 """Tokens a chat format spends on each request."""
+
+Probe = Callable[[Sequence[str]], Awaitable[Sequence[ActivationRecord]]]
+"""Reads a unit's true activations on new texts: one record per text, in order, its tokens as
+the model's tokenizer splits the text (e.g. `neuron_explainer.subjects.hf.HFSubject.probe`);
+revision runs the explainer's test sentences through it."""
 
 
 FAILURE_REASONS: dict[str, str] = {

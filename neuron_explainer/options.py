@@ -47,6 +47,8 @@ DEFAULT_MAX_FAILED_FRACTION = 0.10
 DEFAULT_NEUTRAL_EXPLANATION = "an unknown pattern"
 """The neutral explanation: what a simulator is told when it is told nothing about the unit
 (its prediction is the baseline of contrastive scores and of sensitivity)."""
+DEFAULT_TEST_SENTENCES = 6
+"""Sentences the explainer is asked to write to test its explanation when revising."""
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -126,6 +128,10 @@ class ExplainOptions(_Options):
         revise: after explaining (and best-of-k), show the explainer where the simulation
             of its explanation disagreed with the train records and keep its revision if it
             scores better on the calibration split (`neuron_explainer.runs.revision`).
+        test_sentences: with ``revise``, sentences the explainer writes to test its own
+            explanation, run through the unit's model for their true activations when the
+            model is at hand (0-20, default 6; 0: none); where they disagree with the
+            simulation is shown with the train split's disagreements.
     """
 
     calibration: CalibrationName = "linear"
@@ -142,6 +148,7 @@ class ExplainOptions(_Options):
         DEFAULT_NEUTRAL_EXPLANATION
     )
     revise: StrictBool = False
+    test_sentences: Annotated[StrictInt, Field(ge=0, le=20)] = DEFAULT_TEST_SENTENCES
 
     @property
     def measures_sensitivity(self) -> bool:
@@ -177,6 +184,7 @@ class ExplainOptions(_Options):
         "sensitivity": "sensitivity must be True, False or 'auto', got {value!r}",
         "neutral_explanation": "neutral_explanation must be a non-empty text, got {value!r}",
         "revise": "revise must be True or False, got {value!r}",
+        "test_sentences": "test_sentences must be an integer from 0 to 20, got {value!r}",
     }
     _UNKNOWN: ClassVar[str] = (
         "unknown explain_options {names}; choose from {choices} (the run's budget is "

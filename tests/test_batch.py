@@ -656,3 +656,33 @@ def test_the_async_twin_runs_in_a_loop(tmp_path: Path) -> None:
 
 async def sync_inside_a_loop(tmp_path: Path) -> None:
     explain_neurons(records={u: unit_record(u) for u in units(2)}, db=tmp_path / "x.sqlite")
+
+
+def test_a_run_given_the_model_can_probe_new_text(model_dir: Path, collected: Path) -> None:
+    from neuron_explainer.runs._sources import open_source
+
+    async def probes() -> tuple[Any, Any]:
+        given = await open_source(
+            model=model_dir,
+            corpus=texts(),
+            collection_dir=collected / "run.collection",
+            layers="0-1",
+            collect_options=COLLECT,
+        )
+        alone = await open_source(collected / "run.collection")
+        return given, alone
+
+    given, alone = asyncio.run(probes())
+    unit = given.collection.unit(1, 2)
+    probe = given.probe(unit)
+    assert probe is not None and alone.probe(unit) is None  # a bare collection has no model
+    records = asyncio.run(probe(["the river city", "42 green people shipped"]))
+    assert [len(r.tokens) for r in records] == [3, 4]
+    # the same activations the collection recorded for a window with the same tokens
+    collection = given.collection
+    record = collection.neuron_record(1, 2)
+    window = record.top_records[0]
+    text = "".join(window.tokens)
+    (again,) = asyncio.run(probe([text]))
+    assert list(again.tokens) == list(window.tokens)  # the text re-tokenizes the same way
+    assert again.activations == pytest.approx(window.activations, abs=1e-5)

@@ -236,6 +236,33 @@ def test_explain_flags_a_score_that_does_not_depend_on_its_explanation(
     assert quiet.scored.sensitivity is None and quiet.scored.scoring == "contrastive"
 
 
+def test_explain_revises_with_test_sentences_run_through_the_model(
+    tiny_model: Path, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with OpenAITestServer(api_key=KEY, responder=OracleResponder()) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        result = invoke(
+            "explain", tiny_model, "--layer", "1", "--neuron", "5", "--corpus", corpus,
+            "--split", "line", "--explainer", "openai:m", "--simulator", "openai:m",
+            "--revise", "--test-sentences", "2", "--out", tmp_path / "r.json",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        asked = [r for r in server.requests if "new sentences to test" in json.dumps(r.body or {})]
+        assert len(asked) == 1 and "Write 2 new sentences" in json.dumps(asked[0].body)
+        bad = invoke(
+            "explain", tiny_model, "--layer", "1", "--neuron", "5", "--corpus", corpus,
+            "--split", "line", "--revise", "--test-sentences", "21",
+        )  # fmt: skip
+        assert bad.exit_code != 0 and "--test-sentences" in bad.output and "20" in bad.output
+    saved = ExplanationResult.model_validate_json((tmp_path / "r.json").read_text())
+    note = saved.explanation.data["revision"]
+    assert isinstance(note, dict) and isinstance(note["tests"], dict)
+    sentences = note["tests"]["sentences"]
+    assert isinstance(sentences, list)
+    assert [s["text"] for s in sentences] == list(OracleResponder().test_sentences)  # type: ignore[index]
+
+
 def test_run_score_and_report_carry_scoring_and_sensitivity(
     tiny_model: Path, corpus: Path, tmp_path: Path
 ) -> None:

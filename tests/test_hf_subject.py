@@ -117,3 +117,61 @@ def test_explain_neuron_records_a_model_over_a_corpus(model: Any, gpt2_tokenizer
     assert result.provenance.hook_point == "transformer.h.1.mlp.act:output"
     assert result.split_plan.n_top_per_split == 3 and result.split_plan.n_random_per_split == 3
     assert result.explanation.text
+
+
+def test_probe_reads_new_text_as_a_recording_reads_the_corpus(
+    model: Any, gpt2_tokenizer: Any
+) -> None:
+    subj = subject(model, gpt2_tokenizer, bos="window")
+    unit = subj.unit(1, 3)
+    texts_ = ["the river city shipped 42 green people over the bridge", "1999 café"]
+    probe = subj.probe(unit)
+    import asyncio
+
+    records = asyncio.run(probe(texts_))
+    assert len(records) == 2
+    windows = list(iter_windows(corpus_from(texts_), gpt2_tokenizer, length=8, bos="window"))
+    capture = ActivationCapture(model, [1])
+    for record, text in zip(records, texts_, strict=True):
+        first = next(w for w in windows if w.document == texts_.index(text))
+        acts = capture(torch.tensor([first.input_ids]))[1][0, :, 3][first.n_prefix :]
+        assert record.token_ids == first.excerpt_ids  # the text's first window, BOS as recorded
+        assert record.activations == pytest.approx(acts.tolist(), abs=1e-5)
+        assert list(record.tokens) == token_strings(gpt2_tokenizer, first.excerpt_ids)
+    assert len(records[0].tokens) == 8 and len(records[1].tokens) < 8
+    assert subj._tokens_read == 0  # probing is not recording: no progress counted
+    with pytest.raises(InvalidInputError, match="have no token"):
+        asyncio.run(probe(["fine", ""]))
+    assert asyncio.run(probe([])) == []
+
+
+def test_explain_neuron_lets_the_explainer_test_sentences_on_the_model(
+    model: Any, gpt2_tokenizer: Any
+) -> None:
+    from neuron_explainer.explainers.llm import LLMExplainer
+    from neuron_explainer.testing import MockSimulator, ScriptedLLM
+
+    llm = ScriptedLLM("m", ["rivers.", "the river flows\nno water here\n", "bridges over rivers."])
+    simulator = MockSimulator(
+        lambda explanation, tokens: [
+            9.0 if t.strip() in explanation.text else float(i % 2) for i, t in enumerate(tokens)
+        ]
+    )
+    result = explain_neuron(
+        model,
+        layer=1,
+        neuron=3,
+        corpus=texts(),
+        subject_options={"tokenizer": gpt2_tokenizer, "device": "cpu", "window_length": 8},
+        explainer=LLMExplainer(llm),
+        simulator=simulator,
+        revise=True,
+        test_sentences=2,
+    )
+    note = result.explanation.data["revision"]
+    assert isinstance(note, dict) and isinstance(note["tests"], dict)
+    sentences = note["tests"]["sentences"]
+    assert isinstance(sentences, list)
+    assert [s["text"] for s in sentences] == ["the river flows", "no water here"]  # type: ignore[index]
+    assert all(isinstance(s["true_max"], int) for s in sentences)  # type: ignore[index]
+    assert "Write 2 new sentences" in llm.requests[1].messages[-1].content

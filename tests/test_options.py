@@ -58,6 +58,7 @@ def test_options_come_from_keywords_a_mapping_or_the_model() -> None:
             "sensitivity": "auto",
             "neutral_explanation": "an unknown pattern",
             "revise": False,
+            "test_sentences": 6,
         }
     )
 

@@ -5,6 +5,7 @@ calibration, and both are reported."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -181,12 +182,17 @@ def test_the_estimate_counts_the_revision() -> None:
     splits = split_records(record)
     explainer, simulator = LLMExplainer(llm), ChatLogprobSimulator(llm)
     plain = estimate_neuron(record, explainer, simulator)
-    revised = estimate_neuron(record, explainer, simulator, revise=True)
+    revised = estimate_neuron(record, explainer, simulator, revise=True, test_sentences=0)
     assert len(revised.parts) == 3 and revised.parts[1].note == "revision"
     # the first text on the train split, the revised one on calibration (the first text's
     # calibration simulations are the ones the final score fits on, or compares with)
     extra = len(splits.train) + len(splits.calibration.records)
     assert revised.parts[2].requests - plain.parts[1].requests == extra
+    # test sentences: one more explaining request, and each sentence simulated
+    tested = estimate_neuron(record, explainer, simulator, revise=True, test_sentences=4)
+    assert [p.note for p in tested.parts[1:3]] == ["revision", "test sentences"]
+    assert tested.parts[2].requests == 1
+    assert tested.parts[3].requests - revised.parts[2].requests == 4
 
 
 def test_disagreement_lines_escape_tabs_and_newlines() -> None:
@@ -206,3 +212,128 @@ def test_disagreement_lines_escape_tabs_and_newlines() -> None:
     explanation = Explanation(text="tabs", explainer=ComponentInfo(name="llm"))
     ask = explainer.revision_messages([record], explanation, [d])[-1].content
     assert "- a\\n[[\\t]]b (true 10, predicted 0)" in ask
+
+
+# --- test sentences the explainer writes -----------------------------------------------------
+
+
+def digit_probe(calls: list[list[str]]):  # type: ignore[no-untyped-def]
+    """A probe of a unit that fires (8) on digit tokens, splitting text on spaces."""
+
+    async def probe(texts: Sequence[str]) -> list[ActivationRecord]:
+        calls.append(list(texts))
+        out = []
+        for text in texts:
+            tokens = [("" if i == 0 else " ") + w for i, w in enumerate(text.split())]
+            values = [8.0 if t.strip().isdigit() else 0.0 for t in tokens]
+            out.append(ActivationRecord(tokens=tokens, activations=values))
+        return out
+
+    return probe
+
+
+TESTS_ANSWER = (
+    "Here are sentences:\n"
+    "1. The cat sat on the mat\n"
+    "2. She paid 42 dollars for the book\n"
+    '- "The the the"\n'
+    "3) Call me at 7 tonight\n"
+    "2. She paid 42 dollars for the book\n"
+)
+
+
+def test_parse_test_sentences_strips_lists_and_keeps_distinct_sentences() -> None:
+    from neuron_explainer.explainers._revision_prompt import parse_test_sentences
+
+    assert parse_test_sentences(TESTS_ANSWER, 10) == [
+        "The cat sat on the mat",
+        "She paid 42 dollars for the book",
+        "The the the",
+        "Call me at 7 tonight",
+    ]
+    assert parse_test_sentences(TESTS_ANSWER, 2) == [
+        "The cat sat on the mat",
+        "She paid 42 dollars for the book",
+    ]
+    assert parse_test_sentences("\n\nSentences:\n", 3) == []
+    long = parse_test_sentences("word " * 200, 1)[0]
+    assert len(long) <= 300 and long.endswith("word")
+
+
+def test_revision_shows_where_the_explainers_own_test_sentences_disagree() -> None:
+    record = number_neuron_record()
+    llm = ScriptedLLM("m", ["articles like the.", TESTS_ANSWER, "numbers written as digits."])
+    simulator = keyword_simulator()
+    calls: list[list[str]] = []
+    result = explain_neuron(
+        record,
+        explainer=LLMExplainer(llm),
+        simulator=simulator,
+        revise=True,
+        probe=digit_probe(calls),
+        test_sentences=4,
+    )
+    assert result.explanation.text == "numbers written as digits"
+    # the explainer was asked for 4 sentences after its explanation
+    ask = llm.requests[1].messages
+    assert ask[-2].content == "articles like the." and "Write 4 new sentences" in ask[-1].content
+    assert calls == [
+        [
+            "The cat sat on the mat",
+            "She paid 42 dollars for the book",
+            "The the the",
+            "Call me at 7 tonight",
+        ]
+    ]
+    note = result.explanation.data["revision"]
+    assert isinstance(note, dict)
+    tests = note["tests"]
+    assert isinstance(tests, dict)
+    sentences = tests["sentences"]
+    assert isinstance(sentences, list) and len(sentences) == 4
+    call = sentences[3]
+    assert isinstance(call, dict) and call["true_max"] == 10 and call["predicted_max"] == 0
+    cat = sentences[0]
+    assert isinstance(cat, dict) and cat["true_max"] == 0 and cat["predicted_max"] == 8
+    shown = note["disagreements"]
+    assert isinstance(shown, list)
+    sources = {(d["source"], d["kind"]) for d in shown}  # type: ignore[index]
+    assert ("test", "miss") in sources and ("test", "false_positive") in sources
+    # the revision prompt shows them under their own headings, tokens marked in context
+    revision_ask = llm.requests[2].messages[-1].content
+    assert "Missed in your test sentences" in revision_ask
+    assert "False alarms in your test sentences" in revision_ask
+    assert "- She paid[[ 42]] dollars for the book (true 10, predicted 0)" in revision_ask
+    # the test sentences were simulated under the first explanation only
+    simulated = [t for text, t in simulator.calls if text == "articles like the"]
+    assert ("She", " paid", " 42", " dollars", " for", " the", " book") in simulated
+
+
+def test_revision_without_a_probe_or_with_no_sentences_says_why() -> None:
+    record = number_neuron_record()
+    llm = ScriptedLLM("m", ["articles like the.", "numbers written as digits."])
+    result = explain_neuron(
+        record, explainer=LLMExplainer(llm), simulator=keyword_simulator(), revise=True
+    )
+    note = result.explanation.data["revision"]
+    assert isinstance(note, dict)
+    assert note["tests"] == {"reason": "the unit's model was not given, so new text cannot be run"}
+    assert len(llm.requests) == 2  # no test sentences asked for
+
+    llm = ScriptedLLM("m", ["articles like the.", "Sentences:\n", "numbers written as digits."])
+    calls: list[list[str]] = []
+    result = explain_neuron(
+        record,
+        explainer=LLMExplainer(llm),
+        simulator=keyword_simulator(),
+        revise=True,
+        probe=digit_probe(calls),
+    )
+    note = result.explanation.data["revision"]
+    assert isinstance(note, dict) and isinstance(note["tests"], dict)
+    assert str(note["tests"]["reason"]).startswith("no usable test sentence")
+    assert not calls
+    assert result.explanation.text == "numbers written as digits"  # revised from train alone
+
+    with pytest.raises(InvalidInputError, match="test_sentences must be an integer from 0 to 20"):
+        explain_neuron(record, explain_options={"test_sentences": 21})

@@ -27,6 +27,7 @@ from neuron_explainer.cli._options import (
     Simulator,
     Split,
     SplitOpt,
+    TestSentencesOpt,
     TextField,
     hidden_default,
     llm_options,
@@ -43,8 +44,10 @@ from neuron_explainer.cli._support import (
     open_corpus,
     print_result,
 )
+from neuron_explainer.options import DEFAULT_TEST_SENTENCES
 
 if TYPE_CHECKING:
+    from neuron_explainer.interfaces import Probe
     from neuron_explainer.options import ExplainOptions
     from neuron_explainer.records import NeuronRecord
     from neuron_explainer.results import ExplanationResult
@@ -176,6 +179,7 @@ def explain(
             "split (LLM explainers).",
         ),
     ] = False,
+    test_sentences: TestSentencesOpt = DEFAULT_TEST_SENTENCES,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -217,6 +221,7 @@ def explain(
             scoring=scoring.value,
             sensitivity="auto" if sensitivity is None else sensitivity,
             revise=revise,
+            test_sentences=test_sentences,
         )
         source = collection_or_corpus(
             model, corpus, recording, split=split.value, text_field=text_field
@@ -229,8 +234,9 @@ def explain(
                 f"0..{source.n_neurons(layer) - 1}"
             )
         with Steps(quiet) as steps:
+            probe = None
             if isinstance(source, Texts):
-                record = _record(steps, model, source, layer, neuron, recording)
+                record, probe = _record(steps, model, source, layer, neuron, recording)
                 corpus_label = f"{corpus} ({source.documents} documents)"
             else:
                 record = source.neuron_record(layer, neuron)
@@ -249,6 +255,7 @@ def explain(
                     simulator=phases.simulator(registry.simulator(simulator)),
                     budget_usd=budget_usd,
                     explain_options=options,
+                    probe=probe,
                 )
                 phases.finish()
         if dry_run:
@@ -272,9 +279,10 @@ def _record(
     layer: int,
     neuron: int,
     options: dict[str, Any],
-) -> NeuronRecord:
+) -> tuple[NeuronRecord, Probe | None]:
     """Load ``model`` and record one neuron over the corpus with the ``"hf"`` subject (from the
-    registry), with progress: the tokens the model has read, of those the corpus holds."""
+    registry), with progress: the tokens the model has read, of those the corpus holds. Also
+    the subject's probe of the neuron (its activations on new text), when it has one."""
     from neuron_explainer.plugins import default_registry
     from neuron_explainer.subjects.hf import HFSubject
 
@@ -285,9 +293,10 @@ def _record(
     )
     if isinstance(subject, HFSubject):
         task.update(0, subject.count_tokens())
-    record = subject.neuron_record(subject.unit(layer, neuron))
+    unit = subject.unit(layer, neuron)
+    record = subject.neuron_record(unit)
     task.finish()
-    return record
+    return record, subject.probe(unit) if isinstance(subject, HFSubject) else None
 
 
 def _estimate(
@@ -316,6 +325,7 @@ _ESTIMATED = {
     "scoring",
     "sensitivity",
     "revise",
+    "test_sentences",
 }
 """The `ExplainOptions` fields `estimate_neuron` takes."""
 

@@ -187,6 +187,17 @@ SensitivityOpt = Annotated[
         show_default=False,
     ),
 ]
+TestSentencesOpt = Annotated[
+    int,
+    typer.Option(
+        "--test-sentences",
+        min=0,
+        max=20,
+        help="With --revise: sentences the explainer writes to test its explanation, run "
+        "through the model for the neuron's true activations (not with a collection, whose "
+        "model is not loaded); 0 for none.",
+    ),
+]
 MaxWindows = Annotated[
     int | None,
     hidden_default("--max-windows", "Stop after this many excerpts.", min=1),

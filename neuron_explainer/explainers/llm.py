@@ -27,6 +27,11 @@ from pydantic import JsonValue
 
 from neuron_explainer._aio import gather_or_cancel
 from neuron_explainer.errors import ExplanationError, InvalidInputError
+from neuron_explainer.explainers._revision_prompt import (
+    parse_test_sentences,
+    revision_turn,
+    tests_turn,
+)
 from neuron_explainer.explainers.revising import Disagreement
 from neuron_explainer.interfaces import (
     CHARS_PER_TOKEN,
@@ -38,7 +43,7 @@ from neuron_explainer.interfaces import (
 from neuron_explainer.interfaces import estimate_tokens as estimate_tokens
 from neuron_explainer.llm.base import LLM, Message, required_llm
 from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
-from neuron_explainer.llm.prompts import escape_token, render_blocks
+from neuron_explainer.llm.prompts import render_blocks
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import ComponentInfo, Explanation, PromptScale
 
@@ -139,33 +144,8 @@ def _example_turns(examples: Sequence[FewShotExample]) -> list[Message]:
     return turns
 
 
-REVISION_REQUEST = (
-    "A simulator predicted this neuron's activations from that explanation. Where it went "
-    "wrong on these excerpts (the token in [[ ]], its true activation and the predicted one):"
-)
-REVISION_ASK = (
-    "Write a better single-sentence explanation: one that predicts the misses and not the "
-    "false alarms. Don't list examples of words."
-)
-
-
-def _revision_line(d: Disagreement) -> str:
-    text = "".join(d.before) + f"[[{d.token}]]" + "".join(d.after)
-    shown = " ".join(escape_token(text).split())
-    return f"- {shown} (true {d.true_level}, predicted {d.predicted:.0f})"
-
-
-def _revision_turn(disagreements: Sequence[Disagreement]) -> str:
-    misses = [d for d in disagreements if d.kind == "miss"]
-    false = [d for d in disagreements if d.kind != "miss"]
-    parts = [REVISION_REQUEST, ""]
-    if misses:
-        parts += ["Missed (the neuron fired, the explanation did not predict it):"]
-        parts += [_revision_line(d) for d in misses] + [""]
-    if false:
-        parts += ["False alarms (the explanation predicted activation, the neuron was silent):"]
-        parts += [_revision_line(d) for d in false] + [""]
-    return "\n".join([*parts, REVISION_ASK, "", EXPLANATION_LINE])
+TEST_SENTENCE_TOKENS = 40
+"""Completion tokens allowed per test sentence asked for."""
 
 
 class LLMExplainer(Explainer):
@@ -392,8 +372,44 @@ class LLMExplainer(Explainer):
         return [
             *messages,
             Message(role="assistant", content=f"{explanation.text}."),
-            Message(role="user", content=_revision_turn(disagreements)),
+            Message(role="user", content=revision_turn(disagreements, EXPLANATION_LINE)),
         ]
+
+    def test_messages(
+        self, records: Sequence[ActivationRecord], explanation: Explanation, n: int
+    ) -> list[Message]:
+        """The chat messages that ask for ``n`` sentences to test ``explanation``: the
+        explaining prompt for ``records`` (`fit_prompt`), the explanation as the answer, then
+        the request (half should fire, half look alike but should not).
+
+        Raises:
+            ExplanationError: as `fit_prompt`.
+        """
+        messages, _, _ = self.fit_prompt(records)
+        return [
+            *messages,
+            Message(role="assistant", content=f"{explanation.text}."),
+            Message(role="user", content=tests_turn(n)),
+        ]
+
+    async def apropose_tests(
+        self, records: Sequence[ActivationRecord], explanation: Explanation, n: int
+    ) -> list[str]:
+        """Ask the LLM (greedy, one sample) for up to ``n`` sentences that test
+        ``explanation`` of ``records`` (`test_messages`), one per line.
+
+        Raises:
+            ExplanationError: the prompt does not fit, or the answer holds no sentence.
+        """
+        messages = self.test_messages(records, explanation, n)
+        response = await self.llm.acomplete(
+            messages, n=1, max_tokens=self._tests_max_tokens(n), temperature=0.0
+        )
+        raw = response.choices[0].text if response.choices else ""
+        found = parse_test_sentences(raw, n)
+        if not found:
+            raise ExplanationError(f"{self.llm.name} wrote no test sentence (raw output {raw!r})")
+        return found
 
     async def arevise(
         self,
@@ -442,4 +458,24 @@ class LLMExplainer(Explainer):
             prompt_tokens=(self.prompt_tokens(messages) + REQUEST_OVERHEAD) * requests,
             completion_tokens=self.max_tokens * samples,
             note=f"completion counted as max_tokens ({self.max_tokens}) per sample",
+        )
+
+    def _tests_max_tokens(self, n: int) -> int:
+        return max(self.max_tokens, TEST_SENTENCE_TOKENS * n)
+
+    def estimate_tests(self, records: Sequence[ActivationRecord], n: int) -> CallEstimate:
+        """The request and tokens of asking for ``n`` test sentences (`apropose_tests`),
+        sending nothing; the completion counted at its limit. Not priced.
+
+        Raises:
+            ExplanationError: as `fit_prompt`.
+        """
+        placeholder = Explanation(text="x" * 60, explainer=self.info)
+        messages = self.test_messages(records, placeholder, n)
+        return CallEstimate.of(
+            self,
+            requests=1,
+            prompt_tokens=self.prompt_tokens(messages) + REQUEST_OVERHEAD,
+            completion_tokens=self._tests_max_tokens(n),
+            note="test sentences",
         )

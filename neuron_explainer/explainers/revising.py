@@ -1,32 +1,37 @@
-"""What an explainer that can revise its explanation offers (`RevisingExplainer`) and what it
-is shown (`Disagreement`); `neuron_explainer.runs.revision` drives it."""
+"""What an explainer that can revise its explanation offers (`RevisingExplainer`, and
+`SentenceWritingExplainer` to write sentences that test it), what it is shown (`Disagreement`), and
+how a unit's true activations on new text are read (`Probe`);
+`neuron_explainer.runs.revision` drives them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import JsonValue
 
+from neuron_explainer.interfaces import Probe as Probe
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import Explanation
 
-__all__ = ["Disagreement", "RevisingExplainer"]
+__all__ = ["Disagreement", "Probe", "RevisingExplainer", "SentenceWritingExplainer"]
 
 
 @dataclass(frozen=True)
 class Disagreement:
-    """One train token where the simulation and the truth disagree.
+    """One token where the simulation and the truth disagree.
 
     Attributes:
         kind: ``"miss"`` (the unit fired, the simulation did not predict it) or
             ``"false_positive"`` (the simulation predicted activation, the unit was silent).
-        record: the train record's index.
+        record: the record's index (in the train split, or in the explainer's test sentences).
         position: the token's index in it.
         true_level: its true activation on the 0-10 prompt scale.
         predicted: the simulation's prediction on the same scale.
         before / token / after: the token and up to a few tokens of context either side.
+        source: ``"train"`` (a train record) or ``"test"`` (a sentence the explainer wrote to
+            test its explanation).
     """
 
     kind: str
@@ -37,6 +42,7 @@ class Disagreement:
     before: tuple[str, ...]
     token: str
     after: tuple[str, ...]
+    source: Literal["train", "test"] = "train"
 
     def as_json(self) -> dict[str, JsonValue]:
         """What ``data["revision"]`` keeps of it."""
@@ -47,6 +53,7 @@ class Disagreement:
             "token": self.token,
             "true_level": self.true_level,
             "predicted": round(self.predicted, 3),
+            "source": self.source,
         }
 
 
@@ -66,5 +73,24 @@ class RevisingExplainer(Protocol):
 
         Raises:
             ExplanationError: no usable revision.
+        """
+        ...  # pragma: no cover - protocol
+
+
+@runtime_checkable
+class SentenceWritingExplainer(Protocol):
+    """An explainer that can write sentences to test its own explanation (e.g.
+    `neuron_explainer.explainers.llm.LLMExplainer`): the unit's true activations on them
+    (`Probe`) show where the explanation fails beyond the records it saw."""
+
+    async def apropose_tests(
+        self, records: Sequence[ActivationRecord], explanation: Explanation, n: int
+    ) -> list[str]:
+        """Up to ``n`` new sentences that test ``explanation`` of ``records``: some on which
+        the unit should fire by the explanation, some alike on the surface on which it
+        should not.
+
+        Raises:
+            ExplanationError: no usable sentence.
         """
         ...  # pragma: no cover - protocol

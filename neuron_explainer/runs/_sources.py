@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 from pydantic import ValidationError
 
 from neuron_explainer.errors import InvalidInputError, InvalidRecordError
+from neuron_explainer.interfaces import Probe
 from neuron_explainer.records import NeuronRecord, UnitId
 from neuron_explainer.subjects.collection import Collection
 
@@ -101,11 +102,42 @@ class Source:
         *,
         collection: Collection | None = None,
         records: RecordSource | None = None,
+        model: Any = None,
+        collect_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.identity = identity
         self.collection = collection
         self.records = records
         self.path = str(collection.path.resolve()) if collection is not None else None
+        self._model = model
+        self._collect_options = dict(collect_options or {})
+        self._subject: Any = None
+
+    def probe(self, unit: UnitId) -> Probe | None:
+        """``unit``'s true activations on new text, read as the collection read its corpus
+        (same window length and BOS policy), when the run was given the model (``model=``);
+        ``None`` otherwise. The model is loaded on first use, once per run."""
+        if self._model is None or self.collection is None:
+            return None
+        if self._subject is None:
+            from neuron_explainer.subjects.hf import HFSubject
+
+            config = self.collection.config
+            picked = {
+                k: self._collect_options[k]
+                for k in ("tokenizer", "device", "batch_size")
+                if k in self._collect_options
+            }
+            self._subject = HFSubject(
+                self._model,
+                corpus=[],
+                dtype=config.get("dtype") or "float32",
+                window_length=int(config["window_length"]),
+                bos=config["bos"],
+                **picked,
+            )
+        probe: Probe = self._subject.probe(unit)
+        return probe
 
     def check(self, unit: UnitId) -> None:
         """Raise `InvalidInputError` if the source cannot have ``unit``."""
@@ -225,7 +257,12 @@ async def open_source(
         collection = source
     else:
         collection = Collection(source)  # type: ignore[arg-type]
-    found = Source(_collection_identity(collection), collection=collection)
+    found = Source(
+        _collection_identity(collection),
+        collection=collection,
+        model=model,
+        collect_options=collect_options,
+    )
     if expect is not None and dict(expect) != found.identity:
         raise InvalidInputError(
             f"the collection at {collection.path} changed since the run (it was {dict(expect)}, "

@@ -281,8 +281,14 @@ async def aexplain_neurons(
     shared = neutral_memo(options)
 
     async def work(unit: UnitId) -> ExplanationResult:
+        probe = src.probe(unit) if options.revise and options.test_sentences else None
         return await explain_record(
-            await src.record(unit), the_explainer, the_simulator, options, shared=shared
+            await src.record(unit),
+            the_explainer,
+            the_simulator,
+            options,
+            shared=shared,
+            probe=probe,
         )
 
     with RunStore(db_path, create=True) as store:

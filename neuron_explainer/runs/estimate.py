@@ -22,7 +22,9 @@ what they count. A plugin's component is estimated the same way as a built-in on
   counts the excerpts its sampled units share (a collection's random reservoir) once for the
   run, as a batch simulates them;
 * ``revise`` adds one explaining request, simulates the train split, and the revised text on
-  the calibration split (an upper bound: no revision is asked when nothing disagrees);
+  the calibration split (an upper bound: no revision is asked when nothing disagrees); with
+  ``test_sentences``, one more explaining request and that many sentences simulated, each
+  as long as a train excerpt (an upper bound: none without the unit's model);
 * cost: what the component says, or when it leaves ``cost_usd`` unset, its ``llm``'s
   ``price`` or `neuron_explainer.llm.usage.price_for` its model (0 when unknown). Components
   without an LLM cost nothing; an LLM-backed component that does not override ``estimate`` is
@@ -43,6 +45,7 @@ from neuron_explainer.interfaces import Explainer, Simulator
 from neuron_explainer.llm.base import LLM, Usage
 from neuron_explainer.llm.usage import estimate_cost, price_for
 from neuron_explainer.options import (
+    DEFAULT_TEST_SENTENCES,
     CalibrationName,
     ExplainOptions,
     RunOptions,
@@ -166,6 +169,17 @@ def _estimate(
         revision = explainer.estimate(splits.train)
         parts.append(_priced(revision.model_copy(update={"note": "revision"}), explainer))
         shown += splits.train
+        if options.test_sentences:
+            # asking for test sentences: the explaining prompt again; each sentence simulated
+            # (counted as long as a train excerpt)
+            ask = getattr(explainer, "estimate_tests", None)
+            tests = (
+                ask(splits.train, options.test_sentences)
+                if callable(ask)
+                else explainer.estimate(splits.train)
+            )
+            parts.append(_priced(tests.model_copy(update={"note": "test sentences"}), explainer))
+            shown += [splits.train[i % len(splits.train)] for i in range(options.test_sentences)]
     simulated = _priced(_simulated(simulator, explainer, shown), simulator)
     return NeuronEstimate(parts=(*parts, simulated))
 
@@ -199,6 +213,7 @@ def estimate_neuron(
     scoring: ScoringName = "plain",
     sensitivity: bool | Literal["auto"] = "auto",
     revise: bool = False,
+    test_sentences: int = DEFAULT_TEST_SENTENCES,
 ) -> NeuronEstimate:
     """Estimate the LLM requests, tokens and cost of explaining ``record`` (see the module
     docstring for the rules); nothing is sent. Arguments as for `explain_neuron` (the neutral
@@ -219,6 +234,7 @@ def estimate_neuron(
         scoring=scoring,
         sensitivity=sensitivity,
         revise=revise,
+        test_sentences=test_sentences,
     )
     return _estimate(record, explainer, simulator, options)
 

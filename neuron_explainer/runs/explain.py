@@ -15,11 +15,18 @@ from pydantic import ValidationError
 
 from neuron_explainer._aio import sync_twin
 from neuron_explainer.errors import ExplanationError, InvalidInputError, InvalidRecordError
-from neuron_explainer.interfaces import Explainer, Simulator, Subject, track_simulations
+from neuron_explainer.interfaces import (
+    Explainer,
+    Probe,
+    Simulator,
+    Subject,
+    track_simulations,
+)
 from neuron_explainer.llm.usage import track_usage
 from neuron_explainer.options import (
     DEFAULT_MAX_FAILED_FRACTION,
     DEFAULT_NEUTRAL_EXPLANATION,
+    DEFAULT_TEST_SENTENCES,
     CalibrationName,
     ExplainOptions,
     RunOptions,
@@ -81,16 +88,19 @@ class _Recording:
         return given != defaults
 
 
-async def _record_for(source: Any, how: _Recording, registry: Registry) -> NeuronRecord:
+async def _record_for(
+    source: Any, how: _Recording, registry: Registry
+) -> tuple[NeuronRecord, Probe | None]:
     """The NeuronRecord to explain: given directly, or recorded by a subject (given, or built
-    by the registry from ``how.subject``'s name) over a corpus."""
+    by the registry from ``how.subject``'s name) over a corpus; and the subject's probe of the
+    unit when it has one (``probe(unit)``: its true activations on new text)."""
     if isinstance(source, NeuronRecord | Mapping):
         if how.given():
             raise InvalidInputError(
                 "layer, neuron, corpus, subject and subject_options are for recording a model; "
                 "a NeuronRecord is explained as it is"
             )
-        return _coerce_record(source)
+        return _coerce_record(source), None
     if how.layer is None or how.neuron is None:
         raise InvalidInputError(
             f"to explain a neuron of model {source!r}, give layer= and neuron= (and corpus=)"
@@ -110,7 +120,10 @@ async def _record_for(source: Any, how: _Recording, registry: Registry) -> Neuro
                 f"subject_options cannot set {clash}: give the model first and corpus="
             )
         recorder = registry.subject(how.subject, model=source, corpus=how.corpus, **options)
-    return await recorder.aneuron_record(recorder.unit(how.layer, how.neuron))
+    unit = recorder.unit(how.layer, how.neuron)
+    make_probe = getattr(recorder, "probe", None)
+    probe = make_probe(unit) if callable(make_probe) else None
+    return await recorder.aneuron_record(unit), probe
 
 
 NEUTRAL_MEMO_SIZE = 4096
@@ -174,6 +187,7 @@ async def explain_record(
     options: ExplainOptions,
     *,
     shared: SimulationMemo | None = None,
+    probe: Probe | None = None,
 ) -> ExplanationResult:
     """Explain ``record`` and score the explanation with the components given (built
     already) and the options (validated already); no usage meter of its own (``usage`` is
@@ -233,6 +247,8 @@ async def explain_record(
                 splits.calibration.records,
                 max_failed_fraction=options.max_failed_fraction,
                 baseline=choice_baseline,
+                probe=probe,
+                test_sentences=options.test_sentences,
             )
         scored = await score_with_options(simulator, explanation, splits, options, neutral)
     return ExplanationResult(
@@ -270,6 +286,8 @@ async def aexplain_neuron(
     sensitivity: bool | Literal["auto"] = "auto",
     neutral_explanation: str = DEFAULT_NEUTRAL_EXPLANATION,
     revise: bool = False,
+    test_sentences: int = DEFAULT_TEST_SENTENCES,
+    probe: Probe | None = None,
 ) -> ExplanationResult:
     """Explain one unit and score the explanation on held-out records.
 
@@ -309,8 +327,9 @@ async def aexplain_neuron(
             Hugging Face causal LM; ``"collection"`` reads a collection folder); it is built
             as ``factory(model=record, corpus=corpus, **subject_options)``.
         explain_options: ``calibration`` … ``best_of``, ``max_failed_fraction``,
-            ``scoring``, ``sensitivity``, ``neutral_explanation`` and ``revise`` as one
-            `ExplainOptions` (or a mapping), instead of the keywords.
+            ``scoring``, ``sensitivity``, ``neutral_explanation``, ``revise`` and
+            ``test_sentences`` as one `ExplainOptions` (or a mapping), instead of the
+            keywords.
         max_failed_fraction: the share of the excerpts whose simulation may fail (default
             0.10): fewer failures leave the unit scored on the excerpts simulated (listed in
             ``scored.failed``, counted in ``simulation``), more fail it.
@@ -329,6 +348,13 @@ async def aexplain_neuron(
             keep its revision only if it scores better on the calibration split; both texts
             and scores are in ``explanation.data["revision"]``. Needs an explainer that can
             revise (the LLM explainer).
+        test_sentences: with ``revise`` and the unit's model at hand (``probe``), the
+            explainer first writes this many sentences (0-20, default 6; 0: none) to test its
+            explanation; the model runs them, and where the simulation disagrees with the
+            truth on them is shown too (``data["revision"]["tests"]``).
+        probe: the unit's true activations on new text (`neuron_explainer.interfaces.Probe`,
+            e.g. ``HFSubject.probe(unit)``), for revision's test sentences; taken from the
+            subject when this call records the unit itself (with a record, give it here).
 
     Returns:
         The explanation, its scores and everything that produced them, with the token usage
@@ -363,6 +389,7 @@ async def aexplain_neuron(
         sensitivity=sensitivity,
         neutral_explanation=neutral_explanation,
         revise=revise,
+        test_sentences=test_sentences,
     )
     budget = RunOptions.build(budget_usd=budget_usd).budget_usd
     components = registry or default_registry()
@@ -372,8 +399,10 @@ async def aexplain_neuron(
     the_simulator = components.simulator(simulator)
     with track_usage(budget) as meter:
         how = _Recording(layer, neuron, corpus, subject_options, subject)
-        neuron_record = await _record_for(record, how, components)
-        result = await explain_record(neuron_record, the_explainer, the_simulator, options)
+        neuron_record, recorded_probe = await _record_for(record, how, components)
+        result = await explain_record(
+            neuron_record, the_explainer, the_simulator, options, probe=probe or recorded_probe
+        )
     return result.model_copy(update={"usage": meter.summary})
 
 

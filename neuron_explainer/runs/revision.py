@@ -1,5 +1,7 @@
 """Revision: the explainer sees where the simulation of its explanation went wrong on the train
-split and writes a better one; the revision is kept only if it scores better on calibration.
+split, and on sentences it wrote itself to test the explanation (when the unit's model can be
+run on new text: a `Probe`), and writes a better one; the revision is kept only if it scores
+better on calibration.
 
 Held-out discipline: the disagreements come from the train records, which the explainer saw
 already; the choice between the original and the revision is made on the calibration split,
@@ -7,19 +9,26 @@ like best-of-k's; the valid and test splits are never looked at. The scoring mod
 run's: with a neutral baseline, both are compared contrastively.
 
 What happened is kept in the chosen explanation's ``data["revision"]``: both texts, both
-calibration correlations, which was kept and why, and the disagreements shown.
+calibration correlations, which was kept and why, the disagreements shown, and the test
+sentences with the unit's true and the simulated peak on each (or why there were none).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from pydantic import JsonValue
 
 from neuron_explainer.errors import ExplanationError, InvalidInputError
-from neuron_explainer.explainers.revising import Disagreement, RevisingExplainer
+from neuron_explainer.explainers.revising import (
+    Disagreement,
+    Probe,
+    RevisingExplainer,
+    SentenceWritingExplainer,
+)
 from neuron_explainer.interfaces import Explainer, Simulator
-from neuron_explainer.options import DEFAULT_MAX_FAILED_FRACTION
+from neuron_explainer.options import DEFAULT_MAX_FAILED_FRACTION, DEFAULT_TEST_SENTENCES
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import Explanation, PromptScale, SequenceSimulation, SimulationFailure
 from neuron_explainer.runs.best_of import acalibration_scores
@@ -34,7 +43,10 @@ __all__ = [
 ]
 
 DISAGREEMENTS_SHOWN = 6
-"""Misses and false positives shown to the explainer (each)."""
+"""Misses and false positives on the train split shown to the explainer (each)."""
+TEST_DISAGREEMENTS_SHOWN = 3
+"""Misses and false positives on its test sentences shown to the explainer (each)."""
+
 _CONTEXT = 6
 """Tokens of context shown on each side of a disagreeing token."""
 _MIN_GAP = 2.0
@@ -113,6 +125,8 @@ async def arevise_explanation(
     *,
     max_failed_fraction: float = DEFAULT_MAX_FAILED_FRACTION,
     baseline: Sequence[SequenceSimulation | SimulationFailure] | None = None,
+    probe: Probe | None = None,
+    test_sentences: int = DEFAULT_TEST_SENTENCES,
 ) -> Explanation:
     """Simulate ``explanation`` on the train records, show the explainer its largest misses
     and false positives (`find_disagreements`), and keep its revision only if the revision's
@@ -121,10 +135,17 @@ async def arevise_explanation(
     ``data["revision"]`` saying what happened (also when nothing was revised: no
     disagreement, the explainer gave no usable revision, or the revision was the same text).
 
+    With a ``probe`` (the unit's true activations on new text) and ``test_sentences`` above 0,
+    an explainer that can (`SentenceWritingExplainer`) first writes that many sentences to test
+    its explanation; the misses and false positives on them are shown too. Without one, or
+    when the explainer writes none, the revision goes on from the train split alone and
+    ``data["revision"]["tests"]`` says why.
+
     Raises:
         InvalidInputError: ``explainer`` cannot revise (it has no ``arevise``).
         SimulationError: the simulation of both candidates failed on calibration.
         LLMError: a call to the explainer's or simulator's LLM failed.
+        InvalidInputError: the probe returned another number of records than sentences.
     """
     check_can_revise(explainer)
     assert isinstance(explainer, RevisingExplainer)
@@ -145,6 +166,10 @@ async def arevise_explanation(
         return kept(explanation, reason="no train record has a positive activation")
     outcomes = await simulate_each(simulator, explanation, train_records)
     found = find_disagreements(train_records, outcomes, scale)
+    tests, note["tests"] = await _tested(
+        explainer, simulator, explanation, train_records, scale, probe, test_sentences
+    )
+    found += tests
     note["disagreements"] = [d.as_json() for d in found]
     if not found:
         return kept(explanation, reason="the simulation agrees with every train record")
@@ -169,6 +194,46 @@ async def arevise_explanation(
         note["kept"] = "revised"
         return kept(revised, reason="the revision scores better on calibration")
     return kept(explanation, reason="the revision does not score better on calibration")
+
+
+async def _tested(
+    explainer: Explainer,
+    simulator: Simulator,
+    explanation: Explanation,
+    train_records: Sequence[ActivationRecord],
+    scale: PromptScale,
+    probe: Probe | None,
+    n: int,
+) -> tuple[list[Disagreement], dict[str, JsonValue]]:
+    """The disagreements on the explainer's own test sentences, and what the note keeps of
+    them (each sentence with its true and simulated peak on the 0-10 scale, or why none)."""
+    if n <= 0:
+        return [], {"reason": "test sentences are off"}
+    if probe is None:
+        return [], {"reason": "the unit's model was not given, so new text cannot be run"}
+    if not isinstance(explainer, SentenceWritingExplainer):
+        return [], {"reason": f"explainer {explainer.info.name!r} cannot write test sentences"}
+    try:
+        sentences = await explainer.apropose_tests(train_records, explanation, n)
+    except ExplanationError as exc:
+        return [], {"reason": f"no usable test sentence: {exc}"}
+    records = list(await probe(sentences))
+    if len(records) != len(sentences):
+        raise InvalidInputError(
+            f"the probe returned {len(records)} records for {len(sentences)} sentences"
+        )
+    outcomes = await simulate_each(simulator, explanation, records)
+    found = find_disagreements(records, outcomes, scale, TEST_DISAGREEMENTS_SHOWN)
+    shown: list[JsonValue] = []
+    for text, record, outcome in zip(sentences, records, outcomes, strict=True):
+        predicted = (
+            round(max(_levels(outcome, scale)), 3)
+            if isinstance(outcome, SequenceSimulation)
+            else None
+        )
+        true = max(scale.discretize(record.activations)) if record.activations else None
+        shown.append({"text": text, "true_max": true, "predicted_max": predicted})
+    return [dataclasses.replace(d, source="test") for d in found], {"sentences": shown}
 
 
 def describe_revision(explanation: Explanation) -> str | None:

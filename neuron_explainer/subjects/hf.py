@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from neuron_explainer.errors import InvalidInputError
-from neuron_explainer.interfaces import Subject
+from neuron_explainer.interfaces import Probe, Subject
 from neuron_explainer.models.loading import LoadedModel, load_model
 from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
 from neuron_explainer.records.building import (
@@ -143,6 +143,49 @@ class HFSubject(Subject):
         records = await asyncio.to_thread(self.neuron_records, unit.layer, [unit.index])
         return records[unit.index]
 
+    def probe(self, unit: UnitId) -> Probe:
+        """A `neuron_explainer.explainers.revising.Probe` of ``unit``: its true activations
+        on new texts (`aactivations`), e.g. for the sentences an explainer writes to test
+        its explanation when revising."""
+
+        async def activations(texts: Sequence[str]) -> list[ActivationRecord]:
+            return await self.aactivations(unit, texts)
+
+        return activations
+
+    async def aactivations(self, unit: UnitId, texts: Sequence[str]) -> list[ActivationRecord]:
+        """``unit``'s activations on each of ``texts``, read as a recording reads the corpus
+        (same BOS policy): one record per text, of its first ``window_length`` tokens; the
+        model runs in a worker thread.
+
+        Raises:
+            InvalidInputError: not an MLP neuron, layer or index out of range, or a text with
+                no token.
+        """
+        if unit.kind != "mlp_neuron":
+            raise InvalidInputError(f"HFSubject runs MLP neurons, not {unit.kind!r} units")
+        return await asyncio.to_thread(self._activations, unit.layer, unit.index, list(texts))
+
+    def _activations(self, layer: int, index: int, texts: list[str]) -> list[ActivationRecord]:
+        if not texts:
+            return []
+        loaded = self.loaded
+        first: dict[int, Window] = {}
+        for window in iter_windows(
+            corpus_from(texts), loaded.tokenizer, length=self.window_length, bos=self.bos
+        ):
+            first.setdefault(window.document, window)
+        empty = [i for i in range(len(texts)) if i not in first]
+        if empty:
+            raise InvalidInputError(f"text(s) {empty} have no token to run")
+        capture = ActivationCapture(loaded.model, [layer])
+        columns: dict[int, list[ActivationRecord]] = {index: []}
+        windows = [first[i] for i in range(len(texts))]
+        for start in range(0, len(windows), self.batch_size):
+            batch = windows[start : start + self.batch_size]
+            self._run(capture, layer, batch, [index], columns, counted=False)
+        return columns[index]
+
     def neuron_records(self, layer: int, indices: Iterable[int]) -> dict[int, NeuronRecord]:
         """Record several neurons of one layer in one pass over the corpus.
 
@@ -191,6 +234,8 @@ class HFSubject(Subject):
         batch: list[Window],
         wanted: list[int],
         columns: dict[int, list[ActivationRecord]],
+        *,
+        counted: bool = True,
     ) -> int:
         import torch
 
@@ -221,6 +266,8 @@ class HFSubject(Subject):
                         token_ids=excerpt,
                     )
                 )
+        if not counted:  # not the recording's corpus: no progress
+            return n_neurons
         self._tokens_read += sum(len(window.input_ids) for window in batch)
         if self.progress is not None:
             self.progress(self._tokens_read)

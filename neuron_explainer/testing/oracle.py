@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from neuron_explainer.llm.prompts import unescape_token
 from neuron_explainer.testing.server import ReceivedRequest, Reply
@@ -43,6 +43,8 @@ class OracleResponder:
         rule: the true level (0-10) of a token, given the token's text.
         explanation: what the explainer answers (after its "the main thing this neuron does
             is find" prefix).
+        test_sentences: what the explainer answers when asked for sentences to test its
+            explanation (one per line).
         confidence: the probability the simulator's answer puts on the rule's level at each
             token (the rest goes to the neighbouring level).
     """
@@ -53,12 +55,14 @@ class OracleResponder:
         *,
         explanation: str = "numbers",
         confidence: float = 0.9,
+        test_sentences: Sequence[str] = ("There were 42 of them in 1999.", "Nothing to count."),
     ) -> None:
         if not 0.0 < confidence <= 1.0:
             raise ValueError(f"confidence must be in (0, 1], got {confidence}")
         self.rule = rule
         self.explanation = explanation
         self.confidence = confidence
+        self.test_sentences = tuple(test_sentences)
 
     def __call__(self, request: ReceivedRequest) -> Reply | str | None:
         body = request.body if isinstance(request.body, dict) else {}
@@ -68,6 +72,8 @@ class OracleResponder:
         prompt = str(messages[-1].get("content", ""))
         if "Explanation of neuron behavior" in prompt:
             return Reply(content=f" {self.explanation}.")
+        if "new sentences to test that explanation" in prompt:
+            return Reply(content="\n".join(self.test_sentences))
         listings = _listings(prompt)
         if not listings:
             return self._firing(prompt)
