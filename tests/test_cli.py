@@ -263,6 +263,35 @@ def test_explain_revises_with_test_sentences_run_through_the_model(
     assert [s["text"] for s in sentences] == list(OracleResponder().test_sentences)  # type: ignore[index]
 
 
+def test_run_revises_with_test_sentences_when_it_has_the_model(
+    tiny_model: Path, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuron_explainer.runs import RunStore
+
+    with OpenAITestServer(api_key=KEY, responder=OracleResponder()) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        db = tmp_path / "run.sqlite"
+        ran = invoke(
+            "run", tiny_model, "--corpus", corpus, "--split", "line", "--layers", "0",
+            "--neurons", "0-1", "--db", db, "--window-length", "16", "--top-k", "12",
+            "--n-random", "12", "--explainer", "openai:m", "--simulator", "openai:m",
+            "--revise", "--test-sentences", "2",
+        )  # fmt: skip
+        assert ran.exit_code == 0, ran.output
+        refused = invoke("run", tmp_path / "run.collection", "--layers", "0", "--db",
+                         tmp_path / "r.sqlite", "--revise")  # fmt: skip
+        assert refused.exit_code != 0 and "cannot revise" in refused.output
+    with RunStore(db) as store:
+        results = [store.result(s.unit) for s in store.units("done")]
+    assert len(results) == 2
+    for result in results:
+        assert result is not None
+        note = result.explanation.data["revision"]
+        assert isinstance(note, dict) and isinstance(note["tests"], dict)
+        assert len(note["tests"]["sentences"]) == 2  # type: ignore[arg-type]
+
+
 def test_run_score_and_report_carry_scoring_and_sensitivity(
     tiny_model: Path, corpus: Path, tmp_path: Path
 ) -> None:

@@ -175,3 +175,22 @@ def test_explain_neuron_lets_the_explainer_test_sentences_on_the_model(
     assert [s["text"] for s in sentences] == ["the river flows", "no water here"]  # type: ignore[index]
     assert all(isinstance(s["true_max"], int) for s in sentences)  # type: ignore[index]
     assert "Write 2 new sentences" in llm.requests[1].messages[-1].content
+
+
+def test_concurrent_probes_of_one_model_do_not_stop_each_other(
+    model: Any, gpt2_tokenizer: Any
+) -> None:
+    import asyncio
+
+    subj = subject(model, gpt2_tokenizer)
+    texts_ = [f"the river {word} city report" for word in WORDS]
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(
+            *(subj.probe(subj.unit(layer, 3))(texts_) for layer in (0, 1, 0, 1))
+        )
+
+    first, second, third, fourth = asyncio.run(both())
+    assert [r.activations for r in first] == [r.activations for r in third]
+    assert [r.activations for r in second] == [r.activations for r in fourth]
+    assert len(first) == len(texts_)

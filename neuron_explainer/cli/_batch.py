@@ -17,12 +17,14 @@ from neuron_explainer.cli._options import (
     ModelArg,
     ModelCorpus,
     Quiet,
+    ReviseOpt,
     Scoring,
     ScoringOpt,
     SensitivityOpt,
     Simulator,
     Split,
     SplitOpt,
+    TestSentencesOpt,
     TextField,
     hidden_default,
     llm_options,
@@ -37,6 +39,7 @@ from neuron_explainer.cli._support import (
     errors,
     print_summary,
 )
+from neuron_explainer.options import DEFAULT_TEST_SENTENCES
 
 if TYPE_CHECKING:
     from neuron_explainer.subjects.collection import Collection
@@ -107,6 +110,8 @@ def run(
     max_failed_fraction: MaxFailedFraction = 0.1,
     scoring: ScoringOpt = Scoring.plain,
     sensitivity: SensitivityOpt = None,
+    revise: ReviseOpt = False,
+    test_sentences: TestSentencesOpt = DEFAULT_TEST_SENTENCES,
     *,
     recording: dict[str, Any],
     split: SplitOpt = Split.file,
@@ -159,6 +164,8 @@ def run(
                     "max_failed_fraction": max_failed_fraction,
                     "scoring": scoring.value,
                     "sensitivity": "auto" if sensitivity is None else sensitivity,
+                    "revise": revise,
+                    "test_sentences": test_sentences,
                 },
                 progress=progress,
                 **source,

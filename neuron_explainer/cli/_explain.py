@@ -20,6 +20,7 @@ from neuron_explainer.cli._options import (
     ModelArg,
     ModelCorpus,
     Quiet,
+    ReviseOpt,
     ScoreSplit,
     Scoring,
     ScoringOpt,
@@ -170,15 +171,7 @@ def explain(
     max_failed_fraction: MaxFailedFraction = 0.1,
     scoring: ScoringOpt = Scoring.plain,
     sensitivity: SensitivityOpt = None,
-    revise: Annotated[
-        bool,
-        typer.Option(
-            "--revise",
-            help="Show the explainer where the simulation of its explanation went wrong on "
-            "the train excerpts; keep its revision if it scores better on the calibration "
-            "split (LLM explainers).",
-        ),
-    ] = False,
+    revise: ReviseOpt = False,
     test_sentences: TestSentencesOpt = DEFAULT_TEST_SENTENCES,
     dry_run: Annotated[
         bool,

@@ -187,6 +187,15 @@ SensitivityOpt = Annotated[
         show_default=False,
     ),
 ]
+ReviseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--revise",
+        help="Show the explainer where the simulation of its explanation went wrong on "
+        "the train excerpts (and on its own test sentences); keep its revision if it scores "
+        "better on the calibration split (LLM explainers).",
+    ),
+]
 TestSentencesOpt = Annotated[
     int,
     typer.Option(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -90,6 +91,9 @@ class HFSubject(Subject):
         self.window_length, self.bos, self.batch_size = window_length, bos, batch_size
         self.progress = progress
         self._tokens_read = 0
+        # one forward pass at a time: hooks of concurrent captures on one model would stop
+        # each other's passes (probes run in worker threads, several units at once)
+        self._model_lock = threading.Lock()
         self._selection: dict[str, Any] = {
             "top_k": top_k,
             "n_random": n_random,
@@ -169,6 +173,12 @@ class HFSubject(Subject):
     def _activations(self, layer: int, index: int, texts: list[str]) -> list[ActivationRecord]:
         if not texts:
             return []
+        with self._model_lock:
+            return self._activations_locked(layer, index, texts)
+
+    def _activations_locked(
+        self, layer: int, index: int, texts: list[str]
+    ) -> list[ActivationRecord]:
         loaded = self.loaded
         first: dict[int, Window] = {}
         for window in iter_windows(
@@ -192,6 +202,10 @@ class HFSubject(Subject):
         Raises:
             InvalidInputError: an index or the layer out of range, or no windows.
         """
+        with self._model_lock:
+            return self._neuron_records(layer, indices)
+
+    def _neuron_records(self, layer: int, indices: Iterable[int]) -> dict[int, NeuronRecord]:
         wanted = sorted(set(indices))
         loaded = self.loaded
         capture = ActivationCapture(loaded.model, [layer])
