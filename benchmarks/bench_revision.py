@@ -21,6 +21,7 @@ test-sentence arm, the sentences written per unit and the share on which the uni
 unit's figures go to ``benchmarks/results/revision_<time>.json``.
 
 Run:  python benchmarks/bench_revision.py [--units 12] [--model GGUF] [--tests 6]
+      python benchmarks/bench_revision.py --table benchmarks/results/revision_<time>.json
 """
 
 from __future__ import annotations
@@ -132,7 +133,11 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=24)
     parser.add_argument("--fortunes", type=int, default=6000)
     parser.add_argument("--min-firing", type=int, default=45)
+    parser.add_argument("--table", type=Path, help="print the table of a results file and stop")
     args = parser.parse_args()
+    if args.table:
+        table(json.loads(args.table.read_text(encoding="utf-8"))["units"])
+        return
 
     from llamacpp_server import assemble_gguf, llamacpp_server
 
@@ -151,6 +156,19 @@ def main() -> None:
     gguf = Path(args.model) if args.model else assemble_gguf()
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
+    out = HERE / "results" / f"revision_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.parent.mkdir(exist_ok=True)
+
+    def save() -> None:  # after every unit: a run cut short keeps what it measured
+        data = {
+            "model": gguf.name,
+            "window": args.window,
+            "tests": args.tests,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "units": rows,
+        }
+        out.write_text(json.dumps(data, indent=1), encoding="utf-8")
+
     with tempfile.TemporaryDirectory() as scratch, llamacpp_server(gguf) as server:
         llm = LlamaCppLLM(
             server.model, base_url=server.base_url, cache=Path(scratch) / "c.sqlite", timeout=600
@@ -178,6 +196,7 @@ def main() -> None:
                     row[name] = {"error": f"{type(exc).__name__}: {exc}"}
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
+            save()
             shown = {k: row[k].get("valid_correlation") for k in arms}
             print(f"{puzzle.id:22s} {shown} {row['seconds']}s", flush=True)
             print(f"    none: {row['none'].get('explanation')!r}", flush=True)
@@ -186,21 +205,6 @@ def main() -> None:
                     f"    {name}: {row[name].get('revised')!r} kept={row[name].get('kept')}",
                     flush=True,
                 )
-    out = HERE / "results" / f"revision_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "model": gguf.name,
-                "window": args.window,
-                "tests": args.tests,
-                "wall_seconds": round(time.perf_counter() - started, 1),
-                "units": rows,
-            },
-            indent=1,
-        ),
-        encoding="utf-8",
-    )
     table(rows)
     print(f"written to {out}")
 
