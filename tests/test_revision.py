@@ -337,3 +337,13 @@ def test_revision_without_a_probe_or_with_no_sentences_says_why() -> None:
 
     with pytest.raises(InvalidInputError, match="test_sentences must be an integer from 0 to 20"):
         explain_neuron(record, explain_options={"test_sentences": 21})
+
+
+def test_the_revision_drops_the_marks_a_small_model_copies() -> None:
+    record = number_neuron_record()
+    llm = ScriptedLLM("m", ["articles like the.", "digits such as [[42]] in text."])
+    result = explain_neuron(
+        record, explainer=LLMExplainer(llm), simulator=keyword_simulator(), revise=True
+    )
+    note = result.explanation.data["revision"]
+    assert isinstance(note, dict) and note["revised"] == "digits such as 42 in text"

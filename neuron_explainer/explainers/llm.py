@@ -418,7 +418,8 @@ class LLMExplainer(Explainer):
         disagreements: Sequence[Disagreement],
     ) -> Explanation:
         """Ask the LLM (greedy, one sample) to revise ``explanation`` of ``records`` given
-        where its simulation disagreed with the truth (`revision_messages`).
+        where its simulation disagreed with the truth (`revision_messages`); the ``[[ ]]``
+        marks of the disagreements are taken out of the answer.
 
         Raises:
             ExplanationError: the prompt does not fit, or the answer is not usable.
@@ -428,7 +429,8 @@ class LLMExplainer(Explainer):
             messages, n=1, max_tokens=self.max_tokens, temperature=self.temperature
         )
         raw = response.choices[0].text if response.choices else ""
-        text = clean_explanation(raw)
+        # the disagreements mark tokens as [[token]]; a small model copies the marks
+        text = clean_explanation(raw.replace("[[", "").replace("]]", ""))
         if not text:
             raise ExplanationError(f"{self.llm.name} returned no revision (raw output {raw!r})")
         return Explanation(
