@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from _batch_worker import unit_record, units
+from test_revision import keyword_simulator
 
 from neuron_explainer import Explanation, InvalidInputError, explain_neuron
 from neuron_explainer.explainers.llm import LLMExplainer
@@ -33,20 +34,8 @@ NEUTRAL = DEFAULT_NEUTRAL_EXPLANATION
 
 
 def follows_explanation() -> MockSimulator:
-    """8 on numbers when told about numbers, 8 on ``the`` when told about articles, a small
-    surface habit (token length) otherwise."""
-
-    def predict(explanation: Explanation, tokens: tuple[str, ...]) -> list[float]:
-        text = explanation.text
-        return [
-            8.0
-            if ("number" in text and t.strip().isdigit())
-            or ("article" in text and t.strip() == "the")
-            else 0.1 * len(t)
-            for t in tokens
-        ]
-
-    return MockSimulator(predict, mode="follows")
+    """`keyword_simulator` with a small surface habit (token length) elsewhere."""
+    return keyword_simulator(habit=0.1)
 
 
 def test_best_of_winner_is_not_simulated_again_on_calibration() -> None:

@@ -30,9 +30,10 @@ from neuron_explainer.runs.revision import (
 from neuron_explainer.testing import MockSimulator, ScriptedLLM, number_neuron_record
 
 
-def keyword_simulator() -> MockSimulator:
+def keyword_simulator(habit: float = 0.0) -> MockSimulator:
     """Predicts 8 on number tokens when the explanation mentions numbers, 8 on ``the`` when it
-    mentions articles, else 0: it follows its explanation."""
+    mentions articles, else ``habit`` times the token's length (0: nothing): it follows its
+    explanation."""
 
     def predict(explanation: Explanation, tokens: tuple[str, ...]) -> list[float]:
         text = explanation.text
@@ -40,7 +41,7 @@ def keyword_simulator() -> MockSimulator:
             8.0
             if ("number" in text and t.strip().isdigit())
             or ("article" in text and t.strip() == "the")
-            else 0.0
+            else habit * len(t)
             for t in tokens
         ]
 

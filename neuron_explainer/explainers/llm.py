@@ -368,12 +368,9 @@ class LLMExplainer(Explainer):
         Raises:
             ExplanationError: as `fit_prompt`.
         """
-        messages, _, _ = self.fit_prompt(records)
-        return [
-            *messages,
-            Message(role="assistant", content=f"{explanation.text}."),
-            Message(role="user", content=revision_turn(disagreements, EXPLANATION_LINE)),
-        ]
+        return self._after_answer(
+            records, explanation, revision_turn(disagreements, EXPLANATION_LINE)
+        )
 
     def test_messages(
         self, records: Sequence[ActivationRecord], explanation: Explanation, n: int
@@ -385,12 +382,31 @@ class LLMExplainer(Explainer):
         Raises:
             ExplanationError: as `fit_prompt`.
         """
+        return self._after_answer(records, explanation, tests_turn(n))
+
+    def _after_answer(
+        self, records: Sequence[ActivationRecord], explanation: Explanation, turn: str
+    ) -> list[Message]:
+        """The explaining prompt for ``records``, ``explanation`` as its answer, then ``turn``.
+
+        Raises:
+            ExplanationError: as `fit_prompt`.
+        """
         messages, _, _ = self.fit_prompt(records)
         return [
             *messages,
             Message(role="assistant", content=f"{explanation.text}."),
-            Message(role="user", content=tests_turn(n)),
+            Message(role="user", content=turn),
         ]
+
+    async def _answer_once(
+        self, messages: list[Message], max_tokens: int, temperature: float
+    ) -> str:
+        """The text of one sample's answer to ``messages`` (empty when there is none)."""
+        response = await self.llm.acomplete(
+            messages, n=1, max_tokens=max_tokens, temperature=temperature
+        )
+        return response.choices[0].text if response.choices else ""
 
     async def apropose_tests(
         self, records: Sequence[ActivationRecord], explanation: Explanation, n: int
@@ -402,10 +418,7 @@ class LLMExplainer(Explainer):
             ExplanationError: the prompt does not fit, or the answer holds no sentence.
         """
         messages = self.test_messages(records, explanation, n)
-        response = await self.llm.acomplete(
-            messages, n=1, max_tokens=self._tests_max_tokens(n), temperature=0.0
-        )
-        raw = response.choices[0].text if response.choices else ""
+        raw = await self._answer_once(messages, self._tests_max_tokens(n), 0.0)
         found = parse_test_sentences(raw, n)
         if not found:
             raise ExplanationError(f"{self.llm.name} wrote no test sentence (raw output {raw!r})")
@@ -425,10 +438,7 @@ class LLMExplainer(Explainer):
             ExplanationError: the prompt does not fit, or the answer is not usable.
         """
         messages = self.revision_messages(records, explanation, disagreements)
-        response = await self.llm.acomplete(
-            messages, n=1, max_tokens=self.max_tokens, temperature=self.temperature
-        )
-        raw = response.choices[0].text if response.choices else ""
+        raw = await self._answer_once(messages, self.max_tokens, self.temperature)
         # the disagreements mark tokens as [[token]]; a small model copies the marks
         text = clean_explanation(raw.replace("[[", "").replace("]]", ""))
         if not text:

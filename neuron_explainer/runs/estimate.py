@@ -122,15 +122,15 @@ def _neutral_shown(splits: Splits, options: ExplainOptions) -> list[ActivationRe
 
 
 def _shared_neutral(
-    records: Sequence[NeuronRecord], options: ExplainOptions
+    split_units: Sequence[Splits], options: ExplainOptions
 ) -> dict[tuple[str, ...], ActivationRecord]:
-    """The excerpts the neutral explanation simulates for two or more of ``records`` (a
+    """The excerpts the neutral explanation simulates for two or more of ``split_units`` (a
     collection's random excerpts come from one reservoir), by tokens: a batch simulates them
     once (`neuron_explainer.runs.explain.neutral_memo`)."""
     seen: dict[tuple[str, ...], ActivationRecord] = {}
     counts: dict[tuple[str, ...], int] = {}
-    for record in records:
-        mine = {tuple(r.tokens): r for r in _neutral_shown(_splits(record, options), options)}
+    for splits in split_units:
+        mine = {tuple(r.tokens): r for r in _neutral_shown(splits, options)}
         for key, r in mine.items():
             seen.setdefault(key, r)
             counts[key] = counts.get(key, 0) + 1
@@ -138,16 +138,15 @@ def _shared_neutral(
 
 
 def _estimate(
-    record: NeuronRecord,
+    splits: Splits,
     explainer: Explainer,
     simulator: Simulator,
     options: ExplainOptions,
     *,
     shared: Set[tuple[str, ...]] = frozenset(),
 ) -> NeuronEstimate:
-    """One unit's estimate; the neutral simulations of ``shared`` excerpts are left out (a
-    batch counts them once, `estimate_run`)."""
-    splits = _splits(record, options)
+    """One unit's estimate from its ``splits``; the neutral simulations of ``shared`` excerpts
+    are left out (a batch counts them once, `estimate_run`)."""
     explain = explainer.estimate(splits.train, best_of=options.best_of)
     # each text is simulated once per excerpt (the final score reuses best-of-k's and
     # revision's calibration simulations): best-of-k's candidates, or the one explanation
@@ -236,7 +235,7 @@ def estimate_neuron(
         revise=revise,
         test_sentences=test_sentences,
     )
-    return _estimate(record, explainer, simulator, options)
+    return _estimate(_splits(record, options), explainer, simulator, options)
 
 
 def _mean(estimates: Sequence[NeuronEstimate], role: str | None = None) -> dict[str, float]:
@@ -275,22 +274,19 @@ async def estimate_run(
         notes.append(f"{len(units) - len(todo)} of {len(units)} units are done (or failed) already")
     step = len(todo) / min(sample_units, len(todo)) if todo else 1
     sampled = [todo[int(i * step)] for i in range(min(sample_units, len(todo)))]
-    records: list[NeuronRecord] = []
+    split_units: list[tuple[UnitId, Splits]] = []
     for unit in sampled:
         try:
-            record = await source.record(unit)
-            _splits(record, explain)
+            split_units.append((unit, _splits(await source.record(unit), explain)))
         except InsufficientRecordsError as exc:
             notes.append(f"{unit} could not be estimated ({type(exc).__name__}: {exc})")
-        else:
-            records.append(record)
-    shared = _shared_neutral(records, explain)
+    shared = _shared_neutral([splits for _, splits in split_units], explain)
     estimates: list[NeuronEstimate] = []
-    for record in records:
+    for unit, splits in split_units:
         try:
-            estimates.append(_estimate(record, explainer, simulator, explain, shared=shared.keys()))
-        except (InsufficientRecordsError, ExplanationError) as exc:
-            notes.append(f"{record.unit} could not be estimated ({type(exc).__name__}: {exc})")
+            estimates.append(_estimate(splits, explainer, simulator, explain, shared=shared.keys()))
+        except ExplanationError as exc:
+            notes.append(f"{unit} could not be estimated ({type(exc).__name__}: {exc})")
     if estimates:
         notes += [f"{p.role} {p.component}: {p.note}" for p in estimates[0].parts if p.note]
         if shared:

@@ -38,7 +38,7 @@ from neuron_explainer.records import NeuronRecord
 from neuron_explainer.records.splits import Splits, split_records
 from neuron_explainer.results import Explanation, ExplanationResult, ScoredSimulation
 from neuron_explainer.runs.revision import arevise_explanation, check_can_revise
-from neuron_explainer.scorers._memo import SimulationMemo, reusing
+from neuron_explainer.scorers._memo import SimulationMemo, reusing_for_unit
 from neuron_explainer.scorers.simulation import (
     NeutralBaseline,
     ascore_explanation,
@@ -210,8 +210,7 @@ async def explain_record(
         n_top_per_split=options.n_top_per_split,
         n_random_per_split=options.n_random_per_split,
     )
-    memos = (SimulationMemo(), *([shared] if shared is not None else []))
-    with track_simulations() as simulations, reusing(*memos):
+    with track_simulations() as simulations, reusing_for_unit(shared):
         neutral = await simulate_baseline(simulator, splits, options)
         # candidates (best-of-k, revision) are compared contrastively under contrastive scoring
         choice_baseline = (

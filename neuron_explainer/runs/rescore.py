@@ -27,7 +27,7 @@ from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
 from neuron_explainer.runs._sources import RecordSource, Source, open_source
 from neuron_explainer.runs.explain import neutral_memo, score_with_options, simulate_baseline
 from neuron_explainer.runs.store import RunStore
-from neuron_explainer.scorers._memo import SimulationMemo, reusing
+from neuron_explainer.scorers._memo import reusing_for_unit
 from neuron_explainer.subjects.collection import Collection
 
 __all__ = ["arescore", "rescore"]
@@ -138,7 +138,7 @@ async def arescore(
         shared = neutral_memo(options)  # the neutral simulations, once for the batch
 
         async def work(unit: UnitId) -> ExplanationResult:
-            with reusing(SimulationMemo(), *([shared] if shared is not None else [])):
+            with reusing_for_unit(shared):
                 return await _rescore_unit(explained, src, the_simulator, unit, options)
 
         done = [s.unit for s in explained.units("done")]

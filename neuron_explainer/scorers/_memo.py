@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Container, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 
 from neuron_explainer.errors import InvalidInputError
@@ -87,6 +87,11 @@ def reusing(*memos: SimulationMemo) -> Iterator[None]:
         yield
     finally:
         _OPEN.reset(token)
+
+
+def reusing_for_unit(shared: SimulationMemo | None = None) -> AbstractContextManager[None]:
+    """`reusing` a new memo of every text for one unit, and the batch's ``shared`` memo."""
+    return reusing(SimulationMemo(), *([shared] if shared is not None else []))
 
 
 async def simulate_reusing(
