@@ -1,0 +1,65 @@
+"""Prototype chat-logprob prompts for issue 16's prompt work (dev half only), used through the
+puzzle benchmark as ``prototypes.chat_logprob_prompts:ContrastingPair`` with
+``PYTHONPATH=benchmarks``.
+
+* `ContrastingPair`: the system prompt's one example (a neuron that finds animals) is followed
+  by the same tokens under a second explanation (a neuron that finds plants) that
+  fires elsewhere, and one sentence saying why: the same tokens get different activations
+  under different explanations. Concepts chosen to overlap no benchmark puzzle (verbs of
+  motion, tried first on paper, would overlap the test puzzle forms-of-run).
+
+Only the ``"json"`` format (the one the benchmark's backends use) is changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from neuron_explainer.llm.base import Message
+from neuron_explainer.results import Explanation
+from neuron_explainer.simulators import _keyed
+from neuron_explainer.simulators._common import (
+    EXAMPLE_INTRO,
+    EXAMPLE_LEVELS,
+    EXAMPLE_TOKENS,
+    TASK,
+    numbered,
+)
+from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator
+
+PLANT_LEVELS = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 0)
+"""The example tokens under "plants": only " tree" fires."""
+
+
+def _answer(levels: Sequence[int]) -> str:
+    return json.dumps(
+        {
+            _keyed.key(i, t): v
+            for i, (t, v) in enumerate(zip(EXAMPLE_TOKENS, levels, strict=True), start=1)
+        }
+    )
+
+
+PAIR_SYSTEM = (
+    f"{TASK}\n\nAnswer with a JSON object that has one property per token, in order: its name "
+    'is the token\'s number and the token (such as "9 cat"), its value the activation. Write '
+    f"nothing else.\n\n{EXAMPLE_INTRO}{numbered(EXAMPLE_TOKENS)}\nanswer:\n"
+    f"{_answer(EXAMPLE_LEVELS)}\n\nFor a neuron that finds plants, the same tokens get "
+    f"a different answer:\n{_answer(PLANT_LEVELS)}\n\nThe explanation decides which tokens "
+    "activate, not the words alone: a token that does not match the explanation is 0."
+)
+
+
+class ContrastingPair(ChatLogprobSimulator):
+    def __init__(self, llm: Any = None, **kwargs: Any) -> None:
+        super().__init__(llm, **kwargs)
+
+    def messages(
+        self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
+    ) -> list[Message]:
+        out = super().messages(explanation, excerpts)
+        if self.format == "json":
+            out[0] = Message(role="system", content=PAIR_SYSTEM)
+        return out
