@@ -47,6 +47,7 @@ _EXPORTS = {
     "NeuronRecord": "neuron_explainer.records",
     "Provenance": "neuron_explainer.records",
     "UnitId": "neuron_explainer.records",
+    "WindowId": "neuron_explainer.records",
     "Calibration": "neuron_explainer.results",
     "ComponentInfo": "neuron_explainer.results",
     "Explanation": "neuron_explainer.results",
@@ -93,6 +94,7 @@ __all__ = [
     "Subject",
     "UnitId",
     "UsageSummary",
+    "WindowId",
     "__version__",
     "aexplain_neuron",
     "aexplain_neurons",
@@ -112,6 +114,7 @@ if TYPE_CHECKING:
     from neuron_explainer.records import NeuronRecord as NeuronRecord
     from neuron_explainer.records import Provenance as Provenance
     from neuron_explainer.records import UnitId as UnitId
+    from neuron_explainer.records import WindowId as WindowId
     from neuron_explainer.records.building import build_neuron_record as build_neuron_record
     from neuron_explainer.records.splits import Splits as Splits
     from neuron_explainer.records.splits import split_records as split_records

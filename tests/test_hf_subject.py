@@ -116,7 +116,15 @@ def test_explain_neuron_records_a_model_over_a_corpus(model: Any, gpt2_tokenizer
     assert result.unit.layer == 1 and result.unit.index == 3
     assert result.provenance.hook_point == "transformer.h.1.mlp.act:output"
     assert result.split_plan.n_top_per_split == 3 and result.split_plan.n_random_per_split == 3
+    assert result.split_plan.quantile is not None
+    assert len(result.split_plan.quantile["valid"]) == 5  # the default levels cut 5 bins
     assert result.explanation.text
+    windows = iter_windows(corpus_from(texts()), gpt2_tokenizer, length=8)
+    table = {(w.document, w.start): w.excerpt_ids for w in windows}
+    for sequence in result.scored.sequences:  # the scored excerpts name their windows
+        window = sequence.record.window_id
+        assert window is not None
+        assert sequence.record.token_ids == table[window.document, window.start]
 
 
 def test_probe_reads_new_text_as_a_recording_reads_the_corpus(
@@ -138,6 +146,7 @@ def test_probe_reads_new_text_as_a_recording_reads_the_corpus(
         assert record.token_ids == first.excerpt_ids  # the text's first window, BOS as recorded
         assert record.activations == pytest.approx(acts.tolist(), abs=1e-5)
         assert list(record.tokens) == token_strings(gpt2_tokenizer, first.excerpt_ids)
+        assert record.window_id is None  # a probe's text is no window of the corpus
     assert len(records[0].tokens) == 8 and len(records[1].tokens) < 8
     assert subj._tokens_read == 0  # probing is not recording: no progress counted
     with pytest.raises(InvalidInputError, match="have no token"):

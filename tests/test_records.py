@@ -13,6 +13,7 @@ from neuron_explainer import (
     NeuronRecord,
     Provenance,
     UnitId,
+    WindowId,
 )
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
@@ -25,7 +26,10 @@ def activation_records(draw: st.DrawFn) -> ActivationRecord:
     tokens = draw(st.lists(token, min_size=n, max_size=n))
     acts = draw(st.lists(finite, min_size=n, max_size=n))
     ids = draw(st.none() | st.lists(st.integers(0, 2**31), min_size=n, max_size=n))
-    return ActivationRecord(tokens=tokens, activations=acts, token_ids=ids)
+    window = draw(
+        st.none() | st.builds(WindowId, document=st.integers(0, 2**40), start=st.integers(0, 2**20))
+    )
+    return ActivationRecord(tokens=tokens, activations=acts, token_ids=ids, window_id=window)
 
 
 UNIT = UnitId(model="gpt2", layer=5, index=131)
@@ -144,3 +148,15 @@ def test_max_activation_and_missing_top_records() -> None:
     assert _record().max_activation == 1.0
     with pytest.raises(InsufficientRecordsError, match="no top-activating records"):
         _ = _record(top_records=[]).max_activation
+
+
+def test_a_window_id_names_a_document_and_an_offset() -> None:
+    window = WindowId(document=3, start=64)
+    record = ActivationRecord(tokens=["a"], activations=[1.0], window_id=window)
+    assert str(window) == "document 3 token 64"
+    assert ActivationRecord.model_validate_json(record.model_dump_json()) == record
+    assert record != record.model_copy(update={"window_id": WindowId(document=3, start=0)})
+    old = ActivationRecord.model_validate_json('{"tokens": ["a"], "activations": [1.0]}')
+    assert old.window_id is None  # records written before window ids
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        WindowId(document=-1, start=0)

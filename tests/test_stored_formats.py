@@ -1,10 +1,13 @@
-"""Files written by the previous version (tests/data/v1, made by 0.1.0 with make_fixtures.py)
-still open, resume, report and migrate; files claiming a newer version are refused."""
+"""Files written by previous versions still open, resume, report and migrate; files claiming a
+newer version are refused. tests/data/v1 was written by 0.1.0, tests/data/before_window_ids by
+the last commit before window ids (collection format 1, result format 4), each with its
+make_fixtures.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import shutil
 import sqlite3
@@ -17,7 +20,13 @@ import pytest
 from _batch_worker import unit_record, units
 from pydantic import ValidationError
 
-from neuron_explainer import ExplanationResult, FormatError, InvalidInputError, UsageError
+from neuron_explainer import (
+    ExplanationResult,
+    FormatError,
+    InvalidInputError,
+    UsageError,
+    WindowId,
+)
 from neuron_explainer.report import write_report
 from neuron_explainer.results import RESULT_FORMAT_VERSION
 from neuron_explainer.runs import RunStore, explain_neurons
@@ -27,6 +36,7 @@ from neuron_explainer.runs.store import SCHEMA_VERSION
 from neuron_explainer.subjects.collection import FORMAT_VERSION, Collection, CollectionSubject
 
 V1 = Path(__file__).parent / "data" / "v1"
+BEFORE_IDS = Path(__file__).parent / "data" / "before_window_ids"
 
 
 @pytest.fixture
@@ -60,10 +70,14 @@ def set_meta(path: Path, key: str, value: object) -> None:
 
 
 def test_the_fixtures_are_of_the_previous_version() -> None:
-    assert SCHEMA_VERSION >= 2 and RESULT_FORMAT_VERSION >= 3 and FORMAT_VERSION == 1
+    assert SCHEMA_VERSION >= 2 and RESULT_FORMAT_VERSION >= 5 and FORMAT_VERSION >= 2
     raw = json.loads((V1 / "result.json").read_text(encoding="utf-8"))
     assert "format_version" not in raw and raw["library_version"] == "0.1.0"
     assert json.loads((V1 / "collection" / "meta.json").read_text(encoding="utf-8"))["format"] == 1
+    raw = json.loads((BEFORE_IDS / "result.json").read_text(encoding="utf-8"))
+    assert raw["format_version"] == 4 and "quantile" not in raw["split_plan"]
+    meta = json.loads((BEFORE_IDS / "collection" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["format"] == 1 and not (BEFORE_IDS / "collection" / "window_positions.i64").exists()
 
 
 # --- run database ---------------------------------------------------------------------------
@@ -319,6 +333,11 @@ def test_a_v1_collection_reads_a_neuron_record(v1: Path) -> None:
     assert record.top_records[0].max_activation >= record.top_records[-1].max_activation
     assert record.provenance.hook_point == "transformer.h.0.mlp.act:output"
     assert CollectionSubject(collection).neuron_record(record.unit) == record
+    # format 1 did not record where windows lie: no window ids, and nothing made up
+    every = [*record.top_records, *record.random_sample, *itertools.chain(*record.quantile_samples)]
+    assert len(every) > len(record.top_records)
+    assert [r.window_id for r in every] == [None] * len(every)
+    assert collection.window_id(0) is None
 
 
 def test_a_collection_of_a_newer_format_is_refused(v1: Path) -> None:
@@ -338,6 +357,106 @@ def test_a_collection_of_a_newer_format_is_refused(v1: Path) -> None:
         Collection(v1 / "collection")
 
 
+def _fixture_settings() -> Any:
+    """tests/data/before_window_ids/make_fixtures.py as a module (for its settings)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_fixtures", BEFORE_IDS / "make_fixtures.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_gpt2(folder: Path, name: str) -> Any:
+    """The model make_fixtures.py collected with, loaded and named as it was."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from gpt2_tokenizer import write_gpt2_tokenizer
+
+    from neuron_explainer.models.loading import load_model
+
+    write_gpt2_tokenizer(folder)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64)
+    transformers.GPT2LMHeadModel(config).eval().save_pretrained(folder)
+    return dataclasses.replace(load_model(folder, device="cpu"), name=name)
+
+
+@pytest.mark.parametrize("migrated_first", [False, True])
+def test_an_unfinished_format_1_collection_resumes_with_window_ids(
+    tmp_path: Path, migrated_first: bool
+) -> None:
+    from neuron_explainer.subjects.collect import collect
+    from neuron_explainer.subjects.corpus import corpus_from, iter_windows
+
+    fixture = _fixture_settings()
+    folder = tmp_path / "collection"
+    shutil.copytree(BEFORE_IDS / "collection", folder)
+    old = Collection(folder)
+    assert (old.format_version, old.windows_done, old.finished) == (1, 20, False)
+    assert {r.window_id for r in old.neuron_record(1, 5).top_records} == {None}
+    if migrated_first:
+        assert migrate(folder).to_version == FORMAT_VERSION
+        assert Collection(folder).window_id(19) is None
+    texts = (BEFORE_IDS / "corpus.txt").read_text(encoding="utf-8").splitlines()
+    loaded = _tiny_gpt2(tmp_path / "model", fixture.MODEL_NAME)
+
+    def corpus() -> Any:
+        return corpus_from(texts, name=fixture.CORPUS_NAME)
+
+    resumed = collect(loaded, corpus(), out_dir=folder, **fixture.COLLECT)  # same config: resumes
+    whole = collect(loaded, corpus(), out_dir=tmp_path / "whole", **fixture.COLLECT)
+
+    assert resumed.finished and resumed.format_version == FORMAT_VERSION
+    assert resumed.windows_done == whole.windows_done > 20
+    for name in ("window_ids.u32", "window_lengths.u32", "window_positions.i64"):
+        assert (folder / name).read_bytes() == (whole.path / name).read_bytes(), name
+    windows = list(iter_windows(corpus(), loaded.tokenizer, length=8))
+    assert [resumed.window_id(w) for w in range(resumed.windows_done)] == [
+        WindowId(document=w.document, start=w.start) for w in windows
+    ]
+    record = resumed.neuron_record(1, 5)
+    assert None not in {r.window_id for r in (*record.top_records, *record.random_sample)}
+
+
+def test_a_v1_run_is_rescored_over_its_v1_collection(v1: Path) -> None:
+    """Its results hold split plans without a quantile part and records without window ids."""
+    from neuron_explainer.runs import rescore
+
+    collection = Collection(v1 / "collection")
+    summary = rescore(
+        v1 / "run.sqlite", "token-table", out_db=v1 / "again.sqlite", source=collection
+    )
+    assert (summary.done, summary.failed) == (3, 0)
+
+    # The source now gives window ids (a collection made again, say): the same records still.
+    def with_ids(unit: Any) -> Any:
+        record = collection.neuron_record(unit.layer, unit.index)
+
+        def named(records: Any) -> Any:
+            return tuple(
+                r.model_copy(update={"window_id": WindowId(document=i, start=8 * i)})
+                for i, r in enumerate(records)
+            )
+
+        return record.model_copy(
+            update={
+                "top_records": named(record.top_records),
+                "random_sample": named(record.random_sample),
+            }
+        )
+
+    summary = rescore(
+        v1 / "run.sqlite", "token-table", out_db=v1 / "named.sqlite", records=with_ids
+    )
+    assert (summary.done, summary.failed) == (3, 0)
+    with RunStore(v1 / "named.sqlite") as store:
+        results = list(store.results())
+    assert results and all(r.split_plan.quantile is None for r in results)
+    assert all(s.record.window_id is not None for r in results for s in r.scored.sequences)
+
+
 # --- result JSON ----------------------------------------------------------------------------
 
 
@@ -352,6 +471,7 @@ def test_a_v1_result_loads_and_is_upgraded() -> None:
     assert result.scored.failed == () and result.scored.n_sequences == len(
         raw["scored"]["sequences"]
     )
+    assert result.split_plan.quantile is None  # 0.1.0 did not split quantile samples
     dumped = json.loads(result.model_dump_json())
     assert dumped.pop("format_version") == RESULT_FORMAT_VERSION
     assert dumped.pop("simulation") is None
@@ -359,9 +479,29 @@ def test_a_v1_result_loads_and_is_upgraded() -> None:
     assert dumped["scored"].pop("scoring") == "plain"  # 0.1.0 scored plainly
     assert dumped["scored"].pop("sensitivity") is None  # and did not measure it
     assert dumped["scored"].pop("neutral_explanation") is None
+    assert dumped["split_plan"].pop("quantile") is None
     for sequence in dumped["scored"]["sequences"]:
         assert sequence.pop("neutral") is None and sequence.pop("contrastive") is False
+        assert sequence["record"].pop("window_id") is None
     assert dumped == raw  # nothing else changed
+
+
+def test_a_format_4_result_loads_without_window_ids_or_a_quantile_plan() -> None:
+    text = (BEFORE_IDS / "result.json").read_text(encoding="utf-8")
+    raw = json.loads(text)
+    result = ExplanationResult.model_validate_json(text)
+    assert result.format_version == RESULT_FORMAT_VERSION
+    assert result.split_plan.quantile is None
+    assert result.split_plan.top == {k: tuple(v) for k, v in raw["split_plan"]["top"].items()}
+    assert result.scored.n_sequences == len(raw["scored"]["sequences"]) > 0
+    assert {s.record.window_id for s in result.scored.sequences} == {None}
+    dumped = json.loads(result.model_dump_json())
+    assert (dumped.pop("format_version"), raw.pop("format_version")) == (RESULT_FORMAT_VERSION, 4)
+    assert dumped["split_plan"].pop("quantile") is None
+    for sequence in dumped["scored"]["sequences"]:
+        assert sequence["record"].pop("window_id") is None
+    assert dumped == raw  # nothing else changed
+    assert ExplanationResult.model_validate_json(result.model_dump_json()) == result
     assert ExplanationResult.model_validate_json(result.model_dump_json()) == result
 
 
@@ -397,12 +537,16 @@ def test_migrate_upgrades_each_format_and_a_second_run_changes_nothing(v1: Path)
 
     assert [(m.kind, m.from_version, m.to_version, m.changed) for m in first] == [
         ("run database", 1, SCHEMA_VERSION, True),
-        ("collection", 1, FORMAT_VERSION, False),
+        ("collection", 1, FORMAT_VERSION, True),
         ("result", 1, RESULT_FORMAT_VERSION, True),
     ]
     assert first[0].backup == v1 / "run.sqlite.v1.bak"
-    assert first[1].backup is None
+    assert first[1].backup == collection / "meta.json.v1.bak"
     assert first[2].backup == v1 / "result.json.v1.bak"
+    migrated = Collection(collection)  # positions unknown: still no window ids
+    assert migrated.format_version == FORMAT_VERSION
+    assert migrated.neuron_record(0, 3) == Collection(V1 / "collection").neuron_record(0, 3)
+    assert {migrated.window_id(w) for w in range(migrated.windows_done)} == {None}
     assert digest(v1 / "result.json.v1.bak") == original
     assert raw_schema_version(db) == SCHEMA_VERSION
     assert raw_schema_version(v1 / "run.sqlite.v1.bak") == 1
@@ -450,7 +594,8 @@ def test_the_migrate_command_prints_versions_and_exits_2_on_a_newer_file(v1: Pat
     assert first.exit_code == 0, first.output
     assert first.stdout.splitlines() == [
         f"{paths[0]}: run database 1 -> {SCHEMA_VERSION} (previous file kept as {paths[0]}.v1.bak)",
-        f"{paths[1]}: collection 1, current (nothing to do)",
+        f"{paths[1]}: collection 1 -> {FORMAT_VERSION} (previous file kept as "
+        f"{paths[1]}/meta.json.v1.bak)",
         f"{paths[2]}: result 1 -> {RESULT_FORMAT_VERSION} (previous file kept as "
         f"{paths[2]}.v1.bak)",
     ]

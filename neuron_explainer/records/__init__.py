@@ -1,7 +1,7 @@
 """Records: what a subject recorded for one unit, and the pure functions over them.
 
-* `UnitId`, `ActivationRecord`, `Provenance`, `NeuronRecord` (defined in ``_types``): the
-  pydantic models every stage passes on.
+* `UnitId`, `ActivationRecord`, `WindowId`, `Provenance`, `NeuronRecord` (defined in
+  ``_types``): the pydantic models every stage passes on.
 * `neuron_explainer.records.building`: a `NeuronRecord` from excerpts held in memory
   (`build_neuron_record`), and the activation moments.
 * `neuron_explainer.records.splits`: the train / calibration / valid / test split that keeps
@@ -16,5 +16,6 @@ from neuron_explainer.records._types import ActivationRecord as ActivationRecord
 from neuron_explainer.records._types import NeuronRecord as NeuronRecord
 from neuron_explainer.records._types import Provenance as Provenance
 from neuron_explainer.records._types import UnitId as UnitId
+from neuron_explainer.records._types import WindowId as WindowId
 
-__all__ = ["ActivationRecord", "NeuronRecord", "Provenance", "UnitId"]
+__all__ = ["ActivationRecord", "NeuronRecord", "Provenance", "UnitId", "WindowId"]

@@ -1,6 +1,7 @@
 """Activation data: what a subject recorded for one unit of a model.
 
 * `ActivationRecord`: one text excerpt, its tokens and the unit's activation on each.
+* `WindowId`: which window of the corpus an excerpt is (document and token offset).
 * `UnitId`: which unit (model, layer, index, kind).
 * `Provenance`: how the records were produced (model, hook, dataset, window, ...).
 * `NeuronRecord`: everything collected for one unit: top-activating excerpts, a random
@@ -25,13 +26,49 @@ __all__ = [
     "NeuronRecord",
     "Provenance",
     "UnitId",
+    "WindowId",
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
+class WindowId(BaseModel):
+    """Which window of the corpus an excerpt is: a property of its place in the corpus.
+
+    A subject cuts each document's token sequence into consecutive windows
+    (`neuron_explainer.subjects.corpus.iter_windows`); a window is named by the document it
+    comes from and the offset of its first excerpt token in that document's tokens. The id does
+    not depend on the order the windows were processed in, on batching or on the path that
+    recorded them (`HFSubject` and a collection give the same window the same id). It names a
+    window of one corpus cut one way (the `Provenance`'s ``dataset``, ``window_length`` and
+    ``bos_policy``): compare ids of records of the same source only.
+
+    Attributes:
+        document: index of the document in the corpus's order (`Document.index`: every
+            candidate document of the source counts, skipped empty ones too).
+        start: offset of the window's first excerpt token in the document's token sequence
+            (which begins with the BOS token under the ``"document"`` BOS policy).
+
+    Raises:
+        pydantic.ValidationError: a negative ``document`` or ``start``.
+    """
+
+    model_config = _STRICT
+
+    document: int = Field(ge=0, description="Index of the document in the corpus.")
+    start: int = Field(ge=0, description="Token offset of the window in its document.")
+
+    def __str__(self) -> str:
+        return f"document {self.document} token {self.start}"
+
+
 class ActivationRecord(BaseModel):
     """One text excerpt with the unit's activation on every token.
+
+    ``window_id`` names the corpus window the excerpt is (`WindowId`): every record a subject
+    of this library recorded over a corpus carries it. It is ``None`` for records built by
+    hand, for texts that are not corpus windows (a probe's sentences), and in files written
+    before window ids existed.
 
     Raises:
         pydantic.ValidationError: if ``activations`` (or ``token_ids``) do not have one entry per
@@ -46,6 +83,9 @@ class ActivationRecord(BaseModel):
     )
     token_ids: tuple[int, ...] | None = Field(
         default=None, description="Token ids, when the subject's tokenizer is known."
+    )
+    window_id: WindowId | None = Field(
+        default=None, description="The corpus window the excerpt is, when it is one."
     )
 
     @model_validator(mode="after")

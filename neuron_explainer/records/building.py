@@ -12,6 +12,9 @@ tests). It selects, exactly as the streaming collector does for large corpora:
   ``quantile_levels``;
 * the mean, variance, skewness and excess kurtosis of every token's activation (duplicates
   included: the moments describe the corpus as given).
+
+The excerpts are kept as given, ``window_id`` included (a subject's excerpts name their
+corpus windows).
 """
 
 from __future__ import annotations

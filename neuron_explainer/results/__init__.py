@@ -380,15 +380,18 @@ class UsageSummary(BaseModel):
         )
 
 
-RESULT_FORMAT_VERSION = 4
+RESULT_FORMAT_VERSION = 5
 """The version of the `ExplanationResult` JSON this library writes (``format_version``).
 
 1: 0.1.0, no ``format_version`` field; 2: the field; 3: ``simulation`` (`SimulationStats`)
 and ``scored.failed`` (the excerpts that could not be simulated); 4: ``scored.scoring``,
 ``scored.sensitivity``, ``scored.neutral_explanation`` and each scored sequence's
-``neutral`` and ``contrastive``. Older JSON is upgraded on load: its ``simulation`` is
+``neutral`` and ``contrastive``; 5: every record's ``window_id`` and ``split_plan.quantile``
+(where the quantile samples went). Older JSON is upgraded on load: its ``simulation`` is
 ``None`` (not measured), its ``failed`` empty (any failure then failed the unit), its scoring
-plain and its sensitivity and neutral explanation ``None`` (not measured)."""
+plain, its sensitivity and neutral explanation ``None`` (not measured), its records' window
+ids ``None`` (not known) and its split plan's ``quantile`` ``None`` (quantile samples were not
+split)."""
 
 
 def check_stored_version(version: Any, newest: int, what: str) -> int:
@@ -417,10 +420,11 @@ def _upgrade_result(data: dict[str, Any]) -> dict[str, Any]:
         FormatError: the version is not a positive integer, or newer than this library's.
     """
     check_stored_version(data.get("format_version", 1), RESULT_FORMAT_VERSION, "result format")
-    # 1 -> 2 only adds the version field. 2 -> 3 and 3 -> 4 add fields whose defaults say
-    # what older results hold: ``simulation`` None (not measured), ``scored.failed`` empty
+    # 1 -> 2 only adds the version field. 2 -> 3, 3 -> 4 and 4 -> 5 add fields whose defaults
+    # say what older results hold: ``simulation`` None (not measured), ``scored.failed`` empty
     # (any failed simulation then failed the unit), ``scored.scoring`` "plain",
-    # ``scored.sensitivity`` None (not measured). A later change adds its step here.
+    # ``scored.sensitivity`` None (not measured), a record's ``window_id`` None (not known),
+    # ``split_plan.quantile`` None (not split). A later change adds its step here.
     return {**data, "format_version": RESULT_FORMAT_VERSION}
 
 

@@ -32,16 +32,24 @@ from neuron_explainer.runs._files import (
     take_run_lock,
 )
 from neuron_explainer.runs._schema import SCHEMA_VERSION, backup_path, migrate_database
-from neuron_explainer.subjects.collection import FORMAT_VERSION, META, check_format, read_json
+from neuron_explainer.subjects.collection import (
+    FORMAT_VERSION,
+    META,
+    add_unknown_positions,
+    check_format,
+    read_json,
+)
 
 __all__ = ["COLLECTION_MIGRATIONS", "Migrated", "StoredKind", "migrate"]
 
 StoredKind = Literal["run database", "collection", "result"]
 """What kind of stored file a path holds."""
 
-COLLECTION_MIGRATIONS: dict[int, Callable[[Path], None]] = {}
-"""Collection format ``n`` → the step that rewrites a collection folder to format ``n + 1``
-(none yet: 1 is the only format). A step keeps a copy of each file it rewrites; `migrate`
+COLLECTION_MIGRATIONS: dict[int, Callable[[Path], None]] = {1: add_unknown_positions}
+"""Collection format ``n`` → the step that rewrites a collection folder to format ``n + 1``.
+1 → 2 adds ``window_positions.i64`` with every position unknown (`add_unknown_positions`:
+they cannot be known without the corpus, so the records still have no window ids; resuming an
+unfinished collection fills them in). A step keeps a copy of each file it rewrites; `migrate`
 updates ``meta.json``'s ``"format"`` afterwards (keeping a copy of the old ``meta.json``)."""
 
 _Outcome = tuple[int, int, Path | None]

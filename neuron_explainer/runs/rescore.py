@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -20,7 +20,7 @@ from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.interfaces import Simulator
 from neuron_explainer.options import ExplainOptions, RunOptions, ScoringName
 from neuron_explainer.plugins.registry import Registry, default_registry
-from neuron_explainer.records import UnitId
+from neuron_explainer.records import ActivationRecord, UnitId
 from neuron_explainer.records.splits import split_records
 from neuron_explainer.results import ExplanationResult
 from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
@@ -147,6 +147,18 @@ async def arescore(
         )
 
 
+def _same_records(now: Sequence[ActivationRecord], stored: Sequence[ActivationRecord]) -> bool:
+    """Whether ``now`` (read from the source again) are the records ``stored`` in a result: equal,
+    a stored record without a window id (a result written before window ids) matching
+    whatever window id the source now gives."""
+    if len(now) != len(stored):
+        return False
+    return all(
+        a == (b if b.window_id is not None else b.model_copy(update={"window_id": a.window_id}))
+        for a, b in zip(now, stored, strict=True)
+    )
+
+
 async def _rescore_unit(
     explained: RunStore,
     src: Source,
@@ -164,8 +176,8 @@ async def _rescore_unit(
     )
     split = original.scored.split
     held_out = splits.held_out(split).records
-    before = list(original.scored.held_out_records())
-    if splits.plan != plan or list(held_out) != before:
+    before = original.scored.held_out_records()
+    if not splits.plan.agrees_with(plan) or not _same_records(held_out, before):
         raise InvalidInputError(
             f"the records of {unit} are not the ones it was explained with (its {split} split "
             "differs); the source changed since the run"

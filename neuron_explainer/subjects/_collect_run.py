@@ -22,9 +22,11 @@ from neuron_explainer.subjects.collection import (
     FORMAT_VERSION,
     META,
     PROGRESS,
+    UNKNOWN_POSITION,
     VOCABULARY,
     WINDOW_IDS,
     WINDOW_LENGTHS,
+    WINDOW_POSITIONS,
     state_path,
 )
 from neuron_explainer.subjects.corpus import Window
@@ -81,7 +83,25 @@ class CollectionRun:
             if path.stat().st_size < size:
                 raise FormatError(f"{path} is shorter than {self.windows_done} windows")
             os.truncate(path, size)
+        self._resume_positions()
         self._drop_other_generations()
+
+    def _resume_positions(self) -> None:
+        """Give ``window_positions.i64`` exactly ``windows_done`` rows: cut what a killed run
+        wrote past its checkpoint, or add unknown rows where it is short (a collection
+        started in format 1 has none); `collect` fills unknown rows as it re-reads the
+        windows done."""
+        path = self.out / WINDOW_POSITIONS
+        row = 16
+        have = path.stat().st_size // row if path.exists() else 0
+        if have >= self.windows_done:
+            os.truncate(path, self.windows_done * row)
+            return
+        with path.open("r+b" if path.exists() else "wb") as f:
+            f.truncate(have * row)
+            f.seek(have * row)
+            unknown = np.full((self.windows_done - have, 2), UNKNOWN_POSITION, np.int64)
+            f.write(unknown.tobytes())
 
     def _state(self, arrays: dict[str, np.ndarray]) -> LayerState:
         return LayerState(arrays, self.config["quantile_levels"])
@@ -93,6 +113,7 @@ class CollectionRun:
             _write_json(self.out / VOCABULARY, {"strings": strings})
         self._ids = (self.out / WINDOW_IDS).open("ab")
         self._lengths = (self.out / WINDOW_LENGTHS).open("ab")
+        self._positions = (self.out / WINDOW_POSITIONS).open("ab")
 
     def process(self, batch: list[Window]) -> None:
         import torch
@@ -102,12 +123,14 @@ class CollectionRun:
         mask = torch.zeros((len(batch), longest), dtype=torch.long)
         rows = np.zeros((len(batch), self.width), np.uint32)
         lengths = np.zeros(len(batch), np.uint32)
+        places = np.zeros((len(batch), 2), np.int64)  # each window's (document, start)
         for b, window in enumerate(batch):
             ids[b, : len(window.input_ids)] = torch.tensor(window.input_ids)
             mask[b, : len(window.input_ids)] = 1
             excerpt = window.excerpt_ids
             rows[b, : len(excerpt)] = excerpt
             lengths[b] = len(excerpt)
+            places[b] = (window.document, window.start)
         short = [b for b in range(len(batch)) if lengths[b] < self.width]
         padding = None
         if short:
@@ -124,6 +147,7 @@ class CollectionRun:
         self.capture(ids, mask, on_layer=fold)
         self._ids.write(rows.tobytes())
         self._lengths.write(lengths.tobytes())
+        self._positions.write(places.tobytes())
         self.windows_done += len(batch)
         self.tokens_done += n_tokens
 
@@ -160,6 +184,7 @@ class CollectionRun:
     def close(self) -> None:
         self._ids.close()
         self._lengths.close()
+        self._positions.close()
 
     def _new_state(self, n: int) -> LayerState:
         c = self.config
@@ -176,7 +201,7 @@ class CollectionRun:
     def checkpoint(self, *, finished: bool) -> None:
         from safetensors.numpy import save_file
 
-        for handle in (self._ids, self._lengths):
+        for handle in (self._ids, self._lengths, self._positions):
             handle.flush()
             os.fsync(handle.fileno())
         if finished:

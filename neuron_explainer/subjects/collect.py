@@ -42,6 +42,8 @@ Layout of ``out_dir``::
     tokens.json                    {"strings": token_strings(tokenizer, [i]) for every id}
     window_ids.u32                 uint32 [windows, window_length], excerpt ids zero-padded
     window_lengths.u32             uint32 [windows], excerpt lengths
+    window_positions.i64           int64 [windows, 2], (document, start): each window's
+                                   `WindowId` (format 2; -1 = unknown, migrated from format 1)
     layer_{L}/state-{gen}.safetensors   N = neurons, k = top_k, R = 2 * n_random,
                                    Q = len(quantile_levels), m = n_per_quantile,
                                    W = quantile_warmup, Lw = window_length:
@@ -58,7 +60,9 @@ the end, the window files are flushed and synced, each layer's state is written 
 generation (temp file + ``os.replace``), then ``meta.json`` and ``progress.json`` (atomically),
 and only then older generations are deleted. A restart with the same config resumes from
 ``progress.json``: window files are truncated to ``windows_done`` rows, the first
-``windows_done`` windows are skipped, and the result equals an uninterrupted run bit for bit.
+``windows_done`` windows are skipped (each checked against its recorded token ids and
+position, and an unknown position filled in), and the result equals an uninterrupted run bit
+for bit.
 """
 
 from __future__ import annotations
@@ -88,9 +92,11 @@ from neuron_explainer.subjects.capture import ActivationCapture
 from neuron_explainer.subjects.collection import (
     META,
     PROGRESS,
+    UNKNOWN_POSITION,
     VOCABULARY,
     WINDOW_IDS,
     WINDOW_LENGTHS,
+    WINDOW_POSITIONS,
     Collection,
     read_json,
 )
@@ -113,7 +119,7 @@ def _config_hash(config: dict[str, Any]) -> str:
 
 def _clear(out_dir: Path) -> None:
     """Remove the files a collection writes (and nothing else)."""
-    for name in (PROGRESS, META, VOCABULARY, WINDOW_IDS, WINDOW_LENGTHS):
+    for name in (PROGRESS, META, VOCABULARY, WINDOW_IDS, WINDOW_LENGTHS, WINDOW_POSITIONS):
         (out_dir / name).unlink(missing_ok=True)
     for folder in out_dir.glob("layer_*"):
         if folder.is_dir():
@@ -136,24 +142,47 @@ def _batches(
 
 def _verified_skip(windows: Iterator[Window], run: CollectionRun) -> Iterator[Window]:
     """Skip the windows a resumed run already holds, checking that each one has the token ids
-    recorded for it (so a corpus that changed under the same name is caught, not mixed in);
-    then yield the rest."""
+    and the position recorded for it (so a corpus that changed under the same name is caught,
+    not mixed in) and filling in a position not known (a collection begun in format 1); then
+    yield the rest.
+
+    Raises:
+        InvalidInputError: a skipped window differs from the one recorded, or the corpus ends
+            before the windows done.
+    """
     done = run.windows_done
     if done:
         width = run.width
         ids = np.memmap(run.out / WINDOW_IDS, dtype=np.uint32, mode="r", shape=(done, width))
         lengths = np.fromfile(run.out / WINDOW_LENGTHS, dtype=np.uint32, count=done)
+        positions = np.memmap(
+            run.out / WINDOW_POSITIONS, dtype=np.int64, mode="r+", shape=(done, 2)
+        )
         for w in range(done):
             window = next(windows, None)
-            expected = ids[w, : int(lengths[w])].tolist()
-            if window is None or list(window.excerpt_ids) != expected:
-                got = "the corpus ended" if window is None else "its tokens differ"
-                raise InvalidInputError(
-                    f"cannot resume the collection in {run.out}: window {w} was collected "
-                    f"from this corpus before, but now {got}; the corpus changed since the "
-                    "collection started. Restore it, or pass overwrite=True to start over"
+            known = tuple(int(x) for x in positions[w])
+            if window is None:
+                got = "the corpus ended"
+            elif list(window.excerpt_ids) != ids[w, : int(lengths[w])].tolist():
+                got = "its tokens differ"
+            elif UNKNOWN_POSITION in known:
+                positions[w] = (window.document, window.start)
+                continue
+            elif known != (window.document, window.start):
+                got = (
+                    f"it is token {window.start} of document {window.document}, not token "
+                    f"{known[1]} of document {known[0]}"
                 )
-        del ids
+            else:
+                continue
+            positions.flush()
+            raise InvalidInputError(
+                f"cannot resume the collection in {run.out}: window {w} was collected "
+                f"from this corpus before, but now {got}; the corpus changed since the "
+                "collection started. Restore it, or pass overwrite=True to start over"
+            )
+        positions.flush()
+        del ids, positions
     yield from windows
 
 

@@ -4,7 +4,8 @@
 builds one neuron's `NeuronRecord` by reading only that neuron's rows of each array
 (``safe_open(...).get_slice(name)[index]``) and only the token ids of the windows the record
 shows (a memory map of the window table), so reading a neuron never scans the collection.
-`CollectionSubject` serves those records as a `Subject`.
+`CollectionSubject` serves those records as a `Subject`. Every record carries its
+`WindowId` (from ``window_positions.i64``; ``None`` in a collection of format 1).
 
 Importing this module loads neither torch nor transformers.
 """
@@ -22,19 +23,24 @@ import numpy as np
 
 from neuron_explainer.errors import FormatError, InvalidInputError
 from neuron_explainer.interfaces import Subject
-from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
+from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId, WindowId
 from neuron_explainer.results import check_stored_version
 
 __all__ = ["Collection", "CollectionSubject"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """The collection format written by `collect` (``meta.json``'s ``"format"``). A reader reads
-every format up to its own (0.1.0 wrote 1) and refuses a newer one."""
+every format up to its own and refuses a newer one. 1: 0.1.0; 2: ``window_positions.i64``,
+each window's place in the corpus, so records carry their `WindowId` (a collection of format
+1 reads with window ids ``None``)."""
 META = "meta.json"
 PROGRESS = "progress.json"
 VOCABULARY = "tokens.json"
 WINDOW_IDS = "window_ids.u32"
 WINDOW_LENGTHS = "window_lengths.u32"
+WINDOW_POSITIONS = "window_positions.i64"
+UNKNOWN_POSITION = -1
+"""A ``window_positions.i64`` entry not known (a collection migrated from format 1)."""
 
 
 def state_path(out_dir: Path, layer: int, generation: int) -> Path:
@@ -50,6 +56,23 @@ def check_format(path: Path, version: Any) -> int:
         FormatError: not a positive integer, or a format newer than `FORMAT_VERSION`.
     """
     return check_stored_version(version, FORMAT_VERSION, f"{path}: collection format")
+
+
+def add_unknown_positions(folder: Path) -> None:
+    """Migrate the collection in ``folder`` from format 1 to 2: write ``window_positions.i64``
+    with every position unknown (`UNKNOWN_POSITION`), since they cannot be known without the
+    corpus. Its records then read with window ids ``None``, as before; resuming an unfinished
+    collection fills the positions in as it re-reads the corpus.
+
+    Raises:
+        InvalidInputError: the folder holds no ``progress.json``.
+        FormatError: ``progress.json`` is not valid JSON.
+    """
+    windows = int(read_json(folder / PROGRESS)["windows_done"])
+    path = folder / WINDOW_POSITIONS
+    tmp = path.with_name(path.name + ".tmp")
+    np.full((windows, 2), UNKNOWN_POSITION, np.int64).tofile(tmp)
+    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -112,6 +135,17 @@ class Collection:
         self._ids = np.memmap(self.path / WINDOW_IDS, dtype=np.uint32, mode="r")
         self._lengths = np.memmap(self.path / WINDOW_LENGTHS, dtype=np.uint32, mode="r")
         self._width = int(self.config["window_length"])
+        self._positions: np.ndarray | None = None
+        if self.format_version >= 2:
+            path = self.path / WINDOW_POSITIONS
+            if not path.is_file() or path.stat().st_size < 16 * self.windows_done:
+                raise FormatError(
+                    f"{path} is missing or shorter than {self.windows_done} windows (collection "
+                    f"format {self.format_version} has one position per window)"
+                )
+            if self.windows_done:
+                positions = np.memmap(path, dtype=np.int64, mode="r")
+                self._positions = positions[: 2 * self.windows_done].reshape(-1, 2)
 
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r}, layers={self.layers}, windows={self.windows_done})"
@@ -144,6 +178,23 @@ class Collection:
             raise InvalidInputError(f"window {window} out of range 0..{self.windows_done - 1}")
         row = self._ids[window * self._width : (window + 1) * self._width]
         return tuple(int(i) for i in row[: int(self._lengths[window])])
+
+    def window_id(self, window: int) -> WindowId | None:
+        """Where window ``window`` (its index in the window stream) lies in the corpus: the
+        document and the token offset records carry as their `WindowId`, or ``None`` in a
+        collection of format 1 (or migrated from it), which did not record it.
+
+        Raises:
+            InvalidInputError: ``window`` out of range.
+        """
+        if not 0 <= window < self.windows_done:
+            raise InvalidInputError(f"window {window} out of range 0..{self.windows_done - 1}")
+        if self._positions is None:
+            return None
+        document, start = (int(x) for x in self._positions[window])
+        if document == UNKNOWN_POSITION or start == UNKNOWN_POSITION:
+            return None
+        return WindowId(document=document, start=start)
 
     def neuron_windows(self, layer: int, index: int) -> dict[str, Any]:
         """Which windows neuron ``index``'s record shows: ``{"top": [...], "random": [...],
@@ -246,6 +297,7 @@ class Collection:
             tokens=tokens,
             activations=[float(a) for a in activations[: len(ids)]],
             token_ids=ids,
+            window_id=self.window_id(window),
         )
 
     def _collection_facts(self) -> dict[str, Any]:

@@ -5,6 +5,8 @@ passes over the corpus, then selects top, random and quantile excerpts with
 `neuron_explainer.build_neuron_record`. Memory grows with the corpus (one float per token per
 requested neuron), so it suits explaining a few neurons over a corpus of up to a few million
 tokens; collecting every neuron of a model over a large corpus is the streaming collector's job.
+Every record names its corpus window (`neuron_explainer.records.WindowId`: document and token
+offset), the id a collection of the same corpus gives the same window.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.interfaces import Probe, Subject
 from neuron_explainer.models.loading import LoadedModel, load_model
-from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
+from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId, WindowId
 from neuron_explainer.records.building import (
     DEFAULT_N_PER_QUANTILE,
     DEFAULT_N_RANDOM,
@@ -159,8 +161,8 @@ class HFSubject(Subject):
 
     async def aactivations(self, unit: UnitId, texts: Sequence[str]) -> list[ActivationRecord]:
         """``unit``'s activations on each of ``texts``, read as a recording reads the corpus
-        (same BOS policy): one record per text, of its first ``window_length`` tokens; the
-        model runs in a worker thread.
+        (same BOS policy): one record per text, of its first ``window_length`` tokens (with no
+        window id: the texts are not windows of the corpus); the model runs in a worker thread.
 
         Raises:
             InvalidInputError: not an MLP neuron, layer or index out of range, or a text with
@@ -193,11 +195,12 @@ class HFSubject(Subject):
         windows = [first[i] for i in range(len(texts))]
         for start in range(0, len(windows), self.batch_size):
             batch = windows[start : start + self.batch_size]
-            self._run(capture, layer, batch, [index], columns, counted=False)
+            self._run(capture, layer, batch, [index], columns, of_corpus=False)
         return columns[index]
 
     def neuron_records(self, layer: int, indices: Iterable[int]) -> dict[int, NeuronRecord]:
-        """Record several neurons of one layer in one pass over the corpus.
+        """Record several neurons of one layer in one pass over the corpus. Every record names
+        its corpus window (`ActivationRecord.window_id`).
 
         Raises:
             InvalidInputError: an index or the layer out of range, or no windows.
@@ -249,8 +252,19 @@ class HFSubject(Subject):
         wanted: list[int],
         columns: dict[int, list[ActivationRecord]],
         *,
-        counted: bool = True,
+        of_corpus: bool = True,
     ) -> int:
+        """Run ``batch`` and append each wanted neuron's record of every window to ``columns``.
+
+        ``of_corpus``: the windows are the recording's corpus (its records carry their
+        `WindowId` and progress is counted), not a probe's texts.
+
+        Returns:
+            How many neurons the layer has.
+
+        Raises:
+            InvalidInputError: a wanted index out of range.
+        """
         import torch
 
         width = max(len(w.input_ids) for w in batch)
@@ -272,15 +286,19 @@ class HFSubject(Subject):
             excerpt = window.excerpt_ids
             tokens = token_strings(tokenizer, excerpt)
             span = chosen[row, window.n_prefix : window.n_prefix + len(excerpt)]
+            window_id = (
+                WindowId(document=window.document, start=window.start) if of_corpus else None
+            )
             for column, index in enumerate(wanted):
                 columns[index].append(
                     ActivationRecord(
                         tokens=tokens,
                         activations=span[:, column].tolist(),
                         token_ids=excerpt,
+                        window_id=window_id,
                     )
                 )
-        if not counted:  # not the recording's corpus: no progress
+        if not of_corpus:  # not the recording's corpus: no progress
             return n_neurons
         self._tokens_read += sum(len(window.input_ids) for window in batch)
         if self.progress is not None:
