@@ -39,6 +39,8 @@ _EXPORTS = {
     "Explainer": "neuron_explainer.interfaces",
     "Simulator": "neuron_explainer.interfaces",
     "Subject": "neuron_explainer.interfaces",
+    "Scorer": "neuron_explainer.scorers.base",
+    "ScoringData": "neuron_explainer.scorers.base",
     "BudgetExceededError": "neuron_explainer.llm.usage",
     "aexplain_neuron": "neuron_explainer.runs.explain",
     "explain_neuron": "neuron_explainer.runs.explain",
@@ -89,6 +91,8 @@ __all__ = [
     "SequenceSimulation",
     "SimulationFailure",
     "SimulationStats",
+    "Scorer",
+    "ScoringData",
     "Simulator",
     "Splits",
     "Subject",
@@ -136,3 +140,5 @@ if TYPE_CHECKING:
     from neuron_explainer.runs.explain import aexplain_neuron as aexplain_neuron
     from neuron_explainer.runs.explain import explain_neuron as explain_neuron
     from neuron_explainer.runs.store import RunStore as RunStore
+    from neuron_explainer.scorers.base import Scorer as Scorer
+    from neuron_explainer.scorers.base import ScoringData as ScoringData

@@ -210,11 +210,15 @@ def estimate_prompt_tokens(contents: Iterable[str]) -> int:
     return sum(estimate_tokens(c) + MESSAGE_OVERHEAD for c in contents) + REQUEST_OVERHEAD
 
 
+Role = Literal["explainer", "simulator", "scorer"]
+"""What a component does in the pipeline."""
+
+
 class CallEstimate(BaseModel):
     """The LLM requests one component would make for one unit.
 
     Attributes:
-        role: ``"explainer"`` or ``"simulator"``.
+        role: ``"explainer"``, ``"simulator"`` or ``"scorer"``.
         component: the component's name.
         llm: the LLM it calls (``provider:model``), ``None`` for a component without one.
         requests, prompt_tokens, completion_tokens: the estimate.
@@ -225,7 +229,7 @@ class CallEstimate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    role: Literal["explainer", "simulator"]
+    role: Role
     component: str
     llm: str | None = None
     requests: int = 0
@@ -237,7 +241,7 @@ class CallEstimate(BaseModel):
     @classmethod
     def of(
         cls,
-        component: Explainer | Simulator,
+        component: _Component,
         *,
         requests: int = 0,
         prompt_tokens: int = 0,
@@ -260,7 +264,7 @@ class CallEstimate(BaseModel):
         )
 
     @classmethod
-    def unknown(cls, component: Explainer | Simulator) -> CallEstimate:
+    def unknown(cls, component: _Component) -> CallEstimate:
         """The default answer of ``estimate``: "no LLM calls" (cost 0) for a component without
         an ``llm`` attribute; for one with an LLM, 0 with a note naming both."""
         if getattr(component, "llm", None) is None:
@@ -274,11 +278,11 @@ class CallEstimate(BaseModel):
 
 
 class _Component:
-    """Shared by explainers and simulators: a name and the settings results record."""
+    """Shared by explainers, simulators and scorers: a name and the settings results record."""
 
     name: str = ""
     """Registry name of the component (e.g. ``"token-table"``); the class name if empty."""
-    role: ClassVar[Literal["explainer", "simulator"]]
+    role: ClassVar[Role]
     """What the component does in the pipeline."""
     version: ClassVar[str | None] = None
     """Version of the component's behaviour, recorded in `info`; change it when results do."""
@@ -339,7 +343,7 @@ class Explainer(_Component, ABC):
     override `estimate`, so dry runs can count its requests.
     """
 
-    role: ClassVar[Literal["explainer", "simulator"]] = "explainer"
+    role: ClassVar[Role] = "explainer"
 
     @abstractmethod
     async def aexplain(self, records: Sequence[ActivationRecord]) -> Explanation:
@@ -379,7 +383,7 @@ class Simulator(_Component, ABC):
     `record_retry` for each request it sends again.
     """
 
-    role: ClassVar[Literal["explainer", "simulator"]] = "simulator"
+    role: ClassVar[Role] = "simulator"
 
     @abstractmethod
     async def asimulate(

@@ -1,7 +1,8 @@
 """Plugins: the pluggy hooks third parties implement and the registry that collects them.
 
 * `neuron_explainer.plugins.hookspecs`: the hooks (``register_llm_providers``,
-  ``register_subjects``, ``register_explainers``, ``register_simulators``) and `hookimpl`.
+  ``register_subjects``, ``register_explainers``, ``register_simulators``,
+  ``register_scorers``) and `hookimpl`.
 * `neuron_explainer.plugins.registry`: `Registry`, which loads the built-in plugin, plugin
   objects and entry points, and builds components by name (``"token-table"``,
   ``"openai:gpt-4o-mini"``).

@@ -146,6 +146,26 @@ _BUILTINS: dict[str, list[tuple[str, Callable[..., Any], tuple[str, ...], str]]]
             "the paper's all-at-once simulator from prompt logprobs (one call per excerpt)",
         ),
     ],
+    "scorer": [
+        (
+            "correlation",
+            _lazy("neuron_explainer.scorers.simulation_scorer.CorrelationScorer"),
+            ("simulation",),
+            "simulates the held-out excerpts and correlates the prediction with the truth",
+        ),
+        (
+            "detection",
+            _lazy("neuron_explainer.scorers.classification.DetectionScorer"),
+            (),
+            "asks an LLM whether the unit activates on each held-out excerpt (yes/no)",
+        ),
+        (
+            "fuzzing",
+            _lazy("neuron_explainer.scorers.classification.FuzzingScorer"),
+            (),
+            "asks an LLM whether the highlighted tokens are the ones the unit fires on",
+        ),
+    ],
 }
 
 
@@ -163,3 +183,4 @@ register_llm_providers = _registering("llm_provider")
 register_subjects = _registering("subject")
 register_explainers = _registering("explainer")
 register_simulators = _registering("simulator")
+register_scorers = _registering("scorer")

@@ -107,10 +107,22 @@ def register_simulators(register: Register) -> None:
     """
 
 
+@hookspec
+def register_scorers(register: Register) -> None:
+    """Register scorers (`neuron_explainer.scorers.base.Scorer`).
+
+    ``factory(**options) -> Scorer``. A scorer that asks an LLM takes it as the keyword
+    argument ``llm``; one that scores by simulation takes ``simulator``. When a run names an
+    LLM scorer without an LLM, it is given the simulator's LLM. Built in: ``"correlation"``
+    (the simulation score), ``"detection"`` and ``"fuzzing"``.
+    """
+
+
 HOOKS: dict[str, str] = {
     "llm_provider": "register_llm_providers",
     "subject": "register_subjects",
     "explainer": "register_explainers",
     "simulator": "register_simulators",
+    "scorer": "register_scorers",
 }
 """Component kind → the hook that registers it."""

@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import inspect
 import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal, TypeVar
 
@@ -48,6 +46,17 @@ from neuron_explainer.errors import (
 from neuron_explainer.interfaces import Explainer, Simulator, Subject
 from neuron_explainer.llm.base import LLM
 from neuron_explainer.plugins import _builtin, hookspecs
+from neuron_explainer.plugins._entries import (
+    LABEL,
+    QUALIFIER,
+    ComponentEntry,
+    Kind,
+    PluginStatus,
+    check_hook_names,
+    check_options,
+    truthy,
+)
+from neuron_explainer.scorers.base import Scorer
 
 __all__ = [
     "DEFAULT_LLM_EXPLAINER",
@@ -67,91 +76,16 @@ ENV_ALLOW = "NEURON_EXPLAINER_PLUGINS"
 ENV_STRICT = "NEURON_EXPLAINER_STRICT_PLUGINS"
 BUILTIN = "builtin"
 """The plugin name of the built-in components (``builtin/token-table``)."""
-QUALIFIER = "/"
-"""What separates a plugin's name from its component's in a qualified name (``acme/x``)."""
 DEFAULT_LLM_EXPLAINER = "llm"
 DEFAULT_LLM_SIMULATOR = "llm-chat-logprob"
 FALLBACK_LLM_SIMULATOR = "llm-json"
 
-Kind = Literal["llm_provider", "subject", "explainer", "simulator"]
-_LABEL: dict[str, str] = {
-    "llm_provider": "LLM provider",
-    "subject": "subject",
-    "explainer": "explainer",
-    "simulator": "simulator",
-}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class ComponentEntry:
-    """One registered component: what it is, under which names, and which plugin added it.
-
-    In `Registry.components` (and `list_components`), ``name`` and ``aliases`` are the names
-    that select the component: a name taken by a built-in, or by two plugins, is shown
-    qualified (``acme/token-table``).
-    """
-
-    kind: Kind
-    name: str
-    plugin: str
-    factory: Callable[..., Any] = field(repr=False, compare=False)
-    aliases: tuple[str, ...] = ()
-    description: str = ""
-
-    def qualified(self, key: str | None = None) -> str:
-        """``plugin/name`` (or ``plugin/key`` for one of its aliases): the name that selects
-        this component whatever else registered its plain name."""
-        return f"{self.plugin}{QUALIFIER}{key or self.name}"
-
-
-@dataclass(frozen=True)
-class PluginStatus:
-    """Whether a plugin loaded: ``status`` is "loaded", "failed", "disabled" or "not allowed"."""
-
-    name: str
-    status: Literal["loaded", "failed", "disabled", "not allowed"]
-    source: str
-    error: str | None = None
-
-
-def _check_hook_names(plugin: object) -> None:
-    """Refuse hook implementations whose names match no hookspec (a typo registers nothing)."""
-    marker = f"{hookspecs.PROJECT}_impl"
-    for attr in dir(plugin):
-        if attr not in hookspecs.HOOKS.values() and hasattr(getattr(plugin, attr, None), marker):
-            raise PluginError(
-                f"{attr!r} is marked as a hook but no such hook exists; the hooks are "
-                f"{', '.join(sorted(hookspecs.HOOKS.values()))}"
-            )
-
-
-def _check_options(entry: ComponentEntry, args: tuple[Any, ...], options: dict[str, Any]) -> None:
-    """Raise `InvalidInputError` if ``entry``'s factory cannot take these arguments.
-
-    Checked against the signature before the call, so a TypeError raised inside a factory (a
-    bug in it) is not mistaken for bad options.
-    """
-    try:
-        signature = inspect.signature(entry.factory)
-    except (TypeError, ValueError):  # some builtins have no signature; let the call decide
-        return
-    try:
-        signature.bind(*args, **options)
-    except TypeError as exc:
-        raise InvalidInputError(
-            f"{_LABEL[entry.kind]} {entry.name!r} (from plugin {entry.plugin!r}) does not accept "
-            f"these options: {exc}"
-        ) from None
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
 class Registry:
-    """Explainers, simulators, subjects and LLM providers registered by plugins.
+    """Explainers, simulators, scorers, subjects and LLM providers registered by plugins.
 
     Args:
         plugins: extra plugin objects (modules or instances with `hookimpl` functions) to
@@ -171,8 +105,8 @@ class Registry:
         self._use_entry_points = entry_points
         self._environ = os.environ if environ is None else environ
         self._loaded = False
-        self._entries: dict[str, dict[str, list[ComponentEntry]]] = {k: {} for k in _LABEL}
-        self._qualified: dict[str, dict[str, ComponentEntry]] = {k: {} for k in _LABEL}
+        self._entries: dict[str, dict[str, list[ComponentEntry]]] = {k: {} for k in LABEL}
+        self._qualified: dict[str, dict[str, ComponentEntry]] = {k: {} for k in LABEL}
         self._plugins: list[PluginStatus] = []
         self._sources: dict[str, str] = {}
         self._llms: dict[str, LLM] = {}
@@ -182,7 +116,7 @@ class Registry:
     @property
     def strict(self) -> bool:
         """Whether plugin failures raise (``NEURON_EXPLAINER_STRICT_PLUGINS``)."""
-        return _truthy(self._environ.get(ENV_STRICT))
+        return truthy(self._environ.get(ENV_STRICT))
 
     def _fail(self, name: str, source: str, what: str, exc: BaseException) -> None:
         message = f"plugin {name!r} ({source}) failed to {what}: {type(exc).__name__}: {exc}"
@@ -192,7 +126,7 @@ class Registry:
         self._plugins.append(PluginStatus(name, "failed", source, f"{type(exc).__name__}: {exc}"))
 
     def _discover(self, pm: pluggy.PluginManager) -> None:
-        if _truthy(self._environ.get(ENV_DISABLE)):
+        if truthy(self._environ.get(ENV_DISABLE)):
             status: Literal["disabled", "not allowed"] = "disabled"
             allowed: set[str] | None = set()
         else:
@@ -223,8 +157,8 @@ class Registry:
         """
         if self._loaded:
             return
-        self._entries = {k: {} for k in _LABEL}  # a strict load that raised may have begun
-        self._qualified = {k: {} for k in _LABEL}
+        self._entries = {k: {} for k in LABEL}  # a strict load that raised may have begun
+        self._qualified = {k: {} for k in LABEL}
         self._plugins = []
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
@@ -243,7 +177,7 @@ class Registry:
         for name, plugin in pm.list_name_plugin():
             source = self._sources.get(name, "plugin")
             try:
-                _check_hook_names(plugin)
+                check_hook_names(plugin)
                 found = self._collect(pm, plugin, name)
             except Exception as exc:
                 self._fail(name, source, "register", exc)
@@ -272,8 +206,8 @@ class Registry:
                     continue
                 for plugin in sorted({e.plugin for e in entries if e.plugin != BUILTIN}):
                     message = (
-                        f"plugin {plugin!r} registers the {_LABEL[kind]} name {key!r}, which "
-                        f"stays the built-in {_LABEL[kind]}'s; choose the plugin's as "
+                        f"plugin {plugin!r} registers the {LABEL[kind]} name {key!r}, which "
+                        f"stays the built-in {LABEL[kind]}'s; choose the plugin's as "
                         f"'{plugin}{QUALIFIER}{key}'"
                     )
                     if self.strict:
@@ -301,7 +235,7 @@ class Registry:
                     for key in (name, *aliases):
                         if not isinstance(key, str) or not _NAME.match(key):
                             raise PluginError(
-                                f"{key!r} is not a valid {_LABEL[_kind]} name (letters, digits, "
+                                f"{key!r} is not a valid {LABEL[_kind]} name (letters, digits, "
                                 "'.', '_', '+', '-'; no ':', '/' or spaces)"
                             )
                     if not callable(factory):
@@ -375,23 +309,23 @@ class Registry:
             known = list(self._entries[kind])
         if not entries:
             loaded = [p.name for p in self._plugins if p.status == "loaded"]
-            raise UnknownComponentError(_LABEL[kind], name, known, loaded)
+            raise UnknownComponentError(LABEL[kind], name, known, loaded)
         if len({(e.plugin, e.name) for e in entries}) > 1:
             owners = " and ".join(f"plugin {e.plugin!r} (as {e.name!r})" for e in entries)
             qualified = " or ".join(f"'{e.qualified(name)}'" for e in entries)
             raise DuplicateComponentError(
-                f"{_LABEL[kind]} name {name!r} is registered by {owners}; name one as "
+                f"{LABEL[kind]} name {name!r} is registered by {owners}; name one as "
                 f"{qualified}, uninstall one, or choose plugins with {ENV_ALLOW}=..."
             )
         return entries[0]
 
     def _build(self, kind: Kind, name: str, expected: type[T], **options: Any) -> T:
         entry = self.entry(kind, name)
-        _check_options(entry, (), options)
+        check_options(entry, (), options)
         built = entry.factory(**options)
         if not isinstance(built, expected):
             raise PluginError(
-                f"{_LABEL[kind]} {name!r} from plugin {entry.plugin!r} built a "
+                f"{LABEL[kind]} {name!r} from plugin {entry.plugin!r} built a "
                 f"{type(built).__name__}, not a {expected.__name__}"
             )
         return built
@@ -414,7 +348,7 @@ class Registry:
                 f"an LLM is named 'provider:model' (e.g. 'openai:gpt-4o-mini'), got {spec!r}"
             )
         entry = self.entry("llm_provider", provider)
-        _check_options(entry, (model,), options)
+        check_options(entry, (model,), options)
         built = entry.factory(model, **options)
         if not isinstance(built, LLM):
             raise PluginError(
@@ -448,6 +382,19 @@ class Registry:
         """
         return self._component("simulator", spec, Simulator, DEFAULT_LLM_SIMULATOR, options)
 
+    def scorer(self, spec: Scorer | str, **options: Any) -> Scorer:
+        """Return ``spec`` if it is a `Scorer`; else build the one registered under it
+        (``"detection"``, ``"fuzzing"``, ``"correlation"``, or a plugin's), passing
+        ``options`` (an LLM scorer takes ``llm=``: an `LLM` or a ``provider:model`` name).
+
+        Raises:
+            UnknownComponentError / DuplicateComponentError: see `entry`.
+            InvalidInputError: ``spec`` is neither, or the options do not fit.
+        """
+        if isinstance(options.get("llm"), str):
+            options = {**options, "llm": self.llm(options["llm"])}
+        return self._component("scorer", spec, Scorer, None, options)
+
     def subject(self, spec: Subject | str, **options: Any) -> Subject:
         """Return ``spec`` if it is a `Subject`; else build the one registered under it,
         passing ``options`` to its factory (`explain_neuron` passes ``model=``, ``corpus=`` and
@@ -471,7 +418,7 @@ class Registry:
             return spec
         if not isinstance(spec, str):
             raise InvalidInputError(
-                f"{_LABEL[kind]} must be an object of type {expected.__name__} or a registered "
+                f"{LABEL[kind]} must be an object of type {expected.__name__} or a registered "
                 f"name, got {type(spec).__name__}"
             )
         if ":" in spec and llm_default is not None:

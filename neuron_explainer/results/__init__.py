@@ -33,6 +33,13 @@ from neuron_explainer._version import __version__
 from neuron_explainer.errors import FormatError
 from neuron_explainer.records import ActivationRecord, Provenance, UnitId
 from neuron_explainer.records.splits import SplitPlan
+from neuron_explainer.results._classification import ClassificationScore, Judgement
+from neuron_explainer.results._metrics import (
+    ClassificationMetrics,
+    ConfidenceInterval,
+    IntervalScore,
+)
+from neuron_explainer.results._parts import ComponentInfo, SimulationFailure
 from neuron_explainer.results._scores import INSENSITIVE_BELOW, Calibration, Score, Sensitivity
 from neuron_explainer.results._stats import REASON_PATTERN, SimulationStats
 
@@ -43,10 +50,15 @@ __all__ = [
     "RESULT_FORMAT_VERSION",
     "ActivationScale",
     "Calibration",
+    "ClassificationMetrics",
+    "ClassificationScore",
     "ComponentInfo",
+    "ConfidenceInterval",
     "Explanation",
     "ExplanationResult",
     "FailedSequence",
+    "IntervalScore",
+    "Judgement",
     "PromptScale",
     "Score",
     "ScoredSequence",
@@ -55,6 +67,7 @@ __all__ = [
     "Sensitivity",
     "SequenceSimulation",
     "SimulationFailure",
+    "SimulationScore",
     "SimulationStats",
     "UsageSummary",
     "predicted_values",
@@ -101,17 +114,6 @@ class PromptScale(BaseModel):
             min(self.top, max(0, math.floor(a / self.max_activation * self.top + 0.5)))
             for a in activations
         ]
-
-
-class ComponentInfo(BaseModel):
-    """Names and settings of a component, recorded in every result it helps produce."""
-
-    model_config = _FROZEN
-
-    name: str
-    version: str | None = None
-    prompt_version: str | None = None
-    settings: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class Explanation(BaseModel):
@@ -172,25 +174,6 @@ class SequenceSimulation(BaseModel):
                 if any(x < 0 for x in p) or sum(p) > 1 + 1e-6:
                     raise ValueError(f"token {i}: probabilities must be >= 0 and sum to <= 1")
         return self
-
-
-class SimulationFailure(BaseModel):
-    """Why one excerpt could not be simulated: counted as a failure, never scored as zeros.
-
-    Attributes:
-        reason: the failure's class, a short stable label (lower-case letters, digits and
-            ``_``, at most 32 characters), e.g. ``"misaligned"``; the built-in classes are
-            listed in `neuron_explainer.interfaces.FAILURE_REASONS`.
-        message: what went wrong, for people.
-
-    Raises:
-        pydantic.ValidationError: a reason that is not such a label.
-    """
-
-    model_config = _FROZEN
-
-    reason: str = Field(pattern=REASON_PATTERN)
-    message: str = ""
 
 
 class ScoredSequence(BaseModel):
@@ -351,6 +334,20 @@ class ScoredSimulation(BaseModel):
             n = sum(s.source == source for s in self.sequences) + len(failed)
             records += [failed[i] if i in failed else next(scored) for i in range(n)]
         return tuple(records)
+
+
+class SimulationScore(BaseModel):
+    """What the ``"correlation"`` scorer
+    (`neuron_explainer.scorers.simulation_scorer.CorrelationScorer`) returns: the headline
+    ``value`` (the pooled correlation of ``scored``) and the scored simulation it comes
+    from."""
+
+    model_config = _FROZEN
+
+    kind: Literal["correlation"] = "correlation"
+    scorer: ComponentInfo
+    value: Score
+    scored: ScoredSimulation
 
 
 class UsageSummary(BaseModel):

@@ -6,6 +6,8 @@
 * `number_neuron_record`: a small synthetic record of a unit that fires on numbers.
 * `OpenAITestServer`, `Reply`, `Fault`, `ReceivedRequest`: a real HTTP server on 127.0.0.1
   speaking the OpenAI protocol, with scripted answers and injected faults.
+* `OracleJudge`: answers the classification scorers' (detection, fuzzing) requests by a rule
+  on words, or always yes / no / at random, with logprobs (a `ScriptedLLM` answer).
 * `OracleResponder`: a responder for that server that answers the built-in components' prompts
   correctly for a given rule (a whole pipeline over real HTTP).
 * A pytest plugin (installed with the package) with the fixtures ``ne_fake_llm``,
@@ -37,6 +39,7 @@ _EXPORTS = {
     "Fault": "neuron_explainer.testing.server",
     "OpenAITestServer": "neuron_explainer.testing.server",
     "OracleResponder": "neuron_explainer.testing.oracle",
+    "OracleJudge": "neuron_explainer.testing.judges",
     "ReceivedRequest": "neuron_explainer.testing.server",
     "Reply": "neuron_explainer.testing.server",
 }
@@ -51,6 +54,7 @@ __all__ = [
     "MockExplainer",
     "MockSimulator",
     "OpenAITestServer",
+    "OracleJudge",
     "OracleResponder",
     "PromptAnswer",
     "PromptScriptItem",
@@ -66,6 +70,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from neuron_explainer.testing.judges import OracleJudge as OracleJudge
     from neuron_explainer.testing.llm import DEFAULT_CAPABILITIES as DEFAULT_CAPABILITIES
     from neuron_explainer.testing.llm import Answer as Answer
     from neuron_explainer.testing.llm import FakeProvider as FakeProvider

@@ -1,0 +1,116 @@
+"""A stand-in judge for the classification scorers (detection, fuzzing): answers their
+requests by a rule on the words of each excerpt, or by a fixed policy, with logprobs.
+
+Use it as a `ScriptedLLM`'s answer to test code that runs scorers::
+
+    judge = ScriptedLLM(default=OracleJudge(fires=lambda word: word.isdigit()))
+    score = DetectionScorer(judge).score(explanation, data)
+
+It reads the numbered excerpts of the request (``1. text``), answers every one with a JSON
+object ``{"1": 1, "2": 0, ...}`` and gives each value top logprobs for "1" and "0", so the
+scorer can read the probability of "yes" (``confidence`` for the answer given) when the request
+asks for logprobs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Callable
+from typing import Literal
+
+from neuron_explainer.errors import InvalidInputError
+from neuron_explainer.llm.base import ChatRequest, ChatResponse
+from neuron_explainer.llm.prompts import unescape_token
+from neuron_explainer.testing._responses import make_response
+
+__all__ = ["OracleJudge", "is_number"]
+
+Policy = Literal["oracle", "yes", "no", "random"]
+_ITEM = re.compile(r"^(\d+)\. (.*)$", re.MULTILINE)
+_MARKED = re.compile(r"<<(.*?)>>")
+_WORD = re.compile(r"[\w']+")
+
+
+def is_number(word: str) -> bool:
+    """Whether ``word`` is a number (``"42"``)."""
+    return word.isdigit()
+
+
+class OracleJudge:
+    """Answers detection and fuzzing requests.
+
+    Args:
+        fires: whether the unit fires on a word (letters, digits and ``'``).
+        policy: ``"oracle"``: detection says yes when some word of the excerpt fires;
+            fuzzing says yes when the marked words all fire. ``"yes"`` / ``"no"``: always.
+            ``"random"``: a fair coin per excerpt (seeded).
+        confidence: the probability the logprobs give the answer chosen (in (0.5, 1)).
+        seed: seeds the ``"random"`` policy.
+
+    Raises:
+        InvalidInputError: an unknown policy or a confidence outside (0.5, 1).
+    """
+
+    def __init__(
+        self,
+        fires: Callable[[str], bool] = is_number,
+        *,
+        policy: Policy = "oracle",
+        confidence: float = 0.9,
+        seed: int = 0,
+    ) -> None:
+        if policy not in ("oracle", "yes", "no", "random"):
+            raise InvalidInputError(f"policy is oracle, yes, no or random; got {policy!r}")
+        if not 0.5 < confidence < 1:
+            raise InvalidInputError(f"confidence must be in (0.5, 1), got {confidence}")
+        self.fires, self.policy, self.confidence = fires, policy, confidence
+        self._rng = random.Random(seed)
+        self.requests: list[ChatRequest] = []
+
+    def _oracle(self, text: str) -> bool:
+        marked = _MARKED.findall(text)
+        if marked:
+            words = [w for span in marked for w in _WORD.findall(span)]
+            return bool(words) and all(self.fires(w) for w in words)
+        return any(self.fires(w) for w in _WORD.findall(text))
+
+    def answer(self, text: str) -> bool:
+        """The answer for one excerpt as the request shows it."""
+        if self.policy == "yes":
+            return True
+        if self.policy == "no":
+            return False
+        if self.policy == "random":
+            return self._rng.random() < 0.5
+        return self._oracle(unescape_token(text))
+
+    def __call__(self, request: ChatRequest) -> ChatResponse:
+        """The answer to ``request`` (every numbered excerpt of its last user message).
+
+        Raises:
+            InvalidInputError: the request has no numbered excerpts.
+        """
+        self.requests.append(request)
+        user = next(m.content for m in reversed(request.messages) if m.role == "user")
+        section = user.split("Excerpts:\n", 1)[-1]
+        items = _ITEM.findall(section)
+        if not items:
+            raise InvalidInputError("the request holds no numbered excerpts ('1. text')")
+        tokens: list[str] = []
+        logprobs: list[dict[str, float]] = []
+        yes, no = math.log(self.confidence), math.log(1 - self.confidence)
+        for k, (number, text) in enumerate(items):
+            head = ("{" if k == 0 else ", ") + json.dumps(number) + ": "
+            tokens.append(head)
+            logprobs.append({head: 0.0})
+            said = self.answer(text)
+            tokens.append("1" if said else "0")
+            logprobs.append({"1": yes, "0": no} if said else {"0": yes, "1": no})
+        tokens.append("}")
+        logprobs.append({"}": 0.0})
+        if not request.logprobs:
+            return make_response("".join(tokens))
+        return make_response(tokens=tokens, logprobs=logprobs)
