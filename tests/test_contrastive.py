@@ -21,7 +21,12 @@ from neuron_explainer import (
 )
 from neuron_explainer.options import DEFAULT_NEUTRAL_EXPLANATION
 from neuron_explainer.records.splits import split_records
-from neuron_explainer.results import ComponentInfo, Score, SequenceSimulation
+from neuron_explainer.results import (
+    RESULT_FORMAT_VERSION,
+    ComponentInfo,
+    Score,
+    SequenceSimulation,
+)
 from neuron_explainer.runs.best_of import abest_of_k
 from neuron_explainer.scorers.correlation import correlation, sensitivity
 from neuron_explainer.scorers.simulation import ascore_explanation, asimulate_neutral
@@ -289,7 +294,7 @@ def test_results_round_trip_and_older_results_read_as_plain() -> None:
     record = number_neuron_record(n_excerpts=100)
     result = _contrastive_result(record)
     data = json.loads(result.model_dump_json())
-    assert data["format_version"] == 4
+    assert data["format_version"] == RESULT_FORMAT_VERSION
     again = ExplanationResult.model_validate(data)
     assert again == result and again.score == result.score
     # a format-3 result: no scoring, no sensitivity, no neutral simulations
