@@ -23,7 +23,7 @@ from neuron_explainer.report._templates import (
 from neuron_explainer.report._tokens import LEVELS
 from neuron_explainer.testing import MockExplainer, MockSimulator, number_neuron_record
 
-FILES = ("page.html", "unit.html", "histogram.html", "style.css", "script.js")
+FILES = ("page.html", "unit.html", "scores.html", "histogram.html", "style.css", "script.js")
 
 
 def template_text(name: str) -> str:
@@ -34,9 +34,10 @@ def template_text(name: str) -> str:
 def test_templates_are_package_resources() -> None:
     folder = resources.files("neuron_explainer.report").joinpath(TEMPLATES)
     assert {entry.name for entry in folder.iterdir()} >= set(FILES)
-    for name in FILES[:3]:
+    for name in FILES[:4]:
         assert parse_fragments(template_text(name)), name
     assert {"page", "unit", "histogram", "row", "failures"} <= fragment_names()
+    assert {"classification", "plugin", "judgement", "judged-tokens"} <= fragment_names()
 
 
 def test_style_and_script_are_the_template_files_inlined_as_hashed(tmp_path: Path) -> None:

@@ -480,6 +480,9 @@ def test_a_v1_result_loads_and_is_upgraded() -> None:
     assert dumped["scored"].pop("sensitivity") is None  # and did not measure it
     assert dumped["scored"].pop("neutral_explanation") is None
     assert dumped["split_plan"].pop("quantile") is None
+    scores = dumped.pop("scores")  # the correlation score alone, from ``scored``
+    assert list(scores) == ["correlation"]
+    assert scores["correlation"]["value"] == raw["scored"]["correlation"]
     for sequence in dumped["scored"]["sequences"]:
         assert sequence.pop("neutral") is None and sequence.pop("contrastive") is False
         assert sequence["record"].pop("window_id") is None
@@ -498,8 +501,26 @@ def test_a_format_4_result_loads_without_window_ids_or_a_quantile_plan() -> None
     dumped = json.loads(result.model_dump_json())
     assert (dumped.pop("format_version"), raw.pop("format_version")) == (RESULT_FORMAT_VERSION, 4)
     assert dumped["split_plan"].pop("quantile") is None
+    assert list(dumped.pop("scores")) == ["correlation"]
     for sequence in dumped["scored"]["sequences"]:
         assert sequence["record"].pop("window_id") is None
+    assert dumped == raw  # nothing else changed
+    assert ExplanationResult.model_validate_json(result.model_dump_json()) == result
+
+
+def test_a_format_5_result_loads_with_its_correlation_score() -> None:
+    text = (BEFORE_IDS.parent / "result_format_5" / "result.json").read_text(encoding="utf-8")
+    raw = json.loads(text)
+    result = ExplanationResult.model_validate_json(text)
+    assert raw["format_version"] == 5 and "scores" not in raw
+    assert result.format_version == RESULT_FORMAT_VERSION
+    assert list(result.scores) == ["correlation"]
+    assert result.scores["correlation"].value.value == raw["scored"]["correlation"]["value"]
+    assert result.score == raw["scored"]["correlation"]["value"]
+    assert result.scored is not None and result.scored.n_sequences > 0
+    dumped = json.loads(result.model_dump_json())
+    assert (dumped.pop("format_version"), raw.pop("format_version")) == (RESULT_FORMAT_VERSION, 5)
+    dumped.pop("scores")
     assert dumped == raw  # nothing else changed
     assert ExplanationResult.model_validate_json(result.model_dump_json()) == result
     assert ExplanationResult.model_validate_json(result.model_dump_json()) == result

@@ -18,6 +18,7 @@ from neuron_explainer.cli._options import (
     ModelCorpus,
     Quiet,
     ReviseOpt,
+    ScorerOpt,
     Scoring,
     ScoringOpt,
     SensitivityOpt,
@@ -109,6 +110,7 @@ def run(
     ] = None,
     max_failed_fraction: MaxFailedFraction = 0.1,
     scoring: ScoringOpt = Scoring.plain,
+    scorer: ScorerOpt = None,
     sensitivity: SensitivityOpt = None,
     revise: ReviseOpt = False,
     test_sentences: TestSentencesOpt = DEFAULT_TEST_SENTENCES,
@@ -130,7 +132,9 @@ def run(
     with errors(debug):
         from neuron_explainer.runs import explain_neurons
 
-        check_components(explainer=explainer, simulator=simulator, need_key=not dry_run)
+        check_components(
+            explainer=explainer, simulator=simulator, need_key=not dry_run, scorers=scorer
+        )
         found = collection_or_corpus(
             model, corpus, recording, split=split.value, text_field=text_field, count=False
         )
@@ -168,6 +172,7 @@ def run(
                     "test_sentences": test_sentences,
                 },
                 progress=progress,
+                scorers=scorer or None,
                 **source,
             )
             if collecting is not None:

@@ -21,6 +21,7 @@ from neuron_explainer.cli._options import (
     ModelCorpus,
     Quiet,
     ReviseOpt,
+    ScorerOpt,
     ScoreSplit,
     Scoring,
     ScoringOpt,
@@ -170,6 +171,7 @@ def explain(
     ] = Calibration.linear,
     max_failed_fraction: MaxFailedFraction = 0.1,
     scoring: ScoringOpt = Scoring.plain,
+    scorer: ScorerOpt = None,
     sensitivity: SensitivityOpt = None,
     revise: ReviseOpt = False,
     test_sentences: TestSentencesOpt = DEFAULT_TEST_SENTENCES,
@@ -200,7 +202,9 @@ def explain(
         from neuron_explainer.options import ExplainOptions
         from neuron_explainer.runs.explain import explain_neuron
 
-        check_components(explainer=explainer, simulator=simulator, need_key=not dry_run)
+        check_components(
+            explainer=explainer, simulator=simulator, need_key=not dry_run, scorers=scorer
+        )
         if revise:
             from neuron_explainer.plugins import default_registry as components
             from neuron_explainer.runs.revision import check_can_revise
@@ -235,7 +239,7 @@ def explain(
                 record = source.neuron_record(layer, neuron)
                 corpus_label = record.provenance.dataset or "the collection's corpus"
             if dry_run:
-                estimate = _estimate(steps, record, explainer, simulator, options)
+                estimate = _estimate(steps, record, explainer, simulator, options, scorer)
             else:
                 from neuron_explainer.cli._progress import Phases
                 from neuron_explainer.plugins import default_registry
@@ -249,6 +253,7 @@ def explain(
                     budget_usd=budget_usd,
                     explain_options=options,
                     probe=probe,
+                    scorers=scorer or None,
                 )
                 phases.finish()
         if dry_run:
@@ -293,18 +298,26 @@ def _record(
 
 
 def _estimate(
-    steps: Steps, record: NeuronRecord, explainer: str, simulator: str, options: ExplainOptions
+    steps: Steps,
+    record: NeuronRecord,
+    explainer: str,
+    simulator: str,
+    options: ExplainOptions,
+    scorers: list[str] | None,
 ) -> NeuronEstimate:
     """What explaining ``record`` with the named components would cost (nothing is sent)."""
     from neuron_explainer.plugins import default_registry
     from neuron_explainer.runs.estimate import estimate_neuron
+    from neuron_explainer.runs.scoring import build_scorers
 
     registry = default_registry()
+    the_simulator = registry.simulator(simulator)
     with steps.step("estimating"):
         return estimate_neuron(
             record,
             registry.explainer(explainer),
-            registry.simulator(simulator),
+            the_simulator,
+            scorers=build_scorers(scorers, registry, the_simulator) if scorers else None,
             **options.model_dump(include=_ESTIMATED),
         )
 

@@ -177,6 +177,16 @@ ScoringOpt = Annotated[
         "counts; the neutral one is simulated once per unit).",
     ),
 ]
+ScorerOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--scorer",
+        help="A scorer to run (repeatable, in order; the first is the headline score): "
+        "correlation (the simulation score, the default), detection, fuzzing, or a plugin's. "
+        "LLM scorers ask the simulator's LLM. Without correlation nothing is simulated.",
+        show_default=False,
+    ),
+]
 SensitivityOpt = Annotated[
     bool | None,
     typer.Option(

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from neuron_explainer.models.loading import LoadedModel
-    from neuron_explainer.results import ExplanationResult
+    from neuron_explainer.results import ExplanationResult, ScoredSimulation
     from neuron_explainer.subjects.collection import Collection
     from neuron_explainer.subjects.corpus import Corpus
 
@@ -241,11 +241,15 @@ def check_device(device: str | None) -> None:
 
 
 def check_components(
-    *, explainer: str | None = None, simulator: str | None = None, need_key: bool = True
+    *,
+    explainer: str | None = None,
+    simulator: str | None = None,
+    need_key: bool = True,
+    scorers: list[str] | None = None,
 ) -> None:
-    """Build the named components once (unknown names fail here, before any work) and, with
-    ``need_key`` (not for a dry run, which sends nothing), check that an ``openai:`` one will
-    find an API key.
+    """Build the named components once (unknown names, scorers' too, fail here, before any
+    work) and, with ``need_key`` (not for a dry run, which sends nothing), check that an
+    ``openai:`` one will find an API key.
 
     An ``openai:`` component also has its environment checked (``OPENAI_BASE_URL``,
     ``NEURON_EXPLAINER_LLM_TIMEOUT``, ``NEURON_EXPLAINER_LLM_CONCURRENCY``), dry run or not.
@@ -259,6 +263,9 @@ def check_components(
     from neuron_explainer.plugins import default_registry
 
     registry = default_registry()
+    for name in scorers or ():
+        if name != "correlation":
+            registry.entry("scorer", name)
     for kind, spec in (("explainer", explainer), ("simulator", simulator)):
         if spec is None:
             continue
@@ -383,24 +390,21 @@ def print_result(result: ExplanationResult, corpus: str) -> None:
         ("simulator", result.simulator.name),
         ("explanation", result.explanation.text),
     ]
-    scored = result.scored
-    what = "top-and-random correlation"
-    if scored.scoring == "contrastive":
-        what += ", contrastive: prediction minus the neutral one"
-    rows += [
-        (f"score ({what})", _score(*_value(scored.correlation))),
-        ("random-only correlation", _score(*_value(scored.random_correlation))),
-        ("scored on", f"{scored.n_sequences} excerpts ({scored.n_failed} failed)"),
-    ]
-    if scored.sensitivity is not None:
-        rows.append(("sensitivity to the explanation", scored.sensitivity.describe()))
+    from neuron_explainer.results import ClassificationScore, SimulationScore
+
+    rows += _simulation_rows(result.scored) if result.scored is not None else []
+    for name, entry in result.scores.items():
+        if not isinstance(entry, SimulationScore):
+            rows.append((f"{name} score", _score(*_value(entry.value))))
+            if isinstance(entry, ClassificationScore):
+                rows.append((f"{name} details", entry.metrics.describe()))
     from neuron_explainer.runs.revision import describe_revision
 
     if (revision := describe_revision(result.explanation)) is not None:
         rows.append(("revision", revision))
     if result.simulation is not None:
         rows.append(("simulations", result.simulation.describe()))
-    for failed in scored.failed[:SHOWN_FAILURES]:
+    for failed in result.scored.failed[:SHOWN_FAILURES] if result.scored else ():
         where = f"{failed.split} {failed.source} {failed.index + 1}"
         message = " ".join(failed.failure.message.split())[:200]
         rows.append((f"failed ({where})", f"{failed.failure.reason}: {message}"))
@@ -416,6 +420,20 @@ def print_result(result: ExplanationResult, corpus: str) -> None:
     width = max(len(label) for label, _ in rows) + 2
     for label, value in rows:
         typer.echo(f"{label + ':':<{width}}{value}")
+
+
+def _simulation_rows(scored: ScoredSimulation) -> list[tuple[str, str]]:
+    what = "top-and-random correlation"
+    if scored.scoring == "contrastive":
+        what += ", contrastive: prediction minus the neutral one"
+    rows = [
+        (f"score ({what})", _score(*_value(scored.correlation))),
+        ("random-only correlation", _score(*_value(scored.random_correlation))),
+        ("scored on", f"{scored.n_sequences} excerpts ({scored.n_failed} failed)"),
+    ]
+    if scored.sensitivity is not None:
+        rows.append(("sensitivity to the explanation", scored.sensitivity.describe()))
+    return rows
 
 
 def _value(score: Any) -> tuple[float | None, str | None]:

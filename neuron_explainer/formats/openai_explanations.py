@@ -31,7 +31,7 @@ from typing import Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, StrictStr, field_validator, model_validator
 
-from neuron_explainer.errors import InvalidInputError
+from neuron_explainer.errors import FormatError, InvalidInputError
 from neuron_explainer.formats._json import (
     JSONObject,
     PathLike,
@@ -323,6 +323,11 @@ def write_openai_explanations(
 
 def _scored_explanation_from_ours(result: ExplanationResult) -> OpenAIScoredExplanation:
     scored = result.scored
+    if scored is None:
+        raise FormatError(
+            f"{result.unit}: the OpenAI format holds simulation scores, and this result has "
+            f"none (its scorers: {', '.join(result.scores)}); export it as JSONL instead"
+        )
     sequences = tuple(
         OpenAIScoredSequence(
             simulation=OpenAISequenceSimulation(
@@ -368,6 +373,8 @@ def explanation_results_to_openai(results: Sequence[ExplanationResult]) -> dict[
     Raises:
         InvalidInputError: ``results`` is empty, holds something other than
             `ExplanationResult`, or mixes units.
+        FormatError: a result has no simulation score (``scored`` is ``None``: it was scored
+            by classification scorers only), which the OpenAI format cannot hold.
     """
     if not results:
         raise InvalidInputError("no results to export; give at least one ExplanationResult")

@@ -5,8 +5,9 @@
 
 The page's markup, style and script are template files in ``templates/`` (read with
 `importlib.resources`, filled with `string.Template` by ``_templates``; every value is
-HTML-escaped unless the code marks it as markup); ``_page``, ``_neuron``, ``_svg``, ``_stats``
-and ``_tokens`` build the parts. See docs/report.md.
+HTML-escaped unless the code marks it as markup); ``_page`` (the page), ``_table`` (the units
+table), ``_neuron`` (a unit's section), ``_scorers`` (its classification and plugin scores),
+``_svg``, ``_stats`` and ``_tokens`` build the parts. See docs/report.md.
 """
 
 from neuron_explainer.report._page import DEFAULT_MAX_EXCERPTS, write_report

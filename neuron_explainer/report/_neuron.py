@@ -1,23 +1,31 @@
-"""One unit's section of the report: explanation, scores, provenance and shaded excerpts, from
-the fragments of ``templates/unit.html``."""
+"""One unit's section of the report: explanation, scores, provenance, the simulation's shaded
+excerpts (when it was simulated) and the other scorers' sections (``_scorers``), from the
+fragments of ``templates/unit.html``."""
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from html import escape
 
-from neuron_explainer.records import UnitId
-from neuron_explainer.report._stats import component_label, counts_text
+from neuron_explainer.records import ActivationRecord, UnitId
+from neuron_explainer.report._scorers import (
+    component_html,
+    kv_rows,
+    score_html,
+    score_row,
+    score_with_reason,
+    scorer_section,
+)
+from neuron_explainer.report._stats import SIMULATION, counts_text
 from neuron_explainer.report._templates import Html, render
 from neuron_explainer.report._tokens import ExcerptRow, excerpts_json, text_html
 from neuron_explainer.results import (
-    ComponentInfo,
+    ClassificationScore,
     ExplanationResult,
     FailedSequence,
-    Score,
     ScoredSequence,
+    ScoredSimulation,
     SimulationStats,
     UsageSummary,
 )
@@ -27,7 +35,6 @@ __all__ = [
     "UnitIds",
     "neuron_scale",
     "pick_excerpts",
-    "score_html",
     "unit_label",
     "write_unit_section",
 ]
@@ -35,7 +42,6 @@ __all__ = [
 Write = Callable[[str], object]
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
-_SETTING_CHARS = 160
 _EXCERPT_CHARS = 80
 _FAILED_SHOWN = 20
 
@@ -64,28 +70,30 @@ def unit_label(unit: UnitId) -> str:
     return f"layer {unit.layer} {kind} {unit.index}"
 
 
-def score_html(score: Score) -> Html:
-    """A score as HTML: its value to 3 decimals, or ``undefined`` with the reason."""
-    if score.value is not None:
-        return render("score", value=f"{score.value:.3f}")
-    return render("undefined-score", reason=score.reason or "undefined")
+def _held_out(result: ExplanationResult) -> Iterator[ActivationRecord]:
+    """The held-out excerpts the report shows: the simulated ones, the judged ones."""
+    if result.scored is not None:
+        yield from (s.record for s in result.scored.sequences)
+    for score in result.scores.values():
+        if isinstance(score, ClassificationScore):
+            yield from (j.record for j in score.judgements)
 
 
 def neuron_scale(result: ExplanationResult) -> float:
     """The activation that truth shading treats as full intensity.
 
     The unit's largest known activation: the larger of the explainer's prompt scale maximum
-    (the largest activation in the records it was shown) and the largest held-out activation.
-    When no activation is positive, the largest absolute activation (so negative values still
-    shade); 0 when every activation is 0.
+    (the largest activation in the records it was shown) and the largest held-out activation
+    (of the simulated and the judged excerpts). When no activation is positive, the largest
+    absolute activation (so negative values still shade); 0 when every activation is 0.
     """
-    peak = max((max(s.record.activations) for s in result.scored.sequences), default=0.0)
+    peak = max((max(r.activations) for r in _held_out(result)), default=0.0)
     scale = result.explanation.scale
     if scale is not None:
         peak = max(peak, scale.max_activation)
     if peak > 0:
         return peak
-    return max((abs(a) for s in result.scored.sequences for a in s.record.activations), default=0)
+    return max((abs(a) for r in _held_out(result) for a in r.activations), default=0)
 
 
 def pick_excerpts(
@@ -99,25 +107,6 @@ def pick_excerpts(
         return top, rnd
     n_top = min(len(top), max(limit - len(rnd), (limit + 1) // 2))
     return top[:n_top], rnd[: max(0, limit - n_top)]
-
-
-def _component(info: ComponentInfo) -> Html:
-    label = text_html(component_label(info.name, info.settings))
-    details = [f"version {info.version}"] if info.version else []
-    if info.prompt_version:
-        details.append(f"prompt {info.prompt_version}")
-    settings = []
-    for key, value in info.settings.items():
-        shown = json.dumps(value, ensure_ascii=False)
-        if len(shown) > _SETTING_CHARS:
-            shown = shown[: _SETTING_CHARS - 1] + "…"
-        settings.append(f"{key}={shown}")
-    extra = render("note", note=", ".join(details)) if details else Html("")
-    if settings:
-        return render(
-            "component-settings", settings="; ".join(settings), label=label, details=extra
-        )
-    return render("component", label=label, details=extra)
 
 
 def usage_text(usage: UsageSummary) -> str:
@@ -161,52 +150,46 @@ def _failed_excerpt(failed: FailedSequence) -> Html:
     )
 
 
-def _kv_rows(rows: Sequence[tuple[str, str]]) -> Html:
-    return Html("".join(render("kv-row", name=name, value=value) for name, value in rows))
-
-
-def _score_rows(result: ExplanationResult) -> Html:
-    scored = result.scored
+def _simulation_rows(scored: ScoredSimulation, headline: bool) -> list[tuple[str, str]]:
     rows = (
-        ("Score (top-and-random correlation)", scored.correlation),
+        (
+            "Score (top-and-random correlation)" if headline else "Top-and-random correlation",
+            scored.correlation,
+        ),
         ("Random-only correlation", scored.random_correlation),
         ("Top-only correlation", scored.top_correlation),
         ("Mean per-excerpt correlation", scored.mean_sequence_correlation),
         ("R² (calibrated)", scored.rsquared),
         ("Absolute deviation explained", scored.absolute_dev_explained),
     )
-    out = []
-    for name, score in rows:
-        value = score_html(score)
-        if score.value is None:
-            value = Html(value + render("reason", reason=text_html(score.reason or "")))
-        out.append((name, value))
+    out: list[tuple[str, str]] = [(name, score_with_reason(score)) for name, score in rows]
     if scored.sensitivity is not None:
         out.append(("Sensitivity to the explanation", text_html(scored.sensitivity.describe())))
-    return _kv_rows(out)
+    return out
 
 
-def _meta(result: ExplanationResult) -> Html:
-    scored, prov = result.scored, result.provenance
-    calibration = Html(escape(scored.calibration.method))
-    if scored.calibration.note:
-        calibration = Html(calibration + render("note", note=text_html(scored.calibration.note)))
-    subject = text_html(prov.model)
-    if prov.hook_point:
-        subject = Html(subject + render("hook", hook=prov.hook_point))
-    rows: list[tuple[str, str]] = [
-        ("Explainer", _component(result.explainer)),
-        ("Simulator", _component(result.simulator)),
-        ("Subject", subject),
-    ]
-    if prov.dataset:
-        rows.append(("Dataset", text_html(prov.dataset)))
-    scored_on = f"{scored.split} split, {scored.n_sequences} excerpts"
+def _score_rows(result: ExplanationResult) -> Html:
+    """Every score, in the order the scorers were asked for (the headline first): the
+    simulation's six and its sensitivity, one row for any other."""
+    out: list[tuple[str, str]] = []
+    for i, (name, score) in enumerate(result.scores.items()):
+        if name == SIMULATION and result.scored is not None:
+            out += _simulation_rows(result.scored, headline=i == 0)
+        else:
+            out.append(score_row(name, score, headline=i == 0))
+    return kv_rows(out)
+
+
+def _scored_on(scored: ScoredSimulation) -> list[tuple[str, str]]:
+    text = f"{scored.split} split, {scored.n_sequences} excerpts"
     if scored.n_failed:
-        scored_on += f" ({scored.n_failed} more could not be simulated)"
-    rows.append(("Scored on", scored_on))
-    if (revision := describe_revision(result.explanation)) is not None:
-        rows.append(("Revision", text_html(revision)))
+        text += f" ({scored.n_failed} more could not be simulated)"
+    return [("Scored on", text)]
+
+
+def _scoring(scored: ScoredSimulation) -> list[tuple[str, str]]:
+    """How it was scored, contrastively, and the calibration."""
+    rows: list[tuple[str, str]] = []
     if scored.scoring == "contrastive":
         rows.append(
             (
@@ -217,19 +200,50 @@ def _meta(result: ExplanationResult) -> Html:
                 ),
             )
         )
+    calibration = Html(escape(scored.calibration.method))
+    if scored.calibration.note:
+        calibration = Html(calibration + render("note", note=text_html(scored.calibration.note)))
     rows.append(("Calibration", calibration))
+    return rows
+
+
+def _failed_rows(scored: ScoredSimulation) -> list[tuple[str, str]]:
+    if not scored.failed:
+        return []
+    failed = "".join(_failed_excerpt(f) for f in scored.failed[:_FAILED_SHOWN])
+    if len(scored.failed) > _FAILED_SHOWN:
+        failed += render("failed-more", count=str(len(scored.failed) - _FAILED_SHOWN))
+    return [("Failed excerpts", Html(failed))]
+
+
+def _meta(result: ExplanationResult) -> Html:
+    """Who and what produced the unit's result; the simulation's rows when it was simulated
+    (the simulator, the split scored, the calibration, the excerpts that failed)."""
+    scored, prov = result.scored, result.provenance
+    subject = text_html(prov.model)
+    if prov.hook_point:
+        subject = Html(subject + render("hook", hook=prov.hook_point))
+    rows: list[tuple[str, str]] = [("Explainer", component_html(result.explainer))]
+    if scored is not None:
+        rows.append(("Simulator", component_html(result.simulator)))
+    rows.append(("Subject", subject))
+    if prov.dataset:
+        rows.append(("Dataset", text_html(prov.dataset)))
+    if scored is not None:
+        rows += _scored_on(scored)
+    if (revision := describe_revision(result.explanation)) is not None:
+        rows.append(("Revision", text_html(revision)))
+    if scored is not None:
+        rows += _scoring(scored)
     if result.usage != UsageSummary():
         rows.append(("LLM usage", usage_text(result.usage)))
     if result.simulation is not None:
         rows.append(("Simulations", simulation_text(result.simulation)))
-    if scored.failed:
-        failed = "".join(_failed_excerpt(f) for f in scored.failed[:_FAILED_SHOWN])
-        if len(scored.failed) > _FAILED_SHOWN:
-            failed += render("failed-more", count=str(len(scored.failed) - _FAILED_SHOWN))
-        rows.append(("Failed excerpts", Html(failed)))
+    if scored is not None:
+        rows += _failed_rows(scored)
     created = result.created_at.strftime("%Y-%m-%d %H:%M UTC")
     rows.append(("Produced", f"{created}, neuron_explainer {result.library_version}"))
-    return _kv_rows(rows)
+    return kv_rows(rows)
 
 
 def _excerpt_head(seq: ScoredSequence, number: int) -> Html:
@@ -259,9 +273,9 @@ def _row(seq: ScoredSequence, truth_scale: float) -> ExcerptRow:
     )
 
 
-def _sim_note(result: ExplanationResult) -> Html:
+def _sim_note(scored: ScoredSimulation) -> Html:
     """What full shade means on the simulated row: the simulators' scale(s)."""
-    sims = {s.simulation.scale for s in result.scored.sequences}
+    sims = {s.simulation.scale for s in scored.sequences}
     if sims == {"simulated_0_10"}:
         return render("sim-0-10")
     if sims == {"neuron_activations"}:
@@ -269,15 +283,14 @@ def _sim_note(result: ExplanationResult) -> Html:
     return render("sim-mixed")
 
 
-def _excerpts(result: ExplanationResult, max_excerpts: int | None) -> Html:
+def _excerpts(scored: ScoredSimulation, truth_scale: float, max_excerpts: int | None) -> Html:
     """The legend, the boxes of the excerpts shown, a note on the others, and their data."""
-    top, rnd = pick_excerpts(result.scored.sequences, max_excerpts)
-    truth_scale = neuron_scale(result)
-    total = len(result.scored.sequences)
+    top, rnd = pick_excerpts(scored.sequences, max_excerpts)
+    total = len(scored.sequences)
     shown = [*enumerate(top, start=1), *enumerate(rnd, start=1)]
     parts = []
     if shown:
-        parts.append(render("legend", scale=f"{truth_scale:.3g}", sim_note=_sim_note(result)))
+        parts.append(render("legend", scale=f"{truth_scale:.3g}", sim_note=_sim_note(scored)))
     parts.extend(_excerpt_head(seq, number) for number, seq in shown)
     if len(shown) < total:
         parts.append(render("not-shown", count=str(total - len(shown))))
@@ -288,20 +301,33 @@ def _excerpts(result: ExplanationResult, max_excerpts: int | None) -> Html:
 
 
 def write_unit_section(
-    write: Write, result: ExplanationResult, uid: str, max_excerpts: int | None
+    write: Write,
+    result: ExplanationResult,
+    uid: str,
+    max_excerpts: int | None,
+    max_judgements: int | None = None,
 ) -> None:
     """Write one unit's ``<details>`` section (the ``unit`` fragment of
-    ``templates/unit.html``)."""
+    ``templates/unit.html``): the simulated excerpts when it was simulated, then a section per
+    other scorer (``_scorers``), at most ``max_judgements`` judged excerpts each."""
+    truth_scale = neuron_scale(result)
+    scored = result.scored
+    others = "".join(
+        scorer_section(name, score, truth_scale, max_judgements)
+        for name, score in result.scores.items()
+        if name != SIMULATION
+    )
     write(
         render(
             "unit",
             uid=uid,
             label=unit_label(result.unit),
             model=text_html(result.unit.model),
-            score=score_html(result.scored.correlation),
+            score=score_html(next(iter(result.scores.values())).value),
             explanation=text_html(result.explanation.text),
             scores=_score_rows(result),
             provenance=_meta(result),
-            excerpts=_excerpts(result, max_excerpts),
+            excerpts=_excerpts(scored, truth_scale, max_excerpts) if scored else Html(""),
+            scorers=Html(others),
         )
     )

@@ -16,30 +16,24 @@ from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.records import UnitId
 from neuron_explainer.report._assets import CSP, SCRIPT, STYLE
 from neuron_explainer.report._neuron import UnitIds, unit_label, write_unit_section
-from neuron_explainer.report._stats import RunSummary, simulation_stats
+from neuron_explainer.report._stats import (
+    SIMULATION,
+    RunSummary,
+    simulation_stats,
+)
 from neuron_explainer.report._svg import histogram_svg
+from neuron_explainer.report._table import row_html, row_line, table_columns
 from neuron_explainer.report._templates import Html, render, write_fragment
 from neuron_explainer.report._tokens import text_html
-from neuron_explainer.results import ExplanationResult, Score, Sensitivity, SimulationStats
+from neuron_explainer.results import ExplanationResult, SimulationStats
 
-__all__ = ["DEFAULT_MAX_EXCERPTS", "write_report"]
+__all__ = ["DEFAULT_MAX_EXCERPTS", "DEFAULT_MAX_JUDGEMENTS", "write_report"]
 
 DEFAULT_MAX_EXCERPTS = 6
 """Held-out excerpts shown per unit by default (half top, half random)."""
 
-_COLUMNS = (
-    # (header, CSS class, sort type)
-    ("Model", "c-model", "text"),
-    ("Layer", "n", "num"),
-    ("Neuron", "n", "num"),
-    ("Explanation", "", "text"),
-    ("Score", "n", "num"),
-    ("Random-only", "n", "num"),
-    ("R²", "n", "num"),
-    ("Sensitivity", "n c-sens", "num"),
-    ("Tokens", "n c-usage", "num"),
-    ("Cost (USD)", "n c-usage", "num"),
-)
+DEFAULT_MAX_JUDGEMENTS = 10
+"""Judged excerpts shown per classification score by default (wrong and failed ones first)."""
 
 
 def _open(path: Path | None = None) -> IO[str]:
@@ -47,46 +41,6 @@ def _open(path: Path | None = None) -> IO[str]:
     if path is None:
         return tempfile.TemporaryFile("w+", encoding="utf-8", errors="backslashreplace")
     return open(path, "w", encoding="utf-8", errors="backslashreplace", newline="\n")
-
-
-def _num_cell(score: Score, css: str = "n") -> Html:
-    if score.value is None:
-        return render("undefined-cell", css=css, reason=score.reason or "undefined")
-    return render("score-cell", css=css, value=repr(score.value), shown=f"{score.value:.3f}")
-
-
-def _sensitivity_cell(sensitivity: Sensitivity | None) -> Html:
-    """The units table's sensitivity cell: blank when not measured, flagged when low."""
-    if sensitivity is None:
-        return render("blank-cell", css="n c-sens")
-    value = sensitivity.value
-    if value.value is None:
-        return render("undefined-cell", css="n c-sens", reason=value.reason or "undefined")
-    template = "flagged-cell" if sensitivity.flagged else "score-cell"
-    return render(template, css="n c-sens", value=repr(value.value), shown=f"{value.value:.2f}")
-
-
-def _table_row(result: ExplanationResult, uid: str, index: int) -> Html:
-    unit, usage, scored = result.unit, result.usage, result.scored
-    tokens = usage.prompt_tokens + usage.completion_tokens
-    return render(
-        "row",
-        index=str(index),
-        model=text_html(unit.model),
-        layer=str(unit.layer),
-        neuron=str(unit.index),
-        uid=uid,
-        label=unit_label(unit),
-        explanation=text_html(result.explanation.text),
-        score=_num_cell(scored.correlation),
-        random_score=_num_cell(scored.random_correlation),
-        rsquared=_num_cell(scored.rsquared),
-        sensitivity=_sensitivity_cell(scored.sensitivity),
-        tokens=str(tokens),
-        tokens_shown=f"{tokens:,}",
-        cost=repr(usage.cost_usd),
-        cost_shown=f"{usage.cost_usd:.4f}",
-    )
 
 
 def _fmt(value: float | None) -> str:
@@ -97,16 +51,37 @@ def _counted(counter: Counter[str]) -> Html:
     return Html(", ".join(f"{text_html(name)} ({n})" for name, n in counter.most_common()))
 
 
+def _score_stats(summary: RunSummary) -> list[tuple[str, str]]:
+    """The headline scores' figures (what they measure first, unless the simulation's
+    correlation), the random-only mean when some unit was simulated, and the mean of every
+    scorer that is not every unit's headline."""
+    stats: list[tuple[str, str]] = []
+    if summary.headlines and summary.headline_names.keys() != {SIMULATION}:
+        stats.append(("Headline score", render("stat-text", text=summary.headline)))
+    stats += [
+        ("Mean score", _fmt(summary.mean)),
+        ("Median score", _fmt(summary.median)),
+        ("Undefined score", f"{summary.undefined:,}"),
+    ]
+    if summary.simulated or not summary.explained:
+        stats.append(("Mean random-only", _fmt(summary.random_mean)))
+    names = summary.headline_names
+    headline = next(iter(names)) if len(names) == 1 else None
+    stats += [
+        (f"Mean {name}", _fmt(summary.scorer_mean(name)))
+        for name in summary.scorers
+        if name != headline
+    ]
+    return stats
+
+
 def _stats(summary: RunSummary) -> Html:
     """The overview's figures, each a ``stat`` fragment."""
     failed = f"{summary.failed:,}"
     stats = [
         ("Explained", f"{summary.explained:,}"),
         ("Failed", render("failed-link", count=failed) if summary.failed else failed),
-        ("Mean score", _fmt(summary.mean)),
-        ("Median score", _fmt(summary.median)),
-        ("Undefined score", f"{summary.undefined:,}"),
-        ("Mean random-only", _fmt(summary.random_mean)),
+        *_score_stats(summary),
     ]
     if summary.has_usage:
         u = summary.usage
@@ -130,11 +105,15 @@ def _stats(summary: RunSummary) -> Html:
 def _components(summary: RunSummary) -> Html:
     if not summary.explained:
         return Html("")
+    scorers = Html("")
+    if summary.other_scorers:
+        scorers = render("components-scorers", scorers=_counted(summary.other_scorers))
     return render(
         "components",
         models=_counted(summary.models),
         explainers=_counted(summary.explainers),
-        simulators=_counted(summary.simulators),
+        simulators=_counted(summary.simulators) if summary.simulators else Html("none"),
+        scorers=scorers,
     )
 
 
@@ -172,11 +151,15 @@ def _write_page(
     """Write the ``page`` fragment, copying the table rows and the units' sections from their
     temporary files."""
 
+    names = summary.score_names
+    columns = table_columns(names)
+
     def write_rows() -> None:
         rows.seek(0)
-        shutil.copyfileobj(rows, page)
+        for line in rows:
+            page.write(row_html(line, names))
         if not summary.explained:
-            page.write(render("no-units", columns=str(len(_COLUMNS))))
+            page.write(render("no-units", columns=str(len(columns))))
 
     def write_sections() -> None:
         sections.seek(0)
@@ -200,10 +183,10 @@ def _write_page(
         failed=f"{summary.failed:,}",
         stats=_stats(summary),
         components=_components(summary),
-        histogram=histogram_svg(summary.counts, summary.undefined, summary.mean),
+        histogram=histogram_svg(summary.counts, summary.undefined, summary.mean, summary.headline),
         table_class=_table_class(summary),
         headers=Html(
-            "".join(render("header", css=css, kind=kind, name=name) for name, css, kind in _COLUMNS)
+            "".join(render("header", css=css, kind=kind, name=name) for name, css, kind in columns)
         ),
         failures=_failures(failed),
         script=SCRIPT,
@@ -218,15 +201,23 @@ def write_report(
     failures: Iterable[tuple[UnitId, str]] = (),
     max_excerpts: int | None = DEFAULT_MAX_EXCERPTS,
     simulation: SimulationStats | None = None,
+    max_judgements: int | None = DEFAULT_MAX_JUDGEMENTS,
 ) -> Path:
     """Write one self-contained static HTML page about a run.
 
-    The page has an overview (counts, mean and median score, LLM usage and cost when any, how
-    simulating went when measured, a histogram of the scores), a sortable table of every unit
-    linking to the unit's section, one collapsed section per unit (explanation, every score,
-    what produced it, how its simulations went and which excerpts failed, held-out excerpts
-    shaded by true and simulated activation) and the failures with their reasons.
-    It loads nothing from anywhere (inline CSS, script and SVG) and opens from ``file://``.
+    The page has an overview (counts, mean and median headline score, LLM usage and cost when
+    any, how simulating went when measured, a histogram of the headline scores), a sortable
+    table of every unit linking to the unit's section (a column per scorer, blank where a unit
+    has no such score), one collapsed section per unit (explanation, every score, what
+    produced it, how its simulations went and which excerpts failed, held-out excerpts shaded
+    by true and simulated activation when it was simulated, each classification scorer's
+    metrics and judged excerpts, each plugin scorer's details) and the failures with their
+    reasons. It loads nothing from anywhere (inline CSS, script and SVG) and opens from
+    ``file://``.
+
+    The headline score is each unit's first scorer's (`ExplanationResult.score`); when they
+    are not all the simulation's correlation, the overview says what they are, and gives the
+    mean of every other scorer too (docs/report.md).
 
     ``results`` is read once, as a stream: each unit's section is written to a temporary
     file as it comes, so thousands of units need little memory. The page is written to a
@@ -241,16 +232,17 @@ def write_report(
             excerpts; ``None`` shows them all.
         simulation: how the run's simulations went, failed units' included (e.g.
             ``RunStore(path).simulation()``); default: the sum of the results' own.
-
-    Returns:
-        The path of the written page.
+        max_judgements: the most judged excerpts shown per classification score (default
+            10), the wrongly judged first, then the failed ones, then the right ones; ``None``
+            shows them all.
 
     Raises:
-        InvalidInputError: ``max_excerpts`` is negative.
+        InvalidInputError: ``max_excerpts`` or ``max_judgements`` is negative.
         OSError: the page cannot be written.
     """
-    if max_excerpts is not None and max_excerpts < 0:
-        raise InvalidInputError(f"max_excerpts must be >= 0 or None, got {max_excerpts}")
+    for name, limit in (("max_excerpts", max_excerpts), ("max_judgements", max_judgements)):
+        if limit is not None and limit < 0:
+            raise InvalidInputError(f"{name} must be >= 0 or None, got {limit}")
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     summary = RunSummary()
@@ -258,8 +250,8 @@ def write_report(
     with _open() as rows, _open() as sections:
         for result in results:
             uid = ids.new(result.unit)
-            rows.write(_table_row(result, uid, summary.explained))
-            write_unit_section(sections.write, result, uid, max_excerpts)
+            rows.write(row_line(result, uid, summary.explained))
+            write_unit_section(sections.write, result, uid, max_excerpts, max_judgements)
             summary.add(result)
         failed = [(unit, str(reason)) for unit, reason in failures]
         summary.failed = len(failed)

@@ -21,8 +21,14 @@ def _units(count: int) -> str:
     return "unit" if count == 1 else "units"
 
 
-def histogram_svg(counts: list[int], undefined: int, mean: float | None) -> Html:
-    """Bars of ``counts`` over ``[-1, 1]``, one more bar for the undefined scores.
+def histogram_svg(
+    counts: list[int],
+    undefined: int,
+    mean: float | None,
+    measure: str = "top-and-random correlation",
+) -> Html:
+    """Bars of ``counts`` over ``[-1, 1]``, one more bar for the undefined scores; ``measure``
+    says what the scores are (in the title and the axis label).
 
     Every bar carries ``data-count`` (and ``data-lo``/``data-hi``, or ``data-undefined``) and a
     ``<title>`` tooltip; bins with no unit are drawn with zero height.
@@ -93,6 +99,7 @@ def histogram_svg(counts: list[int], undefined: int, mean: float | None) -> Html
         undef_noun=_units(undefined),
         undef_label_x=str(ux + _UNDEF_WIDTH / 2),
         mean=marked,
+        measure=measure,
         axis_x=str(_LEFT + plot_width / 2),
         axis_y=str(_HEIGHT - 2),
         **frame,

@@ -38,7 +38,7 @@ TEMPLATES = "templates"
 """The folder of the template files, inside the ``neuron_explainer.report`` package."""
 
 _FRAGMENT = re.compile(r'<template id="([a-z0-9-]+)">(.*?)</template>', re.DOTALL)
-_FILES = ("page.html", "unit.html", "histogram.html")
+_FILES = ("page.html", "unit.html", "scores.html", "histogram.html")
 
 
 class Html(str):

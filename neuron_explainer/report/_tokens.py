@@ -1,7 +1,8 @@
 """Text and tokens made safe for the page.
 
 * `text_html`: free text (explanations, reasons) HTML-escaped, invisible characters shown.
-* `excerpts_json`: a unit's excerpts as JSON that can sit inside a ``<script>`` data block: no
+* `excerpts_json` (and `judged_json`, the excerpts a classification scorer judged): a unit's
+  excerpts as JSON that can sit inside a ``<script>`` data block: no
   ``<``, ``>`` or ``&`` appears in it (they are written ``\\u003c``...), so no token can end
   the block. The page's script turns it into shaded tokens with ``textContent`` only (never
   ``innerHTML``), showing a newline as ``↵``, a tab as ``⇥``, a carriage return as ``␍`` and
@@ -18,7 +19,7 @@ from typing import NamedTuple
 
 from neuron_explainer.report._templates import Html, render
 
-__all__ = ["LEVELS", "ExcerptRow", "excerpts_json", "text_html"]
+__all__ = ["LEVELS", "ExcerptRow", "JudgedRow", "excerpts_json", "judged_json", "text_html"]
 
 LEVELS = 10
 """Shading steps: a value is shown at one of ``LEVELS`` intensities (0 = unshaded)."""
@@ -91,6 +92,26 @@ def excerpts_json(scale: float, rows: Sequence[ExcerptRow]) -> str:
         f"[{_json_string_list(row.tokens)},"
         f"{_numbers(row.activations)},{_numbers(row.simulated)},{_numbers(row.calibrated)},"
         f"{row.sim_scale:.6g},{json.dumps(row.sim_unit)}]"
+        for row in rows
+    ]
+    return f'{{"scale":{scale:.6g},"rows":[{",".join(parts)}]}}'.translate(_SCRIPT_SAFE)
+
+
+class JudgedRow(NamedTuple):
+    """One judged excerpt as the page's script draws it: its true activations, and the
+    positions shown highlighted to the judge (fuzzing; none for detection)."""
+
+    tokens: Sequence[str]
+    activations: Sequence[float]
+    highlighted: Sequence[int]
+
+
+def judged_json(scale: float, rows: Sequence[JudgedRow]) -> str:
+    """``{"scale": S, "rows": [[tokens, acts, highlighted], ...]}`` as script-safe JSON, like
+    `excerpts_json`."""
+    parts = [
+        f"[{_json_string_list(row.tokens)},{_numbers(row.activations)},"
+        f"[{','.join(str(int(i)) for i in row.highlighted)}]]"
         for row in rows
     ]
     return f'{{"scale":{scale:.6g},"rows":[{",".join(parts)}]}}'.translate(_SCRIPT_SAFE)

@@ -33,13 +33,13 @@ from neuron_explainer._version import __version__
 from neuron_explainer.errors import FormatError
 from neuron_explainer.records import ActivationRecord, Provenance, UnitId
 from neuron_explainer.records.splits import SplitPlan
-from neuron_explainer.results._classification import ClassificationScore, Judgement
+from neuron_explainer.results._classification import ClassificationScore, Judgement, PluginScore
 from neuron_explainer.results._metrics import (
     ClassificationMetrics,
     ConfidenceInterval,
     IntervalScore,
 )
-from neuron_explainer.results._parts import ComponentInfo, SimulationFailure
+from neuron_explainer.results._parts import ComponentInfo, SimulationFailure, UsageSummary
 from neuron_explainer.results._scores import INSENSITIVE_BELOW, Calibration, Score, Sensitivity
 from neuron_explainer.results._stats import REASON_PATTERN, SimulationStats
 
@@ -59,10 +59,12 @@ __all__ = [
     "FailedSequence",
     "IntervalScore",
     "Judgement",
+    "PluginScore",
     "PromptScale",
     "Score",
     "ScoredSequence",
     "ScoredSimulation",
+    "ScorerScore",
     "ScoringMode",
     "Sensitivity",
     "SequenceSimulation",
@@ -347,48 +349,22 @@ class SimulationScore(BaseModel):
     kind: Literal["correlation"] = "correlation"
     scorer: ComponentInfo
     value: Score
-    scored: ScoredSimulation
+    scored: ScoredSimulation | None = None
 
 
-class UsageSummary(BaseModel):
-    """What LLM calls consumed: tokens, calls, cache hits and estimated cost.
-
-    ``calls`` counts requests sent to a server; ``cache_hits`` counts answers served from a
-    response cache, whose tokens are not counted again (they cost nothing this time).
-    """
-
-    model_config = _FROZEN
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    calls: int = 0
-    cache_hits: int = 0
-    cost_usd: float = 0.0
-
-    def __add__(self, other: UsageSummary) -> UsageSummary:
-        return UsageSummary(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            cached_tokens=self.cached_tokens + other.cached_tokens,
-            calls=self.calls + other.calls,
-            cache_hits=self.cache_hits + other.cache_hits,
-            cost_usd=self.cost_usd + other.cost_usd,
-        )
-
-
-RESULT_FORMAT_VERSION = 5
+RESULT_FORMAT_VERSION = 6
 """The version of the `ExplanationResult` JSON this library writes (``format_version``).
 
 1: 0.1.0, no ``format_version`` field; 2: the field; 3: ``simulation`` (`SimulationStats`)
 and ``scored.failed`` (the excerpts that could not be simulated); 4: ``scored.scoring``,
 ``scored.sensitivity``, ``scored.neutral_explanation`` and each scored sequence's
 ``neutral`` and ``contrastive``; 5: every record's ``window_id`` and ``split_plan.quantile``
-(where the quantile samples went). Older JSON is upgraded on load: its ``simulation`` is
-``None`` (not measured), its ``failed`` empty (any failure then failed the unit), its scoring
-plain, its sensitivity and neutral explanation ``None`` (not measured), its records' window
-ids ``None`` (not known) and its split plan's ``quantile`` ``None`` (quantile samples were not
-split)."""
+(where the quantile samples went); 6: ``scores`` (every scorer's score by name) and
+``scored`` optional (no simulation scorer ran). Older JSON is upgraded on load: its
+``simulation`` is ``None`` (not measured), its ``failed`` empty (any failure then failed the
+unit), its scoring plain, its sensitivity and neutral explanation ``None`` (not measured), its
+records' window ids ``None`` (not known), its split plan's ``quantile`` ``None`` (quantile
+samples were not split) and its ``scores`` the correlation score alone."""
 
 
 def check_stored_version(version: Any, newest: int, what: str) -> int:
@@ -421,8 +397,13 @@ def _upgrade_result(data: dict[str, Any]) -> dict[str, Any]:
     # say what older results hold: ``simulation`` None (not measured), ``scored.failed`` empty
     # (any failed simulation then failed the unit), ``scored.scoring`` "plain",
     # ``scored.sensitivity`` None (not measured), a record's ``window_id`` None (not known),
-    # ``split_plan.quantile`` None (not split). A later change adds its step here.
+    # ``split_plan.quantile`` None (not split). 5 -> 6: ``scores`` is filled from ``scored`` by
+    # the model (the correlation score alone). A later change adds its step here.
     return {**data, "format_version": RESULT_FORMAT_VERSION}
+
+
+ScorerScore = SimulationScore | ClassificationScore | PluginScore
+"""What one scorer gave a result, under its name in `ExplanationResult.scores`."""
 
 
 class ExplanationResult(BaseModel):
@@ -432,9 +413,14 @@ class ExplanationResult(BaseModel):
     such field) is upgraded when it is read; a newer version is refused (a
     ``pydantic.ValidationError`` saying so).
 
-    ``usage`` is what every LLM call of the unit used (explainer and simulator);
-    ``simulation`` how its simulations went (`SimulationStats`; ``None`` in a result of
-    format 1 or 2, which did not measure it).
+    ``scores`` holds every scorer's score by name, in the order they were asked for (the first
+    is the headline, `score`); the ``"correlation"`` score's details (the simulation, scored)
+    are ``scored``, ``None`` when no simulation scorer ran. ``usage`` is what every LLM call of
+    the unit used (explainer, simulator, scorers); ``simulation`` how its simulations went
+    (`SimulationStats`; ``None`` in a result of format 1 or 2, which did not measure it).
+
+    Raises:
+        pydantic.ValidationError: a ``"correlation"`` score without ``scored``, or no score.
     """
 
     model_config = _FROZEN
@@ -442,7 +428,8 @@ class ExplanationResult(BaseModel):
     format_version: int = RESULT_FORMAT_VERSION
     unit: UnitId
     explanation: Explanation
-    scored: ScoredSimulation
+    scored: ScoredSimulation | None = None
+    scores: dict[str, ScorerScore] = Field(default_factory=dict)
     explainer: ComponentInfo
     simulator: ComponentInfo
     provenance: Provenance
@@ -457,7 +444,21 @@ class ExplanationResult(BaseModel):
     def _upgrade(cls, data: Any) -> Any:
         return _upgrade_result(data) if isinstance(data, dict) else data
 
+    @model_validator(mode="after")
+    def _scores_match(self) -> Self:
+        if self.scored is not None and "correlation" not in self.scores:
+            entry = SimulationScore(
+                scorer=ComponentInfo(name="correlation"), value=self.scored.correlation
+            )
+            self.scores["correlation"] = entry  # the results of format 5 and older
+        if "correlation" in self.scores and self.scored is None:
+            raise ValueError("a 'correlation' score needs its simulation ('scored')")
+        if not self.scores:
+            raise ValueError("a result holds at least one score")
+        return self
+
     @property
     def score(self) -> float | None:
-        """The headline score (top-and-random correlation), ``None`` when undefined."""
-        return self.scored.correlation.value
+        """The headline score: the value of the first scorer's score (the top-and-random
+        correlation by default), ``None`` when undefined."""
+        return next(iter(self.scores.values())).value.value

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, NonNegativeInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    JsonValue,
+    NonNegativeInt,
+    model_validator,
+)
 
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results._metrics import ClassificationMetrics
 from neuron_explainer.results._parts import ComponentInfo, SimulationFailure
 from neuron_explainer.results._scores import Score
 
-__all__ = ["ClassificationScore", "Judgement"]
+__all__ = ["ClassificationScore", "Judgement", "PluginScore"]
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -96,3 +104,19 @@ class ClassificationScore(BaseModel):
     def n_failed(self) -> int:
         """Judgements without a usable answer."""
         return sum(j.answer is None for j in self.judgements)
+
+
+class PluginScore(BaseModel):
+    """The score of a scorer outside the built-in kinds (a plugin's): its headline ``value``
+    and the rest of what it returned, as JSON data (``details``).
+
+    Attributes:
+        kind: the scorer's name.
+    """
+
+    model_config = _FROZEN
+
+    kind: str = Field(min_length=1)
+    scorer: ComponentInfo
+    value: Score
+    details: dict[str, JsonValue] = Field(default_factory=dict)

@@ -252,7 +252,8 @@ async def run_units(
                     update={"usage": spent.summary, "simulation": sims.stats}
                 )
                 count.done += 1
-                if (sensitivity := result.scored.sensitivity) is not None:
+                scored = result.scored
+                if scored is not None and (sensitivity := scored.sensitivity) is not None:
                     count.measured += 1
                     count.flagged += sensitivity.flagged
                 store.mark_done(unit, result, spent.summary, run_id)

@@ -39,7 +39,9 @@ from neuron_explainer.runs._files import check_writable, is_empty
 from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
 from neuron_explainer.runs._sources import RecordSource, Source, open_source, select_units
 from neuron_explainer.runs.explain import explain_record, neutral_memo
+from neuron_explainer.runs.scoring import DEFAULT_SCORERS, RunScorers, build_scorers, scorer_config
 from neuron_explainer.runs.store import RunStore, config_mismatch
+from neuron_explainer.scorers.base import Scorer
 from neuron_explainer.subjects.collection import Collection
 
 __all__ = ["EXPLAIN_OPTIONS", "RunEstimate", "aexplain_neurons", "explain_neurons"]
@@ -130,6 +132,7 @@ async def _dry_run(
     simulator: Simulator,
     options: ExplainOptions,
     run: RunOptions,
+    scorers: RunScorers,
 ) -> RunEstimate:
     from neuron_explainer.runs.estimate import estimate_run
 
@@ -144,6 +147,7 @@ async def _dry_run(
         options=options,
         retry_failed=run.retry_failed,
         sample_units=run.sample_units,
+        scorers=None if scorers.names == DEFAULT_SCORERS else scorers,
     )
     if run.budget_usd is not None:
         left = max(0.0, run.budget_usd - spent)
@@ -178,6 +182,7 @@ async def aexplain_neurons(
     registry: Registry | None = None,
     progress: Callable[[RunEvent], None] | None = None,
     sample_units: int = 3,
+    scorers: Sequence[Scorer | str] | None = None,
 ) -> RunSummary | RunEstimate:
     """Explain and score many units, resumably, with the run's state in the SQLite file ``db``.
 
@@ -221,6 +226,9 @@ async def aexplain_neurons(
         registry: where names are looked up.
         progress: called with a `RunEvent` at the start and after every unit.
         sample_units: units whose prompts a dry run builds.
+        scorers: the scorers of every unit, as in `explain_neuron` (default: the simulation
+            score alone; the first is each unit's headline score). They are part of the run's
+            configuration: resuming with others is refused.
 
     Returns:
         A `RunSummary` (a `RunEstimate` with ``dry_run``).
@@ -251,11 +259,14 @@ async def aexplain_neurons(
 
         check_can_revise(the_explainer)
     the_simulator = components.simulator(simulator)
+    the_scorers = build_scorers(scorers, components, the_simulator)
     config: dict[str, Any] = {
         "explainer": the_explainer.info.model_dump(mode="json"),
         "simulator": the_simulator.info.model_dump(mode="json"),
         "options": options.model_dump(mode="json"),
     }
+    if the_scorers.names != DEFAULT_SCORERS:  # runs before scorers existed have no such key
+        config["scorers"] = scorer_config(the_scorers)
     _refuse_mismatch(db_path, "explain", config, partial=True)
     if not dry_run:
         check_writable(db_path)  # before collecting, which may take long
@@ -273,7 +284,7 @@ async def aexplain_neurons(
     chosen = select_units(src, layers=layers, neurons=neurons, units=units)
     if dry_run:
         return await _dry_run(
-            db_path, config, src, chosen, the_explainer, the_simulator, options, run
+            db_path, config, src, chosen, the_explainer, the_simulator, options, run, the_scorers
         )
 
     # the neutral explanation's simulation of an excerpt is the same for every unit, and the
@@ -289,6 +300,7 @@ async def aexplain_neurons(
             options,
             shared=shared,
             probe=probe,
+            scorers=the_scorers,
         )
 
     with RunStore(db_path, create=True) as store:

@@ -25,6 +25,10 @@ what they count. A plugin's component is estimated the same way as a built-in on
   the calibration split (an upper bound: no revision is asked when nothing disagrees); with
   ``test_sentences``, one more explaining request and that many sentences simulated, each
   as long as a train excerpt (an upper bound: none without the unit's model);
+* scorers other than the simulation score (``scorers=``, e.g. detection) count by their own
+  ``estimate`` (the requests they would send for the unit's excerpts); without the
+  simulation score, the scored split is not simulated and the neutral explanation only when
+  contrastive best-of-k or revision choose with it;
 * cost: what the component says, or when it leaves ``cost_usd`` unset, its ``llm``'s
   ``price`` or `neuron_explainer.llm.usage.price_for` its model (0 when unknown). Components
   without an LLM cost nothing; an LLM-backed component that does not override ``estimate`` is
@@ -55,9 +59,11 @@ from neuron_explainer.options import (
 from neuron_explainer.records import ActivationRecord, NeuronRecord, UnitId
 from neuron_explainer.records.splits import Splits, split_records
 from neuron_explainer.results import Explanation
+from neuron_explainer.scorers.base import ScoringData
 
 if TYPE_CHECKING:
     from neuron_explainer.runs._sources import Source
+    from neuron_explainer.runs.scoring import RunScorers
 
 __all__ = [
     "PLACEHOLDER_EXPLANATION",
@@ -98,7 +104,7 @@ class NeuronEstimate(BaseModel):
         return {**data, "parts": parts, **totals}
 
 
-def _priced(part: CallEstimate, component: Explainer | Simulator) -> CallEstimate:
+def _priced(part: CallEstimate, component: object) -> CallEstimate:
     """``part`` with its cost: as the component gave it, else its tokens at the price of the
     component's LLM (0 without one)."""
     if part.cost_usd is not None:
@@ -144,43 +150,66 @@ def _estimate(
     options: ExplainOptions,
     *,
     shared: Set[tuple[str, ...]] = frozenset(),
+    scoring: tuple[NeuronRecord, RunScorers] | None = None,
 ) -> NeuronEstimate:
     """One unit's estimate from its ``splits``; the neutral simulations of ``shared`` excerpts
-    are left out (a batch counts them once, `estimate_run`)."""
+    are left out (a batch counts them once, `estimate_run`). ``scoring``: the unit's record and
+    the run's scorers when they are not the simulation score alone."""
+    correlation = scoring is None or scoring[1].correlation
     explain = explainer.estimate(splits.train, best_of=options.best_of)
     # each text is simulated once per excerpt (the final score reuses best-of-k's and
     # revision's calibration simulations): best-of-k's candidates, or the one explanation
     # when the calibration is fitted or revision compares on it, and a revised text
+    fitted = correlation and options.calibration != "none"
     on_calibration = (
-        options.best_of
-        if options.best_of > 1
-        else int(options.revise or options.calibration != "none")
+        options.best_of if options.best_of > 1 else int(options.revise or fitted)
     ) + int(options.revise)
+    choosing = options.best_of > 1 or options.revise
+    neutral = correlation or (options.scoring == "contrastive" and choosing)
     shown = [
         *(list(splits.calibration.records) * on_calibration),
-        *splits.held_out(options.score_split).records,
-        *(r for r in _neutral_shown(splits, options) if tuple(r.tokens) not in shared),
+        *(splits.held_out(options.score_split).records if correlation else ()),
+        *(
+            r
+            for r in (_neutral_shown(splits, options) if neutral else ())
+            if tuple(r.tokens) not in shared
+        ),
     ]
     parts = [_priced(explain, explainer)]
     if options.revise:
-        # the revision prompt is the explaining prompt plus the disagreements: counted as one
-        # more explaining request; the first text is simulated on the train split too
-        revision = explainer.estimate(splits.train)
-        parts.append(_priced(revision.model_copy(update={"note": "revision"}), explainer))
-        shown += splits.train
-        if options.test_sentences:
-            # asking for test sentences: the explaining prompt again; each sentence simulated
-            # (counted as long as a train excerpt)
-            ask = getattr(explainer, "estimate_tests", None)
-            tests = (
-                ask(splits.train, options.test_sentences)
-                if callable(ask)
-                else explainer.estimate(splits.train)
-            )
-            parts.append(_priced(tests.model_copy(update={"note": "test sentences"}), explainer))
-            shown += [splits.train[i % len(splits.train)] for i in range(options.test_sentences)]
+        parts += _revision_parts(splits, explainer, options, shown)
     simulated = _priced(_simulated(simulator, explainer, shown), simulator)
-    return NeuronEstimate(parts=(*parts, simulated))
+    parts.append(simulated)
+    if scoring is not None:
+        record, scorers = scoring
+        data = ScoringData(record, splits, options.score_split)
+        text = Explanation(text=PLACEHOLDER_EXPLANATION, explainer=explainer.info)
+        for scorer in scorers.built.values():
+            parts.append(_priced(scorer.estimate(text, data), scorer))
+    return NeuronEstimate(parts=tuple(parts))
+
+
+def _revision_parts(
+    splits: Splits, explainer: Explainer, options: ExplainOptions, shown: list[ActivationRecord]
+) -> list[CallEstimate]:
+    """Revision's explaining requests (the excerpts it simulates are added to ``shown``)."""
+    # the revision prompt is the explaining prompt plus the disagreements: counted as one
+    # more explaining request; the first text is simulated on the train split too
+    revision = explainer.estimate(splits.train)
+    parts = [_priced(revision.model_copy(update={"note": "revision"}), explainer)]
+    shown += splits.train
+    if options.test_sentences:
+        # asking for test sentences: the explaining prompt again; each sentence simulated
+        # (counted as long as a train excerpt)
+        ask = getattr(explainer, "estimate_tests", None)
+        tests = (
+            ask(splits.train, options.test_sentences)
+            if callable(ask)
+            else explainer.estimate(splits.train)
+        )
+        parts.append(_priced(tests.model_copy(update={"note": "test sentences"}), explainer))
+        shown += [splits.train[i % len(splits.train)] for i in range(options.test_sentences)]
+    return parts
 
 
 def _splits(record: NeuronRecord, options: ExplainOptions) -> Splits:
@@ -213,10 +242,13 @@ def estimate_neuron(
     sensitivity: bool | Literal["auto"] = "auto",
     revise: bool = False,
     test_sentences: int = DEFAULT_TEST_SENTENCES,
+    scorers: RunScorers | None = None,
 ) -> NeuronEstimate:
     """Estimate the LLM requests, tokens and cost of explaining ``record`` (see the module
     docstring for the rules); nothing is sent. Arguments as for `explain_neuron` (the neutral
-    explanation's simulations, for contrastive scoring or sensitivity, are counted).
+    explanation's simulations, for contrastive scoring or sensitivity, are counted);
+    ``scorers`` as `neuron_explainer.runs.scoring.build_scorers` builds them (default: the
+    simulation score alone): each scorer but the simulation score counts by its ``estimate``.
 
     Raises:
         InvalidInputError: an option out of range.
@@ -235,7 +267,8 @@ def estimate_neuron(
         revise=revise,
         test_sentences=test_sentences,
     )
-    return _estimate(_splits(record, options), explainer, simulator, options)
+    judged = None if scorers is None else (record, scorers)
+    return _estimate(_splits(record, options), explainer, simulator, options, scoring=judged)
 
 
 def _mean(estimates: Sequence[NeuronEstimate], role: str | None = None) -> dict[str, float]:
@@ -254,10 +287,11 @@ async def estimate_run(
     options: ExplainOptions | Mapping[str, Any],
     retry_failed: bool = False,
     sample_units: int = 3,
+    scorers: RunScorers | None = None,
 ) -> dict[str, Any]:
     """The fields of a `neuron_explainer.runs.RunEstimate`: `estimate_neuron` on up to
     ``sample_units`` units spread evenly over those still to do (per ``statuses``), averaged
-    and multiplied by their number.
+    and multiplied by their number (``scorers`` as for `estimate_neuron`).
 
     Raises:
         InvalidInputError: bad ``options`` or ``sample_units``.
@@ -275,16 +309,23 @@ async def estimate_run(
     step = len(todo) / min(sample_units, len(todo)) if todo else 1
     sampled = [todo[int(i * step)] for i in range(min(sample_units, len(todo)))]
     split_units: list[tuple[UnitId, Splits]] = []
+    records: dict[UnitId, NeuronRecord] = {}
     for unit in sampled:
         try:
-            split_units.append((unit, _splits(await source.record(unit), explain)))
+            records[unit] = await source.record(unit)
+            split_units.append((unit, _splits(records[unit], explain)))
         except InsufficientRecordsError as exc:
             notes.append(f"{unit} could not be estimated ({type(exc).__name__}: {exc})")
     shared = _shared_neutral([splits for _, splits in split_units], explain)
     estimates: list[NeuronEstimate] = []
     for unit, splits in split_units:
+        scoring = None if scorers is None else (records[unit], scorers)
         try:
-            estimates.append(_estimate(splits, explainer, simulator, explain, shared=shared.keys()))
+            estimates.append(
+                _estimate(
+                    splits, explainer, simulator, explain, shared=shared.keys(), scoring=scoring
+                )
+            )
         except ExplanationError as exc:
             notes.append(f"{unit} could not be estimated ({type(exc).__name__}: {exc})")
     if estimates:

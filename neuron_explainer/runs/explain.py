@@ -7,13 +7,13 @@ default ``"hf"``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import ValidationError
 
-from neuron_explainer._aio import sync_twin
+from neuron_explainer._aio import gather_or_cancel, sync_twin
 from neuron_explainer.errors import ExplanationError, InvalidInputError, InvalidRecordError
 from neuron_explainer.interfaces import (
     Explainer,
@@ -36,9 +36,21 @@ from neuron_explainer.options import (
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import NeuronRecord
 from neuron_explainer.records.splits import Splits, split_records
-from neuron_explainer.results import Explanation, ExplanationResult, ScoredSimulation
+from neuron_explainer.results import (
+    Explanation,
+    ExplanationResult,
+    ScoredSimulation,
+    ScorerScore,
+)
 from neuron_explainer.runs.revision import arevise_explanation, check_can_revise
+from neuron_explainer.runs.scoring import (
+    DEFAULT_SCORERS,
+    RunScorers,
+    build_scorers,
+    correlation_entry,
+)
 from neuron_explainer.scorers._memo import SimulationMemo, reusing_for_unit
+from neuron_explainer.scorers.base import Scorer, ScoringData
 from neuron_explainer.scorers.simulation import (
     NeutralBaseline,
     ascore_explanation,
@@ -188,78 +200,126 @@ async def explain_record(
     *,
     shared: SimulationMemo | None = None,
     probe: Probe | None = None,
+    scorers: RunScorers | None = None,
 ) -> ExplanationResult:
     """Explain ``record`` and score the explanation with the components given (built
     already) and the options (validated already); no usage meter of its own (``usage`` is
     left empty), but ``simulation`` holds how its simulations went (best-of-k candidates'
     included). `aexplain_neuron` and the batch runs do the rest around it.
 
+    ``scorers`` (default: the simulation score alone) score the chosen explanation on the
+    scored split, all at once. Without ``"correlation"`` among them nothing is simulated
+    unless best-of-k or revision choose by simulation.
+
     An excerpt is simulated once per explanation text: the final score reuses best-of-k's and
     revision's calibration simulations of the chosen text. ``shared`` (a batch's memo of the
     neutral explanation) lends the neutral simulations of excerpts other units share.
 
     Raises:
-        InsufficientRecordsError: too few records to fill the splits.
+        InsufficientRecordsError: too few records to fill the splits (or, for a
+            classification scorer, no activating or non-activating excerpt to judge).
         ExplanationError / SimulationError: a component failed (a `SimulationError` also when
             more than ``options.max_failed_fraction`` of the excerpts could not be simulated).
     """
     if options.revise:
         check_can_revise(explainer)
+    run = scorers or RunScorers(DEFAULT_SCORERS, {})
     splits = split_records(
         record,
         n_top_per_split=options.n_top_per_split,
         n_random_per_split=options.n_random_per_split,
     )
+    contrastive_choice = options.scoring == "contrastive" and (
+        options.best_of > 1 or options.revise
+    )
     with track_simulations() as simulations, reusing_for_unit(shared):
-        neutral = await simulate_baseline(simulator, splits, options)
-        # candidates (best-of-k, revision) are compared contrastively under contrastive scoring
-        choice_baseline = (
-            neutral.records_of("calibration")
-            if neutral is not None and options.scoring == "contrastive"
+        neutral = (
+            await simulate_baseline(simulator, splits, options)
+            if run.correlation or contrastive_choice
             else None
         )
-        if options.best_of > 1:
-            from neuron_explainer.runs.best_of import abest_of_k
-
-            explanation, _ = await abest_of_k(
-                explainer,
-                simulator,
-                splits.train,
-                splits.calibration.records,
-                options.best_of,
-                max_failed_fraction=options.max_failed_fraction,
-                baseline=choice_baseline,
-            )
-        else:
-            explanation = await explainer.aexplain(splits.train)
-        if not isinstance(explanation, Explanation):
-            raise ExplanationError(
-                f"explainer {explainer.info.name!r} returned {type(explanation).__name__}, "
-                "not an Explanation"
-            )
-        if options.revise:
-            explanation = await arevise_explanation(
-                explainer,
-                simulator,
-                explanation,
-                splits.train,
-                splits.calibration.records,
-                max_failed_fraction=options.max_failed_fraction,
-                baseline=choice_baseline,
-                probe=probe,
-                test_sentences=options.test_sentences,
-            )
-        scored = await score_with_options(simulator, explanation, splits, options, neutral)
+        explanation = await _choose(explainer, simulator, splits, options, neutral, probe)
+        data = ScoringData(record, splits, options.score_split)
+        both = await gather_or_cancel(
+            _simulation_score(run, simulator, explanation, splits, options, neutral),
+            run.ascore(explanation, data),
+        )
+    scored = cast(ScoredSimulation | None, both[0])
+    others = cast(dict[str, ScorerScore], both[1])
+    entry = None if scored is None else correlation_entry(simulator, scored.correlation)
     return ExplanationResult(
         unit=record.unit,
         explanation=explanation,
         scored=scored,
+        scores=run.in_order(others, entry),
         explainer=explainer.info,
         simulator=simulator.info,
         provenance=record.provenance,
         split_plan=splits.plan,
         simulation=simulations.stats,
     )
+
+
+async def _simulation_score(
+    run: RunScorers,
+    simulator: Simulator,
+    explanation: Explanation,
+    splits: Splits,
+    options: ExplainOptions,
+    neutral: NeutralBaseline | None,
+) -> ScoredSimulation | None:
+    if not run.correlation:
+        return None
+    return await score_with_options(simulator, explanation, splits, options, neutral)
+
+
+async def _choose(
+    explainer: Explainer,
+    simulator: Simulator,
+    splits: Splits,
+    options: ExplainOptions,
+    neutral: NeutralBaseline | None,
+    probe: Probe | None,
+) -> Explanation:
+    """The explanation: the explainer's (best of k, revised, as ``options`` say)."""
+    # candidates (best-of-k, revision) are compared contrastively under contrastive scoring
+    choice_baseline = (
+        neutral.records_of("calibration")
+        if neutral is not None and options.scoring == "contrastive"
+        else None
+    )
+    if options.best_of > 1:
+        from neuron_explainer.runs.best_of import abest_of_k
+
+        explanation, _ = await abest_of_k(
+            explainer,
+            simulator,
+            splits.train,
+            splits.calibration.records,
+            options.best_of,
+            max_failed_fraction=options.max_failed_fraction,
+            baseline=choice_baseline,
+        )
+    else:
+        explanation = await explainer.aexplain(splits.train)
+    if not isinstance(explanation, Explanation):
+        raise ExplanationError(
+            f"explainer {explainer.info.name!r} returned {type(explanation).__name__}, "
+            "not an Explanation"
+        )
+    if options.revise:
+        explanation = await arevise_explanation(
+            explainer,
+            simulator,
+            explanation,
+            splits.train,
+            splits.calibration.records,
+            max_failed_fraction=options.max_failed_fraction,
+            baseline=choice_baseline,
+            probe=probe,
+            test_sentences=options.test_sentences,
+        )
+    return explanation
 
 
 async def aexplain_neuron(
@@ -287,6 +347,7 @@ async def aexplain_neuron(
     revise: bool = False,
     test_sentences: int = DEFAULT_TEST_SENTENCES,
     probe: Probe | None = None,
+    scorers: Sequence[Scorer | str] | None = None,
 ) -> ExplanationResult:
     """Explain one unit and score the explanation on held-out records.
 
@@ -354,6 +415,14 @@ async def aexplain_neuron(
         probe: the unit's true activations on new text (`neuron_explainer.interfaces.Probe`,
             e.g. ``HFSubject.probe(unit)``), for revision's test sentences; taken from the
             subject when this call records the unit itself (with a record, give it here).
+        scorers: the scorers to run, by name or as `Scorer` objects, in order (the first is
+            the headline, ``result.score``): ``"correlation"`` (the default alone: the
+            simulation score, configured by ``simulator=`` and the options above),
+            ``"detection"``, ``"fuzzing"`` or a plugin's. A named LLM scorer borrows the
+            simulator's LLM. Without ``"correlation"``, nothing is simulated (unless
+            best-of-k or revision choose by simulation) and ``result.scored`` is ``None``.
+            Every score is in ``result.scores`` under its name
+            (docs/classification-scorers.md).
 
     Returns:
         The explanation, its scores and everything that produced them, with the token usage
@@ -361,7 +430,7 @@ async def aexplain_neuron(
         (attempted, failed by reason, constant, retried, tokens) in ``simulation``.
 
     Raises:
-        UnknownComponentError: no explainer/simulator/subject has that name.
+        UnknownComponentError: no explainer/simulator/scorer/subject has that name.
         DuplicateComponentError: two plugins registered that name.
         CapabilityError: a component needs something its LLM does not offer.
         LLMError: a call to an LLM provider failed (`BudgetExceededError` when the budget
@@ -396,11 +465,17 @@ async def aexplain_neuron(
     if options.revise:
         check_can_revise(the_explainer)
     the_simulator = components.simulator(simulator)
+    the_scorers = build_scorers(scorers, components, the_simulator)
     with track_usage(budget) as meter:
         how = _Recording(layer, neuron, corpus, subject_options, subject)
         neuron_record, recorded_probe = await _record_for(record, how, components)
         result = await explain_record(
-            neuron_record, the_explainer, the_simulator, options, probe=probe or recorded_probe
+            neuron_record,
+            the_explainer,
+            the_simulator,
+            options,
+            probe=probe or recorded_probe,
+            scorers=the_scorers,
         )
     return result.model_copy(update={"usage": meter.summary})
 

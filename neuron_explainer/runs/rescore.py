@@ -174,6 +174,11 @@ async def _rescore_unit(
     splits = split_records(
         record, n_top_per_split=plan.n_top_per_split, n_random_per_split=plan.n_random_per_split
     )
+    if original.scored is None:
+        raise InvalidInputError(
+            f"{unit} was scored without simulation (scorers: {', '.join(original.scores)}); "
+            "rescore re-simulates a simulation score"
+        )
     split = original.scored.split
     held_out = splits.held_out(split).records
     before = original.scored.held_out_records()

@@ -26,7 +26,7 @@ from typing import ClassVar, Literal, TypeVar
 
 from neuron_explainer.errors import InsufficientRecordsError, InvalidInputError
 from neuron_explainer.interfaces import CallEstimate
-from neuron_explainer.llm.base import LLM, required_llm
+from neuron_explainer.llm.base import LLM
 from neuron_explainer.results import ClassificationScore, Explanation, Judgement, Score
 from neuron_explainer.results import SimulationFailure as Failure
 from neuron_explainer.scorers import _judge
@@ -115,7 +115,13 @@ class _ClassificationScorer(Scorer):
         seed: int = 0,
         n_resamples: int = 1000,
     ) -> None:
-        self.llm = required_llm(llm, by=f"the {self.kind} scorer", kind="scorer")
+        if not isinstance(llm, LLM):
+            raise InvalidInputError(
+                f"the {self.kind} scorer needs an LLM: pass llm= (an LLM, or a 'provider:model' "
+                f"name through registry.scorer({self.kind!r}, llm=...)); in explain_neuron it "
+                "borrows the simulator's LLM"
+            )
+        self.llm = llm
         for name, value, low in (
             ("n_positives", n_positives, 1),
             ("n_negatives", n_negatives, 1),

@@ -114,14 +114,37 @@
     });
     box.appendChild(fragment);
   };
+  // A judged excerpt (detection, fuzzing): one row, the true activation; the tokens shown to
+  // the judge highlighted (row[2], their positions) are marked.
+  var drawJudged = function (box, row, scale) {
+    var tokens = row[0], acts = row[1], marked = {};
+    row[2].forEach(function (t) { marked[t] = true; });
+    var fragment = document.createDocumentFragment();
+    tokens.forEach(function (token, t) {
+      var k = document.createElement("span");
+      k.className = marked[t] ? "k hl" : "k";
+      k.title = "act " + acts[t] + (marked[t] ? " \u00b7 highlighted" : "");
+      var truth = document.createElement("i");
+      truth.className = shade(acts[t], scale, "a");
+      appendToken(truth, token);
+      k.appendChild(truth);
+      fragment.appendChild(k);
+    });
+    box.appendChild(fragment);
+  };
+  var drawBlock = function (block, boxes, drawOne) {
+    var data = JSON.parse(block.textContent);
+    data.rows.forEach(function (row, i) { if (boxes[i]) { drawOne(boxes[i], row, data.scale); } });
+  };
   var draw = function (details) {
     if (details.hasAttribute("data-drawn")) { return; }
     details.setAttribute("data-drawn", "");
     var block = details.querySelector("script.tokens");
-    if (!block) { return; }
-    var data = JSON.parse(block.textContent);
-    var boxes = details.querySelectorAll(".toks");
-    data.rows.forEach(function (row, i) { if (boxes[i]) { drawRow(boxes[i], row, data.scale); } });
+    if (block) { drawBlock(block, details.querySelectorAll(".toks"), drawRow); }
+    // Each scorer's judged excerpts: its data block sits beside its boxes.
+    Array.prototype.forEach.call(details.querySelectorAll("script.judged"), function (judged) {
+      drawBlock(judged, judged.parentNode.querySelectorAll(".jtoks"), drawJudged);
+    });
   };
   document.addEventListener("toggle", function (event) {
     var target = event.target;
