@@ -354,3 +354,39 @@ def test_no_window_the_explainer_saw_is_ever_judged_by_identity() -> None:
         for j in DetectionScorer(llm, n_positives=40).score(EXPLANATION, _data()).judgements
     }
     assert "quantile" in sources
+
+
+def _requests_of(score: ClassificationScore, size: int) -> list[list[bool]]:
+    labels = [j.label for j in score.judgements]
+    return [labels[i : i + size] for i in range(0, len(labels), size)]
+
+
+def test_an_excerpts_number_says_nothing_about_its_class() -> None:
+    data = _data()
+    llm, _ = _judge_llm()
+    for scorer in (DetectionScorer(llm, excerpts_per_request=10), FuzzingScorer(llm)):
+        requests = _requests_of(scorer.score(EXPLANATION, data), 10)
+        odd = [label for request in requests for label in request[0::2]]
+        even = [label for request in requests for label in request[1::2]]
+        assert any(odd) and not all(odd) and any(even) and not all(even)
+
+    class ByPosition(OracleJudge):
+        def answer(self, text: str) -> bool:  # yes on odd numbers, ignoring the excerpt
+            self.count = getattr(self, "count", 0) + 1
+            return self.count % 2 == 1
+
+    values = []
+    for seed in range(8):
+        gamed = ScriptedLLM(default=ByPosition())
+        values.append(DetectionScorer(gamed, seed=seed).score(EXPLANATION, data).value.value)
+    assert all(v is not None for v in values)
+    assert 0.35 < sum(values) / len(values) < 0.65  # type: ignore[arg-type]
+
+
+def test_every_fuzzing_request_holds_both_classes() -> None:
+    data = _data()
+    llm, _ = _judge_llm()
+    score = FuzzingScorer(llm, excerpts_per_request=6).score(EXPLANATION, data)
+    requests = _requests_of(score, 6)
+    assert len(requests) >= 2
+    assert all(set(r) == {True, False} for r in requests if len(r) > 1)

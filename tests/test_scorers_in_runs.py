@@ -10,7 +10,7 @@ from neuron_explainer.errors import InvalidInputError, UnknownComponentError
 from neuron_explainer.plugins import Registry, hookimpl
 from neuron_explainer.results import ClassificationScore, PluginScore, Score, SimulationScore
 from neuron_explainer.scorers.base import Scorer, ScoringData
-from neuron_explainer.scorers.classification import DetectionScorer
+from neuron_explainer.scorers.classification import DETECTION_SYSTEM, DetectionScorer
 from neuron_explainer.scorers.simulation_scorer import CorrelationScorer
 from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator
 from neuron_explainer.testing import MockExplainer, MockSimulator, ScriptedLLM, number_neuron_record
@@ -80,7 +80,7 @@ def test_a_named_llm_scorer_borrows_the_simulators_llm() -> None:
     entry = result.scores["detection"]
     assert isinstance(entry, ClassificationScore)
     assert entry.scorer.settings["llm"] == llm.name
-    assert llm.requests and all(r.messages[0].content.startswith("We're") for r in llm.requests)
+    assert llm.requests and all(r.messages[0].content == DETECTION_SYSTEM for r in llm.requests)
 
 
 @pytest.mark.parametrize(

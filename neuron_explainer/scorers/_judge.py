@@ -88,13 +88,11 @@ def _schema(n: int) -> dict[str, object]:
 
 
 def _user(explanation: str, excerpts: Sequence[str], question: str) -> str:
-    lines = "\n".join(f"{i}. {text}" for i, text in enumerate(excerpts, start=1))
-    keys = ", ".join(f'"{i}": 0 or 1' for i in range(1, min(len(excerpts), 2) + 1))
-    more = ", ..." if len(excerpts) > 2 else ""
+    lines = "\n".join(f"{i}. {text.lstrip(' ')}" for i, text in enumerate(excerpts, start=1))
+    more = ", ..." if len(excerpts) > 1 else ""
     return (
-        f"Explanation: the neuron finds {explanation}\n\nExcerpts:\n{lines}\n\n{question} "
-        f"Answer with a JSON object with one property per excerpt ({{{keys}{more}}}): 1 for "
-        "yes, 0 for no. Write nothing else."
+        f"Explanation: {explanation}\n\nExcerpts:\n{lines}\n\n{question} Answer in JSON, one "
+        f'property per excerpt: {{"1": 0 or 1{more}}}'
     )
 
 

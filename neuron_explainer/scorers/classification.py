@@ -20,9 +20,12 @@ used, is recorded with the score (`neuron_explainer.scorers._examples`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeVar
+
+import numpy as np
 
 from neuron_explainer.errors import InsufficientRecordsError, InvalidInputError
 from neuron_explainer.interfaces import CallEstimate
@@ -46,21 +49,15 @@ from neuron_explainer.scorers.base import Scorer, ScoringData
 
 __all__ = ["DetectionScorer", "FuzzingScorer"]
 
-PROMPT_VERSION = "classification-scorer/1"
-_TASK = (
-    "We're studying neurons in a neural network. Each neuron looks for one particular thing in "
-    "a short document; it activates on the tokens that match it and stays silent elsewhere. "
-)
+PROMPT_VERSION = "classification-scorer/2"
+_TASK = "A neuron in a language model activates on the tokens that match its explanation. "
 DETECTION_SYSTEM = (
-    _TASK + "Given an explanation of what a neuron looks for and numbered excerpts, say for "
-    "each excerpt whether the neuron activates on it: 1 if some token of the excerpt matches "
-    "the explanation, 0 if none does. Most excerpts of ordinary text do not match."
+    _TASK + "For each numbered excerpt, answer 1 if some token of it matches the explanation, "
+    "else 0. Most excerpts of ordinary text do not match."
 )
 FUZZING_SYSTEM = (
-    _TASK + "Given an explanation of what a neuron looks for and numbered excerpts in which "
-    "some tokens are marked <<like this>>, say for each excerpt whether the marked tokens are "
-    "the ones the neuron activates on: 1 if the marked tokens match the explanation, 0 if "
-    "they do not. Judge the marked tokens, not the rest of the excerpt."
+    _TASK + "In each numbered excerpt some tokens are marked <<like this>>. Answer 1 if the "
+    "marked tokens are ones the neuron activates on (they match the explanation), else 0."
 )
 Item = tuple[Candidate, tuple[int, ...] | None]
 """An excerpt to judge, with the positions highlighted in it (fuzzing) or ``None``."""
@@ -81,8 +78,8 @@ class _Chosen:
         return [item for group in self.groups for item in group]
 
 
-DETECTION_QUESTION = "For each excerpt: does the neuron activate on some token of it?"
-FUZZING_QUESTION = "For each excerpt: are the marked tokens the ones the neuron activates on?"
+DETECTION_QUESTION = "Does the neuron activate on each excerpt?"
+FUZZING_QUESTION = "Are the marked tokens the ones it activates on?"
 
 
 class _ClassificationScorer(Scorer):
@@ -308,7 +305,7 @@ class DetectionScorer(_ClassificationScorer):
         items: list[Item] = [(c, None) for c in _interleave(positives, negatives)]
         size = self.excerpts_per_request
         groups = [items[i : i + size] for i in range(0, len(items), size)]
-        return _Chosen(groups, self.negatives, hard, ambiguous)
+        return _Chosen(_shuffled(groups, data, self), self.negatives, hard, ambiguous)
 
 
 class FuzzingScorer(_ClassificationScorer):
@@ -339,8 +336,24 @@ class FuzzingScorer(_ClassificationScorer):
                 wrong.append((Candidate(c.record, c.source, False), tuple(drawn)))
         if not right:
             raise _insufficient(data, "activating (with enough silent tokens to mislabel)", rule)
-        groups = _pack(_interleave(right, wrong), self.excerpts_per_request)
-        return _Chosen(groups, "wrong_highlight", 0, len(positives) - len(right))
+        # each request holds both classes, never both versions of one excerpt: the right
+        # versions of one half go with the wrong versions of the other half
+        half = len(right) // 2
+        order = _interleave(right[:half], wrong[half:]) + _interleave(wrong[:half], right[half:])
+        groups = _pack(order, self.excerpts_per_request)
+        return _Chosen(
+            _shuffled(groups, data, self), "wrong_highlight", 0, len(positives) - len(right)
+        )
+
+
+def _shuffled(
+    groups: list[list[Item]], data: ScoringData, scorer: _ClassificationScorer
+) -> list[list[Item]]:
+    """Each request's excerpts in an order of their own (seeded by the unit, the scorer and
+    its seed), so an excerpt's number says nothing about its class."""
+    key = f"{data.record.unit}\x1f{scorer.kind}\x1f{scorer.seed}".encode()
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:16], "little"))
+    return [[group[i] for i in rng.permutation(len(group))] for group in groups]
 
 
 def _interleave(a: Sequence[T], b: Sequence[T]) -> list[T]:
