@@ -756,3 +756,22 @@ def test_chat_simulators_read_the_answer_hf_generates(
             assert max(probs) > 0.999
     score = correlation(truth, list(simulation.expected_activations))
     assert score.value == pytest.approx(1.0)
+
+
+def test_a_detection_scorer_judges_with_the_in_process_provider(llama: HFLLM) -> None:
+    from neuron_explainer.records.splits import split_records
+    from neuron_explainer.results import ComponentInfo, Explanation
+    from neuron_explainer.scorers.base import ScoringData
+    from neuron_explainer.scorers.classification import DetectionScorer
+    from neuron_explainer.testing import number_neuron_record
+
+    record = number_neuron_record(silent_fraction=0.5)
+    data = ScoringData(record, split_records(record), "valid")
+    explanation = Explanation(text="numbers", explainer=ComponentInfo(name="test"))
+    score = DetectionScorer(llama, n_positives=4, n_negatives=4, retries=0).score(explanation, data)
+    assert len(score.judgements) == 8
+    failed = [j for j in score.judgements if j.answer is None]
+    assert all(j.failure is not None and j.failure.reason for j in failed)  # counted, with why
+    if XGRAMMAR:  # the schema holds the random model's answer: every excerpt gets 0 or 1
+        assert not failed
+        assert all(j.p_yes is not None and 0 <= j.p_yes <= 1 for j in score.judgements)

@@ -172,3 +172,31 @@ def test_a_result_needs_a_score_and_correlation_needs_its_simulation() -> None:
         ExplanationResult.model_validate({**good.model_dump(), "scored": None})
     with pytest.raises(ValueError, match="at least one score"):
         ExplanationResult.model_validate({**good.model_dump(), "scored": None, "scores": {}})
+
+
+def test_detection_and_fuzzing_over_real_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    from neuron_explainer.testing import OpenAITestServer
+
+    key = "sk-test-SECRET-0123456789"
+    judge = OracleJudge()
+    with OpenAITestServer(api_key=key, responder=judge.respond) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+        monkeypatch.delenv("NEURON_EXPLAINER_CACHE", raising=False)
+        registry = Registry(entry_points=False)
+        result = explain_neuron(
+            _record(),
+            explainer=MockExplainer("numbers"),
+            simulator="openai:judge-model",
+            scorers=["detection", "fuzzing"],
+            registry=registry,
+        )
+        chats = [r for r in server.requests if r.endpoint == "chat/completions"]
+    assert result.scored is None and list(result.scores) == ["detection", "fuzzing"]
+    for entry in result.scores.values():
+        assert isinstance(entry, ClassificationScore)
+        assert entry.value.value == pytest.approx(1.0) and entry.n_failed == 0
+        assert all(j.p_yes is not None for j in entry.judgements)  # logprobs over the wire
+    assert len(chats) == sum(-(-len(e.judgements) // 10) for e in result.scores.values())  # type: ignore[union-attr]
+    assert result.usage.calls == len(chats)
+    assert key not in result.model_dump_json()

@@ -150,7 +150,8 @@ class _Request:
         response = await self.llm.acomplete(
             [Message(role="system", content=self.system), Message(role="user", content=user)],
             temperature=0.0,
-            max_tokens=COMPLETION_PER_ITEM * len(excerpts) + 16,
+            # twice the expected answer: a model may write white space between the values
+            max_tokens=2 * COMPLETION_PER_ITEM * len(excerpts) + 32,
             logprobs="chat_logprobs" in capabilities,
             top_logprobs=TOP_LOGPROBS if "chat_logprobs" in capabilities else None,
             response_format=_schema(len(excerpts)) if "json_schema" in capabilities else None,

@@ -1,7 +1,8 @@
 """A stand-in judge for the classification scorers (detection, fuzzing): answers their
 requests by a rule on the words of each excerpt, or by a fixed policy, with logprobs.
 
-Use it as a `ScriptedLLM`'s answer to test code that runs scorers::
+Use it as a `ScriptedLLM`'s answer to test code that runs scorers (or, with `OracleJudge.respond`,
+as the responder of an `OpenAITestServer`, over real HTTP)::
 
     judge = ScriptedLLM(default=OracleJudge(fires=lambda word: word.isdigit()))
     score = DetectionScorer(judge).score(explanation, data)
@@ -24,6 +25,7 @@ from typing import Literal
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.llm.base import ChatRequest, ChatResponse
 from neuron_explainer.llm.prompts import unescape_token
+from neuron_explainer.testing._replies import ReceivedRequest, Reply
 from neuron_explainer.testing._responses import make_response
 
 __all__ = ["OracleJudge", "is_number"]
@@ -87,14 +89,12 @@ class OracleJudge:
             return self._rng.random() < 0.5
         return self._oracle(unescape_token(text))
 
-    def __call__(self, request: ChatRequest) -> ChatResponse:
-        """The answer to ``request`` (every numbered excerpt of its last user message).
+    def _answer_to(self, user: str) -> tuple[list[str], list[dict[str, float]]]:
+        """The answer's tokens and each token's logprobs for the request ``user`` message.
 
         Raises:
-            InvalidInputError: the request has no numbered excerpts.
+            InvalidInputError: the message holds no numbered excerpts.
         """
-        self.requests.append(request)
-        user = next(m.content for m in reversed(request.messages) if m.role == "user")
         section = user.split("Excerpts:\n", 1)[-1]
         items = _ITEM.findall(section)
         if not items:
@@ -111,6 +111,34 @@ class OracleJudge:
             logprobs.append({"1": yes, "0": no} if said else {"0": yes, "1": no})
         tokens.append("}")
         logprobs.append({"}": 0.0})
+        return tokens, logprobs
+
+    def __call__(self, request: ChatRequest) -> ChatResponse:
+        """The answer to ``request`` (every numbered excerpt of its last user message), as a
+        `ScriptedLLM` answer.
+
+        Raises:
+            InvalidInputError: the request has no numbered excerpts.
+        """
+        self.requests.append(request)
+        user = next(m.content for m in reversed(request.messages) if m.role == "user")
+        tokens, logprobs = self._answer_to(user)
         if not request.logprobs:
             return make_response("".join(tokens))
         return make_response(tokens=tokens, logprobs=logprobs)
+
+    def respond(self, received: ReceivedRequest) -> Reply | str | None:
+        """The same answer as a responder of `neuron_explainer.testing.OpenAITestServer`
+        (over real HTTP): ``None`` (the server's default) for anything but a chat request
+        with numbered excerpts."""
+        body = received.body if isinstance(received.body, dict) else {}
+        messages = body.get("messages") or []
+        if received.endpoint != "chat/completions" or not messages:
+            return None
+        try:
+            tokens, logprobs = self._answer_to(str(messages[-1].get("content", "")))
+        except InvalidInputError:
+            return None
+        if not body.get("logprobs"):
+            return "".join(tokens)
+        return Reply(content="".join(tokens), tokens=tokens, top_logprobs=logprobs)
