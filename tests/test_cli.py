@@ -1028,3 +1028,24 @@ def test_the_llm_options_reach_the_backend(
     assert silent.exit_code == 1
     line = one_line_error(silent)
     assert "the server sent nothing for 0.8s" in line and "3 of them timed out" in line
+
+
+def test_explain_takes_scorers_and_refuses_unknown_ones_before_recording(
+    tiny_model: Path, corpus: Path
+) -> None:
+    args = ["explain", tiny_model, "--layer", "1", "--neuron", "3", "--corpus", corpus,
+            "--split", "line", "--explainer", "openai:m", "--simulator", "openai:m"]  # fmt: skip
+    unknown = console_script(*args, "--scorer", "no-such-scorer", "--dry-run")
+    assert unknown.returncode == 2, unknown.stderr
+    assert "no-such-scorer" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert "recording" not in unknown.stderr  # refused before any work
+    with OpenAITestServer() as server:
+        dry = console_script(
+            *args, "--scorer", "detection", "--dry-run", env={"OPENAI_BASE_URL": server.base_url}
+        )
+        assert server.request_count == 0
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert any(line.startswith("  scorer detection (openai:m):") for line in lines), dry.stdout
+    simulator = next(line for line in lines if line.startswith("  simulator"))
+    assert ": 0 requests" in simulator  # detection alone simulates nothing

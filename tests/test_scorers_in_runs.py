@@ -200,3 +200,31 @@ def test_detection_and_fuzzing_over_real_http(monkeypatch: pytest.MonkeyPatch) -
     assert len(chats) == sum(-(-len(e.judgements) // 10) for e in result.scores.values())  # type: ignore[union-attr]
     assert result.usage.calls == len(chats)
     assert key not in result.model_dump_json()
+
+
+def test_a_batch_takes_scorers_stores_them_and_refuses_others_on_resume(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from neuron_explainer import explain_neurons
+    from neuron_explainer.runs.store import RunStore
+    from neuron_explainer.testing import NUMBER_UNIT
+
+    record = _record()
+    db = tmp_path / "run.sqlite"
+    common = {
+        "records": {NUMBER_UNIT: record},
+        "units": [NUMBER_UNIT],
+        "db": db,
+        "explainer": MockExplainer("numbers"),
+        "simulator": _simulator(),
+    }
+    dry = explain_neurons(**common, dry_run=True, scorers=[DetectionScorer(_judge())])
+    assert (
+        dry.requests == 4
+    )  # the mocks call no LLM: the detection scorer's 40 excerpts, 10 a request
+    summary = explain_neurons(**common, scorers=[DetectionScorer(_judge()), "correlation"])
+    assert summary.done == 1
+    with RunStore(db) as store:
+        (stored,) = list(store.results())
+    assert list(stored.scores) == ["detection", "correlation"]
+    assert stored.score == stored.scores["detection"].value.value
+    with pytest.raises(InvalidInputError, match="another configuration"):
+        explain_neurons(**common)  # the correlation score alone: another configuration
