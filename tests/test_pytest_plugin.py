@@ -46,6 +46,7 @@ def test_plugin_is_registered_through_the_pytest11_entry_point() -> None:
         "ne_mock_explainer",
         "ne_mock_simulator",
         "ne_number_record",
+        "ne_oracle_judge",
         "ne_registry",
     }
 
@@ -144,3 +145,17 @@ def test_the_other_code_blocks_of_the_page_run() -> None:
             )
             assert outcome.wasSuccessful() and outcome.testsRun == 1, outcome.failures
     assert unittest_cases == 1
+
+
+def test_the_oracle_judge_fixture_judges_a_scorer_right(ne_oracle_judge) -> None:  # type: ignore[no-untyped-def]
+    from neuron_explainer.records.splits import split_records
+    from neuron_explainer.results import ComponentInfo, Explanation
+    from neuron_explainer.scorers.base import ScoringData
+    from neuron_explainer.scorers.classification import DetectionScorer
+    from neuron_explainer.testing import number_neuron_record
+
+    record = number_neuron_record(silent_fraction=0.5)
+    data = ScoringData(record, split_records(record), "valid")
+    text = Explanation(text="numbers", explainer=ComponentInfo(name="t"))
+    assert DetectionScorer(ne_oracle_judge).score(text, data).value.value == 1.0
+    assert ne_oracle_judge.requests

@@ -14,6 +14,8 @@ else from the library; each fixture imports what it needs when it is used.
   (``ne_mock_simulator.from_truth(record)``) for a fresh simulator.
 * ``ne_number_record``: `number_neuron_record()`, a synthetic unit that fires on numbers
   (built once per session; records are immutable).
+* ``ne_oracle_judge``: a fresh `ScriptedLLM` answered by `OracleJudge()` (right about numbers),
+  the judge for a detection or fuzzing scorer in a test.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "ne_mock_explainer",
     "ne_mock_simulator",
     "ne_number_record",
+    "ne_oracle_judge",
     "ne_registry",
 ]
 
@@ -82,3 +85,14 @@ def ne_number_record() -> NeuronRecord:
     from neuron_explainer.testing.records import number_neuron_record
 
     return number_neuron_record()
+
+
+@pytest.fixture
+def ne_oracle_judge() -> ScriptedLLM:
+    """A fresh `ScriptedLLM` answered by `OracleJudge()`: it judges every detection or fuzzing
+    request right for a unit that fires on numbers (``number_neuron_record(silent_fraction=0.5)``
+    gives such a unit with silent excerpts); its ``requests`` lists what it was asked."""
+    from neuron_explainer.testing.judges import OracleJudge
+    from neuron_explainer.testing.llm import ScriptedLLM
+
+    return ScriptedLLM("judge", default=OracleJudge())
