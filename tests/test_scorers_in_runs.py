@@ -227,3 +227,42 @@ def test_a_batch_takes_scorers_stores_them_and_refuses_others_on_resume(tmp_path
     assert stored.score == stored.scores["detection"].value.value
     with pytest.raises(InvalidInputError, match="another configuration"):
         explain_neurons(**common)  # the correlation score alone: another configuration
+
+
+def test_rescore_adds_scorers_to_stored_explanations(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from neuron_explainer import explain_neurons
+    from neuron_explainer.runs import rescore
+    from neuron_explainer.runs.store import RunStore
+    from neuron_explainer.testing import NUMBER_UNIT
+
+    records = {NUMBER_UNIT: _record()}
+    db = tmp_path / "run.sqlite"
+    explainer = MockExplainer("numbers")
+    explain_neurons(
+        records=records, units=[NUMBER_UNIT], db=db, explainer=explainer, simulator=_simulator()
+    )
+    judge = _judge()
+    out = tmp_path / "judged.sqlite"
+    summary = rescore(
+        db,
+        _simulator(),
+        out_db=out,
+        records=records,
+        scorers=[DetectionScorer(judge), "correlation"],
+    )
+    assert summary.done == 1 and len(explainer.calls) == 1  # the explainer never ran again
+    with RunStore(db) as before, RunStore(out) as after:
+        (old,) = list(before.results())
+        (new,) = list(after.results())
+    assert new.explanation == old.explanation
+    assert list(new.scores) == ["detection", "correlation"]
+    assert new.scored is not None and new.scored.correlation == old.scored.correlation  # type: ignore[union-attr]
+    judged = {j.record.tokens for j in new.scores["detection"].judgements}  # type: ignore[union-attr]
+    assert judged <= {r.tokens for r in _record().top_records + _record().random_sample} | {
+        r.tokens for b in _record().quantile_samples for r in b
+    }
+    only = tmp_path / "only.sqlite"
+    rescore(db, _simulator(), out_db=only, records=records, scorers=[DetectionScorer(_judge())])
+    with RunStore(only) as store:
+        (detected,) = list(store.results())
+    assert detected.scored is None and list(detected.scores) == ["detection"]

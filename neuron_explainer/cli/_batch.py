@@ -259,20 +259,22 @@ def score(
             show_default=False,
         ),
     ] = None,
+    scorer: ScorerOpt = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Re-score the explanations of a run database with another simulator.
 
     The explanations are kept; only the simulations and scores are redone (contrastively with
-    --scoring contrastive). Prints the summary.
+    --scoring contrastive; with other scorers with --scorer, e.g. --scorer detection, which
+    asks the simulator's LLM). Prints the summary.
     """
     with errors(debug):
         from neuron_explainer.runs import rescore
 
         if not db.exists():
             raise bad_input(f"no such run database: {db}")
-        check_components(simulator=simulator)
+        check_components(simulator=simulator, scorers=scorer)
         with Steps(quiet) as steps:
             bar = steps.task("scoring (units)")
 
@@ -287,6 +289,7 @@ def score(
                 progress=progress,
                 scoring=scoring.value if scoring is not None else None,
                 sensitivity=sensitivity,
+                scorers=scorer or None,
             )
             bar.finish()
         raise typer.Exit(print_summary(summary))

@@ -26,8 +26,16 @@ from neuron_explainer.results import ExplanationResult
 from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
 from neuron_explainer.runs._sources import RecordSource, Source, open_source
 from neuron_explainer.runs.explain import neutral_memo, score_with_options, simulate_baseline
+from neuron_explainer.runs.scoring import (
+    DEFAULT_SCORERS,
+    RunScorers,
+    build_scorers,
+    correlation_entry,
+    scorer_config,
+)
 from neuron_explainer.runs.store import RunStore
 from neuron_explainer.scorers._memo import reusing_for_unit
+from neuron_explainer.scorers.base import Scorer, ScoringData
 from neuron_explainer.subjects.collection import Collection
 
 __all__ = ["arescore", "rescore"]
@@ -54,8 +62,10 @@ async def arescore(
     progress: Callable[[RunEvent], None] | None = None,
     scoring: ScoringName | None = None,
     sensitivity: bool | Literal["auto"] | None = None,
+    scorers: Sequence[Scorer | str] | None = None,
 ) -> RunSummary:
-    """Re-score a run's explanations with another simulator; the explainer never runs again.
+    """Re-score a run's explanations with another simulator (or other scorers); the explainer
+    never runs again.
 
     `arescore` is the coroutine: await it inside a running event loop. `rescore` runs it from
     synchronous code; both take the same arguments.
@@ -85,6 +95,9 @@ async def arescore(
             run was scored. The neutral explanation is simulated by the new simulator.
         sensitivity: ``True``, ``False`` or ``"auto"`` (see `explain_neuron`); ``None``: as
             the run measured it.
+        scorers: the scorers, as in `explain_neuron` (default: the simulation score alone,
+            ``"correlation"``, with the new simulator); e.g. ``["detection"]`` judges the
+            stored explanations on the same held-out split with the simulator's LLM.
 
     Returns:
         A `RunSummary` of the re-scoring run (``done``: units re-scored in this call).
@@ -101,6 +114,7 @@ async def arescore(
     source_db = Path(db)
     components = registry or default_registry()
     the_simulator = components.simulator(simulator)
+    the_scorers = build_scorers(scorers, components, the_simulator)
     target = Path(out_db) if out_db is not None else _default_out(source_db, the_simulator)
     if target.resolve() == source_db.resolve():
         raise InvalidInputError("out_db must differ from db: a rescore writes a new database")
@@ -128,6 +142,8 @@ async def arescore(
             "options": {**held["options"], **changed},
             "explained_with": held["simulator"],
         }
+        if the_scorers.names != DEFAULT_SCORERS:  # rescores before scorers have no such key
+            config["scorers"] = scorer_config(the_scorers)
         store.lock()
         store.check_config(
             "rescore",
@@ -139,7 +155,9 @@ async def arescore(
 
         async def work(unit: UnitId) -> ExplanationResult:
             with reusing_for_unit(shared):
-                return await _rescore_unit(explained, src, the_simulator, unit, options)
+                return await _rescore_unit(
+                    explained, src, the_simulator, unit, options, the_scorers
+                )
 
         done = [s.unit for s in explained.units("done")]
         return await run_units(
@@ -165,6 +183,7 @@ async def _rescore_unit(
     simulator: Simulator,
     unit: UnitId,
     options: ExplainOptions,
+    scorers: RunScorers,
 ) -> ExplanationResult:
     original = explained.result(unit)
     if original is None:  # pragma: no cover - the unit was listed as done
@@ -174,25 +193,26 @@ async def _rescore_unit(
     splits = split_records(
         record, n_top_per_split=plan.n_top_per_split, n_random_per_split=plan.n_random_per_split
     )
-    if original.scored is None:
-        raise InvalidInputError(
-            f"{unit} was scored without simulation (scorers: {', '.join(original.scores)}); "
-            "rescore re-simulates a simulation score"
-        )
-    split = original.scored.split
-    held_out = splits.held_out(split).records
-    before = original.scored.held_out_records()
-    if not splits.plan.agrees_with(plan) or not _same_records(held_out, before):
+    split = original.scored.split if original.scored is not None else options.score_split
+    same = original.scored is None or _same_records(
+        splits.held_out(split).records, original.scored.held_out_records()
+    )
+    if not splits.plan.agrees_with(plan) or not same:
         raise InvalidInputError(
             f"the records of {unit} are not the ones it was explained with (its {split} split "
             "differs); the source changed since the run"
         )
     here = options.model_copy(update={"score_split": "test" if split == "test" else "valid"})
-    neutral = await simulate_baseline(simulator, splits, here)
-    scored = await score_with_options(simulator, original.explanation, splits, here, neutral)
+    scored = None
+    if scorers.correlation:
+        neutral = await simulate_baseline(simulator, splits, here)
+        scored = await score_with_options(simulator, original.explanation, splits, here, neutral)
+    others = await scorers.ascore(original.explanation, ScoringData(record, splits, split))
+    entry = None if scored is None else correlation_entry(simulator, scored.correlation)
     return original.model_copy(
         update={
             "scored": scored,
+            "scores": scorers.in_order(others, entry),
             "simulator": simulator.info,
             "library_version": __version__,
             "created_at": datetime.now(UTC),
