@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -75,7 +76,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -463,24 +464,42 @@ async def run(args: argparse.Namespace) -> int:
     model = args.model or default_model()
     backends = [b for b in args.backends.split(",") if b]
     for backend in backends:
-        if backend == "hf":
-            from neuron_explainer.llm.hf import HFLLM
-
-            started = time.perf_counter()
-            llm = HFLLM(model, dtype=args.dtype, max_new_tokens=args.max_new_tokens)
-            load = round(time.perf_counter() - started, 2)
-            print(f"loaded {llm!r} in {load}s", flush=True)
-            extra = {"load_seconds": load, "max_new_tokens": args.max_new_tokens}
-            await run_backend("hf", llm, model, options, extra)
-        elif backend == "llamacpp":
-            await run_llamacpp(model, args, options)
-        else:
-            raise SystemExit(f"unknown backend {backend!r}; choose hf and/or llamacpp")
+        with open_backend(backend, model, args) as (llm, used, extra):
+            await run_backend(backend, llm, used, options, extra)
     return 0
 
 
-async def run_llamacpp(model: str, args: argparse.Namespace, options: RunOptions) -> None:
-    """The simulators against llama.cpp's server on 127.0.0.1, started for the run."""
+@contextlib.contextmanager
+def open_backend(
+    backend: str, model: str, args: argparse.Namespace
+) -> Iterator[tuple[Any, str, dict[str, Any]]]:
+    """The LLM of ``backend`` for the ``with`` block: ``hf`` loads ``model`` in-process,
+    ``llamacpp`` starts llama.cpp's server on 127.0.0.1 (stopped on exit). Yields the LLM, the
+    model as pieces record it, and what else to record about the backend. Reads ``args.dtype``,
+    ``.max_new_tokens``, ``.slots`` and ``.llamacpp_client`` (shared with
+    ``bench_detection.py``).
+
+    Raises:
+        SystemExit: an unknown backend.
+    """
+    if backend == "hf":
+        from neuron_explainer.llm.hf import HFLLM
+
+        started = time.perf_counter()
+        llm = HFLLM(model, dtype=args.dtype, max_new_tokens=args.max_new_tokens)
+        load = round(time.perf_counter() - started, 2)
+        print(f"loaded {llm!r} in {load}s", flush=True)
+        yield llm, model, {"load_seconds": load, "max_new_tokens": args.max_new_tokens}
+    elif backend == "llamacpp":
+        with llamacpp_llm(model, args) as opened:
+            yield opened
+    else:
+        raise SystemExit(f"unknown backend {backend!r}; choose hf and/or llamacpp")
+
+
+@contextlib.contextmanager
+def llamacpp_llm(model: str, args: argparse.Namespace) -> Iterator[tuple[Any, str, dict[str, Any]]]:
+    """A client of llama.cpp's server on 127.0.0.1, started for the ``with`` block."""
     from llamacpp_server import llamacpp_server
 
     gguf = Path(model) if model.endswith(".gguf") else None
@@ -493,7 +512,13 @@ async def run_llamacpp(model: str, args: argparse.Namespace, options: RunOptions
             "max_new_tokens": args.max_new_tokens,
             "gguf": server.gguf.name,
         }
-        await run_backend("llamacpp", llm, str(server.gguf), options, extra)
+        yield llm, str(server.gguf), extra
+
+
+async def run_llamacpp(model: str, args: argparse.Namespace, options: RunOptions) -> None:
+    """The simulators against llama.cpp's server on 127.0.0.1, started for the run."""
+    with llamacpp_llm(model, args) as (llm, used, extra):
+        await run_backend("llamacpp", llm, used, options, extra)
 
 
 # The table ----------------------------------------------------------------------------------
