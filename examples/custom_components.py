@@ -18,6 +18,8 @@ import random
 import sys
 from collections.abc import Sequence
 
+from pydantic import BaseModel
+
 from neuron_explainer import (
     ActivationRecord,
     ComponentInfo,
@@ -28,6 +30,9 @@ from neuron_explainer import (
     InvalidInputError,
     NeuronRecord,
     Provenance,
+    Score,
+    Scorer,
+    ScoringData,
     SequenceSimulation,
     Simulator,
     Subject,
@@ -111,9 +116,32 @@ class KeywordSimulator(Simulator):
     # --8<-- [end:simulator]
 
 
+# --8<-- [start:scorer]
+class HitRate(BaseModel):
+    value: Score  # the headline every scorer's result has
+    excerpts: int
+
+
+class KeywordHitScorer(Scorer):
+    """The share of the held-out top excerpts that contain a word the explanation lists."""
+
+    name = "keyword-hits"
+
+    async def ascore(self, explanation: Explanation, data: ScoringData) -> HitRate:
+        _, _, listed = explanation.text.partition(":")
+        keywords = {word.strip().lower() for word in listed.split(",")}
+        top = data.splits.held_out(data.split).top  # never the train split
+        hits = sum(any(t.strip().lower() in keywords for t in r.tokens) for r in top)
+        value = Score(value=hits / len(top)) if top else Score.undefined("no top excerpts")
+        return HitRate(value=value, excerpts=len(top))
+
+    # --8<-- [end:scorer]
+
+
 def report(result: ExplanationResult) -> None:
     print(f"unit:        {result.unit}")
     print(f"explanation: {result.explanation.text}")
+    assert result.scored is not None  # the correlation score ran
     for label, score in (
         ("score (top-and-random correlation)", result.scored.correlation),
         ("random-only correlation", result.scored.random_correlation),
@@ -121,6 +149,8 @@ def report(result: ExplanationResult) -> None:
     ):
         shown = f"{score.value:.3f}" if score.value is not None else f"undefined ({score.reason})"
         print(f"{label + ':':36} {shown}")
+    for name, entry in result.scores.items():
+        print(f"{name + ' score:':36} {entry.value.value}")
 
 
 # --8<-- [start:async]
@@ -134,7 +164,12 @@ def main() -> int:
     # --8<-- [start:run]
     unit = UnitId(model="rule-subject", layer=0, index=0)
     record = RuleSubject().neuron_record(unit)  # sync twin of aneuron_record
-    result = explain_neuron(record, explainer=KeywordExplainer(), simulator=KeywordSimulator())
+    result = explain_neuron(
+        record,
+        explainer=KeywordExplainer(),
+        simulator=KeywordSimulator(),
+        scorers=["correlation", KeywordHitScorer()],  # the first is the headline
+    )
     # --8<-- [end:run]
     report(result)
 
