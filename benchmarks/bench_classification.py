@@ -36,8 +36,16 @@ GPT-2's BPE with ChatML's 5 tokens per message and 3 for the generation prompt, 
 
 Target (issue 17): ours <= 1/4 of delphi's, at equal excerpt count and length.
 
+``judged``: the planted units scored by a real judge LLM (llama.cpp's server on 127.0.0.1 or the
+``hf`` provider, as ``bench_detection.py`` starts them): each unit's explanation and a false one
+(the next unit's), per scorer and ``--per-request`` setting; accuracy against excerpts per
+request (issue 17). One piece per unit and setting, a rerun skips what is done: see
+``classification_judged.py``.
+
 Run:  python benchmarks/bench_classification.py planted [--units 16] [--repeats 20]
       python benchmarks/bench_classification.py tokens [--gguf PATH]
+      python benchmarks/bench_classification.py judged --backend llamacpp [--model GGUF] \
+          [--per-request 5,10,20] [--scorers detection,fuzzing] [--units 16]
 Each prints markdown tables and writes benchmarks/results/classification_<command>_<time>.json.
 """
 
@@ -1096,6 +1104,34 @@ def print_tokens(name: str, totals: dict[str, Any]) -> None:
         )
 
 
+# -- a real judge ---------------------------------------------------------------------------
+
+
+def judged_cases(cut: Sequence[Window], count: int, *, top_k: int, n_random: int) -> list[Any]:
+    """The first ``count`` planted units as `classification_judged.Case`s: each with its own
+    explanation and, as the false one, the next unit's (the last unit's: the first's; never
+    depending on ``count``)."""
+    from classification_judged import Case
+
+    cases = []
+    for index, unit in enumerate(UNITS[:count]):
+        record, firing = unit_record(unit, index, cut, top_k=top_k, n_random=n_random)
+        other = UNITS[(index + 1) % len(UNITS)]
+        data = ScoringData(record, split_records(record), "valid")
+        texts = (unit.explanation, other.explanation, other.name)
+        cases.append(Case(unit.name, unit.kind, index, data, *texts, firing=firing))
+    return cases
+
+
+def judged(args: argparse.Namespace) -> None:
+    from classification_judged import main as run_judged
+
+    split = split_words if args.subject_tokenizer == "words" else gpt2_split()
+    cut = windows(fortunes(), split)
+    print(f"{len(cut)} windows of {LENGTH} {args.subject_tokenizer} tokens", flush=True)
+    run_judged(args, judged_cases(cut, args.units, top_k=args.top_k, n_random=args.n_random))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -1107,10 +1143,24 @@ def main() -> None:
     count = commands.add_parser("tokens", help="prompt tokens per unit, ours against delphi's")
     count.add_argument("--units", type=int, default=len(UNITS))
     count.add_argument("--gguf", help="the judge model's GGUF (default: the llama.cpp tests')")
-    for sub in (plant, count):
+    judge = commands.add_parser("judged", help="planted units, a real judge LLM, per request")
+    judge.add_argument("--backend", choices=("llamacpp", "hf"), required=True)
+    judge.add_argument("--model", help="llamacpp: a .gguf; hf: a directory, .gguf or hub name")
+    judge.add_argument("--per-request", default="5,10,20", help="excerpts per request, A,B,..")
+    judge.add_argument("--scorers", default="detection,fuzzing")
+    judge.add_argument("--units", type=int, default=len(UNITS))
+    judge.add_argument("--top-k", type=int, default=80)
+    judge.add_argument("--n-random", type=int, default=120)
+    judge.add_argument("--out", type=Path, default=RESULTS / "classification_judged")
+    judge.add_argument("--seconds-per-request", type=float, default=2.5, help="for the estimate")
+    judge.add_argument("--dtype", default="float32")
+    judge.add_argument("--max-new-tokens", type=int, default=512)
+    judge.add_argument("--slots", type=int, default=1, help="llama.cpp server slots")
+    judge.add_argument("--llamacpp-client", choices=("auto", "llamacpp", "openai"), default="auto")
+    for sub in (plant, count, judge):
         sub.add_argument("--subject-tokenizer", choices=("gpt2", "words"), default="gpt2")
     args = parser.parse_args()
-    {"planted": planted, "tokens": tokens}[args.command](args)
+    {"planted": planted, "tokens": tokens, "judged": judged}[args.command](args)
 
 
 if __name__ == "__main__":

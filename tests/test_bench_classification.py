@@ -1,12 +1,19 @@
 """The classification benchmark's own logic (benchmarks/bench_classification.py): its planted
-units agree with the judge that reads them, and its copy of delphi's prompts is intact. No
-corpus, tokenizer or model."""
+units agree with the judge that reads them, its copy of delphi's prompts is intact, and its
+real-judge run (``judged``, benchmarks/classification_judged.py) scores, resumes and tabulates
+with a scripted judge. No corpus, tokenizer or model."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import json
 import math
+import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,9 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks")]
 
 import bench_classification as bench  # noqa: E402
+import classification_judged as judged  # noqa: E402
 
-from neuron_explainer.llm import ChatRequest, Message  # noqa: E402
+from neuron_explainer.llm import ChatRequest, ChatResponse, Message  # noqa: E402
+from neuron_explainer.llm.base import Usage  # noqa: E402
 from neuron_explainer.scorers import _judge  # noqa: E402
+from neuron_explainer.testing import ScriptedLLM  # noqa: E402
 from neuron_explainer.testing.judges import _WORD, OracleJudge  # noqa: E402
 
 SENTENCES = (
@@ -158,3 +168,200 @@ def test_token_totals_and_ratio() -> None:
     assert totals["both"]["pass"]
     assert totals["detection"]["ratio_range"] == pytest.approx([0.2, 0.3])
     assert totals["both"]["ours"]["overhead_per_request"] == pytest.approx((500 - 200) / 2)
+
+
+# -- judged: a real judge, stood in for by a scripted one -----------------------------------
+
+FILLER = (
+    "the old man walked along a quiet road past stone walls and a dark river while people "
+    "talked about light rain over the hills near town"
+).split()
+FIRING = ("42", "1999", "7", "red", "green", "blue", "black", "Monday", "June", "Friday", "could")
+
+
+def corpus(n: int = 900, seed: int = 0) -> list[bench.Window]:
+    """Windows of 16 words from made-up sentences: filler, and now and then a digit, a colour,
+    a weekday or month, or a modal verb."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        words = [rng.choice(FILLER) for _ in range(10)]
+        if rng.random() < 0.45:
+            words.insert(rng.randrange(len(words)), rng.choice(FIRING))
+        texts.append(" ".join(words) + ".")
+    return bench.windows(texts, bench.split_words, length=16)
+
+
+class ExplainedJudge(OracleJudge):
+    """Answers by the rule of the planted unit whose explanation the request gives (a true
+    explanation is judged right, a false one by the other unit's rule), and reports usage as
+    a provider does (1 prompt token per 4 characters, 5 completion tokens)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rules = {u.explanation: u.fires for u in bench.UNITS}
+
+    def __call__(self, request: ChatRequest) -> ChatResponse:
+        user = next(m.content for m in reversed(request.messages) if m.role == "user")
+        self.fires = self.rules[user.split("Explanation: ", 1)[1].split("\n\n", 1)[0]]
+        usage = Usage(prompt_tokens=len(user) // 4, completion_tokens=5)
+        return super().__call__(request).model_copy(update={"usage": usage})
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[judged.Case]:
+    return bench.judged_cases(corpus(), 3, top_k=40, n_random=60)
+
+
+def test_judged_cases_pair_each_unit_with_the_next_units_explanation(cases, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert [c.name for c in cases] == [u.name for u in bench.UNITS[:3]]
+    for case, unit, other in zip(cases, bench.UNITS, bench.UNITS[1:], strict=False):
+        assert (case.true, case.false, case.false_of) == (
+            unit.explanation,
+            other.explanation,
+            other.name,
+        )
+        assert case.firing > 0
+    monkeypatch.setattr(bench, "UNITS", bench.UNITS[:3])  # the last unit's is the first's
+    last = bench.judged_cases(corpus(), 3, top_k=40, n_random=60)[-1]
+    assert (last.false, last.false_of) == (bench.UNITS[0].explanation, bench.UNITS[0].name)
+
+
+def test_settings_are_parsed_scorer_by_scorer_smallest_first() -> None:
+    settings = judged.parse_settings("fuzzing,detection", "20,5,10")
+    assert [s.label for s in settings] == [
+        *(f"fuzzing@{k}" for k in (5, 10, 20)),
+        *(f"detection@{k}" for k in (5, 10, 20)),
+    ]
+    for scorers, sizes in (("detection,simulation", "5"), ("detection", "0,5"), ("", "5")):
+        with pytest.raises(SystemExit):
+            judged.parse_settings(scorers, sizes)
+
+
+def test_judged_run_scores_estimates_resumes_and_tabulates(cases, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    settings = judged.parse_settings("detection,fuzzing", "5,10")
+    out = tmp_path / "pieces"
+    jobs = judged.plan_jobs(cases, settings, out, "llamacpp", "/models/judge.gguf")
+    assert len({j.path for j in jobs}) == len(jobs) == 12
+    assert all(j.path.name.startswith("llamacpp_judge.gguf_") for j in jobs)
+    lines = judged.estimate_lines(jobs, jobs, seconds_per_request=2.0)
+    total = sum(j.plan["estimate"]["requests"] for j in jobs)
+    assert f"0 of 12 pieces done; left: {total} requests" in lines[-1]
+    assert f"{total * 2 / 60:.0f} min at 2 s per request" in lines[-1]
+    for job in jobs:  # two explanations, no retries
+        assert job.plan["estimate"]["requests"] == 2 * len(job.plan["requests"])
+        assert max(job.plan["requests"]) <= job.setting.per_request
+
+    judge = ExplainedJudge()
+    llm = ScriptedLLM(default=judge)
+    written = asyncio.run(judged.run_jobs(jobs, llm, "llamacpp", "/models/judge.gguf"))
+    assert written == [j.path for j in jobs]
+    assert len(judge.requests) == total
+    assert not list(out.glob("*.partial"))
+    for job in jobs:
+        piece = judged.read_piece(job.path)
+        assert piece is not None and piece["key"] == job.key and piece["same_excerpts"]
+        true, false = piece["true"], piece["false"]
+        assert true["balanced_accuracy"] == 1.0 > false["balanced_accuracy"]
+        assert true["failed"] == false["failed"] == 0
+        assert true["requests"] + false["requests"] == job.plan["estimate"]["requests"]
+        assert true["prompt_tokens"] > 0 and true["completion_tokens"] == 5 * true["requests"]
+        assert false["of"] == job.case.false_of
+
+    rows = judged.table(jobs)
+    assert [(r["scorer"], r["per_request"]) for r in rows] == [
+        ("detection", 5),
+        ("detection", 10),
+        ("fuzzing", 5),
+        ("fuzzing", 10),
+    ]
+    for row in rows:
+        assert row["units"] == 3 and row["ba_true"]["value"] == 1.0
+        assert row["ba_false"]["value"] < 1.0
+        assert row["true_above_false"]["value"] == 1.0 and row["tied"] == 0
+        assert row["failed"]["value"] == 0 and row["failure_reasons"] == {}
+        assert row["auroc_true"] == 1.0 and row["hit_rate_true"] == 1.0
+        assert row["rejection_rate_true"] == 1.0
+        planned = [
+            j.plan["estimate"]["requests"]
+            for j in jobs
+            if j.setting.label == f"{row['scorer']}@{row['per_request']}"
+        ]
+        assert row["requests_per_unit"]["value"] == pytest.approx(sum(planned) / 3)
+        assert ("change_ba_true" in row) == (row["per_request"] == 10)
+    assert rows[1]["vs_per_request"] == 5 and rows[1]["change_ba_true"]["value"] == 0.0
+    text = judged.markdown(rows)
+    assert "| detection | 5 | 3 | 1.00 [1.00, 1.00] |" in text and "(base)" in text
+
+    # a killed run: the piece in progress is missing; a rerun of the command starts the
+    # backend (stood in for) and does that piece only
+    opened: list[str] = []
+
+    @contextlib.contextmanager
+    def backend(name, model, args):  # type: ignore[no-untyped-def]
+        opened.append(name)
+        yield llm, model, {"startup_seconds": 0.0}
+
+    monkeypatch.setattr(judged.sims, "open_backend", backend)
+    args = argparse.Namespace(
+        scorers="detection,fuzzing",
+        per_request="5,10",
+        model="/models/judge.gguf",
+        backend="llamacpp",
+        out=out,
+        seconds_per_request=2.5,
+    )
+    lost = jobs[4]
+    lost.path.unlink()
+    before = len(judge.requests)
+    summary = judged.main(args, cases)
+    assert opened == ["llamacpp"]
+    assert len(judge.requests) - before == lost.plan["estimate"]["requests"]
+    assert judged.read_piece(lost.path)["llm"]["startup_seconds"] == 0.0  # type: ignore[index]
+    assert summary is not None and summary.parent == tmp_path
+    saved = json.loads(summary.read_text())
+    assert len(saved["pieces"]) == 12 and saved["rows"][0]["ba_true"]["value"] == 1.0
+
+    # nothing left: the command reports without starting a backend
+    judged.main(args, cases)
+    assert opened == ["llamacpp"] and len(judge.requests) - before == len(lost.plan["requests"]) * 2
+
+
+def test_rows_count_ties_failures_and_paired_changes() -> None:
+    def piece(unit: str, k: int, true: float | None, false: float | None, **extra: object) -> Any:
+        outcome = {
+            "ok": True,
+            "judgements": 10,
+            "failed": 0,
+            "failure_reasons": {},
+            "requests": 2,
+            "prompt_tokens": 100,
+            "completion_tokens": 20,
+            "answers": [[1, 1, None], [0, 1, None], [0, None, None]],
+        }
+        sides = {
+            "true": outcome | {"balanced_accuracy": true} | extra,
+            "false": outcome | {"balanced_accuracy": false},
+        }
+        return (
+            {"unit": {"name": unit}, "per_request": k, "same_excerpts": True}
+            | sides
+            | {"wall_seconds": 3.0}
+        )
+
+    base = [piece("a", 5, 0.9, 0.5), piece("b", 5, 0.8, 0.6)]
+    failing = {"failed": 2, "failure_reasons": {"unparseable": 2}}
+    raised = {"ok": False, "error_type": "InsufficientRecordsError", "failed": 0}
+    rows = judged.summarize(
+        judged.Setting("detection", 10),
+        [piece("a", 10, 0.7, 0.7, **failing), piece("b", 10, None, 0.5, **raised)],
+        base,
+    )
+    assert rows["true_above_false"]["k"] == 0 and rows["tied"] == 1
+    assert rows["change_ba_true"]["n"] == 1
+    assert rows["change_ba_true"]["value"] == pytest.approx(-0.2)
+    assert rows["change_gap"]["value"] == pytest.approx(-0.4)
+    assert rows["failure_reasons"] == {"unparseable": 2, "score raised InsufficientRecordsError": 1}
+    assert rows["failed"]["k"] == 2 and rows["scores_raised"] == 1
+    assert rows["hit_rate_true"] == 1.0 and rows["rejection_rate_true"] == 0.0
+    assert rows["requests_per_unit"]["value"] == 4 and rows["seconds_per_unit"]["value"] == 3
