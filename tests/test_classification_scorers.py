@@ -390,3 +390,57 @@ def test_every_fuzzing_request_holds_both_classes() -> None:
     requests = _requests_of(score, 6)
     assert len(requests) >= 2
     assert all(set(r) == {True, False} for r in requests if len(r) > 1)
+
+
+# -- one excerpt, a yes or no answer (small local judges) -----------------------------------
+
+
+@pytest.mark.parametrize("scorer_class", [DetectionScorer, FuzzingScorer])
+def test_yesno_asks_one_plain_question_per_excerpt(scorer_class) -> None:  # type: ignore[no-untyped-def]
+    data = _data()
+    llm, judge = _judge_llm(confidence=0.8)
+    scorer = scorer_class(llm, answer="yesno")
+    estimate = scorer.estimate(EXPLANATION, data)
+    score = scorer.score(EXPLANATION, data)
+    assert score.excerpts_per_request == 1
+    assert len(judge.requests) == len(score.judgements) == estimate.requests
+    for request in judge.requests:
+        (message,) = request.messages
+        assert message.content.startswith("Text: ") and "numbers?" in message.content
+        assert message.content.endswith("Answer yes or no.")
+        assert request.response_format is None and request.logprobs
+    assert score.value.value == pytest.approx(1.0)
+    assert all(j.p_yes == pytest.approx(0.8 if j.answer else 0.2) for j in score.judgements)
+    assert score.scorer.settings["answer"] == "yesno"
+
+
+def test_yesno_answers_that_are_neither_are_retried_then_failed() -> None:
+    data = _data()
+    llm = ScriptedLLM(default="Maybe, it depends.")
+    score = DetectionScorer(llm, answer="yesno", retries=1, n_positives=2, n_negatives=2).score(
+        EXPLANATION, data
+    )
+    assert score.n_failed == len(score.judgements) == 4
+    assert {j.failure.reason for j in score.judgements} == {"unparseable"}  # type: ignore[union-attr]
+    assert len(llm.requests) == 8  # each excerpt asked twice
+
+
+def test_read_yesno_takes_the_first_word_and_its_probability() -> None:
+    yes = _judge.read_yesno(
+        make_response(
+            tokens=["Yes", "."], logprobs=[{"Yes": -0.2, "No": -1.8}, {".": 0.0}]
+        ).choices[0]
+    )
+    assert yes is not None and yes.answer is True
+    assert yes.p_yes == pytest.approx(0.8187 / (0.8187 + 0.1653), abs=1e-3)
+    no = _judge.read_yesno(make_response(" no, it does not").choices[0])
+    assert no is not None and no.answer is False and no.p_yes is None
+    assert _judge.read_yesno(make_response("Not sure").choices[0]) is None
+
+
+@pytest.mark.parametrize(
+    "options", [{"answer": "xml"}, {"answer": "yesno", "excerpts_per_request": 5}]
+)
+def test_bad_answer_options_are_refused(options: dict[str, object]) -> None:
+    with pytest.raises(InvalidInputError):
+        DetectionScorer(ScriptedLLM(), **options)  # type: ignore[arg-type]

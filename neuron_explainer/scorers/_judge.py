@@ -9,6 +9,11 @@ counts; numbers outside the request are ignored). With ``chat_logprobs`` the alt
 each value give the probability of "yes" (``p(1) / (p(0) + p(1))``), which AUROC needs; without
 them ``p_yes`` is ``None``.
 
+With ``answer="yesno"`` each request shows one excerpt and asks a plain question ("Does this
+text contain <explanation>?") to be answered "yes" or "no"; the probability of "yes" is read
+from the first answer token's alternatives (``p(yes) / (p(yes) + p(no))``). Small local models
+judge far better this way than in a numbered JSON list (docs/classification-scorers.md).
+
 An excerpt left without a usable value is asked again (with the others missing from its
 request, in one request that says what was wrong) up to ``retries`` times; then it is a
 failed judgement with its reason, counted by the scorer, never dropped and never scored as a
@@ -34,7 +39,10 @@ from neuron_explainer.interfaces import (
 from neuron_explainer.llm.base import LLM, Choice, Message
 from neuron_explainer.llm.prompts import escape_token
 
-__all__ = ["Verdict", "ask", "estimate_requests", "render"]
+__all__ = ["ANSWERS", "Verdict", "ask", "estimate_requests", "render"]
+
+ANSWERS = ("json", "yesno")
+"""How a judge answers: a numbered JSON object for several excerpts, or "yes"/"no" for one."""
 
 _VALUE = re.compile(r'"\s*(\d+)\s*"\s*:\s*("?)(1|0|yes|no|true|false)\2', re.IGNORECASE)
 _YES = {"1", "yes", "true"}
@@ -96,6 +104,30 @@ def _user(explanation: str, excerpts: Sequence[str], question: str) -> str:
     )
 
 
+def _yesno_user(text: str, question: str) -> str:
+    return f"Text: {text.strip()}\n\n{question} Answer yes or no."
+
+
+def read_yesno(choice: Choice) -> Verdict | None:
+    """The verdict of a "yes"/"no" answer (``None`` when it is neither), with the probability
+    of "yes" from its first token's alternatives when it has logprobs."""
+    word = re.match(r"\W*(yes|no)\b", choice.text, re.IGNORECASE)
+    if word is None:
+        return None
+    p = None
+    if choice.logprobs:
+        first = choice.logprobs[0]
+        mass = {"yes": 0.0, "no": 0.0}
+        seen = {(first.token, first.logprob), *((t.token, t.logprob) for t in first.top_logprobs)}
+        for token, logprob in seen:
+            key = token.strip().lower()
+            if key in mass:
+                mass[key] += math.exp(logprob)
+        total = mass["yes"] + mass["no"]
+        p = mass["yes"] / total if total > 0 else None
+    return Verdict(answer=word.group(1).lower() == "yes", p_yes=p)
+
+
 def _p_yes(choice: Choice, offset: int) -> float | None:
     """The probability of "1" among "0" and "1" at the value starting at ``offset`` of the
     answer, from its logprobs (``None`` without them or when neither is an alternative)."""
@@ -141,22 +173,43 @@ class _Request:
     explanation: str
     question: str
     retries: int
+    answer: str = "json"
 
     async def send(self, excerpts: Sequence[str], retry_note: str | None) -> Choice:
+        capabilities = self.llm.capabilities
+        logprobs = "chat_logprobs" in capabilities
+        if self.answer == "yesno":
+            (text,) = excerpts
+            user = _yesno_user(text, self.question)
+            if retry_note:
+                user = f"{user} {retry_note}"
+            response = await self.llm.acomplete(
+                [Message(role="user", content=user)],
+                temperature=0.0,
+                max_tokens=4,
+                logprobs=logprobs,
+                top_logprobs=2 * TOP_LOGPROBS if logprobs else None,
+            )
+            return response.choices[0]
         user = _user(self.explanation, excerpts, self.question)
         if retry_note:
             user = f"{retry_note}\n\n{user}"
-        capabilities = self.llm.capabilities
         response = await self.llm.acomplete(
             [Message(role="system", content=self.system), Message(role="user", content=user)],
             temperature=0.0,
             # twice the expected answer: a model may write white space between the values
             max_tokens=2 * COMPLETION_PER_ITEM * len(excerpts) + 32,
-            logprobs="chat_logprobs" in capabilities,
-            top_logprobs=TOP_LOGPROBS if "chat_logprobs" in capabilities else None,
+            logprobs=logprobs,
+            top_logprobs=TOP_LOGPROBS if logprobs else None,
             response_format=_schema(len(excerpts)) if "json_schema" in capabilities else None,
         )
         return response.choices[0]
+
+    def _read(self, choice: Choice, n: int) -> dict[int, Verdict]:
+        if self.answer == "yesno":
+            verdict = read_yesno(choice)
+            return {} if verdict is None else {1: verdict}
+        return read(choice, n)
 
     async def judge(self, excerpts: Sequence[str]) -> list[Verdict]:
         """Each of ``excerpts`` judged, retrying the ones left without a value."""
@@ -175,7 +228,7 @@ class _Request:
                 last = Verdict(answer=None, reason=failure.reason, message=failure.message)
                 note = None
                 continue
-            got = read(choice, len(pending))
+            got = self._read(choice, len(pending))
             for k, i in enumerate(pending, start=1):
                 if k in got:
                     verdicts[i] = got[k]
@@ -183,22 +236,25 @@ class _Request:
             if not missing:
                 pending = []
                 break
-            cut = choice.finish_reason == "length"
-            reason = "truncated" if cut else ("unparseable" if choice.text.strip() else "empty")
-            last = Verdict(
-                answer=None,
-                reason=reason,
-                message=f"no 0/1 value for excerpt(s) {missing} in the answer "
-                f"{choice.text[:200]!r}",
-            )
+            last, note = self._problem(choice, missing)
             pending = [pending[k - 1] for k in missing]
-            note = (
-                f"Your last answer gave no 0 or 1 for some excerpts. Answer again for these "
-                f"{len(pending)}, numbered from 1."
-            )
         for i in pending:
             verdicts[i] = last
         return [verdicts[i] for i in range(len(excerpts))]
+
+    def _problem(self, choice: Choice, missing: list[int]) -> tuple[Verdict, str]:
+        """The failure an answer missing ``missing`` stands for, and the note of the retry."""
+        cut = choice.finish_reason == "length" and self.answer == "json"
+        reason = "truncated" if cut else ("unparseable" if choice.text.strip() else "empty")
+        if self.answer == "yesno":
+            message = f"the answer {choice.text[:200]!r} is neither yes nor no"
+            return Verdict(answer=None, reason=reason, message=message), "Answer one word."
+        message = f"no 0/1 value for excerpt(s) {missing} in the answer {choice.text[:200]!r}"
+        note = (
+            f"Your last answer gave no 0 or 1 for some excerpts. Answer again for these "
+            f"{len(missing)}, numbered from 1."
+        )
+        return Verdict(answer=None, reason=reason, message=message), note
 
 
 async def ask(
@@ -209,27 +265,38 @@ async def ask(
     question: str,
     groups: Sequence[Sequence[str]],
     retries: int,
+    answer: str = "json",
 ) -> list[Verdict]:
     """Judge the excerpts (rendered lines) of each of ``groups`` in one request, all requests
-    at once; in the order of the groups and their excerpts, each excerpt's `Verdict`.
+    at once; in the order of the groups and their excerpts, each excerpt's `Verdict`
+    (``answer="yesno"``: groups of one excerpt each).
 
     Raises:
         Exception: any error outside `SEQUENCE_FAILURES` (authentication, budget, a bug); the
             other requests are cancelled.
     """
-    request = _Request(llm, system, explanation, question, retries)
+    request = _Request(llm, system, explanation, question, retries, answer)
     answers = await gather_or_cancel(*(request.judge(g) for g in groups))
     return [v for group in answers for v in group]
 
 
 def estimate_requests(
-    *, system: str, explanation: str, question: str, groups: Sequence[Sequence[str]]
+    *,
+    system: str,
+    explanation: str,
+    question: str,
+    groups: Sequence[Sequence[str]],
+    answer: str = "json",
 ) -> tuple[int, int, int]:
     """``(requests, prompt_tokens, completion_tokens)`` that `ask` would send at best (no
     retries), estimated from the text."""
     requests = prompt = completion = 0
     for group in groups:
         requests += 1
+        if answer == "yesno":
+            prompt += estimate_prompt_tokens([_yesno_user(group[0], question)])
+            completion += 2
+            continue
         prompt += estimate_prompt_tokens([system, _user(explanation, group, question)])
         completion += COMPLETION_PER_ITEM * len(group) + 2
     return requests, prompt, completion

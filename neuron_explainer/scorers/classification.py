@@ -49,7 +49,7 @@ from neuron_explainer.scorers.base import Scorer, ScoringData
 
 __all__ = ["DetectionScorer", "FuzzingScorer"]
 
-PROMPT_VERSION = "classification-scorer/2"
+PROMPT_VERSION = "classification-scorer/3"
 _TASK = "A neuron in a language model activates on the tokens that match its explanation. "
 DETECTION_SYSTEM = (
     _TASK + "For each numbered excerpt, answer 1 if some token of it matches the explanation, "
@@ -59,6 +59,8 @@ FUZZING_SYSTEM = (
     _TASK + "In each numbered excerpt some tokens are marked <<like this>>. Answer 1 if the "
     "marked tokens are ones the neuron activates on (they match the explanation), else 0."
 )
+DEFAULT_PER_REQUEST = 10
+"""Excerpts per request of the JSON answer."""
 Item = tuple[Candidate, tuple[int, ...] | None]
 """An excerpt to judge, with the positions highlighted in it (fuzzing) or ``None``."""
 T = TypeVar("T")
@@ -80,6 +82,11 @@ class _Chosen:
 
 DETECTION_QUESTION = "Does the neuron activate on each excerpt?"
 FUZZING_QUESTION = "Are the marked tokens the ones it activates on?"
+DETECTION_YESNO = "Does this text contain {explanation}?"
+FUZZING_YESNO = (
+    "Some tokens of this text are marked <<like this>>. Are the marked tokens {explanation}?"
+)
+"""The one-excerpt questions of ``answer="yesno"`` (the explanation filled in)."""
 
 
 class _ClassificationScorer(Scorer):
@@ -88,6 +95,7 @@ class _ClassificationScorer(Scorer):
     kind: ClassVar[Literal["detection", "fuzzing"]]
     system: ClassVar[str]
     question: ClassVar[str]
+    yesno: ClassVar[str]
     prompt_version = PROMPT_VERSION
     version = "1"
     recorded_settings: ClassVar[tuple[str, ...]] = (
@@ -95,6 +103,7 @@ class _ClassificationScorer(Scorer):
         "n_positives",
         "n_negatives",
         "excerpts_per_request",
+        "answer",
         "firing_fraction",
         "retries",
         "seed",
@@ -106,12 +115,23 @@ class _ClassificationScorer(Scorer):
         *,
         n_positives: int = 20,
         n_negatives: int = 20,
-        excerpts_per_request: int = 10,
+        excerpts_per_request: int | None = None,
+        answer: str = "json",
         firing_fraction: float = DEFAULT_FIRING_FRACTION,
         retries: int = 2,
         seed: int = 0,
         n_resamples: int = 1000,
     ) -> None:
+        if answer not in _judge.ANSWERS:
+            raise InvalidInputError(f"answer is 'json' or 'yesno', got {answer!r}")
+        if excerpts_per_request is None:
+            excerpts_per_request = 1 if answer == "yesno" else DEFAULT_PER_REQUEST
+        if answer == "yesno" and excerpts_per_request != 1:
+            raise InvalidInputError(
+                "answer='yesno' asks about one excerpt per request: leave excerpts_per_request "
+                f"unset (or 1), got {excerpts_per_request}"
+            )
+        self.answer = answer
         if not isinstance(llm, LLM):
             raise InvalidInputError(
                 f"the {self.kind} scorer needs an LLM: pass llm= (an LLM, or a 'provider:model' "
@@ -146,6 +166,11 @@ class _ClassificationScorer(Scorer):
         """
         raise NotImplementedError
 
+    def _question(self, explanation: Explanation) -> str:
+        if self.answer == "yesno":
+            return self.yesno.format(explanation=explanation.text.strip().rstrip("."))
+        return self.question
+
     @staticmethod
     def _shown(group: Sequence[Item]) -> list[str]:
         return [_judge.render(c.record.tokens, h or ()) for c, h in group]
@@ -166,9 +191,10 @@ class _ClassificationScorer(Scorer):
             self.llm,
             system=self.system,
             explanation=explanation.text,
-            question=self.question,
+            question=self._question(explanation),
             groups=[self._shown(g) for g in chosen.groups],
             retries=self.retries,
+            answer=self.answer,
         )
         judgements = tuple(
             Judgement(
@@ -218,8 +244,9 @@ class _ClassificationScorer(Scorer):
         requests, prompt, completion = _judge.estimate_requests(
             system=self.system,
             explanation=explanation.text,
-            question=self.question,
+            question=self._question(explanation),
             groups=[self._shown(g) for g in chosen.groups],
+            answer=self.answer,
         )
         return CallEstimate.of(
             self, requests=requests, prompt_tokens=prompt, completion_tokens=completion
@@ -245,7 +272,11 @@ class DetectionScorer(_ClassificationScorer):
         n_negatives: at most this many non-activating excerpts are judged.
         negatives: ``"random"`` non-activating excerpts, or ``"hard"`` ones (containing a
             token that fires in the train excerpts) first.
-        excerpts_per_request: excerpts judged in one request.
+        excerpts_per_request: excerpts judged in one request (default 10; 1 with
+            ``answer="yesno"``).
+        answer: ``"json"`` (a numbered JSON object for several excerpts per request) or
+            ``"yesno"`` (one excerpt per request, a plain question answered "yes" or "no":
+            what small local judges answer best; docs/classification-scorers.md).
         firing_fraction: a token fires at ``firing_fraction`` x the unit's largest activation.
         retries: times an excerpt left without an answer is asked again.
         seed: seeds the bootstrap intervals (and, in fuzzing, the wrong highlights).
@@ -259,6 +290,7 @@ class DetectionScorer(_ClassificationScorer):
     kind = "detection"
     system = DETECTION_SYSTEM
     question = DETECTION_QUESTION
+    yesno = DETECTION_YESNO
     recorded_settings = (*_ClassificationScorer.recorded_settings, "negatives")
 
     def __init__(
@@ -268,7 +300,8 @@ class DetectionScorer(_ClassificationScorer):
         n_positives: int = 20,
         n_negatives: int = 20,
         negatives: NegativeKind = "random",
-        excerpts_per_request: int = 10,
+        excerpts_per_request: int | None = None,
+        answer: str = "json",
         firing_fraction: float = DEFAULT_FIRING_FRACTION,
         retries: int = 2,
         seed: int = 0,
@@ -279,6 +312,7 @@ class DetectionScorer(_ClassificationScorer):
             n_positives=n_positives,
             n_negatives=n_negatives,
             excerpts_per_request=excerpts_per_request,
+            answer=answer,
             firing_fraction=firing_fraction,
             retries=retries,
             seed=seed,
@@ -321,6 +355,7 @@ class FuzzingScorer(_ClassificationScorer):
     kind = "fuzzing"
     system = FUZZING_SYSTEM
     question = FUZZING_QUESTION
+    yesno = FUZZING_YESNO
 
     def _choose(self, data: ScoringData, rule: FiringRule) -> _Chosen:
         held = data.splits.held_out(data.split)

@@ -8,7 +8,8 @@ as the responder of an `OpenAITestServer`, over real HTTP)::
     score = DetectionScorer(judge).score(explanation, data)
 
 It reads the numbered excerpts of the request (``1. text``), answers every one with a JSON
-object ``{"1": 1, "2": 0, ...}`` and gives each value top logprobs for "1" and "0", so the
+object ``{"1": 1, "2": 0, ...}`` (or, asked about one ``Text:`` to answer yes or no, "Yes" or
+"No") and gives each value top logprobs for "1" and "0" (or "Yes" and "No"), so the
 scorer can read the probability of "yes" (``confidence`` for the answer given) when the request
 asks for logprobs.
 """
@@ -32,6 +33,7 @@ __all__ = ["OracleJudge", "is_number"]
 
 Policy = Literal["oracle", "yes", "no", "random"]
 _ITEM = re.compile(r"^(\d+)\. (.*)$", re.MULTILINE)
+_SINGLE = re.compile(r"Text: (.*?)\n\n.*Answer yes or no\.", re.DOTALL)
 _MARKED = re.compile(r"<<(.*?)>>")
 _WORD = re.compile(r"[\w']+")
 
@@ -90,18 +92,24 @@ class OracleJudge:
         return self._oracle(unescape_token(text))
 
     def _answer_to(self, user: str) -> tuple[list[str], list[dict[str, float]]]:
-        """The answer's tokens and each token's logprobs for the request ``user`` message.
+        """The answer's tokens and each token's logprobs for the request ``user`` message: a
+        "Yes" or "No" to a one-excerpt question (``answer="yesno"``), else a JSON object.
 
         Raises:
-            InvalidInputError: the message holds no numbered excerpts.
+            InvalidInputError: the message holds no numbered excerpts and no ``Text:``.
         """
+        yes, no = math.log(self.confidence), math.log(1 - self.confidence)
+        single = _SINGLE.match(user)
+        if single is not None:
+            said = self.answer(single.group(1))
+            word = "Yes" if said else "No"
+            return [word], [{"Yes": yes, "No": no} if said else {"No": yes, "Yes": no}]
         section = user.split("Excerpts:\n", 1)[-1]
         items = _ITEM.findall(section)
         if not items:
             raise InvalidInputError("the request holds no numbered excerpts ('1. text')")
         tokens: list[str] = []
         logprobs: list[dict[str, float]] = []
-        yes, no = math.log(self.confidence), math.log(1 - self.confidence)
         for k, (number, text) in enumerate(items):
             head = ("{" if k == 0 else ", ") + json.dumps(number) + ": "
             tokens.append(head)
