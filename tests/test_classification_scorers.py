@@ -444,3 +444,26 @@ def test_read_yesno_takes_the_first_word_and_its_probability() -> None:
 def test_bad_answer_options_are_refused(options: dict[str, object]) -> None:
     with pytest.raises(InvalidInputError):
         DetectionScorer(ScriptedLLM(), **options)  # type: ignore[arg-type]
+
+
+def test_the_headline_is_the_ranking_when_a_biased_judge_gives_probabilities() -> None:
+    """A judge that says "yes" to everything but is surer on the right excerpts: its answers
+    are worth 0.5, its probabilities rank perfectly; the headline reads the ranking."""
+    oracle = OracleJudge()
+
+    def biased(request):  # type: ignore[no-untyped-def]
+        text = request.messages[-1].content.split("Text: ", 1)[1].split("\n\n", 1)[0]
+        sure = {"Yes": -0.05, "No": -3.0} if oracle.answer(text) else {"Yes": -0.4, "No": -1.1}
+        if not request.logprobs:
+            return make_response("Yes")
+        return make_response(tokens=["Yes"], logprobs=[sure])
+
+    data = _data()
+    score = DetectionScorer(ScriptedLLM(default=biased), answer="yesno").score(EXPLANATION, data)
+    assert score.metrics.balanced_accuracy.value == pytest.approx(0.5)
+    assert score.headline == "auroc" and score.value.value == pytest.approx(1.0)
+    assert score.headline_score == score.metrics.auroc
+    plain = ScriptedLLM(default=biased)
+    plain.capabilities = {"chat"}  # no logprobs: the answers are all there is
+    bare = DetectionScorer(plain, answer="yesno").score(EXPLANATION, data)
+    assert bare.headline == "balanced_accuracy" and bare.value.value == pytest.approx(0.5)

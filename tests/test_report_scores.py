@@ -267,11 +267,11 @@ def test_a_detection_only_run_has_its_own_headline(
     html = write_report([only], tmp_path / "d.html").read_text(encoding="utf-8")
     overview = Page(html).text_of("overview")
     assert only.score is not None
-    assert "Headline scoredetection balanced accuracy" in overview
+    assert "Headline scoredetection AUROC" in overview
     assert f"Mean score{only.score:.3f}" in overview
     assert "Mean detection" not in overview and "Mean random-only" not in overview
     assert "Simulators: none" in overview
-    assert "score (detection balanced accuracy)" in overview
+    assert "score (detection AUROC)" in overview
     assert header_names(html) == [*CORRELATION_ONLY[:4], "Detection", *CORRELATION_ONLY[-2:]]
 
 
@@ -287,7 +287,7 @@ def test_a_unit_not_simulated_has_no_simulation_section_but_its_scores(
     assert isinstance(detection, ClassificationScore)
     assert "Held-out excerpts" not in section and "Calibration" not in section
     assert "Simulator" not in section and "correlation" not in section
-    assert f"Score (detection balanced accuracy){detection.value.value:.3f}" in section
+    assert f"Score (detection AUROC){detection.value.value:.3f}" in section
     assert "Judged excerpts, wrong answers first" in section
     tokens = [a for a, _ in page.scripts if a.get("class") == "tokens"]
     assert len(tokens) == 2  # the simulated units' excerpts only

@@ -105,7 +105,7 @@ def score_row(name: str, score: ScorerScore, headline: bool) -> tuple[str, Html]
     measure = measure_label(name, score)
     label = f"Score ({measure})" if headline else column_label(measure)
     if isinstance(score, ClassificationScore) and score.value.value is not None:
-        return label, interval_html(score.metrics.balanced_accuracy)
+        return label, interval_html(score.headline_score)
     return label, score_with_reason(score.value)
 
 

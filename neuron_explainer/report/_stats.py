@@ -69,9 +69,9 @@ def column_label(name: str) -> str:
 
 def measure_label(name: str, score: ScorerScore) -> str:
     """What the value of scorer ``name``'s score measures: ``"top-and-random correlation"``,
-    ``"detection balanced accuracy"``, or a plugin scorer's name."""
+    ``"detection balanced accuracy"`` (or ``"detection AUROC"``), or a plugin scorer's name."""
     if isinstance(score, ClassificationScore):
-        return f"{name} balanced accuracy"
+        return f"{name} {'AUROC' if score.headline == 'auroc' else 'balanced accuracy'}"
     if isinstance(score, PluginScore):
         return name
     return _SIMULATION_MEASURE if name == SIMULATION else f"{name} correlation"

@@ -94,9 +94,7 @@ def _simulation_cells(scored: ScoredSimulation) -> Html:
 def _score_cell(score: ScorerScore) -> Html:
     """A score's cell: its value; a classification score's with its interval on hover."""
     value = score.value.value
-    interval = (
-        score.metrics.balanced_accuracy.interval if isinstance(score, ClassificationScore) else None
-    )
+    interval = score.headline_score.interval if isinstance(score, ClassificationScore) else None
     if value is None or interval is None:
         return _num_cell(score.value)
     return render(

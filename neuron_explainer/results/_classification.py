@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from neuron_explainer.records import ActivationRecord
-from neuron_explainer.results._metrics import ClassificationMetrics
+from neuron_explainer.results._metrics import ClassificationMetrics, IntervalScore
 from neuron_explainer.results._parts import ComponentInfo, SimulationFailure
 from neuron_explainer.results._scores import Score
 
@@ -70,7 +70,12 @@ class ClassificationScore(BaseModel):
         kind: ``"detection"`` or ``"fuzzing"``.
         scorer: the scorer's name and settings (its LLM among them).
         split: the held-out split judged.
-        value: the headline: balanced accuracy (undefined, with the reason, when it is).
+        value: the headline, ``headline``'s value (undefined, with the reason, when it is).
+        headline: which metric the headline is: ``"auroc"`` (of the probability of "yes")
+            when every judged answer came with one, else ``"balanced_accuracy"`` (of the
+            answers). Small judges answer nearly all "yes" or all "no" while their
+            probabilities still rank the excerpts (docs/classification-scorers.md), so the
+            ranking is the better headline where it exists.
         metrics: balanced accuracy, precision, recall, F1, AUROC with intervals, and counts.
         judgements: every excerpt asked about, failed ones included.
         firing_fraction, firing_threshold: an excerpt is activating when some token reaches
@@ -91,6 +96,7 @@ class ClassificationScore(BaseModel):
     scorer: ComponentInfo
     split: Literal["calibration", "valid", "test"]
     value: Score
+    headline: Literal["balanced_accuracy", "auroc"] = "balanced_accuracy"
     metrics: ClassificationMetrics
     judgements: tuple[Judgement, ...]
     firing_fraction: FiniteFloat = Field(gt=0, lt=1)
@@ -99,6 +105,11 @@ class ClassificationScore(BaseModel):
     hard_negatives: NonNegativeInt = 0
     not_judged: NonNegativeInt = 0
     excerpts_per_request: int = Field(ge=1)
+
+    @property
+    def headline_score(self) -> IntervalScore:
+        """The metric the headline is, with its interval."""
+        return self.metrics.auroc if self.headline == "auroc" else self.metrics.balanced_accuracy
 
     @property
     def n_failed(self) -> int:

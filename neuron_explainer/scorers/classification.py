@@ -217,13 +217,14 @@ class _ClassificationScorer(Scorer):
             n_resamples=self.n_resamples,
             rng=self.seed,
         )
+        ranked = metrics.auroc.value is not None
+        headline = metrics.auroc if ranked else metrics.balanced_accuracy
         return ClassificationScore(
             kind=self.kind,
             scorer=self.info,
             split=data.split,
-            value=Score(
-                value=metrics.balanced_accuracy.value, reason=metrics.balanced_accuracy.reason
-            ),
+            value=Score(value=headline.value, reason=headline.reason),
+            headline="auroc" if ranked else "balanced_accuracy",
             metrics=metrics,
             judgements=judgements,
             firing_fraction=rule.fraction,
