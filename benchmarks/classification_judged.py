@@ -93,10 +93,11 @@ class Setting:
 
     scorer: str
     per_request: int
+    answer: str = "json"
 
     @property
     def label(self) -> str:
-        return f"{self.scorer}@{self.per_request}"
+        return f"{self.scorer}@{'yesno' if self.answer == 'yesno' else self.per_request}"
 
 
 def parse_settings(scorers: str, per_request: str) -> list[Setting]:
@@ -106,21 +107,28 @@ def parse_settings(scorers: str, per_request: str) -> list[Setting]:
         SystemExit: an unknown scorer, no value, or a value below 1.
     """
     names = [n for n in scorers.split(",") if n]
+    values = [k for k in per_request.split(",") if k]
+    yesno = "yesno" in values  # one excerpt per request, answered yes or no
     try:
-        sizes = sorted({int(k) for k in per_request.split(",") if k})
+        sizes = sorted({int(k) for k in values if k != "yesno"})
     except ValueError as exc:
         raise SystemExit(f"--per-request: {exc}") from None
     for name in names:
         if name not in det.SCORERS:
             raise SystemExit(f"unknown scorer {name!r}; choose from {', '.join(det.SCORERS)}")
-    if not names or not sizes or sizes[0] < 1:
+    if not names or not (sizes or yesno) or (sizes and sizes[0] < 1):
         raise SystemExit("--scorers and --per-request need at least one value each (>= 1)")
-    return [Setting(name, k) for name in names for k in sizes]
+    return [
+        *(Setting(name, k) for name in names for k in sizes),
+        *(Setting(name, 1, "yesno") for name in names if yesno),
+    ]
 
 
 def build_scorer(setting: Setting, llm: Any) -> Any:
     """The setting's scorer judging with ``llm``: the defaults but for the excerpts per
-    request."""
+    request (or the yes/no answer)."""
+    if setting.answer == "yesno":
+        return det.SCORERS[setting.scorer](llm, answer="yesno")
     return det.SCORERS[setting.scorer](llm, excerpts_per_request=setting.per_request)
 
 
@@ -170,7 +178,8 @@ def plan_job(case: Case, setting: Setting, out: Path, backend: str, model: str) 
             "plan": plan["fingerprint"],
         }
     )
-    name = f"{backend}_{det.model_key(model)}_{case.name}_{setting.scorer}_{setting.per_request}"
+    per = "yesno" if setting.answer == "yesno" else setting.per_request
+    name = f"{backend}_{det.model_key(model)}_{case.name}_{setting.scorer}_{per}"
     path = out / f"{re.sub(r'[^A-Za-z0-9_.=,-]+', '-', name)}_{key}.json"
     return Job(case, setting, plan, settings, key, path)
 
@@ -296,6 +305,7 @@ async def run_jobs(
             },
             "scorer": job.setting.scorer,
             "per_request": job.setting.per_request,
+            "answer": job.setting.answer,
             "settings": job.settings,
             "plan": job.plan,
             **outcome,
@@ -312,7 +322,8 @@ def piece_line(piece: dict[str, Any]) -> str:
     failed = t["failed"] + f["failed"]
     judged = t["judgements"] + f["judgements"]
     return (
-        f"{piece['unit']['name']:14s} {piece['scorer']}@{piece['per_request']}: BA true "
+        f"{piece['unit']['name']:14s} {piece['scorer']}@"
+        f"{'yesno' if piece.get('answer') == 'yesno' else piece['per_request']}: BA true "
         f"{det._fmt(t.get('balanced_accuracy'))} false {det._fmt(f.get('balanced_accuracy'))}  "
         f"failed {failed}/{judged}  {t['requests'] + f['requests']} requests  "
         f"{piece['wall_seconds']:.1f}s" + ("" if piece["same_excerpts"] else "  EXCERPTS DIFFER")
@@ -392,7 +403,7 @@ def summarize(
     failed = sum(p[s]["failed"] for p in pieces for s in SIDES)
     row: dict[str, Any] = {
         "scorer": setting.scorer,
-        "per_request": setting.per_request,
+        "per_request": "yesno" if setting.answer == "yesno" else setting.per_request,
         "units": len(pieces),
         "unit_names": [p["unit"]["name"] for p in pieces],
         "ba_true": _mean_interval(pieces, lambda p: _ba(p, "true")),
@@ -432,7 +443,7 @@ def table(jobs: Sequence[Job]) -> list[dict[str, Any]]:
             group.append(piece)
     rows = []
     smallest: dict[str, Setting] = {}
-    for setting in sorted(pieces, key=lambda s: (s.scorer, s.per_request)):
+    for setting in sorted(pieces, key=lambda s: (s.scorer, s.answer, s.per_request)):
         if not pieces[setting]:
             continue
         first = smallest.setdefault(setting.scorer, setting)
