@@ -1054,6 +1054,16 @@ def table_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `open_backend` reads: ``--model``, ``--dtype``, ``--max-new-tokens``,
+    ``--slots`` and ``--llamacpp-client`` (shared with ``bench_detection.py``)."""
+    parser.add_argument("--model", help="hf: directory, .gguf or hub name; llamacpp: a .gguf")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--slots", type=int, default=1, help="llama.cpp server slots")
+    parser.add_argument("--llamacpp-client", choices=("auto", "llamacpp", "openai"), default="auto")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``run`` or ``table``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -1064,12 +1074,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--simulators", default="all-at-once,chat-logprob,json")
     r.add_argument("--backends", default="hf", help="hf and/or llamacpp")
     r.add_argument("--kw", action="append", default=[], help="NAME.KEY=VALUE (repeatable)")
-    r.add_argument("--model", help="hf: directory, .gguf or hub name; llamacpp: a .gguf")
-    r.add_argument("--dtype", default="float32")
-    r.add_argument("--max-new-tokens", type=int, default=512)
+    add_backend_arguments(r)
     r.add_argument("--concurrency", type=int, default=8)
-    r.add_argument("--slots", type=int, default=1, help="llama.cpp server slots")
-    r.add_argument("--llamacpp-client", choices=("auto", "llamacpp", "openai"), default="auto")
     r.add_argument("--out", type=Path, default=RESULTS)
     r.add_argument("--neutral", help="also simulate this neutral explanation on every sentence")
     r.add_argument(

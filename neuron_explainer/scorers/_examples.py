@@ -38,6 +38,7 @@ __all__ = [
     "pick_negatives",
     "pick_positives",
     "rng_for",
+    "seeded",
     "top_tokens",
     "wrong_highlight",
 ]
@@ -159,12 +160,17 @@ def pick_negatives(
     return _unique(chosen), sum(hard(c.record) for c in chosen)
 
 
+def seeded(*parts: object) -> np.random.Generator:
+    """A generator seeded by ``parts`` (their text): the same run to run, different for any
+    other parts."""
+    key = "\x1f".join(str(p) for p in parts).encode()
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:16], "little"))
+
+
 def rng_for(unit: UnitId, record: ActivationRecord, seed: int) -> np.random.Generator:
     """A generator of its own for ``record`` of ``unit``: the same run to run, different for
     every excerpt, unit and ``seed``."""
-    key = "\x1f".join([str(unit), str(seed), *record.tokens]).encode()
-    digest = hashlib.sha256(key).digest()
-    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+    return seeded(unit, seed, *record.tokens)
 
 
 def wrong_highlight(

@@ -36,7 +36,7 @@ from neuron_explainer.interfaces import (
     failure_of,
     record_retry,
 )
-from neuron_explainer.llm.base import LLM, Choice, Message
+from neuron_explainer.llm.base import LLM, Choice, Message, TokenLogprob
 from neuron_explainer.llm.prompts import escape_token
 
 __all__ = ["ANSWERS", "Verdict", "ask", "estimate_requests", "render"]
@@ -104,6 +104,20 @@ def _user(explanation: str, excerpts: Sequence[str], question: str) -> str:
     )
 
 
+def _share(token: TokenLogprob, yes: str, no: str) -> float | None:
+    """The probability of ``yes`` among ``yes`` and ``no`` at ``token`` (the token written and
+    its alternatives, white space and quotes stripped, case ignored); ``None`` when neither
+    is there."""
+    mass = {yes: 0.0, no: 0.0}
+    seen = {(token.token, token.logprob), *((t.token, t.logprob) for t in token.top_logprobs)}
+    for text, logprob in seen:
+        key = text.strip().strip('"').lower()
+        if key in mass:
+            mass[key] += math.exp(logprob)
+    total = mass[yes] + mass[no]
+    return mass[yes] / total if total > 0 else None
+
+
 def _yesno_user(text: str, question: str) -> str:
     return f"Text: {text.strip()}\n\n{question} Answer yes or no."
 
@@ -114,17 +128,7 @@ def read_yesno(choice: Choice) -> Verdict | None:
     word = re.match(r"\W*(yes|no)\b", choice.text, re.IGNORECASE)
     if word is None:
         return None
-    p = None
-    if choice.logprobs:
-        first = choice.logprobs[0]
-        mass = {"yes": 0.0, "no": 0.0}
-        seen = {(first.token, first.logprob), *((t.token, t.logprob) for t in first.top_logprobs)}
-        for token, logprob in seen:
-            key = token.strip().lower()
-            if key in mass:
-                mass[key] += math.exp(logprob)
-        total = mass["yes"] + mass["no"]
-        p = mass["yes"] / total if total > 0 else None
+    p = _share(choice.logprobs[0], "yes", "no") if choice.logprobs else None
     return Verdict(answer=word.group(1).lower() == "yes", p_yes=p)
 
 
@@ -139,15 +143,7 @@ def _p_yes(choice: Choice, offset: int) -> float | None:
         if position <= offset < end:
             if token.token[: offset - position].strip():
                 return None  # the value shares its token with text before it
-            mass = {"0": 0.0, "1": 0.0}
-            seen = {(token.token, token.logprob)}
-            seen.update((t.token, t.logprob) for t in token.top_logprobs)
-            for text, logprob in seen:
-                key = text.strip().strip('"')
-                if key in mass:
-                    mass[key] += math.exp(logprob)
-            total = mass["0"] + mass["1"]
-            return None if total <= 0 else mass["1"] / total
+            return _share(token, "1", "0")
         position = end
     return None
 

@@ -20,12 +20,9 @@ used, is recorded with the score (`neuron_explainer.scorers._examples`).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeVar
-
-import numpy as np
 
 from neuron_explainer.errors import InsufficientRecordsError, InvalidInputError
 from neuron_explainer.interfaces import CallEstimate
@@ -42,6 +39,7 @@ from neuron_explainer.scorers._examples import (
     pick_negatives,
     pick_positives,
     rng_for,
+    seeded,
     top_tokens,
     wrong_highlight,
 )
@@ -387,8 +385,7 @@ def _shuffled(
 ) -> list[list[Item]]:
     """Each request's excerpts in an order of their own (seeded by the unit, the scorer and
     its seed), so an excerpt's number says nothing about its class."""
-    key = f"{data.record.unit}\x1f{scorer.kind}\x1f{scorer.seed}".encode()
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:16], "little"))
+    rng = seeded(data.record.unit, scorer.kind, scorer.seed)
     return [[group[i] for i in rng.permutation(len(group))] for group in groups]
 
 
