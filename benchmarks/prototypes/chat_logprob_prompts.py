@@ -63,3 +63,82 @@ class ContrastingPair(ChatLogprobSimulator):
         if self.format == "json":
             out[0] = Message(role="system", content=PAIR_SYSTEM)
         return out
+
+
+EVERY = 10
+"""`Restated` writes the explanation again before every this many tokens."""
+
+
+def _restated_schema(explanation: str, tokens: Sequence[str]) -> dict[str, object]:
+    names: list[str] = []
+    properties: dict[str, object] = {}
+    for i, token in enumerate(tokens, start=1):
+        if (i - 1) % EVERY == 0:
+            name = "the neuron finds" if i == 1 else f"the neuron finds (tokens {i}+)"
+            names.append(name)
+            properties[name] = {"const": explanation}
+        name = _keyed.key(i, token)
+        names.append(name)
+        properties[name] = {"type": "integer", "minimum": 0, "maximum": 10}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": names,
+        "additionalProperties": False,
+    }
+
+
+def _restated_answer(explanation: str, tokens: Sequence[str], levels: Sequence[int]) -> str:
+    out: dict[str, object] = {}
+    for i, (t, v) in enumerate(zip(tokens, levels, strict=True), start=1):
+        if (i - 1) % EVERY == 0:
+            out["the neuron finds" if i == 1 else f"the neuron finds (tokens {i}+)"] = explanation
+        out[_keyed.key(i, t)] = v
+    return json.dumps(out)
+
+
+RESTATED_SYSTEM = (
+    f'{TASK}\n\nAnswer with a JSON object. It restates the explanation ("the neuron finds") '
+    f"before every {EVERY} tokens; each token has one property, in order: its name is the "
+    'token\'s number and the token (such as "9 cat"), its value the activation, which depends '
+    "on whether the token matches the explanation. Write nothing else.\n\n"
+    f"{EXAMPLE_INTRO}{numbered(EXAMPLE_TOKENS)}\nanswer:\n"
+    f"{_restated_answer('animals', EXAMPLE_TOKENS, EXAMPLE_LEVELS)}"
+)
+
+_HEAD = "Explanation: the neuron finds "
+
+
+class Restated(ChatLogprobSimulator):
+    """The answer restates the explanation (a constant property the grammar writes) before
+    token 1 and every `EVERY` tokens after, so it is always near the token being valued."""
+
+    def __init__(self, llm: Any = None, **kwargs: Any) -> None:
+        super().__init__(llm, **kwargs)
+        if self.format != "json" or self.excerpts_per_request != 1:
+            raise ValueError("Restated is a prototype of the one-excerpt json format only")
+
+    def messages(
+        self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
+    ) -> list[Message]:
+        out = super().messages(explanation, excerpts)
+        out[0] = Message(role="system", content=RESTATED_SYSTEM)
+        return out
+
+    async def _ask(self, messages: list[Message], excerpts: Sequence[Sequence[str]]) -> Any:
+        user = messages[1].content
+        assert user.startswith(_HEAD)
+        explanation = user[len(_HEAD) : user.index("\n\n")]
+        (tokens,) = excerpts
+        limit = 2 * self._completion_tokens(excerpts) + 32 + 40 * (len(tokens) // EVERY + 1)
+        response = await self.llm.acomplete(
+            messages,
+            temperature=0.0,
+            logprobs=True,
+            top_logprobs=self.top_logprobs,
+            max_tokens=limit,
+            response_format=_keyed.response_format(
+                "activations", [_restated_schema(explanation, tokens)]
+            ),
+        )
+        return response.choices[0]
