@@ -10,7 +10,11 @@ from neuron_explainer.errors import InvalidInputError, UnknownComponentError
 from neuron_explainer.plugins import Registry, hookimpl
 from neuron_explainer.results import ClassificationScore, PluginScore, Score, SimulationScore
 from neuron_explainer.scorers.base import Scorer, ScoringData
-from neuron_explainer.scorers.classification import DETECTION_SYSTEM, DetectionScorer
+from neuron_explainer.scorers.classification import (
+    DEFAULT_PER_REQUEST,
+    DETECTION_SYSTEM,
+    DetectionScorer,
+)
 from neuron_explainer.scorers.simulation_scorer import CorrelationScorer
 from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator
 from neuron_explainer.testing import MockExplainer, MockSimulator, ScriptedLLM, number_neuron_record
@@ -197,7 +201,8 @@ def test_detection_and_fuzzing_over_real_http(monkeypatch: pytest.MonkeyPatch) -
         assert isinstance(entry, ClassificationScore)
         assert entry.value.value == pytest.approx(1.0) and entry.n_failed == 0
         assert all(j.p_yes is not None for j in entry.judgements)  # logprobs over the wire
-    assert len(chats) == sum(-(-len(e.judgements) // 10) for e in result.scores.values())  # type: ignore[union-attr]
+    per = DEFAULT_PER_REQUEST
+    assert len(chats) == sum(-(-len(e.judgements) // per) for e in result.scores.values())  # type: ignore[union-attr]
     assert result.usage.calls == len(chats)
     assert key not in result.model_dump_json()
 

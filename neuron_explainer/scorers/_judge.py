@@ -95,12 +95,11 @@ def _schema(n: int) -> dict[str, object]:
     }
 
 
-def _user(explanation: str, excerpts: Sequence[str], question: str) -> str:
+def _user(explanation: str, excerpts: Sequence[str]) -> str:
     lines = "\n".join(f"{i}. {text.lstrip(' ')}" for i, text in enumerate(excerpts, start=1))
     more = ", ..." if len(excerpts) > 1 else ""
     return (
-        f"Explanation: {explanation}\n\nExcerpts:\n{lines}\n\n{question} Answer in JSON, one "
-        f'property per excerpt: {{"1": 0 or 1{more}}}'
+        f'Explanation: {explanation}\n\nExcerpts:\n{lines}\n\nAnswer in JSON: {{"1": 0 or 1{more}}}'
     )
 
 
@@ -187,7 +186,7 @@ class _Request:
                 top_logprobs=2 * TOP_LOGPROBS if logprobs else None,
             )
             return response.choices[0]
-        user = _user(self.explanation, excerpts, self.question)
+        user = _user(self.explanation, excerpts)
         if retry_note:
             user = f"{retry_note}\n\n{user}"
         response = await self.llm.acomplete(
@@ -293,6 +292,6 @@ def estimate_requests(
             prompt += estimate_prompt_tokens([_yesno_user(group[0], question)])
             completion += 2
             continue
-        prompt += estimate_prompt_tokens([system, _user(explanation, group, question)])
+        prompt += estimate_prompt_tokens([system, _user(explanation, group)])
         completion += COMPLETION_PER_ITEM * len(group) + 2
     return requests, prompt, completion

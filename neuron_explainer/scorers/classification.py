@@ -47,17 +47,17 @@ from neuron_explainer.scorers.base import Scorer, ScoringData
 
 __all__ = ["DetectionScorer", "FuzzingScorer"]
 
-PROMPT_VERSION = "classification-scorer/3"
-_TASK = "A neuron in a language model activates on the tokens that match its explanation. "
+PROMPT_VERSION = "classification-scorer/4"
+_TASK = "A neuron activates on the tokens that match its explanation. "
 DETECTION_SYSTEM = (
-    _TASK + "For each numbered excerpt, answer 1 if some token of it matches the explanation, "
-    "else 0. Most excerpts of ordinary text do not match."
+    _TASK + "For each numbered excerpt, answer 1 if some token matches the explanation, else 0. "
+    "Most excerpts do not match."
 )
 FUZZING_SYSTEM = (
-    _TASK + "In each numbered excerpt some tokens are marked <<like this>>. Answer 1 if the "
-    "marked tokens are ones the neuron activates on (they match the explanation), else 0."
+    _TASK + "Some tokens of each numbered excerpt are marked <<like this>>. Answer 1 if the "
+    "marked tokens match the explanation, else 0."
 )
-DEFAULT_PER_REQUEST = 10
+DEFAULT_PER_REQUEST = 20
 """Excerpts per request of the JSON answer."""
 Item = tuple[Candidate, tuple[int, ...] | None]
 """An excerpt to judge, with the positions highlighted in it (fuzzing) or ``None``."""
@@ -78,8 +78,6 @@ class _Chosen:
         return [item for group in self.groups for item in group]
 
 
-DETECTION_QUESTION = "Does the neuron activate on each excerpt?"
-FUZZING_QUESTION = "Are the marked tokens the ones it activates on?"
 DETECTION_YESNO = "Does this text contain {explanation}?"
 FUZZING_YESNO = (
     "Some tokens of this text are marked <<like this>>. Are the marked tokens {explanation}?"
@@ -92,7 +90,6 @@ class _ClassificationScorer(Scorer):
 
     kind: ClassVar[Literal["detection", "fuzzing"]]
     system: ClassVar[str]
-    question: ClassVar[str]
     yesno: ClassVar[str]
     prompt_version = PROMPT_VERSION
     version = "1"
@@ -167,7 +164,7 @@ class _ClassificationScorer(Scorer):
     def _question(self, explanation: Explanation) -> str:
         if self.answer == "yesno":
             return self.yesno.format(explanation=explanation.text.strip().rstrip("."))
-        return self.question
+        return ""  # the numbered JSON answer's system prompt asks the question
 
     @staticmethod
     def _shown(group: Sequence[Item]) -> list[str]:
@@ -271,7 +268,7 @@ class DetectionScorer(_ClassificationScorer):
         n_negatives: at most this many non-activating excerpts are judged.
         negatives: ``"random"`` non-activating excerpts, or ``"hard"`` ones (containing a
             token that fires in the train excerpts) first.
-        excerpts_per_request: excerpts judged in one request (default 10; 1 with
+        excerpts_per_request: excerpts judged in one request (default 20; 1 with
             ``answer="yesno"``).
         answer: ``"json"`` (a numbered JSON object for several excerpts per request) or
             ``"yesno"`` (one excerpt per request, a plain question answered "yes" or "no":
@@ -288,7 +285,6 @@ class DetectionScorer(_ClassificationScorer):
     name = "detection"
     kind = "detection"
     system = DETECTION_SYSTEM
-    question = DETECTION_QUESTION
     yesno = DETECTION_YESNO
     recorded_settings = (*_ClassificationScorer.recorded_settings, "negatives")
 
@@ -353,7 +349,6 @@ class FuzzingScorer(_ClassificationScorer):
     name = "fuzzing"
     kind = "fuzzing"
     system = FUZZING_SYSTEM
-    question = FUZZING_QUESTION
     yesno = FUZZING_YESNO
 
     def _choose(self, data: ScoringData, rule: FiringRule) -> _Chosen:
