@@ -137,6 +137,35 @@ def yesno_neuron(expl, texts):
 
 YESNO.add("yesno_neuron")
 
+
+SHOTS = (
+    ("She played a slow tune on the old piano.", "musical instruments", "yes"),
+    ("He painted the fence a bright green.", "musical instruments", "no"),
+    ("He painted the fence a bright green.", "colours", "yes"),
+    ("She played a slow tune on the old piano.", "colours", "no"),
+)
+"""Worked answers for `yesno_contrast`: each text asked under two explanations, once yes and
+once no, so that the answer has to come from the explanation (concepts that overlap no
+puzzle of the benchmark)."""
+
+
+def _yesno_question(text, expl):
+    return f"Text: {text.strip()}\n\nDoes this text contain {expl}? Answer yes or no."
+
+
+@variant
+def yesno_contrast(expl, texts):
+    (t,) = texts
+    out = []
+    for text, concept, answer in SHOTS:
+        out.append(Message(role="user", content=_yesno_question(text, concept)))
+        out.append(Message(role="assistant", content=answer.capitalize()))
+    out.append(Message(role="user", content=_yesno_question(t, expl)))
+    return out
+
+
+YESNO.add("yesno_contrast")
+
 import math
 
 
