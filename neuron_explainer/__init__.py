@@ -46,6 +46,7 @@ _EXPORTS = {
     "explain_neuron": "neuron_explainer.runs.explain",
     "ExplainOptions": "neuron_explainer.options",
     "ActivationRecord": "neuron_explainer.records",
+    "AttendedToken": "neuron_explainer.records",
     "NeuronRecord": "neuron_explainer.records",
     "Provenance": "neuron_explainer.records",
     "UnitId": "neuron_explainer.records",
@@ -73,6 +74,7 @@ _install_moved_modules()  # the module paths of 0.1, deprecated (see _compat)
 __all__ = [
     *_errors.__all__,
     "ActivationRecord",
+    "AttendedToken",
     "BudgetExceededError",
     "Calibration",
     "ComponentInfo",
@@ -115,6 +117,7 @@ if TYPE_CHECKING:
     from neuron_explainer.llm.usage import BudgetExceededError as BudgetExceededError
     from neuron_explainer.options import ExplainOptions as ExplainOptions
     from neuron_explainer.records import ActivationRecord as ActivationRecord
+    from neuron_explainer.records import AttendedToken as AttendedToken
     from neuron_explainer.records import NeuronRecord as NeuronRecord
     from neuron_explainer.records import Provenance as Provenance
     from neuron_explainer.records import UnitId as UnitId

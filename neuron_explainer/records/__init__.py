@@ -1,7 +1,7 @@
 """Records: what a subject recorded for one unit, and the pure functions over them.
 
-* `UnitId`, `ActivationRecord`, `WindowId`, `Provenance`, `NeuronRecord` (defined in
-  ``_types``): the pydantic models every stage passes on.
+* `UnitId` (and `UNIT_KINDS`), `ActivationRecord`, `AttendedToken`, `WindowId`, `Provenance`,
+  `NeuronRecord` (defined in ``_types``): the pydantic models every stage passes on.
 * `neuron_explainer.records.building`: a `NeuronRecord` from excerpts held in memory
   (`build_neuron_record`), and the activation moments.
 * `neuron_explainer.records.splits`: the train / calibration / valid / test split that keeps
@@ -12,10 +12,20 @@
 This is the bottom of the pipeline: it imports nothing of the package but its errors and version.
 """
 
+from neuron_explainer.records._types import UNIT_KINDS as UNIT_KINDS
 from neuron_explainer.records._types import ActivationRecord as ActivationRecord
+from neuron_explainer.records._types import AttendedToken as AttendedToken
 from neuron_explainer.records._types import NeuronRecord as NeuronRecord
 from neuron_explainer.records._types import Provenance as Provenance
 from neuron_explainer.records._types import UnitId as UnitId
 from neuron_explainer.records._types import WindowId as WindowId
 
-__all__ = ["ActivationRecord", "NeuronRecord", "Provenance", "UnitId", "WindowId"]
+__all__ = [
+    "UNIT_KINDS",
+    "ActivationRecord",
+    "AttendedToken",
+    "NeuronRecord",
+    "Provenance",
+    "UnitId",
+    "WindowId",
+]

@@ -2,7 +2,8 @@
 
 * `ActivationRecord`: one text excerpt, its tokens and the unit's activation on each.
 * `WindowId`: which window of the corpus an excerpt is (document and token offset).
-* `UnitId`: which unit (model, layer, index, kind).
+* `UnitId`: which unit (model, layer, index, kind, hook site).
+* `AttendedToken`: where an attention head looked from an excerpt's top token.
 * `Provenance`: how the records were produced (model, hook, dataset, window, ...).
 * `NeuronRecord`: everything collected for one unit: top-activating excerpts, a random
   sample, per-quantile samples and moments.
@@ -16,13 +17,25 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, JsonValue, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    JsonValue,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from neuron_explainer._version import __version__
 from neuron_explainer.errors import InsufficientRecordsError
 
 __all__ = [
+    "UNIT_KINDS",
     "ActivationRecord",
+    "AttendedToken",
     "NeuronRecord",
     "Provenance",
     "UnitId",
@@ -30,6 +43,25 @@ __all__ = [
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+
+UNIT_KINDS: tuple[str, ...] = (
+    "mlp_neuron",
+    "attention_head",
+    "sae_latent",
+    "transcoder_latent",
+    "direction",
+)
+"""The unit kinds the library records (`UnitId.kind`; docs/units.md defines each one's
+activation). Plugins may name others."""
+
+
+def _drop_unset(data: Any, optional: tuple[str, ...]) -> Any:
+    """``data`` (a model dumped by pydantic) without the ``optional`` keys whose value is
+    ``None``: files of units and excerpts that do not use the fields added in 0.3 read as
+    they did before (readers of earlier versions refuse unknown keys)."""
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if not (k in optional and v is None)}
+    return data
 
 
 class WindowId(BaseModel):
@@ -62,6 +94,38 @@ class WindowId(BaseModel):
         return f"document {self.document} token {self.start}"
 
 
+class AttendedToken(BaseModel):
+    """Where an attention head looked from one token of an excerpt: the source (key) token
+    to which it gave the highest attention probability from the ``position`` (query) token.
+
+    Attributes:
+        position: the query token's position in the excerpt (for a top record of an
+            attention head: its top-activating token).
+        source: the source token's position in the excerpt, ``None`` when the source is a
+            context-only token before the excerpt (the BOS token of ``bos="window"``).
+        source_token: the source token as a string (as `ActivationRecord.tokens` shows it).
+        weight: its attention probability, in [0, 1].
+    """
+
+    model_config = _STRICT
+
+    position: int = Field(ge=0, description="The query token's position in the excerpt.")
+    source: int | None = Field(
+        ge=0, description="The source token's position in the excerpt (None: before it)."
+    )
+    source_token: str = Field(description="The source token as a string.")
+    weight: float = Field(ge=0.0, le=1.0, description="Its attention probability.")
+
+    @model_validator(mode="after")
+    def _causal(self) -> Self:
+        if self.source is not None and self.source > self.position:
+            raise ValueError(
+                f"source {self.source} comes after position {self.position}: causal attention "
+                "looks back only"
+            )
+        return self
+
+
 class ActivationRecord(BaseModel):
     """One text excerpt with the unit's activation on every token.
 
@@ -70,9 +134,13 @@ class ActivationRecord(BaseModel):
     hand, for texts that are not corpus windows (a probe's sentences), and in files written
     before window ids existed.
 
+    ``attended`` (attention heads' top records only, else ``None`` and left out of the JSON)
+    says which token the head attended to most from the excerpt's top token.
+
     Raises:
         pydantic.ValidationError: if ``activations`` (or ``token_ids``) do not have one entry per
-            token, if the excerpt is empty, or if an activation is NaN or infinite.
+            token, if the excerpt is empty, if an activation is NaN or infinite, or if
+            ``attended`` points outside the excerpt.
     """
 
     model_config = _STRICT
@@ -87,6 +155,13 @@ class ActivationRecord(BaseModel):
     window_id: WindowId | None = Field(
         default=None, description="The corpus window the excerpt is, when it is one."
     )
+    attended: AttendedToken | None = Field(
+        default=None, description="An attention head's most attended source token."
+    )
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        return _drop_unset(handler(self), ("attended",))
 
     @model_validator(mode="after")
     def _check_lengths(self) -> Self:
@@ -100,6 +175,11 @@ class ActivationRecord(BaseModel):
                 f"token_ids has {len(self.token_ids)} values but tokens has {len(self.tokens)}; "
                 "give one id per token or leave token_ids out"
             )
+        if self.attended is not None and self.attended.position >= len(self.tokens):
+            raise ValueError(
+                f"attended.position {self.attended.position} is outside the excerpt of "
+                f"{len(self.tokens)} tokens"
+            )
         return self
 
     @property
@@ -112,11 +192,19 @@ class ActivationRecord(BaseModel):
 
 
 class UnitId(BaseModel):
-    """Identifies one unit of a model.
+    """Identifies one unit of a model: (model, hook site, kind, index).
 
-    ``kind`` names what the unit is: ``"mlp_neuron"`` (the default), and later e.g.
-    ``"attention_head"`` or ``"sae_latent"``; any lowercase identifier is accepted so plugins can
-    add kinds.
+    ``kind`` names what the unit is (`UNIT_KINDS`; docs/units.md): ``"mlp_neuron"`` (the
+    default), ``"attention_head"`` (``index`` is the head), ``"sae_latent"`` and
+    ``"transcoder_latent"`` (``index`` is the latent), ``"direction"`` (a user-given vector at
+    a hook site; ``index`` 0, the vector's sha256 is in the record's provenance). Any lowercase
+    identifier is accepted so plugins can add kinds.
+
+    ``site`` is the hook site the unit reads, a TransformerLens-style name such as
+    ``"blocks.6.hook_resid_pre"`` (or a sparsify hookpoint); ``None`` means the kind's default
+    site (an MLP neuron's activation, an attention head's ``attn.hook_z``), which is every
+    unit written before sites existed. It is left out of the JSON when ``None``, so such units
+    are written as before. ``layer`` is the site's block.
     """
 
     model_config = _STRICT
@@ -125,9 +213,19 @@ class UnitId(BaseModel):
     layer: int = Field(ge=0, description="Layer index, 0 = first layer.")
     index: int = Field(ge=0, description="Index of the unit within its layer.")
     kind: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "mlp_neuron"
+    site: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Hook site, e.g. 'blocks.6.hook_resid_pre'; None: the kind's default.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        return _drop_unset(handler(self), ("site",))
 
     def __str__(self) -> str:
-        return f"{self.model} layer {self.layer} {self.kind} {self.index}"
+        at = f" at {self.site}" if self.site is not None else ""
+        return f"{self.model} layer {self.layer} {self.kind} {self.index}{at}"
 
 
 class Provenance(BaseModel):

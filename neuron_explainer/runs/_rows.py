@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.records import UnitId
 from neuron_explainer.results import SimulationStats, UsageSummary
 from neuron_explainer.runs._schema import now
@@ -36,7 +37,17 @@ USAGE = ("prompt_tokens", "completion_tokens", "cached_tokens", "calls", "cache_
 
 
 def key(unit: UnitId) -> tuple[int, int, str, str]:
-    """The values of `KEY` for ``unit``."""
+    """The values of `KEY` for ``unit``.
+
+    Raises:
+        InvalidInputError: ``unit`` has a hook site, which the units table (schema 3) has no
+            column for: two units at different sites would share a row.
+    """
+    if unit.site is not None:
+        raise InvalidInputError(
+            f"{unit}: the run database keys units by model, kind, layer and index and cannot "
+            "hold a unit at a hook site yet; explain it alone (explain_neuron) instead"
+        )
     return (unit.layer, unit.index, unit.model, unit.kind)
 
 

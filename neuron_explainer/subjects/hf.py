@@ -1,10 +1,12 @@
 """`HFSubject`: record units of a Hugging Face causal LM over a corpus.
 
-This subject keeps the activations of the requested neurons of one layer in memory while it
-passes over the corpus, then selects top, random and quantile excerpts with
-`neuron_explainer.build_neuron_record`. Memory grows with the corpus (one float per token per
-requested neuron), so it suits explaining a few neurons over a corpus of up to a few million
-tokens; collecting every neuron of a model over a large corpus is the streaming collector's job.
+MLP neurons by default; attention heads, SAE and transcoder latents, directions and neurons at
+a named hook site too (`neuron_explainer.subjects.units`, docs/units.md). This subject keeps
+the activations of the requested units in memory while it passes over the corpus, then
+selects top, random and quantile excerpts with `neuron_explainer.build_neuron_record`. Memory
+grows with the corpus (one float per token per requested unit), so it suits explaining a few
+units over a corpus of up to a few million tokens; collecting every neuron of a model over a
+large corpus is the streaming collector's job.
 Every record names its corpus window (`neuron_explainer.records.WindowId`: document and token
 offset), the id a collection of the same corpus gives the same window.
 """
@@ -12,6 +14,7 @@ offset), the id a collection of the same corpus gives the same window.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -34,16 +37,29 @@ from neuron_explainer.subjects.corpus import (
     BOSPolicy,
     Corpus,
     Window,
+    bos_token_id,
     corpus_from,
     iter_windows,
 )
 from neuron_explainer.subjects.tokens import token_strings
+from neuron_explainer.subjects.units import (
+    UnitSources,
+    load_direction,
+    pad_windows,
+    read_unit,
+    sae_bos_policy,
+    site_activations,
+    top_sources,
+    window_records,
+)
 
 __all__ = ["HFSubject"]
 
 
 class HFSubject(Subject):
-    """MLP neurons of a Hugging Face causal LM, recorded over ``corpus``.
+    """Units of a Hugging Face causal LM, recorded over ``corpus``: MLP neurons (`unit`),
+    attention heads (`head_unit`), the latents of ``sae`` (`latent_unit`), the ``direction``
+    at ``hook`` (`direction_unit`); docs/units.md defines each one's activation.
 
     Args:
         model: a name (``"gpt2"`` … ``"gpt2-xl"``, a hub id), a local directory, a ``.gguf``
@@ -54,7 +70,9 @@ class HFSubject(Subject):
         dtype: the model's dtype, e.g. ``"float32"`` (recorded in provenance).
         device: where the model runs (default CUDA if present; recorded in provenance).
         window_length: excerpt length in tokens; windows never cross a document boundary.
-        bos: the BOS policy (``"none"``, ``"document"`` or ``"window"``).
+        bos: the BOS policy (``"none"``, ``"document"`` or ``"window"``); by default
+            ``"none"``, or with an SAE the policy its ``prepend_bos`` needs (``"window"`` for
+            ``True``; another policy given is refused).
         batch_size: windows per forward pass (right-padded).
         top_k: top-activating excerpts per neuron (see `build_neuron_record`).
         n_random: random excerpts per neuron.
@@ -64,6 +82,17 @@ class HFSubject(Subject):
         progress: called after every forward pass with the number of tokens the model has
             read so far in this recording (padding not counted); `count_tokens` gives the
             total.
+        sae: an SAE or transcoder (a folder or file `neuron_explainer.models.sae.load_sae`
+            reads, or a loaded `SparseEncoder`) whose latents `latent_unit` names.
+        direction: a ``[d_model]`` vector (a ``.npy`` file or an array) that
+            `direction_unit` names; needs ``hook``.
+        hook: the direction's hook site (``"blocks.6.hook_resid_pre"``), or the site of an
+            SAE whose files do not name it.
+
+    Raises:
+        InvalidInputError: a bad window length or batch size, both ``sae`` and
+            ``direction``, a direction without ``hook``, an SAE that cannot be read, whose
+            site differs from ``hook`` or whose ``prepend_bos`` conflicts with ``bos``.
     """
 
     def __init__(
@@ -75,7 +104,7 @@ class HFSubject(Subject):
         dtype: str = "float32",
         device: str | None = None,
         window_length: int = DEFAULT_WINDOW_LENGTH,
-        bos: BOSPolicy = "none",
+        bos: BOSPolicy | None = None,
         batch_size: int = 16,
         top_k: int = DEFAULT_TOP_K,
         n_random: int = DEFAULT_N_RANDOM,
@@ -83,14 +112,21 @@ class HFSubject(Subject):
         n_per_quantile: int = DEFAULT_N_PER_QUANTILE,
         seed: int = 0,
         progress: Callable[[int], None] | None = None,
+        sae: str | os.PathLike[str] | Any = None,
+        direction: str | os.PathLike[str] | Any = None,
+        hook: str | None = None,
     ) -> None:
         if window_length < 1 or batch_size < 1:
             raise InvalidInputError("window_length and batch_size must be >= 1")
+        self.sources = _sources(sae, direction, hook)
+        if self.sources.sae is not None:
+            bos = sae_bos_policy(self.sources.sae, bos, self.sources.sae_path or "(given)")
         self._model_spec, self._tokenizer = model, tokenizer
         self._dtype, self._device = dtype, device
         self._loaded: LoadedModel | None = model if isinstance(model, LoadedModel) else None
         self.corpus: Corpus = corpus_from(corpus)
-        self.window_length, self.bos, self.batch_size = window_length, bos, batch_size
+        self.window_length, self.batch_size = window_length, batch_size
+        self.bos: BOSPolicy = bos or "none"
         self.progress = progress
         self._tokens_read = 0
         # one forward pass at a time: hooks of concurrent captures on one model would stop
@@ -122,6 +158,46 @@ class HFSubject(Subject):
         """The `UnitId` of MLP neuron ``index`` in ``layer``."""
         return UnitId(model=self.model_name, layer=layer, index=index)
 
+    def head_unit(self, layer: int, head: int) -> UnitId:
+        """The `UnitId` of attention head ``head`` in ``layer`` (site: the kind's default,
+        ``blocks.{layer}.attn.hook_z``)."""
+        return UnitId(model=self.model_name, layer=layer, index=head, kind="attention_head")
+
+    def latent_unit(self, latent: int) -> UnitId:
+        """The `UnitId` of latent ``latent`` of the subject's SAE (kind ``sae_latent`` or
+        ``transcoder_latent``, at the SAE's hook site; loads the model to find the site's
+        layer).
+
+        Raises:
+            InvalidInputError: no SAE, latent out of range, a site the model does not have.
+        """
+        from neuron_explainer.models.hook_sites import resolve
+
+        sae, site = self.sources.sae, self.sources.sae_site()
+        assert sae is not None  # sae_site checked it
+        if not 0 <= latent < sae.d_sae:
+            raise InvalidInputError(
+                f"latent {latent} out of range: the SAE at {self.sources.sae_path} has "
+                f"{sae.d_sae} latents (0 to {sae.d_sae - 1})"
+            )
+        layer = resolve(self.loaded.model, site).layer
+        return UnitId(model=self.model_name, layer=layer, index=latent, kind=sae.kind, site=site)
+
+    def direction_unit(self) -> UnitId:
+        """The `UnitId` of the subject's direction (index 0, at ``hook``; loads the model to
+        find the site's layer). The vector's sha256 goes into the record's provenance.
+
+        Raises:
+            InvalidInputError: no direction, a site the model does not have.
+        """
+        from neuron_explainer.models.hook_sites import resolve
+
+        hook = self.sources.hook
+        if self.sources.direction is None or hook is None:
+            raise InvalidInputError("no direction given: pass direction= and hook=")
+        layer = resolve(self.loaded.model, hook).layer
+        return UnitId(model=self.model_name, layer=layer, index=0, kind="direction", site=hook)
+
     def count_tokens(self) -> int:
         """The number of tokens one recording reads (what `progress` counts up to): the corpus
         is read, tokenized and cut into windows as a recording does it, and no model is run
@@ -140,12 +216,14 @@ class HFSubject(Subject):
         return sum(len(window.input_ids) for window in windows)
 
     async def aneuron_record(self, unit: UnitId) -> NeuronRecord:
-        """Record ``unit`` (an MLP neuron) over the corpus; the model runs in a worker thread.
+        """Record ``unit`` over the corpus; the model runs in a worker thread.
 
         Raises:
-            InvalidInputError: not an MLP neuron, layer or index out of range, or a corpus that
-                yields no window.
+            InvalidInputError: a kind this subject cannot record (or without its SAE or
+                direction), layer or index out of range, or a corpus that yields no window.
         """
+        if unit.kind != "mlp_neuron" or unit.site is not None:
+            return await asyncio.to_thread(self.unit_record, unit)
         records = await asyncio.to_thread(self.neuron_records, unit.layer, [unit.index])
         return records[unit.index]
 
@@ -165,22 +243,18 @@ class HFSubject(Subject):
         window id: the texts are not windows of the corpus); the model runs in a worker thread.
 
         Raises:
-            InvalidInputError: not an MLP neuron, layer or index out of range, or a text with
-                no token.
+            InvalidInputError: a kind this subject cannot record, layer or index out of
+                range, or a text with no token.
         """
-        if unit.kind != "mlp_neuron":
-            raise InvalidInputError(f"HFSubject runs MLP neurons, not {unit.kind!r} units")
-        return await asyncio.to_thread(self._activations, unit.layer, unit.index, list(texts))
+        return await asyncio.to_thread(self._activations, unit, list(texts))
 
-    def _activations(self, layer: int, index: int, texts: list[str]) -> list[ActivationRecord]:
+    def _activations(self, unit: UnitId, texts: list[str]) -> list[ActivationRecord]:
         if not texts:
             return []
         with self._model_lock:
-            return self._activations_locked(layer, index, texts)
+            return self._activations_locked(unit, texts)
 
-    def _activations_locked(
-        self, layer: int, index: int, texts: list[str]
-    ) -> list[ActivationRecord]:
+    def _activations_locked(self, unit: UnitId, texts: list[str]) -> list[ActivationRecord]:
         loaded = self.loaded
         first: dict[int, Window] = {}
         for window in iter_windows(
@@ -190,13 +264,82 @@ class HFSubject(Subject):
         empty = [i for i in range(len(texts)) if i not in first]
         if empty:
             raise InvalidInputError(f"text(s) {empty} have no token to run")
-        capture = ActivationCapture(loaded.model, [layer])
-        columns: dict[int, list[ActivationRecord]] = {index: []}
         windows = [first[i] for i in range(len(texts))]
-        for start in range(0, len(windows), self.batch_size):
-            batch = windows[start : start + self.batch_size]
-            self._run(capture, layer, batch, [index], columns, of_corpus=False)
-        return columns[index]
+        batches = [
+            windows[start : start + self.batch_size]
+            for start in range(0, len(windows), self.batch_size)
+        ]
+        if unit.kind != "mlp_neuron" or unit.site is not None:
+            reading = read_unit(loaded.model, unit, self.sources)
+            records = []
+            for batch in batches:
+                acts = site_activations(loaded.model, reading, *pad_windows(batch))
+                records += window_records(loaded.tokenizer, batch, acts, of_corpus=False)
+            return records
+        capture = ActivationCapture(loaded.model, [unit.layer])
+        columns: dict[int, list[ActivationRecord]] = {unit.index: []}
+        for batch in batches:
+            self._run(capture, unit.layer, batch, [unit.index], columns, of_corpus=False)
+        return columns[unit.index]
+
+    def unit_record(self, unit: UnitId) -> NeuronRecord:
+        """Record one unit of any kind the subject knows (docs/units.md) over the corpus, its
+        activation computed in the forward hook of its site and the pass stopped there; an
+        attention head's top records also say which token the head attended to most from
+        their top token (`ActivationRecord.attended`).
+
+        Raises:
+            InvalidInputError: a kind this subject cannot record (or without its SAE or
+                direction), a refused SAE setting, a site width that does not fit, an index
+                out of range, or no windows.
+        """
+        with self._model_lock:
+            return self._unit_record(unit)
+
+    def _unit_record(self, unit: UnitId) -> NeuronRecord:
+        loaded = self.loaded
+        reading = read_unit(loaded.model, unit, self.sources)
+        windows = iter_windows(
+            self.corpus, loaded.tokenizer, length=self.window_length, bos=self.bos
+        )
+        records: list[ActivationRecord] = []
+        self._tokens_read = 0
+        batch: list[Window] = []
+        for window in itertools.chain(windows, [None]):
+            if window is not None:
+                batch.append(window)
+            if batch and (window is None or len(batch) == self.batch_size):
+                acts = site_activations(loaded.model, reading, *pad_windows(batch))
+                records += window_records(loaded.tokenizer, batch, acts, of_corpus=True)
+                self._count(batch)
+                batch = []
+        if not records:
+            raise InvalidInputError(f"corpus {self.corpus.name!r} yields no windows to record")
+        provenance = self._provenance(reading.hook_point, extra={"unit": reading.extra})
+        record = build_neuron_record(unit, records, provenance=provenance, **self._selection)
+        if unit.kind != "attention_head":
+            return record
+        prefix = [bos_token_id(loaded.tokenizer)] if self.bos == "window" else []
+        top = top_sources(loaded.model, loaded.tokenizer, unit, record.top_records, prefix)
+        return record.model_copy(update={"top_records": tuple(top)})
+
+    def _provenance(self, hook_point: str, extra: dict[str, Any] | None = None) -> Provenance:
+        loaded = self.loaded
+        return Provenance(
+            model=loaded.name,
+            hook_point=hook_point,
+            dataset=self.corpus.name,
+            window_length=self.window_length,
+            bos_policy=self.bos,
+            dtype=loaded.dtype,
+            device=loaded.device,
+            extra=extra or {},
+        )
+
+    def _count(self, batch: list[Window]) -> None:
+        self._tokens_read += sum(len(window.input_ids) for window in batch)
+        if self.progress is not None:
+            self.progress(self._tokens_read)
 
     def neuron_records(self, layer: int, indices: Iterable[int]) -> dict[int, NeuronRecord]:
         """Record several neurons of one layer in one pass over the corpus. Every record names
@@ -228,15 +371,7 @@ class HFSubject(Subject):
             n_neurons = self._run(capture, layer, batch, wanted, columns)
         if n_neurons is None:
             raise InvalidInputError(f"corpus {self.corpus.name!r} yields no windows to record")
-        provenance = Provenance(
-            model=loaded.name,
-            hook_point=capture.site.hook_point(layer),
-            dataset=self.corpus.name,
-            window_length=self.window_length,
-            bos_policy=self.bos,
-            dtype=loaded.dtype,
-            device=loaded.device,
-        )
+        provenance = self._provenance(capture.site.hook_point(layer))
         return {
             i: build_neuron_record(
                 self.unit(layer, i), columns[i], provenance=provenance, **self._selection
@@ -265,15 +400,7 @@ class HFSubject(Subject):
         Raises:
             InvalidInputError: a wanted index out of range.
         """
-        import torch
-
-        width = max(len(w.input_ids) for w in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, window in enumerate(batch):
-            ids[row, : len(window.input_ids)] = torch.tensor(window.input_ids)
-            mask[row, : len(window.input_ids)] = 1
-        acts = capture(ids, mask)[layer]
+        acts = capture(*pad_windows(batch))[layer]
         n_neurons = int(acts.shape[-1])
         bad = [i for i in wanted if not 0 <= i < n_neurons]
         if bad:
@@ -298,9 +425,28 @@ class HFSubject(Subject):
                         window_id=window_id,
                     )
                 )
-        if not of_corpus:  # not the recording's corpus: no progress
-            return n_neurons
-        self._tokens_read += sum(len(window.input_ids) for window in batch)
-        if self.progress is not None:
-            self.progress(self._tokens_read)
+        if of_corpus:  # the recording's corpus: progress
+            self._count(batch)
         return n_neurons
+
+
+def _sources(sae: Any, direction: Any, hook: str | None) -> UnitSources:
+    """The SAE (loaded) or direction (read) a subject records, with its hook site."""
+    if sae is not None and direction is not None:
+        raise InvalidInputError("give an SAE or a direction, not both")
+    if direction is not None:
+        if hook is None:
+            raise InvalidInputError("a direction needs its hook site: give hook= as well")
+        return UnitSources(direction=load_direction(direction), hook=hook)
+    if sae is None:
+        return UnitSources(hook=hook)
+    from neuron_explainer.models.sae import SparseEncoder, load_sae
+
+    encoder = sae if isinstance(sae, SparseEncoder) else load_sae(sae, hookpoint=hook)
+    path = encoder.source if isinstance(sae, SparseEncoder) else str(sae)
+    if hook is not None and encoder.hook_site not in (None, hook):
+        raise InvalidInputError(
+            f"the SAE at {path} reads {encoder.hook_site}, not hook={hook!r}: leave hook out "
+            "or give the SAE's site"
+        )
+    return UnitSources(sae=encoder, sae_path=path, hook=hook)
