@@ -24,7 +24,17 @@ from neuron_explainer.testing import Fault, OpenAITestServer, OracleResponder  #
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-cli-0123456789"
 WORDS = "the cat sat on a mat 7 42 1999 dog house river green blue red Paris London".split()
-COMMANDS = ["collect", "explain", "run", "score", "report", "migrate", "plugins"]
+COMMANDS = [
+    "collect",
+    "explain",
+    "run",
+    "score",
+    "report",
+    "migrate",
+    "plugins",
+    "export",
+    "import",
+]
 
 
 @pytest.fixture(autouse=True)

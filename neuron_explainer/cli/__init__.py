@@ -3,7 +3,8 @@
 Commands: ``collect`` (record every neuron of some layers into a folder), ``explain`` (one
 neuron), ``run`` (a resumable batch into a database), ``score`` (re-score a database with
 another simulator), ``report`` (a static HTML report), ``migrate`` (upgrade stored files),
-``plugins`` (what is installed).
+``plugins`` (what is installed), ``export neuronpedia`` and ``import delphi`` (other tools'
+files).
 Results go to stdout, progress bars and errors to stderr. Exit codes (`exit_code`): 0 success,
 1 a runtime failure, 2 bad input, 130 interrupted; ``--debug`` shows the traceback. See
 docs/cli.md.
@@ -12,7 +13,13 @@ This package imports typer and rich; ``import neuron_explainer`` never imports i
 parts (torch, transformers, the batch runner) are imported by the commands that use them.
 """
 
-from neuron_explainer.cli import _batch, _explain, _migrate, _plugins  # noqa: F401  (registers commands)
+from neuron_explainer.cli import (  # noqa: F401  (registers commands)
+    _batch,
+    _explain,
+    _interop,
+    _migrate,
+    _plugins,
+)
 from neuron_explainer.cli._app import app as app
 from neuron_explainer.cli._app import main as main
 from neuron_explainer.cli._support import exit_code as exit_code

@@ -6,6 +6,8 @@
 * `neuron_explainer.runs.batch`: `explain_neurons`, many units, resumable, in a run database.
 * `neuron_explainer.runs.rescore`: re-score a finished run with another simulator.
 * `neuron_explainer.runs.store`: `RunStore`, the SQLite run database (versioned).
+* `neuron_explainer.runs.interop`: `export_neuronpedia` (a run database to Neuronpedia's
+  upload batches) and `import_delphi` (a delphi latent cache to records).
 * `neuron_explainer.runs.estimate`: what a unit or a run would cost, with nothing sent (each
   component answers its own part: `Explainer.estimate`, `Simulator.estimate`).
 * ``_runner`` (the unit runner: concurrency, budget, commits), ``_sources`` (where a batch's
@@ -31,6 +33,8 @@ from neuron_explainer.runs.batch import aexplain_neurons as aexplain_neurons
 from neuron_explainer.runs.batch import explain_neurons as explain_neurons
 from neuron_explainer.runs.explain import aexplain_neuron as aexplain_neuron
 from neuron_explainer.runs.explain import explain_neuron as explain_neuron
+from neuron_explainer.runs.interop import export_neuronpedia as export_neuronpedia
+from neuron_explainer.runs.interop import import_delphi as import_delphi
 from neuron_explainer.runs.rescore import arescore as arescore
 from neuron_explainer.runs.rescore import rescore as rescore
 from neuron_explainer.runs.store import RunStore as RunStore
@@ -49,6 +53,8 @@ __all__ = [
     "arescore",
     "explain_neuron",
     "explain_neurons",
+    "export_neuronpedia",
+    "import_delphi",
     "parse_indices",
     "rescore",
 ]
