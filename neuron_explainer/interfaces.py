@@ -73,6 +73,7 @@ __all__ = [
     "SimulationMeter",
     "Simulator",
     "Subject",
+    "current_unit",
     "estimate_prompt_tokens",
     "estimate_tokens",
     "failure_of",
@@ -81,6 +82,7 @@ __all__ = [
     "record_simulation_stats",
     "run_sync",
     "track_simulations",
+    "unit_context",
 ]
 
 CHARS_PER_TOKEN = 3.5
@@ -165,6 +167,28 @@ class SimulationMeter:
 _simulation_meters: contextvars.ContextVar[tuple[SimulationMeter, ...]] = contextvars.ContextVar(
     "neuron_explainer_simulation_meters", default=()
 )
+
+
+_current_unit: contextvars.ContextVar[UnitId | None] = contextvars.ContextVar(
+    "neuron_explainer_current_unit", default=None
+)
+
+
+@contextmanager
+def unit_context(unit: UnitId) -> Iterator[None]:
+    """Within the block (and tasks started in it), `current_unit` is ``unit``: the unit being
+    explained, so that a component can say what kind of unit it is (an LLM explainer's prompt
+    names an SAE latent a latent, not a neuron)."""
+    token = _current_unit.set(unit)
+    try:
+        yield
+    finally:
+        _current_unit.reset(token)
+
+
+def current_unit() -> UnitId | None:
+    """The unit being explained (`unit_context`), ``None`` outside a run."""
+    return _current_unit.get()
 
 
 @contextmanager

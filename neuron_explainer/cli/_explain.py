@@ -1,4 +1,5 @@
-"""``collect`` and ``explain``: record a model over a corpus; explain one neuron."""
+"""``collect`` and ``explain``: record a model over a corpus; explain one unit (an MLP neuron,
+an SAE or transcoder latent, an attention head or a direction: docs/units.md)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from neuron_explainer.cli._support import (
     open_corpus,
     print_result,
 )
+from neuron_explainer.cli._units import UnitChoice, unit_choice
 from neuron_explainer.options import DEFAULT_TEST_SENTENCES
 
 if TYPE_CHECKING:
@@ -132,10 +134,47 @@ def collect(
 @recording_options(*MODEL_OPTIONS, "bos")
 def explain(
     model: ModelArg,
-    layer: Annotated[int, hidden_default("--layer", "The neuron's layer.", min=0)],
+    layer: Annotated[
+        int | None, hidden_default("--layer", "The MLP neuron's layer (with --neuron).", min=0)
+    ] = None,
     neuron: Annotated[
-        int, typer.Option("--neuron", min=0, help="The neuron's index in its layer.")
-    ],
+        int | None,
+        hidden_default("--neuron", "The MLP neuron's index in its layer (with --layer).", min=0),
+    ] = None,
+    sae: Annotated[
+        Path | None,
+        hidden_default(
+            "--sae",
+            "An SAE or transcoder (a SAELens, sparsify or Gemma Scope folder): explain its "
+            "latent --latent, read at the SAE's hook site.",
+        ),
+    ] = None,
+    latent: Annotated[
+        int | None, hidden_default("--latent", "The latent's index in --sae.", min=0)
+    ] = None,
+    head: Annotated[
+        str | None,
+        hidden_default(
+            "--head",
+            "An attention head, LAYER.HEAD (e.g. 3.5): its activation is the norm of its "
+            "write to the residual stream.",
+        ),
+    ] = None,
+    direction: Annotated[
+        Path | None,
+        hidden_default(
+            "--direction",
+            "A .npy file of one [d_model] vector: explain the activation at --hook dotted with it.",
+        ),
+    ] = None,
+    hook: Annotated[
+        str | None,
+        hidden_default(
+            "--hook",
+            "The hook site of --direction (or of an SAE whose files do not name it), "
+            "TransformerLens-style: blocks.6.hook_resid_pre.",
+        ),
+    ] = None,
     corpus: ModelCorpus = None,
     explainer: Explainer = "token-table",
     simulator: Simulator = "token-table",
@@ -191,9 +230,11 @@ def explain(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Explain one MLP neuron and score the explanation on held-out excerpts.
+    """Explain one unit and score the explanation on held-out excerpts.
 
-    MODEL is recorded over --corpus (the model and corpus options apply), or, when MODEL is a
+    The unit: an MLP neuron (--layer and --neuron), an SAE or transcoder latent (--sae and
+    --latent), an attention head (--head) or a direction (--direction and --hook). MODEL is
+    recorded over --corpus (the model and corpus options apply), or, when MODEL is a
     collection folder written by collect, the neuron's record is read from it (no corpus).
     Prints the explanation and its score; --json prints the whole result. --dry-run prints what
     explaining it with LLMs would cost instead.
@@ -220,23 +261,27 @@ def explain(
             revise=revise,
             test_sentences=test_sentences,
         )
+        unit = unit_choice(layer, neuron, sae, latent, head, direction, hook)
         source = collection_or_corpus(
             model, corpus, recording, split=split.value, text_field=text_field
         )
         if isinstance(source, Texts):
-            check_range(model, [layer], [neuron])
-        elif not 0 <= neuron < source.n_neurons(layer):
+            if unit.kind == "mlp_neuron":
+                check_range(model, [unit.layer], [unit.neuron])
+        elif unit.kind != "mlp_neuron":
+            raise bad_input("a collection holds MLP neurons: give --layer and --neuron")
+        elif not 0 <= unit.neuron < source.n_neurons(unit.layer):
             raise bad_input(
-                f"neuron {neuron} out of range: layer {layer} of the collection has neurons "
-                f"0..{source.n_neurons(layer) - 1}"
+                f"neuron {unit.neuron} out of range: layer {unit.layer} of the collection has "
+                f"neurons 0..{source.n_neurons(unit.layer) - 1}"
             )
         with Steps(quiet) as steps:
             probe = None
             if isinstance(source, Texts):
-                record, probe = _record(steps, model, source, layer, neuron, recording)
+                record, probe = _record(steps, model, source, unit, recording)
                 corpus_label = f"{corpus} ({source.documents} documents)"
             else:
-                record = source.neuron_record(layer, neuron)
+                record = source.neuron_record(unit.layer, unit.neuron)
                 corpus_label = record.provenance.dataset or "the collection's corpus"
             if dry_run:
                 estimate = _estimate(steps, record, explainer, simulator, options, scorer)
@@ -274,24 +319,23 @@ def _record(
     steps: Steps,
     model: str,
     texts: Texts,
-    layer: int,
-    neuron: int,
+    choice: UnitChoice,
     options: dict[str, Any],
 ) -> tuple[NeuronRecord, Probe | None]:
-    """Load ``model`` and record one neuron over the corpus with the ``"hf"`` subject (from the
+    """Load ``model`` and record one unit over the corpus with the ``"hf"`` subject (from the
     registry), with progress: the tokens the model has read, of those the corpus holds. Also
-    the subject's probe of the neuron (its activations on new text), when it has one."""
+    the subject's probe of the unit (its activations on new text), when it has one."""
     from neuron_explainer.plugins import default_registry
     from neuron_explainer.subjects.hf import HFSubject
 
     loaded = load_model_step(steps, model, options)
-    task = steps.task(f"recording layer {layer} (tokens)")
+    task = steps.task(f"recording {choice.label()} (tokens)")
     subject = default_registry().subject(
-        "hf", model=loaded, corpus=texts.corpus, progress=task.update, **options
+        "hf", model=loaded, corpus=texts.corpus, progress=task.update, **choice.subject, **options
     )
     if isinstance(subject, HFSubject):
         task.update(0, subject.count_tokens())
-    unit = subject.unit(layer, neuron)
+    unit = choice.unit(subject)
     record = subject.neuron_record(unit)
     task.finish()
     return record, subject.probe(unit) if isinstance(subject, HFSubject) else None

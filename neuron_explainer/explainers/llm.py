@@ -32,6 +32,9 @@ from neuron_explainer.explainers._revision_prompt import (
     revision_turn,
     tests_turn,
 )
+from neuron_explainer.explainers._unit_words import ANSWER_PREFIX as ANSWER_PREFIX
+from neuron_explainer.explainers._unit_words import EXPLANATION_LINE as EXPLANATION_LINE
+from neuron_explainer.explainers._unit_words import explanation_line, reworded, unit_noun
 from neuron_explainer.explainers.revising import Disagreement
 from neuron_explainer.interfaces import (
     CHARS_PER_TOKEN,
@@ -58,8 +61,7 @@ __all__ = [
 ]
 
 PROMPT_VERSION = "llm-explainer/2"
-ANSWER_PREFIX = "the main thing this neuron does is find"
-EXPLANATION_LINE = f"Explanation of neuron behavior: {ANSWER_PREFIX}"
+_ANSWER_PREFIX = re.compile(r"^the main thing this [\w -]{1,40}? does is find\b\s*", re.IGNORECASE)
 ZERO_FILTER_HEADER = "Same activations, but with all zeros filtered out:"
 ZERO_FILTER_THRESHOLD = 0.2
 """Repeat the records with zeros filtered out when fewer than this share of tokens is non-zero."""
@@ -106,7 +108,7 @@ def clean_explanation(raw: str) -> str:
     previous = None
     while text != previous:
         previous = text
-        text = re.sub(rf"^(?:{re.escape(ANSWER_PREFIX)})\b\s*", "", text, flags=re.IGNORECASE)
+        text = _ANSWER_PREFIX.sub("", text)
         text = text.strip(" \"'`")
         if text.endswith("."):
             text = text[:-1].rstrip()
@@ -123,21 +125,23 @@ def _is_sparse(blocks: Levels) -> bool:
     return bool(levels) and 0 < nonzero < ZERO_FILTER_THRESHOLD * len(levels)
 
 
-def _neuron_turn(number: int, blocks: Levels, zero_filtered_repeat: bool) -> str:
-    text = f"Neuron {number}\nActivations:\n{render_blocks(blocks)}\n\n"
+def _neuron_turn(
+    number: int, blocks: Levels, zero_filtered_repeat: bool, noun: str = "neuron"
+) -> str:
+    text = f"{reworded('Neuron', noun)} {number}\nActivations:\n{render_blocks(blocks)}\n\n"
     if zero_filtered_repeat:
         nonzero = [[(t, v) for t, v in block if v > 0] for block in blocks]
         text += f"{ZERO_FILTER_HEADER}\n{render_blocks([b for b in nonzero if b])}\n\n"
-    return text + EXPLANATION_LINE
+    return text + explanation_line(noun)
 
 
-def _example_turns(examples: Sequence[FewShotExample]) -> list[Message]:
+def _example_turns(examples: Sequence[FewShotExample], noun: str = "neuron") -> list[Message]:
     turns = []
     for i, example in enumerate(examples, start=1):
         turns.append(
             Message(
                 role="user",
-                content=_neuron_turn(i, example.records, _is_sparse(example.records)),
+                content=_neuron_turn(i, example.records, _is_sparse(example.records), noun),
             )
         )
         turns.append(Message(role="assistant", content=f"{example.explanation}."))
@@ -235,10 +239,12 @@ class LLMExplainer(Explainer):
         blocks = _levels(records, scale)
         repeat = _is_sparse(blocks) if zero_filtered_repeat is None else zero_filtered_repeat
         examples = FEW_SHOT_EXAMPLES if self.few_shot else ()
+        noun = unit_noun()
+        turn = _neuron_turn(len(examples) + 1, blocks, repeat, noun)
         return [
-            Message(role="system", content=SYSTEM),
-            *_example_turns(examples),
-            Message(role="user", content=_neuron_turn(len(examples) + 1, blocks, repeat)),
+            Message(role="system", content=reworded(SYSTEM, noun)),
+            *_example_turns(examples, noun),
+            Message(role="user", content=turn),
         ]
 
     def prompt_tokens(self, messages: Sequence[Message]) -> int:
@@ -369,7 +375,7 @@ class LLMExplainer(Explainer):
             ExplanationError: as `fit_prompt`.
         """
         return self._after_answer(
-            records, explanation, revision_turn(disagreements, EXPLANATION_LINE)
+            records, explanation, revision_turn(disagreements, explanation_line(unit_noun()))
         )
 
     def test_messages(

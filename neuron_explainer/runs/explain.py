@@ -7,20 +7,18 @@ default ``"hf"``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from pydantic import ValidationError
-
 from neuron_explainer._aio import gather_or_cancel, sync_twin
-from neuron_explainer.errors import ExplanationError, InvalidInputError, InvalidRecordError
+from neuron_explainer.errors import ExplanationError, InvalidInputError
 from neuron_explainer.interfaces import (
     Explainer,
     Probe,
     Simulator,
-    Subject,
     track_simulations,
+    unit_context,
 )
 from neuron_explainer.llm.usage import track_usage
 from neuron_explainer.options import (
@@ -42,6 +40,7 @@ from neuron_explainer.results import (
     ScoredSimulation,
     ScorerScore,
 )
+from neuron_explainer.runs._recording import Recording, record_for
 from neuron_explainer.runs.revision import arevise_explanation, check_can_revise
 from neuron_explainer.runs.scoring import (
     DEFAULT_SCORERS,
@@ -60,15 +59,6 @@ from neuron_explainer.scorers.simulation import (
 __all__ = ["aexplain_neuron", "explain_neuron", "explain_record"]
 
 
-def _coerce_record(record: NeuronRecord | Mapping[str, Any]) -> NeuronRecord:
-    if isinstance(record, NeuronRecord):
-        return record
-    try:
-        return NeuronRecord.model_validate(record)
-    except ValidationError as exc:
-        raise InvalidRecordError(f"the neuron record does not validate:\n{exc}") from None
-
-
 def _gather(given: ExplainOptions | Mapping[str, Any] | None, **keywords: Any) -> ExplainOptions:
     """The options from ``explain_options=`` or from the keywords (not both)."""
     if given is None:
@@ -81,61 +71,6 @@ def _gather(given: ExplainOptions | Mapping[str, Any] | None, **keywords: Any) -
             "option once"
         )
     return ExplainOptions.build(given)
-
-
-@dataclass(frozen=True)
-class _Recording:
-    """How to record the unit when `explain_neuron` is given a model (or a subject)."""
-
-    layer: int | None
-    neuron: int | None
-    corpus: Any
-    subject_options: Mapping[str, Any] | None
-    subject: str
-
-    def given(self) -> bool:
-        """Whether any of it was given (a record needs none of it)."""
-        defaults = (None, None, None, None, "hf")
-        given = (self.layer, self.neuron, self.corpus, self.subject_options or None, self.subject)
-        return given != defaults
-
-
-async def _record_for(
-    source: Any, how: _Recording, registry: Registry
-) -> tuple[NeuronRecord, Probe | None]:
-    """The NeuronRecord to explain: given directly, or recorded by a subject (given, or built
-    by the registry from ``how.subject``'s name) over a corpus; and the subject's probe of the
-    unit when it has one (``probe(unit)``: its true activations on new text)."""
-    if isinstance(source, NeuronRecord | Mapping):
-        if how.given():
-            raise InvalidInputError(
-                "layer, neuron, corpus, subject and subject_options are for recording a model; "
-                "a NeuronRecord is explained as it is"
-            )
-        return _coerce_record(source), None
-    if how.layer is None or how.neuron is None:
-        raise InvalidInputError(
-            f"to explain a neuron of model {source!r}, give layer= and neuron= (and corpus=)"
-        )
-    if isinstance(source, Subject):
-        if how.corpus is not None or how.subject_options or how.subject != "hf":
-            raise InvalidInputError(
-                f"a {type(source).__name__} has its corpus and options already: corpus=, "
-                "subject= and subject_options= are for recording a model"
-            )
-        recorder = source
-    else:
-        options = dict(how.subject_options or {})
-        clash = sorted({"model", "corpus"} & set(options))
-        if clash:
-            raise InvalidInputError(
-                f"subject_options cannot set {clash}: give the model first and corpus="
-            )
-        recorder = registry.subject(how.subject, model=source, corpus=how.corpus, **options)
-    unit = recorder.unit(how.layer, how.neuron)
-    make_probe = getattr(recorder, "probe", None)
-    probe = make_probe(unit) if callable(make_probe) else None
-    return await recorder.aneuron_record(unit), probe
 
 
 NEUTRAL_MEMO_SIZE = 4096
@@ -232,7 +167,7 @@ async def explain_record(
     contrastive_choice = options.scoring == "contrastive" and (
         options.best_of > 1 or options.revise
     )
-    with track_simulations() as simulations, reusing_for_unit(shared):
+    with track_simulations() as simulations, reusing_for_unit(shared), unit_context(record.unit):
         neutral = (
             await simulate_baseline(simulator, splits, options)
             if run.correlation or contrastive_choice
@@ -327,6 +262,11 @@ async def aexplain_neuron(
     *,
     layer: int | None = None,
     neuron: int | None = None,
+    sae: str | os.PathLike[str] | Any = None,
+    latent: int | None = None,
+    head: tuple[int, int] | None = None,
+    direction: str | os.PathLike[str] | Any = None,
+    hook: str | None = None,
     corpus: Any = None,
     subject_options: Mapping[str, Any] | None = None,
     explainer: Explainer | str = "token-table",
@@ -360,12 +300,23 @@ async def aexplain_neuron(
 
     Args:
         record: the unit's `NeuronRecord` (or its dict form); or a `Subject` (e.g. an
-            `neuron_explainer.subjects.hf.HFSubject`) with ``layer`` and ``neuron``; or a model
-            to record — a name (``"gpt2"``), a local directory or ``.gguf`` file, a model
-            object, or whatever the ``subject`` understands — with ``layer``, ``neuron`` and
-            ``corpus``.
+            `neuron_explainer.subjects.hf.HFSubject`) with the unit; or a model to record — a
+            name (``"gpt2"``), a local directory or ``.gguf`` file, a model object, or
+            whatever the ``subject`` understands — with the unit and ``corpus``. The unit is
+            named one way (docs/units.md): ``layer`` and ``neuron``; ``sae`` and ``latent``;
+            ``head``; or ``direction`` and ``hook``.
         layer: with a model or subject: the layer of the MLP neuron.
         neuron: with a model or subject: the neuron's index in the layer.
+        sae: with a model: an SAE or transcoder (a folder or file
+            `neuron_explainer.models.sae.load_sae` reads: SAELens, sparsify, Gemma Scope);
+            its latent ``latent`` is explained, read at the SAE's hook site (``hook`` names
+            the site when the files do not).
+        latent: with ``sae`` (or a subject that has one): the latent's index.
+        head: ``(layer, head)``: an attention head; its activation is the norm of its write
+            to the residual stream.
+        direction: with a model: a ``[d_model]`` vector (a ``.npy`` file or an array) read at
+            ``hook``: the activation is the site's activation dotted with it.
+        hook: the hook site of ``direction`` (``"blocks.6.hook_resid_pre"``).
         corpus: with a model: the text to record it over (for ``"hf"``: anything
             `neuron_explainer.subjects.corpus.corpus_from` takes).
         subject_options: with a model: options for the subject (for ``"hf"``, `HFSubject`'s:
@@ -438,8 +389,9 @@ async def aexplain_neuron(
         InsufficientRecordsError: too few records to fill the splits.
         InvalidRecordError: the record (given as a dict) does not validate.
         InvalidInputError: an option out of range, an option given twice, arguments for
-            recording a model given with a record, or ``revise`` with an explainer that
-            cannot revise.
+            recording a model given with a record, the unit named in none or several ways,
+            an SAE setting that cannot be honoured (docs/units.md), or ``revise`` with an
+            explainer that cannot revise.
         ExplanationError / SimulationError: a component failed (a `SimulationError` also when
             more than ``max_failed_fraction`` of the excerpts could not be simulated: it says
             how many of how many, and why).
@@ -467,8 +419,10 @@ async def aexplain_neuron(
     the_simulator = components.simulator(simulator)
     the_scorers = build_scorers(scorers, components, the_simulator)
     with track_usage(budget) as meter:
-        how = _Recording(layer, neuron, corpus, subject_options, subject)
-        neuron_record, recorded_probe = await _record_for(record, how, components)
+        how = Recording(
+            layer, neuron, corpus, subject_options, subject, sae, latent, head, direction, hook
+        )
+        neuron_record, recorded_probe = await record_for(record, how, components)
         result = await explain_record(
             neuron_record,
             the_explainer,

@@ -1,0 +1,90 @@
+"""The unit ``explain`` is asked for: an MLP neuron, an SAE or transcoder latent, an attention
+head or a direction (docs/units.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from neuron_explainer.cli._support import bad_input
+
+if TYPE_CHECKING:
+    from neuron_explainer.records import UnitId
+
+__all__ = ["UnitChoice", "unit_choice"]
+
+
+@dataclass(frozen=True)
+class UnitChoice:
+    """The unit the explain options name (checked by `unit_choice`)."""
+
+    kind: str
+    layer: int = 0
+    neuron: int = 0
+    subject: dict[str, Any] = field(default_factory=dict)
+
+    def label(self) -> str:
+        """What the progress line says is recorded."""
+        if self.kind == "mlp_neuron":
+            return f"layer {self.layer}"
+        if self.kind == "attention_head":
+            return f"layer {self.layer} head {self.neuron}"
+        if self.kind == "sae_latent":
+            return f"latent {self.neuron}"
+        return f"the direction at {self.subject['hook']}"
+
+    def unit(self, subject: Any) -> UnitId:
+        """The unit, made by ``subject``."""
+        if self.kind == "attention_head":
+            return subject.head_unit(self.layer, self.neuron)  # type: ignore[no-any-return]
+        if self.kind == "sae_latent":
+            return subject.latent_unit(self.neuron)  # type: ignore[no-any-return]
+        if self.kind == "direction":
+            return subject.direction_unit()  # type: ignore[no-any-return]
+        return subject.unit(self.layer, self.neuron)  # type: ignore[no-any-return]
+
+
+def unit_choice(
+    layer: int | None,
+    neuron: int | None,
+    sae: Path | None,
+    latent: int | None,
+    head: str | None,
+    direction: Path | None,
+    hook: str | None,
+) -> UnitChoice:
+    """The unit named by exactly one of --layer/--neuron, --sae/--latent, --head,
+    --direction/--hook (--hook may also name an SAE's site).
+
+    Raises:
+        InvalidInputError: none or several, half of one, or a --head that is not LAYER.HEAD.
+    """
+    named: dict[str, object] = {
+        "--layer": layer,
+        "--neuron": neuron,
+        "--sae": sae,
+        "--latent": latent,
+    }
+    named |= {"--head": head, "--direction": direction, "--hook": hook}
+    given = {flag for flag, value in named.items() if value is not None}
+    if given == {"--layer", "--neuron"}:
+        assert layer is not None and neuron is not None
+        return UnitChoice("mlp_neuron", layer, neuron)
+    if given in ({"--sae", "--latent"}, {"--sae", "--latent", "--hook"}):
+        assert latent is not None
+        return UnitChoice("sae_latent", neuron=latent, subject={"sae": sae, "hook": hook})
+    if given == {"--direction", "--hook"}:
+        return UnitChoice("direction", subject={"direction": direction, "hook": hook})
+    if given == {"--head"}:
+        assert head is not None
+        parts = head.split(".")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise bad_input(f"--head takes LAYER.HEAD, e.g. 3.5; got {head!r}")
+        return UnitChoice("attention_head", int(parts[0]), int(parts[1]))
+    got = ", ".join(sorted(given)) or "none of them"
+    raise bad_input(
+        "give one unit: --layer and --neuron (an MLP neuron), --sae and --latent (an SAE or "
+        "transcoder latent), --head LAYER.HEAD (an attention head), or --direction and --hook "
+        f"(a direction); got {got}"
+    )
