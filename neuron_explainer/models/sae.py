@@ -212,6 +212,38 @@ class SparseEncoder:
                 out = self._encode_columns(flat, columns)
             return out.reshape(*lead, out.shape[-1])
 
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k and groupmax: all latents as ``(values, indices)``, ``[tokens, k]`` each
+        (``x`` flattened; latents not listed are 0), computed in chunks of tokens as `encode`.
+
+        Raises:
+            InvalidInputError: not a top-k or groupmax SAE, or ``x`` not ``[..., d_in]``."""
+        import torch
+
+        if self.activation not in ("topk", "groupmax"):
+            raise InvalidInputError(
+                f"encode_sparse is for topk and groupmax, not {self.activation}"
+            )
+        assert self.k is not None and self.b_enc is not None  # checked at construction
+        scale = self._decoder_norms() if self.rescale_acts_by_decoder_norm else None
+        with torch.no_grad():
+            flat = self._preprocess(x).reshape(-1, self.d_in)
+            values, indices = [], []
+            rows = max(1, _TOPK_CHUNK_ELEMENTS // self.d_sae)
+            for start in range(0, flat.shape[0], rows):
+                pre = flat[start : start + rows] @ self.W_enc + self.b_enc
+                if self.activation == "groupmax":
+                    top, where = pre.relu().reshape(pre.shape[0], self.k, -1).max(dim=-1)
+                    where = where + torch.arange(
+                        0, self.d_sae, self.d_sae // self.k, device=pre.device
+                    )
+                else:
+                    top, where = torch.topk(pre if scale is None else pre * scale, k=self.k)
+                    top = top.relu()
+                values.append(top)
+                indices.append(where)
+            return torch.cat(values), torch.cat(indices)
+
     # -- input -----------------------------------------------------------------------------
 
     def _columns(self, latents: Sequence[int] | torch.Tensor | None) -> torch.Tensor | None:

@@ -45,12 +45,22 @@ __all__ = ["COLLECTION_MIGRATIONS", "Migrated", "StoredKind", "migrate"]
 StoredKind = Literal["run database", "collection", "result"]
 """What kind of stored file a path holds."""
 
-COLLECTION_MIGRATIONS: dict[int, Callable[[Path], None]] = {1: add_unknown_positions}
+
+def _same_files(folder: Path) -> None:
+    """Collection format 2 → 3: an MLP collection's files are the same (format 3 adds unit
+    collections), so only ``"format"`` changes."""
+
+
+COLLECTION_MIGRATIONS: dict[int, Callable[[Path], None]] = {
+    1: add_unknown_positions,
+    2: _same_files,
+}
 """Collection format ``n`` → the step that rewrites a collection folder to format ``n + 1``.
 1 → 2 adds ``window_positions.i64`` with every position unknown (`add_unknown_positions`:
 they cannot be known without the corpus, so the records still have no window ids; resuming an
-unfinished collection fills them in). A step keeps a copy of each file it rewrites; `migrate`
-updates ``meta.json``'s ``"format"`` afterwards (keeping a copy of the old ``meta.json``)."""
+unfinished collection fills them in); 2 → 3 changes no file (`_same_files`). A step keeps a
+copy of each file it rewrites; `migrate` updates ``meta.json``'s ``"format"`` afterwards
+(keeping a copy of the old ``meta.json``)."""
 
 _Outcome = tuple[int, int, Path | None]
 """The version before, the version now, and the backup (``None`` when nothing was written)."""

@@ -17,6 +17,7 @@ import numpy as np
 from neuron_explainer.errors import FormatError
 from neuron_explainer.models.loading import LoadedModel
 from neuron_explainer.subjects._collect_state import LayerState
+from neuron_explainer.subjects._collect_units import UnitCapture, UnitGroup
 from neuron_explainer.subjects.capture import ActivationCapture
 from neuron_explainer.subjects.collection import (
     FORMAT_VERSION,
@@ -27,7 +28,7 @@ from neuron_explainer.subjects.collection import (
     WINDOW_IDS,
     WINDOW_LENGTHS,
     WINDOW_POSITIONS,
-    state_path,
+    state_file,
 )
 from neuron_explainer.subjects.corpus import Window
 from neuron_explainer.subjects.tokens import token_strings
@@ -53,12 +54,22 @@ class CollectionRun:
         config: dict[str, Any],
         config_hash: str,
         loaded: LoadedModel,
-        capture: ActivationCapture,
+        capture: ActivationCapture | UnitCapture,
         fields: dict[str, Any],
+        groups: list[UnitGroup] | None = None,
     ) -> None:
         self.out, self.config, self.config_hash = out, config, config_hash
         self.loaded, self.capture, self.fields = loaded, capture, fields
-        self.states: dict[int, LayerState] = {}
+        self.groups = groups or []
+        # capture key -> (state key: its folder, the layer keying its sampling, hash lanes)
+        self.targets: dict[Any, tuple[str, int, np.ndarray | None]] = {
+            layer: (f"layer_{layer}", layer, None) for layer in config["layers"]
+        }
+        for g, group in enumerate(self.groups):
+            for p, part in enumerate(group.parts()):
+                key = f"{group.name}/part_{p:05d}"
+                self.targets[(g, p)] = (key, group.layer, np.asarray(part, np.int64))
+        self.states: dict[str, LayerState] = {}
         self.windows_done = 0
         self.tokens_done = 0
         self.generation = 0
@@ -71,10 +82,10 @@ class CollectionRun:
         self.windows_done = int(progress["windows_done"])
         self.tokens_done = int(progress["tokens_done"])
         self.generation = int(progress["generation"])
-        for layer in self.config["layers"]:
-            path = state_path(self.out, layer, self.generation)
+        for key, _, lanes in self.targets.values():
+            path = state_file(self.out, key, self.generation)
             try:
-                self.states[layer] = self._state(load_file(str(path)))
+                self.states[key] = self._state(load_file(str(path)), lanes)
             except FileNotFoundError as error:
                 raise FormatError(f"{path} is missing; pass overwrite=True to restart") from error
         for name, row in ((WINDOW_IDS, 4 * self.width), (WINDOW_LENGTHS, 4)):
@@ -103,8 +114,10 @@ class CollectionRun:
             unknown = np.full((self.windows_done - have, 2), UNKNOWN_POSITION, np.int64)
             f.write(unknown.tobytes())
 
-    def _state(self, arrays: dict[str, np.ndarray]) -> LayerState:
-        return LayerState(arrays, self.config["quantile_levels"])
+    def _state(self, arrays: dict[str, np.ndarray], lanes: np.ndarray | None) -> LayerState:
+        state = LayerState(arrays, self.config["quantile_levels"])
+        state.lanes = lanes
+        return state
 
     def start(self) -> None:
         if not (self.out / VOCABULARY).exists():
@@ -139,8 +152,8 @@ class CollectionRun:
         n_tokens = int(lengths.sum())
         first = self.windows_done
 
-        def fold(layer: int, acts: Any) -> None:
-            self._fold(layer, acts, first, lengths, short, padding, n_tokens)
+        def fold(target: Any, acts: Any) -> None:
+            self._fold(target, acts, first, lengths, short, padding, n_tokens)
 
         # Each layer is folded as the forward pass makes it, while it is in cache, and is then
         # freed by the model as in a bare forward (no batch of every layer is held).
@@ -153,7 +166,7 @@ class CollectionRun:
 
     def _fold(
         self,
-        layer: int,
+        target: Any,
         acts: Any,
         first: int,
         lengths: np.ndarray,
@@ -175,20 +188,19 @@ class CollectionRun:
         for b in short:  # the max over the window's own tokens
             maxes_t[b] = values[b, : int(lengths[b])].amax(dim=0)
         maxes = maxes_t.cpu().numpy()
-        if layer not in self.states:
-            self.states[layer] = self._new_state(values.shape[2])
-        self.states[layer].update(
-            values, maxes, padding, n_tokens, first, self.config["seed"], layer
-        )
+        key, layer, lanes = self.targets[target]
+        if key not in self.states:
+            self.states[key] = self._new_state(values.shape[2], lanes)
+        self.states[key].update(values, maxes, padding, n_tokens, first, self.config["seed"], layer)
 
     def close(self) -> None:
         self._ids.close()
         self._lengths.close()
         self._positions.close()
 
-    def _new_state(self, n: int) -> LayerState:
+    def _new_state(self, n: int, lanes: np.ndarray | None) -> LayerState:
         c = self.config
-        return LayerState.new(
+        state = LayerState.new(
             n,
             k=c["top_k"],
             r=2 * c["n_random"],
@@ -197,6 +209,8 @@ class CollectionRun:
             warmup=c["quantile_warmup"],
             length=self.width,
         )
+        state.lanes = lanes
+        return state
 
     def checkpoint(self, *, finished: bool) -> None:
         from safetensors.numpy import save_file
@@ -207,9 +221,9 @@ class CollectionRun:
         if finished:
             self.close()
         generation = self.generation + 1
-        for layer, state in self.states.items():
-            path = state_path(self.out, layer, generation)
-            path.parent.mkdir(exist_ok=True)
+        for key, state in self.states.items():
+            path = state_file(self.out, key, generation)
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
             save_file({k: np.ascontiguousarray(v) for k, v in state.arrays().items()}, str(tmp))
             os.replace(tmp, path)
@@ -228,8 +242,8 @@ class CollectionRun:
         self._drop_other_generations()
 
     def _drop_other_generations(self) -> None:
-        for layer in self.config["layers"]:
-            keep = state_path(self.out, layer, self.generation)
+        for key, _, _ in self.targets.values():
+            keep = state_file(self.out, key, self.generation)
             for path in keep.parent.glob("state-*"):
                 if path != keep:
                     path.unlink()
@@ -244,11 +258,15 @@ class CollectionRun:
             "model": self.loaded.name,
             "layers": layers,
             "n_neurons": {
-                str(layer): int(self.states[layer].a["top_values"].shape[0])
+                str(layer): int(self.states[f"layer_{layer}"].a["top_values"].shape[0])
                 for layer in layers
-                if layer in self.states
+                if f"layer_{layer}" in self.states
             },
-            "hook_points": {str(layer): self.capture.site.hook_point(layer) for layer in layers},
+            "hook_points": {
+                str(layer): self.capture.site.hook_point(layer)
+                for layer in layers
+                if isinstance(self.capture, ActivationCapture)
+            },
             "provenance": {
                 **self.fields,
                 "model": self.loaded.name,
@@ -258,4 +276,8 @@ class CollectionRun:
             "tokenizer": {"class": type(tokenizer).__name__, "vocabulary_size": len(tokenizer)},
             "quantile_method": QUANTILE_METHOD,
             "reservoir_size": 2 * self.config["n_random"],
+            **({"units": self._units_meta()} if self.groups else {}),
         }
+
+    def _units_meta(self) -> dict[str, Any]:
+        return {"kind": self.groups[0].kind, "groups": [g.meta() for g in self.groups]}

@@ -106,6 +106,9 @@ class LayerState:
         self.a = arrays
         self.levels = tuple(float(q) for q in levels)
         self._shift: Any = None  # moment_shift as a tensor on the capture device
+        # the hash lane of each row in the quantile decisions: the row (a layer's neuron) or,
+        # for a part of a unit group, the unit's index (so parts decide as one state would)
+        self.lanes: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every array in the on-disk layout (``random_activations`` is [N, R, Lw])."""
@@ -293,7 +296,8 @@ class LayerState:
             seen[i] = counts[cell]
             counts[cell] += 1
         ws = np.arange(first + start, first + n_batch)
-        u = stateless_uniform_grid((seed, 1 + layer), ws, neurons)
+        lanes = neurons if self.lanes is None else self.lanes
+        u = stateless_uniform_grid((seed, 1 + layer), ws, lanes)
         slots = np.where(seen < m, seen, np.floor(u * (seen + 1)).astype(np.int64))
         hit_i, hit_n = np.nonzero(slots < m)  # window-major, as Algorithm R visits them
         if hit_i.size == 0:

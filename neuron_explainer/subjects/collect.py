@@ -88,6 +88,13 @@ from neuron_explainer.records.building import (
     checked_quantile_levels,
 )
 from neuron_explainer.subjects._collect_run import CollectionRun
+from neuron_explainer.subjects._collect_units import (
+    DEFAULT_LATENT_CHUNK,
+    UnitCapture,
+    UnitGroup,
+    head_groups,
+    sae_groups,
+)
 from neuron_explainer.subjects.capture import ActivationCapture
 from neuron_explainer.subjects.collection import (
     META,
@@ -121,9 +128,10 @@ def _clear(out_dir: Path) -> None:
     """Remove the files a collection writes (and nothing else)."""
     for name in (PROGRESS, META, VOCABULARY, WINDOW_IDS, WINDOW_LENGTHS, WINDOW_POSITIONS):
         (out_dir / name).unlink(missing_ok=True)
-    for folder in out_dir.glob("layer_*"):
-        if folder.is_dir():
-            shutil.rmtree(folder)
+    for pattern in ("layer_*", "sae", "heads_*"):
+        for folder in out_dir.glob(pattern):
+            if folder.is_dir():
+                shutil.rmtree(folder)
 
 
 def _batches(
@@ -186,6 +194,29 @@ def _verified_skip(windows: Iterator[Window], run: CollectionRun) -> Iterator[Wi
     yield from windows
 
 
+def _unit_groups(
+    model: Any,
+    sae: Any,
+    latents: Sequence[int] | None,
+    heads: Sequence[tuple[int, int]] | None,
+    hook: str | None,
+    chunk: int,
+    bos: BOSPolicy | None,
+) -> tuple[list[UnitGroup], BOSPolicy]:
+    """The unit groups to collect (none for MLP neurons) and the BOS policy to use."""
+    if heads:
+        return head_groups(model, heads, chunk), bos or "none"
+    if not sae:
+        return [], bos or "none"
+    from neuron_explainer.subjects.hf import _sources
+    from neuron_explainer.subjects.units import sae_bos_policy
+
+    sources = _sources(sae, None, hook)
+    assert sources.sae is not None
+    bos = sae_bos_policy(sources.sae, bos, sources.sae_path or "(given)")
+    return sae_groups(model, sources, latents, chunk), bos or "none"
+
+
 def _check_counts(*counts: tuple[str, int, int]) -> None:
     """Check `collect`'s sizes and counts, each given as ``(name, value, minimum)``.
 
@@ -237,12 +268,17 @@ def collect(
     corpus: Any,
     *,
     out_dir: str | os.PathLike[str],
-    layers: Sequence[int],
+    layers: Sequence[int] | None = None,
+    sae: str | os.PathLike[str] | Any = None,
+    latents: Sequence[int] | None = None,
+    heads: Sequence[tuple[int, int]] | None = None,
+    hook: str | None = None,
+    latent_chunk: int = DEFAULT_LATENT_CHUNK,
     tokenizer: Any = None,
     dtype: str = "float32",
     device: str | None = None,
     window_length: int = DEFAULT_WINDOW_LENGTH,
-    bos: BOSPolicy = "none",
+    bos: BOSPolicy | None = None,
     min_length: int = 1,
     batch_size: int = 16,
     top_k: int = DEFAULT_TOP_K,
@@ -256,15 +292,25 @@ def collect(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Collection:
-    """Collect records of every MLP neuron of ``layers`` in one pass over ``corpus``.
+    """Collect records of every MLP neuron of ``layers`` (or of an SAE's latents, or of
+    attention heads) in one pass over ``corpus``.
 
     Args:
         model: anything `load_model` takes, or a `LoadedModel`.
         corpus: anything `corpus_from` takes.
         out_dir: the collection folder (created; layout in the module docstring).
         layers: layers to record, all neurons of each.
+        sae: instead of ``layers``: an SAE or transcoder (a folder `load_model` reads, or a
+            `SparseEncoder`) whose ``latents`` are recorded at its hook site (docs/units.md).
+        latents: the SAE's latents to record (a ``range`` or indices); all when ``None``.
+        heads: instead of ``layers``: ``(layer, head)`` pairs of attention heads.
+        hook: the SAE's hook site when its files do not name it.
+        latent_chunk: units per state part: latent activations are computed and folded
+            ``latent_chunk`` latents at a time, so no wider ``[tokens, latents]`` tensor is
+            made (part of the config: a resumed collection keeps its own).
         tokenizer, dtype, device: as for `load_model`.
-        window_length, bos, min_length: how windows are cut (`iter_windows`).
+        window_length, bos, min_length: how windows are cut (`iter_windows`); ``bos``
+            defaults to ``"none"``, or with an SAE to what its ``prepend_bos`` needs.
         batch_size: windows per forward pass; results do not depend on it.
         top_k, n_random, quantile_levels, n_per_quantile: what each record holds.
         quantile_warmup: windows whose maxes fix the quantile boundaries (see module docstring).
@@ -279,10 +325,20 @@ def collect(
         without any work; an unfinished one is resumed.
 
     Raises:
-        InvalidInputError: bad arguments, no windows, or ``out_dir`` holds a collection with
-            another config (pass ``overwrite=True``).
+        InvalidInputError: bad arguments (not exactly one of ``layers``, ``sae``, ``heads``),
+            a refused SAE setting, no windows, or ``out_dir`` holds a collection with another
+            config (pass ``overwrite=True``).
     """
+    chosen = [name for name, v in (("layers", layers), ("sae", sae), ("heads", heads)) if v]
+    if len(chosen) != 1:
+        raise InvalidInputError(
+            "give exactly one of layers= (MLP neurons), sae= (with latents=) or heads=; got "
+            f"{chosen or 'none'}"
+        )
+    if latents is not None and sae is None:
+        raise InvalidInputError("latents= needs sae=")
     _check_counts(
+        ("latent_chunk", latent_chunk, 1),
         ("window_length", window_length, 1),
         ("batch_size", batch_size, 1),
         ("top_k", top_k, 1),
@@ -299,7 +355,12 @@ def collect(
         else load_model(model, tokenizer=tokenizer, dtype=dtype, device=device)
     )
     source = corpus_from(corpus)
-    capture = ActivationCapture(loaded.model, layers)
+    groups, bos = _unit_groups(loaded.model, sae, latents, heads, hook, latent_chunk, bos)
+    capture: ActivationCapture | UnitCapture = (
+        UnitCapture(loaded.model, groups)
+        if groups
+        else ActivationCapture(loaded.model, layers or [])
+    )
     fields = corpus_provenance(
         source, length=window_length, bos=bos, min_length=min_length, tokenizer=loaded.tokenizer
     )
@@ -307,7 +368,7 @@ def collect(
         "model": loaded.name,
         "dataset": source.name,
         "corpus": fields["extra"]["corpus"],
-        "layers": capture.layers,
+        "layers": capture.layers if isinstance(capture, ActivationCapture) else [],
         "window_length": window_length,
         "bos": bos,
         "min_length": min_length,
@@ -320,10 +381,12 @@ def collect(
         "dtype": loaded.dtype,
         "max_windows": max_windows,
     }
+    if groups:  # MLP collections keep the config (and hash) of format 2
+        config["units"] = [{**g.meta(), "chunk": latent_chunk} for g in groups]
     config_hash = _config_hash(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run = CollectionRun(out, config, config_hash, loaded, capture, fields)
+    run = CollectionRun(out, config, config_hash, loaded, capture, fields, groups)
     if _resume_or_clear(run, overwrite=overwrite):
         return Collection(out)
     run.start()

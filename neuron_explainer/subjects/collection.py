@@ -12,9 +12,11 @@ Importing this module loads neither torch nor transformers.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,14 @@ from neuron_explainer.results import check_stored_version
 
 __all__ = ["Collection", "CollectionSubject"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The collection format written by `collect` (``meta.json``'s ``"format"``). A reader reads
 every format up to its own and refuses a newer one. 1: 0.1.0; 2: ``window_positions.i64``,
 each window's place in the corpus, so records carry their `WindowId` (a collection of format
-1 reads with window ids ``None``)."""
+1 reads with window ids ``None``); 3: collections of units that are not MLP neurons (SAE or
+transcoder latents, attention heads): ``meta.json``'s ``units`` names their kind, groups
+(site, indices, parts) and the SAE's provenance, and each part's state lies in
+``{group}/part_{p}/`` (an MLP collection's files are as in format 2)."""
 META = "meta.json"
 PROGRESS = "progress.json"
 VOCABULARY = "tokens.json"
@@ -43,9 +48,31 @@ UNKNOWN_POSITION = -1
 """A ``window_positions.i64`` entry not known (a collection migrated from format 1)."""
 
 
+def state_file(out_dir: Path, key: str, generation: int) -> Path:
+    """The safetensors file of the state ``key`` (``"layer_6"``, ``"sae/part_00000"``) at
+    checkpoint ``generation``."""
+    return out_dir / key / f"state-{generation:08d}.safetensors"
+
+
 def state_path(out_dir: Path, layer: int, generation: int) -> Path:
     """The safetensors file holding ``layer``'s state at checkpoint ``generation``."""
-    return out_dir / f"layer_{layer}" / f"state-{generation:08d}.safetensors"
+    return state_file(out_dir, f"layer_{layer}", generation)
+
+
+def runs_of(indices: Sequence[int]) -> list[list[int]]:
+    """``indices`` as ``[start, stop)`` runs of consecutive integers (compact in JSON)."""
+    out: list[list[int]] = []
+    for i in indices:
+        if out and out[-1][1] == i:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1])
+    return out
+
+
+def from_runs(runs: Sequence[Sequence[int]]) -> list[int]:
+    """The indices of `runs_of`'s runs."""
+    return [i for start, stop in runs for i in range(int(start), int(stop))]
 
 
 def check_format(path: Path, version: Any) -> int:
@@ -132,6 +159,16 @@ class Collection:
         self.generation: int = int(progress["generation"])
         self.layers: list[int] = [int(layer) for layer in self.meta["layers"]]
         self.config: dict[str, Any] = self.meta["config"]
+        units = self.meta.get("units") or {}
+        self.kind: str = str(units.get("kind", "mlp_neuron"))
+        """The kind of the collected units (``"mlp_neuron"`` before format 3)."""
+        self.groups: list[dict[str, Any]] = [
+            {**g, "indices": from_runs(g["indices"])} for g in units.get("groups", [])
+        ]
+        """The unit groups of a collection of SAE latents or heads (format 3): each with its
+        ``name``, ``kind``, ``layer``, ``site``, ``unit_site``, ``hook_point``, ``indices``
+        (in state-row order), ``part`` (units per state file) and ``extra`` (the SAE's
+        path, layout, sha256, ...); empty for MLP neurons."""
         self._ids = np.memmap(self.path / WINDOW_IDS, dtype=np.uint32, mode="r")
         self._lengths = np.memmap(self.path / WINDOW_LENGTHS, dtype=np.uint32, mode="r")
         self._width = int(self.config["window_length"])
@@ -165,12 +202,75 @@ class Collection:
         """The `UnitId` of neuron ``index`` of ``layer``."""
         return UnitId(model=self.meta["model"], layer=layer, index=index)
 
+    def units(self) -> list[UnitId]:
+        """Every unit collected, in (layer, index) order for neurons, group order else."""
+        if not self.groups:
+            return [
+                self.unit(layer, i) for layer in self.layers for i in range(self.n_neurons(layer))
+            ]
+        return [
+            UnitId(
+                model=self.meta["model"],
+                layer=int(g["layer"]),
+                index=i,
+                kind=g["kind"],
+                site=g["unit_site"],
+            )
+            for g in self.groups
+            for i in g["indices"]
+        ]
+
+    def record(self, unit: UnitId) -> NeuronRecord:
+        """The record of ``unit``, any kind the collection holds (its ``model`` is not
+        checked): an MLP neuron as `neuron_record` reads it, an SAE latent or attention head
+        from its part's state.
+
+        Raises:
+            InvalidInputError: the collection does not hold the unit (kind, site, layer or
+                index), named with what it holds.
+        """
+        if unit.kind == "mlp_neuron" and unit.site is None and not self.groups:
+            return self.neuron_record(unit.layer, unit.index)
+        group, row = self._locate(unit)
+        key = f"{group['name']}/part_{row // int(group['part']):05d}"
+        from safetensors import safe_open
+
+        with safe_open(str(state_file(self.path, key, self.generation)), framework="np") as f:
+            return self._read(
+                f,
+                row % int(group["part"]),
+                unit.model_copy(update={"model": self.meta["model"]}),
+                self._provenance(group["hook_point"], {"unit": group["extra"]}),
+            )
+
+    def _locate(self, unit: UnitId) -> tuple[dict[str, Any], int]:
+        """The group holding ``unit`` and the unit's row in it."""
+        for group in self.groups:
+            same = (group["kind"], int(group["layer"]), group["unit_site"])
+            if same == (unit.kind, unit.layer, unit.site):
+                indices = group["indices"]
+                row = bisect.bisect_left(indices, unit.index)
+                if row < len(indices) and indices[row] == unit.index:
+                    return group, row
+                raise InvalidInputError(
+                    f"{unit}: index {unit.index} was not collected; the collection holds "
+                    f"{_spans(indices)} at {group['site']}"
+                )
+        held = sorted({(g["kind"], int(g["layer"]), g["site"]) for g in self.groups})
+        what = held or f"MLP neurons of layers {self.layers}"
+        raise InvalidInputError(
+            f"the collection at {self.path} does not hold {unit}; it holds {what}"
+        )
+
     def provenance(self, layer: int) -> Provenance:
         """How the records of ``layer`` were produced."""
         self._check_layer(layer)
+        return self._provenance(self.meta["hook_points"][str(layer)], {})
+
+    def _provenance(self, hook_point: str, more: dict[str, Any]) -> Provenance:
         fields = dict(self.meta["provenance"])
-        extra = {**fields.pop("extra", {}), "collection": self._collection_facts()}
-        return Provenance(**fields, hook_point=self.meta["hook_points"][str(layer)], extra=extra)
+        extra = {**fields.pop("extra", {}), **more, "collection": self._collection_facts()}
+        return Provenance(**fields, hook_point=hook_point, extra=extra)
 
     def window_tokens(self, window: int) -> tuple[int, ...]:
         """The excerpt token ids of window ``window`` (its index in the window stream)."""
@@ -214,18 +314,22 @@ class Collection:
                 raise InvalidInputError(
                     f"neuron {index} out of range: layer {layer} has 0..{n - 1}"
                 )
-            chosen = self._windows(f, index)
-            top = f.get_slice("top_activations")[index]
-            top_windows = [int(w) for w in f.get_slice("top_windows")[index]]
-            top_slots = [int(s) for s in f.get_slice("top_slots")[index]]
-            rand = f.get_slice("random_activations")[index]
-            slots = {int(w): s for s, w in enumerate(f.get_tensor("random_windows"))}
-            quantile_acts = f.get_slice("quantile_activations")[index]
-            quantile_windows = f.get_slice("quantile_windows")[index]
-            bounds = f.get_slice("quantile_boundaries")[index]
-            shift = float(f.get_slice("moment_shift")[index : index + 1][0])
-            sums = f.get_slice("moment_sums")[index]
-            count = int(f.get_tensor("token_count")[0])
+            return self._read(f, index, self.unit(layer, index), self.provenance(layer))
+
+    def _read(self, f: Any, index: int, unit: UnitId, provenance: Provenance) -> NeuronRecord:
+        """The record of row ``index`` of the open state file ``f``."""
+        chosen = self._windows(f, index)
+        top = f.get_slice("top_activations")[index]
+        top_windows = [int(w) for w in f.get_slice("top_windows")[index]]
+        top_slots = [int(s) for s in f.get_slice("top_slots")[index]]
+        rand = f.get_slice("random_activations")[index]
+        slots = {int(w): s for s, w in enumerate(f.get_tensor("random_windows"))}
+        quantile_acts = f.get_slice("quantile_activations")[index]
+        quantile_windows = f.get_slice("quantile_windows")[index]
+        bounds = f.get_slice("quantile_boundaries")[index]
+        shift = float(f.get_slice("moment_shift")[index : index + 1][0])
+        sums = f.get_slice("moment_sums")[index]
+        count = int(f.get_tensor("token_count")[0])
         top_records = tuple(
             self._record(w, top[top_slots[top_windows.index(w)]]) for w in chosen["top"]
         )
@@ -237,13 +341,13 @@ class Collection:
         levels = tuple(float(q) for q in self.config["quantile_levels"])
         has_bounds = bool(levels) and all(math.isfinite(float(x)) for x in bounds)
         return NeuronRecord(
-            unit=self.unit(layer, index),
+            unit=unit,
             top_records=top_records,
             random_sample=random_records,
             quantile_boundaries=tuple(float(x) for x in bounds) if has_bounds else (),
             quantile_levels=levels if has_bounds else None,
             quantile_samples=tuple(samples) if has_bounds else (),
-            provenance=self.provenance(layer),
+            provenance=provenance,
             **moments_from_sums(count, shift, sums),
         )
 
@@ -310,6 +414,10 @@ class Collection:
         }
 
 
+def _spans(indices: Sequence[int]) -> str:
+    return ", ".join(f"{a}..{b - 1}" if b - a > 1 else str(a) for a, b in runs_of(indices)[:5])
+
+
 class CollectionSubject(Subject):
     """A `Subject` whose records come from a finished (or partial) collection.
 
@@ -331,8 +439,6 @@ class CollectionSubject(Subject):
         """The record of ``unit`` (its ``model`` is not checked; layer and index are).
 
         Raises:
-            InvalidInputError: not an MLP neuron, or a layer / index the collection lacks.
+            InvalidInputError: a unit the collection lacks (kind, site, layer or index).
         """
-        if unit.kind != "mlp_neuron":
-            raise InvalidInputError(f"a collection holds MLP neurons, not {unit.kind!r} units")
-        return self.collection.neuron_record(unit.layer, unit.index)
+        return self.collection.record(unit)

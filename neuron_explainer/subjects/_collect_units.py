@@ -1,0 +1,319 @@
+"""The units of a collection that are not MLP neurons of whole layers: every (or some) latent
+of one SAE or transcoder, or attention heads (used by `neuron_explainer.subjects.collect`).
+
+Units are collected in *groups*: one group per hook site (the SAE's site; one group per layer
+of heads). A group's units are split into *parts* of at most ``latent_chunk`` units; each part
+has its own `LayerState` (its own state file), so no ``[tokens, units]`` tensor wider than a
+part is made: inside the forward hook of the group's site, the site's tensor is turned into a
+part's ``[batch, positions, part]`` activations, folded into that part's state, and freed
+before the next part is computed. relu, JumpReLU and gated SAEs compute each part's columns of
+``W_enc`` only (`SparseEncoder.encode`); top-k and groupmax SAEs need each token's whole
+pre-activation row to pick its winners, so it is computed once per batch in chunks of tokens
+(`SparseEncoder.encode_sparse`, ``[tokens, k]`` values and indices) and each part's dense
+activations are scattered from it.
+
+torch is imported only when a group computes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from neuron_explainer.errors import InvalidInputError
+from neuron_explainer.models.hook_sites import HookSite, hooked, resolve
+from neuron_explainer.records import UnitId
+from neuron_explainer.subjects.collection import runs_of
+from neuron_explainer.subjects.units import (
+    HEAD_SITE,
+    UnitSources,
+    _check_width,
+    _flat,
+    _refuse_settings,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from neuron_explainer.models.sae import SparseEncoder
+
+__all__ = ["DEFAULT_LATENT_CHUNK", "UnitCapture", "UnitGroup", "head_groups", "sae_groups"]
+
+DEFAULT_LATENT_CHUNK = 4096
+"""Units per state part (and per computed slice of activations) by default."""
+
+_WEIGHT_FILES = ("cfg.json", "sae_weights.safetensors", "sae.safetensors", "params.npz")
+
+
+@dataclass(frozen=True, eq=False)
+class UnitGroup:
+    """Units of one kind read at one hook site.
+
+    Attributes:
+        name: the group's folder in the collection (``"sae"``, ``"heads_3"``).
+        kind: the units' kind.
+        site: the hook site read.
+        unit_site: what the units' `UnitId.site` says (``None``: the kind's default site).
+        indices: the units' indices, in state-row order.
+        width: how many units the site has (the SAE's ``d_sae``, the layer's heads).
+        part: units per state part.
+        hook_point: what `Provenance.hook_point` says.
+        compute: ``(site tensor, part indices)`` → ``[batch, positions, len(part)]``.
+        sparse: for top-k / groupmax SAEs, ``site tensor`` → ``(values, indices)``
+            ``[tokens, k]`` each (then ``compute`` is not used).
+        extra: what `Provenance.extra` holds about the units (the SAE).
+    """
+
+    name: str
+    kind: str
+    site: HookSite
+    unit_site: str | None
+    indices: list[int]
+    width: int
+    part: int
+    hook_point: str
+    compute: Callable[[Any, list[int]], Any]
+    sparse: Callable[[Any], tuple[Any, Any]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layer(self) -> int:
+        return self.site.layer
+
+    def parts(self) -> list[list[int]]:
+        """The units of each part, in order."""
+        return [self.indices[i : i + self.part] for i in range(0, len(self.indices), self.part)]
+
+    def unit(self, model: str, index: int) -> UnitId:
+        return UnitId(
+            model=model, layer=self.layer, index=index, kind=self.kind, site=self.unit_site
+        )
+
+    def meta(self) -> dict[str, Any]:
+        """How the collection folder describes the group (``meta.json``'s ``units.groups``)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "layer": self.layer,
+            "site": self.site.name,
+            "unit_site": self.unit_site,
+            "hook_point": self.hook_point,
+            "indices": runs_of(self.indices),
+            "width": self.width,
+            "part": self.part,
+            "extra": self.extra,
+        }
+
+
+def sae_sha256(sae: SparseEncoder, path: str | None) -> dict[str, str]:
+    """The sha256 of the SAE's files (config and weights, in that order) when it was read from
+    a folder, else of its encoder tensors."""
+    digest = hashlib.sha256()
+    root = Path(path) if path else None
+    if root is not None and root.is_file():
+        root = root.parent
+    files = [root / name for name in _WEIGHT_FILES] if root is not None else []
+    found = [f for f in files if f.is_file()]
+    if found:
+        for f in found:
+            with f.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        return {"sha256": digest.hexdigest(), "of": "+".join(f.name for f in found)}
+    for name in ("W_enc", "b_enc", "threshold", "b_gate", "r_mag", "b_mag"):
+        tensor = getattr(sae, name)
+        if tensor is not None:
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return {"sha256": digest.hexdigest(), "of": "encoder tensors (float32)"}
+
+
+def sae_groups(
+    model: Any, sources: UnitSources, latents: Sequence[int] | None, chunk: int
+) -> list[UnitGroup]:
+    """The one group of ``latents`` (all when ``None``) of the SAE in ``sources``.
+
+    Raises:
+        InvalidInputError: a refused SAE setting, a site the model lacks, latents out of range.
+    """
+    sae, where = sources.sae, sources.sae_path or "(given)"
+    assert sae is not None
+    name = sources.sae_site()
+    _refuse_settings(sae, where, name)
+    wanted = list(range(sae.d_sae)) if latents is None else sorted(set(latents))
+    bad = [i for i in wanted if not 0 <= i < sae.d_sae]
+    if bad or not wanted:
+        raise InvalidInputError(
+            f"latents {bad[:5] or '(none)'} out of range: the SAE at {where} has {sae.d_sae} "
+            f"latents (0 to {sae.d_sae - 1})"
+        )
+    site = resolve(model, name)
+
+    def compute(tensor: torch.Tensor, part: list[int]) -> torch.Tensor:
+        flat = _flat(site, tensor)
+        _check_width(site, flat, sae.d_in, f"the SAE at {where}")
+        return sae.encode(flat, part)
+
+    def sparse(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = _flat(site, tensor)
+        _check_width(site, flat, sae.d_in, f"the SAE at {where}")
+        return sae.encode_sparse(flat)
+
+    extra = {
+        "sae": {
+            "path": sources.sae_path,
+            "layout": sae.layout,
+            "kind": sae.kind,
+            "activation": sae.activation,
+            "d_in": sae.d_in,
+            "d_sae": sae.d_sae,
+            "hook_site": name,
+            **sae_sha256(sae, sources.sae_path),
+        }
+    }
+    return [
+        UnitGroup(
+            name="sae",
+            kind=sae.kind,
+            site=site,
+            unit_site=name,
+            indices=wanted,
+            width=sae.d_sae,
+            part=chunk,
+            hook_point=f"{name} ({site.hook_point})",
+            compute=compute,
+            sparse=sparse if sae.activation in ("topk", "groupmax") else None,
+            extra=extra,
+        )
+    ]
+
+
+def head_groups(model: Any, heads: Sequence[tuple[int, int]], chunk: int) -> list[UnitGroup]:
+    """One group per layer of ``heads`` (``(layer, head)`` pairs).
+
+    Raises:
+        InvalidInputError: no heads, a layer or head out of range.
+    """
+    from neuron_explainer.models.heads import head_geometry, head_write_norms
+
+    by_layer: dict[int, set[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(int(layer), set()).add(int(head))
+    if not by_layer:
+        raise InvalidInputError("give at least one attention head, as (layer, head)")
+    groups = []
+    for layer in sorted(by_layer):
+        name = HEAD_SITE.format(layer=layer)
+        site = resolve(model, name)
+        geometry = head_geometry(model, layer)
+        wanted = sorted(by_layer[layer])
+        if wanted[-1] >= geometry.n_heads or wanted[0] < 0:
+            raise InvalidInputError(
+                f"head {wanted[-1] if wanted[-1] >= geometry.n_heads else wanted[0]} out of "
+                f"range: layer {layer} has heads 0..{geometry.n_heads - 1}"
+            )
+        weight = geometry.weight(model).detach()
+
+        def compute(z: Any, part: list[int], g: Any = geometry, w: Any = weight) -> Any:
+            return head_write_norms(z, w, part, g.n_heads, g.head_dim, g.layout)
+
+        groups.append(
+            UnitGroup(
+                name=f"heads_{layer}",
+                kind="attention_head",
+                site=site,
+                unit_site=None,
+                indices=wanted,
+                width=geometry.n_heads,
+                part=chunk,
+                hook_point=f"{name} ({geometry.o_proj}:input)",
+                compute=compute,
+                extra={"head_activation": "norm of the head's write to the residual stream"},
+            )
+        )
+    return groups
+
+
+class _StopForward(Exception):
+    """Raised once every group's site is read, to skip the rest of the forward pass."""
+
+
+class UnitCapture:
+    """Runs the model on a batch and hands each part's activations to ``on_layer`` from inside
+    its site's forward hook (the same call as `ActivationCapture`; the key is
+    ``(group index, part index)``)."""
+
+    def __init__(self, model: Any, groups: list[UnitGroup]) -> None:
+        self.model, self.groups = model, groups
+        self.parts = [g.parts() for g in groups]
+        self._columns: dict[tuple[int, int], Any] = {}
+
+    def _column(self, g: int, p: int, device: Any) -> Any:
+        """For a sparse group's part: latent → its column in the part (-1: not in it)."""
+        import torch
+
+        if (g, p) not in self._columns:
+            part = self.parts[g][p]
+            column = torch.full((self.groups[g].width,), -1, dtype=torch.long)
+            column[torch.tensor(part)] = torch.arange(len(part))
+            self._columns[(g, p)] = column.to(device)
+        return self._columns[(g, p)]
+
+    def _fold_group(self, g: int, tensor: Any, on_layer: Callable[[Any, Any], None]) -> None:
+        import torch
+
+        group = self.groups[g]
+        lead = tensor.shape[:2]
+        codes = group.sparse(tensor) if group.sparse is not None else None
+        for p, part in enumerate(self.parts[g]):
+            if codes is None:
+                acts = group.compute(tensor, part)
+            else:
+                values, where = codes
+                cols = self._column(g, p, where.device)[where]
+                keep = cols >= 0
+                rows = torch.arange(where.shape[0], device=where.device)[:, None].expand_as(where)
+                acts = values.new_zeros((where.shape[0], len(part)))
+                acts[rows[keep], cols[keep]] = values[keep]
+                acts = acts.reshape(*lead, len(part))
+            on_layer((g, p), acts)
+            del acts
+
+    def __call__(
+        self,
+        input_ids: Any,
+        attention_mask: Any = None,
+        *,
+        on_layer: Callable[[Any, Any], None],
+    ) -> dict[Any, Any]:
+        import torch
+
+        by_site: dict[str, list[int]] = {}
+        for g, group in enumerate(self.groups):
+            by_site.setdefault(group.site.name, []).append(g)
+        sites = {self.groups[gs[0]].site.name: self.groups[gs[0]].site for gs in by_site.values()}
+        seen: set[str] = set()
+
+        def sink(site: HookSite, tensor: torch.Tensor) -> None:
+            for g in by_site[site.name]:
+                self._fold_group(g, tensor, on_layer)
+            seen.add(site.name)
+            if len(seen) == len(sites):
+                raise _StopForward
+
+        device = self.model.device
+        ids = input_ids.to(device)
+        mask = None if attention_mask is None else attention_mask.to(device)
+        with (
+            torch.inference_mode(),
+            hooked(self.model, sites.values(), sink),
+            suppress(_StopForward),
+        ):
+            self.model(input_ids=ids, attention_mask=mask, use_cache=False)
+        missing = sorted(set(sites) - seen)
+        if missing:
+            raise InvalidInputError(f"the forward pass never reached {missing}")
+        return {}
