@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 from gpt2_tokenizer import gpt2_tokenizer_fixture, write_gpt2_tokenizer  # noqa: E402, F401
 
-from neuron_explainer import InvalidInputError, UnitId  # noqa: E402
+from neuron_explainer import InvalidInputError, UnitId, explain_neurons  # noqa: E402
 from neuron_explainer.models.loading import load_model  # noqa: E402
+from neuron_explainer.runs.store import RunStore  # noqa: E402
 from neuron_explainer.subjects.collect import collect  # noqa: E402
 from neuron_explainer.subjects.collection import Collection, CollectionSubject  # noqa: E402
 from neuron_explainer.subjects.hf import HFSubject  # noqa: E402
@@ -247,3 +249,147 @@ def test_collect_refuses_units_named_wrongly(loaded: Any, sae_dir: Path, tmp_pat
     ):
         with pytest.raises(InvalidInputError, match=message):
             collect(loaded, texts(3), out_dir=tmp_path / "x", **{**COMMON, **options})
+
+
+# --- the run database (schema 4) -----------------------------------------------------------
+
+
+def cli(*args: Any) -> Any:
+    typer_testing = pytest.importorskip("typer.testing")
+    from neuron_explainer.cli import app
+
+    return typer_testing.CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _schema(db: Path) -> tuple[Any, list[str]]:
+    with sqlite3.connect(db) as connection:
+        version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(units)")]
+        return json.loads(version.fetchone()[0]), columns
+
+
+def test_a_schema_3_run_reads_as_it_is_then_migrates_and_still_reports(tmp_path: Path) -> None:
+    db = shutil.copy(BEFORE / "run.sqlite", tmp_path / "run.sqlite")
+    shutil.copytree(BEFORE / "collection", tmp_path / "collection")
+    assert _schema(db) == (3, [c for c in _schema(db)[1] if c != "site"])
+    unit = UnitId(model="tiny-gpt2", layer=1, index=1)
+    with RunStore(db) as store:  # read before migrating
+        assert store.schema_version == 3
+        assert [s.unit for s in store.units()] == [
+            unit.model_copy(update={"index": i}) for i in range(3)
+        ]
+        assert store.status(unit) == "done" and store.result(unit) is not None
+        assert store.status(unit.model_copy(update={"site": "blocks.1.hook_mlp_out"})) is None
+        before = [r.model_dump_json() for r in store.results()]
+        assert store.migrate() == tmp_path / "run.sqlite.v3.bak"
+    version, columns = _schema(db)
+    assert version == 4 and "site" in columns
+    with RunStore(db) as store:
+        assert [r.model_dump_json() for r in store.results()] == before
+        assert store.status(unit) == "done"
+        assert store.summary()["done"] == 3
+    # the migrated run resumes over its collection: 3 done, 2 more
+    summary = explain_neurons(tmp_path / "collection", db=db, layers=[1], neurons="0-4")
+    assert (summary.done, summary.skipped) == (2, 3)
+    out = tmp_path / "report.html"
+    result = cli("report", "--db", db, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert out.read_text(encoding="utf-8").count("layer 1") >= 5
+
+
+def test_runs_explain_latents_and_heads_from_a_model_and_from_a_collection(
+    model_dir: Path, sae_dir: Path, latents: Collection, tmp_path: Path
+) -> None:
+    corpus = texts()
+    options = {k: v for k, v in COMMON.items() if k != "device"}
+    summary = explain_neurons(
+        model=model_dir, corpus=corpus, sae=sae_dir, latents=range(2, 6), db=tmp_path / "a.db",
+        collect_options=options,
+    )  # fmt: skip
+    assert (summary.total, summary.done, summary.failed) == (4, 2, 2)
+    with RunStore(tmp_path / "a.db") as store:
+        # latents 2 and 5 never fire on this corpus (dead): nothing for the token table
+        assert [(u.index, "nothing for a token table" in why) for u, why in store.failures()] == [
+            (2, True),
+            (5, True),
+        ]
+        units = [s.unit for s in store.units()]
+        assert [(u.kind, u.site, u.index) for u in units] == [
+            ("sae_latent", "blocks.1.hook_resid_pre", i) for i in range(2, 6)
+        ]
+        result = store.result(units[1])
+        assert result is not None and result.unit == units[1]
+    heads = explain_neurons(
+        model=model_dir, corpus=corpus, heads=[(0, 1), (1, 2)], db=tmp_path / "h.db",
+        collect_options=options,
+    )  # fmt: skip
+    assert heads.done == 2
+    with RunStore(tmp_path / "h.db") as store:
+        assert {(s.unit.kind, s.unit.layer, s.unit.index) for s in store.units()} == {
+            ("attention_head", 0, 1),
+            ("attention_head", 1, 2),
+        }
+    # a latent collection, explained whole or some of its latents; a neuron is refused
+    whole = explain_neurons(latents, db=tmp_path / "c.db", neurons="0-2")
+    assert whole.total == 3
+    neuron = UnitId(model=latents.meta["model"], layer=1, index=0)
+    with pytest.raises(InvalidInputError, match="does not hold"):
+        explain_neurons(latents, db=tmp_path / "d.db", units=[neuron])
+    with pytest.raises(InvalidInputError, match="give model="):
+        explain_neurons(latents, db=tmp_path / "e.db", sae=sae_dir)
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def test_cli_collects_and_runs_latents_and_heads(
+    model_dir: Path, sae_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEURON_EXPLAINER_DISABLE_PLUGINS", "1")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(texts()), encoding="utf-8")
+    small = ("--corpus", corpus, "--split", "line", "--window-length", "8", "--quiet")
+    out = tmp_path / "latents"
+    result = cli("collect", model_dir, *small, "--out", out, "--sae", sae_dir, "--latents", "0-5")
+    assert result.exit_code == 0, result.output
+    assert "sae_latent units (6 at blocks.1.hook_resid_pre)" in result.stdout
+    assert [u.index for u in Collection(out).units()] == list(range(6))
+    result = cli("collect", model_dir, *small, "--out", tmp_path / "heads", "--heads", "1.3,0.1")
+    assert result.exit_code == 0, result.output
+    assert [(u.layer, u.index) for u in Collection(tmp_path / "heads").units()] == [(0, 1), (1, 3)]
+
+    result = cli("run", out, "--db", tmp_path / "c.db", "--neurons", "3-4", "--quiet")
+    assert result.exit_code in (0, 1), result.output
+    with RunStore(tmp_path / "c.db") as store:
+        assert [(s.unit.kind, s.unit.index) for s in store.units()] == [
+            ("sae_latent", 3),
+            ("sae_latent", 4),
+        ]
+    result = cli("run", model_dir, *small, "--db", tmp_path / "m.db", "--sae", sae_dir,
+                 "--latents", "3,4")  # fmt: skip
+    assert result.exit_code in (0, 1), result.output
+    with RunStore(tmp_path / "m.db") as store:
+        assert [s.unit.site for s in store.units()] == ["blocks.1.hook_resid_pre"] * 2
+    result = cli("run", model_dir, *small, "--db", tmp_path / "h.db", "--heads", "1.2")
+    assert result.exit_code in (0, 1), result.output
+    with RunStore(tmp_path / "h.db") as store:
+        assert [(s.unit.kind, s.unit.layer, s.unit.index) for s in store.units()] == [
+            ("attention_head", 1, 2)
+        ]
+
+
+def test_cli_refuses_batch_units_named_wrongly(model_dir: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a b c", encoding="utf-8")
+    for command, args, message in (
+        ("collect", ["--layers", "1", "--sae", tmp_path], "got --layers, --sae"),
+        ("collect", [], "give one of --layers"),
+        ("collect", ["--heads", "1-3"], "--heads takes LAYER.HEAD"),
+        ("collect", ["--layers", "1", "--latents", "0-3"], "--latents and --hook go with --sae"),
+        ("run", ["--db", tmp_path / "x.db", "--heads", "1.x"], "--heads takes LAYER.HEAD"),
+        ("run", ["--db", tmp_path / "x.db"], "give one of --layers"),
+    ):
+        out = ["--out", tmp_path / "out"] if command == "collect" else []
+        result = cli(command, model_dir, "--corpus", corpus, *out, *args)
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr

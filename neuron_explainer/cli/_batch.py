@@ -40,6 +40,7 @@ from neuron_explainer.cli._support import (
     errors,
     print_summary,
 )
+from neuron_explainer.cli._units import HeadsOpt, HookOpt, LatentsOpt, SaeOpt, batch_units
 from neuron_explainer.options import DEFAULT_TEST_SENTENCES
 
 if TYPE_CHECKING:
@@ -53,10 +54,6 @@ if TYPE_CHECKING:
 @recording_options(*MODEL_OPTIONS)
 def run(
     model: ModelArg,
-    layers: Annotated[
-        str,
-        hidden_default("--layers", "Layers to explain: 0-3, 5 or 0,2,7."),
-    ],
     db: Annotated[
         Path,
         hidden_default(
@@ -64,12 +61,26 @@ def run(
             "The run database (SQLite; created). Rerunning resumes: finished units are skipped.",
         ),
     ],
+    layers: Annotated[
+        str | None,
+        hidden_default(
+            "--layers",
+            "Layers to explain: 0-3, 5 or 0,2,7 (required to record a model's MLP neurons; "
+            "default with a collection: every collected layer).",
+        ),
+    ] = None,
     neurons: Annotated[
         str | None,
         hidden_default(
-            "--neurons", "Neurons of each layer: 0-99 or 0,5,9 (default: every neuron)."
+            "--neurons",
+            "Neurons of each layer (or units of a latent or head collection): 0-99 or 0,5,9 "
+            "(default: all).",
         ),
     ] = None,
+    sae: SaeOpt = None,
+    latents: LatentsOpt = None,
+    heads: HeadsOpt = None,
+    hook: HookOpt = None,
     corpus: ModelCorpus = None,
     explainer: Explainer = "token-table",
     simulator: Simulator = "token-table",
@@ -121,12 +132,14 @@ def run(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Explain many neurons into a resumable database, then print the summary.
+    """Explain many units into a resumable database, then print the summary.
 
-    MODEL is first collected over --corpus into the folder <db stem>.collection beside the
-    database (resumable), or, when MODEL is a collection folder, its records are read. Rerun
-    the same command to resume. The summary gives the units done, failed and skipped (done
-    before), the LLM tokens and the estimated cost. Exits with 1 when a unit failed or the
+    The units are MLP neurons (--layers, --neurons), an SAE's latents (--sae, --latents) or
+    attention heads (--heads 3.5,3.7). MODEL is first collected over --corpus into the folder
+    <db stem>.collection beside the database (resumable), or, when MODEL is a collection
+    folder (of neurons, latents or heads), its records are read. Rerun the same command to
+    resume. The summary gives the units done, failed and skipped (done before), the LLM
+    tokens and the estimated cost. Exits with 1 when a unit failed or the
     budget stopped the run.
     """
     with errors(debug):
@@ -138,7 +151,9 @@ def run(
         found = collection_or_corpus(
             model, corpus, recording, split=split.value, text_field=text_field, count=False
         )
-        source = _source(model, found, layers, neurons)
+        source = _source(model, found, layers, neurons, (sae, latents, heads, hook))
+        if source.pop("hook", None) is not None:
+            recording["hook"] = hook
         with Steps(quiet) as steps:
             collecting = None
             if isinstance(found, Texts):
@@ -184,15 +199,30 @@ def run(
 
 
 def _source(
-    model: str, found: Collection | Texts, layers: str, neurons: str | None
+    model: str,
+    found: Collection | Texts,
+    layers: str | None,
+    neurons: str | None,
+    units: tuple[Path | None, str | None, str | None, str | None],
 ) -> dict[str, Any]:
     """The keyword arguments that tell `explain_neurons` what to explain: MODEL's collection
     folder with ``layers`` and ``neurons`` as given, or the corpus to record MODEL over with them
-    checked against MODEL's shape (the caller adds the model once it is loaded)."""
+    checked against MODEL's shape, or with the SAE's latents or the heads of ``units`` (the
+    caller adds the model once it is loaded)."""
     from neuron_explainer.runs import parse_indices
 
     if not isinstance(found, Texts):
+        if any(v is not None for v in units):
+            raise bad_input(
+                "--sae, --latents, --heads and --hook record a model; MODEL is a collection "
+                "(pick its units with --neurons)"
+            )
         return {"source": model, "layers": layers, "neurons": neurons}
+    chosen = batch_units(layers, *units)
+    if chosen:  # hook= goes to collect, with the recording options (see run)
+        picked = None if neurons is None else parse_indices(neurons, what="index")
+        return {"corpus": found.corpus, "neurons": picked, **chosen}
+    assert layers is not None
     _, n_layers, n_neurons = check_range(model, [], [])
     return {
         "corpus": found.corpus,

@@ -1,5 +1,5 @@
-"""``collect`` and ``explain``: record a model over a corpus; explain one unit (an MLP neuron,
-an SAE or transcoder latent, an attention head or a direction: docs/units.md)."""
+"""``explain``: explain one unit (an MLP neuron, an SAE or transcoder latent, an attention head
+or a direction: docs/units.md)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from neuron_explainer.cli._options import (
     MODEL_OPTIONS,
     BudgetUSD,
     Calibration,
-    CorpusHelp,
     Debug,
     Explainer,
     MaxFailedFraction,
@@ -41,10 +40,8 @@ from neuron_explainer.cli._support import (
     Texts,
     bad_input,
     check_components,
-    check_device,
     check_range,
     errors,
-    open_corpus,
     print_result,
 )
 from neuron_explainer.cli._units import UnitChoice, unit_choice
@@ -56,75 +53,6 @@ if TYPE_CHECKING:
     from neuron_explainer.records import NeuronRecord
     from neuron_explainer.results import ExplanationResult
     from neuron_explainer.runs.estimate import NeuronEstimate
-
-# --- collect -------------------------------------------------------------------------------
-
-
-@app.command()
-@recording_options(
-    "window_length", "top_k", "n_random", "batch_size", "device", "dtype", "bos", "max_windows"
-)
-def collect(
-    model: ModelArg,
-    corpus: Annotated[str, hidden_default("--corpus", CorpusHelp)],
-    layers: Annotated[
-        str,
-        hidden_default("--layers", "Layers to record, all neurons of each: 0-3, 5 or 0,2,7."),
-    ],
-    out: Annotated[
-        Path,
-        hidden_default(
-            "--out", "The collection folder (created). Rerunning with the same options resumes."
-        ),
-    ],
-    *,
-    recording: dict[str, Any],
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite", help="Replace a collection in --out that was made with other options."
-        ),
-    ] = False,
-    split: SplitOpt = Split.file,
-    text_field: TextField = "text",
-    quiet: Quiet = False,
-    debug: Debug = False,
-) -> None:
-    """Record every neuron of some layers over a corpus into a folder, in one resumable pass.
-
-    Memory does not grow with the corpus. explain and run read records back from the folder
-    (pass it as MODEL). Prints what was collected.
-    """
-    with errors(debug):
-        from neuron_explainer.models.loading import model_shape
-        from neuron_explainer.runs import parse_indices
-        from neuron_explainer.subjects.collect import collect as collect_layers
-
-        check_device(recording.get("device"))
-        texts = open_corpus(corpus, split=split.value, text_field=text_field, count=False)
-        model_type, n_layers, _ = model_shape(model)
-        chosen = parse_indices(layers, limit=n_layers, what="layer")
-        with Steps(quiet) as steps:
-            loaded = load_model_step(steps, model, recording)
-            layer_list = ",".join(map(str, chosen))
-            total = recording.get("max_windows")
-            with steps.step(f"collecting layers {layer_list} (excerpts)", total) as update:
-                collection = collect_layers(
-                    loaded,
-                    texts.corpus,
-                    out_dir=out,
-                    layers=chosen,
-                    overwrite=overwrite,
-                    progress=update,
-                    **recording,
-                )
-        neurons = {layer: collection.n_neurons(layer) for layer in collection.layers}
-        typer.echo(
-            f"collected {collection.windows_done} excerpts ({collection.tokens_done} tokens) of "
-            f"{model_type} layers {layer_list} ({', '.join(map(str, neurons.values()))} neurons) "
-            f"into {out}"
-        )
-
 
 # --- explain -------------------------------------------------------------------------------
 

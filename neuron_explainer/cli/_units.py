@@ -5,14 +5,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from neuron_explainer.cli._options import hidden_default
 from neuron_explainer.cli._support import bad_input
 
 if TYPE_CHECKING:
     from neuron_explainer.records import UnitId
 
-__all__ = ["UnitChoice", "unit_choice"]
+__all__ = [
+    "HeadsOpt",
+    "HookOpt",
+    "LatentsOpt",
+    "SaeOpt",
+    "UnitChoice",
+    "batch_units",
+    "parse_heads",
+    "unit_choice",
+]
 
 
 @dataclass(frozen=True)
@@ -88,3 +98,71 @@ def unit_choice(
         "transcoder latent), --head LAYER.HEAD (an attention head), or --direction and --hook "
         f"(a direction); got {got}"
     )
+
+
+SaeOpt = Annotated[
+    Path | None,
+    hidden_default(
+        "--sae",
+        "An SAE or transcoder (a SAELens, sparsify or Gemma Scope folder): its latents "
+        "(--latents; default all), read at the SAE's hook site, instead of --layers.",
+    ),
+]
+LatentsOpt = Annotated[
+    str | None, hidden_default("--latents", "The SAE's latents (with --sae): 0-99 or 0,5,9.")
+]
+HeadsOpt = Annotated[
+    str | None,
+    hidden_default("--heads", "Attention heads instead of --layers, as LAYER.HEAD: 3.5,3.7."),
+]
+HookOpt = Annotated[
+    str | None,
+    hidden_default("--hook", "The SAE's hook site, when its files do not name it."),
+]
+
+
+def parse_heads(spec: str) -> list[tuple[int, int]]:
+    """``"3.5,3.7"`` → ``[(3, 5), (3, 7)]``.
+
+    Raises:
+        InvalidInputError: a part that is not LAYER.HEAD.
+    """
+    heads = []
+    for part in spec.split(","):
+        pieces = part.strip().split(".")
+        if len(pieces) != 2 or not all(p.isdigit() for p in pieces):
+            raise bad_input(f"--heads takes LAYER.HEAD,LAYER.HEAD..., e.g. 3.5,3.7; got {spec!r}")
+        heads.append((int(pieces[0]), int(pieces[1])))
+    return heads
+
+
+def batch_units(
+    layers: str | None,
+    sae: Path | None,
+    latents: str | None,
+    heads: str | None,
+    hook: str | None,
+) -> dict[str, Any]:
+    """`collect`'s (and `explain_neurons`') arguments for the units ``collect`` and ``run``
+    are asked for: exactly one of --layers, --sae (with --latents, --hook) and --heads (the
+    layers are left to the caller).
+
+    Raises:
+        InvalidInputError: none or several, --latents or --hook without --sae, a bad --heads.
+    """
+    from neuron_explainer.runs import parse_indices
+
+    given = [flag for flag, v in (("--layers", layers), ("--sae", sae), ("--heads", heads)) if v]
+    if len(given) != 1:
+        raise bad_input(
+            "give one of --layers (MLP neurons), --sae (with --latents: SAE or transcoder "
+            f"latents) or --heads LAYER.HEAD,...; got {', '.join(given) or 'none of them'}"
+        )
+    if (latents is not None or hook is not None) and sae is None:
+        raise bad_input("--latents and --hook go with --sae")
+    if sae is not None:
+        chosen = None if latents is None else parse_indices(latents, what="latent")
+        return {"sae": sae, "latents": chosen, "hook": hook}
+    if heads is not None:
+        return {"heads": parse_heads(heads)}
+    return {}

@@ -10,13 +10,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.records import UnitId
 from neuron_explainer.results import SimulationStats, UsageSummary
 from neuron_explainer.runs._schema import now
 
 __all__ = [
     "KEY",
+    "KEY_3",
     "USAGE",
     "UnitState",
     "UnitStatus",
@@ -30,29 +30,27 @@ __all__ = [
 UnitState = Literal["pending", "done", "failed"]
 """Where a unit stands in a run."""
 
-KEY = "layer = ? AND idx = ? AND model = ? AND kind = ?"
+KEY = "layer = ? AND idx = ? AND model = ? AND kind = ? AND site = ?"
 """The ``WHERE`` clause that picks one unit's row (with `key`)."""
+KEY_3 = "layer = ? AND idx = ? AND model = ? AND kind = ?"
+"""`KEY` in a database of schema 3 or older (no site column: ``key(unit)[:4]``)."""
 USAGE = ("prompt_tokens", "completion_tokens", "cached_tokens", "calls", "cache_hits", "cost_usd")
 """The ledger's columns: the fields of `UsageSummary` it sums."""
 
 
-def key(unit: UnitId) -> tuple[int, int, str, str]:
-    """The values of `KEY` for ``unit``.
-
-    Raises:
-        InvalidInputError: ``unit`` has a hook site, which the units table (schema 3) has no
-            column for: two units at different sites would share a row.
-    """
-    if unit.site is not None:
-        raise InvalidInputError(
-            f"{unit}: the run database keys units by model, kind, layer and index and cannot "
-            "hold a unit at a hook site yet; explain it alone (explain_neuron) instead"
-        )
-    return (unit.layer, unit.index, unit.model, unit.kind)
+def key(unit: UnitId) -> tuple[int, int, str, str, str]:
+    """The values of `KEY` for ``unit`` (its site ``''`` when it has none)."""
+    return (unit.layer, unit.index, unit.model, unit.kind, unit.site or "")
 
 
 def _unit(row: sqlite3.Row) -> UnitId:
-    return UnitId(model=row["model"], kind=row["kind"], layer=row["layer"], index=row["idx"])
+    return UnitId(
+        model=row["model"],
+        kind=row["kind"],
+        layer=row["layer"],
+        index=row["idx"],
+        site=row["site"] or None,
+    )
 
 
 def _stats(text: str | None) -> SimulationStats | None:
@@ -108,20 +106,33 @@ def write_finish(
     spent = tuple(getattr(usage, name) for name in USAGE)
     db.execute(
         f"INSERT INTO usage (run_id, model, kind, layer, idx, outcome, {', '.join(USAGE)}, at, "
-        f"simulation) VALUES ({', '.join('?' * (len(spent) + 8))})",
-        (run_id, unit.model, unit.kind, unit.layer, unit.index, outcome, *spent, at, stats),
+        f"simulation, site) VALUES ({', '.join('?' * (len(spent) + 9))})",
+        (
+            run_id,
+            unit.model,
+            unit.kind,
+            unit.layer,
+            unit.index,
+            outcome,
+            *spent,
+            at,
+            stats,
+            unit.site or "",
+        ),
     )
 
 
 def read_units(
-    db: sqlite3.Connection, simulation: str, status: UnitState | None
+    db: sqlite3.Connection, simulation: str, status: UnitState | None, site: str = "site"
 ) -> list[UnitStatus]:
     """Every unit (or those with ``status``), in (layer, index) order; ``simulation`` is the
-    column to read their statistics from (``"NULL"`` before schema 3)."""
+    column to read their statistics from (``"NULL"`` before schema 3), ``site`` their site's
+    (``"''"`` before schema 4)."""
     where, args = ("WHERE status = ?", (status,)) if status else ("", ())
     rows = db.execute(
         "SELECT model, kind, layer, idx, status, error, reason, score, attempts, updated_at, "
-        f"{simulation} AS simulation FROM units {where} ORDER BY layer, idx, model, kind",
+        f"{simulation} AS simulation, {site} AS site FROM units {where} "
+        "ORDER BY layer, idx, model, kind, site",
         args,
     ).fetchall()
     return [

@@ -11,14 +11,16 @@ Tables (`SCHEMA`)::
             skipped, cost_usd, options)               one row per call; finished_at stays NULL
                                                      when the process died
     units  (id, model, kind, layer, idx, status, result, score, error, reason, attempts,
-            run_id, updated_at, simulation)           one row per unit, UNIQUE(layer, idx, model,
-                                                     kind); status 'pending' | 'done' | 'failed';
+            run_id, updated_at, simulation, site)     one row per unit, UNIQUE(layer, idx, model,
+                                                     kind, site); site: the unit's hook site
+                                                     ('' = the kind's default, UnitId.site None);
+                                                     status 'pending' | 'done' | 'failed';
                                                      result: the ExplanationResult JSON (done);
                                                      error / reason: the exception class and
                                                      message (failed); simulation: the
                                                      SimulationStats JSON of its last attempt
     usage  (id, run_id, model, kind, layer, idx, outcome, prompt_tokens, completion_tokens,
-            cached_tokens, calls, cache_hits, cost_usd, at, simulation)
+            cached_tokens, calls, cache_hits, cost_usd, at, simulation, site)
                                                      a ledger: what each attempt at a unit
                                                      spent, whatever its outcome ('done',
                                                      'failed', 'stopped'), and how its
@@ -34,6 +36,11 @@ Tables (`SCHEMA`)::
 3. ``units.simulation`` and ``usage.simulation``: `SimulationStats` as JSON (attempted,
    failed by reason, constant, retried, tokens), NULL for rows written before (not
    measured).
+4. ``units.site`` and ``usage.site``: the unit's hook site (`UnitId.site`; ``''`` for none,
+   what every row written before has), part of the units' key, so SAE latents, transcoder
+   latents, heads and directions at different sites each have their row. The step rebuilds
+   ``units`` (SQLite cannot change a UNIQUE constraint in place). A schema-3 database reads as
+   it is (its units have no site).
 
 `MIGRATIONS` holds one step per version: the step from version ``n`` is ``MIGRATIONS[n]``. A step
 marked ``reads_as_is`` means a database still at the old version can be read without migrating
@@ -73,7 +80,7 @@ __all__ = [
     "transaction",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The version of the database layout written by this library."""
 
 SCHEMA = """
@@ -106,7 +113,8 @@ CREATE TABLE IF NOT EXISTS units (
     run_id INTEGER REFERENCES runs(id),
     updated_at TEXT NOT NULL,
     simulation TEXT,
-    UNIQUE (layer, idx, model, kind)
+    site TEXT NOT NULL DEFAULT '',
+    UNIQUE (layer, idx, model, kind, site)
 );
 CREATE INDEX IF NOT EXISTS units_status ON units (status);
 CREATE TABLE IF NOT EXISTS usage (
@@ -124,7 +132,8 @@ CREATE TABLE IF NOT EXISTS usage (
     cache_hits INTEGER NOT NULL,
     cost_usd REAL NOT NULL,
     at TEXT NOT NULL,
-    simulation TEXT
+    simulation TEXT,
+    site TEXT NOT NULL DEFAULT ''
 );
 """
 """The tables of the current version (statements separated by ``;``)."""
@@ -209,6 +218,30 @@ def _add_simulation_columns(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE usage ADD COLUMN simulation TEXT")
 
 
+_UNITS_3 = (
+    "id, model, kind, layer, idx, status, result, score, error, reason, attempts, run_id, "
+    "updated_at, simulation"
+)
+
+
+def _add_site_columns(db: sqlite3.Connection) -> None:
+    """Add ``site`` ('' for every row: no site) to ``usage``, and rebuild ``units`` with it in
+    the key."""
+
+    def has_site(table: str) -> bool:
+        return any(row[1] == "site" for row in db.execute(f"PRAGMA table_info({table})"))
+
+    if not has_site("units"):
+        units = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS units") :]
+        db.execute(units[: units.index(";")].replace("IF NOT EXISTS units", "units_v4"))
+        db.execute(f"INSERT INTO units_v4 ({_UNITS_3}, site) SELECT {_UNITS_3}, '' FROM units")
+        db.execute("DROP TABLE units")
+        db.execute("ALTER TABLE units_v4 RENAME TO units")
+        db.execute("CREATE INDEX IF NOT EXISTS units_status ON units (status)")
+    if not has_site("usage"):
+        db.execute("ALTER TABLE usage ADD COLUMN site TEXT NOT NULL DEFAULT ''")
+
+
 MIGRATIONS: dict[int, Migration] = {
     1: Migration(
         "results may carry a format_version (result JSON of 0.1.0 reads as version 1)",
@@ -218,6 +251,11 @@ MIGRATIONS: dict[int, Migration] = {
         "units and usage gain a simulation column: how each attempt's simulations went "
         "(NULL for the rows before: not measured)",
         _add_simulation_columns,
+    ),
+    3: Migration(
+        "units and usage gain a site column (the unit's hook site, '' for none: every row "
+        "before), part of the units' key",
+        _add_site_columns,
     ),
 }
 """Version ``n`` → the step that migrates it to ``n + 1``."""

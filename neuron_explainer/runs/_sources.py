@@ -125,7 +125,7 @@ class Source:
             config = self.collection.config
             picked = {
                 k: self._collect_options[k]
-                for k in ("tokenizer", "device", "batch_size")
+                for k in ("tokenizer", "device", "batch_size", "sae", "hook")
                 if k in self._collect_options
             }
             self._subject = HFSubject(
@@ -146,12 +146,13 @@ class Source:
             if isinstance(self.records, Mapping) and unit not in self.records:
                 raise InvalidInputError(f"no record was given for {unit}")
             return
-        if unit.kind != "mlp_neuron":
-            raise InvalidInputError(f"a collection holds MLP neurons, not {unit.kind!r} units")
         if unit.model != collection.meta["model"]:
             raise InvalidInputError(
                 f"{unit} is not a unit of the collection's model {collection.meta['model']!r}"
             )
+        if collection.groups or unit.kind != "mlp_neuron" or unit.site is not None:
+            collection.locate(unit)  # raises, saying what the collection holds
+            return
         if unit.layer not in collection.layers:
             raise InvalidInputError(
                 f"layer {unit.layer} was not collected; collected layers: {collection.layers}"
@@ -169,7 +170,7 @@ class Source:
             InvalidRecordError: a given record does not validate, or is another unit's.
         """
         if self.collection is not None:
-            return await asyncio.to_thread(self.collection.neuron_record, unit.layer, unit.index)
+            return await asyncio.to_thread(self.collection.record, unit)
         given = self.records
         if isinstance(given, Mapping):
             found: Any = given.get(unit)
@@ -280,9 +281,11 @@ async def _collect(
 ) -> Collection:
     if corpus is None:
         raise InvalidInputError("to collect a model's records, give corpus= as well")
-    if layers is None:
-        raise InvalidInputError("to collect a model's records, give layers= (e.g. '0-11')")
     extra = dict(options or {})
+    if layers is None and not (extra.get("sae") or extra.get("heads")):
+        raise InvalidInputError(
+            "to collect a model's records, give layers= (e.g. '0-11'), or sae= or heads="
+        )
     clash = sorted({"out_dir", "layers"} & set(extra))
     if clash:
         raise InvalidInputError(
@@ -292,6 +295,8 @@ async def _collect(
         raise InvalidInputError("give collection_dir=")
     from neuron_explainer.subjects.collect import collect
 
+    if layers is None:  # SAE latents or attention heads
+        return await asyncio.to_thread(collect, model, corpus, out_dir=Path(out_dir), **extra)
     wanted = parse_indices(layers, what="layer")
     try:  # a collection already there keeps its layers: a subset of them needs no new pass
         held = Collection(out_dir).layers
@@ -325,6 +330,14 @@ def select_units(
             if not isinstance(unit, UnitId):
                 raise InvalidInputError(f"units must be UnitIds, got {type(unit).__name__}")
             source.check(unit)
+    elif source.collection is not None and source.collection.groups:
+        keep_layers = None if layers is None else set(parse_indices(layers, what="layer"))
+        keep = None if neurons is None else set(parse_indices(neurons, what="index"))
+        chosen = [
+            u
+            for u in source.collection.units()
+            if (keep_layers is None or u.layer in keep_layers) and (keep is None or u.index in keep)
+        ]
     elif source.collection is not None:
         collection = source.collection
         wanted = collection.layers if layers is None else parse_indices(layers, what="layer")
@@ -347,4 +360,4 @@ def select_units(
         raise InvalidInputError("records given as a function need units= (the units to explain)")
     if not chosen:
         raise InvalidInputError("no units to explain")
-    return sorted(chosen, key=lambda u: (u.layer, u.index, u.model, u.kind))
+    return sorted(chosen, key=lambda u: (u.layer, u.index, u.model, u.kind, u.site or ""))

@@ -170,6 +170,9 @@ async def aexplain_neurons(
     layers: str | Sequence[int] | None = None,
     neurons: str | Sequence[int] | None = None,
     units: Iterable[UnitId] | None = None,
+    sae: str | os.PathLike[str] | Any = None,
+    latents: Sequence[int] | None = None,
+    heads: Sequence[tuple[int, int]] | None = None,
     db: str | os.PathLike[str],
     explainer: Explainer | str = "token-table",
     simulator: Simulator | str = "token-table",
@@ -210,6 +213,10 @@ async def aexplain_neurons(
             Required with ``model`` (they are the layers collected).
         neurons: neurons of each layer (``"0-99"``, ``[3, 7]``); default all.
         units: instead of ``layers`` x ``neurons``: the units to explain.
+        sae, latents, heads: with ``model``, collect an SAE's latents (all when ``latents``
+            is ``None``) or attention heads (``(layer, head)`` pairs) instead of ``layers``
+            (`collect`'s arguments of those names); ``neurons`` then picks indices among
+            them. A collection of latents or heads is explained whole by default.
         db: the run database (created if missing or an empty file).
         explainer: an `Explainer` or a registered name (``"openai:gpt-4o-mini"``).
         simulator: a `Simulator` or a registered name.
@@ -244,6 +251,12 @@ async def aexplain_neurons(
             the run stops (finished units stay committed) and the error propagates.
     """
     started = time.perf_counter()
+    units_asked = {"sae": sae, "latents": latents, "heads": heads}
+    if any(v is not None for v in units_asked.values()):
+        if model is None:
+            raise InvalidInputError("sae=, latents= and heads= collect from a model: give model=")
+        asked = {k: v for k, v in units_asked.items() if v is not None}
+        collect_options = {**(collect_options or {}), **asked}
     run = RunOptions.build(
         concurrency=concurrency,
         budget_usd=budget_usd,

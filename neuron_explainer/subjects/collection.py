@@ -231,7 +231,7 @@ class Collection:
         """
         if unit.kind == "mlp_neuron" and unit.site is None and not self.groups:
             return self.neuron_record(unit.layer, unit.index)
-        group, row = self._locate(unit)
+        group, row = self.locate(unit)
         key = f"{group['name']}/part_{row // int(group['part']):05d}"
         from safetensors import safe_open
 
@@ -243,8 +243,13 @@ class Collection:
                 self._provenance(group["hook_point"], {"unit": group["extra"]}),
             )
 
-    def _locate(self, unit: UnitId) -> tuple[dict[str, Any], int]:
-        """The group holding ``unit`` and the unit's row in it."""
+    def locate(self, unit: UnitId) -> tuple[dict[str, Any], int]:
+        """The group (of `groups`) holding ``unit`` and the unit's row in it.
+
+        Raises:
+            InvalidInputError: the collection does not hold ``unit``; the message says what
+                it holds.
+        """
         for group in self.groups:
             same = (group["kind"], int(group["layer"]), group["unit_site"])
             if same == (unit.kind, unit.layer, unit.site):
