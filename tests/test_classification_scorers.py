@@ -414,34 +414,6 @@ def test_yesno_asks_one_plain_question_per_excerpt(scorer_class) -> None:  # typ
     assert score.scorer.settings["answer"] == "yesno"
 
 
-@pytest.mark.parametrize("scorer_class", [DetectionScorer, FuzzingScorer])
-def test_worked_examples_come_first_in_every_yesno_request(scorer_class) -> None:  # type: ignore[no-untyped-def]
-    data = _data()
-    llm, judge = _judge_llm(confidence=0.8)
-    plain = scorer_class(llm, answer="yesno").estimate(EXPLANATION, data)
-    scorer = scorer_class(llm, answer="yesno", worked_examples=True)
-    estimate = scorer.estimate(EXPLANATION, data)
-    score = scorer.score(EXPLANATION, data)
-    assert len(judge.requests) == len(score.judgements) == estimate.requests
-    for request in judge.requests:
-        *shots, question = request.messages
-        assert [m.role for m in shots] == ["user", "assistant"] * len(scorer_class.shots)
-        assert [m.content for m in shots[1::2]] == [
-            "Yes" if yes else "No" for _, _, yes in scorer_class.shots
-        ]
-        explanations = {e for _, e, _ in scorer_class.shots}
-        assert all(any(e in m.content for e in explanations) for m in shots[0::2])
-        assert question.role == "user" and "numbers?" in question.content
-    assert score.value.value == pytest.approx(1.0)  # the oracle answers the last question
-    assert estimate.prompt_tokens > plain.prompt_tokens + 40 * plain.requests
-    assert score.scorer.settings["worked_examples"] is True
-
-
-def test_worked_examples_need_the_yesno_answer() -> None:
-    with pytest.raises(InvalidInputError, match="answer='yesno'"):
-        DetectionScorer(ScriptedLLM(), worked_examples=True)
-
-
 def test_yesno_answers_that_are_neither_are_retried_then_failed() -> None:
     data = _data()
     llm = ScriptedLLM(default="Maybe, it depends.")

@@ -39,7 +39,7 @@ from neuron_explainer.interfaces import (
 from neuron_explainer.llm.base import LLM, Choice, Message, TokenLogprob
 from neuron_explainer.llm.prompts import escape_token
 
-__all__ = ["ANSWERS", "Verdict", "ask", "estimate_requests", "render", "worked_examples"]
+__all__ = ["ANSWERS", "Verdict", "ask", "estimate_requests", "render"]
 
 ANSWERS = ("json", "yesno")
 """How a judge answers: a numbered JSON object for several excerpts, or "yes"/"no" for one."""
@@ -121,18 +121,6 @@ def _yesno_user(text: str, question: str) -> str:
     return f"Text: {text.strip()}\n\n{question} Answer yes or no."
 
 
-def worked_examples(shots: Sequence[tuple[str, str, bool]], question: str) -> tuple[Message, ...]:
-    """The chat turns that show ``shots`` answered: for each ``(text, explanation, yes)``, the
-    one-excerpt question about ``text`` (``question`` with ``{explanation}`` filled in) and the
-    answer "Yes" or "No"."""
-    turns: list[Message] = []
-    for text, explanation, yes in shots:
-        asked = _yesno_user(text, question.format(explanation=explanation))
-        turns.append(Message(role="user", content=asked))
-        turns.append(Message(role="assistant", content="Yes" if yes else "No"))
-    return tuple(turns)
-
-
 def read_yesno(choice: Choice) -> Verdict | None:
     """The verdict of a "yes"/"no" answer (``None`` when it is neither), with the probability
     of "yes" from its first token's alternatives when it has logprobs."""
@@ -181,7 +169,6 @@ class _Request:
     question: str
     retries: int
     answer: str = "json"
-    shots: tuple[Message, ...] = ()
 
     async def send(self, excerpts: Sequence[str], retry_note: str | None) -> Choice:
         capabilities = self.llm.capabilities
@@ -192,7 +179,7 @@ class _Request:
             if retry_note:
                 user = f"{user} {retry_note}"
             response = await self.llm.acomplete(
-                [*self.shots, Message(role="user", content=user)],
+                [Message(role="user", content=user)],
                 temperature=0.0,
                 max_tokens=4,
                 logprobs=logprobs,
@@ -274,17 +261,16 @@ async def ask(
     groups: Sequence[Sequence[str]],
     retries: int,
     answer: str = "json",
-    shots: Sequence[Message] = (),
 ) -> list[Verdict]:
     """Judge the excerpts (rendered lines) of each of ``groups`` in one request, all requests
     at once; in the order of the groups and their excerpts, each excerpt's `Verdict`
-    (``answer="yesno"``: groups of one excerpt each, each request after the worked ``shots``).
+    (``answer="yesno"``: groups of one excerpt each).
 
     Raises:
         Exception: any error outside `SEQUENCE_FAILURES` (authentication, budget, a bug); the
             other requests are cancelled.
     """
-    request = _Request(llm, system, explanation, question, retries, answer, tuple(shots))
+    request = _Request(llm, system, explanation, question, retries, answer)
     answers = await gather_or_cancel(*(request.judge(g) for g in groups))
     return [v for group in answers for v in group]
 
@@ -296,7 +282,6 @@ def estimate_requests(
     question: str,
     groups: Sequence[Sequence[str]],
     answer: str = "json",
-    shots: Sequence[Message] = (),
 ) -> tuple[int, int, int]:
     """``(requests, prompt_tokens, completion_tokens)`` that `ask` would send at best (no
     retries), estimated from the text."""
@@ -304,8 +289,7 @@ def estimate_requests(
     for group in groups:
         requests += 1
         if answer == "yesno":
-            turns = [m.content for m in shots]
-            prompt += estimate_prompt_tokens([*turns, _yesno_user(group[0], question)])
+            prompt += estimate_prompt_tokens([_yesno_user(group[0], question)])
             completion += 2
             continue
         prompt += estimate_prompt_tokens([system, _user(explanation, group)])

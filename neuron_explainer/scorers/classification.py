@@ -26,7 +26,7 @@ from typing import ClassVar, Literal, TypeVar
 
 from neuron_explainer.errors import InsufficientRecordsError, InvalidInputError
 from neuron_explainer.interfaces import CallEstimate
-from neuron_explainer.llm.base import LLM, Message
+from neuron_explainer.llm.base import LLM
 from neuron_explainer.results import ClassificationScore, Explanation, Judgement, Score
 from neuron_explainer.results import SimulationFailure as Failure
 from neuron_explainer.scorers import _judge
@@ -83,24 +83,6 @@ FUZZING_YESNO = (
     "Some tokens of this text are marked <<like this>>. Are the marked tokens {explanation}?"
 )
 """The one-excerpt questions of ``answer="yesno"`` (the explanation filled in)."""
-_PIANO = "She played a slow tune on the old piano."
-_FENCE = "He painted the fence a bright green."
-DETECTION_SHOTS = (
-    (_PIANO, "musical instruments", True),
-    (_FENCE, "musical instruments", False),
-    (_FENCE, "colours", True),
-    (_PIANO, "colours", False),
-)
-"""The worked answers of ``answer="yesno"`` with ``worked_examples`` (detection): each text
-asked under two explanations, once "yes" and once "no", so the answer has to come from the
-explanation, not from the text (concepts that overlap no puzzle of the benchmark)."""
-FUZZING_SHOTS = (
-    ("She played a slow tune on the old <<piano>>.", "musical instruments", True),
-    ("He painted the <<fence>> a bright green.", "colours", False),
-    ("He painted the fence a bright <<green>>.", "colours", True),
-    ("She played a slow <<tune>> on the old piano.", "musical instruments", False),
-)
-"""Fuzzing's worked answers: the right and a wrong token marked under each explanation."""
 
 
 class _ClassificationScorer(Scorer):
@@ -109,7 +91,6 @@ class _ClassificationScorer(Scorer):
     kind: ClassVar[Literal["detection", "fuzzing"]]
     system: ClassVar[str]
     yesno: ClassVar[str]
-    shots: ClassVar[tuple[tuple[str, str, bool], ...]]
     prompt_version = PROMPT_VERSION
     version = "1"
     recorded_settings: ClassVar[tuple[str, ...]] = (
@@ -118,7 +99,6 @@ class _ClassificationScorer(Scorer):
         "n_negatives",
         "excerpts_per_request",
         "answer",
-        "worked_examples",
         "firing_fraction",
         "retries",
         "seed",
@@ -132,7 +112,6 @@ class _ClassificationScorer(Scorer):
         n_negatives: int = 20,
         excerpts_per_request: int | None = None,
         answer: str = "json",
-        worked_examples: bool = False,
         firing_fraction: float = DEFAULT_FIRING_FRACTION,
         retries: int = 2,
         seed: int = 0,
@@ -147,9 +126,7 @@ class _ClassificationScorer(Scorer):
                 "answer='yesno' asks about one excerpt per request: leave excerpts_per_request "
                 f"unset (or 1), got {excerpts_per_request}"
             )
-        if worked_examples and answer != "yesno":
-            raise InvalidInputError("worked_examples are shown with answer='yesno' only")
-        self.answer, self.worked_examples = answer, worked_examples
+        self.answer = answer
         if not isinstance(llm, LLM):
             raise InvalidInputError(
                 f"the {self.kind} scorer needs an LLM: pass llm= (an LLM, or a 'provider:model' "
@@ -189,11 +166,6 @@ class _ClassificationScorer(Scorer):
             return self.yesno.format(explanation=explanation.text.strip().rstrip("."))
         return ""  # the numbered JSON answer's system prompt asks the question
 
-    def _shots(self, explanation: Explanation) -> tuple[Message, ...]:
-        if not self.worked_examples:
-            return ()
-        return _judge.worked_examples(self.shots, self.yesno)
-
     @staticmethod
     def _shown(group: Sequence[Item]) -> list[str]:
         return [_judge.render(c.record.tokens, h or ()) for c, h in group]
@@ -218,7 +190,6 @@ class _ClassificationScorer(Scorer):
             groups=[self._shown(g) for g in chosen.groups],
             retries=self.retries,
             answer=self.answer,
-            shots=self._shots(explanation),
         )
         judgements = tuple(
             Judgement(
@@ -272,7 +243,6 @@ class _ClassificationScorer(Scorer):
             question=self._question(explanation),
             groups=[self._shown(g) for g in chosen.groups],
             answer=self.answer,
-            shots=self._shots(explanation),
         )
         return CallEstimate.of(
             self, requests=requests, prompt_tokens=prompt, completion_tokens=completion
@@ -303,8 +273,6 @@ class DetectionScorer(_ClassificationScorer):
         answer: ``"json"`` (a numbered JSON object for several excerpts per request) or
             ``"yesno"`` (one excerpt per request, a plain question answered "yes" or "no":
             what small local judges answer best; docs/classification-scorers.md).
-        worked_examples: with ``answer="yesno"``, show four worked answers first (the same
-            texts under two explanations, answered once yes and once no).
         firing_fraction: a token fires at ``firing_fraction`` x the unit's largest activation.
         retries: times an excerpt left without an answer is asked again.
         seed: seeds the bootstrap intervals (and, in fuzzing, the wrong highlights).
@@ -317,7 +285,6 @@ class DetectionScorer(_ClassificationScorer):
     name = "detection"
     kind = "detection"
     system = DETECTION_SYSTEM
-    shots = DETECTION_SHOTS
     yesno = DETECTION_YESNO
     recorded_settings = (*_ClassificationScorer.recorded_settings, "negatives")
 
@@ -330,7 +297,6 @@ class DetectionScorer(_ClassificationScorer):
         negatives: NegativeKind = "random",
         excerpts_per_request: int | None = None,
         answer: str = "json",
-        worked_examples: bool = False,
         firing_fraction: float = DEFAULT_FIRING_FRACTION,
         retries: int = 2,
         seed: int = 0,
@@ -342,7 +308,6 @@ class DetectionScorer(_ClassificationScorer):
             n_negatives=n_negatives,
             excerpts_per_request=excerpts_per_request,
             answer=answer,
-            worked_examples=worked_examples,
             firing_fraction=firing_fraction,
             retries=retries,
             seed=seed,
@@ -384,7 +349,6 @@ class FuzzingScorer(_ClassificationScorer):
     name = "fuzzing"
     kind = "fuzzing"
     system = FUZZING_SYSTEM
-    shots = FUZZING_SHOTS
     yesno = FUZZING_YESNO
 
     def _choose(self, data: ScoringData, rule: FiringRule) -> _Chosen:
