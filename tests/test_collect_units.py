@@ -123,6 +123,13 @@ def check_same(collected: Any, alone: Any) -> None:
     for a, b in zip(collected.top_records, alone.top_records, strict=True):
         assert a.token_ids == b.token_ids
         np.testing.assert_allclose(a.activations, b.activations, atol=1e-5)
+        if b.attended is None:  # an attention head's top records say where it looked
+            assert a.attended is None
+        else:
+            assert a.attended is not None
+            got = (a.attended.position, a.attended.source, a.attended.source_token)
+            assert got == (b.attended.position, b.attended.source, b.attended.source_token)
+            assert a.attended.weight == pytest.approx(b.attended.weight, abs=1e-5)
     assert (collected.mean, collected.variance) == pytest.approx(
         (alone.mean, alone.variance), rel=1e-4, abs=1e-7
     )
@@ -173,7 +180,9 @@ def test_top_k_latents_and_heads_equal_their_single_unit_records(
     alone = HFSubject(loaded, texts(), batch_size=32, **SELECTION)
     assert heads.units() == [alone.head_unit(0, 1), alone.head_unit(1, 0), alone.head_unit(1, 3)]
     for unit in heads.units():
-        check_same(heads.record(unit), alone.unit_record(unit))
+        record = heads.record(unit)
+        assert all(r.attended is not None for r in record.top_records)
+        check_same(record, alone.unit_record(unit))
     with pytest.raises(InvalidInputError, match="does not hold"):
         heads.record(
             alone.head_unit(0, 2).model_copy(update={"layer": 1, "index": 9, "kind": "sae_latent"})

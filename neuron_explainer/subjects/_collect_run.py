@@ -193,6 +193,21 @@ class CollectionRun:
             self.states[key] = self._new_state(values.shape[2], lanes)
         self.states[key].update(values, maxes, padding, n_tokens, first, self.config["seed"], layer)
 
+    def flush(self) -> None:
+        """Write the window files' buffers out (`window_tokens` reads them)."""
+        for handle in (self._ids, self._lengths, self._positions):
+            handle.flush()
+
+    def window_tokens(self, window: int) -> tuple[int, ...]:
+        """The excerpt ids of ``window``, read back from the window files (after `flush`)."""
+        row = np.fromfile(
+            self.out / WINDOW_IDS, dtype=np.uint32, count=self.width, offset=4 * self.width * window
+        )
+        n = int(
+            np.fromfile(self.out / WINDOW_LENGTHS, dtype=np.uint32, count=1, offset=4 * window)[0]
+        )
+        return tuple(int(i) for i in row[:n])
+
     def close(self) -> None:
         self._ids.close()
         self._lengths.close()

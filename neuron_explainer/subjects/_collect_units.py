@@ -317,3 +317,50 @@ class UnitCapture:
         if missing:
             raise InvalidInputError(f"the forward pass never reached {missing}")
         return {}
+
+
+def attended_arrays(
+    model: Any,
+    group: UnitGroup,
+    part: list[int],
+    top_windows: Any,
+    top_slots: Any,
+    top_activations: Any,
+    window_tokens: Callable[[int], tuple[int, ...]],
+    prefix: list[int],
+) -> dict[str, Any]:
+    """For a part of attention heads: where each head looked from the top token (first
+    maximum) of each of its top windows, recomputed on those windows only (`neuron_explainer.
+    models.heads.top_source_tokens`). Arrays ``[N, k]`` in rank order: ``attended_position``
+    (the top token's position in the excerpt; -1: no window), ``attended_source`` (the source's
+    position in the excerpt; -1: the context-only BOS before it), ``attended_source_id`` (its
+    token id) and ``attended_weight`` (its attention probability)."""
+    import numpy as np
+    import torch
+
+    from neuron_explainer.models.heads import top_source_tokens
+
+    shape = top_windows.shape
+    out = {
+        "attended_position": np.full(shape, -1, np.int64),
+        "attended_source": np.full(shape, -1, np.int64),
+        "attended_source_id": np.full(shape, -1, np.int64),
+        "attended_weight": np.zeros(shape, np.float32),
+    }
+    for row, head in enumerate(part):
+        for rank, window in enumerate(top_windows[row]):
+            if window < 0:
+                continue
+            excerpt = window_tokens(int(window))
+            acts = top_activations[row, top_slots[row, rank], : len(excerpt)]
+            target = int(np.argmax(acts))
+            ids = [*prefix, *excerpt]
+            found = top_source_tokens(
+                model, torch.tensor([ids]), None, group.layer, [head], [[target + len(prefix)]]
+            )[0]
+            source = found.sources[0][0]
+            out["attended_position"][row, rank] = target
+            out["attended_source"][row, rank] = max(-1, source - len(prefix))
+            out["attended_source_id"][row, rank] = ids[source]
+            out["attended_weight"][row, rank] = min(1.0, max(0.0, found.weights[0][0]))
+    return out

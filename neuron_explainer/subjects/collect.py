@@ -92,6 +92,7 @@ from neuron_explainer.subjects._collect_units import (
     DEFAULT_LATENT_CHUNK,
     UnitCapture,
     UnitGroup,
+    attended_arrays,
     head_groups,
     sae_groups,
 )
@@ -215,6 +216,27 @@ def _unit_groups(
     assert sources.sae is not None
     bos = sae_bos_policy(sources.sae, bos, sources.sae_path or "(given)")
     return sae_groups(model, sources, latents, chunk), bos or "none"
+
+
+def _attend(run: CollectionRun, loaded: LoadedModel, bos: BOSPolicy) -> None:
+    """Give each attention head's state where it looked from its top windows' top tokens
+    (`attended_arrays`), once the collection is complete."""
+    heads = [(g, group) for g, group in enumerate(run.groups) if group.kind == "attention_head"]
+    if not heads:
+        return
+    from neuron_explainer.subjects.corpus import bos_token_id
+
+    run.flush()
+    prefix = [bos_token_id(loaded.tokenizer)] if bos == "window" else []
+    for g, group in heads:
+        for p, part in enumerate(group.parts()):
+            a = run.states[run.targets[(g, p)][0]].a
+            a.update(
+                attended_arrays(
+                    loaded.model, group, part, a["top_windows"], a["top_slots"],
+                    a["top_activations"], run.window_tokens, prefix,
+                )
+            )  # fmt: skip
 
 
 def _check_counts(*counts: tuple[str, int, int]) -> None:
@@ -410,5 +432,6 @@ def collect(
         raise InvalidInputError(f"corpus {source.name!r} yields no windows to collect")
     for state in run.states.values():
         state.fix_boundaries(min(run.windows_done, quantile_warmup))
+    _attend(run, loaded, bos)
     run.checkpoint(finished=True)
     return Collection(out)

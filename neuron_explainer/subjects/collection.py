@@ -25,7 +25,14 @@ import numpy as np
 
 from neuron_explainer.errors import FormatError, InvalidInputError
 from neuron_explainer.interfaces import Subject
-from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId, WindowId
+from neuron_explainer.records import (
+    ActivationRecord,
+    AttendedToken,
+    NeuronRecord,
+    Provenance,
+    UnitId,
+    WindowId,
+)
 from neuron_explainer.results import check_stored_version
 
 __all__ = ["Collection", "CollectionSubject"]
@@ -338,6 +345,9 @@ class Collection:
         top_records = tuple(
             self._record(w, top[top_slots[top_windows.index(w)]]) for w in chosen["top"]
         )
+        if "attended_source" in f.keys():  # noqa: SIM118  (attention heads, format 3)
+            ranks = [top_windows.index(w) for w in chosen["top"]]
+            top_records = self._attended(f, index, top_records, ranks)
         random_records = tuple(self._record(w, rand[slots[w]]) for w in chosen["random"])
         samples: list[tuple[ActivationRecord, ...]] = []
         for b, members in enumerate(chosen["quantiles"]):
@@ -357,6 +367,27 @@ class Collection:
         )
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _attended(
+        self, f: Any, index: int, records: tuple[ActivationRecord, ...], ranks: list[int]
+    ) -> tuple[ActivationRecord, ...]:
+        """``records`` (an attention head's top records, of ``ranks``) with their
+        `AttendedToken`, as the collector stored it."""
+        got = {
+            name: f.get_slice(f"attended_{name}")[index]
+            for name in ("position", "source", "source_id", "weight")
+        }
+        out = []
+        for record, rank in zip(records, ranks, strict=True):
+            source = int(got["source"][rank])
+            attended = AttendedToken(
+                position=int(got["position"][rank]),
+                source=source if source >= 0 else None,
+                source_token=self.vocabulary[int(got["source_id"][rank])],
+                weight=float(got["weight"][rank]),
+            )
+            out.append(record.model_copy(update={"attended": attended}))
+        return tuple(out)
 
     def _check_layer(self, layer: int) -> None:
         if layer not in self.layers:
