@@ -185,7 +185,9 @@ class CollectionRun:
         for b in short:
             values[b, int(lengths[b]) :] = 0.0
         maxes_t = values.amax(dim=1)
-        for b in short:  # the max over the window's own tokens
+        # the max over the window's own tokens; SAE latents and head norms are never negative,
+        # so the zeros of padding cannot raise it: their maxes need no second pass
+        for b in [] if self.groups else short:
             maxes_t[b] = values[b, : int(lengths[b])].amax(dim=0)
         maxes = maxes_t.cpu().numpy()
         key, layer, lanes = self.targets[target]
