@@ -772,6 +772,10 @@ def test_a_detection_scorer_judges_with_the_in_process_provider(llama: HFLLM) ->
     assert len(score.judgements) == 8
     failed = [j for j in score.judgements if j.answer is None]
     assert all(j.failure is not None and j.failure.reason for j in failed)  # counted, with why
-    if XGRAMMAR:  # the schema holds the random model's answer: every excerpt gets 0 or 1
-        assert not failed
-        assert all(j.p_yes is not None and 0 <= j.p_yes <= 1 for j in score.judgements)
+    if XGRAMMAR:
+        # the schema holds the random model's answer: each value it reaches is 0 or 1, with a
+        # probability; the one way left to fail is white space (which the schema allows
+        # between values) until the token limit, and that is counted as truncated
+        answered = [j for j in score.judgements if j.answer is not None]
+        assert answered and all(j.p_yes is not None and 0 <= j.p_yes <= 1 for j in answered)
+        assert {j.failure.reason for j in failed if j.failure} <= {"truncated"}
