@@ -65,6 +65,32 @@ def last_user(llm: ScriptedLLM, index: int = -1) -> str:
 # -- the prompt ------------------------------------------------------------------------------------
 
 
+def test_an_attention_heads_prompt_says_where_it_looked_from_each_top_token() -> None:
+    from neuron_explainer.records import AttendedToken
+
+    looked = AttendedToken(position=2, source=0, source_token=" Paris", weight=0.875)
+    head = ActivationRecord(
+        tokens=[" Paris", " is", " big", "\n"], activations=[0.0, 0.0, 4.0, 1.0], attended=looked
+    )
+    first = AttendedToken(position=1, source=None, source_token="<|endoftext|>", weight=0.5)
+    other = ActivationRecord(tokens=[" a", " b"], activations=[1.0, 3.0], attended=first)
+    llm = ScriptedLLM(default="capitals.")
+    LLMExplainer(llm).explain([head, other])
+    user = last_user(llm)
+    heading = "Where the head looked from each excerpt's top token:"
+    assert heading in user
+    section = user.split(heading, 1)[1].split("\n\n", 1)[0].strip().split("\n")
+    assert section == [
+        '1. from "big" (token 3) it attended most to "Paris" (token 1, weight 0.88)',
+        '2. from "b" (token 2) it attended most to "<|endoftext|>" '
+        "(before the excerpt, weight 0.50)",
+    ]
+    assert user.index(heading) < user.index("Explanation of neuron behavior")
+    llm = ScriptedLLM(default="capitals.")
+    LLMExplainer(llm).explain([record(head.tokens, head.activations)])
+    assert heading not in last_user(llm)  # no attention: the prompt as it always was
+
+
 def test_few_shot_examples_come_first_as_chat_turns() -> None:
     llm = ScriptedLLM(default="cats.")
     records = [record([" the", " cat", " sat"], [0.0, 4.0, 1.0])]

@@ -34,7 +34,14 @@ from neuron_explainer.explainers._revision_prompt import (
 )
 from neuron_explainer.explainers._unit_words import ANSWER_PREFIX as ANSWER_PREFIX
 from neuron_explainer.explainers._unit_words import EXPLANATION_LINE as EXPLANATION_LINE
-from neuron_explainer.explainers._unit_words import explanation_line, reworded, unit_noun
+from neuron_explainer.explainers._unit_words import ZERO_FILTER_HEADER as ZERO_FILTER_HEADER
+from neuron_explainer.explainers._unit_words import (
+    attention_lines,
+    explanation_line,
+    reworded,
+    unit_noun,
+    unit_turn,
+)
 from neuron_explainer.explainers.revising import Disagreement
 from neuron_explainer.interfaces import (
     CHARS_PER_TOKEN,
@@ -46,7 +53,6 @@ from neuron_explainer.interfaces import (
 from neuron_explainer.interfaces import estimate_tokens as estimate_tokens
 from neuron_explainer.llm.base import LLM, Message, required_llm
 from neuron_explainer.llm.few_shot import FEW_SHOT_EXAMPLES, FewShotExample
-from neuron_explainer.llm.prompts import render_blocks
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import ComponentInfo, Explanation, PromptScale
 
@@ -62,7 +68,6 @@ __all__ = [
 
 PROMPT_VERSION = "llm-explainer/2"
 _ANSWER_PREFIX = re.compile(r"^the main thing this [\w -]{1,40}? does is find\b\s*", re.IGNORECASE)
-ZERO_FILTER_HEADER = "Same activations, but with all zeros filtered out:"
 ZERO_FILTER_THRESHOLD = 0.2
 """Repeat the records with zeros filtered out when fewer than this share of tokens is non-zero."""
 SYSTEM = (
@@ -125,23 +130,13 @@ def _is_sparse(blocks: Levels) -> bool:
     return bool(levels) and 0 < nonzero < ZERO_FILTER_THRESHOLD * len(levels)
 
 
-def _neuron_turn(
-    number: int, blocks: Levels, zero_filtered_repeat: bool, noun: str = "neuron"
-) -> str:
-    text = f"{reworded('Neuron', noun)} {number}\nActivations:\n{render_blocks(blocks)}\n\n"
-    if zero_filtered_repeat:
-        nonzero = [[(t, v) for t, v in block if v > 0] for block in blocks]
-        text += f"{ZERO_FILTER_HEADER}\n{render_blocks([b for b in nonzero if b])}\n\n"
-    return text + explanation_line(noun)
-
-
 def _example_turns(examples: Sequence[FewShotExample], noun: str = "neuron") -> list[Message]:
     turns = []
     for i, example in enumerate(examples, start=1):
         turns.append(
             Message(
                 role="user",
-                content=_neuron_turn(i, example.records, _is_sparse(example.records), noun),
+                content=unit_turn(i, example.records, _is_sparse(example.records), noun),
             )
         )
         turns.append(Message(role="assistant", content=f"{example.explanation}."))
@@ -240,7 +235,7 @@ class LLMExplainer(Explainer):
         repeat = _is_sparse(blocks) if zero_filtered_repeat is None else zero_filtered_repeat
         examples = FEW_SHOT_EXAMPLES if self.few_shot else ()
         noun = unit_noun()
-        turn = _neuron_turn(len(examples) + 1, blocks, repeat, noun)
+        turn = unit_turn(len(examples) + 1, blocks, repeat, noun, attention_lines(records))
         return [
             Message(role="system", content=reworded(SYSTEM, noun)),
             *_example_turns(examples, noun),
