@@ -3,22 +3,44 @@ for what it holds and the on-disk layout), and the stateless sampling decisions 
 
 Every batch arrives as a float32 torch tensor ``values`` [B, Lw, N] (window, position, neuron;
 zero beyond each window's length) with its per-window maxes [B, N]. The moments are reduced in
-torch (float32 partial sums per batch, accumulated in float64). The rest of the state is NumPy
-arrays, updated through torch views (threaded sorts, gathers and scatters) and touched only
-where a window enters a top-k, a reservoir or a quantile bin, so after the first few thousand
-windows a batch costs little beyond the moments and the comparisons that decide it.
+NumPy on the CPU (float32 partial sums per chunk of at most one window, accumulated in float64)
+and in torch on an accelerator (float32 per batch). The rest of the state is NumPy arrays,
+updated through torch views (threaded sorts, gathers and scatters; the reservoir's whole-window
+copies in NumPy) and touched only where a window enters a top-k, a reservoir or a quantile bin,
+so after the first few thousand windows a batch costs little beyond the moments and the
+comparisons that decide it.
+
+Elementwise passes over a whole batch are NumPy, not torch, on the CPU: torch's threaded
+kernels each wait for their whole thread team, which on shared cores can cost a scheduler slice
+per kernel (measured on 2 cores, another process busy on one: about 10 ns per element for
+torch's elementwise products and column sums of a [32, 16384] block, 0.1-0.2 ns for NumPy's).
 """
 
 from __future__ import annotations
 
 import functools
+import mmap
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 import numpy as np
 
 _U64 = np.uint64
-_CHUNK_BYTES = 3 << 20  # moments: rows per pass over the CPU (see LayerState._moments)
+_CHUNK_BYTES = 3 << 20  # moments: rows per pass over the CPU (see _cpu_moment_sums)
+
+
+def _zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of zeros; a large one on anonymous memory marked for huge pages (where
+    the system has them), so its first writes fault in 2 MiB pages rather than 4 KiB ones
+    (about 4x faster for the first windows, which fill every top-k and the reservoir)."""
+    size = 4 * int(np.prod(shape))
+    if size < 1 << 22 or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return np.zeros(shape, np.float32)
+    memory = mmap.mmap(-1, size)  # anonymous: zero-filled
+    with suppress(OSError):
+        memory.madvise(mmap.MADV_HUGEPAGE)
+    return np.frombuffer(memory, np.float32).reshape(shape)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -64,6 +86,37 @@ def reservoir_slot(w: int, size: int, seed: int) -> int | None:
     return slot if slot < size else None
 
 
+def _cpu_moment_sums(values: np.ndarray, padding: Any, shift: np.ndarray) -> np.ndarray:
+    """Sums of ``(x - shift)^p``, p = 1..4, over the real positions of a CPU batch ``values``
+    [B, Lw, N]: [4, N] float64.
+
+    Window by window over its real rows only (no padding is zeroed), in chunks of at most
+    ~3 MiB so every pass over a chunk stays in cache; each chunk's sums are float32 (``x -
+    shift`` is computed in float32, as on an accelerator), added up in float64.
+    """
+    n_batch, width, n = values.shape
+    keep = None if padding is None else ~padding.cpu().numpy().reshape(n_batch, width)
+    c = shift.astype(np.float32)
+    rows = max(1, _CHUNK_BYTES // (4 * n))
+    y, y2 = np.empty((rows, n), np.float32), np.empty((rows, n), np.float32)
+    part, sums = np.empty(n, np.float32), np.zeros((4, n), np.float64)
+    for b in range(n_batch):
+        window = values[b]
+        if keep is not None:
+            real = int(keep[b].sum())
+            window = window[:real] if keep[b, :real].all() else window[keep[b]]
+        for start in range(0, window.shape[0], rows):
+            chunk = window[start : start + rows]
+            yc, yc2 = y[: len(chunk)], y2[: len(chunk)]
+            np.subtract(chunk, c, out=yc)
+            np.multiply(yc, yc, out=yc2)
+            sums[0] += np.add.reduce(yc, axis=0, out=part)
+            sums[1] += np.add.reduce(yc2, axis=0, out=part)
+            sums[2] += np.add.reduce(np.multiply(yc, yc2, out=yc), axis=0, out=part)
+            sums[3] += np.add.reduce(np.square(yc2, out=yc2), axis=0, out=part)
+    return sums
+
+
 class _Rows:
     """Gathers activation rows ``values[b, :, n]`` (one per requested pair) from a batch.
 
@@ -85,9 +138,9 @@ class _Rows:
             return self._transposed[b, n]
         return self._values.permute(0, 2, 1)[b, n]
 
-    def window(self, b: int) -> Any:
-        """All neurons of window ``b``: [Lw, N] (a view)."""
-        return self._values[b]
+    def window(self, b: int) -> np.ndarray:
+        """All neurons of window ``b``: [Lw, N] (a NumPy view)."""
+        return np.asarray(self._values[b].numpy())
 
 
 class LayerState:
@@ -111,8 +164,13 @@ class LayerState:
         self.lanes: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Every array in the on-disk layout (``random_activations`` is [N, R, Lw])."""
-        return {**self.a, "random_activations": self.random_by_window.transpose(2, 0, 1)}
+        """Every array in the on-disk layout (``random_activations`` is [N, R, Lw], a copy
+        transposed by torch: blocked and threaded, several times faster than NumPy's)."""
+        import torch
+
+        window_major = torch.from_numpy(self.random_by_window)
+        random = window_major.permute(2, 0, 1).contiguous().numpy()
+        return {**self.a, "random_activations": random}
 
     @classmethod
     def new(
@@ -133,14 +191,14 @@ class LayerState:
                 "top_values": np.full((n, k), -np.inf, np.float32),
                 "top_windows": np.full((n, k), -1, np.int64),
                 "top_slots": np.broadcast_to(np.arange(k), (n, k)).copy(),
-                "top_activations": np.zeros((n, k, length), np.float32),
+                "top_activations": _zeros((n, k, length)),
                 "random_windows": np.full(r, -1, np.int64),
                 # window-major in memory; a transposed view satisfies the constructor
-                "random_activations": np.zeros((r, length, n), np.float32).transpose(2, 0, 1),
+                "random_activations": _zeros((r, length, n)).transpose(2, 0, 1),
                 "quantile_boundaries": np.full((n, q), np.nan, np.float64),
                 "quantile_counts": np.zeros((n, q + 1), np.int64),
                 "quantile_windows": np.full((n, q + 1, m), -1, np.int64),
-                "quantile_activations": np.zeros((n, q + 1, m, length), np.float32),
+                "quantile_activations": _zeros((n, q + 1, m, length)),
                 "warmup_maxes": np.zeros((warmup, n), np.float32),
                 "moment_shift": np.zeros(n, np.float64),
                 "moment_sums": np.zeros((n, 4), np.float64),
@@ -181,32 +239,26 @@ class LayerState:
         import torch
 
         a = self.a
-        flat = values.reshape(-1, values.shape[2])
         if a["token_count"][0] == 0:
+            flat = values.reshape(-1, values.shape[2])
             real = flat if padding is None else flat[~padding.to(flat.device)]
             a["moment_shift"][:] = real.double().mean(dim=0).cpu().numpy()
             self._shift = None
-        if self._shift is None or self._shift.device != flat.device:
-            self._shift = torch.from_numpy(a["moment_shift"]).to(flat.device, flat.dtype)
-        # float32 partial sums of (x - c)^p over this batch (a few hundred to a few thousand
-        # tokens: relative error ~1e-6), accumulated across batches in float64. On the CPU the
-        # rows go in chunks of ~3 MiB, so every pass over a chunk stays in cache (3-5x faster
-        # than whole-batch temporaries); on an accelerator in one piece.
-        rows = flat.shape[0]
-        if flat.device.type == "cpu":
-            rows = max(1, _CHUNK_BYTES // (4 * flat.shape[1]))
-        pad_rows = None if padding is None else padding.to(flat.device)
-        sums = torch.zeros((4, flat.shape[1]), dtype=flat.dtype, device=flat.device)
-        for start in range(0, flat.shape[0], rows):
-            y = flat[start : start + rows] - self._shift
-            if pad_rows is not None:  # whole rows: zero only those
-                y.index_fill_(0, pad_rows[start : start + rows].nonzero().squeeze(1), 0.0)
+        # float32 partial sums of (x - c)^p (per chunk on the CPU, per batch on an accelerator:
+        # at most a few thousand tokens, relative error ~1e-6), accumulated in float64.
+        if values.device.type == "cpu":
+            sums = _cpu_moment_sums(values.numpy(), padding, a["moment_shift"])
+        else:  # on an accelerator: in one piece, in torch
+            if self._shift is None or self._shift.device != values.device:
+                shift = torch.from_numpy(a["moment_shift"])
+                self._shift = shift.to(values.device, values.dtype)
+            y = values.reshape(-1, values.shape[2]) - self._shift
+            if padding is not None:  # whole rows: zero only those
+                y.index_fill_(0, padding.to(y.device).nonzero().squeeze(1), 0.0)
             y2 = y * y
-            sums[0] += y.sum(0)
-            sums[1] += y2.sum(0)
-            sums[2] += y.mul_(y2).sum(0)
-            sums[3] += y2.square_().sum(0)
-        a["moment_sums"] += sums.T.double().cpu().numpy()
+            powers = torch.stack([y.sum(0), y2.sum(0), y.mul_(y2).sum(0), y2.square_().sum(0)])
+            sums = powers.cpu().numpy()
+        a["moment_sums"] += sums.T.astype(np.float64)
         a["token_count"][0] += n_tokens
 
     def _top_k(self, rows: _Rows, maxes: np.ndarray, first: int) -> None:
@@ -250,15 +302,13 @@ class LayerState:
 
     def _random(self, rows: _Rows, n_batch: int, first: int, seed: int) -> None:
         """The shared reservoir: window ``w`` takes `reservoir_slot` ``(w)``, if any."""
-        import torch
-
         a = self.a
-        reservoir = torch.from_numpy(self.random_by_window)
+        reservoir = self.random_by_window
         for b in range(n_batch):  # in order: a later window replaces an earlier one
             slot = reservoir_slot(first + b, reservoir.shape[0], seed)
             if slot is not None:
                 a["random_windows"][slot] = first + b
-                reservoir[slot].copy_(rows.window(b))
+                np.copyto(reservoir[slot], rows.window(b))  # one thread: a plain copy
 
     def _quantiles(self, rows: _Rows, maxes: np.ndarray, first: int, seed: int, layer: int) -> None:
         """Warm-up maxes, then per-(neuron, bin) reservoirs, decided for the whole batch at once
