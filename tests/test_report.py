@@ -632,3 +632,26 @@ def test_screenshot_script_writes_a_png(tmp_path: Path) -> None:
     png = (tmp_path / "report.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     assert Page((tmp_path / "report.html").read_text(encoding="utf-8")).find("details", "unit")
+
+
+def test_an_attention_heads_excerpt_says_where_the_head_looked(
+    results: list[ExplanationResult], tmp_path: Path
+) -> None:
+    from neuron_explainer.records import AttendedToken
+
+    result = results[0]
+    assert result.scored is not None
+    first, *rest = result.scored.sequences
+    top = max(range(len(first.record.tokens)), key=first.record.activations.__getitem__)
+    looked = AttendedToken(position=top, source=None, source_token="<b>bos</b>", weight=0.625)
+    record = first.record.model_copy(update={"attended": looked})
+    scored = result.scored.model_copy(
+        update={"sequences": (first.model_copy(update={"record": record}), *rest)}
+    )
+    head = result.model_copy(update={"scored": scored})
+    text = write_report([head], tmp_path / "head.html", max_excerpts=None).read_text()
+    assert text.count("the head attended most to") == 1  # only the excerpt that carries it
+    assert "&lt;b&gt;bos&lt;/b&gt;" in text and "<b>bos</b>" not in text
+    assert f"(token {top + 1})" in text and "before the excerpt, weight 0.62" in text
+    plain = write_report(results[:1], tmp_path / "plain.html", max_excerpts=None).read_text()
+    assert "the head attended most to" not in plain

@@ -246,6 +246,22 @@ def _meta(result: ExplanationResult) -> Html:
     return kv_rows(rows)
 
 
+def _attended(record: ActivationRecord) -> Html:
+    """Where an attention head looked from the excerpt's top token (empty for other units)."""
+    seen = record.attended
+    if seen is None:
+        return Html("")
+    where = "before the excerpt" if seen.source is None else f"token {seen.source + 1}"
+    return render(
+        "attended",
+        top=record.tokens[seen.position].strip() or record.tokens[seen.position],
+        position=str(seen.position + 1),
+        source=seen.source_token.strip() or seen.source_token,
+        where=where,
+        weight=f"{seen.weight:.2f}",
+    )
+
+
 def _excerpt_head(seq: ScoredSequence, number: int) -> Html:
     corr = seq.correlation
     r = f"r {corr.value:.2f}" if corr.value is not None else "r undefined"
@@ -258,6 +274,7 @@ def _excerpt_head(seq: ScoredSequence, number: int) -> Html:
         correlation=render("correlation-why", reason=corr.reason, value=r)
         if corr.reason
         else render("correlation", value=r),
+        attended=_attended(seq.record),
     )
 
 
