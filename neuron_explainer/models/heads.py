@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.models.hook_sites import (
+    StopForward,
     attention_paths,
     attention_shape,
     capture_sites,
@@ -259,10 +260,6 @@ def _eager_attention(model: Any) -> Iterator[None]:
         model.set_attn_implementation(before if len(before) > 1 else before[""])
 
 
-class _StopForward(Exception):
-    """Raised once the layer's attention probabilities are read."""
-
-
 def attention_probabilities(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layer: int
 ) -> torch.Tensor:
@@ -285,13 +282,13 @@ def attention_probabilities(
         if not isinstance(weights, torch.Tensor):
             raise InvalidInputError(f"no attention probabilities came out of {attn_path}")
         found.append(weights)
-        raise _StopForward
+        raise StopForward
 
     input_ids = input_ids.to(model.device)
     mask = None if attention_mask is None else attention_mask.to(model.device)
     handle = module_at(model, attn_path).register_forward_hook(read)
     try:
-        with _eager_attention(model), torch.inference_mode(), suppress(_StopForward):
+        with _eager_attention(model), torch.inference_mode(), suppress(StopForward):
             model(input_ids=input_ids, attention_mask=mask, use_cache=False)
     finally:
         handle.remove()

@@ -83,6 +83,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TL_HOOKS",
     "HookSite",
+    "StopForward",
     "attention_paths",
     "attention_shape",
     "capture_sites",
@@ -415,8 +416,9 @@ def resolve(model: Any, name: str) -> HookSite:
     return site
 
 
-class _StopForward(Exception):
-    """Raised once every site is read, to skip the rest of the forward pass."""
+class StopForward(Exception):
+    """Raised from a hook once everything needed is read, to skip the rest of the forward
+    pass; the caller suppresses it around the forward call."""
 
 
 @contextmanager
@@ -483,12 +485,12 @@ def capture_sites(
     def keep(site: HookSite, tensor: torch.Tensor) -> None:
         store[site.name] = tensor
         if len(store) == len(sites):
-            raise _StopForward
+            raise StopForward
 
     device = model.device
     input_ids = input_ids.to(device)
     attention_mask = None if attention_mask is None else attention_mask.to(device)
-    with torch.inference_mode(), hooked(model, sites.values(), keep), suppress(_StopForward):
+    with torch.inference_mode(), hooked(model, sites.values(), keep), suppress(StopForward):
         model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     missing = [name for name in sites if name not in store]
     if missing:

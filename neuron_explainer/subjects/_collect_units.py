@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neuron_explainer.errors import InvalidInputError
-from neuron_explainer.models.hook_sites import HookSite, hooked, resolve
+from neuron_explainer.models.hook_sites import HookSite, StopForward, hooked, resolve
 from neuron_explainer.records import UnitId
 from neuron_explainer.subjects.collection import runs_of
 from neuron_explainer.subjects.units import (
@@ -34,6 +34,7 @@ from neuron_explainer.subjects.units import (
     _check_width,
     _flat,
     _refuse_settings,
+    sae_provenance,
 )
 
 if TYPE_CHECKING:
@@ -164,13 +165,7 @@ def sae_groups(
 
     extra = {
         "sae": {
-            "path": sources.sae_path,
-            "layout": sae.layout,
-            "kind": sae.kind,
-            "activation": sae.activation,
-            "d_in": sae.d_in,
-            "d_sae": sae.d_sae,
-            "hook_site": name,
+            **sae_provenance(sae, sources.sae_path, name),
             **sae_sha256(sae, sources.sae_path),
         }
     }
@@ -237,10 +232,6 @@ def head_groups(model: Any, heads: Sequence[tuple[int, int]], chunk: int) -> lis
     return groups
 
 
-class _StopForward(Exception):
-    """Raised once every group's site is read, to skip the rest of the forward pass."""
-
-
 class UnitCapture:
     """Runs the model on a batch and hands each part's activations to ``on_layer`` from inside
     its site's forward hook (the same call as `ActivationCapture`; the key is
@@ -302,7 +293,7 @@ class UnitCapture:
                 self._fold_group(g, tensor, on_layer)
             seen.add(site.name)
             if len(seen) == len(sites):
-                raise _StopForward
+                raise StopForward
 
         device = self.model.device
         ids = input_ids.to(device)
@@ -310,7 +301,7 @@ class UnitCapture:
         with (
             torch.inference_mode(),
             hooked(self.model, sites.values(), sink),
-            suppress(_StopForward),
+            suppress(StopForward),
         ):
             self.model(input_ids=ids, attention_mask=mask, use_cache=False)
         missing = sorted(set(sites) - seen)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neuron_explainer.errors import InvalidInputError
-from neuron_explainer.models.hook_sites import HookSite, hooked, resolve
+from neuron_explainer.models.hook_sites import HookSite, StopForward, hooked, resolve
 from neuron_explainer.records import ActivationRecord, AttendedToken, UnitId, WindowId
 from neuron_explainer.subjects.corpus import BOSPolicy, Window
 from neuron_explainer.subjects.tokens import token_strings
@@ -207,6 +207,19 @@ class SiteUnit:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def sae_provenance(sae: SparseEncoder, path: str | None, site: str) -> dict[str, Any]:
+    """What a record's provenance says of the SAE its unit comes from."""
+    return {
+        "path": path,
+        "layout": sae.layout,
+        "kind": sae.kind,
+        "activation": sae.activation,
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "hook_site": site,
+    }
+
+
 def _flat(site: HookSite, tensor: torch.Tensor) -> torch.Tensor:
     """``[..., width]``: ``attn.hook_z``'s ``[..., n_heads, d_head]`` flattened."""
     return tensor.flatten(-2) if site.heads is not None else tensor
@@ -291,17 +304,7 @@ def _latent_unit(model: Any, unit: UnitId, sources: UnitSources) -> SiteUnit:
         _check_width(site, flat, sae.d_in, f"the SAE at {where}")
         return sae.encode(flat, [unit.index])[..., 0]
 
-    extra = {
-        "sae": {
-            "path": sources.sae_path,
-            "layout": sae.layout,
-            "kind": sae.kind,
-            "activation": sae.activation,
-            "d_in": sae.d_in,
-            "d_sae": sae.d_sae,
-            "hook_site": name,
-        }
-    }
+    extra = {"sae": sae_provenance(sae, sources.sae_path, name)}
     return SiteUnit(site, compute, f"{name} ({site.hook_point})", extra)
 
 
@@ -348,10 +351,6 @@ def read_unit(model: Any, unit: UnitId, sources: UnitSources) -> SiteUnit:
     raise InvalidInputError(f"the hf subject cannot record {unit.kind!r} units")
 
 
-class _StopForward(Exception):
-    """Raised once the unit's site is read, to skip the rest of the forward pass."""
-
-
 def site_activations(
     model: Any, reading: SiteUnit, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
@@ -369,11 +368,11 @@ def site_activations(
 
     def sink(site: HookSite, tensor: torch.Tensor) -> None:
         found.append(reading.compute(tensor).to(torch.float64).cpu())
-        raise _StopForward
+        raise StopForward
 
     ids = input_ids.to(model.device)
     mask = attention_mask.to(model.device)
-    with torch.inference_mode(), hooked(model, [reading.site], sink), suppress(_StopForward):
+    with torch.inference_mode(), hooked(model, [reading.site], sink), suppress(StopForward):
         model(input_ids=ids, attention_mask=mask, use_cache=False)
     if not found:
         raise InvalidInputError(f"the forward pass never reached {reading.site.name}")
