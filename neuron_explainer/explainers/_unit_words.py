@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from neuron_explainer.interfaces import current_unit
-from neuron_explainer.llm.prompts import escape_token, render_blocks
+from neuron_explainer.llm.prompts import render_blocks, shown_word
 from neuron_explainer.records import ActivationRecord
 
 __all__ = [
@@ -59,11 +59,6 @@ def explanation_line(noun: str = "neuron") -> str:
     return reworded(EXPLANATION_LINE, noun)
 
 
-def _shown(token: str) -> str:
-    shown = escape_token(token)
-    return shown.strip() or shown
-
-
 def attention_lines(records: Sequence[ActivationRecord]) -> str:
     """What an attention head's excerpts say about where it looked: for each excerpt whose
     record carries `ActivationRecord.attended`, its number, its top token and the source token
@@ -74,7 +69,7 @@ def attention_lines(records: Sequence[ActivationRecord]) -> str:
         seen = record.attended
         if seen is None:
             continue
-        top, source = _shown(record.tokens[seen.position]), _shown(seen.source_token)
+        top, source = shown_word(record.tokens[seen.position]), shown_word(seen.source_token)
         where = "before the excerpt" if seen.source is None else f"token {seen.source + 1}"
         lines.append(
             f'{number}. from "{top}" (token {seen.position + 1}) it attended most to '

@@ -15,6 +15,7 @@ __all__ = [
     "extract_json_object",
     "render_blocks",
     "render_records",
+    "shown_word",
     "unescape_token",
 ]
 
@@ -31,6 +32,13 @@ def escape_token(token: str) -> str:
         token.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     )
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", escaped)
+
+
+def shown_word(token: str) -> str:
+    """A token as a prompt names it in running text: `escape_token` without surrounding white
+    space (a token of white space only keeps it, escaped)."""
+    shown = escape_token(token)
+    return shown.strip() or shown
 
 
 def unescape_token(text: str) -> str:

@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from neuron_explainer.llm.prompts import escape_token, extract_json_object
+from neuron_explainer.llm.prompts import extract_json_object, shown_word
 from neuron_explainer.simulators._common import (
     EXAMPLE_INTRO,
     EXAMPLE_LEVELS,
@@ -34,11 +34,8 @@ _EXCERPT = re.compile(r'"excerpt_(\d+)"\s*:')
 _INDEX = re.compile(r"\s*(\d+)(?![0-9])")
 
 
-def word(token: str) -> str:
-    """A token as named in an answer: its escaped text without surrounding white space (a
-    token of white space only keeps it, escaped)."""
-    shown = escape_token(token)
-    return shown.strip() or shown
+word = shown_word
+"""A token as named in an answer (`shown_word`)."""
 
 
 def key(i: int, token: str) -> str:
