@@ -249,11 +249,17 @@ def test_state_size_does_not_grow_with_the_corpus(
 ) -> None:
     small = collect(loaded, texts(30), out_dir=tmp_path, **COMMON)
     assert small.windows_done < collected.windows_done
+    tree = ("moment_nodes", "moment_node_ids")  # one block per set bit of the window count
     for layer in (0, 1):
         big = state(collected, layer)
-        assert {k: v.shape for k, v in state(small, layer).items()} == {
-            k: v.shape for k, v in big.items()
+        assert {k: v.shape for k, v in state(small, layer).items() if k not in tree} == {
+            k: v.shape for k, v in big.items() if k not in tree
         }
+        for done, arrays in (
+            (small.windows_done, state(small, layer)),
+            (collected.windows_done, big),
+        ):
+            assert arrays["moment_node_ids"].shape[0] == bin(done).count("1")
 
 
 def test_same_config_is_not_redone_and_other_config_is_refused(
@@ -379,8 +385,9 @@ def _feed(state: Any, values: np.ndarray, lengths: np.ndarray, batch: int) -> No
         )
 
 
-def test_layer_state_is_batch_independent_and_matches_sequential_algorithm_r() -> None:
-    from neuron_explainer.subjects._collect_state import LayerState, stateless_uniform
+def test_layer_state_is_batch_independent_and_samples_each_bin_by_smallest_key() -> None:
+    from neuron_explainer.subjects._collect_merge import canonical
+    from neuron_explainer.subjects._collect_state import LayerState, pair_uniform
 
     rng = np.random.default_rng(0)
     windows, width, neurons = 90, 4, 6
@@ -391,51 +398,40 @@ def test_layer_state_is_batch_independent_and_matches_sequential_algorithm_r() -
     for batch in (1, 4, 7, 90):  # the warm-up ends mid-batch for 4 and 7
         state = LayerState.new(neurons, **options)
         _feed(state, values, lengths, batch)
-        states[batch] = state
+        states[batch] = canonical(state, seed=11, layer=2)
+    for batch in (4, 7, 90):  # every array, moments included, bit for bit
+        for name, array in states[1].items():
+            np.testing.assert_array_equal(array, states[batch][name], err_msg=name)
+    a = states[7]
+    for n in range(neurons):
+        got = moments_from_sums(
+            int(a["token_count"][0]), float(a["moment_shift"][n]), a["moment_sums"][n]
+        )
+        real = np.concatenate([values[w, : lengths[w], n] for w in range(windows)])
+        for key, value in moments(real).items():
+            assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+        assert a["moment_shift"][n] == pytest.approx(values[0, : lengths[0], n].mean(), rel=1e-6)
 
-    def by_rank(state: Any) -> np.ndarray:
-        slots = state.a["top_slots"]
-        return np.take_along_axis(state.a["top_activations"], slots[:, :, None], axis=1)
-
-    for batch in (4, 7, 90):
-        for name, array in states[1].arrays().items():
-            # Slot layout depends on eviction order; the moment shift on the first batch.
-            if name not in ("top_slots", "top_activations", "moment_shift", "moment_sums"):
-                np.testing.assert_array_equal(array, states[batch].arrays()[name], err_msg=name)
-        np.testing.assert_array_equal(by_rank(states[1]), by_rank(states[batch]))
-        for n in range(neurons):
-            got = moments_from_sums(
-                int(states[batch].a["token_count"][0]),
-                float(states[batch].a["moment_shift"][n]),
-                states[batch].a["moment_sums"][n],
-            )
-            real = np.concatenate([values[w, : lengths[w], n] for w in range(windows)])
-            for key, value in moments(real).items():
-                assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
-
-    # Window-by-window Algorithm R per (neuron, bin) with the same stateless decisions.
+    # Each (neuron, bin) keeps the 2 windows past the warm-up with the smallest keys.
     maxes = np.array([values[w, : lengths[w]].max(axis=0) for w in range(windows)])
     bounds = np.quantile(maxes[:13].astype(np.float64), (0.3, 0.7), axis=0).T
-    counts = np.zeros((neurons, 3), np.int64)
-    chosen = np.full((neurons, 3, 2), -1, np.int64)
-    for w in range(13, windows):
-        u = stateless_uniform((11, 3, w), np.arange(neurons))
-        for n in range(neurons):
-            b = int((maxes[w, n] >= bounds[n]).sum())
-            seen = counts[n, b]
-            slot = seen if seen < 2 else int(np.floor(u[n] * (seen + 1)))
-            if slot < 2:
-                chosen[n, b, slot] = w
-            counts[n, b] += 1
-    np.testing.assert_array_equal(states[1].a["quantile_windows"], chosen)
-    np.testing.assert_array_equal(states[1].a["quantile_counts"], counts)
-    a = states[7].a
     for n in range(neurons):
+        later = np.arange(13, windows)
+        bins = (maxes[later, n, None] >= bounds[n]).sum(axis=1)
+        keys = pair_uniform((11, 3), later, np.full(later.size, n))
         for b in range(3):
+            members = later[bins == b]
+            expected = members[np.argsort(keys[bins == b])][:2]
+            np.testing.assert_array_equal(
+                sorted(w for w in a["quantile_windows"][n, b] if w >= 0), sorted(expected)
+            )
+            assert a["quantile_counts"][n, b] == members.size
             for slot, w in enumerate(a["quantile_windows"][n, b]):
                 if w >= 0:
-                    expected = np.where(np.arange(width) < lengths[w], values[w, :, n], 0.0)
-                    np.testing.assert_array_equal(a["quantile_activations"][n, b, slot], expected)
+                    expected_row = np.where(np.arange(width) < lengths[w], values[w, :, n], 0.0)
+                    np.testing.assert_array_equal(
+                        a["quantile_activations"][n, b, slot], expected_row
+                    )
 
 
 class _Stop(Exception):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from neuron_explainer.errors import FormatError
+from neuron_explainer.errors import FormatError, InvalidInputError
 from neuron_explainer.models.loading import LoadedModel
 from neuron_explainer.subjects._collect_state import LayerState
 from neuron_explainer.subjects._collect_units import UnitCapture, UnitGroup
@@ -35,8 +35,14 @@ from neuron_explainer.subjects.tokens import token_strings
 
 __all__ = ["QUANTILE_METHOD", "CollectionRun"]
 
-QUANTILE_METHOD = "warm-up boundaries, then per-bin reservoirs"
+QUANTILE_METHOD = "warm-up boundaries, then per-bin bottom-m by window hash"
 """How the quantile samples are drawn, as recorded in ``meta.json``."""
+
+SAMPLER = 2
+"""The sampling scheme, in ``progress.json``: 1 (collections of format 3 and before) decided
+quantile samples by running counts and shifted moments by the first batch; 2 keys every
+decision by the window id (`neuron_explainer.subjects._collect_state`), so any sharding gives
+the same state."""
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -77,8 +83,21 @@ class CollectionRun:
         self.n_prefix = 1 if config["bos"] == "window" else 0
 
     def resume(self, progress: dict[str, Any]) -> None:
+        """Pick up an unfinished collection from its last checkpoint.
+
+        Raises:
+            InvalidInputError: it was begun by a version whose samples depend on the order
+                windows come in (sampler 1), so it cannot be continued by this one.
+            FormatError: a state or window file is missing or short.
+        """
         from safetensors.numpy import load_file
 
+        if progress.get("sampler", 1) != SAMPLER:
+            raise InvalidInputError(
+                f"cannot resume the collection in {self.out}: it was begun by an older version "
+                "of neuron-explainer, whose samples depend on the order windows come in; "
+                "finish it with that version, or pass overwrite=True to start over"
+            )
         self.windows_done = int(progress["windows_done"])
         self.tokens_done = int(progress["tokens_done"])
         self.generation = int(progress["generation"])
@@ -186,8 +205,9 @@ class CollectionRun:
             values[b, int(lengths[b]) :] = 0.0
         maxes_t = values.amax(dim=1)
         # the max over the window's own tokens; SAE latents and head norms are never negative,
-        # so the zeros of padding cannot raise it: their maxes need no second pass
-        for b in [] if self.groups else short:
+        # so the zeros of padding cannot raise it: their maxes need no second pass (directions'
+        # activations can be negative: theirs do)
+        for b in short if not self.groups or self.groups[target[0]].signed else []:
             maxes_t[b] = values[b, : int(lengths[b])].amax(dim=0)
         maxes = maxes_t.cpu().numpy()
         key, layer, lanes = self.targets[target]
@@ -225,6 +245,7 @@ class CollectionRun:
             m=c["n_per_quantile"],
             warmup=c["quantile_warmup"],
             length=self.width,
+            firing=lanes is not None,  # latents, heads, directions: firing density
         )
         state.lanes = lanes
         return state
@@ -253,6 +274,7 @@ class CollectionRun:
                 "tokens_done": self.tokens_done,
                 "generation": generation,
                 "finished": finished,
+                "sampler": SAMPLER,
             },
         )
         self.generation = generation

@@ -10,6 +10,13 @@ copies in NumPy) and touched only where a window enters a top-k, a reservoir or 
 so after the first few thousand windows a batch costs little beyond the moments and the
 comparisons that decide it.
 
+Every decision is a pure function of the global window id (and the seed, layer and unit), never
+of the order windows arrive in: top-k ranks by ``(-max, window)``, reservoir slot ``s`` holds
+the largest window hashed to it, each quantile bin keeps the ``m`` windows with the smallest
+hash keys, and the moments are a `MomentTree` over window ids shifted by window 0's mean. So a
+state can fold any set of windows (a shard of the corpus), and partial states merge
+(`neuron_explainer.subjects._collect_merge`) into exactly the state one pass would make.
+
 Elementwise passes over a whole batch are NumPy, not torch, on the CPU: torch's threaded
 kernels each wait for their whole thread team, which on shared cores can cost a scheduler slice
 per kernel (measured on 2 cores, another process busy on one: about 10 ns per element for
@@ -26,8 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from neuron_explainer.errors import InvalidInputError
+from neuron_explainer.subjects._collect_moments import MomentTree
+
 _U64 = np.uint64
-_CHUNK_BYTES = 3 << 20  # moments: rows per pass over the CPU (see _cpu_moment_sums)
+_CHUNK_BYTES = 3 << 20  # moments: rows per pass over the CPU (see _cpu_window_sums)
 
 
 def _zeros(shape: tuple[int, ...]) -> np.ndarray:
@@ -86,35 +96,49 @@ def reservoir_slot(w: int, size: int, seed: int) -> int | None:
     return slot if slot < size else None
 
 
-def _cpu_moment_sums(values: np.ndarray, padding: Any, shift: np.ndarray) -> np.ndarray:
-    """Sums of ``(x - shift)^p``, p = 1..4, over the real positions of a CPU batch ``values``
-    [B, Lw, N]: [4, N] float64.
+def _cpu_window_sums(
+    values: np.ndarray, padding: Any, shift: np.ndarray, firing: np.ndarray | None
+) -> np.ndarray:
+    """Sums of ``(x - shift)^p``, p = 1..4, over the real positions of each window of a CPU
+    batch ``values`` [B, Lw, N]: [B, 4, N] float64 (a `MomentTree` leaf per window).
 
     Window by window over its real rows only (no padding is zeroed), in chunks of at most
     ~3 MiB so every pass over a chunk stays in cache; each chunk's sums are float32 (``x -
-    shift`` is computed in float32, as on an accelerator), added up in float64.
+    shift`` is computed in float32, as on an accelerator), added up in float64. The chunks
+    depend on N only, so a window's sums do not depend on the batch it came in. With
+    ``firing`` [N] int64, the count of real positions above zero is added to it.
     """
     n_batch, width, n = values.shape
     keep = None if padding is None else ~padding.cpu().numpy().reshape(n_batch, width)
     c = shift.astype(np.float32)
     rows = max(1, _CHUNK_BYTES // (4 * n))
     y, y2 = np.empty((rows, n), np.float32), np.empty((rows, n), np.float32)
-    part, sums = np.empty(n, np.float32), np.zeros((4, n), np.float64)
+    part, leaves = np.empty(n, np.float32), np.zeros((n_batch, 4, n), np.float64)
     for b in range(n_batch):
-        window = values[b]
+        window, sums = values[b], leaves[b]
         if keep is not None:
             real = int(keep[b].sum())
             window = window[:real] if keep[b, :real].all() else window[keep[b]]
         for start in range(0, window.shape[0], rows):
             chunk = window[start : start + rows]
             yc, yc2 = y[: len(chunk)], y2[: len(chunk)]
+            if firing is not None:
+                firing += np.count_nonzero(chunk > 0, axis=0)
             np.subtract(chunk, c, out=yc)
             np.multiply(yc, yc, out=yc2)
             sums[0] += np.add.reduce(yc, axis=0, out=part)
             sums[1] += np.add.reduce(yc2, axis=0, out=part)
             sums[2] += np.add.reduce(np.multiply(yc, yc2, out=yc), axis=0, out=part)
             sums[3] += np.add.reduce(np.square(yc2, out=yc2), axis=0, out=part)
-    return sums
+    return leaves
+
+
+def pair_uniform(prefix: Sequence[int], last: np.ndarray, lanes: np.ndarray) -> np.ndarray:
+    """``stateless_uniform((*prefix, last[i]), [lanes[i]])[0]`` for every ``i`` (elementwise,
+    any shape): the quantile key of window ``last`` for the unit in lane ``lanes``."""
+    with np.errstate(over="ignore"):
+        h = _mix(_mix(_key_hash(prefix) ^ last.astype(_U64)) ^ lanes.astype(_U64))
+    return (h >> _U64(11)).astype(np.float64) * 2.0**-53
 
 
 class _Rows:
@@ -147,8 +171,9 @@ class LayerState:
     """The fixed-size state of one layer (arrays named as in `collect`'s docstring).
 
     ``a`` holds every array in its on-disk layout except the random reservoir, which is kept
-    window-major ([R, Lw, N], one contiguous copy per sampled window) while collecting;
-    `arrays` returns everything in the on-disk layout.
+    window-major ([R, Lw, N], one contiguous copy per sampled window) while collecting, and
+    the moments, kept as a `MomentTree` (``tree``); `arrays` returns everything in the
+    on-disk layout. ``covered`` lists the window ranges ``[start, end)`` folded in.
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], levels: Sequence[float]) -> None:
@@ -156,9 +181,22 @@ class LayerState:
         self.random_by_window = np.ascontiguousarray(
             arrays.pop("random_activations").transpose(1, 2, 0)
         )
+        n = arrays["top_values"].shape[0]
+        ids, nodes = arrays.pop("moment_node_ids", None), arrays.pop("moment_nodes", None)
+        self.tree = (
+            MomentTree() if ids is None or nodes is None else MomentTree.from_arrays(ids, nodes)
+        )
+        covered = arrays.pop("covered", None)
+        self.covered: list[tuple[int, int]] = (
+            [] if covered is None else [(int(a), int(b)) for a, b in covered]
+        )
+        arrays.setdefault("moment_shift", np.full(n, np.nan))
         self.a = arrays
+        # whether moment_shift holds window 0's mean (it can itself be NaN)
+        self.shift_known = self.covers(0, 1) or not np.isnan(arrays["moment_shift"]).all()
         self.levels = tuple(float(q) for q in levels)
         self._shift: Any = None  # moment_shift as a tensor on the capture device
+        self._keys: np.ndarray | None = None  # each quantile entry's hash key (+inf: empty)
         # the hash lane of each row in the quantile decisions: the row (a layer's neuron) or,
         # for a part of a unit group, the unit's index (so parts decide as one state would)
         self.lanes: np.ndarray | None = None
@@ -170,7 +208,15 @@ class LayerState:
 
         window_major = torch.from_numpy(self.random_by_window)
         random = window_major.permute(2, 0, 1).contiguous().numpy()
-        return {**self.a, "random_activations": random}
+        n = self.a["top_values"].shape[0]
+        covered = np.array(self.covered, np.int64).reshape(len(self.covered), 2)
+        return {
+            **self.a,
+            "random_activations": random,
+            "moment_sums": np.ascontiguousarray(self.tree.total(n).T),
+            **self.tree.arrays(n),
+            "covered": covered,
+        }
 
     @classmethod
     def new(
@@ -183,29 +229,49 @@ class LayerState:
         m: int,
         warmup: int,
         length: int,
+        firing: bool = False,
     ) -> LayerState:
-        """An empty state for ``n`` neurons (top ``k``, reservoir ``r``, ``m`` per bin)."""
+        """An empty state for ``n`` neurons (top ``k``, reservoir ``r``, ``m`` per bin;
+        ``firing``: count each unit's positions above zero)."""
         q = len(levels)
-        return cls(
-            {
-                "top_values": np.full((n, k), -np.inf, np.float32),
-                "top_windows": np.full((n, k), -1, np.int64),
-                "top_slots": np.broadcast_to(np.arange(k), (n, k)).copy(),
-                "top_activations": _zeros((n, k, length)),
-                "random_windows": np.full(r, -1, np.int64),
-                # window-major in memory; a transposed view satisfies the constructor
-                "random_activations": _zeros((r, length, n)).transpose(2, 0, 1),
-                "quantile_boundaries": np.full((n, q), np.nan, np.float64),
-                "quantile_counts": np.zeros((n, q + 1), np.int64),
-                "quantile_windows": np.full((n, q + 1, m), -1, np.int64),
-                "quantile_activations": _zeros((n, q + 1, m, length)),
-                "warmup_maxes": np.zeros((warmup, n), np.float32),
-                "moment_shift": np.zeros(n, np.float64),
-                "moment_sums": np.zeros((n, 4), np.float64),
-                "token_count": np.zeros(1, np.int64),
-            },
-            levels,
-        )
+        arrays: dict[str, np.ndarray] = {
+            "top_values": np.full((n, k), -np.inf, np.float32),
+            "top_windows": np.full((n, k), -1, np.int64),
+            "top_slots": np.broadcast_to(np.arange(k), (n, k)).copy(),
+            "top_activations": _zeros((n, k, length)),
+            "random_windows": np.full(r, -1, np.int64),
+            # window-major in memory; a transposed view satisfies the constructor
+            "random_activations": _zeros((r, length, n)).transpose(2, 0, 1),
+            "quantile_boundaries": np.full((n, q), np.nan, np.float64),
+            "quantile_counts": np.zeros((n, q + 1), np.int64),
+            "quantile_windows": np.full((n, q + 1, m), -1, np.int64),
+            "quantile_activations": _zeros((n, q + 1, m, length)),
+            "warmup_maxes": np.zeros((warmup, n), np.float32),
+            "moment_shift": np.full(n, np.nan, np.float64),
+            "token_count": np.zeros(1, np.int64),
+        }
+        if firing:
+            arrays["firing_counts"] = np.zeros(n, np.int64)
+        return cls(arrays, levels)
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether every window in ``[start, end)`` has been folded in."""
+        return any(a <= start and end <= b for a, b in self.covered)
+
+    def _cover(self, start: int, end: int) -> None:
+        ranges = sorted([*self.covered, (start, end)])
+        merged = [ranges[0]]
+        for a, b in ranges[1:]:
+            if a < merged[-1][1]:
+                raise InvalidInputError(
+                    f"windows {a}..{min(b, merged[-1][1]) - 1} were folded in twice; partial "
+                    "collection states that overlap cannot be merged"
+                )
+            if a == merged[-1][1]:
+                merged[-1] = (merged[-1][0], b)
+            else:
+                merged.append((a, b))
+        self.covered = merged
 
     def update(
         self,
@@ -229,36 +295,59 @@ class LayerState:
             first: the stream index of window 0 of the batch.
             seed, layer: key the sampling decisions.
         """
-        self._moments(values, padding, n_tokens)  # on the capture device
+        self._cover(first, first + maxes.shape[0])
+        self._moments(values, padding, n_tokens, first)  # on the capture device
         rows = _Rows(values.cpu(), many=3 * values.shape[2])
         self._top_k(rows, maxes, first)
         self._random(rows, maxes.shape[0], first, seed)
         self._quantiles(rows, maxes, first, seed, layer)
 
-    def _moments(self, values: Any, padding: Any, n_tokens: int) -> None:
+    def prime(self, shift: np.ndarray | None, boundaries: np.ndarray | None) -> None:
+        """Give a state that will fold a shard of the corpus what the windows before it fix:
+        window 0's moment shift and (past the warm-up) the quantile boundaries."""
+        if shift is not None:
+            self.set_shift(shift)
+        if boundaries is not None:
+            self.a["quantile_boundaries"][:] = boundaries
+
+    def set_shift(self, shift: np.ndarray) -> None:
+        """Shift the moments by ``shift`` (window 0's mean, from the state that folded it)."""
+        self.a["moment_shift"][:] = shift
+        self.shift_known = True
+        self._shift = None
+
+    def _moments(self, values: Any, padding: Any, n_tokens: int, first: int) -> None:
         import torch
 
         a = self.a
-        if a["token_count"][0] == 0:
-            flat = values.reshape(-1, values.shape[2])
-            real = flat if padding is None else flat[~padding.to(flat.device)]
-            a["moment_shift"][:] = real.double().mean(dim=0).cpu().numpy()
-            self._shift = None
-        # float32 partial sums of (x - c)^p (per chunk on the CPU, per batch on an accelerator:
-        # at most a few thousand tokens, relative error ~1e-6), accumulated in float64.
+        if first == 0:  # the shift against cancellation: window 0's mean
+            width = values.shape[1]
+            length = width if padding is None else int((~padding[:width]).sum())
+            self.set_shift(values[0, :length].double().mean(dim=0).cpu().numpy())
+        elif not self.shift_known:
+            raise RuntimeError("a partial state needs window 0's moment shift (set_shift)")
+        # float32 sums of (x - c)^p per window (per chunk on the CPU: relative error ~1e-6),
+        # one MomentTree leaf each.
+        firing = a.get("firing_counts")
         if values.device.type == "cpu":
-            sums = _cpu_moment_sums(values.numpy(), padding, a["moment_shift"])
+            leaves = _cpu_window_sums(values.numpy(), padding, a["moment_shift"], firing)
         else:  # on an accelerator: in one piece, in torch
             if self._shift is None or self._shift.device != values.device:
                 shift = torch.from_numpy(a["moment_shift"])
                 self._shift = shift.to(values.device, values.dtype)
-            y = values.reshape(-1, values.shape[2]) - self._shift
+            y = values - self._shift
             if padding is not None:  # whole rows: zero only those
-                y.index_fill_(0, padding.to(y.device).nonzero().squeeze(1), 0.0)
+                real = ~padding.to(y.device).reshape(values.shape[:2])
+                y.mul_(real[:, :, None])
+                if firing is not None:
+                    above = ((values > 0) & real[:, :, None]).sum(dim=(0, 1))
+                    firing += above.cpu().numpy()
+            elif firing is not None:
+                firing += (values > 0).sum(dim=(0, 1)).cpu().numpy()
             y2 = y * y
-            powers = torch.stack([y.sum(0), y2.sum(0), y.mul_(y2).sum(0), y2.square_().sum(0)])
-            sums = powers.cpu().numpy()
-        a["moment_sums"] += sums.T.astype(np.float64)
+            powers = torch.stack([y.sum(1), y2.sum(1), y.mul_(y2).sum(1), y2.square_().sum(1)])
+            leaves = powers.transpose(0, 1).double().cpu().numpy()  # [B, 4, N]
+        self.tree.add_windows(first, leaves)
         a["token_count"][0] += n_tokens
 
     def _top_k(self, rows: _Rows, maxes: np.ndarray, first: int) -> None:
@@ -311,61 +400,83 @@ class LayerState:
                 np.copyto(reservoir[slot], rows.window(b))  # one thread: a plain copy
 
     def _quantiles(self, rows: _Rows, maxes: np.ndarray, first: int, seed: int, layer: int) -> None:
-        """Warm-up maxes, then per-(neuron, bin) reservoirs, decided for the whole batch at once
-        exactly as window-by-window Algorithm R would."""
-        import torch
-
+        """Warm-up maxes (windows below ``W``), then for every later window its bin per
+        neuron; each (neuron, bin) keeps the ``m`` windows with the smallest `pair_uniform`
+        keys (a bottom-m sample: uniform within the bin, whatever order windows come in)."""
         a = self.a
         q = a["quantile_boundaries"].shape[1]
         if q == 0:
             return
         warmup = a["warmup_maxes"].shape[0]
         n_batch = maxes.shape[0]
-        start = 0
-        if first < warmup:
-            start = min(n_batch, warmup - first)
+        start = int(np.clip(warmup - first, 0, n_batch))
+        if start:
             a["warmup_maxes"][first : first + start] = maxes[:start]
-            if first + start == warmup:
+            if first + start == warmup and self.covers(0, warmup):
                 self.fix_boundaries(warmup)
         m = a["quantile_windows"].shape[2]
         if start == n_batch or m == 0:
             return
-        later = maxes[start:]
-        neurons = np.arange(later.shape[1])
         bounds = a["quantile_boundaries"]
-        later64 = later.astype(np.float64)
+        if np.isnan(bounds).all():
+            raise RuntimeError("a partial state past the warm-up needs the quantile boundaries")
+        later = maxes[start:].astype(np.float64)
+        n = later.shape[1]
         bins = np.zeros(later.shape, np.int64)  # [b, N]: the bin of each window, per neuron
         for j in range(q):
-            bins += later64 >= bounds[:, j]
-        # seen[i, n]: windows of neuron n's bin before window i (earlier batches and this one).
+            bins += later >= bounds[:, j]
+        cells = np.arange(n) * (q + 1) + bins
         counts = a["quantile_counts"].reshape(-1)  # a view: updated in place
-        cells = neurons * (q + 1)
-        seen = np.empty_like(bins)
-        for i in range(len(later)):  # window order; the neurons of one row are distinct
-            cell = cells + bins[i]
-            seen[i] = counts[cell]
-            counts[cell] += 1
+        counts += np.bincount(cells.reshape(-1), minlength=counts.size)
         ws = np.arange(first + start, first + n_batch)
-        lanes = neurons if self.lanes is None else self.lanes
+        lanes = np.arange(n) if self.lanes is None else self.lanes
         u = stateless_uniform_grid((seed, 1 + layer), ws, lanes)
-        slots = np.where(seen < m, seen, np.floor(u * (seen + 1)).astype(np.int64))
-        hit_i, hit_n = np.nonzero(slots < m)  # window-major, as Algorithm R visits them
-        if hit_i.size == 0:
+        keys = self._quantile_keys(seed, layer)
+        worst = keys.max(axis=2).reshape(-1)
+        if not (u < worst[cells]).any():
             return
-        hit_b, hit_s = bins[hit_i, hit_n], slots[hit_i, hit_n]
-        # A later window replaces an earlier one in the same (neuron, bin, slot): keep the last.
-        key = (hit_n * (q + 1) + hit_b) * m + hit_s
+        hits: list[tuple[np.ndarray, ...]] = []
+        for i in np.nonzero((u < worst[cells]).any(axis=1))[0]:  # window order
+            hn = np.nonzero(u[i] < worst[cells[i]])[0]  # distinct neurons: distinct cells
+            hb, hu = bins[i, hn], u[i, hn]
+            slot = keys[hn, hb].argmax(axis=1)
+            ok = hu < keys[hn, hb, slot]
+            hn, hb, hs = hn[ok], hb[ok], slot[ok]
+            keys[hn, hb, hs] = hu[ok]
+            worst[hn * (q + 1) + hb] = keys[hn, hb].max(axis=1)
+            hits.append((np.full(hn.size, i), hn, hb, hs))
+        self._store_quantiles(
+            rows, start, ws, *(np.concatenate(h) for h in zip(*hits, strict=True))
+        )
+
+    def _store_quantiles(
+        self, rows: _Rows, start: int, ws: np.ndarray, i: Any, n: Any, b: Any, s: Any
+    ) -> None:
+        """Write the windows (and activations) that took quantile slots ``(n, b, s)`` from
+        batch rows ``start + i``; a later row replacing an earlier one in a slot wins."""
+        import torch
+
+        a = self.a
+        if i.size == 0:
+            return
+        q1, m = a["quantile_windows"].shape[1:]
+        key = (n * q1 + b) * m + s
         order = np.argsort(key, kind="stable")
         ordered = key[order]
-        last = np.append(ordered[1:] != ordered[:-1], True)
-        pick = order[last]
-        i, n, b, s = hit_i[pick], hit_n[pick], hit_b[pick], hit_s[pick]
+        last = order[np.append(ordered[1:] != ordered[:-1], True)]
+        i, n, b, s = i[last], n[last], b[last], s[last]
         a["quantile_windows"][n, b, s] = ws[i]
         n_t = torch.from_numpy(n)
         torch.from_numpy(a["quantile_activations"]).index_put_(
             (n_t, torch.from_numpy(b), torch.from_numpy(s)),
             rows.get(torch.from_numpy(start + i), n_t),
         )
+
+    def _quantile_keys(self, seed: int, layer: int) -> np.ndarray:
+        """Each quantile entry's key [N, Q+1, m] (+inf where empty), kept up to date."""
+        if self._keys is None:
+            self._keys = quantile_keys(self.a["quantile_windows"], self.lanes, seed, layer)
+        return self._keys
 
     def fix_boundaries(self, n_windows: int) -> None:
         """Fix the quantile boundaries from the first ``n_windows`` buffered maxes."""
@@ -374,3 +485,15 @@ class LayerState:
             return
         maxes = a["warmup_maxes"][:n_windows].astype(np.float64)
         a["quantile_boundaries"][:] = np.quantile(maxes, self.levels, axis=0).T
+
+
+def quantile_keys(
+    windows: np.ndarray, lanes: np.ndarray | None, seed: int, layer: int
+) -> np.ndarray:
+    """The `pair_uniform` key of every quantile entry ``windows`` [N, Q+1, m] (+inf where a
+    slot is empty, -1); ``lanes`` [N] as in `LayerState.lanes` (``None``: the row)."""
+    n = windows.shape[0]
+    lane = np.arange(n) if lanes is None else np.asarray(lanes)
+    keys = pair_uniform((seed, 1 + layer), np.maximum(windows, 0), lane[:, None, None])
+    keys[windows < 0] = np.inf
+    return keys
