@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 
 from neuron_explainer.explainers.revising import Disagreement
-from neuron_explainer.llm.prompts import escape_token
+from neuron_explainer.llm.prompts import escape_token, reworded
 
 REVISION_REQUEST = (
     "A simulator predicted this neuron's activations from that explanation. Where it went "
@@ -44,20 +44,23 @@ def _revision_line(d: Disagreement) -> str:
     return f"- {shown} (true {d.true_level}, predicted {d.predicted:.0f})"
 
 
-def revision_turn(disagreements: Sequence[Disagreement], answer_line: str) -> str:
+def revision_turn(
+    disagreements: Sequence[Disagreement], answer_line: str, noun: str = "neuron"
+) -> str:
     """The user turn that shows ``disagreements`` (train ones first, then the test
-    sentences'; misses before false alarms) and asks for a better explanation."""
-    parts = [REVISION_REQUEST, ""]
+    sentences'; misses before false alarms) and asks for a better explanation; its own
+    wording calls the unit ``noun`` (`neuron_explainer.llm.prompts.reworded`)."""
+    parts = [reworded(REVISION_REQUEST, noun), ""]
     for key, heading in _HEADINGS.items():
         mine = [d for d in disagreements if (d.source, d.kind) == key]
         if mine:
-            parts += [heading, *(_revision_line(d) for d in mine), ""]
+            parts += [reworded(heading, noun), *(_revision_line(d) for d in mine), ""]
     return "\n".join([*parts, REVISION_ASK, "", answer_line])
 
 
-def tests_turn(n: int) -> str:
-    """The user turn that asks for ``n`` test sentences."""
-    return TESTS_ASK.format(n=n)
+def tests_turn(n: int, noun: str) -> str:
+    """The user turn that asks for ``n`` test sentences about the unit called ``noun``."""
+    return reworded(TESTS_ASK, noun).format(n=n)
 
 
 def parse_test_sentences(raw: str, n: int) -> list[str]:

@@ -1,12 +1,15 @@
-"""The word an LLM prompt uses for the unit being explained: "neuron" for an MLP neuron (the
-prompts as they always were), the kind's noun for other units (`UNIT_NOUNS`)."""
+"""The explainer's prompt pieces that name the unit being explained: "neuron" for an MLP neuron
+(the prompts as they always were), the kind's noun for other units (`UNIT_NOUNS`, `unit_noun`
+and `reworded`, shared with the simulators in `neuron_explainer.llm.prompts`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from neuron_explainer.interfaces import current_unit
+from neuron_explainer.llm.prompts import UNIT_NOUNS as UNIT_NOUNS
 from neuron_explainer.llm.prompts import render_blocks, shown_word
+from neuron_explainer.llm.prompts import reworded as reworded
+from neuron_explainer.llm.prompts import unit_noun as unit_noun
 from neuron_explainer.records import ActivationRecord
 
 __all__ = [
@@ -24,34 +27,6 @@ __all__ = [
 ZERO_FILTER_HEADER = "Same activations, but with all zeros filtered out:"
 ANSWER_PREFIX = "the main thing this neuron does is find"
 EXPLANATION_LINE = f"Explanation of neuron behavior: {ANSWER_PREFIX}"
-UNIT_NOUNS: dict[str, str] = {
-    "mlp_neuron": "neuron",
-    "attention_head": "attention head",
-    "sae_latent": "SAE latent",
-    "transcoder_latent": "transcoder latent",
-    "direction": "direction",
-}
-"""What the prompt calls a unit of each kind (`neuron_explainer.records.UNIT_KINDS`; another
-kind is a "neuron"). The prompt of an MLP neuron is unchanged; for another kind the word
-"neuron" in the system message, the turn headers and the answer prefix becomes its noun."""
-
-
-def unit_noun() -> str:
-    """What the prompt calls the unit being explained (`UNIT_NOUNS` of
-    `neuron_explainer.interfaces.current_unit`'s kind; "neuron" outside a run)."""
-    unit = current_unit()
-    return "neuron" if unit is None else UNIT_NOUNS.get(unit.kind, "neuron")
-
-
-def reworded(text: str, noun: str) -> str:
-    """``text`` (prompt wording, never excerpts) with "neuron" as ``noun``."""
-    if noun == "neuron":
-        return text
-    article = "An" if noun[0] in "aeiouAEIOU" or noun.startswith("SAE") else "A"
-    text = text.replace("A neuron", f"{article} {noun}").replace(
-        "Neuron", noun[0].upper() + noun[1:]
-    )
-    return text.replace("neuron", noun)
 
 
 def explanation_line(noun: str = "neuron") -> str:

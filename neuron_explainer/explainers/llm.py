@@ -369,9 +369,9 @@ class LLMExplainer(Explainer):
         Raises:
             ExplanationError: as `fit_prompt`.
         """
-        return self._after_answer(
-            records, explanation, revision_turn(disagreements, explanation_line(unit_noun()))
-        )
+        noun = unit_noun()
+        turn = revision_turn(disagreements, explanation_line(noun), noun)
+        return self._after_answer(records, explanation, turn)
 
     def test_messages(
         self, records: Sequence[ActivationRecord], explanation: Explanation, n: int
@@ -383,7 +383,7 @@ class LLMExplainer(Explainer):
         Raises:
             ExplanationError: as `fit_prompt`.
         """
-        return self._after_answer(records, explanation, tests_turn(n))
+        return self._after_answer(records, explanation, tests_turn(n, unit_noun()))
 
     def _after_answer(
         self, records: Sequence[ActivationRecord], explanation: Explanation, turn: str

@@ -6,23 +6,66 @@ import json
 import re
 from collections.abc import Sequence
 
+from neuron_explainer.interfaces import current_unit
 from neuron_explainer.records import ActivationRecord
 from neuron_explainer.results import PromptScale
 
 __all__ = [
+    "UNIT_NOUNS",
     "digit_value",
     "escape_token",
     "extract_json_object",
     "render_blocks",
     "render_records",
+    "reworded",
     "shown_word",
     "unescape_token",
+    "unit_noun",
 ]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _ESCAPE = re.compile(r"\\(\\|t|n|r|x[0-9a-f]{2})")
 _DIGITS = re.compile(r"10|[0-9]")
 _SIMPLE = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+_NEURON = re.compile(r"\b(?:([Aa]) )?([Nn])euron")
+
+UNIT_NOUNS: dict[str, str] = {
+    "mlp_neuron": "neuron",
+    "attention_head": "attention head",
+    "sae_latent": "SAE latent",
+    "transcoder_latent": "transcoder latent",
+    "direction": "direction",
+}
+"""What a prompt calls a unit of each kind (`neuron_explainer.records.UNIT_KINDS`; another
+kind is a "neuron"). The prompts of an MLP neuron are unchanged; for another kind the word
+"neuron" in the prompts' own wording (never in excerpts or explanations) becomes its noun."""
+
+
+def unit_noun(kind: str | None = None) -> str:
+    """What a prompt calls a unit of ``kind`` (`UNIT_NOUNS`); by default the kind of the unit
+    being explained (`neuron_explainer.interfaces.current_unit`; "neuron" outside a run)."""
+    if kind is None:
+        unit = current_unit()
+        kind = None if unit is None else unit.kind
+    return "neuron" if kind is None else UNIT_NOUNS.get(kind, "neuron")
+
+
+def reworded(text: str, noun: str) -> str:
+    """``text`` (prompt wording, never excerpts or explanations) with "neuron" as ``noun``:
+    "neurons" become its plural, "Neuron" is capitalised, and "a neuron" / "A neuron" take
+    the article ``noun`` needs ("an SAE latent", "an attention head")."""
+    if noun == "neuron":
+        return text
+    an = noun[0] in "aeiouAEIOU" or noun.startswith("SAE")
+
+    def swap(match: re.Match[str]) -> str:
+        article, n = match.group(1), match.group(2)
+        word = noun if n == "n" else noun[0].upper() + noun[1:]
+        if article is None:
+            return word
+        return f"{article}{'n' if an else ''} {word}"
+
+    return _NEURON.sub(swap, text)
 
 
 def escape_token(token: str) -> str:

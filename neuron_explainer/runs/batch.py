@@ -38,7 +38,7 @@ from neuron_explainer.results import ExplanationResult
 from neuron_explainer.runs._files import check_writable, is_empty
 from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
 from neuron_explainer.runs._sources import RecordSource, Source, open_source, select_units
-from neuron_explainer.runs.explain import explain_record, neutral_memo
+from neuron_explainer.runs.explain import explain_record, neutral_memos
 from neuron_explainer.runs.scoring import DEFAULT_SCORERS, RunScorers, build_scorers, scorer_config
 from neuron_explainer.runs.store import RunStore, config_mismatch
 from neuron_explainer.scorers.base import Scorer
@@ -300,9 +300,9 @@ async def aexplain_neurons(
             db_path, config, src, chosen, the_explainer, the_simulator, options, run, the_scorers
         )
 
-    # the neutral explanation's simulation of an excerpt is the same for every unit, and the
-    # units of a collection share its random excerpts: simulated once for the batch
-    shared = neutral_memo(options)
+    # the neutral explanation's simulation of an excerpt is the same for every unit of a kind,
+    # and the units of a collection share its random excerpts: simulated once for the batch
+    shared = neutral_memos(options)
 
     async def work(unit: UnitId) -> ExplanationResult:
         probe = src.probe(unit) if options.revise and options.test_sentences else None
@@ -311,7 +311,7 @@ async def aexplain_neurons(
             the_explainer,
             the_simulator,
             options,
-            shared=shared,
+            shared=shared(unit),
             probe=probe,
             scorers=the_scorers,
         )

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from neuron_explainer.errors import ExplanationError, InsufficientRecordsError
 from neuron_explainer.interfaces import CallEstimate as CallEstimate
-from neuron_explainer.interfaces import Explainer, Simulator
+from neuron_explainer.interfaces import Explainer, Simulator, unit_context
 from neuron_explainer.llm.base import LLM, Usage
 from neuron_explainer.llm.usage import estimate_cost, price_for
 from neuron_explainer.options import (
@@ -132,7 +132,7 @@ def _shared_neutral(
 ) -> dict[tuple[str, ...], ActivationRecord]:
     """The excerpts the neutral explanation simulates for two or more of ``split_units`` (a
     collection's random excerpts come from one reservoir), by tokens: a batch simulates them
-    once (`neuron_explainer.runs.explain.neutral_memo`)."""
+    once (`neuron_explainer.runs.explain.neutral_memos`)."""
     seen: dict[tuple[str, ...], ActivationRecord] = {}
     counts: dict[tuple[str, ...], int] = {}
     for splits in split_units:
@@ -268,7 +268,8 @@ def estimate_neuron(
         test_sentences=test_sentences,
     )
     judged = None if scorers is None else (record, scorers)
-    return _estimate(_splits(record, options), explainer, simulator, options, scoring=judged)
+    with unit_context(record.unit):  # the prompts name the unit's kind
+        return _estimate(_splits(record, options), explainer, simulator, options, scoring=judged)
 
 
 def _mean(estimates: Sequence[NeuronEstimate], role: str | None = None) -> dict[str, float]:
@@ -321,11 +322,12 @@ async def estimate_run(
     for unit, splits in split_units:
         scoring = None if scorers is None else (records[unit], scorers)
         try:
-            estimates.append(
-                _estimate(
-                    splits, explainer, simulator, explain, shared=shared.keys(), scoring=scoring
+            with unit_context(unit):  # the prompts name the unit's kind
+                estimates.append(
+                    _estimate(
+                        splits, explainer, simulator, explain, shared=shared.keys(), scoring=scoring
+                    )
                 )
-            )
         except ExplanationError as exc:
             notes.append(f"{unit} could not be estimated ({type(exc).__name__}: {exc})")
     if estimates:

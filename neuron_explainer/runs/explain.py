@@ -8,7 +8,7 @@ default ``"hf"``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
 
 from neuron_explainer._aio import gather_or_cancel, sync_twin
@@ -20,6 +20,7 @@ from neuron_explainer.interfaces import (
     track_simulations,
     unit_context,
 )
+from neuron_explainer.llm.prompts import unit_noun
 from neuron_explainer.llm.usage import track_usage
 from neuron_explainer.options import (
     DEFAULT_MAX_FAILED_FRACTION,
@@ -32,7 +33,7 @@ from neuron_explainer.options import (
     ScoringName,
 )
 from neuron_explainer.plugins.registry import Registry, default_registry
-from neuron_explainer.records import NeuronRecord
+from neuron_explainer.records import NeuronRecord, UnitId
 from neuron_explainer.records.splits import Splits, split_records
 from neuron_explainer.results import (
     Explanation,
@@ -74,16 +75,28 @@ def _gather(given: ExplainOptions | Mapping[str, Any] | None, **keywords: Any) -
 
 
 NEUTRAL_MEMO_SIZE = 4096
-"""The most neutral simulations a batch keeps for reuse (`neutral_memo`)."""
+"""The most neutral simulations a batch keeps for reuse, per unit noun (`neutral_memos`)."""
 
 
-def neutral_memo(options: ExplainOptions) -> SimulationMemo | None:
-    """A batch's memo of the neutral explanation's simulations, when ``options`` need them:
-    its simulation of an excerpt is the same for every unit, and a collection's units share
-    their random excerpts (one reservoir), so each is simulated once for the batch."""
-    if not options.needs_neutral:
-        return None
-    return SimulationMemo(capacity=NEUTRAL_MEMO_SIZE, texts={options.neutral_explanation})
+def neutral_memos(options: ExplainOptions) -> Callable[[UnitId], SimulationMemo | None]:
+    """A batch's memos of the neutral explanation's simulations, by the unit they are for
+    (``None`` for every unit when ``options`` need no neutral baseline): its simulation of an
+    excerpt is the same for every unit the prompts call by the same word (`unit_noun`: the
+    simulators' prompts name the unit's kind), and a collection's units share their random
+    excerpts (one reservoir), so each is simulated once for the batch per such word."""
+    memos: dict[str, SimulationMemo] = {}
+
+    def memo(unit: UnitId) -> SimulationMemo | None:
+        if not options.needs_neutral:
+            return None
+        noun = unit_noun(unit.kind)
+        if noun not in memos:
+            memos[noun] = SimulationMemo(
+                capacity=NEUTRAL_MEMO_SIZE, texts={options.neutral_explanation}
+            )
+        return memos[noun]
+
+    return memo
 
 
 async def simulate_baseline(

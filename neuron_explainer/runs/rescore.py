@@ -17,7 +17,7 @@ from typing import Literal
 from neuron_explainer._aio import sync_twin
 from neuron_explainer._version import __version__
 from neuron_explainer.errors import InvalidInputError
-from neuron_explainer.interfaces import Simulator
+from neuron_explainer.interfaces import Simulator, unit_context
 from neuron_explainer.options import ExplainOptions, RunOptions, ScoringName
 from neuron_explainer.plugins.registry import Registry, default_registry
 from neuron_explainer.records import ActivationRecord, UnitId
@@ -25,7 +25,7 @@ from neuron_explainer.records.splits import split_records
 from neuron_explainer.results import ExplanationResult
 from neuron_explainer.runs._runner import RunEvent, RunSummary, run_units
 from neuron_explainer.runs._sources import RecordSource, Source, open_source
-from neuron_explainer.runs.explain import neutral_memo, score_with_options, simulate_baseline
+from neuron_explainer.runs.explain import neutral_memos, score_with_options, simulate_baseline
 from neuron_explainer.runs.scoring import (
     DEFAULT_SCORERS,
     RunScorers,
@@ -151,10 +151,10 @@ async def arescore(
             {"source_path": src.path, "rescored_from": str(source_db.resolve())},
         )
 
-        shared = neutral_memo(options)  # the neutral simulations, once for the batch
+        shared = neutral_memos(options)  # the neutral simulations, once for the batch
 
         async def work(unit: UnitId) -> ExplanationResult:
-            with reusing_for_unit(shared):
+            with reusing_for_unit(shared(unit)), unit_context(unit):
                 return await _rescore_unit(
                     explained, src, the_simulator, unit, options, the_scorers
                 )

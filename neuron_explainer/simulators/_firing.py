@@ -64,10 +64,11 @@ def schema(excerpts: Sequence[Sequence[str]]) -> dict[str, object]:
     return response_format("firing", [_object(e) for e in excerpts])
 
 
-def user_message(explanation: str, excerpts: Sequence[Sequence[str]]) -> str:
-    """The user message asking which tokens of ``excerpts`` fire under ``explanation``."""
-    head = f"Explanation: the neuron finds {explanation}\n\n"
-    ask = f"the tokens the neuron that finds {explanation} activates on, each with how strongly"
+def user_message(explanation: str, excerpts: Sequence[Sequence[str]], noun: str = "neuron") -> str:
+    """The user message asking which tokens of ``excerpts`` fire under ``explanation``,
+    calling the unit ``noun``."""
+    head = f"Explanation: the {noun} finds {explanation}\n\n"
+    ask = f"the tokens the {noun} that finds {explanation} activates on, each with how strongly"
     if len(excerpts) == 1:
         return (
             f"{head}Tokens: {_listing(excerpts[0])}\n\nAnswer with the JSON object of {ask} "
@@ -130,10 +131,11 @@ def parse(text: str, excerpts: Sequence[Sequence[str]]) -> list[list[float] | Pr
     return out
 
 
-def retry_message(problem: object) -> str:
-    """The user message that asks again for a firing answer after an answer with ``problem``."""
+def retry_message(problem: object, noun: str = "neuron") -> str:
+    """The user message that asks again for a firing answer after an answer with ``problem``,
+    calling the unit ``noun``."""
     return (
         f"That answer could not be used: {problem}. Answer again with only the JSON object of "
-        "the tokens the neuron activates on, each copied exactly from the tokens with an "
+        f"the tokens the {noun} activates on, each copied exactly from the tokens with an "
         "integer from 1 to 10; {} if none."
     )

@@ -88,14 +88,15 @@ SYSTEM = (
 """The system message of the numbered JSON answer."""
 
 
-def user_message(explanation: str, excerpts: Sequence[Sequence[str]]) -> str:
-    """The user message asking for ``excerpts`` under ``explanation``."""
-    head = f"Explanation: the neuron finds {explanation}\n\n"
+def user_message(explanation: str, excerpts: Sequence[Sequence[str]], noun: str = "neuron") -> str:
+    """The user message asking for ``excerpts`` under ``explanation``, calling the unit
+    ``noun``."""
+    head = f"Explanation: the {noun} finds {explanation}\n\n"
     if len(excerpts) == 1:
         (tokens,) = excerpts
         return (
             f"{head}Tokens ({len(tokens)}), numbered:\n{numbered(tokens)}\n\nAnswer with the JSON "
-            f"object: for each token, how strongly the neuron that finds {explanation} "
+            f"object: for each token, how strongly the {noun} that finds {explanation} "
             "activates on it."
         )
     parts = [
@@ -107,7 +108,7 @@ def user_message(explanation: str, excerpts: Sequence[Sequence[str]]) -> str:
         head
         + "\n\n".join(parts)
         + f"\n\nAnswer with a JSON object {{{names}}}: for each excerpt, one property per token "
-        f"as above, giving how strongly the neuron that finds {explanation} activates on it."
+        f"as above, giving how strongly the {noun} that finds {explanation} activates on it."
     )
 
 

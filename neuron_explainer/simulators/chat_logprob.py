@@ -44,6 +44,7 @@ from neuron_explainer.interfaces import (
     estimate_tokens,
 )
 from neuron_explainer.llm.base import LLM, Choice, Message, required_llm
+from neuron_explainer.llm.prompts import reworded, unit_noun
 from neuron_explainer.results import Explanation, SequenceSimulation
 from neuron_explainer.simulators import _keyed
 from neuron_explainer.simulators._answering import AnsweringSimulator, blame_truncation
@@ -184,20 +185,22 @@ class ChatLogprobSimulator(AnsweringSimulator):
     def messages(
         self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
     ) -> list[Message]:
-        """The chat messages that ask for ``excerpts`` (one, or several) in this format."""
+        """The chat messages that ask for ``excerpts`` (one, or several) in this format; they
+        call the unit being explained by its kind (`neuron_explainer.llm.prompts.unit_noun`)."""
+        noun = unit_noun()
         if self.format == "json":
-            user = _keyed.user_message(explanation.text, excerpts)
+            user = _keyed.user_message(explanation.text, excerpts, noun)
             return [
-                Message(role="system", content=_keyed.SYSTEM),
+                Message(role="system", content=reworded(_keyed.SYSTEM, noun)),
                 Message(role="user", content=user),
             ]
-        head = f"Explanation: the neuron finds {explanation.text}\n\n"
+        head = f"Explanation: the {noun} finds {explanation.text}\n\n"
         if len(excerpts) == 1:
             (tokens,) = excerpts
             user = (
                 f"{head}Tokens ({len(tokens)}), numbered:\n{numbered(tokens)}\n\nAnswer with "
                 f"{len(tokens)} lines, one per token: its number, a tab, and how strongly the "
-                f"neuron that finds {explanation.text} activates on it."
+                f"{noun} that finds {explanation.text} activates on it."
             )
         else:
             parts = [
@@ -208,10 +211,13 @@ class ChatLogprobSimulator(AnsweringSimulator):
                 head
                 + "\n\n".join(parts)
                 + "\n\nAnswer for each excerpt in order: a line 'Excerpt i', then one line per "
-                f"token: its number, a tab, and how strongly the neuron that finds "
+                f"token: its number, a tab, and how strongly the {noun} that finds "
                 f"{explanation.text} activates on it."
             )
-        return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+        return [
+            Message(role="system", content=reworded(SYSTEM, noun)),
+            Message(role="user", content=user),
+        ]
 
     def _completion_tokens(self, excerpts: Sequence[Sequence[str]]) -> int:
         """The estimated completion: per token its number and value (and, in ``"json"``, its

@@ -46,7 +46,7 @@ from neuron_explainer.interfaces import (
     estimate_tokens,
 )
 from neuron_explainer.llm.base import LLM, Choice, Message, required_llm
-from neuron_explainer.llm.prompts import extract_json_object
+from neuron_explainer.llm.prompts import extract_json_object, reworded, unit_noun
 from neuron_explainer.results import Explanation, SequenceSimulation
 from neuron_explainer.simulators import _firing, _keyed
 from neuron_explainer.simulators._answering import AnsweringSimulator, blame_truncation
@@ -156,12 +156,17 @@ class JSONSimulator(AnsweringSimulator):
     def batch_messages(
         self, explanation: Explanation, excerpts: Sequence[Sequence[str]]
     ) -> list[Message]:
-        """The chat messages that ask for ``excerpts`` (several in one request, or one)."""
+        """The chat messages that ask for ``excerpts`` (several in one request, or one); they
+        call the unit being explained by its kind (`neuron_explainer.llm.prompts.unit_noun`)."""
+        noun = unit_noun()
         if self.answer == "firing":
-            system, user = _firing.SYSTEM, _firing.user_message(explanation.text, excerpts)
+            system, user = _firing.SYSTEM, _firing.user_message(explanation.text, excerpts, noun)
         else:
-            system, user = SYSTEM, _keyed.user_message(explanation.text, excerpts)
-        return [Message(role="system", content=system), Message(role="user", content=user)]
+            system, user = SYSTEM, _keyed.user_message(explanation.text, excerpts, noun)
+        return [
+            Message(role="system", content=reworded(system, noun)),
+            Message(role="user", content=user),
+        ]
 
     @staticmethod
     def _completion_tokens(excerpts: Sequence[Sequence[str]]) -> int:
@@ -243,7 +248,7 @@ class JSONSimulator(AnsweringSimulator):
 
     def _retry(self, problem: Problem, tokens: Sequence[str]) -> str:
         if self.answer == "firing":
-            return _firing.retry_message(problem)
+            return _firing.retry_message(problem, unit_noun())
         return _keyed.retry_message(problem, len(tokens))
 
     def request_messages(

@@ -57,7 +57,7 @@ from neuron_explainer.llm.few_shot import (
     FEW_SHOT_EXAMPLES,
     FewShotExample,
 )
-from neuron_explainer.llm.prompts import escape_token
+from neuron_explainer.llm.prompts import escape_token, reworded, unit_noun
 from neuron_explainer.results import ComponentInfo, Explanation, SequenceSimulation
 from neuron_explainer.simulators._common import (
     digit_probabilities,
@@ -110,17 +110,19 @@ class PlaceholderScorer(Protocol):
         ...
 
 
-def _neuron_header(number: int, explanation: str) -> str:
-    return (
+def _neuron_header(number: int, explanation: str, noun: str) -> str:
+    header = (
         f"Neuron {number}\nExplanation of neuron {number} behavior: the main thing this neuron "
-        f"does is find {explanation}\nActivations:\n"
+        "does is find "
     )
+    return f"{reworded(header, noun)}{explanation}\nActivations:\n"
 
 
 def build_all_at_once_prompt(
     explanation: Explanation | str,
     tokens: Sequence[str],
     examples: Sequence[FewShotExample] = CONTRASTING_EXAMPLES,
+    noun: str = "neuron",
 ) -> tuple[str, list[int]]:
     """The all-at-once prompt for ``tokens`` and the character offset of every placeholder.
 
@@ -131,17 +133,19 @@ def build_all_at_once_prompt(
         explanation: the explanation (or its text).
         tokens: the excerpt to predict.
         examples: the example neurons shown first, with their activations.
+        noun: what the prompt calls the unit (and the examples), e.g. ``"SAE latent"``
+            (`neuron_explainer.llm.prompts.UNIT_NOUNS`).
     """
     text = explanation.text if isinstance(explanation, Explanation) else explanation
-    parts = [PREAMBLE, "\n\n"]
+    parts = [reworded(PREAMBLE, noun), "\n\n"]
     for number, example in enumerate(examples, start=1):
-        parts.append(_neuron_header(number, example.explanation))
+        parts.append(_neuron_header(number, example.explanation, noun))
         for record in example.records:
             parts.append("<start>\n")
             parts.extend(f"{escape_token(t)}\t{level}\n" for t, level in record)
             parts.append("<end>\n")
         parts.append("\n")
-    parts.append(_neuron_header(len(examples) + 1, text))
+    parts.append(_neuron_header(len(examples) + 1, text, noun))
     parts.append("<start>\n")
     offsets: list[int] = []
     length = sum(len(p) for p in parts)
@@ -244,8 +248,9 @@ class PromptLogprobSimulator(Simulator):
     def prompt(
         self, explanation: Explanation | str, tokens: Sequence[str]
     ) -> tuple[str, list[int]]:
-        """`build_all_at_once_prompt` with this simulator's examples."""
-        return build_all_at_once_prompt(explanation, tokens, EXAMPLES[self.examples])
+        """`build_all_at_once_prompt` with this simulator's examples, calling the unit being
+        explained by its kind (`neuron_explainer.llm.prompts.unit_noun`)."""
+        return build_all_at_once_prompt(explanation, tokens, EXAMPLES[self.examples], unit_noun())
 
     @property
     def info(self) -> ComponentInfo:
