@@ -247,6 +247,11 @@ class RetryingClient:
         )
         self._lock = threading.Lock()
         self._ssl_context: ssl.SSLContext | None = None
+        # Entered with the loop's semaphore around each attempt: a concurrency cap shared
+        # beyond this process (neuron_explainer.cluster sets it on workers); none by default.
+        self.gate: Callable[[], contextlib.AbstractAsyncContextManager[object]] = (
+            contextlib.nullcontext
+        )
 
     def __repr__(self) -> str:
         return f"RetryingClient({self.name!r})"
@@ -334,7 +339,7 @@ class RetryingClient:
         ``stream`` is given), or the failure."""
         state = await self._state()
         try:
-            async with state.semaphore:
+            async with state.semaphore, self.gate():
                 if stream is not None:
                     return await self._streamed(state.client, url, body, headers, timeout, stream)
                 response = await state.client.post(url, json=body, headers=headers, timeout=timeout)

@@ -12,35 +12,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neuron_explainer._aio import gather_or_cancel
-from neuron_explainer.errors import (
-    AuthenticationError,
-    ExplanationError,
-    InsufficientRecordsError,
-    InvalidRecordError,
-    LLMError,
-    SimulationError,
-)
 from neuron_explainer.interfaces import track_simulations
-from neuron_explainer.llm.usage import BudgetExceededError, track_usage
+from neuron_explainer.llm.usage import track_usage
 from neuron_explainer.options import RunOptions
 from neuron_explainer.records import UnitId
 from neuron_explainer.results import ExplanationResult, SimulationStats, UsageSummary
+from neuron_explainer.runs._attempts import Attempt, UnitExecutor, _BudgetShare, measure
 from neuron_explainer.runs._sources import Source
 from neuron_explainer.runs.store import RunStore
 
 __all__ = ["FailedUnit", "RunEvent", "RunSummary", "run_units"]
-
-# Failures of one unit: recorded with their reason, and the run goes on. Anything else (a
-# TypeError, a CapabilityError, an InvalidInputError about the settings, a rejected API key)
-# stops the run and propagates.
-UNIT_FAILURES = (
-    SimulationError,
-    ExplanationError,
-    InsufficientRecordsError,
-    InvalidRecordError,
-    LLMError,
-)
-FATAL = (AuthenticationError,)
 
 
 class FailedUnit(BaseModel):
@@ -176,17 +157,22 @@ async def run_units(
     store: RunStore,
     kind: str,
     chosen: Sequence[UnitId],
-    work: Callable[[UnitId], Awaitable[ExplanationResult]],
+    work: Callable[[UnitId], Awaitable[ExplanationResult]] | None,
     *,
     run: RunOptions,
     progress: Callable[[RunEvent], None] | None,
     started: float,
     source: Source,
+    executor: UnitExecutor | None = None,
 ) -> RunSummary:
     """Do ``work`` for every chosen unit that is not done, ``run.concurrency`` at a time,
     under ``run.budget_usd`` (less what ``store`` has spent already). Each attempt's usage
     and simulation statistics are measured around ``work`` (a done result carries them) and
-    recorded with its outcome."""
+    recorded with its outcome.
+
+    With ``executor`` instead of ``work``, each unit is attempted elsewhere (a cluster's
+    workers): the executor measures the attempt where it runs and gets a share of the budget
+    left (`_BudgetShare`); this process alone records outcomes, as they arrive."""
     concurrency, budget_usd, retry_failed = run.concurrency, run.budget_usd, run.retry_failed
     store.add_units(chosen)
     status = {s.unit: s.status for s in store.units()}
@@ -204,6 +190,7 @@ async def run_units(
     count = _Counters(len(todo))
 
     with track_usage(left) as meter, track_simulations() as simulated:
+        share = _BudgetShare(meter, concurrency)
 
         def emit(event_kind: Any, unit: UnitId, **fields: Any) -> None:
             if progress is not None:
@@ -218,46 +205,51 @@ async def run_units(
                     )
                 )
 
+        def record(unit: UnitId, attempt: Attempt) -> None:
+            spent, sims = attempt.usage, attempt.simulation
+            if attempt.outcome == "fatal" and attempt.error is not None:
+                raise attempt.error
+            if attempt.outcome == "stopped":
+                count.stopped += 1
+                count.stopped_reason = "budget"
+                store.mark_stopped(unit, spent, run_id, sims)
+                emit("stopped", unit, usage=spent, simulation=sims)
+                return
+            if attempt.result is None:
+                count.failed += 1
+                count.failed_units.add(unit)
+                store.mark_failed(unit, attempt.error_type, attempt.reason, spent, run_id, sims)
+                emit("failed", unit, usage=spent, simulation=sims, reason=attempt.reason)
+                return
+            result = attempt.result.model_copy(update={"usage": spent, "simulation": sims})
+            count.done += 1
+            scored = result.scored
+            if scored is not None and (sensitivity := scored.sensitivity) is not None:
+                count.measured += 1
+                count.flagged += sensitivity.flagged
+            store.mark_done(unit, result, spent, run_id)
+            emit("done", unit, usage=spent, simulation=sims, score=result.score)
+
+        async def remotely(unit: UnitId, executor: UnitExecutor) -> Attempt:
+            allowance = share.take(len(todo) + 1)
+            try:
+                attempt = await executor.attempt(unit, allowance)
+            finally:
+                share.give_back(allowance)
+            meter.add(attempt.usage)  # spent elsewhere: counted here
+            simulated.add(attempt.simulation)
+            return attempt
+
         async def worker() -> None:
             while todo and count.stopped_reason is None:
                 unit = todo.popleft()
                 store.begin_unit(unit, run_id)
-                with track_usage() as spent, track_simulations() as sims:
-                    try:
-                        result = await work(unit)
-                    except BudgetExceededError:
-                        count.stopped += 1
-                        count.stopped_reason = "budget"
-                        store.mark_stopped(unit, spent.summary, run_id, sims.stats)
-                        emit("stopped", unit, usage=spent.summary, simulation=sims.stats)
-                        continue
-                    except FATAL:
-                        raise
-                    except UNIT_FAILURES as exc:
-                        count.failed += 1
-                        count.failed_units.add(unit)
-                        reason = str(exc) or repr(exc)
-                        store.mark_failed(
-                            unit, type(exc).__name__, reason, spent.summary, run_id, sims.stats
-                        )
-                        emit(
-                            "failed",
-                            unit,
-                            usage=spent.summary,
-                            simulation=sims.stats,
-                            reason=reason,
-                        )
-                        continue
-                result = result.model_copy(
-                    update={"usage": spent.summary, "simulation": sims.stats}
-                )
-                count.done += 1
-                scored = result.scored
-                if scored is not None and (sensitivity := scored.sensitivity) is not None:
-                    count.measured += 1
-                    count.flagged += sensitivity.flagged
-                store.mark_done(unit, result, spent.summary, run_id)
-                emit("done", unit, usage=spent.summary, simulation=sims.stats, score=result.score)
+                if executor is not None:
+                    attempt = await remotely(unit, executor)
+                else:
+                    assert work is not None
+                    attempt = await measure(work, unit)
+                record(unit, attempt)
 
         stopped_reason: str | None = "error"  # unless the workers end normally
         try:
