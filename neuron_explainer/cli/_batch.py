@@ -14,10 +14,11 @@ from neuron_explainer.cli._options import (
     Debug,
     Explainer,
     MaxFailedFraction,
-    ModelArg,
     ModelCorpus,
     Quiet,
+    RecordsOpt,
     ReviseOpt,
+    RunModelArg,
     ScorerOpt,
     Scoring,
     ScoringOpt,
@@ -44,6 +45,7 @@ from neuron_explainer.cli._units import HeadsOpt, HookOpt, LatentsOpt, SaeOpt, b
 from neuron_explainer.options import DEFAULT_TEST_SENTENCES
 
 if TYPE_CHECKING:
+    from neuron_explainer.formats import RecordsFile
     from neuron_explainer.subjects.collection import Collection
 
 # --- run -----------------------------------------------------------------------------------
@@ -53,7 +55,6 @@ if TYPE_CHECKING:
 @llm_options
 @recording_options(*MODEL_OPTIONS)
 def run(
-    model: ModelArg,
     db: Annotated[
         Path,
         hidden_default(
@@ -61,6 +62,8 @@ def run(
             "The run database (SQLite; created). Rerunning resumes: finished units are skipped.",
         ),
     ],
+    model: RunModelArg = None,
+    records: RecordsOpt = None,
     layers: Annotated[
         str | None,
         hidden_default(
@@ -134,6 +137,9 @@ def run(
 ) -> None:
     """Explain many units into a resumable database, then print the summary.
 
+    With --records FILE.jsonl instead of MODEL, the records of that file are explained (what
+    import delphi writes; a record is read from the file when its unit runs).
+
     The units are MLP neurons (--layers, --neurons), an SAE's latents (--sae, --latents) or
     attention heads (--heads 3.5,3.7). MODEL is first collected over --corpus into the folder
     <db stem>.collection beside the database (resumable), or, when MODEL is a collection
@@ -148,8 +154,12 @@ def run(
         check_components(
             explainer=explainer, simulator=simulator, need_key=not dry_run, scorers=scorer
         )
-        found = collection_or_corpus(
-            model, corpus, recording, split=split.value, text_field=text_field, count=False
+        found = (
+            _records_file(model, records, corpus, recording)
+            if records is not None or model is None
+            else collection_or_corpus(
+                model, corpus, recording, split=split.value, text_field=text_field, count=False
+            )
         )
         source = _source(model, found, layers, neurons, (sae, latents, heads, hook))
         if source.pop("hook", None) is not None:
@@ -157,6 +167,7 @@ def run(
         with Steps(quiet) as steps:
             collecting = None
             if isinstance(found, Texts):
+                assert model is not None
                 source["model"] = load_model_step(steps, model, recording)
                 collecting = steps.task("collecting (excerpts)")
                 recording["progress"] = collecting.update
@@ -198,9 +209,36 @@ def run(
         raise typer.Exit(code)
 
 
+def _records_file(
+    model: str | None, records: Path | None, corpus: str | None, recording: dict[str, Any]
+) -> RecordsFile:
+    """The records of ``--records`` (read one at a time, `RecordsFile`), checked to come
+    alone: without MODEL, ``--corpus`` or a recording option.
+
+    Raises:
+        InvalidInputError: both or neither of MODEL and ``--records``, a recording option
+            with ``--records``, or a records file that cannot be read.
+    """
+    from neuron_explainer.formats import RecordsFile
+
+    if records is None:
+        raise bad_input(
+            "give MODEL (a model to record over --corpus, or a collection folder written by "
+            "collect) or --records FILE.jsonl (records to explain, e.g. from import delphi)"
+        )
+    if model is not None:
+        raise bad_input(f"give MODEL or --records, not both (got {model} and --records {records})")
+    given = ["--corpus"] * (corpus is not None) + ["--" + k.replace("_", "-") for k in recording]
+    if given:
+        raise bad_input(
+            f"--records holds the records already: {', '.join(given)} apply to a model only"
+        )
+    return RecordsFile(records)
+
+
 def _source(
-    model: str,
-    found: Collection | Texts,
+    model: str | None,
+    found: Collection | Texts | RecordsFile,
     layers: str | None,
     neurons: str | None,
     units: tuple[Path | None, str | None, str | None, str | None],
@@ -209,8 +247,16 @@ def _source(
     folder with ``layers`` and ``neurons`` as given, or the corpus to record MODEL over with them
     checked against MODEL's shape, or with the SAE's latents or the heads of ``units`` (the
     caller adds the model once it is loaded)."""
+    from neuron_explainer.formats import RecordsFile
     from neuron_explainer.runs import parse_indices
 
+    if isinstance(found, RecordsFile):
+        if any(v is not None for v in units):
+            raise bad_input(
+                "--sae, --latents, --heads and --hook record a model; --records gives the "
+                "records already (pick among them with --layers and --neurons)"
+            )
+        return {"records": found, "source_name": found.name, "layers": layers, "neurons": neurons}
     if not isinstance(found, Texts):
         if any(v is not None for v in units):
             raise bad_input(
@@ -222,7 +268,7 @@ def _source(
     if chosen:  # hook= goes to collect, with the recording options (see run)
         picked = None if neurons is None else parse_indices(neurons, what="index")
         return {"corpus": found.corpus, "neurons": picked, **chosen}
-    assert layers is not None
+    assert layers is not None and model is not None
     _, n_layers, n_neurons = check_range(model, [], [])
     return {
         "corpus": found.corpus,
@@ -290,6 +336,14 @@ def score(
         ),
     ] = None,
     scorer: ScorerOpt = None,
+    records: Annotated[
+        Path | None,
+        hidden_default(
+            "--records",
+            "The records the run explained, when it was given --records (a JSONL file or its "
+            "folder); a collection is found from the database.",
+        ),
+    ] = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -300,11 +354,13 @@ def score(
     asks the simulator's LLM). Prints the summary.
     """
     with errors(debug):
+        from neuron_explainer.formats import RecordsFile
         from neuron_explainer.runs import rescore
 
         if not db.exists():
             raise bad_input(f"no such run database: {db}")
         check_components(simulator=simulator, scorers=scorer)
+        given = None if records is None else RecordsFile(records)
         with Steps(quiet) as steps:
             bar = steps.task("scoring (units)")
 
@@ -320,6 +376,7 @@ def score(
                 scoring=scoring.value if scoring is not None else None,
                 sensitivity=sensitivity,
                 scorers=scorer or None,
+                records=given,
             )
             bar.finish()
         raise typer.Exit(print_summary(summary))

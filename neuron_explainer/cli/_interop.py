@@ -113,7 +113,8 @@ def import_delphi(
     """Read delphi's latent cache as records: OUT/records.jsonl, one NeuronRecord a line
     (each latent's top windows, a random sample, its moments), and OUT/import.json.
 
-    Explain them from Python: explain_neurons(records=read_records_jsonl(OUT), db=...).
+    Explain them with: neuron-explainer run --records OUT --db RUN.sqlite (from Python:
+    explain_neurons(records=RecordsFile(OUT), db=...)).
     """
     with errors(debug):
         from neuron_explainer.runs.interop import import_delphi as read

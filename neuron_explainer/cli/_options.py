@@ -9,6 +9,7 @@ import inspect
 import os
 from collections.abc import Callable, Iterator
 from enum import Enum, StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -69,6 +70,26 @@ ModelArg = Annotated[
             "collect."
         ),
         show_default=False,
+    ),
+]
+RunModelArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="MODEL",
+        help=(
+            "The model (as for explain) or a collection folder written by collect; omitted "
+            "with --records."
+        ),
+        show_default=False,
+    ),
+]
+RecordsOpt = Annotated[
+    Path | None,
+    hidden_default(
+        "--records",
+        "Explain these records instead of MODEL: a JSONL file of one NeuronRecord a line, or "
+        "the folder holding its records.jsonl (what import delphi writes). --layers and "
+        "--neurons pick among them.",
     ),
 ]
 CorpusHelp = (

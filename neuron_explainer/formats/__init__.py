@@ -16,7 +16,8 @@ Other tools (see docs/interop.md):
   `neuronpedia_scores`, `neuronpedia_source` and its limits (``NEURONPEDIA_*``);
 * EleutherAI delphi's latent cache: `read_delphi_cache`, `write_delphi_cache`, `delphi_unit`;
   its explanation and score files: `read_delphi_explanations`, `read_delphi_scores`;
-* records as JSONL (what an import writes): `read_records_jsonl`, `write_records_jsonl`.
+* records as JSONL (what an import writes): `read_records_jsonl`, `write_records_jsonl`,
+  `RecordsFile` (read one record at a time).
 
 Every reader raises `FormatError` naming the file, the line
 (JSONL) and the JSON path of what is wrong.
@@ -91,6 +92,7 @@ from neuron_explainer.formats.openai_explanations import (
     write_openai_explanations as write_openai_explanations,
 )
 from neuron_explainer.formats.records_jsonl import RECORDS_FILE as RECORDS_FILE
+from neuron_explainer.formats.records_jsonl import RecordsFile as RecordsFile
 from neuron_explainer.formats.records_jsonl import read_records_jsonl as read_records_jsonl
 from neuron_explainer.formats.records_jsonl import write_records_jsonl as write_records_jsonl
 

@@ -235,7 +235,8 @@ async def open_source(
     if expect is not None and expect.get("kind") == "records":
         if records is None:
             raise InvalidInputError(
-                "this run's records were given directly (records=); give them again"
+                "this run's records were given directly (records=, or run --records); give "
+                "them again (score --records on the command line)"
             )
         source = None  # the run's records, named as the run named them
         source_name = expect.get("name")

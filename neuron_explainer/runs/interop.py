@@ -119,7 +119,8 @@ def import_delphi(
     """Read delphi's latent cache (`neuron_explainer.formats.read_delphi_cache`) and write the
     records to ``out_dir/records.jsonl`` (the folder is created), with ``import.json`` saying
     what was read; returns the records file. Explain them with
-    ``explain_neurons(records=read_records_jsonl(out_dir), db=...)``.
+    ``explain_neurons(records=RecordsFile(out_dir), db=...)`` or ``neuron-explainer run
+    --records OUT_DIR``.
 
     Args:
         cache_dir: delphi's ``latents`` folder (one folder per module).

@@ -29,6 +29,8 @@ __all__ = ["OracleResponder", "fires_on_numbers"]
 
 _LISTING = re.compile(r"(?:Tokens \((\d+)\)|Excerpt (\d+) \((\d+) tokens\)), numbered:\n")
 _FIRING = re.compile(r"^(?:Tokens|Excerpt (\d+)): (.*)$", re.MULTILINE)
+_EXPLAINING = re.compile(r"Explanation of [\w -]+ behavior: the main thing this")
+"""The explainer's answer line, for a neuron or any other unit kind."""
 
 
 def fires_on_numbers(token: str) -> int:
@@ -70,7 +72,7 @@ class OracleResponder:
         if request.endpoint != "chat/completions" or not messages:
             return None
         prompt = str(messages[-1].get("content", ""))
-        if "Explanation of neuron behavior" in prompt:
+        if _EXPLAINING.search(prompt):
             return Reply(content=f" {self.explanation}.")
         if "new sentences to test that explanation" in prompt:
             return Reply(content="\n".join(self.test_sentences))
