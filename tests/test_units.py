@@ -445,3 +445,36 @@ def test_cli_refuses_a_unit_named_wrongly(model_folder: Path, tmp_path: Path) ->
         result = cli("explain", model_folder, *args, "--corpus", corpus)
         assert result.exit_code == 2, result.output
         assert message in result.stderr
+
+
+def test_cli_run_takes_latent_chunk_as_collect_does(
+    model_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuron_explainer.runs import RunStore
+    from neuron_explainer.subjects.collection import Collection
+
+    monkeypatch.setenv("NEURON_EXPLAINER_DISABLE_PLUGINS", "1")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(texts(60)), encoding="utf-8")
+    sae = write_saelens(tmp_path / "sae", sae_weights(1))
+    small = ["--corpus", corpus, "--split", "line", "--window-length", "8", "--quiet"]
+    db = tmp_path / "run.sqlite"
+    result = cli(
+        "run", model_folder, *small, "--sae", sae, "--latents", "0-4", "--latent-chunk", "2",
+        "--db", db,
+    )  # fmt: skip
+    assert result.exit_code in (0, 1), result.output
+    collected = Collection(tmp_path / "run.collection")
+    assert [g["chunk"] for g in collected.meta["config"]["units"]] == [2]
+    with RunStore(db) as store:
+        assert [s.unit.index for s in store.units()] == [0, 1, 2, 3, 4]
+    # the same as collect --latent-chunk 2 (one collection config, so one hash)
+    out = tmp_path / "collected"
+    made = cli("collect", model_folder, *small, "--sae", sae, "--latents", "0-4",
+               "--latent-chunk", "2", "--out", out)  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert Collection(out).meta["config_hash"] == collected.meta["config_hash"]
+    # a collection folder is read, not collected: the option is refused
+    refused = cli("run", out, "--latent-chunk", "2", "--db", tmp_path / "r.sqlite")
+    assert refused.exit_code == 2, refused.output
+    assert "--latent-chunk apply to a model only" in refused.stderr

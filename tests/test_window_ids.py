@@ -157,3 +157,28 @@ def test_a_resumed_collection_refuses_windows_that_moved(loaded: Any, tmp_path: 
     resumed = collect(loaded, texts(), out_dir=tmp_path, **options)
     assert resumed.finished and resumed.window_id(0) == WindowId(document=0, start=0)
     assert Collection(tmp_path).window_id(resumed.windows_done - 1) is not None
+
+
+def test_explain_from_a_model_selects_the_windows_a_collection_selects(
+    loaded: Any, tmp_path: Path
+) -> None:
+    """`HFSubject` (the path of `explain_neuron(model, ...)`) chooses top, random and quantile
+    windows as `collect` does, keyed by window id (issue 19): one batch per window on both
+    paths, so the activations are bit-identical too."""
+    corpus = texts()
+    options = {**SELECTION, "batch_size": 1, "quantile_warmup": 20}
+    collection = collect(loaded, corpus, out_dir=tmp_path, layers=[1], **options)
+    subject = HFSubject(loaded, corpus, **options)
+    several = subject.neuron_records(1, NEURONS)
+    for neuron in NEURONS:
+        streamed = collection.neuron_record(1, neuron)
+        one = subject.neuron_records(1, [neuron])[neuron]  # explain_neuron's one-unit pass
+        for got in (several[neuron], one):
+            assert got.top_records == streamed.top_records
+            assert got.random_sample == streamed.random_sample
+            assert got.quantile_samples == streamed.quantile_samples
+            assert got.quantile_boundaries == streamed.quantile_boundaries
+            # moments: float32 sums per window over a different width of units (~1e-7)
+            assert got.mean == pytest.approx(streamed.mean, rel=1e-6)
+            assert got.variance == pytest.approx(streamed.variance, rel=1e-6)
+        assert len(streamed.random_sample) == 4 and all(streamed.quantile_samples)

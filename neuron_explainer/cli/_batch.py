@@ -109,6 +109,24 @@ def run(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Run units that failed before again.")
     ] = False,
+    cluster: Annotated[
+        str | None,
+        hidden_default(
+            "--cluster",
+            "Run each unit's explanation and scoring on the Dask cluster whose scheduler is "
+            "at this address (tcp://HOST:PORT); this process reads the records and writes "
+            "the database (see docs/cluster.md).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        hidden_default(
+            "--workers",
+            "Run each unit's explanation and scoring on a local Dask cluster of this many "
+            "worker processes (127.0.0.1 only), started and stopped for the run.",
+            min=1,
+        ),
+    ] = None,
     export_jsonl: Annotated[
         Path | None,
         hidden_default(
@@ -151,6 +169,7 @@ def run(
     with errors(debug):
         from neuron_explainer.runs import explain_neurons
 
+        on_cluster = _cluster(cluster, workers)
         check_components(
             explainer=explainer, simulator=simulator, need_key=not dry_run, scorers=scorer
         )
@@ -199,6 +218,7 @@ def run(
                 },
                 progress=progress,
                 scorers=scorer or None,
+                cluster=on_cluster,
                 **source,
             )
             if collecting is not None:
@@ -234,6 +254,13 @@ def _records_file(
             f"--records holds the records already: {', '.join(given)} apply to a model only"
         )
     return RecordsFile(records)
+
+
+def _cluster(address: str | None, workers: int | None) -> str | int | None:
+    """``--cluster`` or ``--workers`` (not both), as `explain_neurons` takes it."""
+    if address is not None and workers is not None:
+        raise bad_input("give --cluster ADDRESS (a running cluster) or --workers N, not both")
+    return address if address is not None else workers
 
 
 def _source(

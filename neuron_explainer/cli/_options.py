@@ -92,6 +92,14 @@ RecordsOpt = Annotated[
         "--neurons pick among them.",
     ),
 ]
+LatentChunkOpt = Annotated[
+    int | None,
+    hidden_default(
+        "--latent-chunk",
+        "Latents computed and kept per state file at once (default 4096): bounds memory.",
+        min=1,
+    ),
+]
 CorpusHelp = (
     "The text to record the model over: a text file (.gz is unzipped), a JSONL file "
     "(.jsonl/.ndjson, one document per line), a folder of .txt/.jsonl files, or "

@@ -186,6 +186,7 @@ async def aexplain_neurons(
     progress: Callable[[RunEvent], None] | None = None,
     sample_units: int = 3,
     scorers: Sequence[Scorer | str] | None = None,
+    cluster: str | int | Any = None,
 ) -> RunSummary | RunEstimate:
     """Explain and score many units, resumably, with the run's state in the SQLite file ``db``.
 
@@ -236,6 +237,11 @@ async def aexplain_neurons(
         scorers: the scorers of every unit, as in `explain_neuron` (default: the simulation
             score alone; the first is each unit's headline score). They are part of the run's
             configuration: resuming with others is refused.
+        cluster: run each unit's pipeline on a Dask cluster (docs/cluster.md): a scheduler's
+            address (``"tcp://10.0.0.5:8786"``), a number of local worker processes started
+            for the run, or a ``distributed.Client``. Components named by string are built on
+            each worker; the LLMs' rate limits and concurrency hold across the cluster; only
+            this process reads records and writes ``db``. Ignored by a dry run.
 
     Returns:
         A `RunSummary` (a `RunEstimate` with ``dry_run``).
@@ -243,7 +249,9 @@ async def aexplain_neurons(
     Raises:
         InvalidInputError: bad arguments (an unknown explain option, a value out of range),
             units the source does not have, or ``db`` holds a run with another source,
-            explainer, simulator or options.
+            explainer, simulator or options; with ``cluster``: Dask is not installed, the
+            scheduler cannot be reached, the workers run another version, or a component
+            cannot be sent to them.
         UsageError: another process is running on ``db``, or called inside an event loop.
         DatabaseAccessError: ``db`` or its folder cannot be written (checked before anything
             is collected); the message names the path and the cause.
@@ -265,6 +273,29 @@ async def aexplain_neurons(
     )
     options = ExplainOptions.build(explain_options)
     db_path = Path(db)
+    if cluster is not None and not dry_run:
+        from neuron_explainer.runs._cluster import explain_on_cluster
+
+        return await explain_on_cluster(
+            cluster,
+            (explainer, simulator, scorers, registry),
+            options,
+            run,
+            db_path,
+            opening={
+                "source": source,
+                "model": model,
+                "corpus": corpus,
+                "records": records,
+                "source_name": source_name,
+                "collection_dir": collection_dir or db_path.with_name(db_path.stem + ".collection"),
+                "layers": layers,
+                "collect_options": collect_options,
+            },
+            selection={"layers": layers, "neurons": neurons, "units": units},
+            progress=progress,
+            started=started,
+        )
     components = registry or default_registry()
     the_explainer = components.explainer(explainer)
     if options.revise:

@@ -3,7 +3,8 @@
 MLP neurons by default; attention heads, SAE and transcoder latents, directions and neurons at
 a named hook site too (`neuron_explainer.subjects.units`, docs/units.md). This subject keeps
 the activations of the requested units in memory while it passes over the corpus, then
-selects top, random and quantile excerpts with `neuron_explainer.build_neuron_record`. Memory
+selects top, random and quantile excerpts exactly as a collection of the same corpus does
+(every choice keyed by the window's id, `neuron_explainer.subjects.collect`). Memory
 grows with the corpus (one float per token per requested unit), so it suits explaining a few
 units over a corpus of up to a few million tokens; collecting every neuron of a model over a
 large corpus is the streaming collector's job.
@@ -29,8 +30,8 @@ from neuron_explainer.records.building import (
     DEFAULT_N_RANDOM,
     DEFAULT_QUANTILE_LEVELS,
     DEFAULT_TOP_K,
-    build_neuron_record,
 )
+from neuron_explainer.subjects._state_records import select_records
 from neuron_explainer.subjects.capture import ActivationCapture
 from neuron_explainer.subjects.corpus import (
     DEFAULT_WINDOW_LENGTH,
@@ -74,11 +75,13 @@ class HFSubject(Subject):
             ``"none"``, or with an SAE the policy its ``prepend_bos`` needs (``"window"`` for
             ``True``; another policy given is refused).
         batch_size: windows per forward pass (right-padded).
-        top_k: top-activating excerpts per neuron (see `build_neuron_record`).
+        top_k: top-activating excerpts per neuron.
         n_random: random excerpts per neuron.
         quantile_levels: where the per-excerpt max distribution is cut into bins.
         n_per_quantile: excerpts sampled from each bin.
-        seed: seed of the random choices.
+        quantile_warmup: windows whose maxes fix the bins' boundaries.
+        seed: seed of the random choices. With the same settings and corpus, `collect` picks
+            the same windows for every unit (docs/collection.md).
         progress: called after every forward pass with the number of tokens the model has
             read so far in this recording (padding not counted); `count_tokens` gives the
             total.
@@ -110,6 +113,7 @@ class HFSubject(Subject):
         n_random: int = DEFAULT_N_RANDOM,
         quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
         n_per_quantile: int = DEFAULT_N_PER_QUANTILE,
+        quantile_warmup: int = 1024,
         seed: int = 0,
         progress: Callable[[int], None] | None = None,
         sae: str | os.PathLike[str] | Any = None,
@@ -137,6 +141,7 @@ class HFSubject(Subject):
             "n_random": n_random,
             "quantile_levels": tuple(quantile_levels),
             "n_per_quantile": n_per_quantile,
+            "quantile_warmup": quantile_warmup,
             "seed": seed,
         }
 
@@ -316,7 +321,8 @@ class HFSubject(Subject):
         if not records:
             raise InvalidInputError(f"corpus {self.corpus.name!r} yields no windows to record")
         provenance = self._provenance(reading.hook_point, extra={"unit": reading.extra})
-        record = build_neuron_record(unit, records, provenance=provenance, **self._selection)
+        layer = unit.layer if unit.layer is not None else 0
+        record = self._select([unit], [records], layer, provenance)[0]
         if unit.kind != "attention_head":
             return record
         prefix = [bos_token_id(loaded.tokenizer)] if self.bos == "window" else []
@@ -372,12 +378,22 @@ class HFSubject(Subject):
         if n_neurons is None:
             raise InvalidInputError(f"corpus {self.corpus.name!r} yields no windows to record")
         provenance = self._provenance(capture.site.hook_point(layer))
-        return {
-            i: build_neuron_record(
-                self.unit(layer, i), columns[i], provenance=provenance, **self._selection
-            )
-            for i in wanted
-        }
+        units = [self.unit(layer, i) for i in wanted]
+        records = self._select(units, [columns[i] for i in wanted], layer, provenance)
+        return dict(zip(wanted, records, strict=True))
+
+    def _select(
+        self,
+        units: list[UnitId],
+        columns: list[list[ActivationRecord]],
+        layer: int,
+        provenance: Provenance,
+    ) -> list[NeuronRecord]:
+        """Each unit's record, its windows chosen as a collection chooses them."""
+        return select_records(
+            units, columns, layer=layer, width=self.window_length, provenance=provenance,
+            **self._selection,
+        )  # fmt: skip
 
     def _run(
         self,
