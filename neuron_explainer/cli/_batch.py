@@ -13,6 +13,7 @@ from neuron_explainer.cli._options import (
     MODEL_OPTIONS,
     Debug,
     Explainer,
+    LatentChunkOpt,
     MaxFailedFraction,
     ModelCorpus,
     Quiet,
@@ -84,6 +85,7 @@ def run(
     latents: LatentsOpt = None,
     heads: HeadsOpt = None,
     hook: HookOpt = None,
+    latent_chunk: LatentChunkOpt = None,
     corpus: ModelCorpus = None,
     explainer: Explainer = "token-table",
     simulator: Simulator = "token-table",
@@ -170,6 +172,8 @@ def run(
         from neuron_explainer.runs import explain_neurons
 
         on_cluster = _cluster(cluster, workers)
+        if latent_chunk is not None:  # collect's option: refused where nothing is collected
+            recording["latent_chunk"] = latent_chunk
         check_components(
             explainer=explainer, simulator=simulator, need_key=not dry_run, scorers=scorer
         )
