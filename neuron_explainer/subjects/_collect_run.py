@@ -18,6 +18,7 @@ from neuron_explainer.errors import FormatError, InvalidInputError
 from neuron_explainer.models.loading import LoadedModel
 from neuron_explainer.subjects._collect_state import LayerState
 from neuron_explainer.subjects._collect_units import UnitCapture, UnitGroup
+from neuron_explainer.subjects._state_file import write_safetensors
 from neuron_explainer.subjects.capture import ActivationCapture
 from neuron_explainer.subjects.collection import (
     FORMAT_VERSION,
@@ -63,8 +64,11 @@ class CollectionRun:
         capture: ActivationCapture | UnitCapture,
         fields: dict[str, Any],
         groups: list[UnitGroup] | None = None,
+        sizes: dict[str, int] | None = None,
     ) -> None:
         self.out, self.config, self.config_hash = out, config, config_hash
+        # batch_size and checkpoint_every: how the work is cut, not part of the config
+        self.sizes = sizes or {}
         self.loaded, self.capture, self.fields = loaded, capture, fields
         self.groups = groups or []
         # capture key -> (state key: its folder, the layer keying its sampling, hash lanes)
@@ -76,6 +80,8 @@ class CollectionRun:
                 key = f"{group.name}/part_{p:05d}"
                 self.targets[(g, p)] = (key, group.layer, np.asarray(part, np.int64))
         self.states: dict[str, LayerState] = {}
+        # state key -> (moment shift, quantile boundaries) a shard's new states start from
+        self.primes: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {}
         self.windows_done = 0
         self.tokens_done = 0
         self.generation = 0
@@ -148,28 +154,45 @@ class CollectionRun:
         self._positions = (self.out / WINDOW_POSITIONS).open("ab")
 
     def process(self, batch: list[Window]) -> None:
+        """Fold ``batch`` (the windows after those done) and append it to the window files."""
+        self.fold(batch, self.windows_done)
+        self.record(batch)
+
+    def record(self, batch: list[Window]) -> None:
+        """Append ``batch`` to the window files and count it as done."""
+        rows = np.zeros((len(batch), self.width), np.uint32)
+        lengths = np.zeros(len(batch), np.uint32)
+        places = np.zeros((len(batch), 2), np.int64)  # each window's (document, start)
+        for b, window in enumerate(batch):
+            excerpt = window.excerpt_ids
+            rows[b, : len(excerpt)] = excerpt
+            lengths[b] = len(excerpt)
+            places[b] = (window.document, window.start)
+        self._ids.write(rows.tobytes())
+        self._lengths.write(lengths.tobytes())
+        self._positions.write(places.tobytes())
+        self.windows_done += len(batch)
+        self.tokens_done += int(lengths.sum())
+
+    def fold(self, batch: list[Window], first: int) -> None:
+        """One forward pass over ``batch`` (windows ``first, first + 1, ...``), each layer
+        folded into its state as the model makes it."""
         import torch
 
         longest = max(len(w.input_ids) for w in batch)
         ids = torch.zeros((len(batch), longest), dtype=torch.long)
         mask = torch.zeros((len(batch), longest), dtype=torch.long)
-        rows = np.zeros((len(batch), self.width), np.uint32)
         lengths = np.zeros(len(batch), np.uint32)
-        places = np.zeros((len(batch), 2), np.int64)  # each window's (document, start)
         for b, window in enumerate(batch):
             ids[b, : len(window.input_ids)] = torch.tensor(window.input_ids)
             mask[b, : len(window.input_ids)] = 1
-            excerpt = window.excerpt_ids
-            rows[b, : len(excerpt)] = excerpt
-            lengths[b] = len(excerpt)
-            places[b] = (window.document, window.start)
+            lengths[b] = len(window.excerpt_ids)
         short = [b for b in range(len(batch)) if lengths[b] < self.width]
         padding = None
         if short:
             positions = torch.arange(self.width)[None, :]
             padding = (positions >= torch.from_numpy(lengths.astype(np.int64))[:, None]).reshape(-1)
         n_tokens = int(lengths.sum())
-        first = self.windows_done
 
         def fold(target: Any, acts: Any) -> None:
             self._fold(target, acts, first, lengths, short, padding, n_tokens)
@@ -177,11 +200,6 @@ class CollectionRun:
         # Each layer is folded as the forward pass makes it, while it is in cache, and is then
         # freed by the model as in a bare forward (no batch of every layer is held).
         self.capture(ids, mask, on_layer=fold)
-        self._ids.write(rows.tobytes())
-        self._lengths.write(lengths.tobytes())
-        self._positions.write(places.tobytes())
-        self.windows_done += len(batch)
-        self.tokens_done += n_tokens
 
     def _fold(
         self,
@@ -212,7 +230,7 @@ class CollectionRun:
         maxes = maxes_t.cpu().numpy()
         key, layer, lanes = self.targets[target]
         if key not in self.states:
-            self.states[key] = self._new_state(values.shape[2], lanes)
+            self.states[key] = self._new_state(values.shape[2], lanes, key)
         self.states[key].update(values, maxes, padding, n_tokens, first, self.config["seed"], layer)
 
     def flush(self) -> None:
@@ -235,7 +253,7 @@ class CollectionRun:
         self._lengths.close()
         self._positions.close()
 
-    def _new_state(self, n: int, lanes: np.ndarray | None) -> LayerState:
+    def _new_state(self, n: int, lanes: np.ndarray | None, key: str = "") -> LayerState:
         c = self.config
         state = LayerState.new(
             n,
@@ -248,11 +266,11 @@ class CollectionRun:
             firing=lanes is not None,  # latents, heads, directions: firing density
         )
         state.lanes = lanes
+        shift, boundaries = self.primes.get(key, (None, None))
+        state.prime(shift, boundaries)
         return state
 
     def checkpoint(self, *, finished: bool) -> None:
-        from safetensors.numpy import save_file
-
         for handle in (self._ids, self._lengths, self._positions):
             handle.flush()
             os.fsync(handle.fileno())
@@ -263,7 +281,7 @@ class CollectionRun:
             path = state_file(self.out, key, generation)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
-            save_file({k: np.ascontiguousarray(v) for k, v in state.arrays().items()}, str(tmp))
+            write_safetensors(tmp, state.stored())  # streamed: no whole-file copy in memory
             os.replace(tmp, path)
         _write_json(self.out / META, self._meta())
         _write_json(

@@ -218,6 +218,26 @@ class LayerState:
             "covered": covered,
         }
 
+    def stored(self) -> dict[str, Any]:
+        """`arrays` for `write_safetensors`: the reservoir as `Blocks`, transposed to
+        [N, R, Lw] a block of units at a time (no whole transposed copy)."""
+        from neuron_explainer.subjects._state_file import Blocks
+
+        window_major = self.random_by_window
+        r, length, n = window_major.shape
+
+        def block(start: int, stop: int) -> np.ndarray:
+            return np.ascontiguousarray(window_major[:, :, start:stop].transpose(2, 0, 1))
+
+        covered = np.array(self.covered, np.int64).reshape(len(self.covered), 2)
+        return {
+            **self.a,
+            "random_activations": Blocks((n, r, length), window_major.dtype, block),
+            "moment_sums": np.ascontiguousarray(self.tree.total(n).T),
+            **self.tree.arrays(n),
+            "covered": covered,
+        }
+
     @classmethod
     def new(
         cls,
