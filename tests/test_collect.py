@@ -386,8 +386,9 @@ def _feed(state: Any, values: np.ndarray, lengths: np.ndarray, batch: int) -> No
 
 
 def test_layer_state_is_batch_independent_and_samples_each_bin_by_smallest_key() -> None:
+    from neuron_explainer.subjects._collect_keys import pair_uniform
     from neuron_explainer.subjects._collect_merge import canonical
-    from neuron_explainer.subjects._collect_state import LayerState, pair_uniform
+    from neuron_explainer.subjects._collect_state import LayerState
 
     rng = np.random.default_rng(0)
     windows, width, neurons = 90, 4, 6

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from neuron_explainer.errors import InvalidInputError
-from neuron_explainer.subjects._collect_state import LayerState, quantile_keys
+from neuron_explainer.subjects._collect_keys import quantile_keys
+from neuron_explainer.subjects._collect_state import LayerState
 
 __all__ = ["canonical", "merge_into"]
 
