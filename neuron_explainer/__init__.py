@@ -13,6 +13,7 @@ from neuron_explainer._version import __version__ as __version__
 from neuron_explainer.errors import AuthenticationError as AuthenticationError
 from neuron_explainer.errors import BadRequestError as BadRequestError
 from neuron_explainer.errors import CapabilityError as CapabilityError
+from neuron_explainer.errors import DeadUnitError as DeadUnitError
 from neuron_explainer.errors import DuplicateComponentError as DuplicateComponentError
 from neuron_explainer.errors import ExplanationError as ExplanationError
 from neuron_explainer.errors import FormatError as FormatError

@@ -7,6 +7,7 @@ Every error the library raises on purpose derives from one root, so
     ├── InvalidInputError            (also a ValueError) bad data or arguments from the caller
     │   ├── InvalidRecordError       a record or result does not validate (lengths, NaN, ...)
     │   ├── InsufficientRecordsError too few records to fill the train/held-out splits
+    │   │   └── DeadUnitError        a collected unit never activated (> 0) on the corpus
     │   └── FormatError              a file is not in the format it claims to be
     ├── UnknownComponentError        (also a LookupError) no component registered by that name
     ├── PluginError                  a plugin failed to load or register (strict mode), or
@@ -46,6 +47,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CapabilityError",
+    "DeadUnitError",
     "DuplicateComponentError",
     "ExplanationError",
     "FormatError",
@@ -81,6 +83,12 @@ class InvalidRecordError(InvalidInputError):
 
 class InsufficientRecordsError(InvalidInputError):
     """There are too few activation records to fill the splits that were asked for."""
+
+
+class DeadUnitError(InsufficientRecordsError):
+    """A collected unit never activated above 0 on the corpus: nothing to explain
+    (`neuron_explainer.subjects.collection.Collection.record`); a batch run records it as
+    failed with this reason and goes on."""
 
 
 class FormatError(InvalidInputError):

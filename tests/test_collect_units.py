@@ -151,11 +151,12 @@ def test_every_latent_equals_its_single_unit_record(
         unit = subject.latent_unit(latent)
         assert unit == units[latent]
         assert unit.site == "blocks.1.hook_resid_pre"
-        check_same(latents.record(unit), subject.unit_record(unit))
-    sae = latents.record(units[0]).provenance.extra["unit"]["sae"]
+        check_same(latents.record(unit, allow_dead=True), subject.unit_record(unit))
+    sae = latents.record(units[0], allow_dead=True).provenance.extra["unit"]["sae"]
     assert (sae["layout"], sae["d_sae"], sae["path"]) == ("saelens", D_SAE, str(sae_dir))
     assert len(sae["sha256"]) == 64 and sae["of"] == "cfg.json+sae_weights.safetensors"
-    assert CollectionSubject(latents.path).neuron_record(units[3]) == latents.record(units[3])
+    alive = units[int(np.flatnonzero(~latents.unit_stats().dead)[0])]
+    assert CollectionSubject(latents.path).neuron_record(alive) == latents.record(alive)
 
 
 def test_top_k_latents_and_heads_equal_their_single_unit_records(
@@ -170,7 +171,7 @@ def test_top_k_latents_and_heads_equal_their_single_unit_records(
     assert [u.index for u in collection.units()] == list(some)
     for latent in (3, 5, 6, 10):
         unit = subject.latent_unit(latent)
-        check_same(collection.record(unit), subject.unit_record(unit))
+        check_same(collection.record(unit, allow_dead=True), subject.unit_record(unit))
     with pytest.raises(InvalidInputError, match=r"index 2 was not collected.*3\.\.10"):
         collection.record(subject.latent_unit(2))
 
@@ -218,7 +219,7 @@ def test_an_interrupted_latent_collection_resumes_to_the_same_result(
     assert (progress["windows_done"], progress["finished"]) == (8, False)
     partial = Collection(tmp_path)
     assert partial.kind == "sae_latent" and not partial.finished
-    assert partial.record(partial.units()[5]).top_records
+    assert partial.record(partial.units()[5], allow_dead=True).top_records
     resumed = collect(loaded, texts(), out_dir=tmp_path, **options)
     assert resumed.finished and resumed.windows_done == latents.windows_done
     a, b = _states(tmp_path), _states(latents.path)
@@ -317,11 +318,12 @@ def test_runs_explain_latents_and_heads_from_a_model_and_from_a_collection(
     )  # fmt: skip
     assert (summary.total, summary.done, summary.failed) == (4, 2, 2)
     with RunStore(tmp_path / "a.db") as store:
-        # latents 2 and 5 never fire on this corpus (dead): nothing for the token table
-        assert [(u.index, "nothing for a token table" in why) for u, why in store.failures()] == [
-            (2, True),
-            (5, True),
+        # latents 2 and 5 never fire on this corpus: failed as dead, the others went on
+        assert [(u.index, why.split(" (")[0]) for u, why in store.failures()] == [
+            (2, "DeadUnitError: dead: never activated on the corpus"),
+            (5, "DeadUnitError: dead: never activated on the corpus"),
         ]
+        assert [f.unit.index for f in summary.failures] == [2, 5]
         units = [s.unit for s in store.units()]
         assert [(u.kind, u.site, u.index) for u in units] == [
             ("sae_latent", "blocks.1.hook_resid_pre", i) for i in range(2, 6)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from neuron_explainer.cli._app import app
+from neuron_explainer.cli._collect import echo_unit_stats
 from neuron_explainer.cli._model import collection_or_corpus, load_model_step
 from neuron_explainer.cli._options import (
     MODEL_OPTIONS,
@@ -42,7 +43,14 @@ from neuron_explainer.cli._support import (
     errors,
     print_summary,
 )
-from neuron_explainer.cli._units import HeadsOpt, HookOpt, LatentsOpt, SaeOpt, batch_units
+from neuron_explainer.cli._units import (
+    DirectionsOpt,
+    HeadsOpt,
+    HookOpt,
+    LatentsOpt,
+    SaeOpt,
+    batch_units,
+)
 from neuron_explainer.options import DEFAULT_TEST_SENTENCES
 
 if TYPE_CHECKING:
@@ -84,6 +92,7 @@ def run(
     sae: SaeOpt = None,
     latents: LatentsOpt = None,
     heads: HeadsOpt = None,
+    direction: DirectionsOpt = None,
     hook: HookOpt = None,
     latent_chunk: LatentChunkOpt = None,
     corpus: ModelCorpus = None,
@@ -160,13 +169,14 @@ def run(
     With --records FILE.jsonl instead of MODEL, the records of that file are explained (what
     import delphi writes; a record is read from the file when its unit runs).
 
-    The units are MLP neurons (--layers, --neurons), an SAE's latents (--sae, --latents) or
-    attention heads (--heads 3.5,3.7). MODEL is first collected over --corpus into the folder
-    <db stem>.collection beside the database (resumable), or, when MODEL is a collection
-    folder (of neurons, latents or heads), its records are read. Rerun the same command to
-    resume. The summary gives the units done, failed and skipped (done before), the LLM
-    tokens and the estimated cost. Exits with 1 when a unit failed or the
-    budget stopped the run.
+    The units are MLP neurons (--layers, --neurons), an SAE's latents (--sae, --latents),
+    attention heads (--heads 3.5,3.7) or directions (--direction F.npy --hook SITE). MODEL is
+    first collected over --corpus into the folder <db stem>.collection beside the database
+    (resumable), or, when MODEL is a collection folder (of neurons, latents, heads or
+    directions), its records are read. Rerun the same command to resume. The summary gives the
+    units done, failed and skipped (done before), the LLM tokens and the estimated cost, and
+    how many of the collection's units are dead (a dead unit fails with "dead: never activated
+    on the corpus"). Exits with 1 when a unit failed or the budget stopped the run.
     """
     with errors(debug):
         from neuron_explainer.runs import explain_neurons
@@ -184,7 +194,7 @@ def run(
                 model, corpus, recording, split=split.value, text_field=text_field, count=False
             )
         )
-        source = _source(model, found, layers, neurons, (sae, latents, heads, hook))
+        source = _source(model, found, layers, neurons, (sae, latents, heads, hook, direction))
         if source.pop("hook", None) is not None:
             recording["hook"] = hook
         with Steps(quiet) as steps:
@@ -228,6 +238,7 @@ def run(
             if collecting is not None:
                 collecting.finish()
         code = print_summary(outcome)
+        echo_unit_stats(getattr(outcome, "collection", None))
         if not dry_run:
             _export(db, export_jsonl, export_openai)
         raise typer.Exit(code)
@@ -272,7 +283,7 @@ def _source(
     found: Collection | Texts | RecordsFile,
     layers: str | None,
     neurons: str | None,
-    units: tuple[Path | None, str | None, str | None, str | None],
+    units: tuple[Path | None, str | None, str | None, str | None, Path | None],
 ) -> dict[str, Any]:
     """The keyword arguments that tell `explain_neurons` what to explain: MODEL's collection
     folder with ``layers`` and ``neurons`` as given, or the corpus to record MODEL over with them
@@ -291,7 +302,8 @@ def _source(
     if not isinstance(found, Texts):
         if any(v is not None for v in units):
             raise bad_input(
-                "--sae, --latents, --heads and --hook record a model; MODEL is a collection "
+                "--sae, --latents, --heads, --direction and --hook record a model; MODEL is a "
+                "collection "
                 "(pick its units with --neurons)"
             )
         return {"source": model, "layers": layers, "neurons": neurons}

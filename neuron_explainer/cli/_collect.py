@@ -1,10 +1,11 @@
-"""``collect``: record every neuron of some layers, every latent of an SAE, or attention heads
-over a corpus into a folder, in one resumable pass (docs/collection.md, docs/units.md)."""
+"""``collect``: record every neuron of some layers, every latent of an SAE, attention heads or
+directions over a corpus into a folder, in one resumable pass (docs/collection.md,
+docs/units.md); then say how many units are dead (`echo_unit_stats`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,12 +24,31 @@ from neuron_explainer.cli._options import (
 )
 from neuron_explainer.cli._support import Steps, check_device, errors, open_corpus
 from neuron_explainer.cli._units import (
+    DirectionsOpt,
     HeadsOpt,
     HookOpt,
     LatentsOpt,
     SaeOpt,
     batch_units,
 )
+
+if TYPE_CHECKING:
+    from neuron_explainer.subjects.collection import Collection
+
+
+def echo_unit_stats(collection: Collection | str | Path | None) -> None:
+    """Print `Collection.unit_stats`'s summary line (nothing for ``None``, or a folder that
+    holds no collection)."""
+    from neuron_explainer.errors import InvalidInputError
+    from neuron_explainer.subjects.collection import Collection
+
+    if collection is None:
+        return
+    try:
+        found = collection if isinstance(collection, Collection) else Collection(collection)
+    except InvalidInputError:
+        return
+    typer.echo(found.unit_stats().summary())
 
 
 @app.command()
@@ -51,6 +71,7 @@ def collect(
     sae: SaeOpt = None,
     latents: LatentsOpt = None,
     heads: HeadsOpt = None,
+    direction: DirectionsOpt = None,
     hook: HookOpt = None,
     latent_chunk: Annotated[
         int | None,
@@ -73,13 +94,16 @@ def collect(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Record neurons, SAE latents or heads over a corpus into a folder, in one resumable pass.
+    """Record neurons, SAE latents, heads or directions over a corpus into a folder, in one
+    resumable pass.
 
     The units are every neuron of some layers (--layers), every latent of an SAE (--sae, with
-    --latents to pick some) or attention heads (--heads 3.5,3.7).
+    --latents to pick some), attention heads (--heads 3.5,3.7) or directions (--direction
+    F.npy --hook SITE).
 
     Memory does not grow with the corpus. explain and run read records back from the folder
-    (pass it as MODEL). Prints what was collected.
+    (pass it as MODEL). Prints what was collected and how many units are dead (never above 0)
+    with the median firing density of the others.
     """
     with errors(debug):
         from neuron_explainer.models.loading import model_shape
@@ -87,7 +111,7 @@ def collect(
         from neuron_explainer.subjects.collect import collect as collect_units
 
         check_device(recording.get("device"))
-        units = batch_units(layers, sae, latents, heads, hook)
+        units = batch_units(layers, sae, latents, heads, hook, direction)
         if latent_chunk is not None:
             units["latent_chunk"] = latent_chunk
         texts = open_corpus(corpus, split=split.value, text_field=text_field, count=False)
@@ -111,10 +135,11 @@ def collect(
         if collection.groups:
             where = ", ".join(f"{len(g['indices'])} at {g['site']}" for g in collection.groups)
             typer.echo(f"{done} of {model_type} {collection.kind} units ({where}) into {out}")
-            return
-        neurons = {layer: collection.n_neurons(layer) for layer in collection.layers}
-        layer_list = ",".join(map(str, collection.layers))
-        typer.echo(
-            f"{done} of {model_type} layers {layer_list} "
-            f"({', '.join(map(str, neurons.values()))} neurons) into {out}"
-        )
+        else:
+            neurons = {layer: collection.n_neurons(layer) for layer in collection.layers}
+            layer_list = ",".join(map(str, collection.layers))
+            typer.echo(
+                f"{done} of {model_type} layers {layer_list} "
+                f"({', '.join(map(str, neurons.values()))} neurons) into {out}"
+            )
+        echo_unit_stats(collection)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from neuron_explainer.records import UnitId
 
 __all__ = [
+    "DirectionsOpt",
     "HeadsOpt",
     "HookOpt",
     "LatentsOpt",
@@ -115,9 +116,21 @@ HeadsOpt = Annotated[
     str | None,
     hidden_default("--heads", "Attention heads instead of --layers, as LAYER.HEAD: 3.5,3.7."),
 ]
+DirectionsOpt = Annotated[
+    Path | None,
+    hidden_default(
+        "--direction",
+        "A .npy file of one [d_model] vector or K of them [K, d_model]: K direction units "
+        "(index = row), the activation at --hook dotted with each, instead of --layers.",
+    ),
+]
 HookOpt = Annotated[
     str | None,
-    hidden_default("--hook", "The SAE's hook site, when its files do not name it."),
+    hidden_default(
+        "--hook",
+        "The hook site of --direction, or of an SAE whose files do not name it "
+        "(TransformerLens-style: blocks.6.hook_resid_pre).",
+    ),
 ]
 
 
@@ -142,24 +155,34 @@ def batch_units(
     latents: str | None,
     heads: str | None,
     hook: str | None,
+    direction: Path | None = None,
 ) -> dict[str, Any]:
     """`collect`'s (and `explain_neurons`') arguments for the units ``collect`` and ``run``
-    are asked for: exactly one of --layers, --sae (with --latents, --hook) and --heads (the
-    layers are left to the caller).
+    are asked for: exactly one of --layers, --sae (with --latents, --hook), --heads and
+    --direction (with --hook) (the layers are left to the caller).
 
     Raises:
-        InvalidInputError: none or several, --latents or --hook without --sae, a bad --heads.
+        InvalidInputError: none or several, --latents without --sae, --hook without --sae or
+            --direction, --direction without --hook, a bad --heads.
     """
     from neuron_explainer.runs import parse_indices
 
-    given = [flag for flag, v in (("--layers", layers), ("--sae", sae), ("--heads", heads)) if v]
+    named = (("--layers", layers), ("--sae", sae), ("--heads", heads), ("--direction", direction))
+    given = [flag for flag, v in named if v]
     if len(given) != 1:
         raise bad_input(
             "give one of --layers (MLP neurons), --sae (with --latents: SAE or transcoder "
-            f"latents) or --heads LAYER.HEAD,...; got {', '.join(given) or 'none of them'}"
+            "latents), --heads LAYER.HEAD,... or --direction FILE.npy with --hook SITE; got "
+            f"{', '.join(given) or 'none of them'}"
         )
-    if (latents is not None or hook is not None) and sae is None:
+    if latents is not None and sae is None:
         raise bad_input("--latents and --hook go with --sae")
+    if direction is not None:
+        if hook is None:
+            raise bad_input("--direction needs --hook: the site it is read at")
+        return {"direction": direction, "hook": hook}
+    if hook is not None and sae is None:
+        raise bad_input("--hook goes with --sae or --direction")
     if sae is not None:
         chosen = None if latents is None else parse_indices(latents, what="latent")
         return {"sae": sae, "latents": chosen, "hook": hook}

@@ -283,9 +283,11 @@ async def _collect(
     if corpus is None:
         raise InvalidInputError("to collect a model's records, give corpus= as well")
     extra = dict(options or {})
-    if layers is None and not (extra.get("sae") or extra.get("heads")):
+    units = extra.get("sae") or extra.get("heads") or extra.get("direction") is not None
+    if layers is None and not units:
         raise InvalidInputError(
-            "to collect a model's records, give layers= (e.g. '0-11'), or sae= or heads="
+            "to collect a model's records, give layers= (e.g. '0-11'), or sae=, heads= or "
+            "direction="
         )
     clash = sorted({"out_dir", "layers"} & set(extra))
     if clash:
@@ -296,7 +298,7 @@ async def _collect(
         raise InvalidInputError("give collection_dir=")
     from neuron_explainer.subjects.collect import collect
 
-    if layers is None:  # SAE latents or attention heads
+    if layers is None:  # SAE latents, attention heads or directions
         return await asyncio.to_thread(collect, model, corpus, out_dir=Path(out_dir), **extra)
     wanted = parse_indices(layers, what="layer")
     try:  # a collection already there keeps its layers: a subset of them needs no new pass

@@ -173,6 +173,8 @@ async def aexplain_neurons(
     sae: str | os.PathLike[str] | Any = None,
     latents: Sequence[int] | None = None,
     heads: Sequence[tuple[int, int]] | None = None,
+    direction: str | os.PathLike[str] | Any = None,
+    hook: str | None = None,
     db: str | os.PathLike[str],
     explainer: Explainer | str = "token-table",
     simulator: Simulator | str = "token-table",
@@ -218,6 +220,9 @@ async def aexplain_neurons(
             is ``None``) or attention heads (``(layer, head)`` pairs) instead of ``layers``
             (`collect`'s arguments of those names); ``neurons`` then picks indices among
             them. A collection of latents or heads is explained whole by default.
+        direction, hook: with ``model``, collect directions (one vector ``[d_model]`` or rows
+            ``[K, d_model]``, an array or ``.npy`` file) at the site ``hook`` instead
+            (``hook`` alone: the site of an SAE whose files do not name it).
         db: the run database (created if missing or an empty file).
         explainer: an `Explainer` or a registered name (``"openai:gpt-4o-mini"``).
         simulator: a `Simulator` or a registered name.
@@ -259,10 +264,13 @@ async def aexplain_neurons(
             the run stops (finished units stay committed) and the error propagates.
     """
     started = time.perf_counter()
-    units_asked = {"sae": sae, "latents": latents, "heads": heads}
+    units_asked = {"sae": sae, "latents": latents, "heads": heads, "direction": direction}
+    units_asked["hook"] = hook
     if any(v is not None for v in units_asked.values()):
         if model is None:
-            raise InvalidInputError("sae=, latents= and heads= collect from a model: give model=")
+            raise InvalidInputError(
+                "sae=, latents=, heads=, direction= and hook= collect from a model: give model="
+            )
         asked = {k: v for k, v in units_asked.items() if v is not None}
         collect_options = {**(collect_options or {}), **asked}
     run = RunOptions.build(

@@ -18,6 +18,7 @@ torch is imported only when a group computes.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -42,7 +43,14 @@ if TYPE_CHECKING:
 
     from neuron_explainer.models.sae import SparseEncoder
 
-__all__ = ["DEFAULT_LATENT_CHUNK", "UnitCapture", "UnitGroup", "head_groups", "sae_groups"]
+__all__ = [
+    "DEFAULT_LATENT_CHUNK",
+    "UnitCapture",
+    "UnitGroup",
+    "head_groups",
+    "resumable_hash",
+    "sae_groups",
+]
 
 DEFAULT_LATENT_CHUNK = 4096
 """Units per state part (and per computed slice of activations) by default."""
@@ -66,7 +74,9 @@ class UnitGroup:
         compute: ``(site tensor, part indices)`` → ``[batch, positions, len(part)]``.
         sparse: for top-k / groupmax SAEs, ``site tensor`` → ``(values, indices)``
             ``[tokens, k]`` each (then ``compute`` is not used).
-        extra: what `Provenance.extra` holds about the units (the SAE).
+        extra: what `Provenance.extra` holds about the units (the SAE, the directions).
+        signed: the units' activations can be negative (directions), so the zeros of a
+            short window's padding may exceed its real activations.
     """
 
     name: str
@@ -80,6 +90,7 @@ class UnitGroup:
     compute: Callable[[Any, list[int]], Any]
     sparse: Callable[[Any], tuple[Any, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    signed: bool = False
 
     @property
     def layer(self) -> int:
@@ -108,6 +119,50 @@ class UnitGroup:
             "part": self.part,
             "extra": self.extra,
         }
+
+    def config(self) -> dict[str, Any]:
+        """What the collection's config (and so its hash) says of the group: `meta` without
+        the files' paths (``extra``'s ``path`` entries), so that an SAE or a direction is
+        named by its content (its sha256) and moving its files does not block resuming."""
+        return {**self.meta(), "extra": _without_paths(self.extra)}
+
+
+def _without_paths(extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` without the ``path`` entries of its dict values (``{"sae": {"path": ...}}``)."""
+    return {
+        key: {k: v for k, v in value.items() if k != "path"} if isinstance(value, dict) else value
+        for key, value in extra.items()
+    }
+
+
+def resumable_hash(out_dir: Path, config: dict[str, Any]) -> str | None:
+    """The config hash of the collection already in ``out_dir`` when it was made with
+    ``config`` but hashed the older way, with its SAE's path in the hash (collections begun
+    before the config named the SAE by content); ``None`` otherwise. Resuming such a
+    collection under its own hash keeps it (and the runs that name its hash) going, wherever
+    the SAE now lies.
+
+    Raises:
+        FormatError: ``meta.json`` or ``progress.json`` is not valid JSON.
+    """
+    from neuron_explainer.subjects.collection import META, PROGRESS, read_json
+
+    if not (out_dir / META).is_file() or not (out_dir / PROGRESS).is_file():
+        return None
+    previous = read_json(out_dir / META).get("config")
+    held = read_json(out_dir / PROGRESS).get("config_hash")
+    if not isinstance(previous, dict) or not isinstance(previous.get("units"), list):
+        return None
+    units = [
+        {**u, "extra": _without_paths(u.get("extra") or {})} if isinstance(u, dict) else u
+        for u in previous["units"]
+    ]
+    same = _canonical({**previous, "units": units}) == _canonical(config)
+    return str(held) if same and isinstance(held, str) else None
+
+
+def _canonical(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
 
 
 def sae_sha256(sae: SparseEncoder, path: str | None) -> dict[str, str]:

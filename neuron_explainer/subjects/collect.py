@@ -87,6 +87,7 @@ from neuron_explainer.records.building import (
     DEFAULT_TOP_K,
     checked_quantile_levels,
 )
+from neuron_explainer.subjects._collect_directions import direction_groups, load_directions
 from neuron_explainer.subjects._collect_run import CollectionRun
 from neuron_explainer.subjects._collect_units import (
     DEFAULT_LATENT_CHUNK,
@@ -94,6 +95,7 @@ from neuron_explainer.subjects._collect_units import (
     UnitGroup,
     attended_arrays,
     head_groups,
+    resumable_hash,
     sae_groups,
 )
 from neuron_explainer.subjects.capture import ActivationCapture
@@ -129,7 +131,7 @@ def _clear(out_dir: Path) -> None:
     """Remove the files a collection writes (and nothing else)."""
     for name in (PROGRESS, META, VOCABULARY, WINDOW_IDS, WINDOW_LENGTHS, WINDOW_POSITIONS):
         (out_dir / name).unlink(missing_ok=True)
-    for pattern in ("layer_*", "sae", "heads_*"):
+    for pattern in ("layer_*", "sae", "heads_*", "direction"):
         for folder in out_dir.glob(pattern):
             if folder.is_dir():
                 shutil.rmtree(folder)
@@ -203,10 +205,14 @@ def _unit_groups(
     hook: str | None,
     chunk: int,
     bos: BOSPolicy | None,
+    direction: Any = None,
 ) -> tuple[list[UnitGroup], BOSPolicy]:
     """The unit groups to collect (none for MLP neurons) and the BOS policy to use."""
     if heads:
         return head_groups(model, heads, chunk), bos or "none"
+    if direction is not None:
+        assert hook is not None
+        return direction_groups(model, load_directions(direction), hook, chunk), bos or "none"
     if not sae:
         return [], bos or "none"
     from neuron_explainer.subjects.hf import _sources
@@ -294,6 +300,7 @@ def collect(
     sae: str | os.PathLike[str] | Any = None,
     latents: Sequence[int] | None = None,
     heads: Sequence[tuple[int, int]] | None = None,
+    direction: str | os.PathLike[str] | Any = None,
     hook: str | None = None,
     latent_chunk: int = DEFAULT_LATENT_CHUNK,
     tokenizer: Any = None,
@@ -314,8 +321,8 @@ def collect(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Collection:
-    """Collect records of every MLP neuron of ``layers`` (or of an SAE's latents, or of
-    attention heads) in one pass over ``corpus``.
+    """Collect records of every MLP neuron of ``layers`` (or of an SAE's latents, of
+    attention heads, or of directions) in one pass over ``corpus``.
 
     Args:
         model: anything `load_model` takes, or a `LoadedModel`.
@@ -326,10 +333,17 @@ def collect(
             `SparseEncoder`) whose ``latents`` are recorded at its hook site (docs/units.md).
         latents: the SAE's latents to record (a ``range`` or indices); all when ``None``.
         heads: instead of ``layers``: ``(layer, head)`` pairs of attention heads.
-        hook: the SAE's hook site when its files do not name it.
-        latent_chunk: units per state part: latent activations are computed and folded
-            ``latent_chunk`` latents at a time, so no wider ``[tokens, latents]`` tensor is
-            made (part of the config: a resumed collection keeps its own).
+        direction: instead of ``layers``: one vector ``[d_model]`` or ``K`` of them
+            ``[K, d_model]`` (an array or a ``.npy`` file), read at ``hook``: ``K`` units of
+            kind ``direction`` (index = row), each ``site_activation @ vector`` computed in the
+            site's hook as `explain_neuron(direction=...)` computes it. The array's sha256
+            (and each row's) is in the meta and the records' provenance, and in the config:
+            resuming with other vectors is refused.
+        hook: the directions' hook site (required with ``direction``), or the SAE's when its
+            files do not name it.
+        latent_chunk: units per state part: latent (or direction) activations are computed
+            and folded ``latent_chunk`` units at a time, so no wider ``[tokens, units]``
+            tensor is made (part of the config: a resumed collection keeps its own).
         tokenizer, dtype, device: as for `load_model`.
         window_length, bos, min_length: how windows are cut (`iter_windows`); ``bos``
             defaults to ``"none"``, or with an SAE to what its ``prepend_bos`` needs.
@@ -347,18 +361,26 @@ def collect(
         without any work; an unfinished one is resumed.
 
     Raises:
-        InvalidInputError: bad arguments (not exactly one of ``layers``, ``sae``, ``heads``),
-            a refused SAE setting, no windows, or ``out_dir`` holds a collection with another
+        InvalidInputError: bad arguments (not exactly one of ``layers``, ``sae``, ``heads``,
+            ``direction``; ``direction`` without ``hook``, a bad array), a refused SAE setting,
+            a site the model lacks, no windows, or ``out_dir`` holds a collection with another
             config (pass ``overwrite=True``).
     """
     chosen = [name for name, v in (("layers", layers), ("sae", sae), ("heads", heads)) if v]
+    chosen += ["direction"] if direction is not None else []
     if len(chosen) != 1:
         raise InvalidInputError(
-            "give exactly one of layers= (MLP neurons), sae= (with latents=) or heads=; got "
-            f"{chosen or 'none'}"
+            "give exactly one of layers= (MLP neurons), sae= (with latents=), heads= or "
+            f"direction= (with hook=); got {chosen or 'none'}"
         )
     if latents is not None and sae is None:
         raise InvalidInputError("latents= needs sae=")
+    if (direction is None) == (hook is not None) and sae is None:
+        raise InvalidInputError(
+            "direction= needs hook= (its site, e.g. 'blocks.6.hook_resid_pre')"
+            if hook is None
+            else "hook= goes with direction= or sae="
+        )
     _check_counts(
         ("latent_chunk", latent_chunk, 1),
         ("window_length", window_length, 1),
@@ -377,7 +399,9 @@ def collect(
         else load_model(model, tokenizer=tokenizer, dtype=dtype, device=device)
     )
     source = corpus_from(corpus)
-    groups, bos = _unit_groups(loaded.model, sae, latents, heads, hook, latent_chunk, bos)
+    groups, bos = _unit_groups(
+        loaded.model, sae, latents, heads, hook, latent_chunk, bos, direction
+    )
     capture: ActivationCapture | UnitCapture = (
         UnitCapture(loaded.model, groups)
         if groups
@@ -404,9 +428,10 @@ def collect(
         "max_windows": max_windows,
     }
     if groups:  # MLP collections keep the config (and hash) of format 2
-        config["units"] = [{**g.meta(), "chunk": latent_chunk} for g in groups]
-    config_hash = _config_hash(config)
+        config["units"] = [{**g.config(), "chunk": latent_chunk} for g in groups]
     out = Path(out_dir)
+    # a collection begun when the hash held the SAE's path resumes under its own hash
+    config_hash = (groups and resumable_hash(out, config)) or _config_hash(config)
     out.mkdir(parents=True, exist_ok=True)
     run = CollectionRun(out, config, config_hash, loaded, capture, fields, groups)
     if _resume_or_clear(run, overwrite=overwrite):

@@ -27,13 +27,19 @@ from neuron_explainer.errors import FormatError, InvalidInputError
 from neuron_explainer.interfaces import Subject
 from neuron_explainer.records import (
     ActivationRecord,
-    AttendedToken,
     NeuronRecord,
     Provenance,
     UnitId,
     WindowId,
 )
 from neuron_explainer.results import check_stored_version
+from neuron_explainer.subjects._collection_units import (
+    UnitStats,
+    attended_records,
+    read_unit_stats,
+    refuse_dead,
+    unit_extra,
+)
 
 __all__ = ["Collection", "CollectionSubject"]
 
@@ -227,28 +233,44 @@ class Collection:
             for i in g["indices"]
         ]
 
-    def record(self, unit: UnitId) -> NeuronRecord:
+    def record(self, unit: UnitId, *, allow_dead: bool = False) -> NeuronRecord:
         """The record of ``unit``, any kind the collection holds (its ``model`` is not
-        checked): an MLP neuron as `neuron_record` reads it, an SAE latent or attention head
-        from its part's state.
+        checked): an MLP neuron as `neuron_record` reads it, an SAE latent, attention head or
+        direction from its part's state. A unit that never fired (never above 0 on the
+        tokens collected, `unit_stats`) is refused unless ``allow_dead``: it has nothing to
+        explain.
 
         Raises:
             InvalidInputError: the collection does not hold the unit (kind, site, layer or
                 index), named with what it holds.
+            DeadUnitError: the unit never fired and not ``allow_dead`` (its message begins
+                ``"dead: never activated on the corpus"``).
         """
         if unit.kind == "mlp_neuron" and unit.site is None and not self.groups:
-            return self.neuron_record(unit.layer, unit.index)
+            return self._layer_record(unit.layer, unit.index, check_dead=not allow_dead)
         group, row = self.locate(unit)
         key = f"{group['name']}/part_{row // int(group['part']):05d}"
         from safetensors import safe_open
 
+        named = unit.model_copy(update={"model": self.meta["model"]})
         with safe_open(str(state_file(self.path, key, self.generation)), framework="np") as f:
+            if not allow_dead:
+                refuse_dead(f, row % int(group["part"]), named)
             return self._read(
                 f,
                 row % int(group["part"]),
-                unit.model_copy(update={"model": self.meta["model"]}),
-                self._provenance(group["hook_point"], {"unit": group["extra"]}),
+                named,
+                self._provenance(group["hook_point"], {"unit": unit_extra(group, row)}),
             )
+
+    def unit_stats(self) -> UnitStats:
+        """How active each collected unit was (`UnitStats`, in `units` order): its firing
+        density (the fraction of tokens where it was above 0; ``None`` for a collection
+        written before the collector counted them), whether it is dead (never above 0) and
+        its highest activation. ``unit_stats().summary()`` says it in one line. Reads one
+        column of each state file.
+        """
+        return read_unit_stats(self)
 
     def locate(self, unit: UnitId) -> tuple[dict[str, Any], int]:
         """The group (of `groups`) holding ``unit`` and the unit's row in it.
@@ -315,17 +337,23 @@ class Collection:
             return self._windows(f, index)
 
     def neuron_record(self, layer: int, index: int) -> NeuronRecord:
-        """Neuron ``index`` of ``layer``, read from its own rows only.
+        """Neuron ``index`` of ``layer``, read from its own rows only (a dead one too: see
+        `record`).
 
         Raises:
             InvalidInputError: the layer was not collected or the index is out of range.
         """
+        return self._layer_record(layer, index, check_dead=False)
+
+    def _layer_record(self, layer: int, index: int, *, check_dead: bool) -> NeuronRecord:
         with self._open(layer) as f:
             n = self.n_neurons(layer)
             if not 0 <= index < n:
                 raise InvalidInputError(
                     f"neuron {index} out of range: layer {layer} has 0..{n - 1}"
                 )
+            if check_dead:
+                refuse_dead(f, index, self.unit(layer, index))
             return self._read(f, index, self.unit(layer, index), self.provenance(layer))
 
     def _read(self, f: Any, index: int, unit: UnitId, provenance: Provenance) -> NeuronRecord:
@@ -347,7 +375,7 @@ class Collection:
         )
         if "attended_source" in f.keys():  # noqa: SIM118  (attention heads, format 3)
             ranks = [top_windows.index(w) for w in chosen["top"]]
-            top_records = self._attended(f, index, top_records, ranks)
+            top_records = attended_records(f, index, top_records, ranks, self.vocabulary)
         random_records = tuple(self._record(w, rand[slots[w]]) for w in chosen["random"])
         samples: list[tuple[ActivationRecord, ...]] = []
         for b, members in enumerate(chosen["quantiles"]):
@@ -367,27 +395,6 @@ class Collection:
         )
 
     # --- internals ---------------------------------------------------------------------------
-
-    def _attended(
-        self, f: Any, index: int, records: tuple[ActivationRecord, ...], ranks: list[int]
-    ) -> tuple[ActivationRecord, ...]:
-        """``records`` (an attention head's top records, of ``ranks``) with their
-        `AttendedToken`, as the collector stored it."""
-        got = {
-            name: f.get_slice(f"attended_{name}")[index]
-            for name in ("position", "source", "source_id", "weight")
-        }
-        out = []
-        for record, rank in zip(records, ranks, strict=True):
-            source = int(got["source"][rank])
-            attended = AttendedToken(
-                position=int(got["position"][rank]),
-                source=source if source >= 0 else None,
-                source_token=self.vocabulary[int(got["source_id"][rank])],
-                weight=float(got["weight"][rank]),
-            )
-            out.append(record.model_copy(update={"attended": attended}))
-        return tuple(out)
 
     def _check_layer(self, layer: int) -> None:
         if layer not in self.layers:
