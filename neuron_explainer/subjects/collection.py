@@ -41,7 +41,7 @@ from neuron_explainer.subjects._collection_units import (
     unit_extra,
 )
 
-__all__ = ["Collection", "CollectionSubject"]
+__all__ = ["Collection", "CollectionSubject", "UnitStats"]
 
 FORMAT_VERSION = 3
 """The collection format written by `collect` (``meta.json``'s ``"format"``). A reader reads
