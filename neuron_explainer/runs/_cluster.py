@@ -215,9 +215,12 @@ class _ClusterUnits:
         future = self.client.submit(
             _unit_task, self.channel.run, key, record, budget_usd, key=key, pure=False
         )
+        distributed = dask_distributed()
         try:
-            await future
-        except dask_distributed().KilledWorker as exc:
+            await distributed.wait(future)  # ended: no round trip for its (empty) result
+            if future.status != "finished":
+                await future  # raises what the task raised
+        except distributed.KilledWorker as exc:
             reason = f"the workers running it died, again and again ({exc})"
             return Attempt(
                 "failed",
