@@ -117,8 +117,9 @@ class UnitStats:
         density = self.density
         if density is None:
             return (
-                f"{text} (never above 0 in their top windows); firing densities not recorded "
-                "(a collection written before the collector counted them)"
+                f"{text} (never above 0 in their top windows); no firing densities (the "
+                "collector counts them for latents, heads and directions, not in older "
+                "collections)"
             )
         alive = density[~self.dead]
         if alive.size == 0:
