@@ -87,8 +87,10 @@ from neuron_explainer.records.building import (
     DEFAULT_TOP_K,
     checked_quantile_levels,
 )
+from neuron_explainer.subjects._collect_batches import fold_here
 from neuron_explainer.subjects._collect_directions import direction_groups, load_directions
 from neuron_explainer.subjects._collect_run import CollectionRun
+from neuron_explainer.subjects._collect_shards import ShardJob, fold_on_cluster
 from neuron_explainer.subjects._collect_units import (
     DEFAULT_LATENT_CHUNK,
     UnitCapture,
@@ -137,18 +139,22 @@ def _clear(out_dir: Path) -> None:
                 shutil.rmtree(folder)
 
 
-def _batches(
-    windows: Iterator[Window], start: int, batch_size: int, every: int
-) -> Iterator[list[Window]]:
-    """Batches of at most ``batch_size`` that never cross a multiple of ``every``."""
-    done = start
-    while True:
-        size = min(batch_size, every - done % every)
-        batch = list(itertools.islice(windows, size))
-        if not batch:
-            return
-        done += len(batch)
-        yield batch
+def build_capture(
+    loaded: LoadedModel, units: dict[str, Any]
+) -> tuple[ActivationCapture | UnitCapture, list[UnitGroup], BOSPolicy]:
+    """The capture of `collect`'s units (``units``: its ``layers``, ``sae``, ``latents``,
+    ``heads``, ``direction``, ``hook``, ``latent_chunk`` and ``bos`` arguments), its unit
+    groups (none for MLP neurons) and the BOS policy to use."""
+    groups, bos = _unit_groups(
+        loaded.model, units["sae"], units["latents"], units["heads"], units["hook"],
+        units["latent_chunk"], units["bos"], units["direction"],
+    )  # fmt: skip
+    capture: ActivationCapture | UnitCapture = (
+        UnitCapture(loaded.model, groups)
+        if groups
+        else ActivationCapture(loaded.model, units["layers"] or [])
+    )
+    return capture, groups, bos
 
 
 def _verified_skip(windows: Iterator[Window], run: CollectionRun) -> Iterator[Window]:
@@ -320,6 +326,7 @@ def collect(
     max_windows: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    cluster: Any = None,
 ) -> Collection:
     """Collect records of every MLP neuron of ``layers`` (or of an SAE's latents, of
     attention heads, or of directions) in one pass over ``corpus``.
@@ -355,6 +362,12 @@ def collect(
         max_windows: stop after this many windows.
         overwrite: replace a collection in ``out_dir`` made with another config.
         progress: called with the number of windows done after every batch.
+        cluster: fold the windows on a Dask cluster's workers instead of in this process:
+            an address (``"tcp://host:8786"``, a running scheduler), a number of local worker
+            processes to start (bound to 127.0.0.1, stopped after), or a
+            ``distributed.Client``. The result is the same collection (bit for bit on the
+            CPU); workers load the model by name, so ``model`` must be loadable there
+            (docs/cluster.md). Needs ``neuron-explainer[dask]``.
 
     Returns:
         The finished `Collection`. A finished collection with the same config is returned
@@ -399,14 +412,11 @@ def collect(
         else load_model(model, tokenizer=tokenizer, dtype=dtype, device=device)
     )
     source = corpus_from(corpus)
-    groups, bos = _unit_groups(
-        loaded.model, sae, latents, heads, hook, latent_chunk, bos, direction
-    )
-    capture: ActivationCapture | UnitCapture = (
-        UnitCapture(loaded.model, groups)
-        if groups
-        else ActivationCapture(loaded.model, layers or [])
-    )
+    units = {
+        "layers": layers, "sae": sae, "latents": latents, "heads": heads,
+        "direction": direction, "hook": hook, "latent_chunk": latent_chunk, "bos": bos,
+    }  # fmt: skip
+    capture, groups, bos = build_capture(loaded, units)
     fields = corpus_provenance(
         source, length=window_length, bos=bos, min_length=min_length, tokenizer=loaded.tokenizer
     )
@@ -427,28 +437,31 @@ def collect(
         "dtype": loaded.dtype,
         "max_windows": max_windows,
     }
+    sizes = {"batch_size": batch_size, "checkpoint_every": checkpoint_every}
     if groups:  # MLP collections keep the config (and hash) of format 2
         config["units"] = [{**g.config(), "chunk": latent_chunk} for g in groups]
     out = Path(out_dir)
     # a collection begun when the hash held the SAE's path resumes under its own hash
     config_hash = (groups and resumable_hash(out, config)) or _config_hash(config)
     out.mkdir(parents=True, exist_ok=True)
-    run = CollectionRun(out, config, config_hash, loaded, capture, fields, groups)
+    run = CollectionRun(out, config, config_hash, loaded, capture, fields, groups, sizes)
     if _resume_or_clear(run, overwrite=overwrite):
         return Collection(out)
     run.start()
     windows = iter_windows(
         source, loaded.tokenizer, length=window_length, bos=bos, min_length=min_length
     )
-    end = max_windows
-    stream = itertools.islice(_verified_skip(windows, run), end)
+    stream = itertools.islice(_verified_skip(windows, run), max_windows)
     try:
-        for batch in _batches(stream, run.windows_done, batch_size, checkpoint_every):
-            run.process(batch)
-            if run.windows_done % checkpoint_every == 0:
-                run.checkpoint(finished=False)
-            if progress is not None:
-                progress(run.windows_done)
+        if cluster is None:
+            fold_here(run, stream, progress)
+        else:
+            job = ShardJob(
+                str(model) if isinstance(model, str | os.PathLike) else loaded.name,
+                tokenizer, loaded.dtype, device if not isinstance(model, LoadedModel) else None,
+                {**units, "bos": bos}, run.config | sizes,
+            ).with_key()  # fmt: skip
+            fold_on_cluster(run, cluster, job, stream, progress)
     except BaseException:
         run.close()
         raise

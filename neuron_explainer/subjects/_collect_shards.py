@@ -1,0 +1,270 @@
+"""`collect(..., cluster=...)`: the same collection, its windows folded by cluster workers.
+
+The driver reads the corpus, writes the window files and cuts the windows into shards; each
+worker loads the model once (kept per worker process across shards), folds a shard into
+partial states (`CollectionRun.fold` with fresh states) and sends them back; the driver merges
+them (`neuron_explainer.subjects._collect_merge`) and checkpoints exactly as a single process
+does. Every sampling decision is keyed by the window id and batches are cut on the same grid
+(`batch_end`), so the result equals a single process's bit for bit on the CPU.
+
+Three phases, because later windows need what earlier ones fix: window 0 alone (the moment
+shift), then the warm-up windows (the quantile boundaries), then the rest. Within a phase shards
+run in parallel. Results are merged in window order (a shard that finishes early waits, in
+memory, for the ones before it), so a checkpoint always covers a prefix of the corpus and a
+restarted driver resumes like a single process: finished shards past the last checkpoint are
+redone. A worker that dies is replaced by the engine, which reruns its shard; a finished shard
+is never folded twice (`merge_into` refuses an overlap).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neuron_explainer.subjects._collect_batches import batch_end
+from neuron_explainer.subjects._collect_merge import merge_into
+from neuron_explainer.subjects._collect_run import CollectionRun
+from neuron_explainer.subjects.corpus import Window
+
+__all__ = ["ShardJob", "fold_on_cluster", "fold_shard"]
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What a worker needs to rebuild the collector: the `load_model` arguments, the units
+    (`collect`'s ``layers`` / ``sae`` / ``heads`` / ``direction`` arguments) and the config."""
+
+    model: str
+    tokenizer: Any
+    dtype: str
+    device: str | None
+    units: dict[str, Any]
+    config: dict[str, Any]
+    key: str = field(default="", compare=False)
+
+    def with_key(self) -> ShardJob:
+        digest = hashlib.sha256(pickle.dumps((self.model, self.dtype, self.units, self.config)))
+        return ShardJob(
+            self.model, self.tokenizer, self.dtype, self.device, self.units, self.config,
+            digest.hexdigest(),
+        )  # fmt: skip
+
+
+_RUNS: dict[str, tuple[threading.Lock, CollectionRun]] = {}
+_RUNS_LOCK = threading.Lock()
+
+
+def _worker_run(job: ShardJob) -> tuple[threading.Lock, CollectionRun]:
+    """The collector of ``job`` in this worker process (built once, kept across shards)."""
+    with _RUNS_LOCK:
+        if job.key not in _RUNS:
+            from neuron_explainer.models.loading import load_model
+            from neuron_explainer.subjects.collect import build_capture
+
+            loaded = load_model(
+                job.model, tokenizer=job.tokenizer, dtype=job.dtype, device=job.device
+            )
+            capture, groups, _ = build_capture(loaded, job.units)
+            run = CollectionRun(Path("."), job.config, job.key, loaded, capture, {}, groups)
+            _RUNS.clear()  # one collection per worker at a time: free the previous model
+            _RUNS[job.key] = (threading.Lock(), run)
+        return _RUNS[job.key]
+
+
+def _limit_threads() -> None:
+    """Give torch the worker's thread count (a process per worker on a shared node)."""
+    try:
+        from distributed import get_worker
+
+        threads = get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def fold_shard(
+    job: ShardJob,
+    first: int,
+    windows: list[Window],
+    primes: dict[str, tuple[np.ndarray | None, np.ndarray | None]],
+) -> dict[str, dict[str, np.ndarray]]:
+    """Fold windows ``first, first + 1, ...`` into fresh partial states (run on a worker).
+
+    Args:
+        job: the collector to use (`ShardJob`, built with `ShardJob.with_key`).
+        first: the id of ``windows[0]``.
+        windows: the shard's windows, in order.
+        primes: per state key, window 0's moment shift and the quantile boundaries (each
+            ``None`` while not known: only shards before them may lack them).
+
+    Returns:
+        Per state key, the partial state's arrays (`LayerState.arrays`).
+    """
+    _limit_threads()
+    lock, run = _worker_run(job)
+    config = job.config
+    with lock:
+        run.states, run.primes = {}, primes
+        done = 0
+        while done < len(windows):
+            start = first + done
+            end = batch_end(
+                start, config["batch_size"], config["checkpoint_every"], config["quantile_warmup"]
+            )
+            run.fold(windows[done : done + end - start], start)
+            done += end - start
+        out = {key: state.arrays() for key, state in run.states.items()}
+        run.states = {}
+    return out
+
+
+@dataclass
+class _Shard:
+    first: int
+    windows: list[Window]
+    need: int  # the prefix that must be merged before it can start
+
+
+def _shards(
+    stream: Iterator[Window], start: int, cuts: Callable[[int], int], warmup: int
+) -> Iterator[_Shard]:
+    """Cut the windows from ``start`` on at ``cuts(first)`` (the end of the shard beginning
+    at ``first``), never across window 1 or ``warmup``."""
+    first = start
+    while True:
+        end = cuts(first)
+        for edge in (1, warmup):
+            if first < edge < end:
+                end = edge
+        windows = [w for _, w in zip(range(end - first), stream, strict=False)]
+        if not windows:
+            return
+        need = 0 if first == 0 else 1 if first < warmup else warmup
+        yield _Shard(first, windows, need)
+        first += len(windows)
+
+
+def shard_cuts(batch_size: int, every: int, warmup: int, workers: int) -> Callable[[int], int]:
+    """Shard ends: warm-up windows in about ``2 * workers`` shards, later windows up to the next
+    multiple of ``every`` (a checkpoint), each on a multiple of ``batch_size``."""
+    warm = max(batch_size, -(-warmup // (2 * workers) // batch_size) * batch_size)
+
+    def cut(first: int) -> int:
+        if first < warmup:
+            return (first // warm + 1) * warm
+        return (first // every + 1) * every
+
+    return cut
+
+
+def _primes(run: CollectionRun) -> dict[str, tuple[np.ndarray | None, np.ndarray | None]]:
+    out = {}
+    for key, state in run.states.items():
+        bounds = state.a["quantile_boundaries"]
+        fixed = bounds.size == 0 or not np.isnan(bounds).all()
+        out[key] = (
+            state.a["moment_shift"].copy() if state.shift_known else None,
+            bounds.copy() if fixed else None,
+        )
+    return out
+
+
+def _gpu_resources(client: Any) -> dict[str, int] | None:
+    """``{"GPU": 1}`` when some worker advertises a ``GPU`` resource (``dask worker
+    --resources GPU=1``, one per GPU as dask-cuda starts them): each shard then runs on a
+    worker holding a GPU, one at a time per GPU; else no constraint."""
+    workers = client.scheduler_info().get("workers", {}).values()
+    return {"GPU": 1} if any(w.get("resources", {}).get("GPU") for w in workers) else None
+
+
+def _merge(run: CollectionRun, arrays: dict[str, dict[str, np.ndarray]]) -> None:
+    seed = run.config["seed"]
+    lanes = {key: (layer, lanes) for key, layer, lanes in run.targets.values()}
+    for key, part in arrays.items():
+        layer, lane = lanes[key]
+        incoming = run._state(part, lane)
+        if key in run.states:
+            merge_into(run.states[key], incoming, seed=seed, layer=layer)
+        else:
+            run.states[key] = incoming
+
+
+def fold_on_cluster(
+    run: CollectionRun,
+    cluster: Any,
+    job: ShardJob,
+    stream: Iterator[Window],
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Fold ``stream`` into ``run`` on ``cluster`` (`collect`'s ``cluster`` argument)."""
+    from neuron_explainer.cluster.engine import open_cluster
+
+    with open_cluster(cluster) as client:
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        _fold_shards(run, client, job, stream, workers=workers, progress=progress)
+
+
+def _fold_shards(
+    run: CollectionRun,
+    client: Any,
+    job: ShardJob,
+    stream: Iterator[Window],
+    *,
+    workers: int,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Fold ``stream`` (the windows after ``run.windows_done``) on ``client``'s workers into
+    ``run``, checkpointing as a single process would (see the module docstring)."""
+    from neuron_explainer.cluster.engine import dask_distributed
+
+    every, warmup = run.sizes["checkpoint_every"], run.config["quantile_warmup"]
+    cuts = shard_cuts(run.sizes["batch_size"], every, warmup, workers)
+    shards = _shards(stream, run.windows_done, cuts, warmup)
+    queue: deque[_Shard] = deque()
+    inflight: dict[Any, _Shard] = {}
+    finished: dict[int, tuple[_Shard, dict[str, dict[str, np.ndarray]]]] = {}
+    futures = dask_distributed().as_completed()
+    lookahead = 2 * workers + 1
+    resources = _gpu_resources(client)
+    exhausted = False
+    while True:
+        while not exhausted and len(queue) + len(inflight) + len(finished) < lookahead:
+            shard = next(shards, None)
+            if shard is None:
+                exhausted = True
+            else:
+                queue.append(shard)
+        while queue and queue[0].need <= run.windows_done:
+            shard = queue.popleft()
+            future = client.submit(
+                fold_shard, job, shard.first, shard.windows, _primes(run), pure=False,
+                resources=resources,
+            )  # fmt: skip
+            inflight[future] = shard
+            futures.add(future)
+        if not inflight:
+            return
+        future = next(futures)
+        shard = inflight.pop(future)
+        finished[shard.first] = (shard, future.result())
+        future.release()
+        while run.windows_done in finished:
+            shard, arrays = finished.pop(run.windows_done)
+            _merge(run, arrays)
+            before = run.windows_done
+            run.record(shard.windows)
+            if run.windows_done // every > before // every:
+                run.checkpoint(finished=False)
+            if progress is not None:
+                progress(run.windows_done)

@@ -1,0 +1,144 @@
+"""`collect(..., cluster=...)` on a real local Dask cluster (2 worker processes on 127.0.0.1):
+the same collection as one process, bit for bit, including after a worker is killed mid-run
+and after the driver stops and resumes (issue 19)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+distributed = pytest.importorskip("distributed")
+
+from gpt2_tokenizer import write_gpt2_tokenizer  # noqa: E402
+
+from neuron_explainer.cluster.engine import open_cluster  # noqa: E402
+from neuron_explainer.subjects.collect import collect  # noqa: E402
+from neuron_explainer.subjects.collection import Collection  # noqa: E402
+
+WORDS = "the river city 1999 café report 42 green people shipped years of bridge".split()
+COMMON: dict[str, Any] = {
+    "layers": [0, 1],
+    "device": "cpu",
+    "window_length": 8,
+    "batch_size": 4,
+    "top_k": 5,
+    "n_random": 4,
+    "quantile_levels": (0.5, 0.9),
+    "n_per_quantile": 3,
+    "quantile_warmup": 24,
+    "checkpoint_every": 16,
+    "seed": 5,
+}
+
+
+def texts(n: int = 80) -> list[str]:
+    rng = np.random.default_rng(0)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 30)))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = write_gpt2_tokenizer(tmp_path_factory.mktemp("tiny-gpt2"))
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64)
+    transformers.GPT2LMHeadModel(config).eval().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client() -> Any:
+    with open_cluster(2) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def single(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Collection:
+    return collect(model_dir, texts(), out_dir=tmp_path_factory.mktemp("single"), **COMMON)
+
+
+def _same(a: Collection, b: Collection) -> None:
+    assert (a.windows_done, a.tokens_done) == (b.windows_done, b.tokens_done)
+    for name in ("window_ids.u32", "window_lengths.u32", "window_positions.i64"):
+        assert (a.path / name).read_bytes() == (b.path / name).read_bytes(), name
+    for layer in (0, 1):
+        for index in range(a.n_neurons(layer)):
+            assert a.neuron_record(layer, index) == b.neuron_record(layer, index), (layer, index)
+
+
+def test_a_cluster_collects_exactly_what_one_process_does(
+    model_dir: Path, client: Any, single: Collection, tmp_path: Path
+) -> None:
+    seen: list[int] = []
+    got = collect(
+        model_dir, texts(), out_dir=tmp_path, cluster=client, progress=seen.append, **COMMON
+    )
+    assert got.finished and single.windows_done > COMMON["quantile_warmup"] + 20
+    _same(got, single)
+    assert seen == sorted(seen) and seen[-1] == single.windows_done
+    # both workers took part, each loading the model once
+    assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_a_killed_worker_loses_nothing_and_a_stopped_driver_resumes(
+    model_dir: Path, client: Any, single: Collection, tmp_path: Path
+) -> None:
+    pids = client.run(os.getpid)
+    killed: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def progress(done: int) -> None:
+        if not killed:  # a worker dies while later shards are in flight
+            pid = next(iter(pids.values()))
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        elif done >= 40:
+            raise Stop
+
+    with pytest.raises(Stop):
+        collect(model_dir, texts(), out_dir=tmp_path, cluster=client, progress=progress, **COMMON)
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
+    assert killed and killed[0] not in client.run(os.getpid).values()
+    progress_file = (tmp_path / "progress.json").read_text()
+    assert '"finished": false' in progress_file
+    resumed = collect(model_dir, texts(), out_dir=tmp_path, cluster=client, **COMMON)
+    _same(resumed, single)
+
+
+def test_shards_go_to_gpu_workers_when_the_cluster_has_them() -> None:
+    from neuron_explainer.subjects._collect_shards import _gpu_resources
+
+    class Fake:
+        def __init__(self, resources: list[dict[str, int]]) -> None:
+            self.info = {"workers": {f"w{i}": {"resources": r} for i, r in enumerate(resources)}}
+
+        def scheduler_info(self) -> dict[str, Any]:
+            return self.info
+
+    assert _gpu_resources(Fake([{}, {}])) is None
+    assert _gpu_resources(Fake([{}, {"GPU": 1}])) == {"GPU": 1}
+
+
+def test_shard_cuts_fall_on_the_batch_grid() -> None:
+    from neuron_explainer.subjects._collect_batches import batch_end
+    from neuron_explainer.subjects._collect_shards import _shards, shard_cuts
+
+    cut = shard_cuts(batch_size=4, every=16, warmup=24, workers=2)
+    shards = list(_shards(iter(range(70)), 0, cut, 24))  # type: ignore[arg-type]
+    edges = [(s.first, s.first + len(s.windows), s.need) for s in shards]
+    assert edges == [
+        (0, 1, 0), (1, 8, 1), (8, 16, 1), (16, 24, 1), (24, 32, 24), (32, 48, 24),
+        (48, 64, 24), (64, 70, 24),
+    ]  # fmt: skip
+    grid = {0}
+    while max(grid) < 70:
+        grid.add(batch_end(max(grid), 4, 16, 24))
+    assert {first for first, _, _ in edges} <= grid  # a shard starts where a batch would
