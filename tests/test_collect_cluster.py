@@ -142,3 +142,29 @@ def test_shard_cuts_fall_on_the_batch_grid() -> None:
     while max(grid) < 70:
         grid.add(batch_end(max(grid), 4, 16, 24))
     assert {first for first, _, _ in edges} <= grid  # a shard starts where a batch would
+
+
+def test_cli_collect_on_a_cluster_equals_the_python_single_process_collection(
+    model_dir: Path, client: Any, tmp_path: Path
+) -> None:
+    from typer import testing
+
+    from neuron_explainer.cli import app
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(texts(40)), encoding="utf-8")
+    options = ["--layers", "0,1", "--window-length", "8", "--top-k", "5", "--n-random", "4"]
+    base = ["collect", str(model_dir), "--corpus", str(corpus), *options, "--batch-size", "4"]
+    address = client.scheduler.address
+    both = testing.CliRunner().invoke(app, [*base, "--out", str(tmp_path / "x"),
+                                            "--cluster", address, "--workers", "2"])  # fmt: skip
+    assert both.exit_code != 0 and "not both" in both.output
+    result = testing.CliRunner().invoke(
+        app, [*base, "--out", str(tmp_path / "cluster"), "--cluster", address]
+    )
+    assert result.exit_code == 0, result.output
+    single = collect(
+        model_dir, str(corpus), out_dir=tmp_path / "single", layers=[0, 1], device=None,
+        window_length=8, top_k=5, n_random=4, batch_size=4,
+    )  # fmt: skip
+    _same(Collection(tmp_path / "cluster"), single)

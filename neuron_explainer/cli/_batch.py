@@ -30,6 +30,7 @@ from neuron_explainer.cli._options import (
     SplitOpt,
     TestSentencesOpt,
     TextField,
+    cluster_option,
     hidden_default,
     llm_options,
     recording_options,
@@ -181,7 +182,7 @@ def run(
     with errors(debug):
         from neuron_explainer.runs import explain_neurons
 
-        on_cluster = _cluster(cluster, workers)
+        on_cluster = cluster_option(cluster, workers)
         if latent_chunk is not None:  # collect's option: refused where nothing is collected
             recording["latent_chunk"] = latent_chunk
         check_components(
@@ -269,13 +270,6 @@ def _records_file(
             f"--records holds the records already: {', '.join(given)} apply to a model only"
         )
     return RecordsFile(records)
-
-
-def _cluster(address: str | None, workers: int | None) -> str | int | None:
-    """``--cluster`` or ``--workers`` (not both), as `explain_neurons` takes it."""
-    if address is not None and workers is not None:
-        raise bad_input("give --cluster ADDRESS (a running cluster) or --workers N, not both")
-    return address if address is not None else workers
 
 
 def _source(

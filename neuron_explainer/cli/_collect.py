@@ -19,6 +19,7 @@ from neuron_explainer.cli._options import (
     Split,
     SplitOpt,
     TextField,
+    cluster_option,
     hidden_default,
     recording_options,
 )
@@ -91,11 +92,28 @@ def collect(
     ] = False,
     split: SplitOpt = Split.file,
     text_field: TextField = "text",
+    cluster: Annotated[
+        str | None,
+        hidden_default(
+            "--cluster",
+            "Fold the windows on the Dask cluster whose scheduler is at this address "
+            "(tcp://HOST:PORT); the workers load MODEL by name (see docs/cluster.md).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        hidden_default(
+            "--workers",
+            "Fold the windows on a local Dask cluster of this many worker processes "
+            "(127.0.0.1 only), started and stopped for the collection.",
+            min=1,
+        ),
+    ] = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Record neurons, SAE latents, heads or directions over a corpus into a folder, in one
-    resumable pass.
+    resumable pass (on a Dask cluster with --cluster or --workers: the same result).
 
     The units are every neuron of some layers (--layers), every latent of an SAE (--sae, with
     --latents to pick some), attention heads (--heads 3.5,3.7) or directions (--direction
@@ -114,6 +132,9 @@ def collect(
         units = batch_units(layers, sae, latents, heads, hook, direction)
         if latent_chunk is not None:
             units["latent_chunk"] = latent_chunk
+        on_cluster = cluster_option(cluster, workers)
+        if on_cluster is not None:
+            units["cluster"] = on_cluster
         texts = open_corpus(corpus, split=split.value, text_field=text_field, count=False)
         model_type, n_layers, _ = model_shape(model)
         if layers is not None:

@@ -403,3 +403,18 @@ def llm_options(command: Callable[..., None]) -> Callable[..., None]:
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     wrapper.__annotations__["return"] = signature.return_annotation
     return wrapper
+
+
+def cluster_option(address: str | None, workers: int | None) -> str | int | None:
+    """``--cluster`` or ``--workers`` (not both), as `collect` and `explain_neurons` take it.
+
+    Raises:
+        InvalidInputError: both were given.
+    """
+    from neuron_explainer.errors import InvalidInputError
+
+    if address is not None and workers is not None:
+        raise InvalidInputError(
+            "give --cluster ADDRESS (a running cluster) or --workers N, not both"
+        )
+    return address if address is not None else workers
