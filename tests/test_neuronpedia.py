@@ -141,6 +141,16 @@ def test_two_units_on_one_feature_and_several_models_are_refused(
     other_layer = result.model_copy(update={"unit": result.unit.model_copy(update={"layer": 1})})
     with pytest.raises(InvalidInputError, match=r"both be feature 0 of source 'same'"):
         neuronpedia_batches([result, other_layer], model_id="m", source="same")
+    latent = result.unit.model_copy(
+        update={"kind": "sae_latent", "site": "blocks.0.hook_resid_post"}
+    )
+    saes = [
+        result.model_copy(update={"unit": latent.model_copy(update={"source": f"sha256:{c * 16}"})})
+        for c in "ab"
+    ]
+    with pytest.raises(InvalidInputError, match=r"export the latents of each SAE"):
+        neuronpedia_batches(saes, model_id="m", source="0-res")
+    assert len(neuronpedia_batches(saes[:1], model_id="m", source="0-res")) == 1
     other_model = result.model_copy(
         update={"unit": result.unit.model_copy(update={"model": "other"})}
     )

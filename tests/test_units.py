@@ -32,6 +32,7 @@ from neuron_explainer import (  # noqa: E402
     explain_neuron,
 )
 from neuron_explainer.interfaces import unit_context  # noqa: E402
+from neuron_explainer.results import RESULT_FORMAT_VERSION  # noqa: E402
 from neuron_explainer.subjects.hf import HFSubject  # noqa: E402
 
 WORDS = "the river city 1999 café report 42 green people shipped years of bridge".split()
@@ -338,7 +339,8 @@ def test_old_results_still_read_and_new_ones_round_trip(
     data = Path(__file__).parent / "data"
     for old in (data / "v1" / "result.json", data / "result_format_5" / "result.json"):
         result = ExplanationResult.model_validate_json(old.read_text(encoding="utf-8"))
-        assert result.unit.site is None and result.format_version == 7
+        assert result.unit.site is None and result.unit.source is None
+        assert result.format_version == RESULT_FORMAT_VERSION
     folder = write_saelens(tmp_path / "sae", sae_weights(1))
     result = explain_neuron(
         tiny("gpt2"),
@@ -349,7 +351,7 @@ def test_old_results_still_read_and_new_ones_round_trip(
     )
     assert result.unit.site == "blocks.1.hook_resid_pre" and result.unit.kind == "sae_latent"
     text = result.model_dump_json()
-    assert json.loads(text)["format_version"] == 7
+    assert json.loads(text)["format_version"] == RESULT_FORMAT_VERSION == 8
     assert ExplanationResult.model_validate_json(text) == result
 
 

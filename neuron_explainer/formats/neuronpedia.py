@@ -182,7 +182,8 @@ def _grouped(
         if first != unit:
             raise InvalidInputError(
                 f"{first} and {unit} would both be feature {unit.index} of source {src!r}; give "
-                "each layer or kind its own source (e.g. source='{layer}-res-jb')"
+                "each layer or kind its own source (e.g. source='{layer}-res-jb'), and export "
+                "the latents of each SAE (UnitId.source) separately, each with its source"
             )
         groups.setdefault(src, {}).setdefault(unit.index, []).append(result)
     if not groups:

@@ -2,7 +2,7 @@
 
 * `ActivationRecord`: one text excerpt, its tokens and the unit's activation on each.
 * `WindowId`: which window of the corpus an excerpt is (document and token offset).
-* `UnitId`: which unit (model, layer, index, kind, hook site).
+* `UnitId`: which unit (model, layer, index, kind, hook site, and the SAE or direction).
 * `AttendedToken`: where an attention head looked from an excerpt's top token.
 * `Provenance`: how the records were produced (model, hook, dataset, window, ...).
 * `NeuronRecord`: everything collected for one unit: top-activating excerpts, a random
@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from neuron_explainer._version import __version__
-from neuron_explainer.errors import InsufficientRecordsError
+from neuron_explainer.errors import InsufficientRecordsError, InvalidInputError
 
 __all__ = [
     "UNIT_KINDS",
@@ -53,6 +53,8 @@ UNIT_KINDS: tuple[str, ...] = (
 )
 """The unit kinds the library records (`UnitId.kind`; docs/units.md defines each one's
 activation). Plugins may name others."""
+SOURCE_DIGITS = 16
+"""Hex digits of a sha256 in a `UnitId.source` named by content (`UnitId.content_source`)."""
 
 
 def _drop_unset(data: Any, optional: tuple[str, ...]) -> Any:
@@ -205,6 +207,13 @@ class UnitId(BaseModel):
     site (an MLP neuron's activation, an attention head's ``attn.hook_z``), which is every
     unit written before sites existed. It is left out of the JSON when ``None``, so such units
     are written as before. ``layer`` is the site's block.
+
+    ``source`` names what the unit is read through when the kind and site do not say it: the
+    SAE or transcoder of a latent, the vector (or array of vectors) of a direction, so that
+    two SAEs at one site (a 16k and a 65k one) give different units. The library names it by
+    content (`content_source`: ``"sha256:"`` and 16 hex digits of the SAE's files' sha256, or
+    of the direction's vector). ``None``: not named (an MLP neuron, an attention head, and
+    every unit written before sources existed); left out of the JSON then.
     """
 
     model_config = _STRICT
@@ -218,14 +227,33 @@ class UnitId(BaseModel):
         min_length=1,
         description="Hook site, e.g. 'blocks.6.hook_resid_pre'; None: the kind's default.",
     )
+    source: Annotated[str, Field(pattern=r"^\S+$", max_length=200)] | None = Field(
+        default=None,
+        description="The SAE, transcoder or direction the unit is read through, e.g. "
+        "'sha256:0123456789abcdef'; None: not named.",
+    )
 
     @model_serializer(mode="wrap")
     def _serialize(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
-        return _drop_unset(handler(self), ("site",))
+        return _drop_unset(handler(self), ("site", "source"))
+
+    @staticmethod
+    def content_source(sha256: str) -> str:
+        """The `source` that names an SAE, a transcoder or a direction by its content:
+        ``"sha256:"`` and the first 16 hex digits of ``sha256`` (a hex digest).
+
+        Raises:
+            InvalidInputError: ``sha256`` is not at least 16 hex digits.
+        """
+        digits = sha256.lower()
+        if len(digits) < SOURCE_DIGITS or any(c not in "0123456789abcdef" for c in digits):
+            raise InvalidInputError(f"{sha256!r} is not a hex sha256 digest")
+        return f"sha256:{digits[:SOURCE_DIGITS]}"
 
     def __str__(self) -> str:
         at = f" at {self.site}" if self.site is not None else ""
-        return f"{self.model} layer {self.layer} {self.kind} {self.index}{at}"
+        of = f" of {self.source}" if self.source is not None else ""
+        return f"{self.model} layer {self.layer} {self.kind} {self.index}{at}{of}"
 
 
 class Provenance(BaseModel):

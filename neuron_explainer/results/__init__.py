@@ -352,7 +352,7 @@ class SimulationScore(BaseModel):
     scored: ScoredSimulation | None = None
 
 
-RESULT_FORMAT_VERSION = 7
+RESULT_FORMAT_VERSION = 8
 """The version of the `ExplanationResult` JSON this library writes (``format_version``).
 
 1: 0.1.0, no ``format_version`` field; 2: the field; 3: ``simulation`` (`SimulationStats`)
@@ -362,7 +362,8 @@ and ``scored.failed`` (the excerpts that could not be simulated); 4: ``scored.sc
 (where the quantile samples went); 6: ``scores`` (every scorer's score by name) and
 ``scored`` optional (no simulation scorer ran); 7: ``unit.site`` (the hook site) and units of
 other kinds (`neuron_explainer.records.UNIT_KINDS`), and a record's ``attended`` (an attention
-head's top source token), both written only when set. Older JSON is upgraded on load: its
+head's top source token), both written only when set; 8: ``unit.source`` (the SAE,
+transcoder or direction of the unit, written only when set). Older JSON is upgraded on load: its
 ``simulation`` is ``None`` (not measured), its ``failed`` empty (any failure then failed the
 unit), its scoring plain, its sensitivity and neutral explanation ``None`` (not measured), its
 records' window ids ``None`` (not known), its split plan's ``quantile`` ``None`` (quantile
@@ -401,7 +402,8 @@ def _upgrade_result(data: dict[str, Any]) -> dict[str, Any]:
     # ``scored.sensitivity`` None (not measured), a record's ``window_id`` None (not known),
     # ``split_plan.quantile`` None (not split). 5 -> 6: ``scores`` is filled from ``scored`` by
     # the model (the correlation score alone). 6 -> 7: ``unit.site`` and a record's
-    # ``attended`` default to None (the kind's default site; not recorded). A later change
+    # ``attended`` default to None (the kind's default site; not recorded). 7 -> 8:
+    # ``unit.source`` defaults to None (the unit's SAE or direction not named). A later change
     # adds its step here.
     return {**data, "format_version": RESULT_FORMAT_VERSION}
 

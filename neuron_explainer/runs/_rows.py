@@ -16,11 +16,12 @@ from neuron_explainer.runs._schema import now
 
 __all__ = [
     "KEY",
-    "KEY_3",
     "USAGE",
     "UnitState",
     "UnitStatus",
+    "columns",
     "key",
+    "key_for",
     "read_units",
     "sum_simulation",
     "sum_usage",
@@ -30,17 +31,34 @@ __all__ = [
 UnitState = Literal["pending", "done", "failed"]
 """Where a unit stands in a run."""
 
-KEY = "layer = ? AND idx = ? AND model = ? AND kind = ? AND site = ?"
+KEY = "layer = ? AND idx = ? AND model = ? AND kind = ? AND site = ? AND source = ?"
 """The ``WHERE`` clause that picks one unit's row (with `key`)."""
-KEY_3 = "layer = ? AND idx = ? AND model = ? AND kind = ?"
-"""`KEY` in a database of schema 3 or older (no site column: ``key(unit)[:4]``)."""
+_KEYS = {
+    3: "layer = ? AND idx = ? AND model = ? AND kind = ?",
+    4: "layer = ? AND idx = ? AND model = ? AND kind = ? AND site = ?",
+}
+"""`KEY` in a database of schema 3 or older (no site column) and of schema 4 (no source)."""
 USAGE = ("prompt_tokens", "completion_tokens", "cached_tokens", "calls", "cache_hits", "cost_usd")
 """The ledger's columns: the fields of `UsageSummary` it sums."""
 
 
-def key(unit: UnitId) -> tuple[int, int, str, str, str]:
-    """The values of `KEY` for ``unit`` (its site ``''`` when it has none)."""
-    return (unit.layer, unit.index, unit.model, unit.kind, unit.site or "")
+def key(unit: UnitId) -> tuple[int, int, str, str, str, str]:
+    """The values of `KEY` for ``unit`` (its site and source ``''`` when it has none)."""
+    return (unit.layer, unit.index, unit.model, unit.kind, unit.site or "", unit.source or "")
+
+
+def key_for(unit: UnitId, version: int) -> tuple[str, tuple[Any, ...]]:
+    """The ``WHERE`` clause and its values that pick ``unit``'s row in a database of schema
+    ``version`` (read before migrating): before 4 without its site, before 5 without its
+    source; a unit with a site (before 4) or a source (before 5) then matches no row (its
+    values hold a layer no unit has)."""
+    values = key(unit)
+    if version >= 5:
+        return KEY, values
+    if version == 4:
+        return _KEYS[4], (values[0] if unit.source is None else -1, *values[1:5])
+    unmatched = unit.site is not None or unit.source is not None
+    return _KEYS[3], (-1 if unmatched else values[0], *values[1:4])
 
 
 def _unit(row: sqlite3.Row) -> UnitId:
@@ -50,6 +68,7 @@ def _unit(row: sqlite3.Row) -> UnitId:
         layer=row["layer"],
         index=row["idx"],
         site=row["site"] or None,
+        source=row["source"] or None,
     )
 
 
@@ -106,7 +125,7 @@ def write_finish(
     spent = tuple(getattr(usage, name) for name in USAGE)
     db.execute(
         f"INSERT INTO usage (run_id, model, kind, layer, idx, outcome, {', '.join(USAGE)}, at, "
-        f"simulation, site) VALUES ({', '.join('?' * (len(spent) + 9))})",
+        f"simulation, site, source) VALUES ({', '.join('?' * (len(spent) + 10))})",
         (
             run_id,
             unit.model,
@@ -118,21 +137,31 @@ def write_finish(
             at,
             stats,
             unit.site or "",
+            unit.source or "",
         ),
     )
 
 
-def read_units(
-    db: sqlite3.Connection, simulation: str, status: UnitState | None, site: str = "site"
-) -> list[UnitStatus]:
-    """Every unit (or those with ``status``), in (layer, index) order; ``simulation`` is the
-    column to read their statistics from (``"NULL"`` before schema 3), ``site`` their site's
-    (``"''"`` before schema 4)."""
+def columns(version: int) -> dict[str, str]:
+    """The expressions to read the ``simulation``, ``site`` and ``source`` columns with in a
+    database of schema ``version`` (``NULL`` or ``''`` where it has no such column yet)."""
+    return {
+        "simulation": "simulation" if version >= 3 else "NULL",
+        "site": "site" if version >= 4 else "''",
+        "source": "source" if version >= 5 else "''",
+    }
+
+
+def read_units(db: sqlite3.Connection, version: int, status: UnitState | None) -> list[UnitStatus]:
+    """Every unit (or those with ``status``), in (layer, index) order, from a database of
+    schema ``version``."""
     where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+    read = columns(version)
     rows = db.execute(
         "SELECT model, kind, layer, idx, status, error, reason, score, attempts, updated_at, "
-        f"{simulation} AS simulation, {site} AS site FROM units {where} "
-        "ORDER BY layer, idx, model, kind, site",
+        f"{read['simulation']} AS simulation, {read['site']} AS site, "
+        f"{read['source']} AS source FROM units {where} "
+        "ORDER BY layer, idx, model, kind, site, source",
         args,
     ).fetchall()
     return [

@@ -11,16 +11,18 @@ Tables (`SCHEMA`)::
             skipped, cost_usd, options)               one row per call; finished_at stays NULL
                                                      when the process died
     units  (id, model, kind, layer, idx, status, result, score, error, reason, attempts,
-            run_id, updated_at, simulation, site)     one row per unit, UNIQUE(layer, idx, model,
-                                                     kind, site); site: the unit's hook site
-                                                     ('' = the kind's default, UnitId.site None);
+            run_id, updated_at, simulation, site,     one row per unit, UNIQUE(layer, idx, model,
+            source)                                  kind, site, source); site: the unit's hook
+                                                     site ('' = the kind's default, UnitId.site
+                                                     None); source: its SAE or direction ('' =
+                                                     none, UnitId.source None);
                                                      status 'pending' | 'done' | 'failed';
                                                      result: the ExplanationResult JSON (done);
                                                      error / reason: the exception class and
                                                      message (failed); simulation: the
                                                      SimulationStats JSON of its last attempt
     usage  (id, run_id, model, kind, layer, idx, outcome, prompt_tokens, completion_tokens,
-            cached_tokens, calls, cache_hits, cost_usd, at, simulation, site)
+            cached_tokens, calls, cache_hits, cost_usd, at, simulation, site, source)
                                                      a ledger: what each attempt at a unit
                                                      spent, whatever its outcome ('done',
                                                      'failed', 'stopped'), and how its
@@ -41,6 +43,13 @@ Tables (`SCHEMA`)::
    latents, heads and directions at different sites each have their row. The step rebuilds
    ``units`` (SQLite cannot change a UNIQUE constraint in place). A schema-3 database reads as
    it is (its units have no site).
+5. ``units.source`` and ``usage.source``: the unit's SAE, transcoder or direction
+   (`UnitId.source`; ``''`` for none), part of the units' key, so two SAEs at one site each
+   have their rows. The step rebuilds ``units``; where the done latents (or directions) of one
+   (model, kind, site) all name one SAE (or vector) by its sha256 in their result's provenance,
+   as a collection records it, every row of that group takes its source (and each done
+   result's unit with it, as result format 8), so a run resumes on the same rows; other rows
+   keep ``''``. A schema-4 database reads as it is (its units have no source).
 
 `MIGRATIONS` holds one step per version: the step from version ``n`` is ``MIGRATIONS[n]``. A step
 marked ``reads_as_is`` means a database still at the old version can be read without migrating
@@ -80,7 +89,7 @@ __all__ = [
     "transaction",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The version of the database layout written by this library."""
 
 SCHEMA = """
@@ -114,7 +123,8 @@ CREATE TABLE IF NOT EXISTS units (
     updated_at TEXT NOT NULL,
     simulation TEXT,
     site TEXT NOT NULL DEFAULT '',
-    UNIQUE (layer, idx, model, kind, site)
+    source TEXT NOT NULL DEFAULT '',
+    UNIQUE (layer, idx, model, kind, site, source)
 );
 CREATE INDEX IF NOT EXISTS units_status ON units (status);
 CREATE TABLE IF NOT EXISTS usage (
@@ -133,7 +143,8 @@ CREATE TABLE IF NOT EXISTS usage (
     cost_usd REAL NOT NULL,
     at TEXT NOT NULL,
     simulation TEXT,
-    site TEXT NOT NULL DEFAULT ''
+    site TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL DEFAULT ''
 );
 """
 """The tables of the current version (statements separated by ``;``)."""
@@ -224,22 +235,91 @@ _UNITS_3 = (
 )
 
 
+def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
+
+
+def _rebuild_units(db: sqlite3.Connection, columns: str, added: str) -> None:
+    """Rebuild ``units`` as `SCHEMA` makes it, copying ``columns`` and setting every
+    ``added`` column to ``''`` (SQLite cannot change a UNIQUE constraint in place)."""
+    units = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS units") :]
+    db.execute(units[: units.index(";")].replace("IF NOT EXISTS units", "units_new"))
+    blanks = ", ".join("''" for _ in added.split(", "))
+    db.execute(f"INSERT INTO units_new ({columns}, {added}) SELECT {columns}, {blanks} FROM units")
+    db.execute("DROP TABLE units")
+    db.execute("ALTER TABLE units_new RENAME TO units")
+    db.execute("CREATE INDEX IF NOT EXISTS units_status ON units (status)")
+
+
 def _add_site_columns(db: sqlite3.Connection) -> None:
     """Add ``site`` ('' for every row: no site) to ``usage``, and rebuild ``units`` with it in
-    the key."""
-
-    def has_site(table: str) -> bool:
-        return any(row[1] == "site" for row in db.execute(f"PRAGMA table_info({table})"))
-
-    if not has_site("units"):
-        units = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS units") :]
-        db.execute(units[: units.index(";")].replace("IF NOT EXISTS units", "units_v4"))
-        db.execute(f"INSERT INTO units_v4 ({_UNITS_3}, site) SELECT {_UNITS_3}, '' FROM units")
-        db.execute("DROP TABLE units")
-        db.execute("ALTER TABLE units_v4 RENAME TO units")
-        db.execute("CREATE INDEX IF NOT EXISTS units_status ON units (status)")
-    if not has_site("usage"):
+    the key (and with ``source``, '' for every row, which the next step would add)."""
+    if not _has_column(db, "units", "site"):
+        _rebuild_units(db, _UNITS_3, "site, source")
+    if not _has_column(db, "usage", "site"):
         db.execute("ALTER TABLE usage ADD COLUMN site TEXT NOT NULL DEFAULT ''")
+
+
+_SOURCE_FORMAT = 8
+"""The result format that has `UnitId.source`."""
+_NAMED_KINDS = ("sae_latent", "transcoder_latent", "direction")
+"""The unit kinds that name a source (`UnitId.source`)."""
+
+
+def _named(result: dict[str, Any]) -> str | None:
+    """The source a done result's provenance names (`neuron_explainer.subjects.units.
+    source_of`), else ``None``."""
+    from neuron_explainer.subjects.units import source_of
+
+    extra = (result.get("provenance") or {}).get("extra") or {}
+    return source_of(extra.get("unit"))
+
+
+def name_sources(db: sqlite3.Connection) -> None:
+    """Name the sources of the units whose results say them: for each (model, kind, site) of
+    SAE or transcoder latents or directions whose rows name none, when every done row's
+    result names one and the same SAE or vector by its sha256 (as a collection's records do:
+    `_named`), every row of the group (units and ledger) takes that source, and each done
+    result's unit too (as result format 8). Other groups keep ``''``."""
+    kinds = _NAMED_KINDS
+    rows = db.execute(
+        "SELECT id, model, kind, site, status, result FROM units WHERE source = '' AND kind IN "
+        f"({', '.join('?' * len(kinds))})",
+        kinds,
+    ).fetchall()
+    groups: dict[tuple[str, str, str], list[tuple[int, dict[str, Any] | None]]] = {}
+    for row_id, model, kind, site, status, text in rows:
+        result = json.loads(text) if status == "done" and text else None
+        groups.setdefault((model, kind, site), []).append((row_id, result))
+    for (model, kind, site), members in groups.items():
+        done = [r for _, r in members if r is not None]
+        named = {_named(r) for r in done}
+        source = named.pop() if len(named) == 1 else None
+        if source is None:
+            continue
+        for row_id, result in members:
+            if result is not None:
+                result["unit"] = {**result["unit"], "source": source}
+                result["format_version"] = max(result.get("format_version", 1), _SOURCE_FORMAT)
+            text = None if result is None else json.dumps(result, separators=(",", ":"))
+            db.execute(
+                "UPDATE units SET source = ?, result = COALESCE(?, result) WHERE id = ?",
+                (source, text, row_id),
+            )
+        db.execute(
+            "UPDATE usage SET source = ? WHERE model = ? AND kind = ? AND site = ? AND source = ''",
+            (source, model, kind, site),
+        )
+
+
+def _add_source_columns(db: sqlite3.Connection) -> None:
+    """Add ``source`` ('' for every row: none named) to ``units`` (in its key, rebuilding it)
+    and ``usage``, then name the sources a collection's results show (`name_sources`)."""
+    if not _has_column(db, "units", "source"):
+        _rebuild_units(db, f"{_UNITS_3}, site", "source")
+    if not _has_column(db, "usage", "source"):
+        db.execute("ALTER TABLE usage ADD COLUMN source TEXT NOT NULL DEFAULT ''")
+    name_sources(db)
 
 
 MIGRATIONS: dict[int, Migration] = {
@@ -256,6 +336,11 @@ MIGRATIONS: dict[int, Migration] = {
         "units and usage gain a site column (the unit's hook site, '' for none: every row "
         "before), part of the units' key",
         _add_site_columns,
+    ),
+    4: Migration(
+        "units and usage gain a source column (the unit's SAE or direction, '' for none), part "
+        "of the units' key; named where a group's done results name one SAE or vector by sha256",
+        _add_source_columns,
     ),
 }
 """Version ``n`` → the step that migrates it to ``n + 1``."""

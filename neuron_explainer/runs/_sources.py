@@ -363,4 +363,6 @@ def select_units(
         raise InvalidInputError("records given as a function need units= (the units to explain)")
     if not chosen:
         raise InvalidInputError("no units to explain")
-    return sorted(chosen, key=lambda u: (u.layer, u.index, u.model, u.kind, u.site or ""))
+    return sorted(
+        chosen, key=lambda u: (u.layer, u.index, u.model, u.kind, u.site or "", u.source or "")
+    )

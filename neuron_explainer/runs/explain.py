@@ -323,12 +323,14 @@ async def aexplain_neuron(
         sae: with a model: an SAE or transcoder (a folder or file
             `neuron_explainer.models.sae.load_sae` reads: SAELens, sparsify, Gemma Scope);
             its latent ``latent`` is explained, read at the SAE's hook site (``hook`` names
-            the site when the files do not).
+            the site when the files do not); the unit's ``source`` names the SAE by its
+            files' sha256, so two SAEs at one site give two units.
         latent: with ``sae`` (or a subject that has one): the latent's index.
         head: ``(layer, head)``: an attention head; its activation is the norm of its write
             to the residual stream.
         direction: with a model: a ``[d_model]`` vector (a ``.npy`` file or an array) read at
-            ``hook``: the activation is the site's activation dotted with it.
+            ``hook``: the activation is the site's activation dotted with it (the unit's
+            ``source`` names the vector by its sha256).
         hook: the hook site of ``direction`` (``"blocks.6.hook_resid_pre"``).
         corpus: with a model: the text to record it over (for ``"hf"``: anything
             `neuron_explainer.subjects.corpus.corpus_from` takes).

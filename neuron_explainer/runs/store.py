@@ -41,10 +41,11 @@ from neuron_explainer.runs._files import (
 )
 from neuron_explainer.runs._rows import (
     KEY,
-    KEY_3,
     UnitState,
     UnitStatus,
+    columns,
     key,
+    key_for,
     read_units,
     sum_simulation,
     sum_usage,
@@ -231,12 +232,14 @@ class RunStore:
         """Add ``units`` as pending (units already present keep their state); returns how
         many were new."""
         at = now()
-        rows = [(u.model, u.kind, u.layer, u.index, u.site or "", at) for u in units]
+        rows = [
+            (u.model, u.kind, u.layer, u.index, u.site or "", u.source or "", at) for u in units
+        ]
         with self._transaction():
             before = self._db.total_changes
             self._db.executemany(
-                "INSERT OR IGNORE INTO units (model, kind, layer, idx, site, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO units (model, kind, layer, idx, site, source, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             return self._db.total_changes - before
@@ -350,45 +353,44 @@ class RunStore:
     def units(self, status: UnitState | None = None) -> list[UnitStatus]:
         """Every unit (or those with ``status``), in (layer, index) order."""
         with self._lock:
-            site = "site" if self._version >= 4 else "''"
-            return read_units(self._db, self._simulation, status, site)
+            return read_units(self._db, self._version, status)
 
     def status(self, unit: UnitId) -> UnitState | None:
         """``unit``'s status, or ``None`` when the run does not hold it."""
         with self._lock:
-            row = self._db.execute(
-                f"SELECT status FROM units WHERE {self._key}", self._values(unit)
-            ).fetchone()
+            where, values = key_for(unit, self._version)
+            row = self._db.execute(f"SELECT status FROM units WHERE {where}", values).fetchone()
         return None if row is None else row["status"]
 
     def result(self, unit: UnitId) -> ExplanationResult | None:
         """``unit``'s result, or ``None`` when it is not done."""
         with self._lock:
+            where, values = key_for(unit, self._version)
             row = self._db.execute(
-                f"SELECT result FROM units WHERE status = 'done' AND {self._key}",
-                self._values(unit),
+                f"SELECT result FROM units WHERE status = 'done' AND {where}", values
             ).fetchone()
         return None if row is None else ExplanationResult.model_validate_json(row["result"])
 
     def results(self) -> Iterator[ExplanationResult]:
         """The results of the done units, in (layer, index) order, read a page at a time (so
         a large run never sits in memory at once)."""
-        after: tuple[Any, ...] = (-1, -1, "", "", "")
-        site = "site" if self._version >= 4 else "''"
+        after: tuple[Any, ...] = (-1, -1, "", "", "", "")
+        read = columns(self._version)
+        order = ("layer", "idx", "model", "kind", "site", "source")
         while True:
             with self._lock:
                 rows = self._db.execute(
-                    f"SELECT layer, idx, model, kind, {site} AS site, result FROM units "
-                    f"WHERE status = 'done' AND (layer, idx, model, kind, {site}) > "
-                    "(?, ?, ?, ?, ?) ORDER BY layer, idx, model, kind, site LIMIT ?",
+                    f"SELECT layer, idx, model, kind, {read['site']} AS site, "
+                    f"{read['source']} AS source, result FROM units WHERE status = 'done' AND "
+                    f"(layer, idx, model, kind, {read['site']}, {read['source']}) > "
+                    "(?, ?, ?, ?, ?, ?) ORDER BY layer, idx, model, kind, site, source LIMIT ?",
                     (*after, _PAGE),
                 ).fetchall()
             if not rows:
                 return
             for row in rows:
                 yield ExplanationResult.model_validate_json(row["result"])
-            last = rows[-1]
-            after = (last["layer"], last["idx"], last["model"], last["kind"], last["site"])
+            after = tuple(rows[-1][name] for name in order)
 
     def failures(self, among: Iterable[UnitId] | None = None) -> list[tuple[UnitId, str]]:
         """Every failed unit (or those of ``among``) with its reason
@@ -407,22 +409,9 @@ class RunStore:
             return sum_usage(self._db)
 
     @property
-    def _key(self) -> str:
-        """`KEY`, or `KEY_3` in a database of schema 3 or older (read before migrating)."""
-        return KEY if self._version >= 4 else KEY_3
-
-    def _values(self, unit: UnitId) -> tuple[Any, ...]:
-        """The values of `_key` for ``unit`` (a unit with a site matches no row of schema 3:
-        its key then holds a layer no unit has)."""
-        values = key(unit)
-        if self._version >= 4:
-            return values
-        return (values[0] if unit.site is None else -1, *values[1:4])
-
-    @property
     def _simulation(self) -> str:
         """The ``simulation`` column, or NULL in a database of schema 2 or older."""
-        return "simulation" if self._version >= 3 else "NULL"
+        return columns(self._version)["simulation"]
 
     def simulation(self, run_id: int | None = None) -> SimulationStats:
         """How the simulations of every recorded attempt went (or of the call ``run_id``'s):

@@ -170,8 +170,8 @@ class HFSubject(Subject):
 
     def latent_unit(self, latent: int) -> UnitId:
         """The `UnitId` of latent ``latent`` of the subject's SAE (kind ``sae_latent`` or
-        ``transcoder_latent``, at the SAE's hook site; loads the model to find the site's
-        layer).
+        ``transcoder_latent``, at the SAE's hook site, its source the SAE's content hash;
+        loads the model to find the site's layer).
 
         Raises:
             InvalidInputError: no SAE, latent out of range, a site the model does not have.
@@ -186,11 +186,13 @@ class HFSubject(Subject):
                 f"{sae.d_sae} latents (0 to {sae.d_sae - 1})"
             )
         layer = resolve(self.loaded.model, site).layer
-        return UnitId(model=self.model_name, layer=layer, index=latent, kind=sae.kind, site=site)
+        named = {"kind": sae.kind, "site": site, "source": self.sources.sae_source()}
+        return UnitId(model=self.model_name, layer=layer, index=latent, **named)
 
     def direction_unit(self) -> UnitId:
-        """The `UnitId` of the subject's direction (index 0, at ``hook``; loads the model to
-        find the site's layer). The vector's sha256 goes into the record's provenance.
+        """The `UnitId` of the subject's direction (index 0, at ``hook``, its source the
+        vector's content hash; loads the model to find the site's layer). The vector's sha256
+        goes into the record's provenance too.
 
         Raises:
             InvalidInputError: no direction, a site the model does not have.
@@ -201,7 +203,10 @@ class HFSubject(Subject):
         if self.sources.direction is None or hook is None:
             raise InvalidInputError("no direction given: pass direction= and hook=")
         layer = resolve(self.loaded.model, hook).layer
-        return UnitId(model=self.model_name, layer=layer, index=0, kind="direction", site=hook)
+        source = self.sources.direction_source()
+        return UnitId(
+            model=self.model_name, layer=layer, index=0, kind="direction", site=hook, source=source
+        )
 
     def count_tokens(self) -> int:
         """The number of tokens one recording reads (what `progress` counts up to): the corpus

@@ -14,35 +14,43 @@ tensor is kept beyond the batch. What each kind's activation is (docs/units.md):
   (`neuron_explainer.records.AttendedToken`, recomputed for the top windows only);
 * ``direction``: ``site_activation @ vector`` (float64 when the model runs in float64, else
   float32), the vector a ``[d_model]`` array or ``.npy`` file; its sha256 (of the vector as
-  little-endian float64) and file are in the record's provenance, not in the unit;
+  little-endian float64) and file are in the record's provenance;
 * ``mlp_neuron`` with a site: column ``index`` of the site's tensor.
+
+A latent's and a direction's `UnitId.source` name the SAE (`sae_sha256` of its files) or the
+vector by content (`UnitId.content_source`), so two SAEs at one site give different units.
 
 torch and numpy are imported only when a unit is recorded or a vector loaded.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.models.hook_sites import HookSite, StopForward, hooked, resolve
 from neuron_explainer.records import ActivationRecord, AttendedToken, UnitId, WindowId
-from neuron_explainer.subjects.corpus import BOSPolicy, Window
+from neuron_explainer.subjects._unit_sources import SAE_FILES as SAE_FILES
+from neuron_explainer.subjects._unit_sources import Direction as Direction
+from neuron_explainer.subjects._unit_sources import UnitSources as UnitSources
+from neuron_explainer.subjects._unit_sources import load_direction as load_direction
+from neuron_explainer.subjects._unit_sources import refuse_settings
+from neuron_explainer.subjects._unit_sources import sae_bos_policy as sae_bos_policy
+from neuron_explainer.subjects._unit_sources import sae_provenance as sae_provenance
+from neuron_explainer.subjects._unit_sources import sae_sha256 as sae_sha256
+from neuron_explainer.subjects._unit_sources import source_of as source_of
+from neuron_explainer.subjects.corpus import Window
 from neuron_explainer.subjects.tokens import token_strings
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
-    from neuron_explainer.models.sae import SparseEncoder
 
 __all__ = [
+    "SAE_FILES",
     "Direction",
     "SiteUnit",
     "UnitSources",
@@ -50,143 +58,16 @@ __all__ = [
     "pad_windows",
     "read_unit",
     "sae_bos_policy",
+    "sae_sha256",
     "site_activations",
+    "source_of",
     "top_sources",
     "window_records",
 ]
 
 HEAD_SITE = "blocks.{layer}.attn.hook_z"
 """An attention head's hook site (its default: `UnitId.site` ``None``)."""
-
-
-@dataclass(frozen=True, eq=False)
-class Direction:
-    """A direction in a hook site's activation space.
-
-    Attributes:
-        vector: ``[d_model]``, float64.
-        sha256: hex sha256 of ``vector`` as contiguous little-endian float64 bytes.
-        path: the ``.npy`` file it was read from, or ``None``.
-    """
-
-    vector: np.ndarray
-    sha256: str
-    path: str | None = None
-
-
-def load_direction(direction: str | os.PathLike[str] | Any) -> Direction:
-    """A `Direction` from a ``.npy`` file (path) or an array-like ``[d_model]``.
-
-    Raises:
-        InvalidInputError: no such file, not a 1-D array of finite numbers.
-    """
-    import numpy as np
-
-    path = None
-    if isinstance(direction, str | os.PathLike):
-        path = str(direction)
-        if not Path(path).is_file():
-            raise InvalidInputError(f"no direction file at {path}: give a .npy file of [d_model]")
-        try:
-            direction = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"{path} is not a .npy array: {exc}") from exc
-    try:
-        vector = np.ascontiguousarray(np.asarray(direction, dtype="<f8"))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"a direction must be an array of numbers: {exc}") from exc
-    where = f" in {path}" if path else ""
-    if vector.ndim != 1 or vector.size == 0:
-        raise InvalidInputError(
-            f"the direction{where} has shape {list(vector.shape)}; give one vector [d_model]"
-        )
-    if not np.isfinite(vector).all():
-        raise InvalidInputError(f"the direction{where} holds NaN or infinite values")
-    return Direction(vector, hashlib.sha256(vector.tobytes()).hexdigest(), path)
-
-
-@dataclass(frozen=True)
-class UnitSources:
-    """What a subject needs, beyond the model, to record units that are not MLP neurons.
-
-    Attributes:
-        sae: the SAE or transcoder whose latents are recorded (``sae_latent``,
-            ``transcoder_latent``).
-        sae_path: where it was read from.
-        direction: the vector of ``direction`` units.
-        hook: the hook site of ``direction`` units (and of an SAE whose files do not say).
-    """
-
-    sae: SparseEncoder | None = None
-    sae_path: str | None = None
-    direction: Direction | None = None
-    hook: str | None = None
-
-    def sae_site(self) -> str:
-        """The name of the site the SAE reads (a transcoder's input; sparsify's
-        ``hookpoint:input`` when it reads a module's input).
-
-        Raises:
-            InvalidInputError: no SAE, or one whose site is unknown and no ``hook``.
-        """
-        sae = self.sae
-        if sae is None:
-            raise InvalidInputError("no SAE given: record SAE latents with sae=PATH")
-        name = sae.hook_site or self.hook
-        if name is None:
-            raise InvalidInputError(
-                f"the SAE at {self.sae_path} does not say which hook site it reads: give hook= "
-                "(e.g. 'blocks.6.hook_resid_post')"
-            )
-        if sae.settings.get("hookpoint_io") == "input" and ":" not in name:
-            name += ":input"
-        return name
-
-
-def sae_bos_policy(sae: SparseEncoder, bos: BOSPolicy | None, where: str) -> BOSPolicy | None:
-    """The BOS policy to record ``sae``'s latents with: ``bos`` (the one asked for, ``None``
-    when none was) checked against the SAE's ``prepend_bos`` (SAELens: every training context
-    began with a BOS token), whose match is ``"window"`` (each window read after a BOS token);
-    ``prepend_bos`` false matches ``"none"``. ``None`` when the SAE does not say and no policy
-    was asked for.
-
-    Raises:
-        InvalidInputError: ``bos`` conflicts with ``prepend_bos``.
-    """
-    prepend = sae.settings.get("prepend_bos")
-    if prepend is None:
-        return bos
-    wanted: BOSPolicy = "window" if prepend else "none"
-    if bos is not None and bos != wanted:
-        raise InvalidInputError(
-            f"the SAE at {where} was trained with prepend_bos={bool(prepend)} (every context "
-            f"{'began with a BOS token' if prepend else 'had no BOS token'}): record its "
-            f"latents with bos={wanted!r}, not bos={bos!r}"
-        )
-    return wanted
-
-
-def _refuse_settings(sae: SparseEncoder, where: str, site: str) -> None:
-    """Refuse SAE settings whose activations the HF model's tensors do not give."""
-    settings = sae.settings
-    if settings.get("center_writing_weights") is True:
-        raise InvalidInputError(
-            f"the SAE at {where} was trained on a TransformerLens model loaded with "
-            "center_writing_weights=True (every write to the residual stream mean-centred); "
-            "the Hugging Face model's activations are not centred, so its latents cannot be "
-            "recorded faithfully here"
-        )
-    kwargs = settings.get("model_from_pretrained_kwargs") or {}
-    if isinstance(kwargs, dict) and kwargs.get("fold_ln") is True and "hook_normalized" in site:
-        raise InvalidInputError(
-            f"the SAE at {where} reads {site} of a model loaded with fold_ln=True (the norm's "
-            "weight folded into the next layer); the Hugging Face norm output includes it"
-        )
-    if settings.get("hook_head_index") is not None:
-        raise InvalidInputError(
-            f"the SAE at {where} reads one head (hook_head_index="
-            f"{settings['hook_head_index']}) of {site}, which is not supported"
-        )
+_refuse_settings = refuse_settings  # the collector's name for it
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,19 +86,6 @@ class SiteUnit:
     compute: Callable[[torch.Tensor], torch.Tensor]
     hook_point: str
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def sae_provenance(sae: SparseEncoder, path: str | None, site: str) -> dict[str, Any]:
-    """What a record's provenance says of the SAE its unit comes from."""
-    return {
-        "path": path,
-        "layout": sae.layout,
-        "kind": sae.kind,
-        "activation": sae.activation,
-        "d_in": sae.d_in,
-        "d_sae": sae.d_sae,
-        "hook_site": site,
-    }
 
 
 def _flat(site: HookSite, tensor: torch.Tensor) -> torch.Tensor:
@@ -282,6 +150,16 @@ def _head_unit(model: Any, unit: UnitId) -> SiteUnit:
     return SiteUnit(site, compute, f"{name} ({geometry.o_proj}:input)", extra)
 
 
+def _check_source(unit: UnitId, source: str, what: str) -> None:
+    """Refuse a unit that names another SAE or direction than the one given (a unit that
+    names none, as every unit written before sources, is read through the one given)."""
+    if unit.source is not None and unit.source != source:
+        raise InvalidInputError(
+            f"{unit} is a unit of {unit.source}, but {what} is {source}: give the SAE or "
+            "direction it was recorded with"
+        )
+
+
 def _latent_unit(model: Any, unit: UnitId, sources: UnitSources) -> SiteUnit:
     sae, where = sources.sae, sources.sae_path or "(given)"
     if sae is None:
@@ -291,7 +169,8 @@ def _latent_unit(model: Any, unit: UnitId, sources: UnitSources) -> SiteUnit:
     name = sources.sae_site()
     if unit.site not in (None, name):
         raise InvalidInputError(f"the SAE at {where} reads {name}, not {unit.site}")
-    _refuse_settings(sae, where, name)
+    _check_source(unit, sources.sae_source(), f"the SAE at {where}")
+    refuse_settings(sae, where, name)
     if not 0 <= unit.index < sae.d_sae:
         raise InvalidInputError(
             f"latent {unit.index} out of range: the SAE at {where} has {sae.d_sae} latents "
@@ -304,7 +183,7 @@ def _latent_unit(model: Any, unit: UnitId, sources: UnitSources) -> SiteUnit:
         _check_width(site, flat, sae.d_in, f"the SAE at {where}")
         return sae.encode(flat, [unit.index])[..., 0]
 
-    extra = {"sae": sae_provenance(sae, sources.sae_path, name)}
+    extra = {"sae": {**sae_provenance(sae, sources.sae_path, name), **sources.sae_hash}}
     return SiteUnit(site, compute, f"{name} ({site.hook_point})", extra)
 
 
@@ -316,6 +195,7 @@ def _direction_unit(model: Any, unit: UnitId, sources: UnitSources) -> SiteUnit:
         raise InvalidInputError(f"{unit}: give the direction and its hook site (direction=, hook=)")
     if unit.site != sources.hook:
         raise InvalidInputError(f"the direction is at {sources.hook}, not {unit.site}")
+    _check_source(unit, sources.direction_source(), "the direction given")
     site = _site(model, unit, sources.hook)
     vectors: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
     width = int(direction.vector.shape[0])
