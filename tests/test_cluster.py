@@ -31,6 +31,7 @@ from neuron_explainer.plugins import Registry
 from neuron_explainer.runs import RunEvent, RunStore, RunSummary, explain_neurons
 from neuron_explainer.simulators.chat_logprob import ChatLogprobSimulator
 from neuron_explainer.testing import (
+    MockExplainer,
     OpenAITestServer,
     OracleResponder,
     ReceivedRequest,
@@ -188,6 +189,16 @@ def test_open_cluster_refuses_bad_arguments_and_unreachable_schedulers(
             pass
 
 
+def test_a_component_that_cannot_travel_is_refused_before_anything_runs(
+    client: Any, tmp_path: Path
+) -> None:
+    explainer = MockExplainer("numbers")
+    explainer.lock = threading.Lock()  # type: ignore[attr-defined]
+    with pytest.raises(InvalidInputError, match=r"the run's components cannot be sent.*lock"):
+        batch(tmp_path / "x.sqlite", units(1), explainer=explainer, cluster=client)
+    assert not (tmp_path / "x.sqlite").exists()
+
+
 # --- the run service on its own -------------------------------------------------------------
 
 
@@ -297,6 +308,28 @@ def test_the_concurrency_cap_holds_across_the_cluster(
     assert fresh.max_in_flight == 1  # 2 workers, 4 units in flight: one request at a time
 
 
+def test_a_budget_holds_across_the_cluster(
+    client: Any, fresh: OpenAITestServer, tmp_path: Path
+) -> None:
+    def same(unit: UnitId) -> NeuronRecord:  # one record for every unit: one cost a unit
+        return tagged_record(UnitId(model="synthetic", layer=0, index=0)).model_copy(
+            update={"unit": unit}
+        )
+
+    priced = {"records": same, "explainer": "openai:gpt-4o-mini", "simulator": "openai:gpt-4o-mini"}
+    one = batch(tmp_path / "one.sqlite", units(1), cluster=client, **priced)
+    cost = one.usage.cost_usd
+    assert one.done == 1 and cost > 0
+    db = tmp_path / "run.sqlite"
+    budget = 2.5 * cost
+    stopped = batch(db, units(6), cluster=client, budget_usd=budget, **priced)
+    assert stopped.stopped_reason == "budget"
+    assert stopped.done == 2 and stopped.pending == 4 and stopped.failed == 0
+    assert stopped.usage.cost_usd <= budget and stopped.spent_usd <= budget
+    resumed = batch(db, units(6), cluster=client, budget_usd=10 * cost, **priced)
+    assert (resumed.done, resumed.already_done, resumed.stopped_reason) == (4, 2, None)
+
+
 def test_a_worker_killed_mid_run_loses_no_unit_and_spends_no_finished_one_twice(
     client: Any, fresh: OpenAITestServer, tmp_path: Path
 ) -> None:
@@ -364,6 +397,12 @@ def test_the_cli_runs_on_a_cluster_and_refuses_two_clusters(client: Any, tmp_pat
         assert [r.model_dump(exclude={"created_at"}) for r in a.results()] == [
             r.model_dump(exclude={"created_at"}) for r in b.results()
         ]
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    local = run(tmp_path / "local.sqlite", "--workers", "1")  # started and stopped for the run
+    assert local.exit_code == 0, local.output
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+    with RunStore(tmp_path / "local.sqlite") as c, RunStore(tmp_path / "alone.sqlite") as b:
+        assert [r.explanation for r in c.results()] == [r.explanation for r in b.results()]
     both = run(tmp_path / "x.sqlite", "--cluster", address, "--workers", "2")
     assert both.exit_code == 2 and "not both" in both.output
     assert run(tmp_path / "x.sqlite", "--workers", "0").exit_code == 2

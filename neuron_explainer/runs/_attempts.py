@@ -4,6 +4,7 @@ process (`measure`) or on a cluster's workers (a `UnitExecutor`), and travel bac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -98,34 +99,61 @@ class UnitExecutor(Protocol):
 
 
 class _BudgetShare:
-    """How much of a run's budget an attempt made elsewhere may spend: the budget left, less
-    what attempts in flight hold, split evenly among the attempts that may start now. The
-    shares never add up to more than is left, so the run never passes its budget; an attempt
-    that needs more than its share is stopped by the budget (it stays pending) and the run
-    stops, as it does in one process when a call does not fit."""
+    """How much of a run's budget an attempt made elsewhere may spend, so that the attempts in
+    flight together never pass it (each is capped at its share where it runs).
+
+    The first attempt gets all that is left. Once one has ended, the next may start while
+    what is left (less what attempts in flight hold) covers ``HEADROOM`` times the most an
+    attempt has cost, and gets that much, or an even share of what is left when that is more;
+    otherwise it waits for an attempt to end. With nothing in flight an attempt gets what is
+    left, however little. An attempt that needs more than its share is stopped by the budget
+    (it stays pending) and the run stops, as in one process when a call does not fit.
+    """
+
+    HEADROOM = 1.5
 
     def __init__(self, meter: UsageMeter, concurrency: int) -> None:
         self.meter = meter
         self.concurrency = concurrency
         self.held = 0.0
         self.in_flight = 0
+        self.ended = 0
+        self.most = 0.0
+        self._changed = asyncio.Condition()
 
-    def take(self, waiting: int) -> float | None:
-        """The share of an attempt about to start, with ``waiting`` units not started yet
-        (this one included)."""
+    def _grant(self, waiting: int) -> float | None:
+        """The share to give now, or ``None`` to wait."""
         left = self.meter.remaining_usd()
-        if left is None:
-            return None
+        assert left is not None
         free = max(0.0, left - self.held)
+        if self.in_flight == 0:
+            return free
+        need = self.HEADROOM * self.most
+        if not self.ended or free < need:
+            return None
         ways = max(1, min(self.concurrency - self.in_flight, waiting))
-        share = free / ways
-        self.held += share
-        self.in_flight += 1
-        return share
+        return min(free, max(need, free / ways))
 
-    def give_back(self, share: float | None) -> None:
-        """The attempt holding ``share`` has ended (what it spent is on the meter by now)."""
+    async def take(self, waiting: int) -> float | None:
+        """The share of an attempt about to start (``None``: no budget), with ``waiting``
+        units not started yet (this one included); waits while too little is free."""
+        if self.meter.budget_usd is None:
+            return None
+        async with self._changed:
+            while (share := self._grant(waiting)) is None:
+                await self._changed.wait()
+            self.held += share
+            self.in_flight += 1
+            return share
+
+    async def give_back(self, share: float | None, spent_usd: float) -> None:
+        """The attempt holding ``share`` has ended, having spent ``spent_usd`` (on the meter
+        by now)."""
         if share is None:
             return
-        self.in_flight -= 1
-        self.held = max(0.0, self.held - share) if self.in_flight else 0.0
+        async with self._changed:
+            self.in_flight -= 1
+            self.held = max(0.0, self.held - share) if self.in_flight else 0.0
+            self.ended += 1
+            self.most = max(self.most, spent_usd)
+            self._changed.notify_all()

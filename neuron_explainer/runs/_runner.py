@@ -231,13 +231,15 @@ async def run_units(
             emit("done", unit, usage=spent, simulation=sims, score=result.score)
 
         async def remotely(unit: UnitId, executor: UnitExecutor) -> Attempt:
-            allowance = share.take(len(todo) + 1)
+            allowance = await share.take(len(todo) + 1)
+            spent = 0.0
             try:
                 attempt = await executor.attempt(unit, allowance)
+                meter.add(attempt.usage)  # spent elsewhere: counted here
+                simulated.add(attempt.simulation)
+                spent = attempt.usage.cost_usd
             finally:
-                share.give_back(allowance)
-            meter.add(attempt.usage)  # spent elsewhere: counted here
-            simulated.add(attempt.simulation)
+                await share.give_back(allowance, spent)
             return attempt
 
         async def worker() -> None:
