@@ -199,6 +199,51 @@ def test_a_component_that_cannot_travel_is_refused_before_anything_runs(
     assert not (tmp_path / "x.sqlite").exists()
 
 
+def test_components_travel_as_their_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from neuron_explainer.cluster.shipping import ship, unship
+    from neuron_explainer.llm.usage import Price
+    from neuron_explainer.runs._cluster import _registry
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-driver-env")
+    given = OpenAILLM(
+        "m", api_key="sk-given", requests_per_minute=90, tokens_per_minute=9000, timeout=7,
+        max_retries=1, price=Price(prompt=1, completion=2), context_window=512,
+    )  # fmt: skip
+    from_env = OpenAILLM("m", max_concurrency=3)
+    data = ship((given, LLMExplainer(from_env)), what="the LLMs")
+    assert b"sk-driver-env" not in data  # a key from the environment stays behind
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:10/v1")  # the worker's differs
+    copy, explainer = unship(data)
+    assert copy is not given and isinstance(copy, OpenAILLM)
+    assert copy._key() == "sk-given" and copy.base_url == "http://127.0.0.1:9/v1"
+    assert copy.limiter.requests is not None and copy.limiter.requests.rate_per_minute == 90
+    assert copy.limiter.tokens is not None and copy.limiter.tokens.rate_per_minute == 9000
+    assert (copy.timeout, copy.max_retries, copy.context_window) == (7.0, 1, 512)
+    assert copy.price == Price(prompt=1, completion=2)
+    moved = explainer.llm
+    assert moved.base_url == "http://127.0.0.1:9/v1" and moved.max_concurrency == 3
+    assert moved._key() == "sk-driver-env"  # read where it runs
+    registry = unship(ship(Registry(entry_points=False), what="r", reducers={Registry: _registry}))
+    assert isinstance(registry, Registry) and registry.explainer("token-table") is not None
+
+    pytest.importorskip("transformers")
+    from test_hf_provider import build_model_dir
+
+    from neuron_explainer.llm.hf import HFLLM
+
+    folder = build_model_dir(tmp_path_factory.mktemp("tiny-llama"), "llama")
+    hf = HFLLM(folder, device="cpu", dtype="float32", max_new_tokens=8, seed=3, top_k=5)
+    rebuilt = unship(ship(hf, what="the hf model"))
+    assert isinstance(rebuilt, HFLLM) and rebuilt.hf_model is not hf.hf_model  # loaded anew
+    assert (rebuilt.model, rebuilt.max_new_tokens, rebuilt.seed, rebuilt.top_k) == (
+        str(folder), 8, 3, 5,
+    )  # fmt: skip
+    assert rebuilt.capabilities == hf.capabilities
+
+
 # --- the run service on its own -------------------------------------------------------------
 
 
@@ -259,6 +304,30 @@ def test_a_batch_on_the_cluster_gives_what_one_process_gives(
             assert x.scored == y.scored
     again = batch(tmp_path / "cluster.sqlite", chosen, cluster=client)  # resumes: nothing left
     assert (again.done, again.already_done) == (0, 6)
+
+
+@pytest.mark.slow  # each worker imports transformers and loads the model: ~30 s on 2 cores
+def test_hf_models_are_loaded_by_each_worker_and_explain_as_here(
+    client: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    pytest.importorskip("transformers")
+    from test_hf_provider import build_model_dir
+
+    from neuron_explainer.llm.hf import HFLLM
+
+    folder = build_model_dir(tmp_path_factory.mktemp("tiny-llama"), "llama")
+    llm = HFLLM(folder, device="cpu", max_new_tokens=8)  # travels as its path and options
+    components = {"explainer": LLMExplainer(llm), "simulator": ChatLogprobSimulator(llm)}
+    on_cluster = batch(tmp_path / "cluster.sqlite", units(2), cluster=client, **components)
+    alone = batch(tmp_path / "alone.sqlite", units(2), **components)
+    assert on_cluster.usage.calls == alone.usage.calls > 0
+    assert (on_cluster.done, on_cluster.failed) == (alone.done, alone.failed)
+    with RunStore(tmp_path / "cluster.sqlite") as a, RunStore(tmp_path / "alone.sqlite") as b:
+        assert a.meta()["config"] == b.meta()["config"]  # described by a worker as here
+        assert a.failures() == b.failures()
+        assert [r.model_dump(exclude={"created_at"}) for r in a.results()] == [
+            r.model_dump(exclude={"created_at"}) for r in b.results()
+        ]
 
 
 def _llm(server: OpenAITestServer, **limits: Any) -> tuple[LLMExplainer, ChatLogprobSimulator]:
