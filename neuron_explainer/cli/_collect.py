@@ -113,13 +113,14 @@ def collect(
     debug: Debug = False,
 ) -> None:
     """Record neurons, SAE latents, heads or directions over a corpus into a folder, in one
-    resumable pass (on a Dask cluster with --cluster or --workers: the same result).
+    resumable pass.
 
     The units are every neuron of some layers (--layers), every latent of an SAE (--sae, with
     --latents to pick some), attention heads (--heads 3.5,3.7) or directions (--direction
     F.npy --hook SITE).
 
-    Memory does not grow with the corpus. explain and run read records back from the folder
+    With --cluster ADDRESS or --workers N, Dask workers fold the windows and the result is the
+    same collection. Memory does not grow with the corpus. explain and run read records back from the folder
     (pass it as MODEL). Prints what was collected and how many units are dead (never above 0)
     with the median firing density of the others.
     """

@@ -51,14 +51,23 @@ def _same_files(folder: Path) -> None:
     collections), so only ``"format"`` changes."""
 
 
+def _sampler_1(folder: Path) -> None:
+    """Collection format 3 → 4: the states stay as they are, and ``meta.json`` says they were
+    sampled by sampler 1 (``"sampler": 1``); an unfinished one resumes with sampler 1."""
+    meta = read_json(folder / META)
+    _replace_text(folder / META, json.dumps({**meta, "sampler": 1}, indent=1))
+
+
 COLLECTION_MIGRATIONS: dict[int, Callable[[Path], None]] = {
     1: add_unknown_positions,
     2: _same_files,
+    3: _sampler_1,
 }
 """Collection format ``n`` → the step that rewrites a collection folder to format ``n + 1``.
 1 → 2 adds ``window_positions.i64`` with every position unknown (`add_unknown_positions`:
 they cannot be known without the corpus, so the records still have no window ids; resuming an
-unfinished collection fills them in); 2 → 3 changes no file (`_same_files`). A step keeps a
+unfinished collection fills them in); 2 → 3 changes no file (`_same_files`); 3 → 4 records
+``"sampler": 1`` in ``meta.json`` (`_sampler_1`). A step keeps a
 copy of each file it rewrites; `migrate` updates ``meta.json``'s ``"format"`` afterwards
 (keeping a copy of the old ``meta.json``)."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from neuron_explainer.errors import FormatError, InvalidInputError
+from neuron_explainer.errors import FormatError
 from neuron_explainer.models.loading import LoadedModel
 from neuron_explainer.subjects._collect_state import LayerState
 from neuron_explainer.subjects._collect_units import UnitCapture, UnitGroup
@@ -38,6 +38,9 @@ __all__ = ["QUANTILE_METHOD", "CollectionRun"]
 
 QUANTILE_METHOD = "warm-up boundaries, then per-bin bottom-m by window hash"
 """How the quantile samples are drawn, as recorded in ``meta.json``."""
+
+LEGACY_METHOD = "warm-up boundaries, then per-bin reservoirs"
+"""``quantile_method`` of sampler 1."""
 
 SAMPLER = 2
 """The sampling scheme, in ``progress.json``: 1 (collections of format 3 and before) decided
@@ -80,6 +83,7 @@ class CollectionRun:
                 key = f"{group.name}/part_{p:05d}"
                 self.targets[(g, p)] = (key, group.layer, np.asarray(part, np.int64))
         self.states: dict[str, LayerState] = {}
+        self.sampler = SAMPLER  # 1 for a collection an earlier version began (resume)
         # state key -> (moment shift, quantile boundaries) a shard's new states start from
         self.primes: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {}
         self.windows_done = 0
@@ -89,21 +93,16 @@ class CollectionRun:
         self.n_prefix = 1 if config["bos"] == "window" else 0
 
     def resume(self, progress: dict[str, Any]) -> None:
-        """Pick up an unfinished collection from its last checkpoint.
+        """Pick up an unfinished collection from its last checkpoint (one begun by an earlier
+        version, sampler 1, is finished with sampler 1: `LegacyLayerState`).
 
         Raises:
-            InvalidInputError: it was begun by a version whose samples depend on the order
-                windows come in (sampler 1), so it cannot be continued by this one.
             FormatError: a state or window file is missing or short.
         """
         from safetensors.numpy import load_file
 
-        if progress.get("sampler", 1) != SAMPLER:
-            raise InvalidInputError(
-                f"cannot resume the collection in {self.out}: it was begun by an older version "
-                "of neuron-explainer, whose samples depend on the order windows come in; "
-                "finish it with that version, or pass overwrite=True to start over"
-            )
+        if int(progress["windows_done"]) > 0:
+            self.sampler = int(progress.get("sampler", 1))
         self.windows_done = int(progress["windows_done"])
         self.tokens_done = int(progress["tokens_done"])
         self.generation = int(progress["generation"])
@@ -140,7 +139,12 @@ class CollectionRun:
             f.write(unknown.tobytes())
 
     def _state(self, arrays: dict[str, np.ndarray], lanes: np.ndarray | None) -> LayerState:
-        state = LayerState(arrays, self.config["quantile_levels"])
+        if self.sampler == 1:
+            from neuron_explainer.subjects._collect_legacy import LegacyLayerState
+
+            state: LayerState = LegacyLayerState(arrays, self.config["quantile_levels"])
+        else:
+            state = LayerState(arrays, self.config["quantile_levels"])
         state.lanes = lanes
         return state
 
@@ -292,7 +296,7 @@ class CollectionRun:
                 "tokens_done": self.tokens_done,
                 "generation": generation,
                 "finished": finished,
-                "sampler": SAMPLER,
+                "sampler": self.sampler,
             },
         )
         self.generation = generation
@@ -331,7 +335,8 @@ class CollectionRun:
                 "device": self.loaded.device,
             },
             "tokenizer": {"class": type(tokenizer).__name__, "vocabulary_size": len(tokenizer)},
-            "quantile_method": QUANTILE_METHOD,
+            "quantile_method": QUANTILE_METHOD if self.sampler == SAMPLER else LEGACY_METHOD,
+            "sampler": self.sampler,
             "reservoir_size": 2 * self.config["n_random"],
             **({"units": self._units_meta()} if self.groups else {}),
         }

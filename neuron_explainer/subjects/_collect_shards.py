@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.subjects._collect_batches import batch_end
 from neuron_explainer.subjects._collect_merge import merge_into
 from neuron_explainer.subjects._collect_run import CollectionRun
@@ -210,6 +211,12 @@ def fold_on_cluster(
     """Fold ``stream`` into ``run`` on ``cluster`` (`collect`'s ``cluster`` argument)."""
     from neuron_explainer.cluster.engine import open_cluster
 
+    if run.sampler != 2:
+        raise InvalidInputError(
+            f"the collection in {run.out} was begun by an earlier version of neuron-explainer "
+            "(sampler 1, whose samples depend on the order windows come in): finish it in one "
+            "process (without cluster=), or pass overwrite=True to start over"
+        )
     with open_cluster(cluster) as client:
         workers = max(1, len(client.scheduler_info().get("workers", {})))
         _fold_shards(run, client, job, stream, workers=workers, progress=progress)

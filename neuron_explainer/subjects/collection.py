@@ -43,14 +43,17 @@ from neuron_explainer.subjects._collection_units import (
 
 __all__ = ["Collection", "CollectionSubject", "UnitStats"]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """The collection format written by `collect` (``meta.json``'s ``"format"``). A reader reads
 every format up to its own and refuses a newer one. 1: 0.1.0; 2: ``window_positions.i64``,
 each window's place in the corpus, so records carry their `WindowId` (a collection of format
 1 reads with window ids ``None``); 3: collections of units that are not MLP neurons (SAE or
 transcoder latents, attention heads): ``meta.json``'s ``units`` names their kind, groups
 (site, indices, parts) and the SAE's provenance, and each part's state lies in
-``{group}/part_{p}/`` (an MLP collection's files are as in format 2)."""
+``{group}/part_{p}/`` (an MLP collection's files are as in format 2); 4: sampler 2, every
+sampling decision keyed by the window id (``meta.json``'s ``sampler``; states add
+``moment_nodes``, ``moment_node_ids``, ``covered`` and, for units, ``firing_counts``), so an
+older version, whose sampler depends on the order windows come in, must not resume it."""
 META = "meta.json"
 PROGRESS = "progress.json"
 VOCABULARY = "tokens.json"
