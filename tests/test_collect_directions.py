@@ -9,6 +9,7 @@ their sha256: resuming with other vectors is refused. CLI ``collect``/``run --di
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from test_collect_units import (  # noqa: E402
     texts,
 )
 
-from neuron_explainer import InvalidInputError, explain_neurons  # noqa: E402
+from neuron_explainer import InvalidInputError, UnitId, explain_neurons  # noqa: E402
 from neuron_explainer.runs.store import RunStore  # noqa: E402
 from neuron_explainer.subjects.collect import collect  # noqa: E402
 from neuron_explainer.subjects.collection import Collection  # noqa: E402
@@ -72,7 +73,9 @@ def test_every_direction_equals_its_single_unit_record_and_the_hand_computation(
         ("direction", SITE, 1, i) for i in range(K)
     ]
     meta = directions.groups[0]["extra"]["direction"]
-    assert meta["sha256"] == __import__("hashlib").sha256(vectors.tobytes()).hexdigest()
+    assert meta["sha256"] == hashlib.sha256(vectors.tobytes()).hexdigest()
+    # the units name the whole array as their source (a row's own hash is in its provenance)
+    assert {u.source for u in units} == {UnitId.content_source(meta["sha256"])}
     assert (meta["rows"], meta["width"], meta["path"]) == (K, D_MODEL, None)
     for row in range(K):
         subject = HFSubject(

@@ -33,7 +33,7 @@ from test_collect_units import (  # noqa: E402
     write_sae,
 )
 
-from neuron_explainer import DeadUnitError, InvalidInputError  # noqa: E402
+from neuron_explainer import DeadUnitError, InvalidInputError, UnitId  # noqa: E402
 from neuron_explainer.models.sae import load_sae  # noqa: E402
 from neuron_explainer.subjects.collect import collect  # noqa: E402
 from neuron_explainer.subjects.collection import Collection  # noqa: E402
@@ -178,6 +178,18 @@ def test_a_collection_resumes_after_its_sae_moved(
     other = write_sae(tmp_path / "other", seed=9)  # another SAE: another config
     with pytest.raises(InvalidInputError, match="another config"):
         collect(loaded, texts(), out_dir=tmp_path / "c", sae=other, **options)
+
+
+def test_collected_latents_name_their_sae_by_content(latents: Collection) -> None:
+    sha = latents.groups[0]["extra"]["sae"]["sha256"]
+    units = latents.units()
+    assert {u.source for u in units} == {UnitId.content_source(sha)}
+    alive = units[int(np.flatnonzero(~latents.unit_stats().dead)[0])]
+    older = alive.model_copy(update={"source": None})  # an id written before sources
+    assert latents.record(older).top_records == latents.record(alive).top_records
+    other = alive.model_copy(update={"source": "sha256:0123456789abcdef"})  # another SAE
+    with pytest.raises(InvalidInputError, match="does not hold"):
+        latents.record(other)
 
 
 def test_a_collection_begun_with_the_sae_path_in_its_hash_still_resumes(

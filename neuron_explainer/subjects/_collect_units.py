@@ -17,7 +17,6 @@ torch is imported only when a group computes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -41,7 +40,6 @@ from neuron_explainer.subjects.units import (
 if TYPE_CHECKING:
     import torch
 
-    from neuron_explainer.models.sae import SparseEncoder
 
 __all__ = [
     "DEFAULT_LATENT_CHUNK",
@@ -54,8 +52,6 @@ __all__ = [
 
 DEFAULT_LATENT_CHUNK = 4096
 """Units per state part (and per computed slice of activations) by default."""
-
-_WEIGHT_FILES = ("cfg.json", "sae_weights.safetensors", "sae.safetensors", "params.npz")
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,11 +95,6 @@ class UnitGroup:
     def parts(self) -> list[list[int]]:
         """The units of each part, in order."""
         return [self.indices[i : i + self.part] for i in range(0, len(self.indices), self.part)]
-
-    def unit(self, model: str, index: int) -> UnitId:
-        return UnitId(
-            model=model, layer=self.layer, index=index, kind=self.kind, site=self.unit_site
-        )
 
     def meta(self) -> dict[str, Any]:
         """How the collection folder describes the group (``meta.json``'s ``units.groups``)."""
@@ -165,28 +156,6 @@ def _canonical(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
 
-def sae_sha256(sae: SparseEncoder, path: str | None) -> dict[str, str]:
-    """The sha256 of the SAE's files (config and weights, in that order) when it was read from
-    a folder, else of its encoder tensors."""
-    digest = hashlib.sha256()
-    root = Path(path) if path else None
-    if root is not None and root.is_file():
-        root = root.parent
-    files = [root / name for name in _WEIGHT_FILES] if root is not None else []
-    found = [f for f in files if f.is_file()]
-    if found:
-        for f in found:
-            with f.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-        return {"sha256": digest.hexdigest(), "of": "+".join(f.name for f in found)}
-    for name in ("W_enc", "b_enc", "threshold", "b_gate", "r_mag", "b_mag"):
-        tensor = getattr(sae, name)
-        if tensor is not None:
-            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return {"sha256": digest.hexdigest(), "of": "encoder tensors (float32)"}
-
-
 def sae_groups(
     model: Any, sources: UnitSources, latents: Sequence[int] | None, chunk: int
 ) -> list[UnitGroup]:
@@ -221,7 +190,7 @@ def sae_groups(
     extra = {
         "sae": {
             **sae_provenance(sae, sources.sae_path, name),
-            **sae_sha256(sae, sources.sae_path),
+            **sources.sae_hash,
         }
     }
     return [

@@ -40,6 +40,7 @@ from neuron_explainer.subjects._collection_units import (
     refuse_dead,
     unit_extra,
 )
+from neuron_explainer.subjects._unit_sources import source_of
 
 __all__ = ["Collection", "CollectionSubject", "UnitStats"]
 
@@ -219,7 +220,9 @@ class Collection:
         return UnitId(model=self.meta["model"], layer=layer, index=index)
 
     def units(self) -> list[UnitId]:
-        """Every unit collected, in (layer, index) order for neurons, group order else."""
+        """Every unit collected, in (layer, index) order for neurons, group order else; a
+        latent or direction names its source (`UnitId.source`: the content hash of its SAE or
+        of the directions' array, as `neuron_explainer.subjects.units.source_of` reads it)."""
         if not self.groups:
             return [
                 self.unit(layer, i) for layer in self.layers for i in range(self.n_neurons(layer))
@@ -231,6 +234,7 @@ class Collection:
                 index=i,
                 kind=g["kind"],
                 site=g["unit_site"],
+                source=source_of(g["extra"]),
             )
             for g in self.groups
             for i in g["indices"]
@@ -276,7 +280,9 @@ class Collection:
         return read_unit_stats(self)
 
     def locate(self, unit: UnitId) -> tuple[dict[str, Any], int]:
-        """The group (of `groups`) holding ``unit`` and the unit's row in it.
+        """The group (of `groups`) holding ``unit`` and the unit's row in it. A unit naming a
+        `UnitId.source` matches only a group of that SAE or those directions; one naming none
+        (an id written before sources existed) matches on kind, layer and site.
 
         Raises:
             InvalidInputError: the collection does not hold ``unit``; the message says what
@@ -284,7 +290,8 @@ class Collection:
         """
         for group in self.groups:
             same = (group["kind"], int(group["layer"]), group["unit_site"])
-            if same == (unit.kind, unit.layer, unit.site):
+            source = unit.source in (None, source_of(group["extra"]))  # None: any (older ids)
+            if same == (unit.kind, unit.layer, unit.site) and source:
                 indices = group["indices"]
                 row = bisect.bisect_left(indices, unit.index)
                 if row < len(indices) and indices[row] == unit.index:
