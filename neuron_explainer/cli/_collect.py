@@ -120,9 +120,9 @@ def collect(
     F.npy --hook SITE).
 
     With --cluster ADDRESS or --workers N, Dask workers fold the windows and the result is the
-    same collection. Memory does not grow with the corpus. explain and run read records back from the folder
-    (pass it as MODEL). Prints what was collected and how many units are dead (never above 0)
-    with the median firing density of the others.
+    same collection. Memory does not grow with the corpus. explain and run read records back
+    from the folder (pass it as MODEL). Prints what was collected and how many units are dead
+    (never above 0) with the median firing density of the others.
     """
     with errors(debug):
         from neuron_explainer.models.loading import model_shape

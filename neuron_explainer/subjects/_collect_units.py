@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.models.hook_sites import HookSite, StopForward, hooked, resolve
-from neuron_explainer.records import UnitId
 from neuron_explainer.subjects.collection import runs_of
 from neuron_explainer.subjects.units import (
     HEAD_SITE,
