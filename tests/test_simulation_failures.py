@@ -472,7 +472,7 @@ def test_a_schema_2_database_reads_as_it_is_and_migrates_on_resume(tmp_path: Pat
         assert store.simulation() == SimulationStats()
         assert store.summary()["simulation"]["attempted"] == 0
 
-    with pytest.warns(UserWarning, match="migrated to schema 4"):
+    with pytest.warns(UserWarning, match=r"migrated to schema \d"):
         summary = explain_neurons(records=records, units=units, db=db)
     assert isinstance(summary, RunSummary)
     assert summary.done == 1 and summary.simulation.attempted == 40
