@@ -472,15 +472,16 @@ def test_a_schema_2_database_reads_as_it_is_and_migrates_on_resume(tmp_path: Pat
         assert store.simulation() == SimulationStats()
         assert store.summary()["simulation"]["attempted"] == 0
 
-    with pytest.warns(UserWarning, match=r"migrated to schema \d"):
+    with pytest.warns(UserWarning, match="migrated to schema 5"):
         summary = explain_neurons(records=records, units=units, db=db)
     assert isinstance(summary, RunSummary)
     assert summary.done == 1 and summary.simulation.attempted == 40
     with RunStore(db) as store:
-        assert store.schema_version == 4
+        assert store.schema_version == 5
         assert [s.simulation is None for s in store.units()] == [True, False]
         assert store.simulation() == summary.simulation
-        assert [(m["from"], m["to"]) for m in store.meta()["migrations"]] == [(2, 3), (3, 4)]
+        steps = [(m["from"], m["to"]) for m in store.meta()["migrations"]]
+        assert steps == [(2, 3), (3, 4), (4, 5)]
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="no Chromium binary (see test_report.py)")
