@@ -228,3 +228,27 @@ def test_a_collection_begun_with_the_sae_path_in_its_hash_still_resumes(
     assert again.meta["config_hash"] == before["config_hash"]
     with pytest.raises(InvalidInputError, match="another config"):
         collect(model, corpus, out_dir=folder, sae=sae, **{**options, "top_k": 4})
+
+
+def test_explain_from_the_model_refuses_a_dead_latent_as_a_collection_does(
+    latents: Collection, loaded: Any, sae_dir: Path
+) -> None:
+    """`HFSubject` (explain_neuron's path) picks a latent's windows as the collection does, and
+    refuses a dead latent with the same error."""
+    import asyncio
+
+    from neuron_explainer.subjects.hf import HFSubject
+
+    options = {k: v for k, v in COMMON.items() if k != "checkpoint_every"}
+    subject = HFSubject(loaded, texts(), sae=sae_dir, **options)
+    stats = latents.unit_stats()
+    dead, live = stats.dead_units()[0], latents.units()[int(np.flatnonzero(~stats.dead)[0])]
+    with pytest.raises(DeadUnitError, match=f"^{DEAD} \\(its highest activation over the corpus"):
+        asyncio.run(subject.aneuron_record(subject.latent_unit(dead.index)))
+    alone = asyncio.run(subject.aneuron_record(subject.latent_unit(live.index)))
+    collected = latents.record(live)
+    for got, want in (
+        (alone.top_records, collected.top_records),
+        (alone.random_sample, collected.random_sample),
+    ):
+        assert [r.window_id for r in got] == [r.window_id for r in want]

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from neuron_explainer.errors import DeadUnitError
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 np = pytest.importorskip("numpy")
@@ -167,7 +169,9 @@ def test_sae_latent_matches_a_hand_computation(
         5,
         "blocks.1.hook_resid_pre",
     )
-    record = subj.neuron_record(unit)
+    record = subj.unit_record(unit)  # latent 5 never fires here: neuron_record refuses it
+    with pytest.raises(DeadUnitError):
+        subj.neuron_record(unit)
     w64 = {k: v.astype(np.float64) for k, v in w.items()}
     for excerpt in excerpts(record):
         hidden, _, _ = run_alone(model, [GPT2_EOS, *excerpt.token_ids])

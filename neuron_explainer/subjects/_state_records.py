@@ -17,7 +17,7 @@ import numpy as np
 from neuron_explainer.records import ActivationRecord, NeuronRecord, Provenance, UnitId
 from neuron_explainer.subjects._collect_state import LayerState
 
-__all__ = ["choose_windows", "select_records"]
+__all__ = ["choose_windows", "refuse_dead_record", "select_records"]
 
 _FOLD = 256  # windows per update
 
@@ -82,6 +82,26 @@ def _fold(
             torch.from_numpy(padding.reshape(-1)) if padding.any() else None,
             int(lengths.sum()), first, seed, layer,
         )  # fmt: skip
+
+
+def refuse_dead_record(record: NeuronRecord, unit: UnitId) -> None:
+    """Raise `DeadUnitError` when ``record`` (of every window of a corpus) shows ``unit`` never
+    above 0: its top excerpt holds its highest activation.
+
+    Raises:
+        DeadUnitError: the unit never activated above 0 (the message begins as a
+            collection's, `neuron_explainer.subjects._collection_units.DEAD_REASON`).
+    """
+    from neuron_explainer.errors import DeadUnitError
+    from neuron_explainer.subjects._collection_units import DEAD_REASON
+
+    top = max((max(r.activations, default=0.0) for r in record.top_records), default=0.0)
+    if top > 0:
+        return
+    raise DeadUnitError(
+        f"{DEAD_REASON} (its highest activation over the corpus is {top:g}): {unit} has "
+        "nothing to explain"
+    )
 
 
 def _tokens_of(column: Sequence[ActivationRecord]) -> Callable[[int], tuple[Any, ...]]:

@@ -31,7 +31,7 @@ from neuron_explainer.records.building import (
     DEFAULT_QUANTILE_LEVELS,
     DEFAULT_TOP_K,
 )
-from neuron_explainer.subjects._state_records import select_records
+from neuron_explainer.subjects._state_records import refuse_dead_record, select_records
 from neuron_explainer.subjects.capture import ActivationCapture
 from neuron_explainer.subjects.corpus import (
     DEFAULT_WINDOW_LENGTH,
@@ -231,11 +231,16 @@ class HFSubject(Subject):
         Raises:
             InvalidInputError: a kind this subject cannot record (or without its SAE or
                 direction), layer or index out of range, or a corpus that yields no window.
+            DeadUnitError: the unit is never above 0 on the corpus: nothing to explain (its
+                message begins ``"dead: never activated on the corpus"``, as a collection's).
         """
         if unit.kind != "mlp_neuron" or unit.site is not None:
-            return await asyncio.to_thread(self.unit_record, unit)
-        records = await asyncio.to_thread(self.neuron_records, unit.layer, [unit.index])
-        return records[unit.index]
+            record = await asyncio.to_thread(self.unit_record, unit)
+        else:
+            records = await asyncio.to_thread(self.neuron_records, unit.layer, [unit.index])
+            record = records[unit.index]
+        refuse_dead_record(record, unit)
+        return record
 
     def probe(self, unit: UnitId) -> Probe:
         """A `neuron_explainer.explainers.revising.Probe` of ``unit``: its true activations
