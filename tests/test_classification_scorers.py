@@ -467,3 +467,22 @@ def test_the_headline_is_the_ranking_when_a_biased_judge_gives_probabilities() -
     plain.capabilities = {"chat"}  # no logprobs: the answers are all there is
     bare = DetectionScorer(plain, answer="yesno").score(EXPLANATION, data)
     assert bare.headline == "balanced_accuracy" and bare.value.value == pytest.approx(0.5)
+
+
+def test_the_judge_is_told_what_kind_of_unit_it_judges() -> None:
+    from neuron_explainer.interfaces import unit_context
+    from neuron_explainer.records import UnitId
+    from neuron_explainer.scorers.classification import DETECTION_SYSTEM
+
+    data = _data()
+    llm, judge = _judge_llm()
+    DetectionScorer(llm).score(EXPLANATION, data)  # no unit: a neuron, as the version names
+    assert judge.requests[0].messages[0].content == DETECTION_SYSTEM
+    assert DETECTION_SYSTEM.startswith("A neuron activates on the tokens")
+    latent = UnitId(model="m", layer=1, index=3, kind="sae_latent", site="blocks.1.hook_resid_pre")
+    llm, judge = _judge_llm()
+    with unit_context(latent):
+        score = DetectionScorer(llm).score(EXPLANATION, data)
+    system = judge.requests[0].messages[0].content
+    assert system == DETECTION_SYSTEM.replace("A neuron", "An SAE latent", 1)
+    assert score.value.value == pytest.approx(1.0)

@@ -27,6 +27,7 @@ from typing import ClassVar, Literal, TypeVar
 from neuron_explainer.errors import InsufficientRecordsError, InvalidInputError
 from neuron_explainer.interfaces import CallEstimate
 from neuron_explainer.llm.base import LLM
+from neuron_explainer.llm.prompts import reworded, unit_noun
 from neuron_explainer.results import ClassificationScore, Explanation, Judgement, Score
 from neuron_explainer.results import SimulationFailure as Failure
 from neuron_explainer.scorers import _judge
@@ -184,7 +185,7 @@ class _ClassificationScorer(Scorer):
         chosen = self._choose(data, rule)
         verdicts = await _judge.ask(
             self.llm,
-            system=self.system,
+            system=self._system(),
             explanation=explanation.text,
             question=self._question(explanation),
             groups=[self._shown(g) for g in chosen.groups],
@@ -230,6 +231,11 @@ class _ClassificationScorer(Scorer):
             excerpts_per_request=self.excerpts_per_request,
         )
 
+    def _system(self) -> str:
+        """The system prompt, naming the kind of unit being scored (`unit_noun`; a neuron's
+        prompt is the one the prompt version names)."""
+        return reworded(self.system, unit_noun())
+
     def estimate(self, explanation: Explanation, data: ScoringData) -> CallEstimate:
         """The requests and tokens of `ascore` without retries, sending nothing (excerpts are
         chosen as `ascore` chooses them)."""
@@ -238,7 +244,7 @@ class _ClassificationScorer(Scorer):
         except InsufficientRecordsError as exc:
             return CallEstimate.of(self, cost_usd=0.0, note=str(exc))
         requests, prompt, completion = _judge.estimate_requests(
-            system=self.system,
+            system=self._system(),
             explanation=explanation.text,
             question=self._question(explanation),
             groups=[self._shown(g) for g in chosen.groups],
