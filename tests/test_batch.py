@@ -482,7 +482,7 @@ def test_a_failure_stays_failed_after_a_kill_and_a_resume(
     assert all(f.reason.startswith("SimulationError: ") for f in resumed.failures)
     assert list(tmp_path.glob("*.lock")) == []  # the killed worker's, taken over and removed
 
-    from neuron_explainer.cli._support import print_summary
+    from neuron_explainer.cli._summary import print_summary
     from neuron_explainer.report import write_report
 
     capsys.readouterr()

@@ -377,7 +377,7 @@ def test_a_run_counts_simulations_per_unit_and_in_total(
 def test_the_cli_summary_prints_the_simulations(
     run: tuple[Path, RunSummary, list[RunEvent]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from neuron_explainer.cli._support import print_summary
+    from neuron_explainer.cli._summary import print_summary
 
     _, summary, _ = run
     assert print_summary(summary) == 1

@@ -35,6 +35,7 @@ from neuron_explainer.cli._options import (
     llm_options,
     recording_options,
 )
+from neuron_explainer.cli._summary import print_summary
 from neuron_explainer.cli._support import (
     Steps,
     Texts,
@@ -42,7 +43,6 @@ from neuron_explainer.cli._support import (
     check_components,
     check_range,
     errors,
-    print_summary,
 )
 from neuron_explainer.cli._units import (
     DirectionsOpt,

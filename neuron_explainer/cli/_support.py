@@ -43,6 +43,9 @@ BAD_INPUT: tuple[type[NeuronExplainerError], ...] = (
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+SHOWN_FAILURES = 10
+"""Failed units a summary lists with their reasons (the report lists them all)."""
+
 
 def exit_code(error: BaseException) -> int:
     """2 for bad input (`BAD_INPUT`), 130 for Ctrl-C, 1 for everything else."""
@@ -438,63 +441,3 @@ def _simulation_rows(scored: ScoredSimulation) -> list[tuple[str, str]]:
 
 def _value(score: Any) -> tuple[float | None, str | None]:
     return score.value, score.reason
-
-
-def print_summary(outcome: Any) -> int:
-    """Print a batch's `RunSummary` (or `RunEstimate` for a dry run), with each failed unit's
-    reason, and return the exit code: 1 when a chosen unit is failed (in this call or an
-    earlier one, until a call retries it) or the run stopped early, else 0."""
-    if hasattr(outcome, "cost_usd") and not hasattr(outcome, "done"):  # a RunEstimate
-        typer.echo(
-            f"dry run: {outcome.units} units, about {outcome.requests} LLM requests, "
-            f"{outcome.prompt_tokens} prompt + {outcome.completion_tokens} completion tokens, "
-            f"estimated ${outcome.cost_usd:.4f}"
-        )
-        for note in getattr(outcome, "notes", ()) or ():
-            typer.echo(f"note: {note}")
-        return EXIT_OK
-    usage = outcome.usage
-    failed = f"{outcome.failed} failed"
-    if outcome.failed_before:
-        failed += f" ({outcome.failed_now} in this call, {outcome.failed_before} before it)"
-    typer.echo(
-        f"{outcome.done} done, {failed}, {outcome.skipped} skipped "
-        f"(of {outcome.total}) in {outcome.elapsed_s:.1f} s"
-    )
-    _print_failures(outcome.failures)
-    simulation = getattr(outcome, "simulation", None)
-    if simulation is not None and simulation.attempted:
-        typer.echo(f"simulations: {simulation.describe()}")
-    if getattr(outcome, "sensitivity_measured", 0):
-        typer.echo(
-            f"sensitivity: measured for {outcome.sensitivity_measured} units, "
-            f"{outcome.flagged} flagged (the prediction hardly depends on the explanation)"
-        )
-    typer.echo(
-        f"LLM usage: {usage.calls} calls ({usage.cache_hits} cached), {usage.prompt_tokens} "
-        f"prompt + {usage.completion_tokens} completion tokens, ${usage.cost_usd:.4f}"
-    )
-    typer.echo(f"database: {outcome.db}")
-    if getattr(outcome, "collection", None):
-        typer.echo(f"collection: {outcome.collection}")
-    if outcome.stopped_reason:
-        typer.echo(f"stopped early: {outcome.stopped_reason}")
-    return EXIT_FAILURE if outcome.failed or outcome.stopped_reason else EXIT_OK
-
-
-SHOWN_FAILURES = 10
-"""Failed units a summary lists with their reasons (the report lists them all)."""
-
-
-def _print_failures(failures: Any) -> None:
-    """One line per failed unit (the first `SHOWN_FAILURES`): the unit, whether it failed in
-    this call or before, and why."""
-    for failure in failures[:SHOWN_FAILURES]:
-        when = "" if failure.in_this_call else " (before this call)"
-        reason = " ".join(failure.reason.split())
-        typer.echo(f"  failed{when}: {failure.unit}: {reason[:300]}")
-    if len(failures) > SHOWN_FAILURES:
-        typer.echo(
-            f"  ... and {len(failures) - SHOWN_FAILURES} more failed units (all of them, with "
-            "their reasons: neuron-explainer report)"
-        )
