@@ -655,3 +655,16 @@ def test_an_attention_heads_excerpt_says_where_the_head_looked(
     assert f"(token {top + 1})" in text and "before the excerpt, weight 0.62" in text
     plain = write_report(results[:1], tmp_path / "plain.html", max_excerpts=None).read_text()
     assert "the head attended most to" not in plain
+
+
+def test_two_saes_latent_of_the_same_index_are_labelled_apart() -> None:
+    from neuron_explainer.report._neuron import unit_label
+
+    site = "blocks.6.hook_resid_post"
+    a, b = (
+        UnitId(model="m", layer=6, index=7, kind="sae_latent", site=site, source=source)
+        for source in ("sha256:0123456789abcdef", "sha256:fedcba9876543210")
+    )
+    assert unit_label(a) == "layer 6 sae latent 7 of sha256:0123456789abcdef"
+    assert unit_label(a) != unit_label(b)
+    assert unit_label(UnitId(model="m", layer=5, index=131)) == "layer 5 neuron 131"

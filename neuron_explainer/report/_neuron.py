@@ -65,9 +65,12 @@ class UnitIds:
 
 
 def unit_label(unit: UnitId) -> str:
-    """``layer 5 neuron 131`` (the kind spelled out when it is not an MLP neuron)."""
+    """``layer 5 neuron 131`` (the kind spelled out when it is not an MLP neuron; a latent or
+    direction also names its SAE or vector, ``of sha256:2fcd3a1e62b7c592``, so two SAEs' latent
+    7 read apart)."""
     kind = "neuron" if unit.kind == "mlp_neuron" else unit.kind.replace("_", " ")
-    return f"layer {unit.layer} {kind} {unit.index}"
+    label = f"layer {unit.layer} {kind} {unit.index}"
+    return label if unit.source is None else f"{label} of {unit.source}"
 
 
 def _held_out(result: ExplanationResult) -> Iterator[ActivationRecord]:
