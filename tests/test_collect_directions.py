@@ -187,3 +187,31 @@ def test_runs_and_the_cli_collect_and_explain_directions(
         result = cli("collect", model_dir, *small, "--out", tmp_path / "x", *args)
         assert result.exit_code == 2, result.output
         assert message in result.stderr
+
+
+def test_a_run_probes_a_single_collected_direction_and_not_a_row_of_several(
+    loaded: Any, vectors: Any, directions: Collection, tmp_path: Path
+) -> None:
+    """Revision's test sentences read a direction's true activations through the run's
+    probe: for a collection of one direction it reads the vector; a row of several cannot be
+    read by the one-vector subject, so the run has no probe for it (instead of failing)."""
+    import asyncio
+
+    from neuron_explainer.runs._sources import Source
+
+    one = collect(loaded, texts(), out_dir=tmp_path / "one", direction=vectors[:1], hook=SITE,
+                  **COMMON)  # fmt: skip
+    unit = one.units()[0]
+    options = {"direction": vectors[:1], "hook": SITE, "device": "cpu"}
+    source = Source({}, collection=one, model=loaded, collect_options=options)
+    probe = source.probe(unit)
+    assert probe is not None
+    sentences = ["the river city", "a dog barked at 3 blue stars"]
+    got = asyncio.run(probe(sentences))
+    for record in got:
+        ids = [50256, *record.token_ids] if one.config["bos"] == "window" else record.token_ids
+        want = hand(loaded, ids, vectors[0])[-len(record.token_ids) :]
+        np.testing.assert_allclose(record.activations, want, atol=1e-5)
+    several = Source({}, collection=directions, model=loaded,
+                     collect_options={"direction": vectors, "hook": SITE})  # fmt: skip
+    assert several.probe(directions.units()[1]) is None

@@ -119,15 +119,19 @@ class Source:
         ``None`` otherwise. The model is loaded on first use, once per run."""
         if self._model is None or self.collection is None:
             return None
+        if unit.kind == "direction" and not self._one_direction():
+            return None  # HFSubject reads one vector; a row of several names the whole array
         if self._subject is None:
             from neuron_explainer.subjects.hf import HFSubject
 
             config = self.collection.config
-            picked = {
+            picked: dict[str, Any] = {
                 k: self._collect_options[k]
                 for k in ("tokenizer", "device", "batch_size", "sae", "hook")
                 if k in self._collect_options
             }
+            if self._one_direction():
+                picked["direction"] = self._directions().matrix[0]
             self._subject = HFSubject(
                 self._model,
                 corpus=[],
@@ -138,6 +142,17 @@ class Source:
             )
         probe: Probe = self._subject.probe(unit)
         return probe
+
+    def _directions(self) -> Any:
+        from neuron_explainer.subjects._collect_directions import load_directions
+
+        return load_directions(self._collect_options["direction"])
+
+    def _one_direction(self) -> bool:
+        """Whether the run collected exactly one direction (the probe can read it)."""
+        if self._collect_options.get("direction") is None:
+            return False
+        return int(self._directions().matrix.shape[0]) == 1
 
     def check(self, unit: UnitId) -> None:
         """Raise `InvalidInputError` if the source cannot have ``unit``."""
