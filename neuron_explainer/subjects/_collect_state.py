@@ -149,6 +149,7 @@ class LayerState:
         self.levels = tuple(float(q) for q in levels)
         self._shift: Any = None  # moment_shift as a tensor on the capture device
         self._keys: np.ndarray | None = None  # each quantile entry's hash key (+inf: empty)
+        self._worst = np.zeros(0)  # each (unit, bin) cell's largest key, set with _keys
         # the hash lane of each row in the quantile decisions: the row (a layer's neuron) or,
         # for a part of a unit group, the unit's index (so parts decide as one state would)
         self.lanes: np.ndarray | None = None
@@ -404,22 +405,29 @@ class LayerState:
         lanes = np.arange(n) if self.lanes is None else self.lanes
         u = stateless_uniform_grid((seed, 1 + layer), ws, lanes)
         keys = self._quantile_keys(seed, layer)
-        worst = keys.max(axis=2).reshape(-1)
-        if not (u < worst[cells]).any():
-            return
+        worst = self._worst  # each cell's largest key, kept with keys
+        hit_i, hit_n = np.nonzero(u < worst[cells])  # candidates, in window order
         hits: list[tuple[np.ndarray, ...]] = []
-        for i in np.nonzero((u < worst[cells]).any(axis=1))[0]:  # window order
-            hn = np.nonzero(u[i] < worst[cells[i]])[0]  # distinct neurons: distinct cells
-            hb, hu = bins[i, hn], u[i, hn]
-            slot = keys[hn, hb].argmax(axis=1)
-            ok = hu < keys[hn, hb, slot]
-            hn, hb, hs = hn[ok], hb[ok], slot[ok]
-            keys[hn, hb, hs] = hu[ok]
-            worst[hn * (q + 1) + hb] = keys[hn, hb].max(axis=1)
-            hits.append((np.full(hn.size, i), hn, hb, hs))
-        self._store_quantiles(
-            rows, start, ws, *(np.concatenate(h) for h in zip(*hits, strict=True))
-        )
+        while hit_i.size:  # a round takes each cell's earliest candidate: cells are independent
+            cell = cells[hit_i, hit_n]
+            order = np.lexsort((hit_i, cell))
+            head = np.ones(order.size, bool)
+            head[1:] = cell[order[1:]] != cell[order[:-1]]
+            i, n = hit_i[order[head]], hit_n[order[head]]
+            b, key = bins[i, n], u[i, n]
+            slot = keys[n, b].argmax(axis=1)  # the worst entry (an empty one first)
+            ok = key < keys[n, b, slot]
+            keys[n[ok], b[ok], slot[ok]] = key[ok]
+            worst[n[ok] * (q + 1) + b[ok]] = keys[n[ok], b[ok]].max(axis=1)
+            hits.append((i[ok], n[ok], b[ok], slot[ok]))
+            hit_i, hit_n = hit_i[order[~head]], hit_n[order[~head]]  # later candidates
+            if hit_i.size:
+                still = u[hit_i, hit_n] < worst[cells[hit_i, hit_n]]
+                hit_i, hit_n = hit_i[still], hit_n[still]
+        if hits:
+            self._store_quantiles(
+                rows, start, ws, *(np.concatenate(h) for h in zip(*hits, strict=True))
+            )
 
     def _store_quantiles(
         self, rows: _Rows, start: int, ws: np.ndarray, i: Any, n: Any, b: Any, s: Any
@@ -448,6 +456,7 @@ class LayerState:
         """Each quantile entry's key [N, Q+1, m] (+inf where empty), kept up to date."""
         if self._keys is None:
             self._keys = quantile_keys(self.a["quantile_windows"], self.lanes, seed, layer)
+            self._worst = self._keys.max(axis=2).reshape(-1)
         return self._keys
 
     def fix_boundaries(self, n_windows: int) -> None:
