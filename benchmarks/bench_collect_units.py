@@ -20,7 +20,7 @@ Targets (issue 18):
 Corpus: the Debian fortunes (``apt-get install fortunes``: /usr/share/games/fortunes, quotes
 split at lines holding ``%``), GPT-2's tokenizer (the test helper's BPE files).
 
-Run:  python benchmarks/bench_collect_units.py [--tokens 8000] [--reps 5] [--big]
+Run:  python benchmarks/bench_collect_units.py [--tokens 8000] [--reps 5] [--big] [--only-collect]
 Writes benchmarks/results/collect_units_<UTC time>.json and prints a summary.
 """
 
@@ -229,6 +229,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--capture-reps", type=int, default=10)
     parser.add_argument("--big", action="store_true", help="also 131,072 latents")
+    parser.add_argument(
+        "--only-collect", action="store_true", help="only the 16,384-latent collection timing"
+    )
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--sae", help=argparse.SUPPRESS)
@@ -251,16 +254,18 @@ def main() -> None:
         loaded = load_model(model_dir, device="cpu")
         corpus = fortunes(args.tokens)
         sae = write_sae(work / "sae16k", 16_384)
-        results["capture"] = capture_vs_bare(loaded, corpus, args.capture_reps)
-        print("capture:", json.dumps(results["capture"]))
+        if not args.only_collect:
+            results["capture"] = capture_vs_bare(loaded, corpus, args.capture_reps)
+            print("capture:", json.dumps(results["capture"]))
         results["sae_16384"] = collect_vs_floor(
             loaded, corpus, sae, args.reps, work, checkpoint_every=4096
         )
         print("16,384 latents:", json.dumps(results["sae_16384"]))
-        results["peak_rss_mb"] = {
-            str(n): peak_rss(model_dir, sae, n, work) for n in (args.tokens, 4 * args.tokens)
-        }
-        print("peak RSS (MB):", results["peak_rss_mb"])
+        if not args.only_collect:
+            results["peak_rss_mb"] = {
+                str(n): peak_rss(model_dir, sae, n, work) for n in (args.tokens, 4 * args.tokens)
+            }
+            print("peak RSS (MB):", results["peak_rss_mb"])
         if args.big:
             big = write_sae(work / "sae128k", 131_072)
             results["sae_131072"] = collect_vs_floor(
