@@ -135,8 +135,7 @@ def test_shard_cuts_fall_on_the_batch_grid() -> None:
     shards = list(_shards(iter(range(70)), 0, cut, 24))  # type: ignore[arg-type]
     edges = [(s.first, s.first + len(s.windows), s.need) for s in shards]
     assert edges == [
-        (0, 1, 0), (1, 8, 1), (8, 16, 1), (16, 24, 1), (24, 32, 24), (32, 48, 24),
-        (48, 64, 24), (64, 70, 24),
+        (0, 12, 0), (12, 24, 0), (24, 32, 24), (32, 48, 24), (48, 64, 24), (64, 70, 24),
     ]  # fmt: skip
     grid = {0}
     while max(grid) < 70:

@@ -7,9 +7,13 @@ them (`neuron_explainer.subjects._collect_merge`) and checkpoints exactly as a s
 does. Every sampling decision is keyed by the window id and batches are cut on the same grid
 (`batch_end`), so the result equals a single process's bit for bit on the CPU.
 
-Three phases, because later windows need what earlier ones fix: window 0 alone (the moment
-shift), then the warm-up windows (the quantile boundaries), then the rest. Within a phase shards
-run in parallel. Results are merged in window order (a shard that finishes early waits, in
+Later windows need what earlier ones fix: first one worker computes window 0's moment shift
+(`window_shifts`, a few numbers per unit), then the warm-up windows are folded in one shard per
+worker, and once they are merged (the quantile boundaries are fixed) the rest, in shards up to
+each multiple of ``checkpoint_every``. Within a phase shards run in parallel. A shard's partial
+state is as big as the whole collection's, whatever its length, so shards are few and long.
+
+Results are merged in window order (a shard that finishes early waits, in
 memory, for the ones before it), so a checkpoint always covers a prefix of the corpus and a
 restarted driver resumes like a single process: finished shards past the last checkpoint are
 redone. A worker that dies is replaced by the engine, which reruns its shard; a finished shard
@@ -19,6 +23,7 @@ is never folded twice (`merge_into` refuses an overlap).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import pickle
 import threading
 from collections import deque
@@ -35,7 +40,7 @@ from neuron_explainer.subjects._collect_merge import merge_into
 from neuron_explainer.subjects._collect_run import CollectionRun
 from neuron_explainer.subjects.corpus import Window
 
-__all__ = ["ShardJob", "fold_on_cluster", "fold_shard"]
+__all__ = ["ShardJob", "fold_on_cluster", "fold_shard", "window_shifts"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,19 @@ def fold_shard(
     return out
 
 
+def window_shifts(job: ShardJob, window: Window) -> dict[str, np.ndarray]:
+    """Each state's moment shift, window 0's mean (run on a worker before the shards, so that
+    every shard starts from it; a few numbers per unit, not a whole state)."""
+    _limit_threads()
+    lock, run = _worker_run(job)
+    with lock:
+        run.states, run.primes = {}, {}
+        run.fold([window], 0)
+        out = {key: state.a["moment_shift"].copy() for key, state in run.states.items()}
+        run.states = {}
+    return out
+
+
 @dataclass
 class _Shard:
     first: int
@@ -141,25 +159,25 @@ def _shards(
     stream: Iterator[Window], start: int, cuts: Callable[[int], int], warmup: int
 ) -> Iterator[_Shard]:
     """Cut the windows from ``start`` on at ``cuts(first)`` (the end of the shard beginning
-    at ``first``), never across window 1 or ``warmup``."""
+    at ``first``), never across ``warmup``."""
     first = start
     while True:
         end = cuts(first)
-        for edge in (1, warmup):
-            if first < edge < end:
-                end = edge
+        if first < warmup < end:
+            end = warmup
         windows = [w for _, w in zip(range(end - first), stream, strict=False)]
         if not windows:
             return
-        need = 0 if first == 0 else 1 if first < warmup else warmup
+        need = 0 if first < warmup else warmup
         yield _Shard(first, windows, need)
         first += len(windows)
 
 
 def shard_cuts(batch_size: int, every: int, warmup: int, workers: int) -> Callable[[int], int]:
-    """Shard ends: warm-up windows in about ``2 * workers`` shards, later windows up to the next
-    multiple of ``every`` (a checkpoint), each on a multiple of ``batch_size``."""
-    warm = max(batch_size, -(-warmup // (2 * workers) // batch_size) * batch_size)
+    """Shard ends: warm-up windows in one shard per worker, later windows up to the next
+    multiple of ``every`` (a checkpoint), each on a multiple of ``batch_size`` (a shard's
+    state is as big as a whole collection's, so fewer, longer shards move less)."""
+    warm = max(batch_size, -(-warmup // workers // batch_size) * batch_size)
 
     def cut(first: int) -> int:
         if first < warmup:
@@ -169,8 +187,14 @@ def shard_cuts(batch_size: int, every: int, warmup: int, workers: int) -> Callab
     return cut
 
 
-def _primes(run: CollectionRun) -> dict[str, tuple[np.ndarray | None, np.ndarray | None]]:
-    out = {}
+def _primes(
+    run: CollectionRun, shifts: dict[str, np.ndarray]
+) -> dict[str, tuple[np.ndarray | None, np.ndarray | None]]:
+    """What a new shard's states start from: window 0's shift (from the merged states, or
+    `window_shifts` before any is merged) and the quantile boundaries once fixed."""
+    out: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {
+        key: (shift, None) for key, shift in shifts.items()
+    }
     for key, state in run.states.items():
         bounds = state.a["quantile_boundaries"]
         fixed = bounds.size == 0 or not np.isnan(bounds).all()
@@ -237,6 +261,16 @@ def _fold_shards(
 
     every, warmup = run.sizes["checkpoint_every"], run.config["quantile_warmup"]
     cuts = shard_cuts(run.sizes["batch_size"], every, warmup, workers)
+    shifts: dict[str, np.ndarray] = {}
+    if run.windows_done == 0:  # window 0's shift first, for every shard to start from
+        window = next(stream, None)
+        if window is None:
+            return
+        stream = itertools.chain([window], stream)
+        resources = _gpu_resources(client)
+        shifts = client.submit(
+            window_shifts, job, window, pure=False, resources=resources
+        ).result()
     shards = _shards(stream, run.windows_done, cuts, warmup)
     queue: deque[_Shard] = deque()
     inflight: dict[Any, _Shard] = {}
@@ -255,7 +289,7 @@ def _fold_shards(
         while queue and queue[0].need <= run.windows_done:
             shard = queue.popleft()
             future = client.submit(
-                fold_shard, job, shard.first, shard.windows, _primes(run), pure=False,
+                fold_shard, job, shard.first, shard.windows, _primes(run, shifts), pure=False,
                 resources=resources,
             )  # fmt: skip
             inflight[future] = shard
