@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import pickle
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +43,8 @@ from neuron_explainer.subjects._collect_run import CollectionRun
 from neuron_explainer.subjects.corpus import Window
 
 __all__ = ["ShardJob", "fold_on_cluster", "fold_shard", "window_shifts"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,10 @@ def fold_shard(
         Per state key, the partial state's arrays (`LayerState.arrays`).
     """
     _limit_threads()
+    started = time.perf_counter()
     lock, run = _worker_run(job)
     config = job.config
+    loaded = time.perf_counter()
     with lock:
         run.states, run.primes = {}, primes
         done = 0
@@ -132,6 +138,8 @@ def fold_shard(
             done += end - start
         out = {key: state.arrays() for key, state in run.states.items()}
         run.states = {}
+    log.debug("shard %d+%d: model %.1f s, folded in %.1f s", first, len(windows),
+              loaded - started, time.perf_counter() - loaded)  # fmt: skip
     return out
 
 
@@ -268,9 +276,7 @@ def _fold_shards(
             return
         stream = itertools.chain([window], stream)
         resources = _gpu_resources(client)
-        shifts = client.submit(
-            window_shifts, job, window, pure=False, resources=resources
-        ).result()
+        shifts = client.submit(window_shifts, job, window, pure=False, resources=resources).result()
     shards = _shards(stream, run.windows_done, cuts, warmup)
     queue: deque[_Shard] = deque()
     inflight: dict[Any, _Shard] = {}
@@ -298,14 +304,21 @@ def _fold_shards(
             return
         future = next(futures)
         shard = inflight.pop(future)
+        started = time.perf_counter()
         finished[shard.first] = (shard, future.result())
         future.release()
+        log.debug("shard %d+%d fetched in %.1f s", shard.first, len(shard.windows),
+                  time.perf_counter() - started)  # fmt: skip
         while run.windows_done in finished:
             shard, arrays = finished.pop(run.windows_done)
+            started = time.perf_counter()
             _merge(run, arrays)
+            log.debug("shard %d merged in %.1f s", shard.first, time.perf_counter() - started)
             before = run.windows_done
             run.record(shard.windows)
             if run.windows_done // every > before // every:
+                started = time.perf_counter()
                 run.checkpoint(finished=False)
+                log.debug("checkpoint in %.1f s", time.perf_counter() - started)
             if progress is not None:
                 progress(run.windows_done)
