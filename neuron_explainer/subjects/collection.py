@@ -417,34 +417,17 @@ class Collection:
         return safe_open(str(state_path(self.path, layer, self.generation)), framework="np")
 
     def _windows(self, f: Any, index: int) -> dict[str, Any]:
-        # Excerpts are de-duplicated by their tokens here (the collector keeps every window):
-        # a window whose tokens repeat a higher-ranked top window is dropped, a random window
-        # never repeats a top excerpt or an earlier random one, and a quantile sample holds no
-        # excerpt twice; so repeated text (boilerplate, licences) cannot put the same excerpt
-        # in two splits. A record can then hold fewer than top_k / n_random excerpts.
-        top: list[int] = []
-        seen: set[tuple[int, ...]] = set()
-        for w in f.get_slice("top_windows")[index]:
-            if w >= 0 and (key := self.window_tokens(int(w))) not in seen:
-                seen.add(key)
-                top.append(int(w))
-        n_random = int(self.config["n_random"])
-        random: list[int] = []
-        for w in f.get_tensor("random_windows"):
-            if len(random) == n_random:
-                break
-            if w >= 0 and (key := self.window_tokens(int(w))) not in seen:
-                seen.add(key)
-                random.append(int(w))
-        quantiles = []
-        for row in f.get_slice("quantile_windows")[index]:
-            kept, keys = [], set()
-            for w in sorted(int(w) for w in row if w >= 0):
-                if (key := self.window_tokens(w)) not in keys:
-                    keys.add(key)
-                    kept.append(w)
-            quantiles.append(kept)
-        return {"top": top, "random": random, "quantiles": quantiles}
+        # Excerpts are de-duplicated by their tokens (the collector keeps every window), as
+        # `choose_windows` says, so repeated text cannot put one excerpt in two splits.
+        from neuron_explainer.subjects._state_records import choose_windows
+
+        return choose_windows(
+            f.get_slice("top_windows")[index],
+            f.get_tensor("random_windows"),
+            f.get_slice("quantile_windows")[index],
+            int(self.config["n_random"]),
+            self.window_tokens,
+        )
 
     def _record(self, window: int, activations: np.ndarray) -> ActivationRecord:
         ids = self.window_tokens(window)
