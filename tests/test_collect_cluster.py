@@ -141,6 +141,11 @@ def test_shard_cuts_fall_on_the_batch_grid() -> None:
     while max(grid) < 70:
         grid.add(batch_end(max(grid), 4, 16, 24))
     assert {first for first, _, _ in edges} <= grid  # a shard starts where a batch would
+    # with the window count known, the windows after the warm-up split into equal shards
+    counted = shard_cuts(batch_size=4, every=16, warmup=24, workers=2, total=70)
+    balanced = [(s.first, len(s.windows)) for s in _shards(iter(range(70)), 0, counted, 24)]  # type: ignore[arg-type]
+    assert balanced == [(0, 12), (12, 12), (24, 12), (36, 12), (48, 12), (60, 10)]
+    assert {first for first, _ in balanced} <= grid
 
 
 def test_cli_collect_on_a_cluster_equals_the_python_single_process_collection(

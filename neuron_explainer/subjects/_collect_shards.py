@@ -181,16 +181,30 @@ def _shards(
         first += len(windows)
 
 
-def shard_cuts(batch_size: int, every: int, warmup: int, workers: int) -> Callable[[int], int]:
-    """Shard ends: warm-up windows in one shard per worker, later windows up to the next
-    multiple of ``every`` (a checkpoint), each on a multiple of ``batch_size`` (a shard's
-    state is as big as a whole collection's, so fewer, longer shards move less)."""
+def shard_cuts(
+    batch_size: int, every: int, warmup: int, workers: int, total: int | None = None
+) -> Callable[[int], int]:
+    """Shard ends, each on a multiple of ``batch_size`` (a batch edge on every path):
+    warm-up windows in one shard per worker; with the number of windows ``total`` known, the
+    later ones in equal shards of at most ``every``, a multiple of ``workers`` of them (so the
+    workers finish together), else up to each multiple of ``every``. A shard's state is as big
+    as a whole collection's, so shards are few and long."""
     warm = max(batch_size, -(-warmup // workers // batch_size) * batch_size)
+    edges: list[int] = []
+    if total is not None and total > warmup:
+        remaining = total - warmup
+        k = workers * -(-remaining // (workers * every))
+        size = -(-remaining // k)
+        edges = sorted(
+            {min(total, -(-(warmup + i * size) // batch_size) * batch_size) for i in range(1, k)}
+            | {total}
+        )
 
     def cut(first: int) -> int:
         if first < warmup:
             return (first // warm + 1) * warm
-        return (first // every + 1) * every
+        later = [e for e in edges if e > first]
+        return later[0] if later else (first // every + 1) * every
 
     return cut
 
@@ -239,8 +253,10 @@ def fold_on_cluster(
     job: ShardJob,
     stream: Iterator[Window],
     progress: Callable[[int], None] | None = None,
+    total: int | None = None,
 ) -> None:
-    """Fold ``stream`` into ``run`` on ``cluster`` (`collect`'s ``cluster`` argument)."""
+    """Fold ``stream`` into ``run`` on ``cluster`` (`collect`'s ``cluster`` argument);
+    ``total``: the number of windows of the whole corpus, when counted (balanced shards)."""
     from neuron_explainer.cluster.engine import open_cluster
 
     if run.sampler != 2:
@@ -251,7 +267,7 @@ def fold_on_cluster(
         )
     with open_cluster(cluster) as client:
         workers = max(1, len(client.scheduler_info().get("workers", {})))
-        _fold_shards(run, client, job, stream, workers=workers, progress=progress)
+        _fold_shards(run, client, job, stream, workers=workers, progress=progress, total=total)
 
 
 def _fold_shards(
@@ -262,13 +278,14 @@ def _fold_shards(
     *,
     workers: int,
     progress: Callable[[int], None] | None = None,
+    total: int | None = None,
 ) -> None:
     """Fold ``stream`` (the windows after ``run.windows_done``) on ``client``'s workers into
     ``run``, checkpointing as a single process would (see the module docstring)."""
     from neuron_explainer.cluster.engine import dask_distributed
 
     every, warmup = run.sizes["checkpoint_every"], run.config["quantile_warmup"]
-    cuts = shard_cuts(run.sizes["batch_size"], every, warmup, workers)
+    cuts = shard_cuts(run.sizes["batch_size"], every, warmup, workers, total)
     shifts: dict[str, np.ndarray] = {}
     if run.windows_done == 0:  # window 0's shift first, for every shard to start from
         window = next(stream, None)

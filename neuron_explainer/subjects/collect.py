@@ -461,7 +461,12 @@ def collect(
                 tokenizer, loaded.dtype, device if not isinstance(model, LoadedModel) else None,
                 {**units, "bos": bos}, run.config | sizes,
             ).with_key()  # fmt: skip
-            fold_on_cluster(run, cluster, job, stream, progress)
+            # one tokenising pass first: the shards after the warm-up are cut equal
+            counted = iter_windows(
+                source, loaded.tokenizer, length=window_length, bos=bos, min_length=min_length
+            )
+            total = sum(1 for _ in itertools.islice(counted, max_windows))
+            fold_on_cluster(run, cluster, job, stream, progress, total)
     except BaseException:
         run.close()
         raise
