@@ -11,22 +11,26 @@ corpus size.
   adds to the forward pass, which can reorder exact ties such as windows that start with the
   same token: a causal model's first position sees that token only).
 * **Random sample**: one reservoir of ``R = 2 * n_random`` windows shared by all neurons
-  (Algorithm R). The decision for window ``w`` comes from a stateless hash of
-  ``(seed, w)``, so resuming needs no random state. A neuron's record takes the reservoir in
+  (Algorithm R). The slot window ``w`` may take comes from a stateless hash of ``(seed, w)``
+  and a slot holds the largest window hashed to it, so resuming needs no random state and
+  the order windows come in does not matter. A neuron's record takes the reservoir in
   slot order, skips its own top windows and keeps the first ``n_random``: top and random never
   share a window; a small corpus (or one where many reservoir windows are top windows) can give
   fewer than ``n_random``.
 * **Quantile samples** (warm-up method): the per-window max of every neuron is buffered for
   the first ``quantile_warmup`` windows; then each neuron's boundaries are fixed at
   ``quantile_levels`` of those maxes (``numpy.quantile``, linear). Every later window falls in
-  one bin per neuron, and each (neuron, bin) keeps a reservoir of ``n_per_quantile`` windows
-  (Algorithm R, stateless hash of ``(seed, layer, w, neuron)``). Limits: boundaries describe the
-  warm-up windows only (biased when the corpus drifts); warm-up windows are never sampled; a
-  corpus shorter than the warm-up gets boundaries from all its windows and empty samples.
+  one bin per neuron, and each (neuron, bin) keeps the ``n_per_quantile`` windows with the
+  smallest keys, a stateless hash of ``(seed, layer, w, neuron)`` (bottom-m). Limits:
+  boundaries describe the warm-up windows only (biased when the corpus drifts); warm-up
+  windows are never sampled; a corpus shorter than the warm-up gets boundaries from all its
+  windows and empty samples.
 * **Moments**: token count and sums of ``(x - c) ** p``, ``p = 1..4``, per neuron, ``c``
-  being the neuron's mean over the first batch (a shift against cancellation); each batch's
-  partial sums are float32 (relative error ~1e-7, measured against float64 in the tests) and
-  are accumulated in float64. Read back as `neuron_explainer.records.building.moments` defines them.
+  being the neuron's mean over window 0 (a shift against cancellation); each window's partial
+  sums are float32 (relative error ~1e-7, measured against float64 in the tests), added in
+  float64 over a fixed binary tree of window blocks (a moment tree), so the totals do not
+  depend on how the corpus is split. Read back as `neuron_explainer.records.building.moments`
+  defines them.
 * **Window table**: every window's excerpt ids, appended to a file (disk grows with the corpus,
   4 bytes per token slot; memory does not).
 
@@ -54,6 +58,12 @@ Layout of ``out_dir``::
         quantile_windows i64 [N,Q+1,m], quantile_activations f32 [N,Q+1,m,Lw],
         warmup_maxes f32 [W,N]
         moment_shift f64 [N], moment_sums f64 [N,4], token_count i64 [1]
+        moment_node_ids i64 [K,2], moment_nodes f64 [K,4,N] (the moment tree's blocks),
+        covered i64 [P,2] (window ranges held), firing_counts i64 [N] (units only)
+
+Every decision is keyed by the window id and batches are cut on a fixed grid (``batch_end``), so
+partial states over pieces of the corpus merge into this state exactly (``cluster=``; collection
+format 4, sampler 2; a collection begun by an earlier version resumes with sampler 1).
 
 Checkpoints: every ``checkpoint_every`` windows (batches never cross a multiple of it) and at
 the end, the window files are flushed and synced, each layer's state is written under a new
