@@ -84,9 +84,14 @@ def correlation(truth: ArrayLike, predicted: ArrayLike) -> Score:
         return Score.undefined(f"simulation is constant ({p[0]:g} on every token)")
     if _is_constant(y):
         return Score.undefined(f"true activations are constant ({y[0]:g} on every token)")
+    # Scale both to a max of 1 before centring (a mean of subnormal values rounds to 0), and
+    # again after, so tiny or huge values neither underflow nor overflow.
+    y, p = y / np.max(np.abs(y)), p / np.max(np.abs(p))
     dy, dp = y - y.mean(), p - p.mean()
-    # Scale both to a max of 1 first so tiny or huge values neither underflow nor overflow.
-    dy, dp = dy / np.max(np.abs(dy)), dp / np.max(np.abs(dp))
+    spread_y, spread_p = np.max(np.abs(dy)), np.max(np.abs(dp))
+    if spread_y == 0.0 or spread_p == 0.0:
+        return Score.undefined("values are numerically constant; correlation is undefined")
+    dy, dp = dy / spread_y, dp / spread_p
     denominator = float(np.sqrt(np.dot(dy, dy)) * np.sqrt(np.dot(dp, dp)))
     if not np.isfinite(denominator) or denominator == 0.0:
         return Score.undefined("values are numerically constant; correlation is undefined")
