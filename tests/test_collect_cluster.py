@@ -16,11 +16,13 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 distributed = pytest.importorskip("distributed")
 
-from gpt2_tokenizer import write_gpt2_tokenizer  # noqa: E402
+from test_collect import model_dir  # noqa: E402  (the tiny GPT-2 fixture)
 
 from neuron_explainer.cluster.engine import open_cluster  # noqa: E402
 from neuron_explainer.subjects.collect import collect  # noqa: E402
 from neuron_explainer.subjects.collection import Collection  # noqa: E402
+
+__all__ = ["model_dir"]  # a module fixture of test_collect
 
 WORDS = "the river city 1999 café report 42 green people shipped years of bridge".split()
 COMMON: dict[str, Any] = {
@@ -41,15 +43,6 @@ COMMON: dict[str, Any] = {
 def texts(n: int = 80) -> list[str]:
     rng = np.random.default_rng(0)
     return [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 30)))) for _ in range(n)]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = write_gpt2_tokenizer(tmp_path_factory.mktemp("tiny-gpt2"))
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64)
-    transformers.GPT2LMHeadModel(config).eval().save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

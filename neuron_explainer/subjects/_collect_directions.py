@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.models.hook_sites import resolve
 from neuron_explainer.subjects._collect_units import UnitGroup
+from neuron_explainer.subjects._unit_sources import read_vectors
 from neuron_explainer.subjects.units import _check_width, _flat
 
 if TYPE_CHECKING:
@@ -70,21 +70,7 @@ def load_directions(direction: str | os.PathLike[str] | Any) -> Directions:
     """
     import numpy as np
 
-    path = None
-    if isinstance(direction, str | os.PathLike):
-        path = str(direction)
-        if not Path(path).is_file():
-            raise InvalidInputError(
-                f"no direction file at {path}: give a .npy file of [d_model] or [K, d_model]"
-            )
-        try:
-            direction = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"{path} is not a .npy array: {exc}") from exc
-    try:
-        array = np.ascontiguousarray(np.asarray(direction, dtype="<f8"))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"a direction must be an array of numbers: {exc}") from exc
+    array, path = read_vectors(direction, "[d_model] or [K, d_model]")
     where = f" in {path}" if path else ""
     if array.ndim not in (1, 2) or array.size == 0:
         raise InvalidInputError(

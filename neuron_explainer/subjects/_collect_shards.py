@@ -68,25 +68,31 @@ class ShardJob:
         )  # fmt: skip
 
 
-_RUNS: dict[str, tuple[threading.Lock, CollectionRun]] = {}
-_RUNS_LOCK = threading.Lock()
+_HELD: list[tuple[str, ...]] = []  # the worker_cache key of the collector this process keeps
+_HELD_LOCK = threading.Lock()
 
 
 def _worker_run(job: ShardJob) -> tuple[threading.Lock, CollectionRun]:
-    """The collector of ``job`` in this worker process (built once, kept across shards)."""
-    with _RUNS_LOCK:
-        if job.key not in _RUNS:
-            from neuron_explainer.models.loading import load_model
-            from neuron_explainer.subjects.collect import build_capture
+    """The collector of ``job`` in this worker process (`worker_cache`: built once, kept
+    across shards; one collection per process, so another's model is let go)."""
+    from neuron_explainer.cluster.cache import forget_cached, worker_cache
 
-            loaded = load_model(
-                job.model, tokenizer=job.tokenizer, dtype=job.dtype, device=job.device
-            )
-            capture, groups, _ = build_capture(loaded, job.units)
-            run = CollectionRun(Path("."), job.config, job.key, loaded, capture, {}, groups)
-            _RUNS.clear()  # one collection per worker at a time: free the previous model
-            _RUNS[job.key] = (threading.Lock(), run)
-        return _RUNS[job.key]
+    key = ("neuron_explainer", "collection", job.key)
+    with _HELD_LOCK:
+        for old in _HELD:
+            if old != key:
+                forget_cached(old)
+        _HELD[:] = [key]
+    return worker_cache(key, lambda: (threading.Lock(), _build_run(job)))
+
+
+def _build_run(job: ShardJob) -> CollectionRun:
+    from neuron_explainer.models.loading import load_model
+    from neuron_explainer.subjects.collect import build_capture
+
+    loaded = load_model(job.model, tokenizer=job.tokenizer, dtype=job.dtype, device=job.device)
+    capture, groups, _ = build_capture(loaded, job.units)
+    return CollectionRun(Path("."), job.config, job.key, loaded, capture, {}, groups)
 
 
 def _limit_threads() -> None:

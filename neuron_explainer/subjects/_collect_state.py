@@ -162,16 +162,7 @@ class LayerState:
         import torch
 
         window_major = torch.from_numpy(self.random_by_window)
-        random = window_major.permute(2, 0, 1).contiguous().numpy()
-        n = self.a["top_values"].shape[0]
-        covered = np.array(self.covered, np.int64).reshape(len(self.covered), 2)
-        return {
-            **self.a,
-            "random_activations": random,
-            "moment_sums": np.ascontiguousarray(self.tree.total(n).T),
-            **self.tree.arrays(n),
-            "covered": covered,
-        }
+        return self._laid_out(window_major.permute(2, 0, 1).contiguous().numpy())
 
     def stored(self) -> dict[str, Any]:
         """`arrays` for `write_safetensors`: the reservoir as `Blocks`, transposed to
@@ -184,10 +175,16 @@ class LayerState:
         def block(start: int, stop: int) -> np.ndarray:
             return np.ascontiguousarray(window_major[:, :, start:stop].transpose(2, 0, 1))
 
+        return self._laid_out(Blocks((n, r, length), window_major.dtype, block))
+
+    def _laid_out(self, random: Any) -> dict[str, Any]:
+        """The on-disk arrays with ``random`` as the reservoir: the moments' total and tree,
+        and the windows covered, derived from what the state keeps."""
+        n = self.a["top_values"].shape[0]
         covered = np.array(self.covered, np.int64).reshape(len(self.covered), 2)
         return {
             **self.a,
-            "random_activations": Blocks((n, r, length), window_major.dtype, block),
+            "random_activations": random,
             "moment_sums": np.ascontiguousarray(self.tree.total(n).T),
             **self.tree.arrays(n),
             "covered": covered,

@@ -27,6 +27,7 @@ __all__ = [
     "Direction",
     "UnitSources",
     "load_direction",
+    "read_vectors",
     "refuse_settings",
     "sae_bos_policy",
     "sae_provenance",
@@ -53,6 +54,31 @@ class Direction:
     path: str | None = None
 
 
+def read_vectors(direction: str | os.PathLike[str] | Any, shapes: str) -> tuple[Any, str | None]:
+    """``direction`` (a ``.npy`` file's path or an array-like) as a contiguous little-endian
+    float64 array, with the path it was read from; ``shapes`` says what a file should hold.
+
+    Raises:
+        InvalidInputError: no such file, not a ``.npy`` array, or not numbers.
+    """
+    import numpy as np
+
+    path = None
+    if isinstance(direction, str | os.PathLike):
+        path = str(direction)
+        if not Path(path).is_file():
+            raise InvalidInputError(f"no direction file at {path}: give a .npy file of {shapes}")
+        try:
+            direction = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"{path} is not a .npy array: {exc}") from exc
+    try:
+        array = np.ascontiguousarray(np.asarray(direction, dtype="<f8"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"a direction must be an array of numbers: {exc}") from exc
+    return array, path
+
+
 def load_direction(direction: str | os.PathLike[str] | Any) -> Direction:
     """A `Direction` from a ``.npy`` file (path) or an array-like ``[d_model]``.
 
@@ -61,19 +87,7 @@ def load_direction(direction: str | os.PathLike[str] | Any) -> Direction:
     """
     import numpy as np
 
-    path = None
-    if isinstance(direction, str | os.PathLike):
-        path = str(direction)
-        if not Path(path).is_file():
-            raise InvalidInputError(f"no direction file at {path}: give a .npy file of [d_model]")
-        try:
-            direction = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"{path} is not a .npy array: {exc}") from exc
-    try:
-        vector = np.ascontiguousarray(np.asarray(direction, dtype="<f8"))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"a direction must be an array of numbers: {exc}") from exc
+    vector, path = read_vectors(direction, "[d_model]")
     where = f" in {path}" if path else ""
     if vector.ndim != 1 or vector.size == 0:
         raise InvalidInputError(
