@@ -4,6 +4,7 @@ and after the driver stops and resumes (issue 19)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -104,6 +105,133 @@ def test_a_killed_worker_loses_nothing_and_a_stopped_driver_resumes(
     assert '"finished": false' in progress_file
     resumed = collect(model_dir, texts(), out_dir=tmp_path, cluster=client, **COMMON)
     _same(resumed, single)
+
+
+def _recording(client: Any, monkeypatch: pytest.MonkeyPatch, events: list[Any]) -> None:
+    """Record on ``events`` every shard the driver submits: ``("submitted", first, primes)``."""
+    submit = client.submit
+
+    def recording(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if fn.__name__ == "fold_shard":
+            _, first, _, primes = args
+            events.append(("submitted", first, primes))
+        return submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", recording)
+
+
+def _primed_like_the_merged_state(events: list[Any], out: Path) -> None:
+    """The later shards were submitted before any merge, with the boundaries the merged state
+    holds; the warm-up shards with none."""
+    from safetensors.numpy import load_file
+
+    from neuron_explainer.subjects.collection import state_file
+
+    warmup = COMMON["quantile_warmup"]
+    order = [(e[0], e[1]) for e in events]
+    later = [i for i, (what, first) in enumerate(order) if what == "submitted" and first >= warmup]
+    merged = [i for i, (what, _) in enumerate(order) if what == "merged"]
+    assert len(later) >= 2 and later[1] < merged[0], order
+    generation = json.loads((out / "progress.json").read_text())["generation"]
+    for key in ("layer_0", "layer_1"):
+        stored = load_file(str(state_file(out, key, generation)))["quantile_boundaries"]
+        assert stored.shape[1] == 2 and not np.isnan(stored).any()
+        for what, first, *primes in events:
+            if what == "submitted":
+                bounds = primes[0][key][1]
+                assert bounds is None if first < warmup else np.array_equal(bounds, stored)
+
+
+def test_later_shards_start_before_the_warm_up_is_merged(
+    model_dir: Path,
+    client: Any,
+    single: Collection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events: list[Any] = []
+    _recording(client, monkeypatch, events)
+    got = collect(
+        model_dir, texts(), out_dir=tmp_path, cluster=client,
+        progress=lambda done: events.append(("merged", done)), **COMMON,
+    )  # fmt: skip
+    _same(got, single)
+    _primed_like_the_merged_state(events, tmp_path)
+
+
+def test_a_driver_stopped_in_the_warm_up_resumes_with_the_same_boundaries(
+    model_dir: Path,
+    client: Any,
+    single: Collection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # checkpoints every 8 windows: the first warm-up shard (0..11) is checkpointed alone (the
+    # batch grid is the same as with 16, so the single-process collection still compares)
+    options = {**COMMON, "checkpoint_every": 8}
+
+    class Stop(Exception):
+        pass
+
+    def stop(done: int) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        collect(model_dir, texts(), out_dir=tmp_path, cluster=client, progress=stop, **options)
+    assert '"windows_done": 12' in (tmp_path / "progress.json").read_text()
+    events: list[Any] = []
+    _recording(client, monkeypatch, events)
+    resumed = collect(
+        model_dir, texts(), out_dir=tmp_path, cluster=client,
+        progress=lambda done: events.append(("merged", done)), **options,
+    )  # fmt: skip
+    assert events[0][:2] == ("submitted", 12)  # the rest of the warm-up, then the later shards
+    _same(resumed, single)
+    _primed_like_the_merged_state(events, tmp_path)
+
+
+def test_a_worker_killed_in_the_warm_up_loses_nothing(
+    model_dir: Path,
+    client: Any,
+    single: Collection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pids = client.run(os.getpid)
+    submit, killed = client.submit, []
+
+    def killing(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        future = submit(fn, *args, **kwargs)
+        if fn.__name__ == "_warmup_maxes" and args[1] > 0 and not killed:  # both warm-up shards out
+            pid = next(iter(pids.values()))
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        return future
+
+    monkeypatch.setattr(client, "submit", killing)
+    got = collect(model_dir, texts(), out_dir=tmp_path, cluster=client, **COMMON)
+    monkeypatch.undo()
+    client.wait_for_workers(2, timeout=60)
+    assert killed and killed[0] not in client.run(os.getpid).values()
+    _same(got, single)
+
+
+def test_warmup_boundaries_are_those_one_state_fixes() -> None:
+    from neuron_explainer.subjects._collect_shards import warmup_boundaries
+    from neuron_explainer.subjects._collect_state import LayerState
+
+    levels = (0.1, 0.5, 0.9)
+    state = LayerState.new(7, k=2, r=2, levels=levels, m=2, warmup=10, length=3)
+    maxes = np.random.default_rng(1).standard_normal((10, 7)).astype(np.float32)
+    state.a["warmup_maxes"][:] = maxes
+    state.fix_boundaries(10)
+    parts = {0: (4, {"s": maxes[:4]}), 8: (2, {"s": maxes[8:]})}
+    assert warmup_boundaries(parts, 10, levels) is None  # windows 4..7 missing
+    parts[4] = (4, {"s": maxes[4:8]})
+    bounds = warmup_boundaries(parts, 10, levels)
+    assert bounds is not None
+    assert bounds["s"].tobytes() == state.a["quantile_boundaries"].tobytes()
+    assert warmup_boundaries({0: (4, {"s": maxes[:4]})}, 10, levels) is None
 
 
 def test_shards_go_to_gpu_workers_when_the_cluster_has_them() -> None:

@@ -9,15 +9,23 @@ does. Every sampling decision is keyed by the window id and batches are cut on t
 
 Later windows need what earlier ones fix: first one worker computes window 0's moment shift
 (`window_shifts`, a few numbers per unit), then the warm-up windows are folded in one shard per
-worker, and once they are merged (the quantile boundaries are fixed) the rest, in shards up to
-each multiple of ``checkpoint_every``. Within a phase shards run in parallel. A shard's partial
-state is as big as the whole collection's, whatever its length, so shards are few and long.
+worker, then the rest, in equal shards (or up to each multiple of ``checkpoint_every``).
+The later shards need the quantile boundaries, which need only the warm-up windows' maxes, not
+their whole states: on each warm-up shard's result a small task (`_warmup_maxes`, run where
+the result is) returns its windows' ``warmup_maxes`` rows; the driver fixes the boundaries from
+them as a single process does (`warmup_boundaries`) and submits the later shards with them
+before it fetches a warm-up state (seconds each: a shard's partial state is as big as the
+whole collection's, whatever its length, so shards are few and long). A resumed driver past
+the warm-up takes the boundaries from its merged states; one stopped within it adds the maxes
+of the windows it has merged to those of the warm-up shards still to run.
 
-Results are merged in window order (a shard that finishes early waits, in
-memory, for the ones before it), so a checkpoint always covers a prefix of the corpus and a
-restarted driver resumes like a single process: finished shards past the last checkpoint are
-redone. A worker that dies is replaced by the engine, which reruns its shard; a finished shard
-is never folded twice (`merge_into` refuses an overlap).
+Results are merged in window order (a shard fetched early waits, in memory, for the ones
+before it; at most ``2 * workers + 1`` shards are queued, running, unfetched or unmerged), so a
+checkpoint always covers a prefix of the corpus and a restarted driver resumes like a single
+process: finished shards past the last checkpoint are redone. A worker that dies is replaced by
+the engine, which reruns its shard (and the maxes task on it); a finished shard is never folded
+twice (`merge_into` refuses an overlap), and merging a later shard checks that its boundaries
+are the merged warm-up's (`merge_into` refuses others).
 """
 
 from __future__ import annotations
@@ -216,20 +224,54 @@ def shard_cuts(
 
 
 def _primes(
-    run: CollectionRun, shifts: dict[str, np.ndarray]
+    run: CollectionRun,
+    shifts: dict[str, np.ndarray],
+    bounds: dict[str, np.ndarray] | None = None,
 ) -> dict[str, tuple[np.ndarray | None, np.ndarray | None]]:
     """What a new shard's states start from: window 0's shift (from the merged states, or
-    `window_shifts` before any is merged) and the quantile boundaries once fixed."""
+    `window_shifts` before any is merged) and the quantile boundaries once fixed (in the
+    merged states, or ``bounds``: `warmup_boundaries` of the warm-up shards' maxes)."""
+    bounds = bounds or {}
     out: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {
-        key: (shift, None) for key, shift in shifts.items()
+        key: (shifts.get(key), bounds.get(key)) for key in shifts.keys() | bounds.keys()
     }
     for key, state in run.states.items():
-        bounds = state.a["quantile_boundaries"]
-        fixed = bounds.size == 0 or not np.isnan(bounds).all()
+        fixed: np.ndarray | None = state.a["quantile_boundaries"]
+        if fixed is not None and fixed.size and np.isnan(fixed).all():
+            fixed = bounds.get(key)
         out[key] = (
-            state.a["moment_shift"].copy() if state.shift_known else None,
-            bounds.copy() if fixed else None,
+            state.a["moment_shift"].copy() if state.shift_known else shifts.get(key),
+            None if fixed is None else fixed.copy(),
         )
+    return out
+
+
+def _warmup_maxes(
+    arrays: dict[str, dict[str, np.ndarray]], first: int, count: int
+) -> dict[str, np.ndarray]:
+    """Each state's warm-up maxes of windows ``first .. first + count - 1``, out of a warm-up
+    shard's partial states (run where they are: only these rows travel to the driver)."""
+    return {key: part["warmup_maxes"][first : first + count].copy() for key, part in arrays.items()}
+
+
+def warmup_boundaries(
+    parts: dict[int, tuple[int, dict[str, np.ndarray]]], warmup: int, levels: tuple[float, ...]
+) -> dict[str, np.ndarray] | None:
+    """Each state's quantile boundaries from the warm-up maxes, exactly as one process fixes
+    them (`LayerState.fix_boundaries`), once ``parts`` (first window -> (count, each state's
+    maxes rows)) cover windows ``0 .. warmup - 1``; else ``None``."""
+    end = 0
+    for first in sorted(parts):
+        if first != end:
+            return None
+        end += parts[first][0]
+    if end < warmup:
+        return None
+    rows = [parts[first][1] for first in sorted(parts)]
+    out = {}
+    for key in rows[0]:
+        maxes = np.concatenate([part[key] for part in rows])[:warmup].astype(np.float64)
+        out[key] = np.ascontiguousarray(np.quantile(maxes, levels, axis=0).T)
     return out
 
 
@@ -288,8 +330,6 @@ def _fold_shards(
 ) -> None:
     """Fold ``stream`` (the windows after ``run.windows_done``) on ``client``'s workers into
     ``run``, checkpointing as a single process would (see the module docstring)."""
-    from neuron_explainer.cluster.engine import dask_distributed
-
     every, warmup = run.sizes["checkpoint_every"], run.config["quantile_warmup"]
     cuts = shard_cuts(run.sizes["batch_size"], every, warmup, workers, total)
     shifts: dict[str, np.ndarray] = {}
@@ -301,39 +341,120 @@ def _fold_shards(
         resources = _gpu_resources(client)
         shifts = client.submit(window_shifts, job, window, pure=False, resources=resources).result()
     shards = _shards(stream, run.windows_done, cuts, warmup)
-    queue: deque[_Shard] = deque()
-    inflight: dict[Any, _Shard] = {}
-    finished: dict[int, tuple[_Shard, dict[str, dict[str, np.ndarray]]]] = {}
-    futures = dask_distributed().as_completed()
-    lookahead = 2 * workers + 1
-    resources = _gpu_resources(client)
-    exhausted = False
-    while True:
-        while not exhausted and len(queue) + len(inflight) + len(finished) < lookahead:
-            shard = next(shards, None)
-            if shard is None:
-                exhausted = True
+    _Driver(run, client, job, shards, workers=workers, shifts=shifts, progress=progress).drive()
+
+
+class _Driver:
+    """The driver's side of `_fold_shards`: submits shards (at most ``2 * workers + 1`` queued,
+    running, finished on a worker or fetched and waiting to merge, so memory stays bounded),
+    and for each warm-up shard a `_warmup_maxes` task on its result; fixes the quantile
+    boundaries from those maxes as soon as they cover the warm-up, submitting the later shards
+    with them, and only then fetches the warm-up shards; merges in window order."""
+
+    def __init__(
+        self,
+        run: CollectionRun,
+        client: Any,
+        job: ShardJob,
+        shards: Iterator[_Shard],
+        *,
+        workers: int,
+        shifts: dict[str, np.ndarray],
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        from neuron_explainer.cluster.engine import dask_distributed
+
+        self.run, self.client, self.job, self.shards = run, client, job, shards
+        self.shifts, self.progress = shifts, progress
+        self.lookahead = 2 * workers + 1
+        self.resources = _gpu_resources(client)
+        self.warmup = run.config["quantile_warmup"]
+        self.futures = dask_distributed().as_completed()
+        self.queue: deque[_Shard] = deque()
+        self.inflight: dict[Any, _Shard] = {}  # shards submitted, not yet fetched
+        self.probes: dict[Any, _Shard] = {}  # `_warmup_maxes` tasks not yet gathered
+        self.held: list[tuple[Any, _Shard]] = []  # finished, fetched once the probes are in
+        self.finished: dict[int, tuple[_Shard, dict[str, dict[str, np.ndarray]]]] = {}
+        self.bounds: dict[str, np.ndarray] | None = None  # from the warm-up maxes
+        # warm-up maxes known so far (first window -> (count, per state key)): those of a
+        # resumed collection's merged windows, then each warm-up shard's
+        self.maxes: dict[int, tuple[int, dict[str, np.ndarray]]] = {}
+        done = run.windows_done
+        if 0 < done < self.warmup:
+            self.maxes[0] = (done, {k: s.a["warmup_maxes"][:done] for k, s in run.states.items()})
+        self.exhausted = False
+
+    def drive(self) -> None:
+        while True:
+            self._fill()
+            self._submit()
+            if self.held and not self.probes:  # the later shards are out: fetch in order
+                self.held.sort(key=lambda pair: pair[1].first)
+                self._fetch(*self.held.pop(0))
+                continue
+            if not self.inflight and not self.probes:
+                return
+            future = next(self.futures)
+            if future in self.probes:
+                self._gather_maxes(future)
+            elif self.probes:  # the boundaries first: fetching a state takes seconds
+                self.held.append((future, self.inflight.pop(future)))
             else:
-                queue.append(shard)
-        while queue and queue[0].need <= run.windows_done:
-            shard = queue.popleft()
-            future = client.submit(
-                fold_shard, job, shard.first, shard.windows, _primes(run, shifts), pure=False,
-                resources=resources,
+                self._fetch(future, self.inflight.pop(future))
+
+    def _fill(self) -> None:
+        count = len(self.queue) + len(self.inflight) + len(self.held) + len(self.finished)
+        while not self.exhausted and count < self.lookahead:
+            shard = next(self.shards, None)
+            if shard is None:
+                self.exhausted = True
+            else:
+                self.queue.append(shard)
+                count += 1
+
+    def _submit(self) -> None:
+        while self.queue and (
+            self.queue[0].need <= self.run.windows_done or self.bounds is not None
+        ):
+            shard = self.queue.popleft()
+            primes = _primes(self.run, self.shifts, self.bounds)
+            future = self.client.submit(
+                fold_shard, self.job, shard.first, shard.windows, primes, pure=False,
+                resources=self.resources,
             )  # fmt: skip
-            inflight[future] = shard
-            futures.add(future)
-        if not inflight:
-            return
-        future = next(futures)
-        shard = inflight.pop(future)
+            self.inflight[future] = shard
+            self.futures.add(future)
+            log.debug("shard %d+%d submitted", shard.first, len(shard.windows))
+            if shard.first < self.warmup:  # its maxes, from where its states are
+                probe = self.client.submit(
+                    _warmup_maxes, future, shard.first, len(shard.windows), pure=False, priority=1
+                )
+                self.probes[probe] = shard
+                self.futures.add(probe)
+
+    def _gather_maxes(self, probe: Any) -> None:
+        shard = self.probes.pop(probe)
+        self.maxes[shard.first] = (len(shard.windows), probe.result())
+        probe.release()
+        if self.bounds is None:
+            levels = tuple(float(q) for q in self.run.config["quantile_levels"])
+            self.bounds = warmup_boundaries(self.maxes, self.warmup, levels)
+            if self.bounds is not None:
+                self.maxes.clear()
+                log.debug("quantile boundaries fixed from the warm-up maxes")
+
+    def _fetch(self, future: Any, shard: _Shard) -> None:
         started = time.perf_counter()
-        finished[shard.first] = (shard, future.result())
+        self.finished[shard.first] = (shard, future.result())
         future.release()
         log.debug("shard %d+%d fetched in %.1f s", shard.first, len(shard.windows),
                   time.perf_counter() - started)  # fmt: skip
-        while run.windows_done in finished:
-            shard, arrays = finished.pop(run.windows_done)
+        self._merge_ready()
+
+    def _merge_ready(self) -> None:
+        run, every = self.run, self.run.sizes["checkpoint_every"]
+        while run.windows_done in self.finished:
+            shard, arrays = self.finished.pop(run.windows_done)
             started = time.perf_counter()
             _merge(run, arrays)
             log.debug("shard %d merged in %.1f s", shard.first, time.perf_counter() - started)
@@ -343,5 +464,5 @@ def _fold_shards(
                 started = time.perf_counter()
                 run.checkpoint(finished=False)
                 log.debug("checkpoint in %.1f s", time.perf_counter() - started)
-            if progress is not None:
-                progress(run.windows_done)
+            if self.progress is not None:
+                self.progress(run.windows_done)
