@@ -2,9 +2,9 @@
 for what it holds and the on-disk layout), and the stateless sampling decisions it uses.
 
 Every batch arrives as a float32 torch tensor ``values`` [B, Lw, N] (window, position, neuron;
-zero beyond each window's length) with its per-window maxes [B, N]. The moments are reduced in
-NumPy on the CPU (float32 partial sums per chunk of at most one window, accumulated in float64)
-and in torch on an accelerator (float32 per batch). The rest of the state is NumPy arrays,
+zero beyond each window's length) with its per-window maxes [B, N]. The moments are float32
+sums per window, reduced in torch on the capture device (`window_sums`: on the CPU a few windows
+at a time, so each pass stays in cache) and kept in float64. The rest of the state is NumPy arrays,
 updated through torch views (threaded sorts, gathers and scatters; the reservoir's whole-window
 copies in NumPy) and touched only where a window enters a top-k, a reservoir or a quantile bin,
 so after the first few thousand windows a batch costs little beyond the moments and the
@@ -17,10 +17,11 @@ hash keys, and the moments are a `MomentTree` over window ids shifted by window 
 state can fold any set of windows (a shard of the corpus), and partial states merge
 (`neuron_explainer.subjects._collect_merge`) into exactly the state one pass would make.
 
-Elementwise passes over a whole batch are NumPy, not torch, on the CPU: torch's threaded
-kernels each wait for their whole thread team, which on shared cores can cost a scheduler slice
-per kernel (measured on 2 cores, another process busy on one: about 10 ns per element for
-torch's elementwise products and column sums of a [32, 16384] block, 0.1-0.2 ns for NumPy's).
+The moments' passes use torch's threads: the state is updated while the forward pass waits,
+so its thread team is idle (on an idle 2-core machine, 3.2-3.7 ms per batch of 16 windows x
+3,072 neurons against 7.3-8.3 ms for NumPy's single thread). On cores another process keeps
+busy, a threaded kernel can wait a scheduler slice for its whole team; that slows the forward
+pass's own kernels alike.
 """
 
 from __future__ import annotations
@@ -38,9 +39,7 @@ from neuron_explainer.subjects._collect_keys import (
     reservoir_slot,
     stateless_uniform_grid,
 )
-from neuron_explainer.subjects._collect_moments import MomentTree
-
-_CHUNK_BYTES = 3 << 20  # moments: rows per pass over the CPU (see _cpu_window_sums)
+from neuron_explainer.subjects._collect_moments import MomentTree, window_sums
 
 
 def _zeros(shape: tuple[int, ...]) -> np.ndarray:
@@ -54,45 +53,6 @@ def _zeros(shape: tuple[int, ...]) -> np.ndarray:
     with suppress(OSError):
         memory.madvise(mmap.MADV_HUGEPAGE)
     return np.frombuffer(memory, np.float32).reshape(shape)
-
-
-def _cpu_window_sums(
-    values: np.ndarray, padding: Any, shift: np.ndarray, firing: np.ndarray | None
-) -> np.ndarray:
-    """Sums of ``(x - shift)^p``, p = 1..4, over the real positions of each window of a CPU
-    batch ``values`` [B, Lw, N]: [B, 4, N] float64 (a `MomentTree` leaf per window).
-
-    Window by window over its real rows only (no padding is zeroed), in chunks of at most
-    ~3 MiB so every pass over a chunk stays in cache; each chunk's sums are float32 (``x -
-    shift`` is computed in float32, as on an accelerator), added up in float64. The chunks
-    depend on N only, so a window's sums do not depend on the batch it came in. With
-    ``firing`` [N] int64, the count of real positions above zero is added to it.
-    """
-    n_batch, width, n = values.shape
-    keep = None if padding is None else ~padding.cpu().numpy().reshape(n_batch, width)
-    c = shift.astype(np.float32)
-    rows = min(255, max(1, _CHUNK_BYTES // (4 * n)))  # 255: a uint8 firing count per chunk
-    y, y2 = np.empty((rows, n), np.float32), np.empty((rows, n), np.float32)
-    fires = np.empty((rows, n), np.bool_)
-    part, leaves = np.empty(n, np.float32), np.zeros((n_batch, 4, n), np.float64)
-    for b in range(n_batch):
-        window, sums = values[b], leaves[b]
-        if keep is not None:
-            real = int(keep[b].sum())
-            window = window[:real] if keep[b, :real].all() else window[keep[b]]
-        for start in range(0, window.shape[0], rows):
-            chunk = window[start : start + rows]
-            yc, yc2 = y[: len(chunk)], y2[: len(chunk)]
-            if firing is not None:  # a bool pass and a uint8 column sum (rows <= 255): cheapest
-                above = np.greater(chunk, 0, out=fires[: len(chunk)]).view(np.uint8)
-                firing += np.add.reduce(above, axis=0, dtype=np.uint8)
-            np.subtract(chunk, c, out=yc)
-            np.multiply(yc, yc, out=yc2)
-            sums[0] += np.add.reduce(yc, axis=0, out=part)
-            sums[1] += np.add.reduce(yc2, axis=0, out=part)
-            sums[2] += np.add.reduce(np.multiply(yc, yc2, out=yc), axis=0, out=part)
-            sums[3] += np.add.reduce(np.square(yc2, out=yc2), axis=0, out=part)
-    return leaves
 
 
 class _Rows:
@@ -149,7 +109,6 @@ class LayerState:
         # whether moment_shift holds window 0's mean (it can itself be NaN)
         self.shift_known = self.covers(0, 1) or not np.isnan(arrays["moment_shift"]).all()
         self.levels = tuple(float(q) for q in levels)
-        self._shift: Any = None  # moment_shift as a tensor on the capture device
         self._keys: np.ndarray | None = None  # each quantile entry's hash key (+inf: empty)
         self._worst = np.zeros(0)  # each (unit, bin) cell's largest key, set with _keys
         # the hash lane of each row in the quantile decisions: the row (a layer's neuron) or,
@@ -286,11 +245,8 @@ class LayerState:
         """Shift the moments by ``shift`` (window 0's mean, from the state that folded it)."""
         self.a["moment_shift"][:] = shift
         self.shift_known = True
-        self._shift = None
 
     def _moments(self, values: Any, padding: Any, n_tokens: int, first: int) -> None:
-        import torch
-
         a = self.a
         if first == 0:  # the shift against cancellation: window 0's mean
             width = values.shape[1]
@@ -298,27 +254,10 @@ class LayerState:
             self.set_shift(values[0, :length].double().mean(dim=0).cpu().numpy())
         elif not self.shift_known:
             raise RuntimeError("a partial state needs window 0's moment shift (set_shift)")
-        # float32 sums of (x - c)^p per window (per chunk on the CPU: relative error ~1e-6),
-        # one MomentTree leaf each.
-        firing = a.get("firing_counts")
-        if values.device.type == "cpu":
-            leaves = _cpu_window_sums(values.numpy(), padding, a["moment_shift"], firing)
-        else:  # on an accelerator: in one piece, in torch
-            if self._shift is None or self._shift.device != values.device:
-                shift = torch.from_numpy(a["moment_shift"])
-                self._shift = shift.to(values.device, values.dtype)
-            y = values - self._shift
-            if padding is not None:  # whole rows: zero only those
-                real = ~padding.to(y.device).reshape(values.shape[:2])
-                y.mul_(real[:, :, None])
-                if firing is not None:
-                    above = ((values > 0) & real[:, :, None]).sum(dim=(0, 1))
-                    firing += above.cpu().numpy()
-            elif firing is not None:
-                firing += (values > 0).sum(dim=(0, 1)).cpu().numpy()
-            y2 = y * y
-            powers = torch.stack([y.sum(1), y2.sum(1), y.mul_(y2).sum(1), y2.square_().sum(1)])
-            leaves = powers.transpose(0, 1).double().cpu().numpy()  # [B, 4, N]
+        lengths = None
+        if padding is not None:
+            lengths = (~padding).reshape(values.shape[:2]).sum(dim=1).tolist()
+        leaves = window_sums(values, lengths, a["moment_shift"], a.get("firing_counts"))
         self.tree.add_windows(first, leaves)
         a["token_count"][0] += n_tokens
 
