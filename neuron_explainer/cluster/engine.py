@@ -116,6 +116,18 @@ def local_cluster_options(workers: int, env: Mapping[str, str] | None = None) ->
     return options
 
 
+def _worker_environ() -> Any:
+    """Dask's configuration while a local cluster starts: its nannies do not set
+    ``MALLOC_TRIM_THRESHOLD_`` in the workers they spawn (Dask's default sets 65536). With it
+    set, glibc hands every large block back to the system at once, so each tensor of a forward
+    pass is page-faulted in afresh: a shard folded 20-27 % slower on the CPU (GPT-2 small,
+    256 windows, one thread: 47.3 s and 50.2 s in a Dask worker against 39.5 s). A variable
+    this process has still passes to its workers, as every variable does."""
+    import dask
+
+    return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+
+
 def _unreachable(address: str, timeout: float, exc: BaseException) -> InvalidInputError:
     return InvalidInputError(
         f"cannot reach the Dask scheduler at {address} within {timeout:g}s "
@@ -164,7 +176,8 @@ def open_cluster(
         return
     if isinstance(target, int):
         try:
-            local = distributed.LocalCluster(**local_cluster_options(target, env))
+            with _worker_environ():
+                local = distributed.LocalCluster(**local_cluster_options(target, env))
         except RuntimeError as exc:
             raise _start_failed(target, exc) from exc
         with local, distributed.Client(local, timeout=timeout) as client:
@@ -206,9 +219,10 @@ async def aopen_cluster(
         security = None
     if isinstance(target, int):
         try:
-            local = await distributed.LocalCluster(
-                asynchronous=True, **local_cluster_options(target, env)
-            )
+            with _worker_environ():
+                local = await distributed.LocalCluster(
+                    asynchronous=True, **local_cluster_options(target, env)
+                )
         except RuntimeError as exc:
             raise _start_failed(target, exc) from exc
         async with local, distributed.Client(local, asynchronous=True, timeout=timeout) as client:
