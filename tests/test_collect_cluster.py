@@ -120,6 +120,20 @@ def _recording(client: Any, monkeypatch: pytest.MonkeyPatch, events: list[Any]) 
     monkeypatch.setattr(client, "submit", recording)
 
 
+def _recorded_collect(
+    model_dir: Path, client: Any, monkeypatch: pytest.MonkeyPatch, out: Path, **options: Any
+) -> tuple[Collection, list[Any]]:
+    """`collect` on ``client`` with every shard submitted (`_recording`) and every merge
+    (``("merged", windows_done)``) on the returned events."""
+    events: list[Any] = []
+    _recording(client, monkeypatch, events)
+    got = collect(
+        model_dir, texts(), out_dir=out, cluster=client,
+        progress=lambda done: events.append(("merged", done)), **options,
+    )  # fmt: skip
+    return got, events
+
+
 def _primed_like_the_merged_state(events: list[Any], out: Path) -> None:
     """The later shards were submitted before any merge, with the boundaries the merged state
     holds; the warm-up shards with none."""
@@ -149,12 +163,7 @@ def test_later_shards_start_before_the_warm_up_is_merged(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    events: list[Any] = []
-    _recording(client, monkeypatch, events)
-    got = collect(
-        model_dir, texts(), out_dir=tmp_path, cluster=client,
-        progress=lambda done: events.append(("merged", done)), **COMMON,
-    )  # fmt: skip
+    got, events = _recorded_collect(model_dir, client, monkeypatch, tmp_path, **COMMON)
     _same(got, single)
     _primed_like_the_merged_state(events, tmp_path)
 
@@ -179,12 +188,7 @@ def test_a_driver_stopped_in_the_warm_up_resumes_with_the_same_boundaries(
     with pytest.raises(Stop):
         collect(model_dir, texts(), out_dir=tmp_path, cluster=client, progress=stop, **options)
     assert '"windows_done": 12' in (tmp_path / "progress.json").read_text()
-    events: list[Any] = []
-    _recording(client, monkeypatch, events)
-    resumed = collect(
-        model_dir, texts(), out_dir=tmp_path, cluster=client,
-        progress=lambda done: events.append(("merged", done)), **options,
-    )  # fmt: skip
+    resumed, events = _recorded_collect(model_dir, client, monkeypatch, tmp_path, **options)
     assert events[0][:2] == ("submitted", 12)  # the rest of the warm-up, then the later shards
     _same(resumed, single)
     _primed_like_the_merged_state(events, tmp_path)

@@ -48,6 +48,7 @@ from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.subjects._collect_batches import batch_end
 from neuron_explainer.subjects._collect_merge import merge_into
 from neuron_explainer.subjects._collect_run import CollectionRun
+from neuron_explainer.subjects._collect_state import quantile_boundaries
 from neuron_explainer.subjects.corpus import Window
 
 __all__ = ["ShardJob", "fold_on_cluster", "fold_shard", "window_shifts"]
@@ -257,9 +258,9 @@ def _warmup_maxes(
 def warmup_boundaries(
     parts: dict[int, tuple[int, dict[str, np.ndarray]]], warmup: int, levels: tuple[float, ...]
 ) -> dict[str, np.ndarray] | None:
-    """Each state's quantile boundaries from the warm-up maxes, exactly as one process fixes
-    them (`LayerState.fix_boundaries`), once ``parts`` (first window -> (count, each state's
-    maxes rows)) cover windows ``0 .. warmup - 1``; else ``None``."""
+    """Each state's quantile boundaries from the warm-up maxes, by the rule one process fixes
+    them by (`quantile_boundaries`), once ``parts`` (first window -> (count, each state's maxes
+    rows)) cover windows ``0 .. warmup - 1``; else ``None``."""
     end = 0
     for first in sorted(parts):
         if first != end:
@@ -270,8 +271,9 @@ def warmup_boundaries(
     rows = [parts[first][1] for first in sorted(parts)]
     out = {}
     for key in rows[0]:
-        maxes = np.concatenate([part[key] for part in rows])[:warmup].astype(np.float64)
-        out[key] = np.ascontiguousarray(np.quantile(maxes, levels, axis=0).T)
+        out[key] = quantile_boundaries(
+            np.concatenate([part[key] for part in rows])[:warmup], levels
+        )
     return out
 
 

@@ -17,11 +17,8 @@ hash keys, and the moments are a `MomentTree` over window ids shifted by window 
 state can fold any set of windows (a shard of the corpus), and partial states merge
 (`neuron_explainer.subjects._collect_merge`) into exactly the state one pass would make.
 
-The moments' passes use torch's threads: the state is updated while the forward pass waits,
-so its thread team is idle (on an idle 2-core machine, 3.2-3.7 ms per batch of 16 windows x
-3,072 neurons against 7.3-8.3 ms for NumPy's single thread). On cores another process keeps
-busy, a threaded kernel can wait a scheduler slice for its whole team; that slows the forward
-pass's own kernels alike.
+Why the moments use torch's threads on the CPU (and what that costs on busy cores) is
+told at `window_sums`.
 """
 
 from __future__ import annotations
@@ -53,6 +50,12 @@ def _zeros(shape: tuple[int, ...]) -> np.ndarray:
     with suppress(OSError):
         memory.madvise(mmap.MADV_HUGEPAGE)
     return np.frombuffer(memory, np.float32).reshape(shape)
+
+
+def quantile_boundaries(maxes: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Each unit's quantile boundaries [N, Q] from warm-up maxes [W, N] (in window order):
+    ``numpy.quantile`` (linear) in float64, the one rule every path fixes them by."""
+    return np.ascontiguousarray(np.quantile(maxes.astype(np.float64), levels, axis=0).T)
 
 
 class _Rows:
@@ -402,5 +405,6 @@ class LayerState:
         a = self.a
         if n_windows == 0 or not np.isnan(a["quantile_boundaries"]).any():
             return
-        maxes = a["warmup_maxes"][:n_windows].astype(np.float64)
-        a["quantile_boundaries"][:] = np.quantile(maxes, self.levels, axis=0).T
+        a["quantile_boundaries"][:] = quantile_boundaries(
+            a["warmup_maxes"][:n_windows], self.levels
+        )
