@@ -99,7 +99,7 @@ def test_a_killed_worker_loses_nothing_and_a_stopped_driver_resumes(
 
     with pytest.raises(Stop):
         collect(model_dir, texts(), out_dir=tmp_path, cluster=client, progress=progress, **COMMON)
-    client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
+    client.wait_for_workers(2, timeout=180)  # the nanny restarts the killed worker
     assert killed and killed[0] not in client.run(os.getpid).values()
     progress_file = (tmp_path / "progress.json").read_text()
     assert '"finished": false' in progress_file
@@ -215,7 +215,7 @@ def test_a_worker_killed_in_the_warm_up_loses_nothing(
     monkeypatch.setattr(client, "submit", killing)
     got = collect(model_dir, texts(), out_dir=tmp_path, cluster=client, **COMMON)
     monkeypatch.undo()
-    client.wait_for_workers(2, timeout=60)
+    client.wait_for_workers(2, timeout=180)
     assert killed and killed[0] not in client.run(os.getpid).values()
     _same(got, single)
 
