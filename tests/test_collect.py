@@ -365,24 +365,12 @@ def test_killed_collection_resumes_to_the_same_result(model_dir: Path, tmp_path:
 
 def _feed(state: Any, values: np.ndarray, lengths: np.ndarray, batch: int) -> None:
     """Fold ``values`` [W, Lw, N] into ``state`` in batches of ``batch`` windows."""
-    width = values.shape[1]
     for first in range(0, len(values), batch):
         chunk = values[first : first + batch].copy()
         n = lengths[first : first + batch]
-        masked = chunk.copy()
         for b, length in enumerate(n):
             chunk[b, length:] = 0.0
-            masked[b, length:] = -np.inf
-        padding = torch.from_numpy(np.arange(width)[None, :] >= n[:, None]).reshape(-1)
-        state.update(
-            torch.from_numpy(chunk),
-            masked.max(axis=1),
-            padding if padding.any() else None,
-            int(n.sum()),
-            first,
-            11,
-            2,
-        )
+        state.update(torch.from_numpy(chunk), n, first, 11, 2)
 
 
 def test_layer_state_is_batch_independent_and_samples_each_bin_by_smallest_key() -> None:

@@ -13,7 +13,7 @@ import torch
 
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.subjects._collect_merge import canonical, merge_into
-from neuron_explainer.subjects._collect_moments import MomentTree, window_sums
+from neuron_explainer.subjects._collect_moments import MomentTree
 from neuron_explainer.subjects._collect_state import LayerState
 
 SEED, LAYER = 11, 2
@@ -28,19 +28,12 @@ def _data(windows: int = 90, neurons: int = 6) -> tuple[np.ndarray, np.ndarray]:
 
 def _fold(state: LayerState, values: np.ndarray, lengths: np.ndarray, start: int, end: int) -> None:
     """Fold windows ``[start, end)`` in batches of 5."""
-    width = values.shape[1]
     for first in range(start, end, 5):
         last = min(first + 5, end)
         chunk, n = values[first:last].copy(), lengths[first:last]
-        masked = chunk.copy()
         for b, length in enumerate(n):
             chunk[b, length:] = 0.0
-            masked[b, length:] = -np.inf
-        padding = torch.from_numpy(np.arange(width)[None, :] >= n[:, None]).reshape(-1)
-        state.update(
-            torch.from_numpy(chunk), masked.max(axis=1),
-            padding if padding.any() else None, int(n.sum()), first, SEED, LAYER,
-        )  # fmt: skip
+        state.update(torch.from_numpy(chunk), n, first, SEED, LAYER)
 
 
 def _sharded(values: np.ndarray, lengths: np.ndarray, cuts: list[int], order: Any) -> LayerState:
@@ -124,33 +117,3 @@ def test_moment_tree_total_does_not_depend_on_how_windows_are_grouped() -> None:
     assert np.allclose(whole.total(3), running, rtol=1e-12)
     with pytest.raises(InvalidInputError, match="folded into the moments twice"):
         merged.merge(parts[1])
-
-
-@pytest.mark.parametrize("n", [1, 37, 3072, 20_000])
-def test_window_sums_are_each_windows_own_and_close_to_float64(n: int) -> None:
-    """A window's moment leaf is the same bits in any batch and on any number of torch
-    threads (the pieces depend on the shape only), skips its padding, and matches float64."""
-    rng = np.random.default_rng(n)
-    width = 64
-    lengths = [64, 30, 64, 1, 64]
-    x = rng.gamma(0.5, 1.0, size=(len(lengths), width, n)).astype(np.float32) - 0.3
-    for b, length in enumerate(lengths):
-        x[b, length:] = 0.0
-    shift = rng.normal(0.0, 0.1, n)
-    firing = np.zeros(n, np.int64)
-    whole = window_sums(torch.from_numpy(x), lengths, shift, firing)
-    for b, length in enumerate(lengths):
-        y = x[b, :length].astype(np.float64) - shift.astype(np.float32)
-        expected = np.stack([(y**p).sum(axis=0) for p in (1, 2, 3, 4)])
-        np.testing.assert_allclose(whole[b], expected, rtol=2e-5, atol=1e-6 * length)
-    assert (firing == (x > 0).sum(axis=(0, 1))).all()
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        for b, length in enumerate(lengths):  # alone, on one thread
-            alone = window_sums(torch.from_numpy(x[b : b + 1]), [length], shift, None)
-            assert np.array_equal(alone[0], whole[b])
-        pair = window_sums(torch.from_numpy(x[1:3]), lengths[1:3], shift, None)
-        assert np.array_equal(pair, whole[1:3])
-    finally:
-        torch.set_num_threads(threads)

@@ -11,10 +11,13 @@ import pytest
 import neuron_explainer
 
 
-def test_import_does_not_load_torch_or_transformers() -> None:
+def test_import_does_not_load_torch_transformers_or_numba() -> None:
     code = (
         "import sys, neuron_explainer, neuron_explainer.explainers, neuron_explainer.simulators\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+        "import neuron_explainer.subjects._collect_state\n"
+        "heavy = sorted(\n"
+        "    m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'numba')\n"
+        ")\n"
         "print(repr(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

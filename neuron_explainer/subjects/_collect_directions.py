@@ -119,6 +119,5 @@ def direction_groups(model: Any, directions: Directions, hook: str, chunk: int) 
             hook_point=f"{site.name} ({site.hook_point})",
             compute=compute,
             extra={"direction": directions.provenance()},
-            signed=True,
         )
     ]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "key_hash",
     "pair_uniform",
     "quantile_keys",
     "reservoir_slot",
@@ -33,6 +34,11 @@ def _key_hash(key: Sequence[int]) -> np.ndarray:
     for part in key:
         h = _mix(h ^ np.array([part], dtype=_U64))
     return h
+
+
+def key_hash(key: Sequence[int]) -> np.uint64:
+    """The hash of ``key`` that `stateless_uniform` mixes with each lane."""
+    return _key_hash(key)[0]  # type: ignore[no-any-return]
 
 
 def stateless_uniform(key: Sequence[int], lanes: np.ndarray) -> np.ndarray:

@@ -8,12 +8,13 @@ would have ended it; it cannot be sharded or merged.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from neuron_explainer.subjects._collect_keys import stateless_uniform_grid
 from neuron_explainer.subjects._collect_moments import MomentTree
-from neuron_explainer.subjects._collect_state import LayerState, _Rows
+from neuron_explainer.subjects._collect_state import LayerState
 
 __all__ = ["LegacyLayerState"]
 
@@ -44,7 +45,9 @@ class LegacyLayerState(LayerState):
         self.tree = _RunningSums(np.ascontiguousarray(arrays["moment_sums"].T, np.float64))
         self.shift_known = True
 
-    def _quantiles(self, rows: _Rows, maxes: np.ndarray, first: int, seed: int, layer: int) -> None:
+    def _quantiles(
+        self, x: np.ndarray, maxes: np.ndarray, first: int, seed: int, layer: int
+    ) -> None:
         """Warm-up maxes, then per-(neuron, bin) reservoirs, decided for the whole batch at once
         exactly as window-by-window Algorithm R would."""
         a = self.a
@@ -80,6 +83,21 @@ class LegacyLayerState(LayerState):
         u = stateless_uniform_grid((seed, 1 + layer), ws, lanes)
         slots = np.where(seen < m, seen, np.floor(u * (seen + 1)).astype(np.int64))
         hit_i, hit_n = np.nonzero(slots < m)  # window-major, as Algorithm R visits them
-        self._store_quantiles(
-            rows, start, ws, hit_i, hit_n, bins[hit_i, hit_n], slots[hit_i, hit_n]
-        )
+        self._store(x, start, ws, hit_i, hit_n, bins[hit_i, hit_n], slots[hit_i, hit_n])
+
+    def _store(
+        self, x: np.ndarray, start: int, ws: np.ndarray, i: Any, n: Any, b: Any, s: Any
+    ) -> None:
+        """Write the windows (and activations) that took quantile slots ``(n, b, s)`` from
+        batch rows ``start + i``; a later row replacing an earlier one in a slot wins."""
+        a = self.a
+        if i.size == 0:
+            return
+        q1, m = a["quantile_windows"].shape[1:]
+        key = (n * q1 + b) * m + s
+        order = np.argsort(key, kind="stable")
+        ordered = key[order]
+        last = order[np.append(ordered[1:] != ordered[:-1], True)]
+        i, n, b, s = i[last], n[last], b[last], s[last]
+        a["quantile_windows"][n, b, s] = ws[i]
+        a["quantile_activations"][n, b, s] = x[start + i, :, n]

@@ -13,78 +13,13 @@ not: addition does not associate).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 
 from neuron_explainer.errors import InvalidInputError
 
-__all__ = ["MomentTree", "window_sums"]
-
-_CHUNK_BYTES = 2 << 20  # CPU: about this much of a batch per piece, so each pass stays in cache
-
-
-def window_sums(
-    values: Any, lengths: Sequence[int] | None, shift: np.ndarray, firing: np.ndarray | None
-) -> np.ndarray:
-    """Sums of ``(x - shift) ** p``, ``p = 1..4``, over the real positions of each window of a
-    batch: ``[B, 4, N]`` float64, one `MomentTree` leaf per window.
-
-    Args:
-        values: float32 torch tensor ``[B, Lw, N]`` (window, position, unit) on any device,
-            zero beyond each window's length.
-        lengths: each window's real length, or ``None`` when every window is full.
-        shift: ``[N]`` float64, subtracted in float32 before the powers are taken.
-        firing: ``[N]`` int64 or ``None``; if given, each unit's count of real positions above
-            zero is added to it.
-
-    Each window's sums are float32 sums over its positions (relative error about 1e-6), in
-    torch. On the CPU the batch is taken a few windows (for a very wide layer, a block of
-    units) at a time, so every pass stays in cache; the pieces depend on ``Lw`` and ``N``
-    only, and torch reduces each output on one thread whatever the thread count, so a
-    window's sums are the same bits in any batch, on any number of threads.
-
-    Why torch's threads on the CPU: the state is folded between two kernels of the forward
-    pass, whose thread team is still spinning then. Measured on 2 cores for 16 windows x
-    3,072 units, right after a torch kernel: 3.8 ms here against 5.7 ms for NumPy on one
-    thread and 7.3 ms for NumPy on two Python threads (which then share the cores with the
-    spinning team).
-    """
-    import torch
-
-    n_batch, width, n = values.shape
-    c = torch.from_numpy(np.asarray(shift, np.float64)).to(values.device, torch.float32)
-    if values.device.type == "cpu":
-        per_window = 4 * width * n
-        step = max(1, _CHUNK_BYTES // per_window)  # windows per piece
-        cols = n if per_window <= _CHUNK_BYTES else max(1, _CHUNK_BYTES // (4 * width))
-    else:  # an accelerator: in one piece
-        step, cols = n_batch, n
-    out = torch.empty((n_batch, 4, n), dtype=torch.float32, device=values.device)
-    shape = (min(step, n_batch), width, min(cols, n))
-    y = torch.empty(shape, dtype=torch.float32, device=values.device)
-    y2 = torch.empty_like(y)
-    short = [] if lengths is None else [b for b in range(n_batch) if lengths[b] < width]
-    for b0 in range(0, n_batch, step):
-        b1 = min(n_batch, b0 + step)
-        for c0 in range(0, n, cols):
-            c1 = min(n, c0 + cols)
-            x = values[b0:b1, :, c0:c1]
-            yc, yc2 = y[: b1 - b0, :, : c1 - c0], y2[: b1 - b0, :, : c1 - c0]
-            torch.sub(x, c[c0:c1], out=yc)
-            for b in short:  # padding: its (0 - c) ** p must not count
-                if b0 <= b < b1:
-                    yc[b - b0, int(lengths[b]) :] = 0.0  # type: ignore[index]
-            if firing is not None:  # padding is zero: never above it
-                firing[c0:c1] += (x > 0).sum(dim=(0, 1)).cpu().numpy()
-            torch.mul(yc, yc, out=yc2)
-            piece = out[b0:b1, :, c0:c1]
-            piece[:, 0] = yc.sum(1)
-            piece[:, 1] = yc2.sum(1)
-            piece[:, 2] = yc.mul_(yc2).sum(1)
-            piece[:, 3] = yc2.square_().sum(1)
-    return out.double().cpu().numpy()
+__all__ = ["MomentTree"]
 
 
 class MomentTree:

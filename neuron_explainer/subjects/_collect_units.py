@@ -70,8 +70,6 @@ class UnitGroup:
         sparse: for top-k / groupmax SAEs, ``site tensor`` → ``(values, indices)``
             ``[tokens, k]`` each (then ``compute`` is not used).
         extra: what `Provenance.extra` holds about the units (the SAE, the directions).
-        signed: the units' activations can be negative (directions), so the zeros of a
-            short window's padding may exceed its real activations.
     """
 
     name: str
@@ -85,7 +83,6 @@ class UnitGroup:
     compute: Callable[[Any, list[int]], Any]
     sparse: Callable[[Any], tuple[Any, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    signed: bool = False
 
     @property
     def layer(self) -> int:

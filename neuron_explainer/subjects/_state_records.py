@@ -65,8 +65,6 @@ def _fold(
     seed: int,
     layer: int,
 ) -> None:
-    import torch
-
     n_windows, n = len(columns[0]), len(columns)
     for first in range(0, n_windows, _FOLD):
         last = min(first + _FOLD, n_windows)
@@ -75,13 +73,7 @@ def _fold(
         for u, column in enumerate(columns):
             for b, record in enumerate(column[first:last]):
                 values[b, : lengths[b], u] = record.activations
-        maxes = np.stack([values[b, : lengths[b]].max(axis=0) for b in range(len(lengths))])
-        padding = np.arange(width)[None, :] >= lengths[:, None]
-        state.update(
-            torch.from_numpy(values), maxes,
-            torch.from_numpy(padding.reshape(-1)) if padding.any() else None,
-            int(lengths.sum()), first, seed, layer,
-        )  # fmt: skip
+        state.update(values, lengths, first, seed, layer)
 
 
 def refuse_dead_record(record: NeuronRecord, unit: UnitId) -> None:

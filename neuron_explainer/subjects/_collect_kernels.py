@@ -1,0 +1,166 @@
+"""The collector's per-batch loops, compiled with numba: each is one pass over a batch, in
+window order, touching a unit's state only where a window enters it.
+
+Every kernel is single-threaded and runs between two kernels of the forward pass (whose
+OpenMP team still spins on the other cores then), reads the batch ``values`` [B, Lw, N]
+(float32, window, position, unit; zero beyond each window's length) where the forward pass
+left it (in cache), and gives the same bits however the corpus is batched or sharded: every
+per-window result is a fixed sequence of float32 operations over that window alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, uint64
+
+__all__ = ["quantile_update", "top_k_update", "window_stats"]
+
+_GOLDEN = uint64(0x9E3779B97F4A7C15)
+_M1 = uint64(0xBF58476D1CE4E5B9)
+_M2 = uint64(0x94D049BB133111EB)
+_UNIT_BLOCK = 1024
+
+
+@njit(inline="always")
+def _mix(x: np.uint64) -> np.uint64:
+    """SplitMix64's finalizer (`neuron_explainer.subjects._collect_keys._mix`)."""
+    x = x + _GOLDEN
+    x = (x ^ (x >> uint64(30))) * _M1
+    x = (x ^ (x >> uint64(27))) * _M2
+    return x ^ (x >> uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def window_stats(values, lengths, shift, maxes, sums, firing, count_firing):  # type: ignore[no-untyped-def]
+    """Per window ``b`` and unit ``u``: ``maxes[b, u]`` the max over the window's real
+    positions (NaN if any is NaN) and ``sums[b, p - 1, u]`` the float32 sum of
+    ``(x - shift[u]) ** p`` (``p = 1..4``); with ``count_firing``, ``firing[u] +=`` the
+    window's positions above zero."""
+    for b in range(values.shape[0]):
+        _window(values[b], lengths[b], shift, sums[b], maxes[b])
+        if count_firing:
+            for t in range(lengths[b]):
+                row = values[b, t]
+                for u in range(row.shape[0]):
+                    if row[u] > 0.0:
+                        firing[u] += 1
+
+
+@njit(inline="always")
+def _window(x, length, shift, sums, top):  # type: ignore[no-untyped-def]
+    """One window ``x`` [Lw, N]: four positions at a time (their pairwise sum added to the
+    running one), then one at a time, so the order of the additions depends on the length
+    only; the max by comparisons that drop a NaN, then NaN where one was."""
+    s1, s2, s3, s4 = sums[0], sums[1], sums[2], sums[3]
+    sums[:] = 0.0
+    top[:] = -np.inf
+    t = 0
+    while t + 4 <= length:
+        r0, r1, r2, r3 = x[t], x[t + 1], x[t + 2], x[t + 3]
+        for u in range(x.shape[1]):
+            c = shift[u]
+            x0, x1, x2, x3 = r0[u], r1[u], r2[u], r3[u]
+            y0, y1, y2, y3 = x0 - c, x1 - c, x2 - c, x3 - c
+            q0, q1, q2, q3 = y0 * y0, y1 * y1, y2 * y2, y3 * y3
+            s1[u] += (y0 + y1) + (y2 + y3)
+            s2[u] += (q0 + q1) + (q2 + q3)
+            s3[u] += (q0 * y0 + q1 * y1) + (q2 * y2 + q3 * y3)
+            s4[u] += (q0 * q0 + q1 * q1) + (q2 * q2 + q3 * q3)
+            high, low = max(max(x0, x1), max(x2, x3)), top[u]
+            top[u] = high if high > low else low
+        t += 4
+    for tail in range(t, length):
+        row = x[tail]
+        for u in range(x.shape[1]):
+            y = row[u] - shift[u]
+            y2 = y * y
+            s1[u] += y
+            s2[u] += y2
+            s3[u] += y2 * y
+            s4[u] += y2 * y2
+            high, low = row[u], top[u]
+            top[u] = high if high > low else low
+    for u in range(x.shape[1]):  # a NaN position makes s1 NaN (so does inf - inf)
+        if s1[u] != s1[u]:
+            for t in range(length):
+                if x[t, u] != x[t, u]:
+                    top[u] = np.nan
+
+
+@njit(cache=True, nogil=True)
+def top_k_update(values, maxes, first, top_values, top_windows, top_slots, top_activations):  # type: ignore[no-untyped-def]
+    """Fold the batch's windows (``first + b``) into each unit's top ``k``, ranked by
+    (max desc, window asc): a window enters when its max beats the k-th (NaN never does),
+    takes the evicted entry's slot, and its activations are copied there."""
+    n_batch, _, n = values.shape
+    k = top_values.shape[1]
+    least = top_values[:, k - 1].copy()  # each unit's k-th, contiguous for the scan
+    for start in range(0, n, _UNIT_BLOCK):  # a block of units' entries stays in cache
+        for b in range(n_batch):
+            for u in range(start, min(n, start + _UNIT_BLOCK)):
+                if maxes[b, u] > least[u]:
+                    _enter(values, b, u, maxes[b, u], first + b, top_values, top_windows,
+                           top_slots, top_activations)  # fmt: skip
+                    least[u] = top_values[u, k - 1]
+
+
+@njit(inline="always")
+def _enter(values, b, u, v, window, top_values, top_windows, top_slots, top_activations):  # type: ignore[no-untyped-def]
+    """Put window ``window`` (batch row ``b``, max ``v``) into unit ``u``'s top-k, below every
+    entry it does not beat, in the slot of the entry it evicts."""
+    tv, tw, ts = top_values[u], top_windows[u], top_slots[u]
+    p = k = tv.shape[0]
+    p -= 1
+    while p > 0 and tv[p - 1] < v:  # an equal earlier window stays ahead
+        p -= 1
+    slot = ts[k - 1]
+    for j in range(k - 1, p, -1):
+        tv[j] = tv[j - 1]
+        tw[j] = tw[j - 1]
+        ts[j] = ts[j - 1]
+    tv[p] = v
+    tw[p] = window
+    ts[p] = slot
+    row = top_activations[u, slot]
+    for t in range(row.shape[0]):
+        row[t] = values[b, t, u]
+
+
+@njit(cache=True, nogil=True)
+def quantile_update(  # type: ignore[no-untyped-def]
+    values, maxes, start, first, prefix, lanes, bounds, counts, keys, worst, windows, activations
+):
+    """Fold windows ``start..B-1`` of the batch (ids ``first + i``) into the quantile bins:
+    each window falls in bin ``#{j: max >= bounds[u, j]}`` of unit ``u`` (counted), and each
+    (unit, bin) keeps the ``m`` windows with the smallest keys (``pair_uniform``: SplitMix64
+    of ``prefix``, the window and the unit's lane); a window replaces the bin's largest key
+    (the first empty slot, key +inf, before any) when its key is smaller."""
+    n_batch, width, n = values.shape
+    q = bounds.shape[1]
+    m = keys.shape[2]
+    for i in range(start, n_batch):
+        row_hash = _mix(prefix ^ uint64(first + i))
+        for u in range(n):
+            x = np.float64(maxes[i, u])
+            cell = 0
+            for j in range(q):
+                if x >= bounds[u, j]:
+                    cell += 1
+            counts[u, cell] += 1
+            key = np.float64(_mix(row_hash ^ lanes[u]) >> uint64(11)) * 2.0**-53
+            if not key < worst[u, cell]:
+                continue
+            cell_keys = keys[u, cell]
+            slot = 0
+            for s in range(1, m):
+                if cell_keys[s] > cell_keys[slot]:
+                    slot = s
+            cell_keys[slot] = key
+            largest = cell_keys[0]
+            for s in range(1, m):
+                largest = max(largest, cell_keys[s])
+            worst[u, cell] = largest
+            windows[u, cell, slot] = first + i
+            target = activations[u, cell, slot]
+            for t in range(width):
+                target[t] = values[i, t, u]
