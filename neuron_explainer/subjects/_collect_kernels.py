@@ -164,3 +164,46 @@ def quantile_update(  # type: ignore[no-untyped-def]
             target = activations[u, cell, slot]
             for t in range(width):
                 target[t] = values[i, t, u]
+
+
+@njit(cache=True, nogil=True)
+def merge_top_k(  # type: ignore[no-untyped-def]
+    a_values,
+    a_windows,
+    a_slots,
+    a_acts,
+    b_values,
+    b_windows,
+    b_slots,
+    b_acts,
+    values,
+    windows,
+    acts,
+):
+    """Merge two states' top-k lists (each in rank order) into ``values``, ``windows`` and
+    ``acts`` (in rank order, slot = rank): rank by (max desc, window asc), an empty entry
+    (window -1) after every real one, a NaN max as -inf, and on an exact tie the entry of
+    ``a`` first."""
+    n, k = a_values.shape
+    for u in range(n):
+        i = 0
+        j = 0
+        for r in range(k):
+            take_a = j >= k
+            if i < k and j < k:
+                va, vb = a_values[u, i], b_values[u, j]
+                va = -np.inf if va != va else va
+                vb = -np.inf if vb != vb else vb
+                wa, wb = a_windows[u, i], b_windows[u, j]
+                ka = np.iinfo(np.int64).max if wa < 0 else wa
+                kb = np.iinfo(np.int64).max if wb < 0 else wb
+                take_a = va > vb or (va == vb and ka <= kb)
+            if take_a:
+                v, w, src = a_values[u, i], a_windows[u, i], a_acts[u, a_slots[u, i]]
+                i += 1
+            else:
+                v, w, src = b_values[u, j], b_windows[u, j], b_acts[u, b_slots[u, j]]
+                j += 1
+            values[u, r] = -np.inf if v != v else v
+            windows[u, r] = w
+            acts[u, r] = src

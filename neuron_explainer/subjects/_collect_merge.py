@@ -15,7 +15,7 @@ import numpy as np
 
 from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.subjects._collect_keys import quantile_keys
-from neuron_explainer.subjects._collect_state import LayerState
+from neuron_explainer.subjects._collect_state import LayerState, kernels
 
 __all__ = ["canonical", "merge_into"]
 
@@ -30,21 +30,18 @@ def _top_by_rank(state: LayerState) -> np.ndarray:
 
 
 def _merge_top(target: LayerState, other: LayerState) -> None:
-    import torch
-
+    """Each unit's two top-k lists merged in rank order (`_collect_kernels.merge_top_k`)."""
     a, b = target.a, other.a
-    k = a["top_values"].shape[1]
-    values = np.concatenate([a["top_values"], b["top_values"]], axis=1)
-    windows = np.concatenate([a["top_windows"], b["top_windows"]], axis=1)
-    values = np.where(np.isnan(values), -np.inf, values)
-    # rank by (-max, window); empty entries (-inf, -1) sort after every real one
-    order = np.lexsort((np.where(windows < 0, np.iinfo(np.int64).max, windows), -values))[:, :k]
-    acts = torch.from_numpy(np.concatenate([_top_by_rank(target), _top_by_rank(other)], axis=1))
-    index = torch.from_numpy(order)[:, :, None].expand(-1, -1, acts.shape[2])
-    a["top_values"] = np.ascontiguousarray(np.take_along_axis(values, order, axis=1))
-    a["top_windows"] = np.ascontiguousarray(np.take_along_axis(windows, order, axis=1))
-    a["top_slots"] = np.broadcast_to(np.arange(k), order.shape).copy()
-    a["top_activations"] = acts.gather(1, index).numpy()
+    values = np.empty_like(a["top_values"])
+    windows = np.empty_like(a["top_windows"])
+    acts = np.empty_like(a["top_activations"])
+    kernels().merge_top_k(
+        a["top_values"], a["top_windows"], a["top_slots"], a["top_activations"],
+        b["top_values"], b["top_windows"], b["top_slots"], b["top_activations"],
+        values, windows, acts,
+    )  # fmt: skip
+    a["top_values"], a["top_windows"], a["top_activations"] = values, windows, acts
+    a["top_slots"] = np.broadcast_to(np.arange(values.shape[1]), values.shape).copy()
 
 
 def _merge_random(target: LayerState, other: LayerState) -> None:
