@@ -155,3 +155,40 @@ def test_quantile_boundaries_are_numpys_linear_quantiles_bit_for_bit() -> None:
         got = quantile_boundaries(x, levels)
         assert got.shape == want.shape
         np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
+
+
+def test_merged_top_k_is_the_lexsorted_union_earlier_state_first_on_ties() -> None:
+    """Two rank-ordered top-k lists (ties, empty entries, slots in any order) merge into the
+    first ``k`` of their union by (max desc, window asc, empties last), slot = rank."""
+    rng = np.random.default_rng(4)
+    n, k, width = 6, 5, 3
+
+    def side(windows: np.ndarray) -> tuple[np.ndarray, ...]:
+        values = rng.integers(0, 4, size=(n, k)).astype(np.float32)
+        empty = rng.random(size=(n, k)) < 0.2
+        values[empty] = -np.inf
+        wins = np.where(empty, -1, windows)
+        order = np.lexsort((np.where(wins < 0, 10**9, wins), -values))
+        values = np.take_along_axis(values, order, axis=1)
+        wins = np.take_along_axis(wins, order, axis=1)
+        slots = np.stack([rng.permutation(k) for _ in range(n)])
+        acts = rng.normal(size=(n, k, width)).astype(np.float32)
+        return values, wins, slots, acts
+
+    a = side(np.broadcast_to(np.arange(0, 2 * k, 2), (n, k)))  # even windows
+    b = side(np.broadcast_to(np.arange(1, 2 * k, 2), (n, k)))  # odd windows
+    values = np.empty((n, k), np.float32)
+    windows = np.empty((n, k), np.int64)
+    acts = np.empty((n, k, width), np.float32)
+    kernels().merge_top_k(*a, *b, values, windows, acts)
+    for u in range(n):
+        entries = [
+            (-s[0][u, r], s[1][u, r] if s[1][u, r] >= 0 else 10**9, side_index, s[3][u, s[2][u, r]])
+            for side_index, s in enumerate((a, b))
+            for r in range(k)
+        ]
+        entries.sort(key=lambda e: (e[0], e[1], e[2]))
+        for r, (neg, window, _, row) in enumerate(entries[:k]):
+            assert values[u, r] == -neg
+            assert windows[u, r] == (window if window < 10**9 else -1)
+            np.testing.assert_array_equal(acts[u, r], row)
