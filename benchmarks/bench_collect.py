@@ -133,7 +133,8 @@ def main() -> None:
         if not args.memory_only:
             print(f"bare forward   {n_tokens / bare:9.0f} tokens/s")
             print(
-                f"collect / bare {bare / collecting:.3f}x (targets: issue 4 >= 0.85, issue 19 >= 0.95), whole run"
+                f"collect / bare {bare / collecting:.3f}x "
+                "(targets: issue 4 >= 0.85, issue 19 >= 0.95), whole run"
             )
             late = per_batch[len(per_batch) // 2 :]
             late_collect = sum(c for _, c, _ in late)
