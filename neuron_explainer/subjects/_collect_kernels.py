@@ -13,21 +13,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
-__all__ = ["quantile_update", "top_k_update", "window_stats"]
+from neuron_explainer.subjects._collect_keys import _mix as _mix_arrays
 
-_GOLDEN = uint64(0x9E3779B97F4A7C15)
-_M1 = uint64(0xBF58476D1CE4E5B9)
-_M2 = uint64(0x94D049BB133111EB)
+__all__ = ["merge_top_k", "quantile_update", "top_k_update", "window_stats"]
+
 _UNIT_BLOCK = 1024
 
-
-@njit(inline="always")
-def _mix(x: np.uint64) -> np.uint64:
-    """SplitMix64's finalizer (`neuron_explainer.subjects._collect_keys._mix`)."""
-    x = x + _GOLDEN
-    x = (x ^ (x >> uint64(30))) * _M1
-    x = (x ^ (x >> uint64(27))) * _M2
-    return x ^ (x >> uint64(31))
+# SplitMix64's finalizer: the NumPy rule of `_collect_keys`, compiled for one uint64 at a time
+_mix = njit(inline="always")(_mix_arrays)
 
 
 @njit(cache=True, nogil=True)
@@ -109,8 +102,8 @@ def _enter(values, b, u, v, window, top_values, top_windows, top_slots, top_acti
     """Put window ``window`` (batch row ``b``, max ``v``) into unit ``u``'s top-k, below every
     entry it does not beat, in the slot of the entry it evicts."""
     tv, tw, ts = top_values[u], top_windows[u], top_slots[u]
-    p = k = tv.shape[0]
-    p -= 1
+    k = tv.shape[0]
+    p = k - 1
     while p > 0 and tv[p - 1] < v:  # an equal earlier window stays ahead
         p -= 1
     slot = ts[k - 1]
