@@ -10,15 +10,67 @@ from neuron_explainer.subjects._collect_keys import key_hash, pair_uniform
 from neuron_explainer.subjects._collect_state import kernels, quantile_boundaries
 
 
+class _Fold:
+    """Every array `fold_batch` updates, for ``n`` units (top ``k``; ``q`` boundaries and
+    ``m`` windows a bin, from ``bounds``), and a call over one batch."""
+
+    def __init__(
+        self,
+        n: int,
+        width: int,
+        *,
+        k: int = 1,
+        bounds: np.ndarray | None = None,
+        m: int = 0,
+        lanes: np.ndarray | None = None,
+        firing: bool = False,
+    ) -> None:
+        self.top = (
+            np.full((n, k), -np.inf, np.float32),
+            np.full((n, k), -1, np.int64),
+            np.broadcast_to(np.arange(k), (n, k)).copy(),
+            np.zeros((n, k, width), np.float32),
+        )
+        self.bounds = np.zeros((n, 0)) if bounds is None else bounds
+        q = self.bounds.shape[1]
+        self.counts = np.zeros((n, q + 1), np.int64)
+        self.keys = np.full((n, q + 1, m), np.inf)
+        self.worst = np.full((n, q + 1), np.inf)
+        self.windows = np.full((n, q + 1, m), -1, np.int64)
+        self.acts = np.zeros((n, q + 1, m, width), np.float32)
+        self.lanes = np.arange(n, dtype=np.uint64) if lanes is None else lanes
+        self.firing = np.zeros(n if firing else 0, np.int64)
+
+    def __call__(
+        self,
+        x: np.ndarray,
+        lengths: list[int],
+        first: int,
+        *,
+        shift: np.ndarray | None = None,
+        binned: bool = False,
+        prefix: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fold ``x`` (windows ``first ..``) in; return its maxes and moment sums."""
+        n = x.shape[2]
+        maxes = np.empty((x.shape[0], n), np.float32)
+        sums = np.empty((x.shape[0], 4, n), np.float64)
+        kernels().fold_batch(
+            np.ascontiguousarray(x), np.asarray(lengths, np.int64), first,
+            np.zeros(n, np.float32) if shift is None else shift, maxes, sums,
+            self.firing, len(self.firing) > 0, *self.top, binned, np.uint64(prefix),
+            self.lanes, self.bounds, self.counts, self.keys, self.worst, self.windows,
+            self.acts,
+        )  # fmt: skip
+        return maxes, sums
+
+
 def _stats(x: np.ndarray, lengths: list[int], shift: np.ndarray, firing: np.ndarray | None):  # type: ignore[no-untyped-def]
-    maxes = np.empty((x.shape[0], x.shape[2]), np.float32)
-    sums = np.empty((x.shape[0], 4, x.shape[2]), np.float32)
-    counted = firing is not None
-    kernels().window_stats(
-        x, np.asarray(lengths, np.int64), shift, maxes, sums,
-        firing if counted else np.zeros(0, np.int64), counted,
-    )  # fmt: skip
-    return maxes, sums
+    fold = _Fold(x.shape[2], x.shape[1], firing=firing is not None)
+    out = fold(x, lengths, 0, shift=shift)
+    if firing is not None:
+        firing += fold.firing
+    return out
 
 
 @pytest.mark.parametrize("n", [1, 37, 3072])
@@ -74,15 +126,11 @@ def test_top_k_keeps_the_highest_maxes_earliest_first_with_their_activations(bat
     x = rng.integers(0, 6, size=(n_windows, width, n)).astype(np.float32)  # many ties
     x[rng.random(size=x.shape) < 0.02] = np.nan
     maxes = x.max(axis=1)
-    values = np.full((n, k), -np.inf, np.float32)
-    windows = np.full((n, k), -1, np.int64)
-    slots = np.broadcast_to(np.arange(k), (n, k)).copy()
-    acts = np.zeros((n, k, width), np.float32)
+    fold = _Fold(n, width, k=k)
     for first in range(0, n_windows, batch):
-        chunk = np.ascontiguousarray(x[first : first + batch])
-        kernels().top_k_update(
-            chunk, maxes[first : first + batch], first, values, windows, slots, acts
-        )
+        chunk = x[first : first + batch]
+        fold(chunk, [width] * len(chunk), first)
+    values, windows, slots, acts = fold.top
     want_values, want_windows = _top_reference(maxes, k)
     np.testing.assert_array_equal(values, want_values)
     np.testing.assert_array_equal(windows, want_windows)
@@ -101,19 +149,14 @@ def test_quantile_bins_keep_their_smallest_keys_and_count_every_window() -> None
     bounds = np.quantile(maxes.astype(np.float64), [0.3, 0.8], axis=0).T.copy()
     bounds[2] = np.nan  # a unit without boundaries: every window in bin 0
     lanes = np.array([7, 8, 9, 10], np.uint64)
-    counts = np.zeros((n, 3), np.int64)
-    keys = np.full((n, 3, m), np.inf)
-    worst = np.full((n, 3), np.inf)
-    windows = np.full((n, 3, m), -1, np.int64)
-    acts = np.zeros((n, 3, m, width), np.float32)
+    fold = _Fold(n, width, bounds=bounds, m=m, lanes=lanes)
     prefix = key_hash((seed, 1 + layer))
-    skip = 2  # the first batch's first windows are warm-up windows
-    for first in range(0, n_windows, 8):
-        chunk = np.ascontiguousarray(x[first : first + 8])
-        kernels().quantile_update(
-            chunk, maxes[first : first + 8], skip if first == 0 else 0, first, prefix, lanes,
-            bounds, counts, keys, worst, windows, acts,
-        )  # fmt: skip
+    skip = 2  # windows 0 and 1 are warm-up windows: folded apart, without bins
+    fold(x[:skip], [width] * skip, 0)
+    for first in range(skip, n_windows, 8):
+        chunk = x[first : first + 8]
+        fold(chunk, [width] * len(chunk), first, binned=True, prefix=int(prefix))
+    counts, keys, worst, windows, acts = fold.counts, fold.keys, fold.worst, fold.windows, fold.acts
     ws = np.arange(skip, n_windows)
     for u in range(n):
         cell = np.zeros(len(ws), np.int64)

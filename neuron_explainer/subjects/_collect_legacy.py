@@ -45,7 +45,16 @@ class LegacyLayerState(LayerState):
         self.tree = _RunningSums(np.ascontiguousarray(arrays["moment_sums"].T, np.float64))
         self.shift_known = True
 
-    def _quantiles(
+    def _parts(self, first: int, n_batch: int) -> list[tuple[int, int, bool]]:
+        return [(0, n_batch, True)]  # no warm-up or bins in the compiled pass: `_bin_batch`
+
+    def _fold(
+        self, x: np.ndarray, lengths: np.ndarray, first: int, maxes: np.ndarray, seed: int,
+        layer: int, binned: bool,
+    ) -> None:  # fmt: skip
+        super()._fold(x, lengths, first, maxes, seed, layer, binned=False)
+
+    def _bin_batch(
         self, x: np.ndarray, maxes: np.ndarray, first: int, seed: int, layer: int
     ) -> None:
         """Warm-up maxes, then per-(neuron, bin) reservoirs, decided for the whole batch at once

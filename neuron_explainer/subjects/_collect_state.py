@@ -27,6 +27,10 @@ from neuron_explainer.errors import InvalidInputError
 from neuron_explainer.subjects._collect_keys import key_hash, quantile_keys, reservoir_slot
 from neuron_explainer.subjects._collect_moments import MomentTree
 
+# what the compiled pass is given for a part it skips (no quantile bins, no firing counts)
+_NO_KEYS = np.zeros((0, 0, 0))
+_NO_FIRING = np.zeros(0, np.int64)
+
 
 def kernels() -> Any:
     """`neuron_explainer.subjects._collect_kernels` (numba loads and compiles on first use)."""
@@ -45,7 +49,10 @@ def quantile_boundaries(maxes: np.ndarray, levels: Sequence[float]) -> np.ndarra
     around each level are interpolated with ``numpy.quantile``'s own float64 operations; a
     unit with a NaN max gets NaN boundaries, as there.
     """
-    rows = np.sort(np.ascontiguousarray(maxes.T), axis=1)  # [N, W]; NaN sorts last
+    import torch
+
+    # [N, W], each unit's maxes sorted (NaN last); torch's blocked transpose is faster
+    rows = np.sort(torch.from_numpy(np.ascontiguousarray(maxes)).T.contiguous().numpy(), axis=1)
     n = rows.shape[1]
     virtual = (n - 1) * np.asarray(levels, np.float64)
     below = np.floor(virtual)
@@ -203,11 +210,72 @@ class LayerState:
         # strided, their loops would not vectorise and take about 4x as long)
         x = np.ascontiguousarray(x, np.float32)
         lengths = np.asarray(lengths, np.int64)
-        self._cover(first, first + x.shape[0])
-        maxes = self._moments(x, lengths, first)
-        self._top_k(x, maxes, first)
+        n_batch = x.shape[0]
+        self._cover(first, first + n_batch)
+        if first == 0:  # the shift against cancellation: window 0's mean
+            self.set_shift(x[0, : lengths[0]].astype(np.float64).mean(axis=0))
+        elif not self.shift_known:
+            raise RuntimeError("a partial state needs window 0's moment shift (set_shift)")
+        maxes = np.empty((n_batch, x.shape[2]), np.float32)
+        for lo, hi, binned in self._parts(first, n_batch):
+            self._fold(x[lo:hi], lengths[lo:hi], first + lo, maxes[lo:hi], seed, layer, binned)
+            if not binned:
+                self._warm_up(maxes[lo:hi], first + lo)
         self._random(x, first, seed)
-        self._quantiles(x, maxes, first, seed, layer)
+        self._bin_batch(x, maxes, first, seed, layer)
+
+    def _parts(self, first: int, n_batch: int) -> list[tuple[int, int, bool]]:
+        """The batch's rows as ``(start, stop, binned)`` parts: the windows still in the
+        quantile warm-up, then those past it (binned, when there are bins). When the warm-up
+        ends inside the batch the two are folded apart and the boundaries fixed in between;
+        this gives the same bits, as every decision is per window."""
+        a = self.a
+        if not a["quantile_boundaries"].shape[1] or not a["quantile_windows"].shape[2]:
+            return [(0, n_batch, False)]
+        warm = int(np.clip(a["warmup_maxes"].shape[0] - first, 0, n_batch))
+        parts = [(0, warm, False), (warm, n_batch, True)]
+        return [part for part in parts if part[0] < part[1]]
+
+    def _fold(
+        self, x: np.ndarray, lengths: np.ndarray, first: int, maxes: np.ndarray, seed: int,
+        layer: int, binned: bool,
+    ) -> None:  # fmt: skip
+        """One compiled pass over windows ``first ..`` (their ``maxes`` written): moments,
+        firing counts, top-k and, when ``binned``, the quantile bins."""
+        a = self.a
+        if binned and np.isnan(a["quantile_boundaries"]).all():
+            raise RuntimeError("a partial state past the warm-up needs the quantile boundaries")
+        keys = self._quantile_keys(seed, layer) if binned else _NO_KEYS
+        lanes = np.arange(x.shape[2]) if self.lanes is None else self.lanes
+        sums = np.empty((x.shape[0], 4, x.shape[2]), np.float64)
+        firing = a.get("firing_counts")
+        kernels().fold_batch(
+            x, lengths, first, a["moment_shift"].astype(np.float32), maxes, sums,
+            _NO_FIRING if firing is None else firing, firing is not None,
+            a["top_values"], a["top_windows"], a["top_slots"], a["top_activations"],
+            binned, key_hash((seed, 1 + layer)), lanes.astype(np.uint64),
+            a["quantile_boundaries"], a["quantile_counts"], keys, self._worst,
+            a["quantile_windows"], a["quantile_activations"],
+        )  # fmt: skip
+        self.tree.add_windows(first, sums)
+        a["token_count"][0] += int(lengths.sum())
+
+    def _warm_up(self, maxes: np.ndarray, first: int) -> None:
+        """Buffer the maxes of windows ``first ..`` below the warm-up's end ``W``; once windows
+        ``0 .. W - 1`` are all in, fix the quantile boundaries from them."""
+        a = self.a
+        warmup = a["warmup_maxes"].shape[0]
+        start = int(np.clip(warmup - first, 0, maxes.shape[0]))
+        if not a["quantile_boundaries"].shape[1] or not start:
+            return
+        a["warmup_maxes"][first : first + start] = maxes[:start]
+        if first + start == warmup and self.covers(0, warmup):
+            self.fix_boundaries(warmup)
+
+    def _bin_batch(
+        self, x: np.ndarray, maxes: np.ndarray, first: int, seed: int, layer: int
+    ) -> None:
+        """Nothing: the compiled pass bins the windows (sampler 1's state bins them here)."""
 
     def prime(self, shift: np.ndarray | None, boundaries: np.ndarray | None) -> None:
         """Give a state that will fold a shard of the corpus what the windows before it fix:
@@ -222,34 +290,6 @@ class LayerState:
         self.a["moment_shift"][:] = shift
         self.shift_known = True
 
-    def _moments(self, x: np.ndarray, lengths: np.ndarray, first: int) -> np.ndarray:
-        """Fold the batch's moment leaves (and firing counts) in; return its maxes [B, N]."""
-        a = self.a
-        if first == 0:  # the shift against cancellation: window 0's mean
-            self.set_shift(x[0, : lengths[0]].astype(np.float64).mean(axis=0))
-        elif not self.shift_known:
-            raise RuntimeError("a partial state needs window 0's moment shift (set_shift)")
-        n_batch, n = x.shape[0], x.shape[2]
-        maxes = np.empty((n_batch, n), np.float32)
-        sums = np.empty((n_batch, 4, n), np.float32)
-        firing = a.get("firing_counts")
-        kernels().window_stats(
-            x, lengths, a["moment_shift"].astype(np.float32), maxes, sums,
-            np.zeros(0, np.int64) if firing is None else firing, firing is not None,
-        )  # fmt: skip
-        self.tree.add_windows(first, sums.astype(np.float64))
-        a["token_count"][0] += int(lengths.sum())
-        return maxes
-
-    def _top_k(self, x: np.ndarray, maxes: np.ndarray, first: int) -> None:
-        """Each neuron keeps the ``k`` windows with the highest max; ties keep the earlier one
-        (NaN maxes never enter)."""
-        a = self.a
-        kernels().top_k_update(
-            x, maxes, first, a["top_values"], a["top_windows"], a["top_slots"],
-            a["top_activations"],
-        )  # fmt: skip
-
     def _random(self, x: np.ndarray, first: int, seed: int) -> None:
         """The shared reservoir: window ``w`` takes `reservoir_slot` ``(w)``, if any."""
         a = self.a
@@ -259,37 +299,6 @@ class LayerState:
             if slot is not None:
                 a["random_windows"][slot] = first + b
                 np.copyto(reservoir[slot], x[b])
-
-    def _quantiles(
-        self, x: np.ndarray, maxes: np.ndarray, first: int, seed: int, layer: int
-    ) -> None:
-        """Warm-up maxes (windows below ``W``), then for every later window its bin per
-        neuron; each (neuron, bin) keeps the ``m`` windows with the smallest `pair_uniform`
-        keys (a bottom-m sample: uniform within the bin, whatever order windows come in)."""
-        a = self.a
-        q = a["quantile_boundaries"].shape[1]
-        if q == 0:
-            return
-        warmup = a["warmup_maxes"].shape[0]
-        n_batch = maxes.shape[0]
-        start = int(np.clip(warmup - first, 0, n_batch))
-        if start:
-            a["warmup_maxes"][first : first + start] = maxes[:start]
-            if first + start == warmup and self.covers(0, warmup):
-                self.fix_boundaries(warmup)
-        m = a["quantile_windows"].shape[2]
-        if start == n_batch or m == 0:
-            return
-        if np.isnan(a["quantile_boundaries"]).all():
-            raise RuntimeError("a partial state past the warm-up needs the quantile boundaries")
-        n = maxes.shape[1]
-        lanes = np.arange(n) if self.lanes is None else self.lanes
-        keys = self._quantile_keys(seed, layer)
-        kernels().quantile_update(
-            x, maxes, start, first, key_hash((seed, 1 + layer)), lanes.astype(np.uint64),
-            a["quantile_boundaries"], a["quantile_counts"], keys, self._worst,
-            a["quantile_windows"], a["quantile_activations"],
-        )  # fmt: skip
 
     def _quantile_keys(self, seed: int, layer: int) -> np.ndarray:
         """Each quantile entry's key [N, Q+1, m] (+inf where empty), kept up to date."""
