@@ -117,3 +117,48 @@ def test_moment_tree_total_does_not_depend_on_how_windows_are_grouped() -> None:
     assert np.allclose(whole.total(3), running, rtol=1e-12)
     with pytest.raises(InvalidInputError, match="folded into the moments twice"):
         merged.merge(parts[1])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_moment_tree_adds_a_run_of_windows_as_its_leaves_one_by_one_would(seed: int) -> None:
+    """`MomentTree.add_windows` pre-adds siblings within a run; the nodes and their bits are
+    those of inserting every leaf alone, whatever the runs' starts and lengths."""
+    rng = np.random.default_rng(seed)
+    leaves = rng.normal(scale=1e6, size=(100, 4, 3)) + rng.normal(size=(100, 4, 3))
+    cuts = np.sort(rng.choice(np.arange(1, 100), size=12, replace=False))
+    runs = list(zip([0, *cuts], [*cuts, 100], strict=True))
+    rng.shuffle(runs)
+    one_by_one, by_runs = MomentTree(), MomentTree()
+    for start, end in runs:
+        for w in range(start, end):
+            one_by_one.insert(0, w, leaves[w].copy())
+        by_runs.add_windows(start, leaves[start:end].copy())
+        assert sorted(by_runs.nodes) == sorted(one_by_one.nodes)
+    for key, value in one_by_one.nodes.items():
+        np.testing.assert_array_equal(by_runs.nodes[key], value)
+    assert sorted(by_runs.nodes) == [(2, 24), (5, 2), (6, 0)]  # windows 96..99, 64..95, 0..63
+    with pytest.raises(InvalidInputError, match="folded into the moments twice"):
+        by_runs.add_windows(96, leaves[96:].copy())  # node (2, 24) again
+
+
+def test_only_each_windows_own_positions_are_read() -> None:
+    """A batch narrower than the window length, with NaN past each window's length (what the
+    model leaves at padded positions is never written to or read), folds into the same
+    state as the zero-padded batch: its kept activations are zero past the length."""
+    values, lengths = _data()
+    lengths[:] = np.minimum(lengths, 3)
+    padded, narrow = (
+        LayerState.new(values.shape[2], **OPTIONS),
+        LayerState.new(values.shape[2], **OPTIONS),
+    )
+    _fold(padded, values, lengths, 0, len(values))
+    for first in range(0, len(values), 5):
+        chunk = values[first : first + 5, :3].copy()
+        for b, length in enumerate(lengths[first : first + 5]):
+            chunk[b, length:] = np.nan
+        narrow.update(torch.from_numpy(chunk), lengths[first : first + 5], first, SEED, LAYER)
+    want, got = padded.arrays(), narrow.arrays()
+    assert want.keys() == got.keys()
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert not np.isnan(got["top_activations"]).any()

@@ -3,9 +3,10 @@ batch, in window order, touching a unit's state only where a window enters it; `
 merges two states' top-k lists.
 
 `fold_batch` is single-threaded and runs between two kernels of the forward pass (whose
-OpenMP team still spins on the other cores then), reads the batch ``values`` [B, Lw, N]
-(float32, window, position, unit; zero beyond each window's length) where the forward pass
-left it (in cache), and gives the same bits however the corpus is batched or sharded: every
+OpenMP team still spins on the other cores then), reads the batch ``values`` [B, L, N]
+(float32, window, position, unit; ``L`` up to the window length ``Lw``, and nothing past a
+window's own length is read: the copies it makes are zero there) where the forward pass left
+it (in cache), and gives the same bits however the corpus is batched or sharded: every
 per-window result is a fixed sequence of float32 operations over that window alone.
 """
 
@@ -54,11 +55,11 @@ def fold_batch(  # type: ignore[no-untyped-def]
                 for u in range(n):
                     if row[u] > 0.0:
                         firing[u] += 1
-        _top_k_window(values, b, maxes[b], first + b, least, top_values, top_windows,
-                      top_slots, top_activations)  # fmt: skip
+        _top_k_window(values, b, lengths[b], maxes[b], first + b, least, top_values,
+                      top_windows, top_slots, top_activations)  # fmt: skip
         if binned:
-            _bin_window(values, b, maxes[b], first + b, prefix, lanes, bounds, counts, keys,
-                        worst, bin_windows, bin_activations)  # fmt: skip
+            _bin_window(values, b, lengths[b], maxes[b], first + b, prefix, lanes, bounds,
+                        counts, keys, worst, bin_windows, bin_activations)  # fmt: skip
 
 
 @njit(inline="always")
@@ -104,7 +105,7 @@ def _window(x, length, shift, sums, top):  # type: ignore[no-untyped-def]
 
 @njit(inline="always")
 def _top_k_window(  # type: ignore[no-untyped-def]
-    values, b, maxes, window, least, top_values, top_windows, top_slots, top_activations
+    values, b, length, maxes, window, least, top_values, top_windows, top_slots, top_activations
 ):
     """Fold window ``window`` (batch row ``b``, maxes [N]) into each unit's top ``k``, ranked
     by (max desc, window asc): it enters when its max beats the k-th (``least``; NaN never
@@ -112,13 +113,13 @@ def _top_k_window(  # type: ignore[no-untyped-def]
     k = top_values.shape[1]
     for u in range(maxes.shape[0]):
         if maxes[u] > least[u]:
-            _enter(values, b, u, maxes[u], window, top_values, top_windows, top_slots,
+            _enter(values, b, length, u, maxes[u], window, top_values, top_windows, top_slots,
                    top_activations)  # fmt: skip
             least[u] = top_values[u, k - 1]
 
 
 @njit(inline="always")
-def _enter(values, b, u, v, window, top_values, top_windows, top_slots, top_activations):  # type: ignore[no-untyped-def]
+def _enter(values, b, length, u, v, window, top_values, top_windows, top_slots, top_activations):  # type: ignore[no-untyped-def]
     """Put window ``window`` (batch row ``b``, max ``v``) into unit ``u``'s top-k, below every
     entry it does not beat, in the slot of the entry it evicts."""
     tv, tw, ts = top_values[u], top_windows[u], top_slots[u]
@@ -134,21 +135,30 @@ def _enter(values, b, u, v, window, top_values, top_windows, top_slots, top_acti
     tv[p] = v
     tw[p] = window
     ts[p] = slot
-    row = top_activations[u, slot]
-    for t in range(row.shape[0]):
-        row[t] = values[b, t, u]
+    _copy_window(values, b, length, u, top_activations[u, slot])
 
 
 @njit(inline="always")
 def _bin_window(  # type: ignore[no-untyped-def]
-    values, b, maxes, window, prefix, lanes, bounds, counts, keys, worst, windows, activations
+    values,
+    b,
+    length,
+    maxes,
+    window,
+    prefix,
+    lanes,
+    bounds,
+    counts,
+    keys,
+    worst,
+    windows,
+    activations,
 ):
     """Fold window ``window`` (batch row ``b``, maxes [N]) into the quantile bins: it falls in
     bin ``#{j: max >= bounds[u, j]}`` of unit ``u`` (counted), and each (unit, bin) keeps the
     ``m`` windows with the smallest keys (``pair_uniform``: SplitMix64 of ``prefix``, the
     window and the unit's lane); a window replaces the bin's largest key (the first empty
     slot, key +inf, before any) when its key is smaller."""
-    width = values.shape[1]
     q = bounds.shape[1]
     m = keys.shape[2]
     row_hash = _mix(prefix ^ uint64(window))
@@ -173,9 +183,17 @@ def _bin_window(  # type: ignore[no-untyped-def]
             largest = max(largest, cell_keys[s])
         worst[u, cell] = largest
         windows[u, cell, slot] = window
-        target = activations[u, cell, slot]
-        for t in range(width):
-            target[t] = values[b, t, u]
+        _copy_window(values, b, length, u, activations[u, cell, slot])
+
+
+@njit(inline="always")
+def _copy_window(values, b, length, u, row):  # type: ignore[no-untyped-def]
+    """``row`` [Lw] = unit ``u``'s activations in batch row ``b``: its ``length`` real
+    positions, then zeros (whatever the batch holds past them)."""
+    for t in range(length):
+        row[t] = values[b, t, u]
+    for t in range(length, row.shape[0]):
+        row[t] = 0.0
 
 
 @njit(cache=True, nogil=True)

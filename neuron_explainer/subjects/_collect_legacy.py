@@ -45,6 +45,16 @@ class LegacyLayerState(LayerState):
         self.tree = _RunningSums(np.ascontiguousarray(arrays["moment_sums"].T, np.float64))
         self.shift_known = True
 
+    def update(self, values: Any, lengths: Any, first: int, seed: int, layer: int) -> None:
+        """`LayerState.update`, on a copy of ``values`` zero past each window's length and
+        padded to ``Lw`` (the quantile reservoirs store whole rows)."""
+        x = values if isinstance(values, np.ndarray) else values.detach().cpu().numpy()
+        lengths = np.asarray(lengths, np.int64)
+        padded = np.zeros((x.shape[0], self.a["top_activations"].shape[2], x.shape[2]), np.float32)
+        for b, length in enumerate(lengths):
+            padded[b, :length] = x[b, :length]
+        super().update(padded, lengths, first, seed, layer)
+
     def _parts(self, first: int, n_batch: int) -> list[tuple[int, int, bool]]:
         return [(0, n_batch, True)]  # no warm-up or bins in the compiled pass: `_bin_batch`
 

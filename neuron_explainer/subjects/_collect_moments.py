@@ -61,9 +61,29 @@ class MomentTree:
             level, index = level + 1, index >> 1
 
     def add_windows(self, first: int, sums: Iterable[np.ndarray]) -> None:
-        """Add one leaf per window ``first, first + 1, ...`` (each ``[4, N]`` float64)."""
-        for offset, leaf in enumerate(sums):
-            self.insert(0, first + offset, leaf)
+        """Add one leaf per window ``first, first + 1, ...`` (each ``[4, N]`` float64, owned by
+        the tree from now on).
+
+        The same nodes as inserting each leaf, made faster: siblings that are both among
+        these windows are added a level at a time (``left + right`` in one NumPy call per
+        level), and only the rest (a level's first node when it is a right child, its last
+        when it is a left one) go through `insert`.
+
+        Raises:
+            InvalidInputError: a node is already present (a window folded twice).
+        """
+        values = np.asarray(sums if isinstance(sums, np.ndarray) else list(sums))
+        level, index = 0, int(first)
+        while len(values):
+            if index & 1:  # its left sibling is not among these
+                self.insert(level, index, values[0])
+                values, index = values[1:], index + 1
+            if len(values) & 1:  # the last one's right sibling is not among these
+                self.insert(level, index + len(values) - 1, values[-1])
+                values = values[:-1]
+            # each pair's parent, left + right, in the left child's place (no new array)
+            values = np.add(values[0::2], values[1::2], out=values[0::2])
+            level, index = level + 1, index >> 1
 
     def merge(self, other: MomentTree) -> None:
         """Fold ``other``'s nodes in (copies).

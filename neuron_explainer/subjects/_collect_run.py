@@ -192,28 +192,19 @@ class CollectionRun:
             ids[b, : len(window.input_ids)] = torch.tensor(window.input_ids)
             mask[b, : len(window.input_ids)] = 1
             lengths[b] = len(window.excerpt_ids)
-        short = [b for b in range(len(batch)) if lengths[b] < self.width]
 
         def fold(target: Any, acts: Any) -> None:
-            self._fold(target, acts, first, lengths, short)
+            self._fold(target, acts, first, lengths)
 
         # Each layer is folded as the forward pass makes it, while it is in cache, and is then
         # freed by the model as in a bare forward (no batch of every layer is held).
         self.capture(ids, mask, on_layer=fold)
 
-    def _fold(
-        self, target: Any, acts: Any, first: int, lengths: np.ndarray, short: list[int]
-    ) -> None:
-        import torch
-
-        # [B, Lw, N] float32 on the model's device. When it is the model's own tensor (float32
-        # models) the model still reads it: only finite values may be written into it, and
-        # only at padded positions, which no real position attends to.
+    def _fold(self, target: Any, acts: Any, first: int, lengths: np.ndarray) -> None:
+        # [B, L, N] float32 (L <= Lw) on the model's device, read only up to each window's
+        # length. For float32 models it is the model's own tensor, which it still reads: it
+        # is never written to.
         values = acts[:, self.n_prefix : self.n_prefix + self.width].float()
-        if values.shape[1] < self.width:
-            values = torch.nn.functional.pad(values, (0, 0, 0, self.width - values.shape[1]))
-        for b in short:
-            values[b, int(lengths[b]) :] = 0.0
         key, layer, lanes = self.targets[target]
         if key not in self.states:
             self.states[key] = self._new_state(values.shape[2], lanes, key)

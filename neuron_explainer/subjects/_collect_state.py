@@ -1,12 +1,12 @@
 """The fixed-size per-layer state of a streaming collection (see `neuron_explainer.subjects.collect`
 for what it holds and the on-disk layout), and the stateless sampling decisions it uses.
 
-Every batch arrives as float32 ``values`` [B, Lw, N] (window, position, neuron; zero beyond
-each window's length) with each window's length. The state is NumPy arrays, updated by the
-compiled loops of `neuron_explainer.subjects._collect_kernels`: one pass over the batch gives
-each window's maxes and moment sums, and the top-k and quantile loops then touch a unit's
-entries only where a window enters them, so after the first few thousand windows a batch costs
-little beyond that pass and the comparisons that decide it.
+Every batch arrives as float32 ``values`` [B, L, N] (window, position, neuron; ``L <= Lw``)
+with each window's length; nothing past a window's length is read. The state is NumPy arrays,
+updated by one compiled pass over the batch (`neuron_explainer.subjects._collect_kernels`):
+window by window, it takes the window's maxes and moment sums, then touches a unit's top-k and
+quantile entries only where the window enters them, so after the first few thousand windows a
+batch costs little beyond reading it once and the comparisons that decide it.
 
 Every decision is a pure function of the global window id (and the seed, layer and unit), never
 of the order windows arrive in: top-k ranks by ``(-max, window)``, reservoir slot ``s`` holds
@@ -199,8 +199,9 @@ class LayerState:
         """Fold in windows ``first .. first + B - 1``.
 
         Args:
-            values: float32 [B, Lw, N] (a torch tensor on any device, or a NumPy array), zero
-                beyond each window's length; read on the CPU.
+            values: float32 [B, L, N] with ``L <= Lw`` (a torch tensor on any device, or a
+                NumPy array), read on the CPU; only each window's first ``length`` positions
+                are read (what is kept is zero past them).
             lengths: [B] each window's real length (its positions ``0 .. length - 1``).
             first: the stream index of window 0 of the batch.
             seed, layer: key the sampling decisions.
@@ -221,7 +222,7 @@ class LayerState:
             self._fold(x[lo:hi], lengths[lo:hi], first + lo, maxes[lo:hi], seed, layer, binned)
             if not binned:
                 self._warm_up(maxes[lo:hi], first + lo)
-        self._random(x, first, seed)
+        self._random(x, lengths, first, seed)
         self._bin_batch(x, maxes, first, seed, layer)
 
     def _parts(self, first: int, n_batch: int) -> list[tuple[int, int, bool]]:
@@ -290,7 +291,7 @@ class LayerState:
         self.a["moment_shift"][:] = shift
         self.shift_known = True
 
-    def _random(self, x: np.ndarray, first: int, seed: int) -> None:
+    def _random(self, x: np.ndarray, lengths: np.ndarray, first: int, seed: int) -> None:
         """The shared reservoir: window ``w`` takes `reservoir_slot` ``(w)``, if any."""
         a = self.a
         reservoir = self.random_by_window
@@ -298,7 +299,8 @@ class LayerState:
             slot = reservoir_slot(first + b, reservoir.shape[0], seed)
             if slot is not None:
                 a["random_windows"][slot] = first + b
-                np.copyto(reservoir[slot], x[b])
+                reservoir[slot, : lengths[b]] = x[b, : lengths[b]]
+                reservoir[slot, lengths[b] :] = 0.0
 
     def _quantile_keys(self, seed: int, layer: int) -> np.ndarray:
         """Each quantile entry's key [N, Q+1, m] (+inf where empty), kept up to date."""
