@@ -56,13 +56,10 @@ class LegacyLayerState(LayerState):
         super().update(padded, lengths, first, seed, layer)
 
     def _parts(self, first: int, n_batch: int) -> list[tuple[int, int, bool]]:
-        return [(0, n_batch, True)]  # no warm-up or bins in the compiled pass: `_bin_batch`
+        return [(0, n_batch, False)]  # no bins in the compiled pass: `_bin_batch` makes them
 
-    def _fold(
-        self, x: np.ndarray, lengths: np.ndarray, first: int, maxes: np.ndarray, seed: int,
-        layer: int, binned: bool,
-    ) -> None:  # fmt: skip
-        super()._fold(x, lengths, first, maxes, seed, layer, binned=False)
+    def _warm_up(self, maxes: np.ndarray, first: int) -> None:
+        """Nothing: `_bin_batch` buffers sampler 1's warm-up maxes."""
 
     def _bin_batch(
         self, x: np.ndarray, maxes: np.ndarray, first: int, seed: int, layer: int
