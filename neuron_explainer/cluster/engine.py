@@ -36,6 +36,8 @@ ClusterSpec: TypeAlias = "str | int | distributed.Client"
 LOCAL_HOST = "127.0.0.1"
 """The only interface a local cluster listens on."""
 DEFAULT_TIMEOUT = 30.0
+LOCAL_RESTART_GRACE = "1 hour"
+"""How long a local cluster waits for a dead worker's nanny to restart it (`_keep_workers`)."""
 INSTALL = "pip install 'neuron-explainer[dask]'"
 _ADDRESS = re.compile(
     r"^(?:(?P<scheme>[a-z][a-z0-9+]*)://)?(?P<host>\[[^\]]+\]|[^\s/:]+):(?P<port>\d+)$"
@@ -128,6 +130,17 @@ def _worker_environ() -> Any:
     return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
 
 
+def _keep_workers() -> Any:
+    """Dask's configuration while a local cluster is open: a worker that dies (killed, out of
+    memory) is restarted by its nanny, however long the restart takes. Dask's default
+    ``distributed.deploy.lost-worker-timeout`` (15 s) closes the nanny of a worker that has not
+    rejoined within that time, so on a loaded machine, where spawning a worker can take
+    longer, the cluster would lose that worker for the rest of the run."""
+    import dask
+
+    return dask.config.set({"distributed.deploy.lost-worker-timeout": LOCAL_RESTART_GRACE})
+
+
 def _unreachable(address: str, timeout: float, exc: BaseException) -> InvalidInputError:
     return InvalidInputError(
         f"cannot reach the Dask scheduler at {address} within {timeout:g}s "
@@ -180,7 +193,7 @@ def open_cluster(
                 local = distributed.LocalCluster(**local_cluster_options(target, env))
         except RuntimeError as exc:
             raise _start_failed(target, exc) from exc
-        with local, distributed.Client(local, timeout=timeout) as client:
+        with _keep_workers(), local, distributed.Client(local, timeout=timeout) as client:
             yield client
         return
     try:
@@ -225,8 +238,12 @@ async def aopen_cluster(
                 )
         except RuntimeError as exc:
             raise _start_failed(target, exc) from exc
-        async with local, distributed.Client(local, asynchronous=True, timeout=timeout) as client:
-            yield client
+        with _keep_workers():
+            async with (
+                local,
+                distributed.Client(local, asynchronous=True, timeout=timeout) as client,
+            ):
+                yield client
         return
     try:
         client = await distributed.Client(
