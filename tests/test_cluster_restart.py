@@ -47,6 +47,9 @@ def test_a_killed_worker_rejoins_however_slow_its_restart() -> None:
 
 
 def test_the_async_local_cluster_keeps_its_workers_too() -> None:
+    # the asynchronous cluster holds the same setting for its block (without it this test
+    # still passed here: Dask's check did not close this cluster's nanny, so the setting is
+    # what the test pins down; the synchronous test shows what it prevents)
     async def run() -> None:
         async with aopen_cluster(2) as client:
             assert dask.config.get(LOST) == LOCAL_RESTART_GRACE

@@ -169,8 +169,10 @@ def open_cluster(
     Args:
         cluster: a scheduler address (``"tcp://10.0.0.5:8786"``: a running cluster, left
             running), a number of local worker processes (started now, one thread each, on
-            127.0.0.1 only, no dashboard; stopped at the end of the block), or a
-            ``distributed.Client`` (yielded as it is, left open).
+            127.0.0.1 only, no dashboard; stopped at the end of the block; while it is open,
+            Dask's ``distributed.deploy.lost-worker-timeout`` is an hour, so a worker that
+            dies is always restarted), or a ``distributed.Client`` (yielded as it is, left
+            open).
         timeout: seconds to wait for the scheduler to answer.
         env: environment variables of the worker processes of a local cluster (they inherit
             this process's environment, then these).
